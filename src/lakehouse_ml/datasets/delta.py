@@ -1,0 +1,255 @@
+"""Delta Lake tables as Kedro datasets: Spark (read/write through Spark Connect) and pandas.
+
+kedro-datasets' Spark datasets read and write Delta over Spark Connect but cannot upsert, and
+their ``exists()`` is wrong on Connect (see README "Engine notes"). ``SparkDeltaDataset`` adds:
+
+- write modes ``overwrite``, ``append``, ``merge`` (SQL ``MERGE INTO`` on ``merge_keys``) and
+  ``replace`` (Delta ``replaceWhere`` on the values of ``replace_keys`` present in the data);
+- ``rebuild: true`` (usually ``${runtime_params:...}``): the next save overwrites whatever the mode;
+- empty appends/merges/replaces are skipped once the table exists, so re-running on unchanged
+  input adds no table version; the first save always creates the table, even when empty;
+- ``exists()`` through the Delta log (``deltalake``), and time travel via ``load_args``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from deltalake import DeltaTable, write_deltalake
+from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from lakehouse_ml.engine import get_spark
+
+logger = logging.getLogger(__name__)
+
+WRITE_MODES = ("overwrite", "append", "merge", "replace")
+
+
+def table_uri(filepath: str) -> str:
+    """Return an absolute location for ``filepath``: Spark resolves relative paths elsewhere."""
+    protocol, path = get_protocol_and_path(filepath)
+    if protocol == "file":
+        return Path(path).expanduser().resolve().as_posix()
+    return filepath
+
+
+def _sql_literal(value: Any) -> str:
+    """Render a Python value as a Spark SQL literal for a replaceWhere predicate."""
+    if value is None:
+        raise DatasetError("replace_keys must not contain nulls")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    kind = type(value).__name__
+    if kind == "date":
+        return f"DATE'{text}'"
+    if kind in ("datetime", "Timestamp"):
+        return f"TIMESTAMP'{text}'"
+    return f"'{text}'"
+
+
+def _quote(column: str) -> str:
+    return "`" + column.replace("`", "``") + "`"
+
+
+class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
+    """A path-based Delta table read and written through the process's Spark session."""
+
+    def __init__(  # noqa: PLR0913
+        self,
+        *,
+        filepath: str,
+        write_mode: str = "overwrite",
+        merge_keys: list[str] | None = None,
+        merge_delete_column: str | None = None,
+        replace_keys: list[str] | None = None,
+        rebuild: bool = False,
+        schema_if_missing: str | None = None,
+        load_args: dict[str, Any] | None = None,
+        save_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if write_mode not in WRITE_MODES:
+            raise DatasetError(
+                f"Delta table '{filepath}': write_mode must be one of "
+                f"{', '.join(WRITE_MODES)}, got {write_mode!r}"
+            )
+        if write_mode == "merge" and not merge_keys:
+            raise DatasetError(f"Delta table '{filepath}': write_mode 'merge' needs merge_keys")
+        if write_mode == "replace" and not replace_keys:
+            raise DatasetError(
+                f"Delta table '{filepath}': write_mode 'replace' needs replace_keys"
+            )
+        self._filepath = filepath
+        self._uri = table_uri(filepath)
+        self._write_mode = write_mode
+        self._merge_keys = list(merge_keys or [])
+        self._merge_delete_column = merge_delete_column
+        self._replace_keys = list(replace_keys or [])
+        self._rebuild = str(rebuild).lower() in ("true", "1", "yes")
+        self._schema_if_missing = schema_if_missing
+        self._load_args = dict(load_args or {})
+        self._save_args = dict(save_args or {})
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {
+            "filepath": self._filepath,
+            "write_mode": self._write_mode,
+            "merge_keys": self._merge_keys,
+            "replace_keys": self._replace_keys,
+            "rebuild": self._rebuild,
+        "schema_if_missing": self._schema_if_missing,
+            "load_args": self._load_args,
+        }
+
+    def _exists(self) -> bool:
+        return DeltaTable.is_deltatable(self._uri)
+
+    def load(self) -> DataFrame:
+        """Read the table (or the version in ``load_args``) lazily.
+
+        A table that does not exist yet loads as an empty frame of ``schema_if_missing`` when
+        that is set (e.g. a log read before its first write), and raises otherwise.
+        """
+        if not self._exists():
+            if self._schema_if_missing:
+                return get_spark().createDataFrame([], self._schema_if_missing)
+            raise DatasetError(
+                f"Delta table '{self._filepath}' does not exist yet: run the pipeline that "
+                "writes it first"
+            )
+        return get_spark().read.format("delta").options(**self._load_args).load(self._uri)
+
+    def save(self, data: DataFrame) -> None:
+        """Write ``data`` according to the write mode (see the module docstring)."""
+        exists = self._exists()
+        mode = "overwrite" if (self._rebuild or not exists) else self._write_mode
+        if self._rebuild:
+            # Rebuild once per process: later saves in the same session use the normal mode.
+            self._rebuild = False
+        if mode != "overwrite" and data.isEmpty():
+            logger.info("Delta table '%s': nothing to %s", self._filepath, mode)
+            return
+        if mode == "merge":
+            self._merge(data)
+        elif mode == "replace":
+            self._replace(data)
+        else:
+            if self._merge_delete_column:
+                # Delete markers only mean something to MERGE; a fresh table never holds them.
+                data = data.filter(~F.col(self._merge_delete_column)).drop(self._merge_delete_column)
+            self._write(data, mode)
+
+    def _write(self, data: DataFrame, mode: str, **options: Any) -> None:
+        writer = data.write.format("delta").mode(mode)
+        save_args = dict(self._save_args)
+        partition_by = save_args.pop("partitionBy", None)
+        if partition_by:
+            writer = writer.partitionBy(*([partition_by] if isinstance(partition_by, str) else partition_by))
+        if mode == "overwrite":
+            save_args.setdefault("overwriteSchema", "true")
+        writer.options(**{**save_args, **options}).save(self._uri)
+
+    def _replace(self, data: DataFrame) -> None:
+        keys = data.select(*self._replace_keys).distinct().collect()
+        predicate = " OR ".join(
+            "(" + " AND ".join(f"{_quote(k)} = {_sql_literal(row[k])}" for k in self._replace_keys) + ")"
+            for row in keys
+        )
+        # The predicate is built from the data itself, so every new row satisfies it (Sail does
+        # not check new rows against replaceWhere; Delta-Spark does).
+        self._write(data, "overwrite", replaceWhere=predicate, overwriteSchema="false")
+
+    def _merge(self, data: DataFrame) -> None:
+        self._check_unique_keys(data)
+        spark = data.sparkSession
+        view = f"merge_source_{uuid.uuid4().hex}"
+        data.createOrReplaceTempView(view)
+        on = " AND ".join(f"t.{_quote(k)} = s.{_quote(k)}" for k in self._merge_keys)
+        columns = [c for c in data.columns if c != self._merge_delete_column]
+        assignments = ", ".join(f"t.{_quote(c)} = s.{_quote(c)}" for c in columns)
+        names = ", ".join(_quote(c) for c in columns)
+        values = ", ".join(f"s.{_quote(c)}" for c in columns)
+        delete = self._merge_delete_column
+        clauses = (
+            [f"WHEN MATCHED AND s.{_quote(delete)} THEN DELETE"] if delete else []
+        ) + [
+            f"WHEN MATCHED THEN UPDATE SET {assignments}",
+            f"WHEN NOT MATCHED {f'AND NOT s.{_quote(delete)} ' if delete else ''}"
+            f"THEN INSERT ({names}) VALUES ({values})",
+        ]
+        try:
+            spark.sql(
+                f"MERGE INTO delta.`{self._uri}` AS t USING {view} AS s ON {on} "
+                + " ".join(clauses)
+            ).collect()
+        finally:
+            spark.catalog.dropTempView(view)
+
+    def _check_unique_keys(self, data: DataFrame) -> None:
+        dupes = (
+            data.groupBy(*self._merge_keys).count().filter(F.col("count") > 1).limit(5).collect()
+        )
+        if dupes:
+            sample = "; ".join(
+                ", ".join(f"{k}={row[k]!r}" for k in self._merge_keys) + f" ({row['count']} rows)"
+                for row in dupes
+            )
+            raise DatasetError(
+                f"Delta table '{self._filepath}': MERGE source has several rows per key "
+                f"{self._merge_keys}, expected one: {sample}"
+            )
+
+
+class PandasDeltaDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
+    """A Delta table read and written as pandas with ``deltalake`` (no Spark round-trip).
+
+    Reads without pyarrow's thread pool: a threaded read can abort the interpreter at exit
+    (SIGABRT, exit code 134), see README "Engine notes".
+    """
+
+    def __init__(
+        self,
+        *,
+        filepath: str,
+        version: int | None = None,
+        columns: list[str] | None = None,
+        save_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self._filepath = filepath
+        self._uri = table_uri(filepath)
+        self._version = version
+        self._columns = columns
+        self._save_args = {"mode": "overwrite", **(save_args or {})}
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath, "version": self._version, "columns": self._columns}
+
+    def _exists(self) -> bool:
+        return DeltaTable.is_deltatable(self._uri)
+
+    def load(self) -> pd.DataFrame:
+        """Read the table (optionally at ``version``) into pandas."""
+        if not self._exists():
+            raise DatasetError(
+                f"Delta table '{self._filepath}' does not exist yet: run the pipeline that "
+                "writes it first"
+            )
+        table = DeltaTable(self._uri, version=self._version)
+        dataset = table.to_pyarrow_dataset()
+        return dataset.to_table(columns=self._columns, use_threads=False).to_pandas()
+
+    def save(self, data: pd.DataFrame) -> None:
+        """Write ``data`` with delta-rs (``save_args.mode``: overwrite or append)."""
+        write_deltalake(self._uri, data, **self._save_args)

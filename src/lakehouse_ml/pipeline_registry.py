@@ -1,0 +1,16 @@
+"""Project pipelines."""
+
+from kedro.framework.project import find_pipelines
+from kedro.pipeline import Pipeline
+
+# The main job, in the order of the loop; later stages join as they land.
+DEFAULT_PIPELINES = ("simulate", "ingest")
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    """Register every pipeline under ``pipelines/`` and the default loop."""
+    pipelines = find_pipelines(raise_errors=True)
+    pipelines["__default__"] = sum(
+        (pipelines[name] for name in DEFAULT_PIPELINES), Pipeline([])
+    )
+    return pipelines

@@ -1,0 +1,1 @@
+"""Ingest: landing deliveries → bronze → silver (+ quarantine) → gold."""

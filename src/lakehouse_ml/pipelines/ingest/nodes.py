@@ -1,0 +1,440 @@
+"""Ingest nodes: landing deliveries → bronze → silver (+ quarantine) → gold, with reconciliation.
+
+Every bronze row ends in exactly one of: silver insert, silver update, duplicate dropped,
+quarantined. The audit counts each outcome per batch (one batch = one delivered file) and checks
+that they add up to the bronze rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections.abc import Callable, Iterable
+from functools import reduce
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import MapType, StringType
+
+from lakehouse_ml.pipelines.ingest.schemas import SCHEMAS, canonical_columns, spark_failures, spark_type
+
+logger = logging.getLogger(__name__)
+
+BRONZE_SCHEMA = (
+    "_raw string, _format string, _header string, _source_file string, _source string, "
+    "_delivery_date date, _batch_id string, _ingested_at timestamp"
+)
+QUARANTINE_COLUMNS = [
+    "_batch_id", "_source", "_source_file", "_delivery_date", "_ingested_at", "_raw",
+    "_failed_checks",
+]
+METADATA_COLUMNS = ["_record_hash", "_batch_id", "_source_file", "_delivery_date", "_ingested_at"]
+OUTCOMES = ("inserted", "updated", "duplicate", "quarantined")
+AUDIT_SCHEMA = (
+    "batch_id string, source string, delivery_date date, source_file string, "
+    "bronze_rows bigint, inserted bigint, updated bigint, duplicate bigint, "
+    "quarantined bigint, balanced boolean, quarantine_rate double, "
+    "top_failed_checks string, unexpected_columns string"
+)
+_DELIVERY = re.compile(r"^(\d{4}-\d{2}-\d{2})/")
+
+
+class QuarantineRateExceeded(RuntimeError):
+    """A batch has more quarantined records than the configured maximum rate."""
+
+
+# ---------------------------------------------------------------- landing → bronze
+
+
+def _delivery_date(partition_id: str) -> str:
+    """Return the delivery date of a landing file from its folder (``YYYY-MM-DD/<file>``)."""
+    match = _DELIVERY.match(partition_id)
+    if not match:
+        raise ValueError(
+            f"landing file '{partition_id}': expected it inside a delivery folder named "
+            "YYYY-MM-DD (e.g. 2026-01-31/orders.jsonl)"
+        )
+    return match.group(1)
+
+
+def batch_id(source: str, partition_id: str) -> str:
+    """Return the batch id of one delivered file: ``<source>/<partition id>``."""
+    return f"{source}/{partition_id}"
+
+
+def select_new_deliveries(
+    partition_ids: Iterable[str], ingested_batches: set[str], source: str, full_rebuild: bool
+) -> list[str]:
+    """Return the partition ids not yet ingested (all of them on a full rebuild), sorted."""
+    return sorted(
+        pid
+        for pid in partition_ids
+        if full_rebuild or batch_id(source, pid) not in ingested_batches
+    )
+
+
+def land_deliveries(
+    landing: dict[str, Callable[[], DataFrame]],
+    ingest_log: DataFrame,
+    source: dict[str, Any],
+    ingest: dict[str, Any],
+) -> tuple[DataFrame, list[str]]:
+    """Read the deliveries not yet ingested as raw bronze rows; return them and their batch ids."""
+    name = source["name"]
+    done = {
+        row["batch_id"]
+        for row in ingest_log.filter(F.col("source") == name).select("batch_id").collect()
+    }
+    new = select_new_deliveries(landing, done, name, bool(ingest.get("full_rebuild")))
+    logger.info("%s: %d deliveries available, %d new", name, len(landing), len(new))
+    spark = ingest_log.sparkSession
+    frames = [
+        landing[pid]()
+        .withColumn("_source", F.lit(name))
+        .withColumn("_delivery_date", F.to_date(F.lit(_delivery_date(pid))))
+        .withColumn("_batch_id", F.lit(batch_id(name, pid)))
+        for pid in new
+    ]
+    empty = spark.createDataFrame([], BRONZE_SCHEMA)
+    bronze = reduce(DataFrame.unionByName, frames, empty.drop("_ingested_at"))
+    bronze = bronze.withColumn("_ingested_at", F.current_timestamp())
+    return bronze.select(*empty.columns), [batch_id(name, pid) for pid in new]
+
+
+# ---------------------------------------------------------------- bronze → typed records
+
+
+def _parse_csv_lines(lines: pd.Series, headers: pd.Series) -> pd.Series:
+    """Parse CSV lines by their file's header (RFC 4180 quoting); null when the field count differs."""
+    parsed = []
+    for line, header in zip(lines, headers):
+        names = next(csv.reader([header]))
+        values = next(csv.reader([line]), [])
+        parsed.append(dict(zip(names, values)) if len(values) == len(names) else None)
+    return pd.Series(parsed, dtype=object)
+
+
+def _parse_record(bronze: DataFrame) -> Column:
+    """Return the raw record as ``map<string,string>``; null when the line is malformed."""
+    as_json = F.from_json(F.col("_raw"), "map<string,string>")
+    # Built per call: a UDF made at import time would bind to whichever Spark flavour (classic
+    # or Connect) happens to be configured then.
+    parse_csv = F.pandas_udf(_parse_csv_lines, MapType(StringType(), StringType()))
+    return F.when(F.col("_format") == "csv", parse_csv(F.col("_raw"), F.col("_header"))).otherwise(
+        as_json
+    )
+
+
+def _raw_values(source: dict[str, Any], fields: list[str]) -> dict[str, Column]:
+    """Map each canonical field to its raw string in the record (renamed, trimmed, defaulted)."""
+    renamed = {canonical: original for original, canonical in (source.get("column_mapping") or {}).items()}
+    defaults = {
+        "delivered_at": F.date_format(F.col("_delivery_date"), "yyyy-MM-dd'T'00:00:00'Z'"),
+        **{f: F.lit(str(v)) for f, v in (source.get("defaults") or {}).items()},
+    }
+    raw = {}
+    for field in fields:
+        value = F.nullif(F.trim(F.col("_record")[renamed.get(field, field)]), F.lit(""))
+        raw[field] = F.coalesce(value, defaults[field]) if field in defaults else value
+    return raw
+
+
+def _typed(raw: Column, kind: str, source: dict[str, Any]) -> Column:
+    """Convert a raw string to the canonical type; null when it does not parse."""
+    if kind == "string":
+        return raw
+    if kind != "timestamp":
+        return raw.try_cast(kind)
+    fmt = source.get("timestamp_format")
+    parsed = F.try_to_timestamp(raw, F.lit(fmt)) if fmt else F.try_to_timestamp(raw)
+    zone = source.get("timezone") or "UTC"
+    return parsed if zone == "UTC" else F.to_utc_timestamp(parsed, zone)
+
+
+def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
+    """Parse, rename and type bronze rows; add ``_failed_checks`` from the source's schema."""
+    schema = SCHEMAS[source.get("schema", source["name"])]
+    fields = canonical_columns(schema)
+    known = {**{f: f for f in fields}, **(source.get("column_mapping") or {})}
+    parsed = bronze.withColumn("_record", _parse_record(bronze))
+    raw = _raw_values(source, fields)
+    typed = parsed.select(
+        "*",
+        *[_typed(raw[f], spark_type(schema.columns[f]), source).alias(f) for f in fields],
+        F.filter(F.map_keys("_record"), lambda key: ~key.isin(list(known))).alias(
+            "_unexpected_columns"
+        ),
+    )
+    malformed = F.when(
+        F.col("_record").isNull(),
+        F.array(F.concat(F.lit("_raw: expected a valid "), F.upper("_format"), F.lit(" record"))),
+    ).otherwise(spark_failures(schema, raw))
+    return typed.withColumn("_failed_checks", malformed)
+
+
+def validate_records(
+    bronze: DataFrame, batch_ids: list[str], source: dict[str, Any]
+) -> tuple[DataFrame, DataFrame]:
+    """Split this run's bronze rows into typed valid records and quarantined raw rows."""
+    batch = bronze.filter(F.col("_batch_id").isin(batch_ids)) if batch_ids else bronze.limit(0)
+    typed = type_records(batch, source)
+    valid = typed.filter(F.size("_failed_checks") == 0)
+    quarantine = typed.filter(F.size("_failed_checks") > 0).select(*QUARANTINE_COLUMNS)
+    return valid, quarantine
+
+
+# ---------------------------------------------------------------- typed records → silver
+
+
+def _record_hash(fields: list[str]) -> Column:
+    """Hash of a record's content (not its delivery), to tell duplicates from corrections."""
+    content = [f for f in fields if f != "delivered_at"]
+    return F.sha2(F.to_json(F.struct(*[F.col(f) for f in content])), 256)
+
+
+def classify_records(
+    valid: DataFrame, silver_current: DataFrame, fields: list[str]
+) -> tuple[DataFrame, DataFrame]:
+    """Label each valid row inserted/updated/duplicate and pick the winning version per event_id.
+
+    Rows are ordered per event_id by delivery (the current silver row first): a row equal to its
+    predecessor is a duplicate, a different one an update, one without predecessor an insert.
+    The last delivered version wins; it is upserted unless it equals the current silver row.
+    Returns (rows with ``_outcome``, silver upserts).
+    """
+    rows = valid.withColumn("_record_hash", _record_hash(fields)).withColumn("_order", F.lit(1))
+    current = (
+        silver_current.select("event_id", F.col("_record_hash").alias("_current_hash"))
+        .join(rows.select("event_id").distinct(), "event_id")
+    )
+    predecessors = current.select(
+        "event_id", F.col("_current_hash").alias("_record_hash"), F.lit(0).alias("_order")
+    )
+    delivery_order = ["_order", "_delivery_date", "_source_file", "_record_hash"]
+    by_event = Window.partitionBy("event_id")
+    chain = (
+        predecessors.unionByName(rows, allowMissingColumns=True)
+        .withColumn("_previous_hash", F.lag("_record_hash").over(by_event.orderBy(*delivery_order)))
+        .withColumn(
+            "_position",
+            F.row_number().over(by_event.orderBy(*[F.desc(c) for c in delivery_order])),
+        )
+    )
+    labelled = chain.filter(F.col("_order") == 1).withColumn(
+        "_outcome",
+        F.when(F.col("_previous_hash").isNull(), "inserted")
+        .when(F.col("_previous_hash") == F.col("_record_hash"), "duplicate")
+        .otherwise("updated"),
+    )
+    winners = (
+        labelled.filter(F.col("_position") == 1)
+        .join(current, "event_id", "left")
+        .filter(F.col("_current_hash").isNull() | (F.col("_current_hash") != F.col("_record_hash")))
+        .select(*fields, *METADATA_COLUMNS)
+    )
+    return labelled.select("_batch_id", "_outcome"), winners
+
+
+def _top_checks(quarantine: DataFrame, limit: int = 3) -> dict[str, str]:
+    """Return per batch the most frequent failed checks, e.g. ``amount (12), event_ts (3)``."""
+    counts = (
+        quarantine.select("_batch_id", F.explode("_failed_checks").alias("check"))
+        .withColumn("check", F.split("check", ":").getItem(0))
+        .groupBy("_batch_id", "check")
+        .count()
+        .collect()
+    )
+    by_batch: dict[str, list[tuple[int, str]]] = {}
+    for row in counts:
+        by_batch.setdefault(row["_batch_id"], []).append((row["count"], row["check"]))
+    return {
+        batch: ", ".join(f"{check} ({n})" for n, check in sorted(items, reverse=True)[:limit])
+        for batch, items in by_batch.items()
+    }
+
+
+def build_audit(
+    bronze: DataFrame,
+    batch_ids: list[str],
+    outcomes: DataFrame,
+    quarantine: DataFrame,
+    valid: DataFrame,
+) -> pd.DataFrame:
+    """Reconcile each batch: bronze rows = inserted + updated + duplicate + quarantined."""
+    columns = [c.split()[0] for c in AUDIT_SCHEMA.split(", ")]
+    if not batch_ids:
+        return pd.DataFrame(columns=columns)
+    batch = bronze.filter(F.col("_batch_id").isin(batch_ids))
+    counted = (
+        batch.groupBy("_batch_id", "_source", "_delivery_date", "_source_file")
+        .agg(F.count(F.lit(1)).alias("bronze_rows"))
+        .toPandas()
+        .rename(columns={
+            "_batch_id": "batch_id", "_source": "source",
+            "_delivery_date": "delivery_date", "_source_file": "source_file",
+        })
+    )
+    tallies = (
+        outcomes.select("_batch_id", "_outcome")
+        .unionByName(quarantine.select("_batch_id", F.lit("quarantined").alias("_outcome")))
+        .groupBy("_batch_id")
+        .pivot("_outcome", list(OUTCOMES))
+        .count()
+        .toPandas()
+        .rename(columns={"_batch_id": "batch_id"})
+    )
+    unexpected = {
+        row["_batch_id"]: ", ".join(sorted(row["cols"]))
+        for row in valid.select("_batch_id", F.explode("_unexpected_columns").alias("c"))
+        .groupBy("_batch_id")
+        .agg(F.collect_set("c").alias("cols"))
+        .collect()
+    }
+    audit = counted.merge(tallies, on="batch_id", how="left")
+    for outcome in OUTCOMES:
+        audit[outcome] = audit.get(outcome, pd.Series(0, index=audit.index)).fillna(0).astype("int64")
+    audit["balanced"] = audit["bronze_rows"] == audit[list(OUTCOMES)].sum(axis=1)
+    audit["quarantine_rate"] = audit["quarantined"] / audit["bronze_rows"]
+    top = _top_checks(quarantine.filter(F.col("_batch_id").isin(batch_ids)))
+    audit["top_failed_checks"] = audit["batch_id"].map(top).fillna("")
+    audit["unexpected_columns"] = audit["batch_id"].map(unexpected).fillna("")
+    return audit[columns].sort_values("batch_id").reset_index(drop=True)
+
+
+def check_audit(audit: pd.DataFrame, gate: dict[str, Any]) -> None:
+    """Fail on unbalanced batches or a quarantine rate above the configured maximum."""
+    unbalanced = audit[~audit["balanced"]]
+    if not unbalanced.empty:
+        raise RuntimeError(
+            "ingest reconciliation failed (bronze rows != inserted + updated + duplicate + "
+            f"quarantined) for batches: {', '.join(unbalanced['batch_id'])}"
+        )
+    judged = audit[audit["bronze_rows"] >= gate.get("min_rows", 0)]
+    over = judged[judged["quarantine_rate"] > gate["max_rate"]]
+    if not over.empty:
+        lines = [
+            f"  {row.batch_id}: {row.quarantined}/{row.bronze_rows} quarantined "
+            f"({row.quarantine_rate:.1%}); top failing checks: {row.top_failed_checks}"
+            for row in over.itertuples()
+        ]
+        raise QuarantineRateExceeded(
+            f"quarantine rate above the maximum {gate['max_rate']:.1%} (ingest.quarantine_gate) "
+            "in:\n" + "\n".join(lines) + "\nThe rejected rows are in the quarantine table with "
+            "their raw payload and failed checks; the batches were not merged into silver."
+        )
+
+
+def reconcile_to_silver(  # noqa: PLR0913
+    valid: DataFrame,
+    quarantine: DataFrame,
+    bronze: DataFrame,
+    silver_current: DataFrame,
+    batch_ids: list[str],
+    source: dict[str, Any],
+    ingest: dict[str, Any],
+) -> tuple[DataFrame, DataFrame, list[str], pd.DataFrame]:
+    """Dedupe against silver, audit each batch, gate on quarantine rate; return upserts, audit, dates.
+
+    Outputs are saved in order: silver MERGE first, then the audit row that marks the batch as
+    ingested, so a failure leaves the batch to be ingested again (every write is idempotent).
+    """
+    schema = SCHEMAS[source.get("schema", source["name"])]
+    fields = canonical_columns(schema)
+    if ingest.get("full_rebuild"):
+        silver_current = silver_current.limit(0)
+    outcomes, upserts = classify_records(valid, silver_current, fields)
+    batch_quarantine = quarantine.filter(F.col("_batch_id").isin(batch_ids)) if batch_ids else quarantine.limit(0)
+    audit = build_audit(bronze, batch_ids, outcomes, batch_quarantine, valid)
+    check_audit(audit, ingest["quarantine_gate"])
+    _log_audit(source["name"], audit)
+    changed = upserts.select(F.to_date("event_ts").alias("d")).unionByName(
+        silver_current.join(upserts.select("event_id"), "event_id").select(F.to_date("event_ts").alias("d"))
+    )
+    dates = sorted({str(row["d"]) for row in changed.distinct().collect()})
+    spark = valid.sparkSession
+    audit_frame = spark.createDataFrame(audit, AUDIT_SCHEMA) if len(audit) else spark.createDataFrame([], AUDIT_SCHEMA)
+    return upserts, audit_frame, dates, audit
+
+
+def _log_audit(source: str, audit: pd.DataFrame) -> None:
+    """Log one reconciliation line for the source and warn about unexpected columns."""
+    if audit.empty:
+        logger.info("%s: no new deliveries", source)
+        return
+    totals = audit[["bronze_rows", *OUTCOMES]].sum()
+    logger.info(
+        "%s: %d batches, bronze %d = inserted %d + updated %d + duplicate %d + quarantined %d",
+        source, len(audit), *(int(totals[c]) for c in ["bronze_rows", *OUTCOMES]),
+    )
+    for row in audit[audit["unexpected_columns"] != ""].itertuples():
+        logger.warning(
+            "%s: unexpected columns %s (kept in bronze _raw, not in silver)",
+            row.batch_id, row.unexpected_columns,
+        )
+
+
+# ---------------------------------------------------------------- silver → gold
+
+
+def _daily(events: DataFrame, dates: list[str], aggregates: list[Column]) -> DataFrame:
+    """Aggregate one source's events per customer and activity day, for the given days only."""
+    return (
+        events.withColumn("activity_date", F.to_date("event_ts"))
+        .filter(F.col("activity_date").isin(dates))
+        .groupBy("customer_id", "activity_date")
+        .agg(*aggregates)
+    )
+
+
+def build_daily_activity(
+    orders: DataFrame,
+    sessions: DataFrame,
+    tickets: DataFrame,
+    gold: dict[str, Any],
+    *changed_dates: list[str],
+) -> DataFrame:
+    """Recompute one row per customer per active day for every day that changed this run."""
+    dates = sorted({d for group in changed_dates for d in group})
+    fx = F.create_map(*[x for pair in gold["fx_to_eur"].items() for x in (F.lit(pair[0]), F.lit(float(pair[1])))])
+    per_source = [
+        _daily(
+            orders.withColumn("_fx", fx[F.col("currency")]),
+            dates,
+            [
+                F.count(F.lit(1)).alias("orders"),
+                F.sum("items").alias("items"),
+                F.round(F.sum(F.col("amount") * F.col("_fx")), 2).alias("gross_amount_eur"),
+                F.round(F.sum((F.col("amount") - F.col("discount")) * F.col("_fx")), 2).alias("net_amount_eur"),
+            ],
+        ),
+        _daily(sessions, dates, [F.count(F.lit(1)).alias("sessions"), F.sum("duration_s").alias("session_seconds"), F.sum("pages").alias("pages")]),
+        _daily(tickets, dates, [F.count(F.lit(1)).alias("tickets"), F.sum((F.col("severity") == "high").cast("int")).alias("high_severity_tickets")]),
+    ]
+    joined = reduce(lambda a, b: a.join(b, ["customer_id", "activity_date"], "full_outer"), per_source)
+    counts = ["orders", "items", "sessions", "session_seconds", "pages", "tickets", "high_severity_tickets"]
+    amounts = ["gross_amount_eur", "net_amount_eur"]
+    return joined.select(
+        "customer_id",
+        "activity_date",
+        *[F.coalesce(F.col(c), F.lit(0)).cast("bigint").alias(c) for c in counts],
+        *[F.coalesce(F.col(c), F.lit(0.0)).cast("double").alias(c) for c in amounts],
+    )
+
+
+def report_ingest(*audits: pd.DataFrame) -> pd.DataFrame:
+    """Print this run's reconciliation per source and return it (one row per source)."""
+    frames = [audit for audit in audits if not audit.empty]
+    if not frames:
+        logger.info("ingest: nothing new to ingest")
+        return pd.DataFrame(columns=["source", "batches", "bronze_rows", *OUTCOMES])
+    summary = (
+        pd.concat(frames, ignore_index=True)
+        .groupby("source")
+        .agg(batches=("batch_id", "count"), bronze_rows=("bronze_rows", "sum"), **{o: (o, "sum") for o in OUTCOMES})
+        .reset_index()
+    )
+    logger.info("ingest reconciliation (bronze = inserted + updated + duplicate + quarantined):\n%s", summary.to_string(index=False))
+    return summary

@@ -1,0 +1,84 @@
+"""Ingest pipeline: one namespaced copy of the source pipeline per source, then gold."""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from lakehouse_ml.pipelines.ingest.nodes import (
+    build_daily_activity,
+    land_deliveries,
+    reconcile_to_silver,
+    report_ingest,
+    validate_records,
+)
+
+# Every source the project knows. Only orders must be delivered: a source without landing files
+# yields empty (but existing) bronze/silver tables and the loop runs without it.
+SOURCES = ("orders", "customers", "sessions", "tickets")
+ACTIVITY_SOURCES = ("orders", "sessions", "tickets")
+
+
+def _source_pipeline() -> Pipeline:
+    """The template run for each source: land, validate/quarantine, reconcile into silver."""
+    return Pipeline(
+        [
+            node(
+                land_deliveries,
+                inputs=["landing", "ingest_log", "params:source", "params:ingest"],
+                outputs=["bronze", "batch_ids"],
+                name="land_deliveries",
+            ),
+            node(
+                validate_records,
+                inputs=["bronze", "batch_ids", "params:source"],
+                outputs=["valid_records", "quarantine"],
+                name="validate_records",
+            ),
+            node(
+                reconcile_to_silver,
+                inputs=[
+                    "valid_records", "quarantine", "bronze", "silver_current", "batch_ids",
+                    "params:source", "params:ingest",
+                ],
+                # Saved in this order: silver first, then the audit row that marks the batches
+                # as ingested (see reconcile_to_silver).
+                outputs=["silver", "ingest_audit", "changed_dates", "batch_audit"],
+                name="reconcile_to_silver",
+            ),
+        ],
+        tags=["ingest"],
+    )
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Create the ingest pipeline for every source plus the gold daily activity table."""
+    per_source = sum(
+        (
+            pipeline(
+                _source_pipeline(),
+                namespace=source,
+                inputs={"landing": f"{source}_landing@spark"},
+                outputs={"silver": f"{source}.silver@spark"},
+                parameters={"params:source": f"params:ingest.sources.{source}", "params:ingest": "params:ingest"},
+                tags=[source],
+            )
+            for source in SOURCES
+        ),
+        Pipeline([]),
+    )
+    gold = Pipeline(
+        [
+            node(
+                build_daily_activity,
+                inputs=[*(f"{s}.silver@spark" for s in ACTIVITY_SOURCES), "params:gold", *(f"{s}.changed_dates" for s in ACTIVITY_SOURCES)],
+                outputs="customer_daily_activity@spark",
+                name="build_daily_activity",
+            ),
+            node(
+                report_ingest,
+                inputs=[f"{s}.batch_audit" for s in SOURCES],
+                outputs="ingest_summary",
+                name="report_ingest",
+            ),
+        ],
+        tags=["ingest"],
+    )
+    return per_source + gold

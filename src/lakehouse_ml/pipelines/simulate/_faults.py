@@ -1,0 +1,112 @@
+"""Which line goes into which delivery file, and which fault (if any) each line carries.
+
+Each clean record gets at most one fault, drawn from one categorical per record, so the count of
+each fault is ~Binomial(n, rate) and faults never stack. Duplicates and corrected resends add
+extra lines that point back at the same record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._config import DAY, SimConfig
+from ._records import Records
+
+# Fault codes carried per line (int8).
+NONE = 0
+LATE = 1
+FUTURE_TS = 2
+BAD_TS = 3
+NULL_KEY = 4
+MALFORMED = 5
+NEGATIVE = 6
+DUP_ORIGINAL = 7  # rendered clean; a DUP_COPY repeats it byte for byte
+RESEND_ORIGINAL = 8  # rendered with wrong values; a RESEND_COPY later carries the right ones
+DUP_COPY = 9
+RESEND_COPY = 10
+
+_RATE_CODES = (
+    ("late_arrivals", LATE),
+    ("future_timestamps", FUTURE_TS),
+    ("unparseable_timestamps", BAD_TS),
+    ("null_keys", NULL_KEY),
+    ("malformed_rows", MALFORMED),
+    ("negative_amounts", NEGATIVE),
+    ("exact_duplicates", DUP_ORIGINAL),
+    ("corrected_resends", RESEND_ORIGINAL),
+)
+
+
+@dataclass(frozen=True)
+class Lines:
+    """Lines of one source sorted by (file, event time); file ``d`` is ``[bounds[d], bounds[d+1])``."""
+
+    rec: np.ndarray  # int32 record index
+    render_day: np.ndarray  # int16 delivery whose delivered_at (and schema) the line carries
+    fault: np.ndarray  # int8 fault code
+    aux: np.ndarray  # float32 uniform draw that fixes the details of the fault
+    bounds: np.ndarray  # int64, length n_days + 1
+
+    def day(self, day: int) -> slice:
+        """Slice of the lines delivered in file ``day``."""
+        return slice(int(self.bounds[day]), int(self.bounds[day + 1]))
+
+
+def _assign(cfg: SimConfig, n: int, rng: np.random.Generator, has_amounts: bool) -> np.ndarray:
+    """One categorical draw per record: a fault code or NONE."""
+    pairs = [(code, cfg.faults[name]) for name, code in _RATE_CODES if has_amounts or code != NEGATIVE]
+    edges = np.cumsum([rate for _, rate in pairs])
+    codes = np.array([code for code, _ in pairs] + [NONE], np.int8)
+    return codes[np.searchsorted(edges, rng.random(n), side="right")]
+
+
+def plan_lines(
+    cfg: SimConfig, records: Records, rng: np.random.Generator, *, has_amounts: bool, has_extra: bool
+) -> Lines:
+    """Decide file placement and faults for every line of one source."""
+    n, last = records.size, cfg.n_days - 1
+    delivery = records.columns["delivery"].astype(np.int64)
+    ts = records.columns["ts"]
+    fault = _assign(cfg, n, rng, has_amounts)
+    # Every draw is made for every record so the stream does not depend on the rates.
+    aux = rng.random(n).astype(np.float32)
+    lag = rng.integers(2, 11, n)
+    dup_step = np.where(rng.random(n) < 0.5, 0, rng.integers(1, 4, n))
+    resend_step = rng.integers(1, 6, n)
+
+    # Late arrival: the event date is 2-10 days before the delivery date.
+    file_day = delivery.copy()
+    late_day = ts // DAY + lag
+    late_ok = (fault == LATE) & (late_day > delivery) & (late_day <= last)
+    file_day[late_ok] = late_day[late_ok]
+    fault[(fault == LATE) & ~late_ok] = NONE
+
+    # Resends need a later delivery inside the feed.
+    resend_day = delivery + resend_step
+    fault[(fault == RESEND_ORIGINAL) & (resend_day > last)] = NONE
+
+    # Exact copies keep the original line's text, so they must not cross a schema change.
+    dup_day = np.minimum(delivery + dup_step, last)
+    if has_extra and cfg.extra_column_from is not None:
+        crosses = (delivery < cfg.extra_column_from) & (dup_day >= cfg.extra_column_from)
+        dup_day = np.where(crosses, delivery, dup_day)
+
+    dups = np.flatnonzero(fault == DUP_ORIGINAL)
+    resends = np.flatnonzero(fault == RESEND_ORIGINAL)
+    rec = np.concatenate([np.arange(n), dups, resends])
+    file_all = np.concatenate([file_day, dup_day[dups], resend_day[resends]])
+    render = np.concatenate([file_day, delivery[dups], resend_day[resends]])
+    codes = np.concatenate([
+        fault, np.full(dups.size, DUP_COPY, np.int8), np.full(resends.size, RESEND_COPY, np.int8)
+    ])
+    order = np.lexsort((np.arange(rec.size), ts[rec], file_all))
+    bounds = np.searchsorted(file_all[order], np.arange(cfg.n_days + 1))
+    return Lines(
+        rec=rec[order].astype(np.int32),
+        render_day=render[order].astype(np.int16),
+        fault=codes[order],
+        aux=np.concatenate([aux, aux[dups], aux[resends]])[order],
+        bounds=bounds.astype(np.int64),
+    )

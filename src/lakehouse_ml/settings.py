@@ -1,0 +1,35 @@
+"""Project settings: hooks, configuration loader and the resolvers the configuration uses."""
+
+import os
+from pathlib import Path
+
+from kedro.config import OmegaConfigLoader
+
+from lakehouse_ml.hooks import SparkHooks
+
+# The project root: ``src/lakehouse_ml/settings.py`` → two levels up (the project is installed
+# editable, as README says), or LAKEHOUSE_ML_ROOT (tests run copies of the project elsewhere).
+# MLflow's SQLite URI must be absolute, so the configuration resolves paths against it.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_root(subpath: str = "") -> str:
+    """Resolve ``${project_root:<subpath>}`` to an absolute POSIX path."""
+    root = Path(os.environ.get("LAKEHOUSE_ML_ROOT") or PROJECT_ROOT)
+    return (root / subpath).as_posix()
+
+
+HOOKS = (SparkHooks(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "config_patterns": {
+        "spark": ["spark*", "spark*/**"],
+        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+    },
+    "custom_resolvers": {
+        "project_root": project_root,
+    },
+}

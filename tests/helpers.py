@@ -1,0 +1,61 @@
+"""Test helpers: the project's real catalog and parameters, rooted in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from kedro.config import OmegaConfigLoader
+from kedro.io import DataCatalog
+from kedro.pipeline import Pipeline
+from kedro.runner import SequentialRunner
+from omegaconf import OmegaConf
+
+from lakehouse_ml.settings import CONFIG_LOADER_ARGS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def project_config(env: str = "local", runtime_params: dict[str, Any] | None = None) -> OmegaConfigLoader:
+    """The project's configuration loader, exactly as ``kedro run --env <env>`` builds it."""
+    return OmegaConfigLoader(
+        conf_source=str(PROJECT_ROOT / "conf"),
+        env=env,
+        runtime_params=runtime_params or {},
+        **{k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"},
+    )
+
+
+def _flatten_params(params: dict[str, Any], prefix: str = "params:") -> dict[str, Any]:
+    """Kedro's feed dict: ``params:a`` for every key and ``params:a.b`` for nested keys."""
+    feed = {}
+    for key, value in params.items():
+        feed[f"{prefix}{key}"] = value
+        if isinstance(value, dict):
+            feed.update(_flatten_params(value, f"{prefix}{key}."))
+    return feed
+
+
+def run_pipeline(
+    pipeline: Pipeline, env: str = "local", runtime_params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run ``pipeline`` on the project's real catalog and parameters, relative to the cwd.
+
+    Tests chdir into a temporary folder first, so every table lands there.
+    """
+    config = project_config(env, runtime_params)
+    catalog = DataCatalog.from_config(config["catalog"])
+    params = OmegaConf.to_container(OmegaConf.merge(config["parameters"], runtime_params or {}))
+    for name, value in _flatten_params(params).items():
+        catalog[name] = value
+    return SequentialRunner().run(pipeline, catalog)
+
+
+def write_landing(root: Path, source: str, delivery: str, name: str, lines: list[str | dict]) -> Path:
+    """Write one delivered landing file (JSON lines for dicts, raw text lines otherwise)."""
+    folder = root / "data" / "01_raw" / "landing" / source / delivery
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("".join((json.dumps(line) if isinstance(line, dict) else line) + "\n" for line in lines))
+    return path
