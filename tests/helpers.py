@@ -17,10 +17,12 @@ from lakehouse_ml.settings import CONFIG_LOADER_ARGS
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def project_config(env: str = "local", runtime_params: dict[str, Any] | None = None) -> OmegaConfigLoader:
+def project_config(
+    env: str = "local", runtime_params: dict[str, Any] | None = None, conf_source: Path | None = None
+) -> OmegaConfigLoader:
     """The project's configuration loader, exactly as ``kedro run --env <env>`` builds it."""
     return OmegaConfigLoader(
-        conf_source=str(PROJECT_ROOT / "conf"),
+        conf_source=str(conf_source or PROJECT_ROOT / "conf"),
         env=env,
         runtime_params=runtime_params or {},
         **{k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"},
@@ -38,13 +40,16 @@ def _flatten_params(params: dict[str, Any], prefix: str = "params:") -> dict[str
 
 
 def run_pipeline(
-    pipeline: Pipeline, env: str = "local", runtime_params: dict[str, Any] | None = None
+    pipeline: Pipeline,
+    env: str = "local",
+    runtime_params: dict[str, Any] | None = None,
+    conf_source: Path | None = None,
 ) -> dict[str, Any]:
     """Run ``pipeline`` on the project's real catalog and parameters, relative to the cwd.
 
     Tests chdir into a temporary folder first, so every table lands there.
     """
-    config = project_config(env, runtime_params)
+    config = project_config(env, runtime_params, conf_source)
     catalog = DataCatalog.from_config(config["catalog"])
     params = OmegaConf.to_container(OmegaConf.merge(config["parameters"], runtime_params or {}))
     for name, value in _flatten_params(params).items():

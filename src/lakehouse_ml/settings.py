@@ -29,6 +29,9 @@ CONFIG_LOADER_ARGS = {
         "spark": ["spark*", "spark*/**"],
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
     },
+    # Environments override single keys of a parameter (e.g. one source's column mapping)
+    # instead of replacing the whole top-level block.
+    "merge_strategy": {"parameters": "soft", "globals": "soft"},
     "custom_resolvers": {
         "project_root": project_root,
     },

@@ -129,17 +129,20 @@ def _parse_record(bronze: DataFrame) -> Column:
 
 
 def _raw_values(source: dict[str, Any], fields: list[str]) -> dict[str, Column]:
-    """Map each canonical field to its raw string in the record (renamed, trimmed, defaulted)."""
+    """Map each canonical field to its raw string in the record (renamed, trimmed; "" is null)."""
     renamed = {canonical: original for original, canonical in (source.get("column_mapping") or {}).items()}
-    defaults = {
-        "delivered_at": F.date_format(F.col("_delivery_date"), "yyyy-MM-dd'T'00:00:00'Z'"),
-        **{f: F.lit(str(v)) for f, v in (source.get("defaults") or {}).items()},
+    return {
+        field: F.nullif(F.trim(F.col("_record")[renamed.get(field, field)]), F.lit(""))
+        for field in fields
     }
-    raw = {}
-    for field in fields:
-        value = F.nullif(F.trim(F.col("_record")[renamed.get(field, field)]), F.lit(""))
-        raw[field] = F.coalesce(value, defaults[field]) if field in defaults else value
-    return raw
+
+
+def _defaults(source: dict[str, Any]) -> dict[str, Column]:
+    """Typed values for fields the source does not deliver: configured defaults, delivery day."""
+    return {
+        "delivered_at": F.col("_delivery_date").cast("timestamp"),
+        **{field: F.lit(value) for field, value in (source.get("defaults") or {}).items()},
+    }
 
 
 def _typed(raw: Column, kind: str, source: dict[str, Any]) -> Column:
@@ -161,9 +164,19 @@ def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
     known = {**{f: f for f in fields}, **(source.get("column_mapping") or {})}
     parsed = bronze.withColumn("_record", _parse_record(bronze))
     raw = _raw_values(source, fields)
+    defaults = _defaults(source)
+    typed_columns = []
+    for field in fields:
+        typed = _typed(raw[field], spark_type(schema.columns[field]), source)
+        if field in defaults:
+            default = defaults[field].cast(spark_type(schema.columns[field]))
+            typed = F.when(raw[field].isNull(), default).otherwise(typed)
+            # A defaulted field is never "missing"; the raw value stands for the default.
+            raw[field] = F.coalesce(raw[field], defaults[field].cast("string"))
+        typed_columns.append(typed.alias(field))
     typed = parsed.select(
         "*",
-        *[_typed(raw[f], spark_type(schema.columns[f]), source).alias(f) for f in fields],
+        *typed_columns,
         F.filter(F.map_keys("_record"), lambda key: ~key.isin(list(known))).alias(
             "_unexpected_columns"
         ),

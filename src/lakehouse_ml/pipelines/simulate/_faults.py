@@ -69,12 +69,14 @@ def plan_lines(
     n, last = records.size, cfg.n_days - 1
     delivery = records.columns["delivery"].astype(np.int64)
     ts = records.columns["ts"]
-    fault = _assign(cfg, n, rng, has_amounts)
-    # Every draw is made for every record so the stream does not depend on the rates.
-    aux = rng.random(n).astype(np.float32)
-    lag = rng.integers(2, 11, n)
-    dup_step = np.where(rng.random(n) < 0.5, 0, rng.integers(1, 4, n))
-    resend_step = rng.integers(1, 6, n)
+    # One child stream per draw, each made for every record: record i's fault and its details
+    # depend neither on the rates nor on how many records exist.
+    r_fault, r_aux, r_lag, r_same, r_dup, r_resend = rng.spawn(6)
+    fault = _assign(cfg, n, r_fault, has_amounts)
+    aux = r_aux.random(n).astype(np.float32)
+    lag = r_lag.integers(2, 11, n)
+    dup_step = np.where(r_same.random(n) < 0.5, 0, r_dup.integers(1, 4, n))
+    resend_step = r_resend.integers(1, 6, n)
 
     # Late arrival: the event date is 2-10 days before the delivery date.
     file_day = delivery.copy()

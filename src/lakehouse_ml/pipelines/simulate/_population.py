@@ -20,7 +20,8 @@ class Population:
     plan: np.ndarray  # int8 index into PLANS at signup
     device: np.ndarray  # int8 preferred device
     engagement: np.ndarray  # float64 initial log-engagement
-    decay: np.ndarray  # float64 per-day drift down of log-engagement
+    decay: np.ndarray  # float64 per-day fall of log-engagement once the decline started
+    onset: np.ndarray  # float64 day (from start_date) the decline starts
     countries: tuple[str, ...]
 
     @property
@@ -87,9 +88,11 @@ def build_population(cfg: SimConfig, rng: np.random.Generator) -> Population:
     z = z + float(cfg.new_country.options.get("engagement_shift", 0.0)) * is_new
     z = z + float(cfg.channel_mix.options.get("engagement_shift", 0.0)) * mixed
 
-    # Gamma-distributed decay: most customers fade slowly, a minority fade fast and churn.
-    shape = float(eng["decay_shape"])
-    decay = rng.gamma(shape, float(eng["decay_mean"]) / shape, n)
+    # Customers are stable until a disengagement onset, then fade at their own (gamma) rate:
+    # the weeks before churn show a falling trend that trailing-window features can pick up.
+    onset = signup // DAY + rng.exponential(float(eng["decline_onset_mean_days"]), n)
+    shape = float(eng["decline_rate_shape"])
+    decay = rng.gamma(shape, float(eng["decline_rate_mean"]) / shape, n)
     return Population(
         signup_ts=signup,
         country=country.astype(np.int16),
@@ -98,5 +101,6 @@ def build_population(cfg: SimConfig, rng: np.random.Generator) -> Population:
         device=device.astype(np.int8),
         engagement=z,
         decay=decay,
+        onset=onset,
         countries=countries,
     )

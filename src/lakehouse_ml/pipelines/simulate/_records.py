@@ -55,16 +55,19 @@ def order_records(cfg: SimConfig, pop: Population, activity: Activity, rng: np.r
     rec = _deliver(cfg, activity.orders)
     c, act = rec.columns, cfg.activity
     n = rec.size
+    # One child stream per column: record i's values do not depend on how many records exist,
+    # so a drift that changes later activity leaves earlier records byte-identical.
+    r_items, r_unit, r_disc, r_frac = rng.spawn(4)
     extra_items = np.array([float(act["extra_items_mean"][p]) for p in PLANS])[c["plan"]]
-    items = 1 + rng.poisson(extra_items)
-    unit = float(act["unit_price_median"]) * np.exp(float(act["unit_price_sigma"]) * rng.standard_normal(n))
+    items = 1 + r_items.poisson(extra_items)
+    unit = float(act["unit_price_median"]) * np.exp(float(act["unit_price_sigma"]) * r_unit.standard_normal(n))
     names, index = currency_table(cfg, pop)
     fx = np.array([float(cfg.population["fx_rates"].get(name, 1.0)) for name in names])
     currency = index[pop.country[c["cust"]]]
     factor = np.where(cfg.price_shift.active(c["ts"]), float(cfg.price_shift.options.get("factor", 1.0)), 1.0)
     amount = np.maximum(np.round(items * unit * fx[currency] * factor * 100), 100).astype(np.int64)
-    discounted = rng.random(n) < float(act["discount_probability"])
-    fraction = rng.uniform(0.05, float(act["discount_max_fraction"]), n)
+    discounted = r_disc.random(n) < float(act["discount_probability"])
+    fraction = r_frac.uniform(0.05, float(act["discount_max_fraction"]), n)
     discount = np.where(discounted, np.round(amount * fraction), 0).astype(np.int64)
     c.update(items=items.astype(np.int16), amount=amount, discount=discount, currency=currency)
     del c["plan"]
@@ -78,17 +81,18 @@ def session_records(
     rec = _deliver(cfg, activity.sessions)
     c, act = rec.columns, cfg.activity
     n = rec.size
+    r_dur, r_bounce, r_pages, r_own, r_device = rng.spawn(5)  # per-column streams, see orders
     log_duration = (
         np.log(float(act["session_median_seconds"]))
         + 0.3 * c.pop("engagement")
-        + float(act["session_sigma"]) * rng.standard_normal(n)
+        + float(act["session_sigma"]) * r_dur.standard_normal(n)
     )
-    bounce = rng.random(n) < float(act["bounce_probability"])
+    bounce = r_bounce.random(n) < float(act["bounce_probability"])
     duration = np.where(bounce, 0, np.round(np.exp(log_duration))).astype(np.int32)
-    pages = np.where(bounce, 1, 1 + rng.poisson(duration / 90.0)).astype(np.int16)
+    pages = np.where(bounce, 1, 1 + r_pages.poisson(duration / 90.0)).astype(np.int16)
     # Mostly the customer's own device, sometimes another one.
-    own = rng.random(n) < 0.8
-    device = np.where(own, pop.device[c["cust"]], rng.integers(0, len(DEVICES), n))
+    own = r_own.random(n) < 0.8
+    device = np.where(own, pop.device[c["cust"]], r_device.integers(0, len(DEVICES), n))
     c.update(duration=duration, pages=pages, device=device.astype(np.int8))
     return rec
 

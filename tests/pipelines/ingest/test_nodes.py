@@ -1,0 +1,227 @@
+"""Unit tests of the ingest nodes on tiny hand-made frames (real embedded Spark engine)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from lakehouse_ml.pipelines.ingest.nodes import (
+    BRONZE_SCHEMA,
+    QuarantineRateExceeded,
+    build_daily_activity,
+    check_audit,
+    classify_records,
+    reconcile_to_silver,
+    select_new_deliveries,
+    type_records,
+    validate_records,
+)
+from lakehouse_ml.pipelines.ingest.schemas import SCHEMAS, canonical_columns
+
+ORDERS = {"name": "orders", "schema": "orders"}
+INGEST = {"full_rebuild": False, "quarantine_gate": {"max_rate": 1.0, "min_rows": 0}}
+
+
+def order(event_id="e1", customer_id="c1", event_ts="2026-01-01T10:00:00Z", **overrides):
+    """One canonical order record as the source would deliver it."""
+    record = {
+        "event_id": event_id, "customer_id": customer_id, "event_ts": event_ts, "amount": 10.0,
+        "currency": "EUR", "items": 1, "discount": 0.0, "delivered_at": "2026-01-02T02:00:00Z",
+    }
+    record.update(overrides)
+    return record
+
+
+def bronze_rows(spark, lines, delivery="2026-01-02", file_format="json", header=None, source="orders"):
+    """Bronze rows for raw lines of one delivered file."""
+    batch = f"{source}/{delivery}/{source}"
+    rows = [
+        (
+            line if isinstance(line, str) else json.dumps(line), file_format, header,
+            f"landing/{batch}", source, pd.Timestamp(delivery).date(), batch, pd.Timestamp("2026-01-02", tz="UTC"),
+        )
+        for line in lines
+    ]
+    return spark.createDataFrame(rows, BRONZE_SCHEMA)
+
+
+def failures(spark, lines, source=ORDERS, **kwargs):
+    """The failed checks per record, in input order of event ids."""
+    typed = type_records(bronze_rows(spark, lines, **kwargs), source)
+    return [row["_failed_checks"] for row in typed.orderBy("_raw").collect()]
+
+
+def test_select_new_deliveries_skips_ingested_batches_unless_full_rebuild():
+    ids = ["2026-01-03/orders", "2026-01-01/orders", "2026-01-02/orders"]
+    done = {"orders/2026-01-01/orders"}
+    assert select_new_deliveries(ids, done, "orders", False) == ["2026-01-02/orders", "2026-01-03/orders"]
+    assert select_new_deliveries(ids, done, "orders", True) == sorted(ids)
+
+
+def test_clean_json_order_is_typed_and_passes(spark):
+    typed = type_records(bronze_rows(spark, [order(amount="12.50", items="2")]), ORDERS).collect()[0]
+    assert typed["_failed_checks"] == []
+    assert typed["amount"] == 12.5 and typed["items"] == 2
+    assert typed["event_ts"] == pd.Timestamp("2026-01-01 10:00:00").to_pydatetime()
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (order(customer_id=None), ["customer_id: expected a value, got null"]),
+        (order(event_id=""), ["event_id: expected a value, got null"]),
+        (order(amount=-5.0, discount=0.0), [
+            "amount: expected >= 0, got -5.0",
+            "discount_not_above_amount: expected discount <= amount, got discount=0.0, amount=-5.0",
+        ]),
+        (order(event_ts="13/45/2026 25:61"), ["event_ts: expected timestamp, got 13/45/2026 25:61"]),
+        (order(event_ts="2026-01-09T10:00:00Z"), [
+            "event_ts_not_after_delivery: expected event_ts at most 1 hour after delivered_at, got "
+            "event_ts=2026-01-09 10:00:00, delivered_at=2026-01-02 02:00:00"
+        ]),
+        (order(items="two"), ["items: expected bigint, got two"]),
+        (order(currency="XYZ"), ["currency: expected one of ['CHF', 'EUR', 'GBP', 'PLN', 'SEK', 'USD'], got XYZ"]),
+    ],
+    ids=["null_key", "empty_key", "negative_amount", "unparseable_ts", "future_ts", "bad_int", "bad_currency"],
+)
+def test_each_fault_is_reported_with_field_expectation_and_value(spark, record, expected):
+    assert failures(spark, [record]) == [expected]
+
+
+def test_malformed_json_line_is_reported(spark):
+    assert failures(spark, ['{"event_id": "e1", "amount": 3']) == [["_raw: expected a valid JSON record"]]
+
+
+def test_late_arrival_is_valid_and_keeps_its_event_time(spark):
+    typed = type_records(bronze_rows(spark, [order(event_ts="2025-12-25T08:00:00Z")]), ORDERS).collect()[0]
+    assert typed["_failed_checks"] == []
+    assert typed["event_ts"].date().isoformat() == "2025-12-25"
+
+
+def test_extra_column_is_listed_not_fatal(spark):
+    typed = type_records(bronze_rows(spark, [order(channel_ref="x")]), ORDERS).collect()[0]
+    assert typed["_failed_checks"] == []
+    assert typed["_unexpected_columns"] == ["channel_ref"]
+
+
+def test_csv_lines_parse_by_their_header_with_quotes_and_wrong_field_counts(spark):
+    header = "event_id,customer_id,event_ts,category,severity,delivered_at"
+    lines = [
+        't1,c1,2026-01-01T10:00:00Z,"billing, refunds",high,2026-01-02T02:00:00Z',
+        "t2,c1,2026-01-01T10:00:00Z,billing",
+    ]
+    tickets = {"name": "tickets", "schema": "tickets"}
+    typed = type_records(bronze_rows(spark, lines, file_format="csv", header=header, source="tickets"), tickets)
+    rows = {row["_raw"][:2]: row for row in typed.collect()}
+    assert rows["t1"]["category"] == "billing, refunds" and rows["t1"]["_failed_checks"] == []
+    assert rows["t2"]["_failed_checks"] == ["_raw: expected a valid CSV record"]
+
+
+def test_column_mapping_timestamp_format_zone_and_defaults(spark):
+    source = {
+        "name": "orders", "schema": "orders",
+        "column_mapping": {"OrderNo": "event_id", "Kunde": "customer_id", "Datum": "event_ts", "Betrag": "amount",
+                           "Stueck": "items", "Rabatt": "discount"},
+        "timestamp_format": "dd.MM.yyyy HH:mm", "timezone": "Europe/Berlin", "defaults": {"currency": "EUR"},
+    }
+    record = {"OrderNo": "A-1", "Kunde": "K-9", "Datum": "31.01.2026 13:30", "Betrag": "19.90", "Stueck": "3", "Rabatt": "0"}
+    typed = type_records(bronze_rows(spark, [record], delivery="2026-02-01"), source).collect()[0]
+    assert typed["_failed_checks"] == []
+    assert (typed["event_id"], typed["customer_id"], typed["currency"]) == ("A-1", "K-9", "EUR")
+    # 13:30 in Berlin (UTC+1 in winter) is 12:30 UTC; delivered_at defaults to the delivery day.
+    assert typed["event_ts"] == pd.Timestamp("2026-01-31 12:30").to_pydatetime()
+    assert typed["delivered_at"] == pd.Timestamp("2026-02-01 00:00").to_pydatetime()
+
+
+def test_default_fills_only_missing_values_never_unparseable_ones(spark):
+    source = {**ORDERS, "defaults": {"currency": "EUR"}}
+    assert failures(spark, [order(delivered_at="soon", currency=None)], source=source) == [
+        ["delivered_at: expected timestamp, got soon"]
+    ]
+
+
+def _classify(spark, lines_by_delivery, silver=None):
+    valid = None
+    for delivery, lines in lines_by_delivery.items():
+        frame, _ = validate_records(bronze_rows(spark, lines, delivery=delivery), [f"orders/{delivery}/orders"], ORDERS)
+        valid = frame if valid is None else valid.unionByName(frame)
+    fields = canonical_columns(SCHEMAS["orders"])
+    current = silver if silver is not None else spark.createDataFrame([], "event_id string, event_ts timestamp, _record_hash string")
+    return classify_records(valid, current, fields)
+
+
+def test_dedupe_labels_duplicates_corrections_and_inserts(spark):
+    outcomes, upserts = _classify(spark, {
+        "2026-01-02": [order("e1"), order("e1"), order("e2")],
+        "2026-01-03": [order("e1", amount=12.0, delivered_at="2026-01-03T02:00:00Z"), order("e2")],
+    })
+    counts = {r["_outcome"]: r["count"] for r in outcomes.groupBy("_outcome").count().collect()}
+    # e1: insert, exact duplicate, corrected re-send (update); e2: insert, re-sent unchanged (duplicate)
+    assert counts == {"inserted": 2, "duplicate": 2, "updated": 1}
+    winners = {r["event_id"]: r["amount"] for r in upserts.collect()}
+    assert winners == {"e1": 12.0, "e2": 10.0}  # latest delivery wins
+
+
+def test_dedupe_against_existing_silver(spark):
+    _, first = _classify(spark, {"2026-01-02": [order("e1"), order("e2")]})
+    silver = first.select("event_id", "event_ts", "_record_hash")
+    outcomes, upserts = _classify(spark, {"2026-01-05": [order("e1"), order("e2", amount=99.0), order("e3")]}, silver)
+    labels = sorted(r["_outcome"] for r in outcomes.collect())
+    assert labels == ["duplicate", "inserted", "updated"]
+    assert sorted(r["event_id"] for r in upserts.collect()) == ["e2", "e3"]  # unchanged e1 is not rewritten
+
+
+def test_reconcile_balances_every_batch_and_returns_changed_dates(spark):
+    lines = [order("e1"), order("e1"), "{oops", order("e2", event_ts="2025-12-30T09:00:00Z"), order("e3", amount=-1.0)]
+    bronze = bronze_rows(spark, lines)
+    batch = ["orders/2026-01-02/orders"]
+    valid, quarantine = validate_records(bronze, batch, ORDERS)
+    empty_silver = spark.createDataFrame([], "event_id string, event_ts timestamp, _record_hash string")
+    upserts, _, dates, audit = reconcile_to_silver(valid, quarantine, bronze, empty_silver, batch, ORDERS, INGEST)
+    row = audit.iloc[0]
+    assert (row.bronze_rows, row.inserted, row.updated, row.duplicate, row.quarantined) == (5, 2, 0, 1, 2)
+    assert bool(row.balanced) and row.quarantine_rate == pytest.approx(0.4)
+    assert "_raw (1)" in row.top_failed_checks and "amount (1)" in row.top_failed_checks
+    assert dates == ["2025-12-30", "2026-01-01"]
+    assert upserts.count() == 2
+
+
+def test_quarantine_gate_names_batch_rate_and_top_checks():
+    audit = pd.DataFrame([{
+        "batch_id": "orders/2026-01-02/orders", "bronze_rows": 10, "quarantined": 4, "quarantine_rate": 0.4,
+        "balanced": True, "top_failed_checks": "amount (3), _raw (1)",
+    }])
+    with pytest.raises(QuarantineRateExceeded) as error:
+        check_audit(audit, {"max_rate": 0.05, "min_rows": 0})
+    message = str(error.value)
+    assert "orders/2026-01-02/orders: 4/10 quarantined (40.0%)" in message
+    assert "amount (3), _raw (1)" in message and "5.0%" in message
+    check_audit(audit, {"max_rate": 0.05, "min_rows": 11})  # too small a batch to judge by rate
+
+
+def test_unbalanced_batch_fails():
+    audit = pd.DataFrame([{"batch_id": "b", "bronze_rows": 3, "quarantined": 0, "quarantine_rate": 0.0, "balanced": False, "top_failed_checks": ""}])
+    with pytest.raises(RuntimeError, match="reconciliation failed .* b"):
+        check_audit(audit, {"max_rate": 1.0})
+
+
+def test_daily_activity_aggregates_sources_per_customer_day_in_eur(spark):
+    orders = spark.createDataFrame(
+        [("c1", "2026-01-01 10:00:00", 10.0, 2.0, 1, "EUR"), ("c1", "2026-01-01 18:00:00", 20.0, 0.0, 2, "USD"),
+         ("c2", "2026-01-02 09:00:00", 5.0, 0.0, 1, "EUR")],
+        "customer_id string, event_ts string, amount double, discount double, items long, currency string",
+    ).withColumn("event_ts", F.to_timestamp("event_ts"))
+    sessions = spark.createDataFrame([("c1", "2026-01-01 09:00:00", 60, 3), ("c3", "2026-01-01 09:00:00", 30, 1)],
+                                     "customer_id string, event_ts string, duration_s long, pages long").withColumn("event_ts", F.to_timestamp("event_ts"))
+    tickets = spark.createDataFrame([("c1", "2026-01-01 12:00:00", "high")], "customer_id string, event_ts string, severity string").withColumn("event_ts", F.to_timestamp("event_ts"))
+    gold = build_daily_activity(orders, sessions, tickets, {"fx_to_eur": {"EUR": 1.0, "USD": 0.5}}, ["2026-01-01"], [], ["2026-01-01"])
+    rows = {(r["customer_id"], str(r["activity_date"])): r.asDict() for r in gold.collect()}
+    assert set(rows) == {("c1", "2026-01-01"), ("c3", "2026-01-01")}  # 2026-01-02 did not change
+    c1 = rows[("c1", "2026-01-01")]
+    # 10 EUR + 20 USD * 0.5 = 20 gross; net = (10 - 2) + 20 * 0.5 = 18
+    assert (c1["orders"], c1["items"], c1["gross_amount_eur"], c1["net_amount_eur"]) == (2, 3, 20.0, 18.0)
+    assert (c1["sessions"], c1["session_seconds"], c1["tickets"], c1["high_severity_tickets"]) == (1, 60, 1, 1)
+    assert rows[("c3", "2026-01-01")]["orders"] == 0
