@@ -56,7 +56,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 _source_pipeline(),
                 namespace=source,
                 inputs={"landing": f"{source}_landing@spark"},
-                outputs={"silver": f"{source}.silver@spark"},
+                # Shared with later stages under plain names; the rest stays in the namespace.
+                outputs={
+                    "silver": f"{source}_silver@spark",
+                    "changed_dates": f"{source}_changed_dates",
+                    "batch_audit": f"{source}_batch_audit",
+                },
                 parameters={"params:source": f"params:ingest.sources.{source}", "params:ingest": "params:ingest"},
                 tags=[source],
             )
@@ -68,13 +73,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 build_daily_activity,
-                inputs=[*(f"{s}.silver@spark" for s in ACTIVITY_SOURCES), "params:gold", *(f"{s}.changed_dates" for s in ACTIVITY_SOURCES)],
+                inputs=[*(f"{s}_silver@spark" for s in ACTIVITY_SOURCES), "params:gold", *(f"{s}_changed_dates" for s in ACTIVITY_SOURCES)],
                 outputs="customer_daily_activity@spark",
                 name="build_daily_activity",
             ),
             node(
                 report_ingest,
-                inputs=[f"{s}.batch_audit" for s in SOURCES],
+                inputs=[f"{s}_batch_audit" for s in SOURCES],
                 outputs="ingest_summary",
                 name="report_ingest",
             ),

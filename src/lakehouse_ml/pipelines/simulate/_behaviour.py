@@ -147,7 +147,7 @@ def _visits(cfg: SimConfig, r: _Rates, st: _State, rng: np.random.Generator, liv
     start, end = day * DAY, (day + 1) * DAY
     zl = st.z[live]
     exposure = (end - lo) / DAY  # the signup day is only partly active
-    lam = float(act["orders_per_day"]) * np.exp(zl) * r.plan_orders[st.plan[live]]
+    lam = float(act["orders_per_day"]) * np.exp(float(act["order_elasticity"]) * zl) * r.plan_orders[st.plan[live]]
     who, ts, _ = _spread(rng, live, rng.poisson(lam * r.country_orders[live] * exposure), lo, end)
     orders.add(cust=who, ts=ts, plan=st.plan[who])
 
