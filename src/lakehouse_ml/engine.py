@@ -104,6 +104,7 @@ class SparkEngine:
         if self._session is not None:
             return self._session
         started = time.perf_counter()
+        self._previous_remote = os.environ.get("SPARK_REMOTE")
         starter = {
             "embedded": self._start_embedded,
             "remote": self._start_remote,
@@ -131,7 +132,9 @@ class SparkEngine:
                 self._server.stop()
             finally:
                 self._server = None
-                self._restore_remote()
+        if self.config is not None:
+            self._restore_remote()
+            self.config = None
             logger.info("Spark engine stopped")
 
     def _start_embedded(self, config: EngineConfig) -> SparkSession:
@@ -143,12 +146,13 @@ class SparkEngine:
         server.start(background=True)
         host, port = server.listening_address
         self._server = server
-        self._previous_remote = os.environ.get("SPARK_REMOTE")
         os.environ["SPARK_REMOTE"] = f"sc://{host}:{port}"
         try:
             return self._connect(config, os.environ["SPARK_REMOTE"])
         except Exception:
-            self.stop()
+            server.stop()
+            self._server = None
+            self._restore_remote()
             raise
 
     def _start_remote(self, config: EngineConfig) -> SparkSession:

@@ -10,7 +10,8 @@ DEFAULT_PIPELINES = ("simulate", "ingest")
 def register_pipelines() -> dict[str, Pipeline]:
     """Register every pipeline under ``pipelines/`` and the default loop."""
     pipelines = find_pipelines(raise_errors=True)
+    # Kedro loads only the pipelines a command asks for, so a stage may be absent here.
     pipelines["__default__"] = sum(
-        (pipelines[name] for name in DEFAULT_PIPELINES), Pipeline([])
+        (pipelines[name] for name in DEFAULT_PIPELINES if name in pipelines), Pipeline([])
     )
     return pipelines

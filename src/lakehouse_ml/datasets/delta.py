@@ -6,8 +6,9 @@ their ``exists()`` is wrong on Connect (see README "Engine notes"). ``SparkDelta
 - write modes ``overwrite``, ``append``, ``merge`` (SQL ``MERGE INTO`` on ``merge_keys``) and
   ``replace`` (Delta ``replaceWhere`` on the values of ``replace_keys`` present in the data);
 - ``rebuild: true`` (usually ``${runtime_params:...}``): the next save overwrites whatever the mode;
-- empty appends/merges/replaces are skipped once the table exists, so re-running on unchanged
-  input adds no table version; the first save always creates the table, even when empty;
+- empty appends/merges/replaces (and overwrites with ``skip_empty: true``) are skipped once the
+  table exists, so re-running on unchanged input adds no table version; the first save always
+  creates the table, even when empty;
 - ``exists()`` through the Delta log (``deltalake``), and time travel via ``load_args``.
 """
 
@@ -39,21 +40,14 @@ def table_uri(filepath: str) -> str:
     return filepath
 
 
-def _sql_literal(value: Any) -> str:
-    """Render a Python value as a Spark SQL literal for a replaceWhere predicate."""
-    if value is None:
-        raise DatasetError("replace_keys must not contain nulls")
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    kind = type(value).__name__
-    if kind == "date":
-        return f"DATE'{text}'"
-    if kind in ("datetime", "Timestamp"):
-        return f"TIMESTAMP'{text}'"
-    return f"'{text}'"
+def _sql_literal(value: str, data_type: str) -> str:
+    """Render a key value (collected as a string in the session time zone) as a SQL literal.
+
+    Casting the session-local string back keeps dates and timestamps exact whatever the
+    client's time zone (collected datetimes would be shifted to it).
+    """
+    text = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"CAST('{text}' AS {data_type})"
 
 
 def _quote(column: str) -> str:
@@ -73,6 +67,7 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
         replace_keys: list[str] | None = None,
         rebuild: bool = False,
         schema_if_missing: str | None = None,
+        skip_empty: bool = False,
         load_args: dict[str, Any] | None = None,
         save_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
@@ -96,6 +91,7 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
         self._replace_keys = list(replace_keys or [])
         self._rebuild = str(rebuild).lower() in ("true", "1", "yes")
         self._schema_if_missing = schema_if_missing
+        self._skip_empty = skip_empty
         self._load_args = dict(load_args or {})
         self._save_args = dict(save_args or {})
         self.metadata = metadata
@@ -133,10 +129,11 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
         """Write ``data`` according to the write mode (see the module docstring)."""
         exists = self._exists()
         mode = "overwrite" if (self._rebuild or not exists) else self._write_mode
-        if self._rebuild:
-            # Rebuild once per process: later saves in the same session use the normal mode.
-            self._rebuild = False
-        if mode != "overwrite" and data.isEmpty():
+        if self._merge_delete_column:
+            # A null delete flag means "keep", in every branch below.
+            flag = self._merge_delete_column
+            data = data.withColumn(flag, F.coalesce(F.col(flag).cast("boolean"), F.lit(False)))
+        if exists and (mode != "overwrite" or self._skip_empty) and data.isEmpty():
             logger.info("Delta table '%s': nothing to %s", self._filepath, mode)
             return
         if mode == "merge":
@@ -148,6 +145,8 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
                 # Delete markers only mean something to MERGE; a fresh table never holds them.
                 data = data.filter(~F.col(self._merge_delete_column)).drop(self._merge_delete_column)
             self._write(data, mode)
+        # Rebuild once per process, after a successful write: later saves use the normal mode.
+        self._rebuild = False
 
     def _write(self, data: DataFrame, mode: str, **options: Any) -> None:
         writer = data.write.format("delta").mode(mode)
@@ -160,14 +159,31 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
         writer.options(**{**save_args, **options}).save(self._uri)
 
     def _replace(self, data: DataFrame) -> None:
-        keys = data.select(*self._replace_keys).distinct().collect()
-        predicate = " OR ".join(
-            "(" + " AND ".join(f"{_quote(k)} = {_sql_literal(row[k])}" for k in self._replace_keys) + ")"
-            for row in keys
-        )
+        types = {field.name: field.dataType.simpleString() for field in data.schema.fields}
+        keys = data.select(*[F.col(k).cast("string").alias(k) for k in self._replace_keys]).distinct().collect()
+        if any(row[k] is None for row in keys for k in self._replace_keys):
+            raise DatasetError(
+                f"Delta table '{self._filepath}': replace_keys {self._replace_keys} must not "
+                "contain nulls"
+            )
         # The predicate is built from the data itself, so every new row satisfies it (Sail does
         # not check new rows against replaceWhere; Delta-Spark does).
-        self._write(data, "overwrite", replaceWhere=predicate, overwriteSchema="false")
+        self._write(
+            data, "overwrite", replaceWhere=self._replace_predicate(keys, types), overwriteSchema="false"
+        )
+
+    def _replace_predicate(self, keys: list[Any], types: dict[str, str]) -> str:
+        """``k IN (…)`` grouped by the leading keys: a long OR chain overflows Sail's planner."""
+        *leading, last = self._replace_keys
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for row in keys:
+            groups.setdefault(tuple(row[k] for k in leading), []).append(row[last])
+        clauses = []
+        for prefix, values in sorted(groups.items()):
+            equals = [f"{_quote(k)} = {_sql_literal(v, types[k])}" for k, v in zip(leading, prefix)]
+            listed = ", ".join(_sql_literal(v, types[last]) for v in sorted(values))
+            clauses.append("(" + " AND ".join([*equals, f"{_quote(last)} IN ({listed})"]) + ")")
+        return " OR ".join(clauses)
 
     def _merge(self, data: DataFrame) -> None:
         self._check_unique_keys(data)

@@ -16,8 +16,8 @@ from lakehouse_ml.pipelines.ingest.nodes import (
     classify_records,
     reconcile_to_silver,
     select_new_deliveries,
+    split_batch,
     type_records,
-    validate_records,
 )
 from lakehouse_ml.pipelines.ingest.schemas import SCHEMAS, canonical_columns
 
@@ -143,14 +143,18 @@ def test_default_fills_only_missing_values_never_unparseable_ones(spark):
     ]
 
 
+EMPTY_SILVER = "event_id string, event_ts timestamp, _record_hash string"
+
+
 def _classify(spark, lines_by_delivery, silver=None):
-    valid = None
+    """Classify deliveries against silver; return (all classified rows, the upserts)."""
+    typed = None
     for delivery, lines in lines_by_delivery.items():
-        frame, _ = validate_records(bronze_rows(spark, lines, delivery=delivery), [f"orders/{delivery}/orders"], ORDERS)
-        valid = frame if valid is None else valid.unionByName(frame)
-    fields = canonical_columns(SCHEMAS["orders"])
-    current = silver if silver is not None else spark.createDataFrame([], "event_id string, event_ts timestamp, _record_hash string")
-    return classify_records(valid, current, fields)
+        frame = type_records(bronze_rows(spark, lines, delivery=delivery), ORDERS)
+        typed = frame if typed is None else typed.unionByName(frame)
+    current = silver if silver is not None else spark.createDataFrame([], EMPTY_SILVER)
+    classified = classify_records(typed, current, canonical_columns(SCHEMAS["orders"]))
+    return classified, classified.filter("_upsert")
 
 
 def test_dedupe_labels_duplicates_corrections_and_inserts(spark):
@@ -168,6 +172,7 @@ def test_dedupe_labels_duplicates_corrections_and_inserts(spark):
 def test_dedupe_against_existing_silver(spark):
     _, first = _classify(spark, {"2026-01-02": [order("e1"), order("e2")]})
     silver = first.select("event_id", "event_ts", "_record_hash")
+    silver = spark.createDataFrame(silver.collect(), EMPTY_SILVER)
     outcomes, upserts = _classify(spark, {"2026-01-05": [order("e1"), order("e2", amount=99.0), order("e3")]}, silver)
     labels = sorted(r["_outcome"] for r in outcomes.collect())
     assert labels == ["duplicate", "inserted", "updated"]
@@ -178,9 +183,9 @@ def test_reconcile_balances_every_batch_and_returns_changed_dates(spark):
     lines = [order("e1"), order("e1"), "{oops", order("e2", event_ts="2025-12-30T09:00:00Z"), order("e3", amount=-1.0)]
     bronze = bronze_rows(spark, lines)
     batch = ["orders/2026-01-02/orders"]
-    valid, quarantine = validate_records(bronze, batch, ORDERS)
-    empty_silver = spark.createDataFrame([], "event_id string, event_ts timestamp, _record_hash string")
-    upserts, _, dates, audit = reconcile_to_silver(valid, quarantine, bronze, empty_silver, batch, ORDERS, INGEST)
+    typed = type_records(bronze, ORDERS)
+    quarantine, classified = split_batch(typed, spark.createDataFrame([], EMPTY_SILVER), batch, ORDERS, INGEST)
+    upserts, _, dates, audit = reconcile_to_silver(classified, quarantine, bronze, batch, ORDERS, INGEST)
     row = audit.iloc[0]
     assert (row.bronze_rows, row.inserted, row.updated, row.duplicate, row.quarantined) == (5, 2, 0, 1, 2)
     assert bool(row.balanced) and row.quarantine_rate == pytest.approx(0.4)

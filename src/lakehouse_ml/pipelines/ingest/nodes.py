@@ -117,15 +117,21 @@ def _parse_csv_lines(lines: pd.Series, headers: pd.Series) -> pd.Series:
     return pd.Series(parsed, dtype=object)
 
 
-def _parse_record(bronze: DataFrame) -> Column:
-    """Return the raw record as ``map<string,string>``; null when the line is malformed."""
+def _parse_record(formats: set[str]) -> Column:
+    """Return the raw record as ``map<string,string>``; null when the line is malformed.
+
+    Only the parsers of the formats present are planned: an engine may evaluate both branches
+    of a ``when``, and the CSV parser is a Python UDF.
+    """
     as_json = F.from_json(F.col("_raw"), "map<string,string>")
+    if "csv" not in formats:
+        return as_json
     # Built per call: a UDF made at import time would bind to whichever Spark flavour (classic
     # or Connect) happens to be configured then.
-    parse_csv = F.pandas_udf(_parse_csv_lines, MapType(StringType(), StringType()))
-    return F.when(F.col("_format") == "csv", parse_csv(F.col("_raw"), F.col("_header"))).otherwise(
-        as_json
+    as_csv = F.pandas_udf(_parse_csv_lines, MapType(StringType(), StringType()))(
+        F.col("_raw"), F.col("_header")
     )
+    return as_csv if formats == {"csv"} else F.when(F.col("_format") == "csv", as_csv).otherwise(as_json)
 
 
 def _raw_values(source: dict[str, Any], fields: list[str]) -> dict[str, Column]:
@@ -162,7 +168,8 @@ def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
     schema = SCHEMAS[source.get("schema", source["name"])]
     fields = canonical_columns(schema)
     known = {**{f: f for f in fields}, **(source.get("column_mapping") or {})}
-    parsed = bronze.withColumn("_record", _parse_record(bronze))
+    formats = {row["_format"] for row in bronze.select("_format").distinct().collect()}
+    parsed = bronze.withColumn("_record", _parse_record(formats))
     raw = _raw_values(source, fields)
     defaults = _defaults(source)
     typed_columns = []
@@ -188,15 +195,10 @@ def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
     return typed.withColumn("_failed_checks", malformed)
 
 
-def validate_records(
-    bronze: DataFrame, batch_ids: list[str], source: dict[str, Any]
-) -> tuple[DataFrame, DataFrame]:
-    """Split this run's bronze rows into typed valid records and quarantined raw rows."""
+def type_batch(bronze: DataFrame, batch_ids: list[str], source: dict[str, Any]) -> DataFrame:
+    """Type this run's bronze rows and attach their failed checks (materialised once, to Delta)."""
     batch = bronze.filter(F.col("_batch_id").isin(batch_ids)) if batch_ids else bronze.limit(0)
-    typed = type_records(batch, source)
-    valid = typed.filter(F.size("_failed_checks") == 0)
-    quarantine = typed.filter(F.size("_failed_checks") > 0).select(*QUARANTINE_COLUMNS)
-    return valid, quarantine
+    return type_records(batch, source)
 
 
 # ---------------------------------------------------------------- typed records → silver
@@ -208,47 +210,72 @@ def _record_hash(fields: list[str]) -> Column:
     return F.sha2(F.to_json(F.struct(*[F.col(f) for f in content])), 256)
 
 
-def classify_records(
-    valid: DataFrame, silver_current: DataFrame, fields: list[str]
-) -> tuple[DataFrame, DataFrame]:
-    """Label each valid row inserted/updated/duplicate and pick the winning version per event_id.
+def classify_records(typed: DataFrame, silver_current: DataFrame, fields: list[str]) -> DataFrame:
+    """Label each valid row inserted/updated/duplicate and mark the version to upsert per event_id.
 
     Rows are ordered per event_id by delivery (the current silver row first): a row equal to its
     predecessor is a duplicate, a different one an update, one without predecessor an insert.
-    The last delivered version wins; it is upserted unless it equals the current silver row.
-    Returns (rows with ``_outcome``, silver upserts).
+    The last delivered version wins (``_upsert``) unless it equals the current silver row.
+    ``_replaced_date`` is the event date of the silver row an upsert replaces (gold must
+    recompute that day too).
     """
-    rows = valid.withColumn("_record_hash", _record_hash(fields)).withColumn("_order", F.lit(1))
-    current = (
-        silver_current.select("event_id", F.col("_record_hash").alias("_current_hash"))
-        .join(rows.select("event_id").distinct(), "event_id")
+    rows = (
+        typed.filter(F.size("_failed_checks") == 0)
+        .withColumn("_record_hash", _record_hash(fields))
+        .withColumn("_order", F.lit(1))
     )
+    current = silver_current.select(
+        "event_id",
+        F.col("_record_hash").alias("_current_hash"),
+        F.to_date("event_ts").alias("_replaced_date"),
+    ).join(rows.select("event_id").distinct(), "event_id")
+    # Typed nulls for the columns a silver predecessor does not carry (an untyped null column
+    # in a union loses its array/map type on some engines).
     predecessors = current.select(
-        "event_id", F.col("_current_hash").alias("_record_hash"), F.lit(0).alias("_order")
+        *[
+            F.col("event_id") if c == "event_id"
+            else F.col("_current_hash").alias(c) if c == "_record_hash"
+            else F.lit(0).alias(c) if c == "_order"
+            else F.lit(None).cast(rows.schema[c].dataType).alias(c)
+            for c in rows.columns
+        ]
     )
     delivery_order = ["_order", "_delivery_date", "_source_file", "_record_hash"]
     by_event = Window.partitionBy("event_id")
     chain = (
-        predecessors.unionByName(rows, allowMissingColumns=True)
+        predecessors.unionByName(rows)
         .withColumn("_previous_hash", F.lag("_record_hash").over(by_event.orderBy(*delivery_order)))
         .withColumn(
             "_position",
             F.row_number().over(by_event.orderBy(*[F.desc(c) for c in delivery_order])),
         )
+        .filter(F.col("_order") == 1)
+        .join(current, "event_id", "left")
     )
-    labelled = chain.filter(F.col("_order") == 1).withColumn(
-        "_outcome",
+    outcome = (
         F.when(F.col("_previous_hash").isNull(), "inserted")
         .when(F.col("_previous_hash") == F.col("_record_hash"), "duplicate")
-        .otherwise("updated"),
+        .otherwise("updated")
     )
-    winners = (
-        labelled.filter(F.col("_position") == 1)
-        .join(current, "event_id", "left")
-        .filter(F.col("_current_hash").isNull() | (F.col("_current_hash") != F.col("_record_hash")))
-        .select(*fields, *METADATA_COLUMNS)
+    upsert = (F.col("_position") == 1) & (
+        F.col("_current_hash").isNull() | (F.col("_current_hash") != F.col("_record_hash"))
     )
-    return labelled.select("_batch_id", "_outcome"), winners
+    return chain.select(
+        *fields, *METADATA_COLUMNS, "_unexpected_columns", "_replaced_date",
+        outcome.alias("_outcome"), upsert.alias("_upsert"),
+    )
+
+
+def split_batch(
+    typed: DataFrame, silver_current: DataFrame, batch_ids: list[str], source: dict[str, Any], ingest: dict[str, Any]
+) -> tuple[DataFrame, DataFrame]:
+    """Return this run's quarantined rows and its valid rows classified against silver."""
+    batch = typed.filter(F.col("_batch_id").isin(batch_ids)) if batch_ids else typed.limit(0)
+    if ingest.get("full_rebuild"):
+        silver_current = silver_current.limit(0)
+    fields = canonical_columns(SCHEMAS[source.get("schema", source["name"])])
+    quarantine = batch.filter(F.size("_failed_checks") > 0).select(*QUARANTINE_COLUMNS)
+    return quarantine, classify_records(batch, silver_current, fields)
 
 
 def _top_checks(quarantine: DataFrame, limit: int = 3) -> dict[str, str]:
@@ -270,11 +297,7 @@ def _top_checks(quarantine: DataFrame, limit: int = 3) -> dict[str, str]:
 
 
 def build_audit(
-    bronze: DataFrame,
-    batch_ids: list[str],
-    outcomes: DataFrame,
-    quarantine: DataFrame,
-    valid: DataFrame,
+    bronze: DataFrame, batch_ids: list[str], classified: DataFrame, quarantine: DataFrame
 ) -> pd.DataFrame:
     """Reconcile each batch: bronze rows = inserted + updated + duplicate + quarantined."""
     columns = [c.split()[0] for c in AUDIT_SCHEMA.split(", ")]
@@ -291,7 +314,7 @@ def build_audit(
         })
     )
     tallies = (
-        outcomes.select("_batch_id", "_outcome")
+        classified.select("_batch_id", "_outcome")
         .unionByName(quarantine.select("_batch_id", F.lit("quarantined").alias("_outcome")))
         .groupBy("_batch_id")
         .pivot("_outcome", list(OUTCOMES))
@@ -301,7 +324,7 @@ def build_audit(
     )
     unexpected = {
         row["_batch_id"]: ", ".join(sorted(row["cols"]))
-        for row in valid.select("_batch_id", F.explode("_unexpected_columns").alias("c"))
+        for row in classified.select("_batch_id", F.explode("_unexpected_columns").alias("c"))
         .groupBy("_batch_id")
         .agg(F.collect_set("c").alias("cols"))
         .collect()
@@ -311,7 +334,7 @@ def build_audit(
         audit[outcome] = audit.get(outcome, pd.Series(0, index=audit.index)).fillna(0).astype("int64")
     audit["balanced"] = audit["bronze_rows"] == audit[list(OUTCOMES)].sum(axis=1)
     audit["quarantine_rate"] = audit["quarantined"] / audit["bronze_rows"]
-    top = _top_checks(quarantine.filter(F.col("_batch_id").isin(batch_ids)))
+    top = _top_checks(quarantine)
     audit["top_failed_checks"] = audit["batch_id"].map(top).fillna("")
     audit["unexpected_columns"] = audit["batch_id"].map(unexpected).fillna("")
     return audit[columns].sort_values("batch_id").reset_index(drop=True)
@@ -341,35 +364,32 @@ def check_audit(audit: pd.DataFrame, gate: dict[str, Any]) -> None:
 
 
 def reconcile_to_silver(  # noqa: PLR0913
-    valid: DataFrame,
+    classified: DataFrame,
     quarantine: DataFrame,
     bronze: DataFrame,
-    silver_current: DataFrame,
     batch_ids: list[str],
     source: dict[str, Any],
     ingest: dict[str, Any],
 ) -> tuple[DataFrame, DataFrame, list[str], pd.DataFrame]:
-    """Dedupe against silver, audit each batch, gate on quarantine rate; return upserts, audit, dates.
+    """Audit each batch, gate on quarantine rate; return silver upserts, audit, changed days.
 
     Outputs are saved in order: silver MERGE first, then the audit row that marks the batch as
     ingested, so a failure leaves the batch to be ingested again (every write is idempotent).
     """
-    schema = SCHEMAS[source.get("schema", source["name"])]
-    fields = canonical_columns(schema)
-    if ingest.get("full_rebuild"):
-        silver_current = silver_current.limit(0)
-    outcomes, upserts = classify_records(valid, silver_current, fields)
-    batch_quarantine = quarantine.filter(F.col("_batch_id").isin(batch_ids)) if batch_ids else quarantine.limit(0)
-    audit = build_audit(bronze, batch_ids, outcomes, batch_quarantine, valid)
+    fields = canonical_columns(SCHEMAS[source.get("schema", source["name"])])
+    classified = classified.filter(F.col("_batch_id").isin(batch_ids)) if batch_ids else classified.limit(0)
+    quarantine = quarantine.filter(F.col("_batch_id").isin(batch_ids)) if batch_ids else quarantine.limit(0)
+    audit = build_audit(bronze, batch_ids, classified, quarantine)
     check_audit(audit, ingest["quarantine_gate"])
     _log_audit(source["name"], audit)
+    upserts = classified.filter("_upsert")
     changed = upserts.select(F.to_date("event_ts").alias("d")).unionByName(
-        silver_current.join(upserts.select("event_id"), "event_id").select(F.to_date("event_ts").alias("d"))
-    )
+        upserts.select(F.col("_replaced_date").alias("d"))
+    ).dropna()
     dates = sorted({str(row["d"]) for row in changed.distinct().collect()})
-    spark = valid.sparkSession
-    audit_frame = spark.createDataFrame(audit, AUDIT_SCHEMA) if len(audit) else spark.createDataFrame([], AUDIT_SCHEMA)
-    return upserts, audit_frame, dates, audit
+    spark = classified.sparkSession
+    audit_frame = spark.createDataFrame(audit if len(audit) else [], AUDIT_SCHEMA)
+    return upserts.select(*fields, *METADATA_COLUMNS), audit_frame, dates, audit
 
 
 def _log_audit(source: str, audit: pd.DataFrame) -> None:

@@ -7,7 +7,8 @@ from lakehouse_ml.pipelines.ingest.nodes import (
     land_deliveries,
     reconcile_to_silver,
     report_ingest,
-    validate_records,
+    split_batch,
+    type_batch,
 )
 
 # Every source the project knows. Only orders must be delivered: a source without landing files
@@ -17,7 +18,11 @@ ACTIVITY_SOURCES = ("orders", "sessions", "tickets")
 
 
 def _source_pipeline() -> Pipeline:
-    """The template run for each source: land, validate/quarantine, reconcile into silver."""
+    """The template run for each source: land, type, quarantine and classify, reconcile to silver.
+
+    Typed and classified rows are materialised to work tables once: Spark Connect engines do not
+    cache, and every later count or write would otherwise parse the raw lines again.
+    """
     return Pipeline(
         [
             node(
@@ -27,15 +32,21 @@ def _source_pipeline() -> Pipeline:
                 name="land_deliveries",
             ),
             node(
-                validate_records,
+                type_batch,
                 inputs=["bronze", "batch_ids", "params:source"],
-                outputs=["valid_records", "quarantine"],
-                name="validate_records",
+                outputs="typed_records",
+                name="type_batch",
+            ),
+            node(
+                split_batch,
+                inputs=["typed_records", "silver_current", "batch_ids", "params:source", "params:ingest"],
+                outputs=["quarantine", "classified_records"],
+                name="split_batch",
             ),
             node(
                 reconcile_to_silver,
                 inputs=[
-                    "valid_records", "quarantine", "bronze", "silver_current", "batch_ids",
+                    "classified_records", "quarantine", "bronze", "batch_ids",
                     "params:source", "params:ingest",
                 ],
                 # Saved in this order: silver first, then the audit row that marks the batches

@@ -81,7 +81,7 @@ def _spread(
     rng: np.random.Generator, who: np.ndarray, counts: np.ndarray, lo: np.ndarray, hi: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Expand per-customer counts into events at uniform times in ``[lo, hi)``."""
-    pos = np.repeat(np.arange(who.size), counts)
+    pos = np.repeat(np.arange(who.size, dtype=np.int32), counts)  # int32: 10x scale is large
     ts = lo[pos] + (rng.random(pos.size) * (hi - lo[pos])).astype(np.int64)
     return who[pos], ts, pos
 
@@ -147,15 +147,20 @@ def _visits(cfg: SimConfig, r: _Rates, st: _State, rng: np.random.Generator, liv
     start, end = day * DAY, (day + 1) * DAY
     zl = st.z[live]
     exposure = (end - lo) / DAY  # the signup day is only partly active
-    lam = float(act["orders_per_day"]) * np.exp(float(act["order_elasticity"]) * zl) * r.plan_orders[st.plan[live]]
+    lam = (
+        float(act["orders_per_day"])
+        * np.exp(float(act["order_elasticity"]) * zl)
+        * r.plan_orders[st.plan[live]]
+    )
     who, ts, _ = _spread(rng, live, rng.poisson(lam * r.country_orders[live] * exposure), lo, end)
     orders.add(cust=who, ts=ts, plan=st.plan[who])
 
     lam = float(act["sessions_per_day"]) * np.exp(float(act["session_elasticity"]) * zl)
     who, ts, pos = _spread(rng, live, rng.poisson(lam * exposure), lo, end)
-    gone = np.flatnonzero(st.churn_day < day)
+    gone = np.flatnonzero(st.churn_day < day).astype(np.int32)
     trickle = float(act["sessions_per_day"]) * float(act["post_churn_session_factor"])
-    gwho, gts, _ = _spread(rng, gone, rng.poisson(trickle, gone.size), np.full(gone.size, start), end)
+    counts = rng.poisson(trickle, gone.size)
+    gwho, gts, _ = _spread(rng, gone, counts, np.full(gone.size, start), end)
     sessions.add(
         cust=np.concatenate([who, gwho]),
         ts=np.concatenate([ts, gts]),
@@ -180,7 +185,9 @@ def _tickets(cfg: SimConfig, r: _Rates, st: _State, rng: np.random.Generator, li
     # After a price increase, complaints are mostly about billing.
     billing = rng.random(who.size) < np.minimum(st.price_shock[who], 1.0) * 0.6
     category = np.where(billing, TICKET_CATEGORIES.index("billing"), category)
-    tickets.add(cust=who, ts=ts, category=category.astype(np.int8), severity=severity.astype(np.int8))
+    tickets.add(
+        cust=who, ts=ts, category=category.astype(np.int8), severity=severity.astype(np.int8)
+    )
     return np.bincount(pos, weights=r.severity_w[severity], minlength=live.size)
 
 
@@ -195,7 +202,8 @@ def _profile_changes(cfg: SimConfig, r: _Rates, st: _State, rng: np.random.Gener
     moved = moving & (new_plan != st.plan[live])
     # Billing anniversaries every 30 days: a personal increase, or the drift's new list price.
     anniversary = eligible & (tenure % 30 == 0)
-    increase = anniversary & (rng.random(live.size) < float(pc["price_increase_monthly_probability"]))
+    p_increase = float(pc["price_increase_monthly_probability"])
+    increase = anniversary & (rng.random(live.size) < p_increase)
     shifting = cfg.price_shift.enabled and day * DAY >= cfg.price_shift.start
     reprice = (anniversary | moved) & shifting & ~st.repriced[live]
     changed = live[moved | increase | reprice]
@@ -248,7 +256,7 @@ def simulate_activity(cfg: SimConfig, pop: Population, rng: np.random.Generator)
 
     for day in range(first_day, cfg.n_days):
         start, end = day * DAY, (day + 1) * DAY
-        live = np.flatnonzero((pop.signup_ts < end) & (st.churn_day >= cfg.n_days))
+        live = np.flatnonzero((pop.signup_ts < end) & (st.churn_day >= cfg.n_days)).astype(np.int32)
         lo = np.maximum(start, pop.signup_ts[live])
         for shock in (st.ticket_shock, st.price_shock, st.plan_shock):
             shock *= keep
@@ -259,4 +267,6 @@ def simulate_activity(cfg: SimConfig, pop: Population, rng: np.random.Generator)
         _profile_changes(cfg, r, st, rng, live, day - signup_day[live], day, profiles)
         _churn_and_evolve(cfg, st, pop, rng, live, (end - lo) / DAY, hit, day)
 
-    return Activity(orders.table(), sessions.table(), tickets.table(), profiles.table(), st.churn_day)
+    return Activity(
+        orders.table(), sessions.table(), tickets.table(), profiles.table(), st.churn_day
+    )

@@ -133,6 +133,10 @@ def parse_config(params: Mapping[str, Any]) -> SimConfig:
     if channel_mix.enabled:
         _shares(channel_mix.options["shares"], CHANNELS, "drift.channel_mix.shares")
     delivery = params.get("delivery") or {}
+    cutoff = int(float(delivery.get("cutoff_hour", 2)) * 3600)
+    jitter = int(delivery.get("jitter_seconds", 900))
+    if not 0 <= cutoff < DAY - jitter or jitter < 1:
+        raise ValueError("simulate.delivery: need 0 <= cutoff_hour < 24 and jitter_seconds >= 1")
     return SimConfig(
         seed=int(params["seed"]),
         start_date=start,
@@ -140,8 +144,8 @@ def parse_config(params: Mapping[str, Any]) -> SimConfig:
         n_customers=n_customers,
         existing_share=float(params["existing_customer_share"]),
         max_prior_tenure_days=int(params["max_prior_tenure_days"]),
-        cutoff=int(float(delivery.get("cutoff_hour", 2)) * 3600),
-        jitter=int(delivery.get("jitter_seconds", 900)),
+        cutoff=cutoff,
+        jitter=jitter,
         population=population,
         engagement=params["engagement"],
         activity=params["activity"],

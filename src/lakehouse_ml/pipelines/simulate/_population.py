@@ -41,7 +41,8 @@ def _signup_times(cfg: SimConfig, rng: np.random.Generator) -> np.ndarray:
     n_existing = int(round(cfg.n_customers * cfg.existing_share))
     first_window = -DAY + cfg.cutoff  # earliest event time that lands in delivery 0
     existing = first_window - 1 - rng.integers(0, cfg.max_prior_tenure_days * DAY, n_existing)
-    new = rng.integers(first_window, (cfg.n_days - 1) * DAY + cfg.cutoff, cfg.n_customers - n_existing)
+    last_window = (cfg.n_days - 1) * DAY + cfg.cutoff  # end of the last delivery's window
+    new = rng.integers(first_window, last_window, cfg.n_customers - n_existing)
     return np.sort(np.concatenate([existing, new]).astype(np.int64), kind="stable")
 
 
@@ -74,10 +75,11 @@ def build_population(cfg: SimConfig, rng: np.random.Generator) -> Population:
     plan = rng.choice(len(PLANS), n, p=_probs(pop["plans"], PLANS))
     device = rng.choice(len(DEVICES), n, p=_probs(pop["devices"], DEVICES))
 
-    # Latent engagement: channel/country quality, noise, and a bonus for the back-book because
-    # customers still around after months are the ones who liked the product (survivorship).
-    channel_shift = np.array([float(eng["channel_shift"].get(c, 0.0)) for c in CHANNELS])
-    country_shift = np.array([float(eng.get("country_shift", {}).get(c, 0.0)) for c in countries])
+    # Latent engagement: channel/country quality, noise, and an optional back-book bonus (the
+    # burn-in already makes survivors of the back-book the more engaged ones).
+    by_channel, by_country = eng.get("channel_shift") or {}, eng.get("country_shift") or {}
+    channel_shift = np.array([float(by_channel.get(c, 0.0)) for c in CHANNELS])
+    country_shift = np.array([float(by_country.get(c, 0.0)) for c in countries])
     z = (
         float(eng["initial_mean"])
         + channel_shift[channel]

@@ -30,11 +30,11 @@ def _deliver(cfg: SimConfig, table: Table, backfill: bool = False) -> Records:
     if backfill:
         # The first delivery is a snapshot of everything that existed before the feed began.
         delivery = np.maximum(delivery, 0)
-    keep = (delivery >= 0) & (delivery < cfg.n_days)
-    order = np.lexsort((table["cust"][keep], ts[keep]))
-    columns = {name: col[keep][order] for name, col in table.items()}
-    columns["delivery"] = delivery[keep][order].astype(np.int16)
-    columns["cust"] = columns["cust"].astype(np.int32)
+    keep = np.flatnonzero((delivery >= 0) & (delivery < cfg.n_days))
+    take = keep[np.lexsort((table["cust"][keep], ts[keep]))]
+    columns = {name: col[take] for name, col in table.items()}
+    columns["delivery"] = delivery[take].astype(np.int16)
+    columns["cust"] = columns["cust"].astype(np.int32, copy=False)
     return Records(columns)
 
 
@@ -42,15 +42,16 @@ def currency_table(cfg: SimConfig, pop: Population) -> tuple[tuple[str, ...], np
     """Currency names and each country's currency index (EUR unless configured otherwise)."""
     by_country = dict(cfg.population.get("currencies", {}))
     if cfg.new_country.enabled:
-        by_country.setdefault(
-            str(cfg.new_country.options["country"]), str(cfg.new_country.options.get("currency", "EUR"))
-        )
+        options = cfg.new_country.options
+        by_country.setdefault(str(options["country"]), str(options.get("currency", "EUR")))
     names = tuple(dict.fromkeys(["EUR", *cfg.population["fx_rates"], *by_country.values()]))
     index = np.array([names.index(by_country.get(c, "EUR")) for c in pop.countries], np.int8)
     return names, index
 
 
-def order_records(cfg: SimConfig, pop: Population, activity: Activity, rng: np.random.Generator) -> Records:
+def order_records(
+    cfg: SimConfig, pop: Population, activity: Activity, rng: np.random.Generator
+) -> Records:
     """Orders with basket size, amount (local currency), discount and price-shift drift."""
     rec = _deliver(cfg, activity.orders)
     c, act = rec.columns, cfg.activity
@@ -60,11 +61,13 @@ def order_records(cfg: SimConfig, pop: Population, activity: Activity, rng: np.r
     r_items, r_unit, r_disc, r_frac = rng.spawn(4)
     extra_items = np.array([float(act["extra_items_mean"][p]) for p in PLANS])[c["plan"]]
     items = 1 + r_items.poisson(extra_items)
-    unit = float(act["unit_price_median"]) * np.exp(float(act["unit_price_sigma"]) * r_unit.standard_normal(n))
+    noise = float(act["unit_price_sigma"]) * r_unit.standard_normal(n)
+    unit = float(act["unit_price_median"]) * np.exp(noise)
     names, index = currency_table(cfg, pop)
     fx = np.array([float(cfg.population["fx_rates"].get(name, 1.0)) for name in names])
     currency = index[pop.country[c["cust"]]]
-    factor = np.where(cfg.price_shift.active(c["ts"]), float(cfg.price_shift.options.get("factor", 1.0)), 1.0)
+    shift = float(cfg.price_shift.options.get("factor", 1.0))
+    factor = np.where(cfg.price_shift.active(c["ts"]), shift, 1.0)
     amount = np.maximum(np.round(items * unit * fx[currency] * factor * 100), 100).astype(np.int64)
     discounted = r_disc.random(n) < float(act["discount_probability"])
     fraction = r_frac.uniform(0.05, float(act["discount_max_fraction"]), n)

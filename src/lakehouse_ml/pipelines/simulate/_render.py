@@ -13,7 +13,9 @@ from ._faults import BAD_TS, FUTURE_TS, MALFORMED, NEGATIVE, NULL_KEY, RESEND_OR
 from ._records import Records
 
 # What real feeds send when a timestamp is broken.
-BAD_TIMESTAMPS = ("13/45/2026 25:61", "yesterday", "2026-02-30T25:61:00Z", "N/A", "0000-00-00 00:00:00")
+BAD_TIMESTAMPS = (
+    "13/45/2026 25:61", "yesterday", "2026-02-30T25:61:00Z", "N/A", "0000-00-00 00:00:00"
+)
 # Ticket routing teams, by category, for the extra CSV column.
 AGENT_TEAMS = ("billing_ops", "logistics", "product_support", "tier1")
 
@@ -34,7 +36,8 @@ class SourceSpec:
 
 ORDERS = SourceSpec(
     "orders", "ord-", "json",
-    ("event_id", "customer_id", "event_ts", "amount", "currency", "items", "discount", "delivered_at"),
+    ("event_id", "customer_id", "event_ts", "amount", "currency", "items", "discount",
+     "delivered_at"),
     frozenset({"amount", "items", "discount"}), "channel_ref",
 )
 SESSIONS = SourceSpec(
@@ -109,18 +112,21 @@ class LandingRenderer:
             return _json_text(cols, fields, self.spec.numeric, broken, aux)
         return _csv_text(cols, fields, broken, aux)
 
-    def _common(self, rec: np.ndarray, fault: np.ndarray, aux: np.ndarray, render: np.ndarray) -> Columns:
+    def _common(
+        self, rec: np.ndarray, fault: np.ndarray, aux: np.ndarray, render: np.ndarray
+    ) -> Columns:
         """event_id, customer_id, event_ts, delivered_at with key and timestamp faults."""
         c = self.records.columns
         event_id = [f"{self.spec.id_prefix}{i:08d}" for i in (rec + 1).tolist()]
-        customer_id = [f"c-{k + 1:06d}" for k in c["cust"][rec].tolist()]
+        customer_id = self.lookups["customer_ids"][c["cust"][rec]].tolist()
         null = fault == NULL_KEY
         _set(event_id, np.flatnonzero(null & (aux < 0.5)), None)
         _set(customer_id, np.flatnonzero(null & (aux >= 0.5)), None)
         event_ts = iso(self.epoch + c["ts"][rec])
         future = np.flatnonzero(fault == FUTURE_TS)
         days_ahead = 1 + (aux[future] * 30).astype(np.int64)  # 1-30 days after delivered_at
-        seconds = self.delivered[render[future]] + days_ahead * DAY + (rec[future] * 7919) % DAY
+        scatter = (rec[future].astype(np.int64) * 7919) % DAY  # a time of day per record
+        seconds = self.delivered[render[future]] + days_ahead * DAY + scatter
         _set(event_ts, future, iso(seconds))
         bad = np.flatnonzero(fault == BAD_TS)
         _set(event_ts, bad, [BAD_TIMESTAMPS[int(a * len(BAD_TIMESTAMPS))] for a in aux[bad]])

@@ -79,13 +79,14 @@ def _lookups(cfg: SimConfig, pop: Population) -> dict[str, Any]:
         "country": pop.country,
         "channel": pop.channel,
         "signup_ts": pop.signup_ts,
+        "customer_ids": np.array([f"c-{i + 1:06d}" for i in range(pop.size)], dtype=object),
     }
 
 
 def simulate_business(
     params: Mapping[str, Any],
 ) -> tuple[Partitions, Partitions, Partitions, Partitions]:
-    """Simulate the business and return lazy landing files for orders, sessions, customers, tickets."""
+    """Simulate the business; return lazy landing files of orders, sessions, customers, tickets."""
     cfg = parse_config(params)
     pop = build_population(cfg, _rng(cfg, "population"))
     activity = simulate_activity(cfg, pop, _rng(cfg, "behaviour"))
@@ -97,6 +98,7 @@ def simulate_business(
     }
     lookups = _lookups(cfg, pop)
     orders, sessions, customers, tickets = (
-        _partitions(cfg, spec, recs, lookups, offset) for offset, (spec, recs) in enumerate(records.items())
+        _partitions(cfg, spec, recs, lookups, offset)
+        for offset, (spec, recs) in enumerate(records.items())
     )
     return orders, sessions, customers, tickets

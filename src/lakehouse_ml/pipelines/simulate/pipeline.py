@@ -8,7 +8,12 @@ from kedro.pipeline import Node, Pipeline
 
 from .nodes import simulate_business
 
-OUTPUTS = ["orders_landing@text", "sessions_landing@text", "customers_landing@text", "tickets_landing@text"]
+OUTPUTS = [
+    "orders_landing@text",
+    "sessions_landing@text",
+    "customers_landing@text",
+    "tickets_landing@text",
+]
 
 
 def create_pipeline(**kwargs: Any) -> Pipeline:

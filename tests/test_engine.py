@@ -1,0 +1,300 @@
+"""The Spark engine: configuration checks, and each mode started for real.
+
+``ENGINE`` is a process singleton that the session-wide ``spark`` fixture owns, so every test
+that starts or stops an engine does it in a child process (``sys.executable`` on a small script)
+or on a fresh ``SparkEngine()`` whose start fails before touching any session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import project_config
+from lakehouse_ml.engine import (
+    MODES,
+    EngineConfig,
+    EngineError,
+    SparkEngine,
+    missing_classic_jars,
+)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment without the fixture's Spark Connect URL, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
+    env.update(extra)
+    return env
+
+
+def run_child(tmp_path: Path, code: str, timeout: float = 60, **env: str) -> tuple[dict, float]:
+    """Run ``code`` in a fresh interpreter; return the JSON it prints last and the wall time."""
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(code))
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=child_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, (
+        f"child exited with {result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}"
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1]), elapsed
+
+
+# ---------------------------------------------------------------------------- configuration
+
+
+def test_from_dict_rejects_an_unknown_mode_listing_the_modes():
+    with pytest.raises(EngineError) as error:
+        EngineConfig.from_dict({"mode": "local"})
+    message = str(error.value)
+    assert "mode must be one of embedded, remote, classic" in message
+    assert "'local'" in message
+    assert MODES == ("embedded", "remote", "classic")
+
+
+def test_from_dict_reads_every_section():
+    config = EngineConfig.from_dict(
+        {
+            "mode": "classic",
+            "app_name": "x",
+            "spark_conf": {"spark.sql.shuffle.partitions": 4, "spark.sql.session.timeZone": "UTC"},
+            "remote": {"url": "sc://host:15002"},
+            "embedded": {"host": "0.0.0.0", "env": {"SAIL_X": 1}},
+            "classic": {"master": "local[2]", "jars": ["/a.jar", "/b.jar"]},
+        }
+    )
+    assert config == EngineConfig(
+        mode="classic",
+        app_name="x",
+        spark_conf={"spark.sql.shuffle.partitions": "4", "spark.sql.session.timeZone": "UTC"},
+        remote_url="sc://host:15002",
+        embedded_host="0.0.0.0",
+        embedded_env={"SAIL_X": "1"},
+        classic_master="local[2]",
+        classic_jars=("/a.jar", "/b.jar"),
+    )
+
+
+def test_from_dict_defaults_and_nulls():
+    # spark.yml may leave sections empty (``remote: {url: null}``, ``jars: []``, ``env: {}``).
+    config = EngineConfig.from_dict({"remote": {"url": None}, "embedded": None, "spark_conf": None})
+    assert config == EngineConfig()
+    assert config.mode == "embedded" and config.embedded_host == "127.0.0.1"
+
+
+def test_project_spark_yml_selects_the_embedded_engine():
+    config = EngineConfig.from_dict(project_config("local")["spark"])
+    assert config.mode == "embedded"
+    assert config.spark_conf == {"spark.sql.session.timeZone": "UTC"}
+
+
+def test_session_of_an_engine_that_is_not_running_raises():
+    engine = SparkEngine()
+    assert not engine.running and engine.url is None
+    with pytest.raises(EngineError, match="not running"):
+        _ = engine.session
+
+
+def test_remote_mode_without_a_url_says_what_to_set(monkeypatch):
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    engine = SparkEngine()
+    with pytest.raises(EngineError) as error:
+        engine.start(EngineConfig(mode="remote"))
+    message = str(error.value)
+    assert "SPARK_REMOTE" in message and "remote.url" in message
+    assert not engine.running
+    assert "SPARK_REMOTE" not in os.environ
+
+
+def test_classic_mode_without_jars_names_what_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPARK_REMOTE", "sc://untouched:1")
+    engine = SparkEngine()
+
+    with pytest.raises(EngineError) as error:
+        engine.start(EngineConfig(mode="classic"))
+    assert "classic.jars" in str(error.value)
+
+    present = tmp_path / "delta-storage.jar"
+    present.write_bytes(b"")
+    absent = str(tmp_path / "delta-spark.jar")
+    with pytest.raises(EngineError) as error:
+        engine.start(EngineConfig(mode="classic", classic_jars=(absent, str(present))))
+    assert f"missing: {absent}" in str(error.value)
+    assert str(present) not in str(error.value)
+
+    # Nothing was started and the environment was left alone.
+    assert not engine.running
+    assert os.environ["SPARK_REMOTE"] == "sc://untouched:1"
+
+
+def test_missing_classic_jars(tmp_path):
+    jar = tmp_path / "a.jar"
+    jar.write_bytes(b"")
+    assert missing_classic_jars(()) == [
+        "spark.yml classic.jars (paths of delta-spark and delta-storage jars)"
+    ]
+    assert missing_classic_jars((str(jar),)) == []
+    assert missing_classic_jars((str(jar), "/nowhere/b.jar")) == ["/nowhere/b.jar"]
+
+
+@pytest.mark.slow
+def test_classic_mode_starts_with_the_delta_jars(tmp_path):
+    config = EngineConfig.from_dict({**project_config("local")["spark"], "mode": "classic"})
+    missing = missing_classic_jars(config.classic_jars)
+    if missing:
+        pytest.skip(f"classic mode needs the Delta Lake jars on local disk; missing: {', '.join(missing)}")
+    result, _ = run_child(
+        tmp_path,
+        f"""
+        import json, os
+        from lakehouse_ml.datasets import SparkDeltaDataset
+        from lakehouse_ml.engine import ENGINE, EngineConfig
+
+        spark = ENGINE.start(EngineConfig(mode="classic", classic_jars={config.classic_jars!r}))
+        ds = SparkDeltaDataset(filepath="t")
+        ds.save(spark.range(3))
+        total = ds.load().groupBy().sum("id").collect()[0][0]
+        remote = os.environ.get("SPARK_REMOTE")
+        ENGINE.stop()
+        print(json.dumps({{"total": total, "remote": remote}}))
+        """,
+        timeout=180,
+    )
+    assert result == {"total": 3, "remote": None}
+
+
+# ------------------------------------------------------------------------------- embedded
+
+
+def test_embedded_engine_sets_spark_remote_for_kedro_datasets_and_stops_cleanly(tmp_path):
+    result, elapsed = run_child(
+        tmp_path,
+        """
+        import json, os, re, time
+        from kedro_datasets._utils.spark_utils import get_spark as kedro_get_spark
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+        from lakehouse_ml.engine import ENGINE, EngineConfig, get_spark
+
+        out = {"remote_before": os.environ.get("SPARK_REMOTE")}
+        session = ENGINE.start(EngineConfig(spark_conf={"spark.sql.session.timeZone": "UTC"}))
+        host, port = ENGINE._server.listening_address
+        out["remote"] = os.environ["SPARK_REMOTE"]
+        out["expected_remote"] = f"sc://127.0.0.1:{port}"
+        out["url"] = ENGINE.url
+        out["start_again_is_same"] = ENGINE.start(EngineConfig()) is session
+        kedro = kedro_get_spark()
+        out["kedro_is_connect"] = isinstance(kedro, ConnectSession)
+        out["kedro_is_engine_session"] = kedro is session
+        out["project_is_engine_session"] = get_spark() is session
+        out["sum"] = kedro.range(5).groupBy().sum("id").collect()[0][0]
+        out["tz"] = kedro.conf.get("spark.sql.session.timeZone")
+        ENGINE.stop()
+        out["running_after_stop"] = ENGINE.running
+        out["remote_after_stop"] = os.environ.get("SPARK_REMOTE")
+
+        # An existing SPARK_REMOTE is put back on stop, and the engine can start again.
+        os.environ["SPARK_REMOTE"] = "sc://elsewhere:15002"
+        again = ENGINE.start(EngineConfig())
+        out["restart_remote_is_local"] = os.environ["SPARK_REMOTE"].startswith("sc://127.0.0.1:")
+        out["restart_count"] = again.range(7).count()
+        ENGINE.stop()
+        out["remote_restored"] = os.environ.get("SPARK_REMOTE")
+        out["stopped_at"] = time.time()
+        print(json.dumps(out), flush=True)
+        """,
+        timeout=60,
+    )
+    exited_at = time.time()
+    assert result["remote_before"] is None
+    assert result["remote"] == result["expected_remote"]
+    assert result["url"] == result["remote"]
+    assert result["start_again_is_same"] is True
+    assert result["kedro_is_connect"] is True
+    assert result["kedro_is_engine_session"] is True
+    assert result["project_is_engine_session"] is True
+    assert result["sum"] == 10
+    assert result["tz"] == "UTC"
+    assert result["running_after_stop"] is False
+    assert result["remote_after_stop"] is None
+    assert result["restart_remote_is_local"] is True
+    assert result["restart_count"] == 7
+    assert result["remote_restored"] == "sc://elsewhere:15002"
+    # The process ends promptly once the engine is stopped (no hang on exit).
+    assert exited_at - result["stopped_at"] < 10
+    assert elapsed < 45
+
+
+def test_embedded_env_is_applied_without_overriding_the_shell(tmp_path):
+    result, _ = run_child(
+        tmp_path,
+        """
+        import json, os
+        from lakehouse_ml.engine import ENGINE, EngineConfig
+
+        ENGINE.start(EngineConfig(embedded_env={"LAKEHOUSE_TEST_A": "from-yml", "LAKEHOUSE_TEST_B": "from-yml"}))
+        out = {k: os.environ.get(k) for k in ("LAKEHOUSE_TEST_A", "LAKEHOUSE_TEST_B")}
+        ENGINE.stop()
+        print(json.dumps(out))
+        """,
+        LAKEHOUSE_TEST_B="from-shell",
+    )
+    assert result == {"LAKEHOUSE_TEST_A": "from-yml", "LAKEHOUSE_TEST_B": "from-shell"}
+
+
+# --------------------------------------------------------------------------------- remote
+
+
+def test_remote_mode_connects_to_a_running_spark_connect_server(tmp_path):
+    result, _ = run_child(
+        tmp_path,
+        """
+        import json, os
+        from pysail.spark import SparkConnectServer
+
+        from lakehouse_ml.engine import ENGINE, EngineConfig
+
+        server = SparkConnectServer("127.0.0.1", 0)
+        server.start(background=True)
+        host, port = server.listening_address
+        url = f"sc://{host}:{port}"
+        out = {"url": url}
+
+        # 1. The URL comes from SPARK_REMOTE (it wins over remote.url).
+        os.environ["SPARK_REMOTE"] = url
+        spark = ENGINE.start(EngineConfig(mode="remote", remote_url="sc://ignored:1"))
+        out["engine_url"] = ENGINE.url
+        out["rows"] = [list(r) for r in spark.sql("SELECT id, id * id AS sq FROM range(4)").collect()]
+        ENGINE.stop()
+        out["running_after_stop"] = ENGINE.running
+
+        # 2. The URL comes from remote.url; the engine exports it for kedro-datasets.
+        del os.environ["SPARK_REMOTE"]
+        spark = ENGINE.start(EngineConfig(mode="remote", remote_url=url))
+        out["exported"] = os.environ.get("SPARK_REMOTE")
+        from kedro_datasets._utils.spark_utils import get_spark
+        out["kedro_count"] = get_spark().range(3).count()
+        ENGINE.stop()
+        server.stop()
+        print(json.dumps(out))
+        """,
+    )
+    assert result["engine_url"] == result["url"]
+    assert result["rows"] == [[0, 0], [1, 1], [2, 4], [3, 9]]
+    assert result["running_after_stop"] is False
+    assert result["exported"] == result["url"]
+    assert result["kedro_count"] == 3
