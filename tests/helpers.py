@@ -59,7 +59,7 @@ def run_pipeline(
 
 def write_landing(root: Path, source: str, delivery: str, name: str, lines: list[str | dict]) -> Path:
     """Write one delivered landing file (JSON lines for dicts, raw text lines otherwise)."""
-    folder = root / "data" / "01_raw" / "landing" / source / delivery
+    folder = root / "data" / "01_raw" / "landing" / "dev" / source / delivery
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     path.write_text("".join((json.dumps(line) if isinstance(line, dict) else line) + "\n" for line in lines))

@@ -1,6 +1,7 @@
 """Project settings: hooks, configuration loader and the resolvers the configuration uses."""
 
 import os
+import warnings
 from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
@@ -18,6 +19,10 @@ def project_root(subpath: str = "") -> str:
     root = Path(os.environ.get("LAKEHOUSE_ML_ROOT") or PROJECT_ROOT)
     return (root / subpath).as_posix()
 
+
+# Kedro 1.7 itself calls OmegaConf's deprecated register_new_resolver on every run; the warning is
+# not actionable here and buries the run's own log.
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
 HOOKS = (SparkHooks(),)
 

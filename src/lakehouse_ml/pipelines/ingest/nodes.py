@@ -458,16 +458,22 @@ def build_daily_activity(
 
 
 def report_ingest(*audits: pd.DataFrame) -> pd.DataFrame:
-    """Print this run's reconciliation per source and return it (one row per source)."""
+    """Log this run's reconciliation per source and one total line; return it per source."""
     frames = [audit for audit in audits if not audit.empty]
+    columns = ["source", "batches", "bronze_rows", *OUTCOMES]
     if not frames:
-        logger.info("ingest: nothing new to ingest")
-        return pd.DataFrame(columns=["source", "batches", "bronze_rows", *OUTCOMES])
+        logger.info("ingest: nothing new to ingest (0 batches)")
+        return pd.DataFrame(columns=columns)
+    audit = pd.concat(frames, ignore_index=True)
     summary = (
-        pd.concat(frames, ignore_index=True)
-        .groupby("source")
+        audit.groupby("source")
         .agg(batches=("batch_id", "count"), bronze_rows=("bronze_rows", "sum"), **{o: (o, "sum") for o in OUTCOMES})
-        .reset_index()
+        .reset_index()[columns]
     )
-    logger.info("ingest reconciliation (bronze = inserted + updated + duplicate + quarantined):\n%s", summary.to_string(index=False))
+    totals = summary[columns[1:]].sum()
+    logger.info(
+        "ingest: %d sources, %d batches: bronze %d = inserted %d + updated %d + duplicate %d + "
+        "quarantined %d",
+        len(summary), *(int(totals[c]) for c in columns[1:]),
+    )
     return summary

@@ -1,0 +1,93 @@
+"""End-to-end: the real `kedro run` CLI on a small simulated business, in a copy of the project."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from tests.helpers import PROJECT_ROOT
+
+SMALL = "simulate.n_customers=400,simulate.n_days=21"
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def kedro(project: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the kedro CLI of this environment in ``project``; fail with its output if it fails."""
+    env = {**os.environ, "LAKEHOUSE_ML_ROOT": str(project), "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200"}
+    env.pop("SPARK_REMOTE", None)
+    kedro_bin = Path(sys.executable).with_name("kedro")
+    result = subprocess.run(
+        [str(kedro_bin), *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    return result
+
+
+def versions(project: Path, catalog: str) -> dict[str, int]:
+    root = project / "data" / "lakehouse" / catalog
+    return {
+        str(path.relative_to(root)): DeltaTable(str(path)).version()
+        for path in sorted(root.glob("*/*"))
+        if (path / "_delta_log").is_dir()
+    }
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of the project (configuration only; the package is installed) with a fresh data/."""
+    copy = tmp_path_factory.mktemp("project")
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", copy)
+    shutil.copytree(PROJECT_ROOT / "conf", copy / "conf", ignore=shutil.ignore_patterns("credentials*"))
+    (copy / "src").mkdir()  # kedro checks the folder exists; the package itself is installed
+    (copy / "data").mkdir()
+    return copy
+
+
+def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
+    first = kedro(project, "run", "--params", SMALL)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    log = first.stdout + first.stderr
+    summary = re.search(r"ingest: 4 sources, (\d+) batches: bronze (\d+) = inserted", log)
+    assert summary, log[-3000:]
+    assert "Spark engine stopped" in log
+
+    tables = versions(project, "dev")
+    for table in ("bronze/orders", "silver/orders", "quarantine/orders", "gold/customer_daily_activity",
+                  "monitoring/ingest_audit", "silver/customers", "silver/sessions", "silver/tickets"):
+        assert table in tables, table
+    audit = DeltaTable(str(project / "data/lakehouse/dev/monitoring/ingest_audit")).to_pyarrow_dataset().to_table(use_threads=False).to_pandas()
+    assert audit["balanced"].all()
+    outcomes = audit[["inserted", "updated", "duplicate", "quarantined"]].sum(axis=1)
+    assert (audit["bronze_rows"] == outcomes).all()
+    assert (len(audit), audit["bronze_rows"].sum()) == (int(summary.group(1)), int(summary.group(2)))
+    assert audit["bronze_rows"].sum() > 3_000
+    assert (project / "mlflow.db").is_file()  # kedro-mlflow tracked the run in the project's SQLite store
+
+    second = kedro(project, "run", "--params", SMALL)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "nothing new to ingest" in second.stdout + second.stderr
+    assert versions(project, "dev") == tables  # unchanged input: no table changes
+
+
+def test_staging_environment_never_touches_dev_tables(project):
+    before = versions(project, "dev")
+    result = kedro(project, "run", "--env", "staging", "--params", "simulate.n_customers=100,simulate.n_days=7")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert versions(project, "staging")["silver/orders"] == 0
+    assert versions(project, "dev") == before
+    assert (project / "data/01_raw/landing/staging/orders").is_dir()
+
+
+def test_full_rebuild_from_the_cli(project):
+    before = versions(project, "dev")
+    result = kedro(project, "run", "--pipeline", "ingest", "--params", "ingest.full_rebuild=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = versions(project, "dev")
+    assert after["bronze/orders"] == before["bronze/orders"] + 1
+    assert after["silver/orders"] == before["silver/orders"] + 1
