@@ -12,6 +12,7 @@ import yaml
 
 from lakehouse_ml.lakehouse import table_version
 from lakehouse_ml.pipelines.ingest.pipeline import create_pipeline
+from lakehouse_ml.pipelines.ingest.schemas import SCHEMAS
 from tests.helpers import PROJECT_ROOT, run_pipeline, write_landing
 
 LAKE = Path("data/lakehouse/dev")
@@ -51,6 +52,7 @@ def test_orders_only_run_is_idempotent_and_incremental(project_dir):
     first = versions()
     assert read("silver/orders")["event_id"].tolist() == ["e1", "e2"] or sorted(read("silver/orders")["event_id"]) == ["e1", "e2"]
     assert len(read("silver/sessions")) == 0  # optional sources without files: empty tables, no failure
+    SCHEMAS["orders"].validate(read("silver/orders"))  # the pandera schema the Spark checks came from
 
     run_pipeline(create_pipeline(), runtime_params=GATE)
     assert versions() == first  # nothing new delivered: no table gets a new version

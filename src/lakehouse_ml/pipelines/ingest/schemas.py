@@ -49,7 +49,8 @@ DISCOUNT_WITHIN_AMOUNT = RowRule(
 )
 
 _ID = pa.Column(str, pa.Check.str_length(min_value=1), nullable=False)
-_TS = pa.Column(pa.DateTime, nullable=False)
+# Event and delivery times are UTC instants; coerce so delta-rs' microsecond reads compare equal.
+_TS = pa.Column(pd.DatetimeTZDtype("ns", "UTC"), nullable=False, coerce=True)
 _COUNTRY = pa.Column(str, pa.Check.str_matches(r"^[A-Z]{2}$"), nullable=False)
 CURRENCIES = ("EUR", "USD", "GBP", "PLN", "CHF", "SEK")
 
