@@ -298,3 +298,14 @@ def test_remote_mode_connects_to_a_running_spark_connect_server(tmp_path):
     assert result["running_after_stop"] is False
     assert result["exported"] == result["url"]
     assert result["kedro_count"] == 3
+
+
+def test_engine_survives_a_module_reload_as_in_reload_kedro():
+    """%reload_kedro re-imports project modules; a new engine would start a second server."""
+    import importlib
+
+    import lakehouse_ml.engine as engine_module
+
+    before = engine_module.ENGINE
+    reloaded = importlib.reload(engine_module)
+    assert reloaded.ENGINE is before

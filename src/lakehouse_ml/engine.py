@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,8 +205,11 @@ class SparkEngine:
 
 
 # One engine per process: Spark sessions are process-wide by nature, and kedro-datasets finds the
-# session through process state (SPARK_REMOTE / the active session) as well.
-ENGINE = SparkEngine()
+# session through process state (SPARK_REMOTE / the active session) as well. It is kept on `sys`
+# because Jupyter's %reload_kedro re-imports project modules: a fresh module-level engine would
+# start a second server while the first one keeps running.
+ENGINE: SparkEngine = getattr(sys, "_lakehouse_ml_engine", None) or SparkEngine()
+sys._lakehouse_ml_engine = ENGINE  # type: ignore[attr-defined]
 
 
 def get_spark() -> SparkSession:
