@@ -32,7 +32,8 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     "config_patterns": {
         "spark": ["spark*", "spark*/**"],
-        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+        # Feature contracts: one file per feature table, each a parameter named after its table.
+        "parameters": ["parameters*", "parameters*/**", "**/parameters*", "feature_tables/*"],
     },
     # Environments override single keys of a parameter (e.g. one source's column mapping)
     # instead of replacing the whole top-level block.

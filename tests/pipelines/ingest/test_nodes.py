@@ -213,15 +213,25 @@ def test_unbalanced_batch_fails():
         check_audit(audit, {"max_rate": 1.0})
 
 
+def _events(spark, rows, schema):
+    """Silver-like events: string times in the schema become timestamps."""
+    frame = spark.createDataFrame(rows, schema)
+    for column in ("event_ts", "delivered_at"):
+        frame = frame.withColumn(column, F.to_timestamp(column))
+    return frame
+
+
 def test_daily_activity_aggregates_sources_per_customer_day_in_eur(spark):
-    orders = spark.createDataFrame(
-        [("c1", "2026-01-01 10:00:00", 10.0, 2.0, 1, "EUR"), ("c1", "2026-01-01 18:00:00", 20.0, 0.0, 2, "USD"),
-         ("c2", "2026-01-02 09:00:00", 5.0, 0.0, 1, "EUR")],
-        "customer_id string, event_ts string, amount double, discount double, items long, currency string",
-    ).withColumn("event_ts", F.to_timestamp("event_ts"))
-    sessions = spark.createDataFrame([("c1", "2026-01-01 09:00:00", 60, 3), ("c3", "2026-01-01 09:00:00", 30, 1)],
-                                     "customer_id string, event_ts string, duration_s long, pages long").withColumn("event_ts", F.to_timestamp("event_ts"))
-    tickets = spark.createDataFrame([("c1", "2026-01-01 12:00:00", "high")], "customer_id string, event_ts string, severity string").withColumn("event_ts", F.to_timestamp("event_ts"))
+    orders = _events(
+        spark,
+        [("c1", "2026-01-01 10:00:00", 10.0, 2.0, 1, "EUR", "2026-01-02 02:00:00"),
+         ("c1", "2026-01-01 18:00:00", 20.0, 0.0, 2, "USD", "2026-01-04 02:00:00"),
+         ("c2", "2026-01-02 09:00:00", 5.0, 0.0, 1, "EUR", "2026-01-03 02:00:00")],
+        "customer_id string, event_ts string, amount double, discount double, items long, currency string, delivered_at string",
+    )
+    sessions = _events(spark, [("c1", "2026-01-01 09:00:00", 60, 3, "2026-01-05 02:00:00"), ("c3", "2026-01-01 09:00:00", 30, 1, "2026-01-02 02:00:00")],
+                       "customer_id string, event_ts string, duration_s long, pages long, delivered_at string")
+    tickets = _events(spark, [("c1", "2026-01-01 12:00:00", "high", "2026-01-02 02:00:00")], "customer_id string, event_ts string, severity string, delivered_at string")
     gold = build_daily_activity(orders, sessions, tickets, {"fx_to_eur": {"EUR": 1.0, "USD": 0.5}}, ["2026-01-01"], [], ["2026-01-01"])
     rows = {(r["customer_id"], str(r["activity_date"])): r.asDict() for r in gold.collect()}
     assert set(rows) == {("c1", "2026-01-01"), ("c3", "2026-01-01")}  # 2026-01-02 did not change
@@ -229,4 +239,6 @@ def test_daily_activity_aggregates_sources_per_customer_day_in_eur(spark):
     # 10 EUR + 20 USD * 0.5 = 20 gross; net = (10 - 2) + 20 * 0.5 = 18
     assert (c1["orders"], c1["items"], c1["gross_amount_eur"], c1["net_amount_eur"]) == (2, 3, 20.0, 18.0)
     assert (c1["sessions"], c1["session_seconds"], c1["tickets"], c1["high_severity_tickets"]) == (1, 60, 1, 1)
+    # the day was complete only once the late session arrived on Jan 5
+    assert c1["last_delivered_at"] == pd.Timestamp("2026-01-05 02:00:00").to_pydatetime()
     assert rows[("c3", "2026-01-01")]["orders"] == 0

@@ -412,13 +412,17 @@ def _log_audit(source: str, audit: pd.DataFrame) -> None:
 # ---------------------------------------------------------------- silver → gold
 
 
-def _daily(events: DataFrame, dates: list[str], aggregates: list[Column]) -> DataFrame:
-    """Aggregate one source's events per customer and activity day, for the given days only."""
+def _daily(events: DataFrame, dates: list[str], aggregates: list[Column], name: str) -> DataFrame:
+    """Aggregate one source's events per customer and activity day, for the given days only.
+
+    Also keeps the latest delivery time of the day's events: what was known when (features use
+    it as their availability time).
+    """
     return (
         events.withColumn("activity_date", F.to_date("event_ts"))
         .filter(F.col("activity_date").isin(dates))
         .groupBy("customer_id", "activity_date")
-        .agg(*aggregates)
+        .agg(*aggregates, F.max("delivered_at").alias(f"_{name}_delivered_at"))
     )
 
 
@@ -442,9 +446,20 @@ def build_daily_activity(
                 F.round(F.sum(F.col("amount") * F.col("_fx")), 2).alias("gross_amount_eur"),
                 F.round(F.sum((F.col("amount") - F.col("discount")) * F.col("_fx")), 2).alias("net_amount_eur"),
             ],
+            "orders",
         ),
-        _daily(sessions, dates, [F.count(F.lit(1)).alias("sessions"), F.sum("duration_s").alias("session_seconds"), F.sum("pages").alias("pages")]),
-        _daily(tickets, dates, [F.count(F.lit(1)).alias("tickets"), F.sum((F.col("severity") == "high").cast("int")).alias("high_severity_tickets")]),
+        _daily(
+            sessions,
+            dates,
+            [F.count(F.lit(1)).alias("sessions"), F.sum("duration_s").alias("session_seconds"), F.sum("pages").alias("pages")],
+            "sessions",
+        ),
+        _daily(
+            tickets,
+            dates,
+            [F.count(F.lit(1)).alias("tickets"), F.sum((F.col("severity") == "high").cast("int")).alias("high_severity_tickets")],
+            "tickets",
+        ),
     ]
     joined = reduce(lambda a, b: a.join(b, ["customer_id", "activity_date"], "full_outer"), per_source)
     counts = ["orders", "items", "sessions", "session_seconds", "pages", "tickets", "high_severity_tickets"]
@@ -454,6 +469,11 @@ def build_daily_activity(
         "activity_date",
         *[F.coalesce(F.col(c), F.lit(0)).cast("bigint").alias(c) for c in counts],
         *[F.coalesce(F.col(c), F.lit(0.0)).cast("double").alias(c) for c in amounts],
+        F.greatest(*[F.col(f"_{name}_delivered_at") for name in ("orders", "sessions", "tickets")]).alias(
+            "last_delivered_at"
+        ),
+        # When this row was (re)computed: the features pipeline's watermark.
+        F.current_timestamp().alias("_updated_at"),
     )
 
 

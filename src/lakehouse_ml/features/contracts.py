@@ -1,0 +1,204 @@
+"""Feature contracts: what a feature table promises, declared in ``conf/<env>/feature_tables/``.
+
+A contract states the table's keys, timestamp, grain, owner, refresh schedule and, per feature,
+its window, unit, allowed freshness, time semantics, null policy and expected range or allowed
+values. It is parsed and checked here once; the features pipeline writes it into the Delta table
+(column comments and table properties) and records its hash with every table version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+TIME_SEMANTICS = ("event_time", "ingestion_time")
+_DURATION = re.compile(r"^\s*(\d+)\s*(day|days|hour|hours|minute|minutes)\s*$")
+
+
+class ContractError(ValueError):
+    """A feature contract in the configuration is incomplete or inconsistent."""
+
+
+def parse_duration(text: str | None, where: str) -> timedelta | None:
+    """Parse ``"7 days"``/``"12 hours"``/``"30 minutes"``; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ContractError(f"{where}: expected a duration like '7 days' or '12 hours', got {text!r}")
+    amount, unit = int(match.group(1)), match.group(2).rstrip("s")
+    return timedelta(**{f"{unit}s": amount})
+
+
+@dataclass(frozen=True)
+class NullPolicy:
+    """What to do with a NULL feature value: keep it, impute a named value, or drop the row."""
+
+    action: str  # keep | impute | drop
+    value: Any = None
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> NullPolicy:
+        """Accept ``keep``, ``drop`` or ``{impute: <value>}``."""
+        if raw in ("keep", "drop"):
+            return cls(raw)
+        if isinstance(raw, dict) and set(raw) == {"impute"}:
+            return cls("impute", raw["impute"])
+        raise ContractError(f"{where}.null_policy: expected keep, drop or {{impute: <value>}}, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One feature's promises."""
+
+    name: str
+    unit: str
+    freshness: timedelta
+    null_policy: NullPolicy
+    time_semantics: str
+    window: timedelta | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    allowed_values: tuple[Any, ...] | None = None
+    computation: str = ""
+    compute: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def describe(self) -> str:
+        """A one-line description for the Delta column comment."""
+        parts = [self.computation or self.name, f"unit={self.unit}"]
+        if self.window is not None:
+            parts.append(f"window={self.window.days}d")
+        parts.append(f"freshness={_format_duration(self.freshness)}")
+        parts.append(f"nulls={self.null_policy.action}" + (
+            f"({self.null_policy.value})" if self.null_policy.action == "impute" else ""
+        ))
+        if self.allowed_values is not None:
+            parts.append(f"allowed={list(self.allowed_values)}")
+        if self.minimum is not None or self.maximum is not None:
+            parts.append(f"range=[{self.minimum}, {self.maximum}]")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class FeatureContract:
+    """A feature table's contract."""
+
+    table: str
+    enabled: bool
+    description: str
+    owner: str
+    entity_keys: tuple[str, ...]
+    timestamp_key: str
+    ingested_at_key: str | None
+    grain: str
+    refresh: str
+    source: str
+    features: tuple[FeatureSpec, ...]
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The features, in declaration order."""
+        return [spec.name for spec in self.features]
+
+    @property
+    def hash(self) -> str:
+        """A stable hash of the whole declared contract (order-independent JSON)."""
+        canonical = json.dumps(self.raw, sort_keys=True, default=str, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def feature(self, name: str) -> FeatureSpec:
+        """Return a feature's spec by name."""
+        for spec in self.features:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"feature table '{self.table}' has no feature {name!r}")
+
+    def table_properties(self) -> dict[str, str]:
+        """Delta table properties that carry the contract with the table."""
+        return {
+            "lakehouse_ml.contract.table": self.table,
+            "lakehouse_ml.contract.hash": self.hash,
+            "lakehouse_ml.contract.owner": self.owner,
+            "lakehouse_ml.contract.entity_keys": ",".join(self.entity_keys),
+            "lakehouse_ml.contract.timestamp_key": self.timestamp_key,
+            "lakehouse_ml.contract.grain": self.grain,
+            "lakehouse_ml.contract.refresh": self.refresh,
+            "lakehouse_ml.contract.description": self.description,
+        }
+
+    def column_comments(self) -> dict[str, str]:
+        """One comment per feature column, describing its promises."""
+        return {spec.name: spec.describe() for spec in self.features}
+
+    def as_record(self) -> dict[str, Any]:
+        """A JSON-able view (for MLflow and audit tables)."""
+        record = asdict(self)
+        record.pop("raw")
+        record["hash"] = self.hash
+        return json.loads(json.dumps(record, default=str))
+
+
+def _format_duration(value: timedelta) -> str:
+    if value % timedelta(days=1) == timedelta(0):
+        return f"{value.days}d"
+    return f"{int(value.total_seconds() // 3600)}h"
+
+
+def _require(raw: dict[str, Any], key: str, where: str) -> Any:
+    if raw.get(key) in (None, "", []):
+        raise ContractError(f"{where}: '{key}' is required")
+    return raw[key]
+
+
+def _parse_feature(name: str, raw: dict[str, Any], default_semantics: str, where: str) -> FeatureSpec:
+    where = f"{where}.features.{name}"
+    semantics = raw.get("time_semantics", default_semantics)
+    if semantics not in TIME_SEMANTICS:
+        raise ContractError(f"{where}.time_semantics: expected one of {TIME_SEMANTICS}, got {semantics!r}")
+    bounds = raw.get("range")
+    if bounds is not None and (not isinstance(bounds, (list, tuple)) or len(bounds) != 2):
+        raise ContractError(f"{where}.range: expected [min, max] (null for open), got {bounds!r}")
+    allowed = raw.get("allowed_values")
+    return FeatureSpec(
+        name=name,
+        unit=str(_require(raw, "unit", where)),
+        freshness=parse_duration(_require(raw, "freshness", where), f"{where}.freshness"),
+        null_policy=NullPolicy.parse(_require(raw, "null_policy", where), where),
+        time_semantics=semantics,
+        window=parse_duration(raw.get("window"), f"{where}.window"),
+        minimum=None if bounds is None or bounds[0] is None else float(bounds[0]),
+        maximum=None if bounds is None or bounds[1] is None else float(bounds[1]),
+        allowed_values=tuple(allowed) if allowed is not None else None,
+        computation=str(raw.get("computation", "")),
+        compute=dict(_require(raw, "compute", where)),
+    )
+
+
+def parse_contract(table: str, raw: dict[str, Any]) -> FeatureContract:
+    """Parse and check one table's contract; errors name the table and the offending key."""
+    where = f"feature_tables/{table}.yml: {table}"
+    if not isinstance(raw, dict):
+        raise ContractError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    features = _require(raw, "features", where)
+    semantics = raw.get("time_semantics", "event_time")
+    return FeatureContract(
+        table=table,
+        enabled=bool(raw.get("enabled", True)),
+        description=str(_require(raw, "description", where)),
+        owner=str(_require(raw, "owner", where)),
+        entity_keys=tuple(_require(raw, "entity_keys", where)),
+        timestamp_key=str(_require(raw, "timestamp_key", where)),
+        ingested_at_key=raw.get("ingested_at_key"),
+        grain=str(_require(raw, "grain", where)),
+        refresh=str(_require(raw, "refresh", where)),
+        source=str(_require(raw, "source", where)),
+        features=tuple(
+            _parse_feature(name, spec or {}, semantics, where) for name, spec in features.items()
+        ),
+        raw=raw,
+    )
