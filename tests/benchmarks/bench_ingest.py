@@ -22,6 +22,7 @@ other's memory, threads or imports. Engine start-up and imports are outside the 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -363,6 +364,7 @@ class BaselineSource:
         self.unexpected: list[set[str]] = [set() for _ in self.files]
         self.valid: list[Any] = []  # typed frames of valid rows (+ "_file" index)
         self.quarantine: list[Any] = []
+        self.seconds = {"read_parse": 0.0, "type_check": 0.0}
 
     @staticmethod
     def _delivery_date(partition_id: str) -> str:
@@ -458,22 +460,19 @@ class BaselineSource:
             malformed: list[bool] = []
             counts = []
             headers = []
-            for number in group:
-                path = self.files[number][1]
-                file_lines, header = self._read_lines(path, self.format)
-                if self.format == "csv":
-                    file_columns, file_bad = self._parse_csv(file_lines, header, number)
-                else:
-                    file_columns, file_bad = self._parse_json(file_lines, number)
-                lines.extend(file_lines)
-                malformed.extend(file_bad)
-                for field in self.fields:
-                    columns[field].extend(file_columns[field])
-                counts.append(len(file_lines))
-                headers.append(header)
-                self.bronze_rows[number] = len(file_lines)
+            started = time.perf_counter()
+            collecting = gc.isenabled()
+            gc.disable()  # millions of short-lived dicts: no cyclic GC passes while parsing
+            try:
+                self._read_group(group, lines, columns, malformed, counts, headers)
+            finally:
+                if collecting:
+                    gc.enable()
+            parsed = time.perf_counter()
             file_of_row = _repeat(group, counts)
             self._check_chunk(lines, columns, malformed, file_of_row)
+            self.seconds["read_parse"] += parsed - started
+            self.seconds["type_check"] += time.perf_counter() - parsed
             yield pa.RecordBatch.from_arrays(
                 [
                     pa.array(lines, pa.string()),
@@ -487,6 +486,24 @@ class BaselineSource:
                 ],
                 schema=BRONZE_ARROW_SCHEMA(),
             )
+
+    def _read_group(self, group: list[int], lines: list[str], columns: dict[str, list],
+                    malformed: list[bool], counts: list[int], headers: list[str | None]) -> None:
+        """Read and parse a group of files, appending to the chunk's lists."""
+        for number in group:
+            path = self.files[number][1]
+            file_lines, header = self._read_lines(path, self.format)
+            if self.format == "csv":
+                file_columns, file_bad = self._parse_csv(file_lines, header, number)
+            else:
+                file_columns, file_bad = self._parse_json(file_lines, number)
+            lines.extend(file_lines)
+            malformed.extend(file_bad)
+            for field in self.fields:
+                columns[field].extend(file_columns[field])
+            counts.append(len(file_lines))
+            headers.append(header)
+            self.bronze_rows[number] = len(file_lines)
 
     # ---------------------------------------------------------------- typing and checks
 
@@ -524,8 +541,12 @@ class BaselineSource:
             else:
                 if inferred not in ("string", "empty"):
                     values = values.map(_json_text)  # e.g. a number where a string is expected
-                text = values.str.strip(" ") if inferred != "empty" else values
-                text = text.where(text != "")
+                if kind == "string":  # Arrow-backed strings: compact, and trimmed by Arrow kernels
+                    text = values.astype("string[pyarrow]").str.strip(" ")
+                    text = text.mask(text == "")
+                else:
+                    text = values.str.strip(" ") if inferred != "empty" else values
+                    text = text.where(text != "")
                 if kind == "string":
                     value = text
                 elif kind == "double":
@@ -536,10 +557,10 @@ class BaselineSource:
                 else:
                     value = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
             has_value = text.notna().to_numpy()
-            if field in defaults:
+            if field in defaults and not has_value.all():
                 default_value, default_text = defaults[field]
                 value = value.where(has_value, default_value)
-                text = text.where(has_value, default_text)
+                text = pd.Series(text, dtype=object).where(has_value, default_text)
                 has_value = np.ones(n, dtype=bool)  # a defaulted field is never missing
             if kind == "bigint":
                 value = value.astype("Int64")
@@ -661,14 +682,27 @@ class BaselineSource:
             tallies[name] += np.bincount(files[outcome == code], minlength=len(self.files))
         return rows[winner].reset_index(drop=True), tallies
 
-    def silver_table(self, silver: Any) -> Any:
-        """Silver rows with their delivery metadata, in the Spark silver column order."""
-        files = silver.pop("_file").to_numpy()
-        silver["_batch_id"] = [self.batch_ids[i] for i in files]
-        silver["_source_file"] = [self.files[i][1] for i in files]
-        silver["_delivery_date"] = [_date(self.delivery[i]) for i in files]
-        silver["_ingested_at"] = self.ingested_at
-        return silver
+    def silver_arrow(self, silver: Any) -> Any:
+        """Silver rows as Arrow with the Spark silver types and their delivery metadata."""
+        import pyarrow as pa
+
+        types = {"string": pa.string(), "double": pa.float64(), "bigint": pa.int64(),
+                 "timestamp": pa.timestamp("us", "UTC")}
+        files = pa.array(silver.pop("_file").to_numpy())
+        for field in self.fields:
+            if self.kinds[field] == "timestamp":
+                silver[field] = silver[field].astype("datetime64[us, UTC]")
+        schema = pa.schema([(f, types[self.kinds[f]]) for f in self.fields])
+        table = pa.Table.from_pandas(silver[self.fields], schema=schema, preserve_index=False)
+        per_file = {
+            "_batch_id": pa.array(self.batch_ids, pa.string()),
+            "_source_file": pa.array([path for _, path in self.files], pa.string()),
+            "_delivery_date": pa.array([_date(d) for d in self.delivery], pa.date32()),
+        }
+        for name, values in per_file.items():
+            table = table.append_column(name, values.take(files))
+        stamp = pa.scalar(self.ingested_at.to_pydatetime(), pa.timestamp("us", "UTC"))
+        return table.append_column("_ingested_at", pa.repeat(stamp, len(table)))
 
     def audit(self, tallies: dict[str, Any]) -> list[dict[str, Any]]:
         """One reconciliation row per delivered file."""
@@ -757,6 +791,9 @@ def phase_baseline(env: str, chunk_rows: int) -> dict[str, Any]:
     audit_rows: list[dict[str, Any]] = []
     per_source: dict[str, dict[str, Any]] = {}
     timings: dict[str, float] = {}
+    steps = dict.fromkeys(
+        ["read+parse", "type+check", "bronze write", "dedupe", "silver write", "quarantine+audit"], 0.0
+    )
     gate = ingest["quarantine_gate"]
     for name in SOURCES:
         source_started = time.perf_counter()
@@ -766,6 +803,10 @@ def phase_baseline(env: str, chunk_rows: int) -> dict[str, Any]:
             pa.RecordBatchReader.from_batches(BRONZE_ARROW_SCHEMA(), source.bronze_batches()),
             mode="overwrite",
         )
+        mark = time.perf_counter()
+        steps["read+parse"] += source.seconds["read_parse"]
+        steps["type+check"] += source.seconds["type_check"]
+        steps["bronze write"] += mark - source_started - sum(source.seconds.values())
         silver, tallies = source.classify()
         audit = source.audit(tallies)
         over = [
@@ -774,9 +815,12 @@ def phase_baseline(env: str, chunk_rows: int) -> dict[str, Any]:
         ]
         if over:
             raise RuntimeError(f"baseline: quarantine rate above {gate['max_rate']} in {[r['batch_id'] for r in over]}")
-        silver = source.silver_table(silver)
-        silver_arrow = _arrow(silver, source.fields, source.kinds)
+        steps["dedupe"] += time.perf_counter() - mark
+        mark = time.perf_counter()
+        silver_arrow = source.silver_arrow(silver)
         write_deltalake(str(Path(tables["silver"].format(source=name)).resolve()), silver_arrow, mode="overwrite")
+        steps["silver write"] += time.perf_counter() - mark
+        mark = time.perf_counter()
         quarantine = (
             pd.concat(source.quarantine, ignore_index=True) if source.quarantine
             else pd.DataFrame({c: [] for c in ["_batch_id", "_source", "_source_file", "_delivery_date", "_ingested_at", "_raw", "_failed_checks"]})
@@ -795,10 +839,13 @@ def phase_baseline(env: str, chunk_rows: int) -> dict[str, Any]:
             "silver_rows_written": len(silver),
             "quarantine_rows_written": len(quarantine),
         }
+        steps["quarantine+audit"] += time.perf_counter() - mark
         timings[name] = time.perf_counter() - source_started
         del silver, silver_arrow, quarantine, source
+    mark = time.perf_counter()
     audit_frame = pd.DataFrame(audit_rows)
     write_deltalake(str(Path(tables["audit"]).resolve()), pa.Table.from_pandas(audit_frame, preserve_index=False), mode="overwrite")
+    steps["quarantine+audit"] += time.perf_counter() - mark
     seconds = time.perf_counter() - started
     cpu = cpu_seconds() - cpu_before
     for name in SOURCES:
@@ -807,7 +854,7 @@ def phase_baseline(env: str, chunk_rows: int) -> dict[str, Any]:
         per_source[name]["bronze_table_rows"] = delta_count(tables["bronze"].format(source=name))
     return {
         "seconds": seconds, "cpu_seconds": cpu, "sources": per_source,
-        "source_seconds": timings, "peak_rss_mb": peak_rss_mb(),
+        "source_seconds": timings, "steps": steps, "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -819,22 +866,6 @@ def QUARANTINE_ARROW_SCHEMA():  # noqa: N802
         ("_delivery_date", pa.date32()), ("_ingested_at", pa.timestamp("us", "UTC")),
         ("_raw", pa.string()), ("_failed_checks", pa.list_(pa.string())),
     ])
-
-
-def _arrow(silver: Any, fields: list[str], kinds: dict[str, str]) -> Any:
-    """Silver rows as an Arrow table with the Spark silver types."""
-    import pyarrow as pa
-
-    types = {"string": pa.string(), "double": pa.float64(), "bigint": pa.int64(), "timestamp": pa.timestamp("us", "UTC")}
-    schema = pa.schema(
-        [(f, types[kinds[f]]) for f in fields]
-        + [("_batch_id", pa.string()), ("_source_file", pa.string()), ("_delivery_date", pa.date32()),
-           ("_ingested_at", pa.timestamp("us", "UTC"))]
-    )
-    for f in fields:
-        if kinds[f] == "timestamp":
-            silver[f] = silver[f].astype("datetime64[us, UTC]")
-    return pa.Table.from_pandas(silver[schema.names], schema=schema, preserve_index=False)
 
 
 # ================================================================ phase: deep compare
@@ -907,6 +938,7 @@ def run_phase(phase: str, run_dir: Path, args: argparse.Namespace, extra: list[s
         "--result", str(result_file), "--chunk-rows", str(args.chunk_rows), *(extra or []),
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     with open(log_file, "w") as log:
         try:
@@ -924,6 +956,9 @@ def run_phase(phase: str, run_dir: Path, args: argparse.Namespace, extra: list[s
     result = json.loads(result_file.read_text())
     result["process_seconds"] = elapsed
     result["exit_code"] = code
+    # Other work on the machine skews wall times: the 1-minute load average around the phase
+    # (this phase itself adds about 1 for a single-threaded step, up to the CPU count for Spark).
+    result["load_avg"] = (load_before, os.getloadavg()[0])
     return result
 
 
@@ -957,27 +992,26 @@ def print_table(headers: list[str], rows: list[list[str]], indent: str = "  ") -
 
 
 def agreement(ingest: dict[str, Any], baseline: dict[str, Any]) -> tuple[bool, list[list[str]]]:
-    """Compare silver and quarantined rows per source (also bronze and the outcome tallies)."""
+    """Per source: silver rows (from the tables) and quarantined rows must be equal.
+
+    Bronze rows and the inserted/updated/duplicate tallies are compared as well, for diagnosis.
+    """
     rows, agree = [], True
     for source in SOURCES:
         i, b = ingest["sources"][source], baseline["sources"][source]
-        checks = {
-            "silver rows": (i["silver_table_rows"], b["silver_table_rows"]),
-            "quarantined": (i["quarantined"], b["quarantined"]),
-        }
-        informative = {
-            "bronze rows": (i["bronze_rows"], b["bronze_rows"]),
-            "inserted": (i["inserted"], b["inserted"]),
-            "updated": (i["updated"], b["updated"]),
-            "duplicate": (i["duplicate"], b["duplicate"]),
-            "quarantine table": (i["quarantine_table_rows"], b["quarantine_table_rows"]),
-        }
-        for label, (x, y) in {**checks, **informative}.items():
-            same = x == y
-            if label in checks and not same:
-                agree = False
-            diff = "" if same or x is None or y is None else f"{(x or 0) - (y or 0):+,}"
-            rows.append([source, label, fmt_int(x), fmt_int(y), "AGREE" if same else "DISAGREE", diff])
+        silver = (i["silver_table_rows"], b["silver_table_rows"])
+        quarantined = (i["quarantined"], b["quarantined"])
+        same = silver[0] == silver[1] and quarantined[0] == quarantined[1]
+        agree &= same
+        others = [k for k in ("bronze_rows", "inserted", "updated", "duplicate") if i[k] != b[k]]
+        others += ["quarantine table"] if i["quarantine_table_rows"] != b["quarantine_table_rows"] else []
+        difference = "" if same else (
+            f"silver {(silver[0] or 0) - (silver[1] or 0):+,}, quarantined {(quarantined[0] or 0) - (quarantined[1] or 0):+,}"
+        )
+        rows.append([
+            source, fmt_int(silver[0]), fmt_int(silver[1]), fmt_int(quarantined[0]), fmt_int(quarantined[1]),
+            "AGREE" if same else "DISAGREE", difference or "-", ", ".join(others) or "all equal",
+        ])
     return agree, rows
 
 
@@ -1036,7 +1070,8 @@ def main(argv: list[str] | None = None) -> int:
         ingest = run_phase("ingest", run_dir, args)
         if ingest is not None:
             print(f"  ingest: {ingest['seconds']:.1f} s wall, {ingest['cpu_seconds']:.1f} s CPU, engine start "
-                  f"{ingest['startup_seconds']:.2f} s (not measured), peak RSS {ingest['peak_rss_mb']:,.0f} MB")
+                  f"{ingest['startup_seconds']:.2f} s (not measured), peak RSS {ingest['peak_rss_mb']:,.0f} MB, "
+                  f"load avg {ingest['load_avg'][0]:.1f} -> {ingest['load_avg'][1]:.1f}")
             print("  audit monitoring/ingest_audit, summed per source:")
             print_table(["source", "batches", "bronze_rows", *OUTCOMES, "balanced"], [
                 [s, v["batches"], fmt_int(v["bronze_rows"]), *(fmt_int(v[o]) for o in OUTCOMES), v["balanced"]]
@@ -1057,8 +1092,11 @@ def main(argv: list[str] | None = None) -> int:
         baseline = run_phase("baseline", run_dir, args)
         if baseline is not None:
             print(f"  baseline: {baseline['seconds']:.1f} s wall, {baseline['cpu_seconds']:.1f} s CPU, "
-                  f"peak RSS {baseline['peak_rss_mb']:,.0f} MB; per source: "
+                  f"peak RSS {baseline['peak_rss_mb']:,.0f} MB, load avg {baseline['load_avg'][0]:.1f} -> "
+                  f"{baseline['load_avg'][1]:.1f}; per source: "
                   + ", ".join(f"{k} {v:.1f} s" for k, v in baseline["source_seconds"].items()))
+            print("  baseline steps, all sources: " + ", ".join(f"{k} {v:.1f} s" for k, v in baseline["steps"].items())
+                  + " (bronze write = the part not overlapped with parsing)")
             print_table(["source", "batches", "bronze_rows", *OUTCOMES, "balanced"], [
                 [s, v["batches"], fmt_int(v["bronze_rows"]), *(fmt_int(v[o]) for o in OUTCOMES), v["balanced"]]
                 for s, v in baseline["sources"].items()
@@ -1075,8 +1113,10 @@ def main(argv: list[str] | None = None) -> int:
         events_b = sum(v["bronze_rows"] for v in baseline["sources"].values())
         rate_i, rate_b = events_i / ingest["seconds"], events_b / baseline["seconds"]
         agree, rows = agreement(ingest, baseline)
-        print("  agreement (silver rows and quarantined decide; the rest is informative):")
-        print_table(["source", "figure", "ingest", "baseline", "", "ingest - baseline"], rows)
+        print("  agreement (silver rows and quarantined rows per source; also checked: bronze rows and "
+              "inserted/updated/duplicate tallies):")
+        print_table(["source", "silver ingest", "silver baseline", "quarant. ingest", "quarant. baseline",
+                     "verdict", "ingest - baseline", "other figures"], rows)
         verdict = "AGREE" if agree else "DISAGREE"
         print(f"  => {verdict}")
         if args.deep_compare or scale <= DEEP_COMPARE_MAX_SCALE:

@@ -1,6 +1,8 @@
 """Datasets of this project: Delta tables (Spark and pandas) and landing deliveries."""
 
-from lakehouse_ml.datasets.delta import PandasDeltaDataset, SparkDeltaDataset
+from lakehouse_ml.datasets.delta import DeltaMetadataDataset, PandasDeltaDataset, SparkDeltaDataset
 from lakehouse_ml.datasets.landing import LandingDataset, LandingFileDataset
 
-__all__ = ["LandingDataset", "LandingFileDataset", "PandasDeltaDataset", "SparkDeltaDataset"]
+__all__ = [
+    "DeltaMetadataDataset",
+    "LandingDataset", "LandingFileDataset", "PandasDeltaDataset", "SparkDeltaDataset"]

@@ -269,3 +269,59 @@ class PandasDeltaDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
     def save(self, data: pd.DataFrame) -> None:
         """Write ``data`` with delta-rs (``save_args.mode``: overwrite or append)."""
         write_deltalake(self._uri, data, **self._save_args)
+
+
+class DeltaMetadataDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
+    """A Delta table's metadata through its transaction log (``deltalake``), not its rows.
+
+    ``load`` returns ``{path, version, properties, column_comments, timestamp}`` (``version`` is
+    ``None`` for a missing table); transcode it with the table's Spark entry (``t@info`` beside
+    ``t@spark``) and Kedro runs the reader after the writer. ``save`` takes ``{properties,
+    column_comments}`` and commits only what differs, so stamping an unchanged contract adds no
+    table version. Sail has no ``ALTER TABLE … SET TBLPROPERTIES``; delta-rs writes the same log.
+    """
+
+    def __init__(self, *, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = filepath
+        self._uri = table_uri(filepath)
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath}
+
+    def _exists(self) -> bool:
+        return DeltaTable.is_deltatable(self._uri)
+
+    def load(self) -> dict[str, Any]:
+        """Return the table's version, properties and column comments."""
+        if not self._exists():
+            return {"path": self._uri, "version": None, "properties": {}, "column_comments": {}, "timestamp": None}
+        table = DeltaTable(self._uri)
+        last = table.history(1)[0]
+        return {
+            "path": self._uri,
+            "version": table.version(),
+            "properties": dict(table.metadata().configuration),
+            "column_comments": {
+                f.name: f.metadata["comment"] for f in table.schema().fields if "comment" in (f.metadata or {})
+            },
+            "timestamp": last.get("timestamp"),
+        }
+
+    def save(self, data: dict[str, Any]) -> None:
+        """Set table properties and column comments that differ from the table's."""
+        if not data:
+            return
+        if not self._exists():
+            raise DatasetError(f"Delta table '{self._filepath}' does not exist: write it before its metadata")
+        current = self.load()
+        properties = {
+            k: str(v) for k, v in (data.get("properties") or {}).items() if current["properties"].get(k) != str(v)
+        }
+        table = DeltaTable(self._uri)
+        if properties:
+            table.alter.set_table_properties(properties, raise_if_not_exists=False)
+        columns = {f.name for f in table.schema().fields}
+        for column, comment in (data.get("column_comments") or {}).items():
+            if column in columns and current["column_comments"].get(column) != comment:
+                DeltaTable(self._uri).alter.set_column_metadata(column, {"comment": comment})

@@ -8,6 +8,7 @@ values. It is parsed and checked here once; the features pipeline writes it into
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -71,7 +72,7 @@ class FeatureSpec:
         """A one-line description for the Delta column comment."""
         parts = [self.computation or self.name, f"unit={self.unit}"]
         if self.window is not None:
-            parts.append(f"window={self.window.days}d")
+            parts.append(f"window={_format_duration(self.window)}")
         parts.append(f"freshness={_format_duration(self.freshness)}")
         parts.append(f"nulls={self.null_policy.action}" + (
             f"({self.null_policy.value})" if self.null_policy.action == "impute" else ""
@@ -79,7 +80,9 @@ class FeatureSpec:
         if self.allowed_values is not None:
             parts.append(f"allowed={list(self.allowed_values)}")
         if self.minimum is not None or self.maximum is not None:
-            parts.append(f"range=[{self.minimum}, {self.maximum}]")
+            low = "-inf" if self.minimum is None else f"{self.minimum:g}"
+            high = "inf" if self.maximum is None else f"{self.maximum:g}"
+            parts.append(f"range=[{low}, {high}]")
         return "; ".join(parts)
 
 
@@ -107,8 +110,10 @@ class FeatureContract:
 
     @property
     def hash(self) -> str:
-        """A stable hash of the whole declared contract (order-independent JSON)."""
-        canonical = json.dumps(self.raw, sort_keys=True, default=str, separators=(",", ":"))
+        """A stable hash of the table name and its whole declared contract (key order ignored)."""
+        canonical = json.dumps(
+            {"table": self.table, "contract": self.raw}, sort_keys=True, default=str, separators=(",", ":")
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def feature(self, name: str) -> FeatureSpec:
@@ -144,9 +149,27 @@ class FeatureContract:
 
 
 def _format_duration(value: timedelta) -> str:
-    if value % timedelta(days=1) == timedelta(0):
-        return f"{value.days}d"
-    return f"{int(value.total_seconds() // 3600)}h"
+    """``7d``, ``12h`` or ``30m``: the largest unit that divides the duration."""
+    for unit, size in (("d", timedelta(days=1)), ("h", timedelta(hours=1)), ("m", timedelta(minutes=1))):
+        if value % size == timedelta(0):
+            return f"{value // size}{unit}"
+    return f"{int(value.total_seconds())}s"
+
+
+def _names(raw: Any, where: str) -> tuple[Any, ...]:
+    """A YAML list as a tuple; a bare string would silently become its characters."""
+    if not isinstance(raw, (list, tuple)) or not raw:
+        raise ContractError(f"{where}: expected a non-empty list, got {raw!r}")
+    return tuple(raw)
+
+
+def _bound(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ContractError(f"{where}: range bounds must be numbers or null, got {value!r}") from None
 
 
 def _require(raw: dict[str, Any], key: str, where: str) -> Any:
@@ -155,15 +178,31 @@ def _require(raw: dict[str, Any], key: str, where: str) -> Any:
     return raw[key]
 
 
+FEATURE_KEYS = {
+    "window", "unit", "freshness", "null_policy", "time_semantics", "range", "allowed_values",
+    "computation", "compute",
+}
+
+
 def _parse_feature(name: str, raw: dict[str, Any], default_semantics: str, where: str) -> FeatureSpec:
     where = f"{where}.features.{name}"
+    unknown = sorted(set(raw) - FEATURE_KEYS)
+    if unknown:
+        # Catches typos, and YAML flow mappings split by an unquoted comma in a description.
+        raise ContractError(f"{where}: unknown keys {unknown}; expected some of {sorted(FEATURE_KEYS)}")
     semantics = raw.get("time_semantics", default_semantics)
     if semantics not in TIME_SEMANTICS:
         raise ContractError(f"{where}.time_semantics: expected one of {TIME_SEMANTICS}, got {semantics!r}")
     bounds = raw.get("range")
     if bounds is not None and (not isinstance(bounds, (list, tuple)) or len(bounds) != 2):
         raise ContractError(f"{where}.range: expected [min, max] (null for open), got {bounds!r}")
+    minimum, maximum = (_bound(b, f"{where}.range") for b in (bounds or (None, None)))
+    if minimum is not None and maximum is not None and minimum > maximum:
+        raise ContractError(f"{where}.range: min {minimum:g} is above max {maximum:g}")
     allowed = raw.get("allowed_values")
+    compute = _require(raw, "compute", where)
+    if not isinstance(compute, dict):
+        raise ContractError(f"{where}.compute: expected a mapping like {{sum: orders}}, got {compute!r}")
     return FeatureSpec(
         name=name,
         unit=str(_require(raw, "unit", where)),
@@ -171,11 +210,11 @@ def _parse_feature(name: str, raw: dict[str, Any], default_semantics: str, where
         null_policy=NullPolicy.parse(_require(raw, "null_policy", where), where),
         time_semantics=semantics,
         window=parse_duration(raw.get("window"), f"{where}.window"),
-        minimum=None if bounds is None or bounds[0] is None else float(bounds[0]),
-        maximum=None if bounds is None or bounds[1] is None else float(bounds[1]),
-        allowed_values=tuple(allowed) if allowed is not None else None,
+        minimum=minimum,
+        maximum=maximum,
+        allowed_values=_names(allowed, f"{where}.allowed_values") if allowed is not None else None,
         computation=str(raw.get("computation", "")),
-        compute=dict(_require(raw, "compute", where)),
+        compute=dict(compute),
     )
 
 
@@ -184,14 +223,20 @@ def parse_contract(table: str, raw: dict[str, Any]) -> FeatureContract:
     where = f"feature_tables/{table}.yml: {table}"
     if not isinstance(raw, dict):
         raise ContractError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    raw = copy.deepcopy(raw)  # the hash must not change if the caller's dict does
     features = _require(raw, "features", where)
+    if not isinstance(features, dict):
+        raise ContractError(f"{where}.features: expected a mapping of feature name to promises")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ContractError(f"{where}.enabled: expected true or false, got {enabled!r}")
     semantics = raw.get("time_semantics", "event_time")
     return FeatureContract(
         table=table,
-        enabled=bool(raw.get("enabled", True)),
+        enabled=enabled,
         description=str(_require(raw, "description", where)),
         owner=str(_require(raw, "owner", where)),
-        entity_keys=tuple(_require(raw, "entity_keys", where)),
+        entity_keys=_names(_require(raw, "entity_keys", where), f"{where}.entity_keys"),
         timestamp_key=str(_require(raw, "timestamp_key", where)),
         ingested_at_key=raw.get("ingested_at_key"),
         grain=str(_require(raw, "grain", where)),

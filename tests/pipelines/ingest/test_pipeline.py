@@ -137,3 +137,12 @@ def test_bring_your_own_orders_csv_through_configuration_only(project_dir):
     quarantine = read("quarantine/orders")
     assert quarantine["_failed_checks"].map(list).tolist() == [["event_ts: expected timestamp, got gestern"]]
     assert quarantine["_raw"].tolist() == ["B-3,K-8,gestern,5.00,1,0"]
+
+
+def test_full_rebuild_without_landing_files_refuses_to_wipe_the_lakehouse(project_dir):
+    write_landing(project_dir, "orders", "2026-01-02", "orders.jsonl", [order("e1")])
+    run_pipeline(create_pipeline(), runtime_params=GATE)
+    shutil.rmtree(project_dir / "data" / "01_raw")
+    with pytest.raises(Exception, match="orders: full rebuild found no landing files, but 1 deliveries"):
+        run_pipeline(create_pipeline(), runtime_params={**GATE, "ingest": {**GATE["ingest"], "full_rebuild": True}})
+    assert len(read("silver/orders")) == 1

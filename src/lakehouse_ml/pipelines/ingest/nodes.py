@@ -88,6 +88,12 @@ def land_deliveries(
         row["batch_id"]
         for row in ingest_log.filter(F.col("source") == name).select("batch_id").collect()
     }
+    if ingest.get("full_rebuild") and not landing and done:
+        raise ValueError(
+            f"{name}: full rebuild found no landing files, but {len(done)} deliveries were ingested "
+            "before; refusing to replace bronze/silver with nothing. Check the landing path of "
+            f"'{name}_landing@spark' in the catalog."
+        )
     new = select_new_deliveries(landing, done, name, bool(ingest.get("full_rebuild")))
     logger.info("%s: %d deliveries available, %d new", name, len(landing), len(new))
     spark = ingest_log.sparkSession

@@ -1,0 +1,1 @@
+"""Feature store: feature contracts, validation, point-in-time lookups."""
