@@ -92,7 +92,11 @@ def test_table_properties_carry_the_contract():
         "lakehouse_ml.contract.description": (
             "Behavioural aggregates of each customer over trailing windows of whole days."
         ),
+        **{f"lakehouse_ml.feature.{name}": text for name, text in contract.column_comments().items()},
     }
+    assert contract.table_properties()["lakehouse_ml.feature.orders_7d"] == (
+        "sum of orders over the window; unit=orders; window=7d; freshness=2d; nulls=impute(0); range=[0, inf]"
+    )
 
 
 def test_as_record_is_json_able_with_hash():

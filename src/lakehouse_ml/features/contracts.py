@@ -134,6 +134,9 @@ class FeatureContract:
             "lakehouse_ml.contract.grain": self.grain,
             "lakehouse_ml.contract.refresh": self.refresh,
             "lakehouse_ml.contract.description": self.description,
+            # Per-feature promises as properties too: one commit stamps the whole contract
+            # (delta-rs sets column comments one commit per column).
+            **{f"lakehouse_ml.feature.{name}": text for name, text in self.column_comments().items()},
         }
 
     def column_comments(self) -> dict[str, str]:

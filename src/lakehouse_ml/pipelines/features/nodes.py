@@ -109,7 +109,9 @@ def _window_feature(spec: FeatureSpec) -> Column:
     compute, window = spec.compute, _day_window(spec.window.days)
     if "sum" in compute:
         total = F.sum(F.col(compute["sum"])).over(window)
-        return (total / F.lit(float(compute["divide_by"])) if "divide_by" in compute else total).cast("double")
+        scaled = total / F.lit(float(compute["divide_by"])) if "divide_by" in compute else total
+        # A sliding sum of doubles can drift to -1e-15 where the exact answer is 0.
+        return F.round(scaled.cast("double"), 6)
     if "days_since" in compute:
         last_day = F.last(F.when(F.col(compute["days_since"]) > 0, F.col("activity_date")), ignorenulls=True)
         return F.datediff(F.col("activity_date"), last_day.over(window)).cast("int")
@@ -294,7 +296,7 @@ def record_refresh(
     """
     contract = parse_contract(table["name"], contract_config)
     spark = staged.sparkSession
-    stamp = {"properties": contract.table_properties(), "column_comments": contract.column_comments()}
+    stamp = {"properties": contract.table_properties()}
     if plan["mode"] in ("none", "disabled"):
         return spark.createDataFrame([], REFRESH_SCHEMA), spark.createDataFrame([], SUMMARY_SCHEMA), stamp
     counts = {
