@@ -10,7 +10,8 @@ For every scale, in a fresh work directory (the cwd of every step):
    the real catalog and parameters, on the embedded Sail engine of ``conf/<env>/spark.yml``;
    the row counts come from the audit table ``monitoring/ingest_audit``;
 3. BASELINE: the same landing → bronze → silver (+ quarantine) step in plain pandas + deltalake
-   (one process, one core), written to ``<run dir>/baseline/…``;
+   (one process; the Python work runs on one thread, only delta-rs' Parquet writer may use more),
+   written to ``<run dir>/baseline/…``;
 4. both results are checked against each other: silver rows and quarantined rows per source must
    be equal (AGREE / DISAGREE), and at small scales the silver contents are compared too.
 
@@ -180,10 +181,13 @@ class NodeTimer(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(level=logging.INFO)
-        self.start = time.time()
-        self._last = self.start
+        self._last = time.time()
         self._running: float | None = None
         self.nodes: list[dict[str, Any]] = []
+
+    def reset(self) -> None:
+        """Start counting now (the run starts)."""
+        self._last, self._running, self.nodes = time.time(), None, []
 
     def emit(self, record: logging.LogRecord) -> None:
         message = str(record.msg)
@@ -218,7 +222,7 @@ def phase_ingest(env: str) -> dict[str, Any]:
     cpu_before = cpu_seconds()
     try:
         started = time.perf_counter()
-        timer.start = timer._last = time.time()
+        timer.reset()
         run_pipeline(create_pipeline(), env=env)
         seconds = time.perf_counter() - started
         cpu = cpu_seconds() - cpu_before
@@ -1106,7 +1110,7 @@ def main(argv: list[str] | None = None) -> int:
             verdicts.append((scale, "incomplete"))
             summary.append([f"{scale:g}", fmt_int(total_lines),
                             f"{ingest['seconds']:.1f}" if ingest else "failed", "-",
-                            f"{baseline['seconds']:.1f}" if baseline else "failed", "-", "-", "-", "-"])
+                            f"{baseline['seconds']:.1f}" if baseline else "failed", "-", "-", "-", "-", "-", "-"])
             continue
 
         events_i = sum(v["bronze_rows"] for v in ingest["sources"].values())
@@ -1138,13 +1142,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{scale:g}", fmt_int(events_i), f"{ingest['seconds']:.1f}", fmt_rate(rate_i),
             f"{baseline['seconds']:.1f}", fmt_rate(rate_b), f"{rate_i / rate_b:.2f}",
             f"{ingest['peak_rss_mb']:,.0f}", f"{baseline['peak_rss_mb']:,.0f}",
+            f"{ingest['cpu_seconds']:.0f}", f"{baseline['cpu_seconds']:.0f}",
         ])
         if not args.keep:
             shutil.rmtree(run_dir, ignore_errors=True)
 
     print("\n=== summary (events = bronze rows; ratio = ingest events/s / baseline events/s)")
     print_table(["scale", "events", "ingest s", "ingest ev/s", "baseline s", "baseline ev/s", "ratio",
-                 "ingest peak RSS MB", "baseline peak RSS MB"], summary)
+                 "ingest peak RSS MB", "baseline peak RSS MB", "ingest CPU s", "baseline CPU s"], summary)
     for scale, verdict in verdicts:
         print(f"  scale {scale:g}: {verdict}")
     return 0 if all(v.startswith("AGREE") and "differs" not in v for _, v in verdicts) else 1

@@ -56,7 +56,7 @@ def test_customer_profile_contract():
     assert tier.null_policy == NullPolicy("impute", "unknown") and tier.window is None
     price = contract.feature("monthly_price")
     assert (price.minimum, price.maximum, price.null_policy) == (0.0, 1000.0, NullPolicy("drop"))
-    assert contract.feature("country").freshness == timedelta(days=4000)
+    assert contract.feature("country").freshness == timedelta(days=3650)
     assert contract.feature("signup_ts").null_policy == NullPolicy("keep")
 
 
@@ -73,10 +73,10 @@ def test_column_comments_describe_each_feature():
     )
     profile = parse_contract("customer_profile", _raw("customer_profile")).column_comments()
     assert profile["plan_tier"] == (
-        "plan tier from this change on; unit=category; freshness=400d; nulls=impute(unknown); "
+        "plan tier from this change on; unit=category; freshness=3650d; nulls=impute(unknown); "
         "allowed=['basic', 'standard', 'premium']"
     )
-    assert profile["monthly_price"].endswith("freshness=400d; nulls=drop; range=[0, 1000]")
+    assert profile["monthly_price"].endswith("freshness=3650d; nulls=drop; range=[0, 1000]")
 
 
 def test_table_properties_carry_the_contract():

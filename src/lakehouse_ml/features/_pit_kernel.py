@@ -1,0 +1,146 @@
+"""The vectorised point-in-time kernel run inside Spark by :mod:`lakehouse_ml.features.lookup`.
+
+``build_training_set`` unions spine rows and feature rows, groups them into hash buckets of the
+lookup key (every row of a key lands in the same bucket) and calls :func:`as_of_bucket` once per
+bucket through ``groupBy(...).applyInArrow``: the function runs on the executors, never on the
+driver. It only depends on numpy and pyarrow, and is shipped to the workers by value (see
+``lookup._ship_kernel``), so a cluster does not need this project installed.
+
+One bucket is a pyarrow table with these columns (names from :data:`COLUMNS`):
+
+- ``key0 … keyN`` the lookup key (same Arrow type for spine and feature rows);
+- ``t``   int64 microseconds since the epoch, UTC: the spine cutoff for spine rows, the
+  feature timestamp for feature rows;
+- ``ing`` int64 microseconds: ``ingested_at`` of a feature row (may be null), null on spine rows;
+- ``rid`` the spine row id, non-null exactly on spine rows;
+- payload columns (spine rows only) and value columns (feature rows only).
+
+Feature rows whose key or timestamp is null (or, when filtering by ingestion time, whose
+``ingested_at`` is null) are dropped by the caller before the shuffle: they are never eligible.
+
+The rule, for a spine row (key k, cutoff t): among the feature rows of key k with
+``feature_ts <= t`` (and ``ingested_at <= t`` when filtering), take the greatest
+``(feature_ts, ingested_at)`` with a null ``ingested_at`` lowest; then drop it if
+``feature_ts < t - lookback``. How, in O(n log n) per bucket:
+
+1. rank the feature rows by ``(key, feature_ts, ingested_at is not null, ingested_at)``; a
+   higher rank is a better row (exact ties keep their input order: either row may win);
+2. a row becomes eligible at its *availability* time ``a``: ``feature_ts`` (or, when filtering,
+   ``max(feature_ts, ingested_at)``, since both must be <= t) and stays eligible later, so the
+   answer at t is the best rank among the rows of key k with ``a <= t``: sort the feature rows
+   by ``(key, a)``, take the running maximum of the rank, and binary-search each spine
+   ``(key, t)`` in that order (keys and times are packed into one int64 with dense codes);
+3. the running maximum crosses key boundaries, but ranks of a key are all above those of
+   earlier keys, so it is the key's own best as soon as the found position has the same key;
+4. the lookback only needs checking on the chosen row: if the best row is older than
+   ``t - lookback`` then so is every eligible row (they rank below it by ``feature_ts``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+COLUMNS = {"bucket": "__pit_bucket", "t": "__pit_t", "ing": "__pit_ing", "rid": "__pit_rid"}
+
+
+def key_column(index: int) -> str:
+    """The bucket table's name of the ``index``-th lookup key column."""
+    return f"__pit_key{index}"
+
+
+def _valid(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return np.asarray(pc.is_valid(column).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _int64(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    filled = pc.fill_null(column.cast(pa.int64()), 0)
+    return np.asarray(filled.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _key_codes(table: pa.Table, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dense int64 codes equal exactly when all key columns are equal, and the non-null mask."""
+    codes = np.zeros(table.num_rows, dtype=np.int64)
+    valid = np.ones(table.num_rows, dtype=bool)
+    for index in range(n_keys):
+        column = table.column(key_column(index)).combine_chunks()
+        if pa.types.is_boolean(column.type):
+            column = column.cast(pa.int8())
+        encoded = pc.dictionary_encode(column)
+        valid &= _valid(encoded)
+        part = _int64(encoded.indices)
+        size = max(len(encoded.dictionary), 1)
+        if index:
+            if int(codes.max(initial=0)) >= (2**62) // size:
+                codes = np.unique(codes, return_inverse=True)[1].astype(np.int64)
+            codes = codes * size + part
+        else:
+            codes = part
+    return codes, valid
+
+
+def as_of_bucket(  # noqa: PLR0913 - a flat signature keeps the closure small and picklable
+    table: pa.Table,
+    *,
+    n_keys: int,
+    payload: list[str],
+    values: list[str],
+    outputs: list[str],
+    lookback_us: int | None,
+    by_availability: bool,
+    schema: pa.Schema,
+) -> pa.Table:
+    """Answer every spine row of one bucket; see the module docstring for the rule."""
+    is_spine = _valid(table.column(COLUMNS["rid"]))
+    spine_rows = np.flatnonzero(is_spine)
+    feature_rows = np.flatnonzero(~is_spine)
+    if spine_rows.size == 0:
+        return schema.empty_table()
+
+    times = _int64(table.column(COLUMNS["t"]))
+    codes, keys_valid = _key_codes(table, n_keys)
+    chosen = np.full(spine_rows.size, -1, dtype=np.int64)  # a row of `table`, or -1: no match
+    asks = np.flatnonzero(keys_valid[spine_rows] & _valid(table.column(COLUMNS["t"]))[spine_rows])
+
+    if feature_rows.size and asks.size:
+        f_code, f_ts = codes[feature_rows], times[feature_rows]
+        ing_column = table.column(COLUMNS["ing"])
+        f_ing = _int64(ing_column)[feature_rows]
+        f_ing_known = _valid(ing_column)[feature_rows]
+        # 1. rank: greatest (feature_ts, ingested_at) wins, a null ingested_at lowest
+        by_rank = np.lexsort((f_ing, f_ing_known, f_ts, f_code))
+        rank = np.empty(feature_rows.size, dtype=np.int64)
+        rank[by_rank] = np.arange(feature_rows.size)
+        # 2. availability, packed with the key into one sortable int64
+        f_avail = np.maximum(f_ts, f_ing) if by_availability else f_ts
+        s_code, s_time = codes[spine_rows[asks]], times[spine_rows[asks]]
+        instants, dense = np.unique(np.concatenate([f_avail, s_time]), return_inverse=True)
+        width = max(len(instants), 1)
+        _, f_dense_code = np.unique(np.concatenate([f_code, s_code]), return_inverse=True)
+        packed = f_dense_code.astype(np.int64) * width + dense.astype(np.int64)
+        f_packed, s_packed = packed[: feature_rows.size], packed[feature_rows.size :]
+        by_avail = np.argsort(f_packed, kind="stable")
+        f_sorted = f_packed[by_avail]
+        best_so_far = np.maximum.accumulate(rank[by_avail])
+        position = np.searchsorted(f_sorted, s_packed, side="right") - 1
+        found = position >= 0
+        same_key = np.zeros(asks.size, dtype=bool)
+        same_key[found] = f_code[by_avail[position[found]]] == s_code[found]
+        best = np.where(same_key, best_so_far[np.maximum(position, 0)], 0)
+        winner = by_rank[best]  # index into feature_rows
+        # 3./4. same key, and within the lookback window
+        ok = same_key
+        if lookback_us is not None:
+            ok &= f_ts[winner] >= s_time - lookback_us
+        chosen[asks[ok]] = feature_rows[winner[ok]]
+
+    spine_take = pa.array(spine_rows, pa.int64())
+    feature_take = pa.array(np.maximum(chosen, 0), pa.int64(), mask=chosen < 0)
+    arrays: list[Any] = [table.column(COLUMNS["rid"]).take(spine_take)]
+    arrays += [table.column(name).take(spine_take) for name in payload]
+    arrays += [table.column(name).take(feature_take) for name in values]
+    names = [COLUMNS["rid"], *payload, *outputs]
+    return pa.Table.from_arrays(arrays, names=names).cast(schema)

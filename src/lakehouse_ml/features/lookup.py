@@ -1,0 +1,531 @@
+"""Point-in-time correct feature lookups: join feature tables onto a spine of (entity, time) rows.
+
+Modelled on Databricks' ``FeatureLookup`` / ``create_training_set``::
+
+    from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
+
+    training = build_training_set(
+        spine,                                   # e.g. customer_id, cutoff_ts, label
+        [
+            FeatureLookup(
+                source="data/04_feature/customer_daily",   # Delta path, or a Spark DataFrame
+                feature_names=["orders_30d", "spend_30d"],
+                lookup_key="customer_id",
+                timestamp_key="feature_ts",
+                lookback_window="30 days",
+            ),
+        ],
+        entity_key="customer_id",
+        timestamp_key="cutoff_ts",
+    )
+    # -> the spine's columns (same order, same values, same rows) + customer_daily__orders_30d, ...
+
+The rules, for every spine row and every lookup independently:
+
+1. a feature row matches only on equal keys (all ``lookup_key`` columns); a NULL key on either
+   side never matches. The spine must hold columns named like the lookup's ``lookup_key``
+   (as in Databricks); key types must be equal (integer types of different widths are widened);
+2. it is eligible only if ``feature_ts <= spine timestamp`` (inclusive); NULL timestamps on
+   either side are never eligible;
+3. with ``lookback_window``, also ``feature_ts >= spine timestamp - lookback_window`` (inclusive);
+4. with ``filter_by_ingested_at``, also ``ingested_at <= spine timestamp`` (rows not yet known
+   at the cutoff are ignored; a NULL ``ingested_at`` is not eligible); without it,
+   ``ingested_at`` only breaks ties;
+5. the chosen row is the eligible one with the greatest ``(feature_ts, ingested_at)``, a NULL
+   ``ingested_at`` lowest; its features are returned as a whole row (a NULL feature stays NULL,
+   it is never filled from an older row). Rows tied on key, ``feature_ts`` *and*
+   ``ingested_at`` are interchangeable: either may be returned (one whole row, never a mix);
+6. no eligible row gives NULL features; every spine row appears exactly once, duplicates
+   included, in the spine's order, with the spine's columns (same order, same values) followed
+   by ``<prefix><feature>`` columns, lookup after lookup;
+7. timestamps compare as UTC instants at microsecond precision: ``TIMESTAMP`` columns are
+   instants whatever the session time zone; ``TIMESTAMP_NTZ`` columns are read as UTC wall
+   clock; ``DATE`` columns mean midnight UTC at the start of that day (so a spine date sees
+   the features stamped up to that midnight, nothing later that day). Other types are rejected.
+
+How it runs (all inside Spark, nothing is collected to the driver): per lookup, the spine rows
+and the eligible feature rows are unioned and grouped by a hash bucket of the lookup key
+(``groupBy(bucket).applyInArrow``); each bucket is answered by a vectorised as-of search (sort,
+running maximum, binary search; see :mod:`lakehouse_ml.features._pit_kernel`), linear after
+sorting whatever the number of feature rows per key and the lookback. Both modes (with and
+without ``filter_by_ingested_at``) use the same search: with filtering, a row becomes eligible
+at ``max(feature_ts, ingested_at)`` instead of ``feature_ts``. Each spine row carries an id
+taken once (``monotonically_increasing_id`` in the one plan that reads the spine) and the
+result is sorted by it, which restores the spine's order.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakehouse_ml.features import _pit_kernel
+
+__all__ = ["FeatureLookup", "FeatureLookupError", "build_training_set", "parse_lookback_window"]
+
+_SPINE = "__pit_spine"
+_RID = _pit_kernel.COLUMNS["rid"]
+_T = _pit_kernel.COLUMNS["t"]
+_ING = _pit_kernel.COLUMNS["ing"]
+_BUCKET = _pit_kernel.COLUMNS["bucket"]
+_MICROS_PER_DAY = 86_400_000_000
+_DEFAULT_BUCKETS = 200
+_INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+_TIME_TYPES = "timestamp, timestamp_ntz or date"
+
+
+class FeatureLookupError(ValueError):
+    """A feature lookup or training-set request is invalid (missing columns, bad types, ...)."""
+
+
+# ------------------------------------------------------------------------------------- windows
+
+_UNITS = {
+    "w": "weeks", "wk": "weeks", "wks": "weeks", "week": "weeks", "weeks": "weeks",
+    "d": "days", "day": "days", "days": "days",
+    "h": "hours", "hr": "hours", "hrs": "hours", "hour": "hours", "hours": "hours",
+    "m": "minutes", "min": "minutes", "mins": "minutes", "minute": "minutes", "minutes": "minutes",
+    "s": "seconds", "sec": "seconds", "secs": "seconds", "second": "seconds", "seconds": "seconds",
+    "ms": "milliseconds", "milli": "milliseconds", "millis": "milliseconds",
+    "millisecond": "milliseconds", "milliseconds": "milliseconds",
+    "us": "microseconds", "micro": "microseconds", "micros": "microseconds",
+    "microsecond": "microseconds", "microseconds": "microseconds",
+}  # fmt: skip
+_PART = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]+)\s*,?", re.IGNORECASE)
+
+
+def parse_lookback_window(window: timedelta | str | None) -> timedelta | None:
+    """Parse a lookback window: a ``timedelta`` or text like ``"30 days"``, ``"1 day 12 hours"``,
+    ``"90 min"``, ``"INTERVAL 7 DAYS"``. Months and years are refused (not a fixed duration)."""
+    if window is None or isinstance(window, timedelta):
+        parsed = window
+    elif isinstance(window, str):
+        text = re.sub(r"^\s*interval\s+", "", window.strip(), flags=re.IGNORECASE)
+        parts, end = [], 0
+        for match in _PART.finditer(text):
+            if match.start() != end:
+                break
+            parts.append(match)
+            end = match.end()
+        unknown = [m.group(2) for m in parts if m.group(2).lower() not in _UNITS]
+        if not parts or end != len(text) or unknown:
+            raise FeatureLookupError(
+                f"lookback_window {window!r} is not a duration like '30 days' or '1 day 12 hours' "
+                f"(units: weeks, days, hours, minutes, seconds, ms, us; no months or years)"
+            )
+        parsed = timedelta()
+        for match in parts:
+            parsed += timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
+    else:
+        raise FeatureLookupError(
+            f"lookback_window must be a timedelta, a string like '30 days' or None, "
+            f"got {type(window).__name__}"
+        )
+    if parsed is not None and parsed < timedelta(0):
+        raise FeatureLookupError(f"lookback_window must not be negative, got {window!r}")
+    return parsed
+
+
+# -------------------------------------------------------------------------------------- lookup
+
+
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    names = tuple(value) if isinstance(value, (list, tuple)) else None
+    if not names or not all(isinstance(name, str) and name for name in names):
+        raise FeatureLookupError(f"{what} must be a non-empty list of column names, got {value!r}")
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise FeatureLookupError(f"{what} lists {duplicated} more than once")
+    return names
+
+
+@dataclass(frozen=True)
+class FeatureLookup:
+    """Which features to take from one feature table, and how to match them to the spine.
+
+    - ``source``: a Spark DataFrame, or the path/URI of a Delta table (read when the training
+      set is built);
+    - ``feature_names``: the feature table's columns to return;
+    - ``lookup_key``: the feature table's key column(s); the spine must have columns of the same
+      names and types (a single name or a list);
+    - ``timestamp_key``: the feature table's timestamp column (``feature_ts``);
+    - ``lookback_window``: ignore rows older than the spine time minus this (``timedelta`` or text
+      like ``"30 days"``; normalised to a ``timedelta``); ``None`` = no limit;
+    - ``ingested_at_key``: the column telling when a row became known (``ingested_at``); it
+      breaks ties on ``timestamp_key``, a NULL lowest;
+    - ``filter_by_ingested_at``: also ignore rows ingested after the spine time (needs
+      ``ingested_at_key``);
+    - ``name``: the table's name for the default prefix; defaults to the last path component of a
+      path source, and is required for a DataFrame source unless ``prefix`` is given;
+    - ``prefix``: prepended to each feature name in the result; defaults to ``f"{name}__"``
+      (``""`` keeps the bare feature names).
+
+    ``feature_names`` and ``lookup_key`` are normalised to tuples.
+    """
+
+    source: DataFrame | str
+    feature_names: list[str]
+    lookup_key: str | list[str]
+    timestamp_key: str
+    lookback_window: timedelta | str | None = None
+    ingested_at_key: str | None = None
+    filter_by_ingested_at: bool = False
+    prefix: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        def fix(field: str, value: Any) -> None:
+            object.__setattr__(self, field, value)
+
+        if not isinstance(self.source, (str, DataFrame)) or (
+            isinstance(self.source, str) and not self.source.strip()
+        ):
+            raise FeatureLookupError(
+                f"FeatureLookup source must be a Spark DataFrame or a Delta table path, "
+                f"got {self.source!r}"
+            )
+        fix("feature_names", _names(self.feature_names, "FeatureLookup feature_names"))
+        fix("lookup_key", _names(self.lookup_key, "FeatureLookup lookup_key"))
+        for field in ("timestamp_key", "ingested_at_key"):
+            value = getattr(self, field)
+            if not (isinstance(value, str) and value) and not (value is None and field != "timestamp_key"):
+                raise FeatureLookupError(f"FeatureLookup {field} must be a column name, got {value!r}")
+        fix("lookback_window", parse_lookback_window(self.lookback_window))
+        if self.filter_by_ingested_at and self.ingested_at_key is None:
+            raise FeatureLookupError("FeatureLookup filter_by_ingested_at=True needs ingested_at_key")
+        keys_as_features = [f for f in self.feature_names if f in self.lookup_key]
+        if keys_as_features:
+            raise FeatureLookupError(
+                f"FeatureLookup feature_names {keys_as_features} are lookup keys: the spine has them"
+            )
+        if self.name is None and isinstance(self.source, str):
+            fix("name", self.source.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] or None)
+        if self.prefix is None:
+            if not self.name:
+                raise FeatureLookupError(
+                    "FeatureLookup with a DataFrame source needs a name (default prefix "
+                    "'<name>__') or an explicit prefix ('' for bare feature names)"
+                )
+            fix("prefix", f"{self.name}__")
+        if not isinstance(self.prefix, str):
+            raise FeatureLookupError(f"FeatureLookup prefix must be a string, got {self.prefix!r}")
+
+    @property
+    def label(self) -> str:
+        """How errors name this lookup."""
+        return self.name or (self.prefix.rstrip("_") if self.prefix else "") or "<DataFrame>"
+
+    def output_columns(self) -> list[str]:
+        """The result's column names for this lookup's features."""
+        return [f"{self.prefix}{feature}" for feature in self.feature_names]
+
+    def load(self, spark: Any) -> DataFrame:
+        """The feature table as a DataFrame (a path is read as Delta, lazily)."""
+        if isinstance(self.source, DataFrame):
+            return self.source
+        from lakehouse_ml.datasets.delta import table_uri
+
+        return spark.read.format("delta").load(table_uri(self.source))
+
+
+# --------------------------------------------------------------------------------- the builder
+
+
+def _quoted(name: str) -> Column:
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def _field(struct: str, name: str) -> Column:
+    return F.col(struct).getField(name)
+
+
+def _instant_micros(column: Column, data_type: T.DataType) -> Column:
+    """Microseconds since the epoch (UTC) of a timestamp / timestamp_ntz / date column."""
+    if isinstance(data_type, T.TimestampType):
+        return F.unix_micros(column)
+    if isinstance(data_type, T.TimestampNTZType):
+        # An NTZ cast to TIMESTAMP would use the session zone; its text with 'Z' is UTC.
+        return F.unix_micros(F.to_timestamp(F.concat(column.cast("string"), F.lit("Z"))))
+    if isinstance(data_type, T.DateType):
+        return F.unix_date(column).cast("bigint") * F.lit(_MICROS_PER_DAY)
+    raise AssertionError(data_type)  # checked by _check_time_column
+
+
+def _check_time_column(schema: T.StructType, column: str, where: str) -> T.DataType:
+    data_type = schema[column].dataType
+    if not isinstance(data_type, (T.TimestampType, T.TimestampNTZType, T.DateType)):
+        raise FeatureLookupError(
+            f"{where} column '{column}' must be of type {_TIME_TYPES}, "
+            f"got {data_type.simpleString()}"
+        )
+    return data_type
+
+
+def _missing(columns: Sequence[str], schema: T.StructType, where: str, what: str) -> None:
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise FeatureLookupError(
+            f"{where} has no column(s) {missing} ({what}); its columns are {schema.names}"
+        )
+
+
+def _common_key_type(spine: T.DataType, feature: T.DataType, key: str, label: str) -> T.DataType:
+    if spine == feature:
+        return spine
+    if isinstance(spine, _INTEGRAL) and isinstance(feature, _INTEGRAL):
+        return T.LongType()
+    raise FeatureLookupError(
+        f"lookup '{label}': key column '{key}' is {spine.simpleString()} in the spine but "
+        f"{feature.simpleString()} in the feature table; cast one side"
+    )
+
+
+def _key_expr(column: Column, data_type: T.DataType, target: T.DataType) -> Column:
+    if data_type != target:
+        column = column.cast(target)
+    if isinstance(target, (T.FloatType, T.DoubleType)):
+        column = F.when(column == F.lit(0.0), F.lit(0.0).cast(target)).otherwise(column)  # -0.0
+    return column
+
+
+def _nullable(data_type: T.DataType) -> T.DataType:
+    """``data_type`` with every nested field nullable (what the kernel's Arrow output carries)."""
+    if isinstance(data_type, T.StructType):
+        return T.StructType(
+            [T.StructField(f.name, _nullable(f.dataType), True, f.metadata) for f in data_type.fields]
+        )
+    if isinstance(data_type, T.ArrayType):
+        return T.ArrayType(_nullable(data_type.elementType), True)
+    if isinstance(data_type, T.MapType):
+        return T.MapType(_nullable(data_type.keyType), _nullable(data_type.valueType), True)
+    return data_type
+
+
+def _arrow_schema(schema: T.StructType) -> Any:
+    """The Arrow schema PySpark expects back from an Arrow UDF returning ``schema``."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    try:
+        fields = [pa.field(f.name, to_arrow_type(f.dataType, timezone="UTC")) for f in schema.fields]
+    except TypeError:  # PySpark < 4 has no timezone argument (timestamps are UTC there)
+        fields = [pa.field(f.name, to_arrow_type(f.dataType)) for f in schema.fields]
+    return pa.schema(fields)
+
+
+@functools.cache
+def _ship_kernel() -> None:
+    """Pickle the kernel module by value so executors need not have this project installed."""
+    try:
+        from pyspark import cloudpickle
+
+        cloudpickle.register_pickle_by_value(_pit_kernel)
+    except (ImportError, AttributeError, ValueError):  # pragma: no cover - old PySpark
+        pass
+
+
+def _bucket_function(**params: Any) -> Any:
+    kernel = _pit_kernel.as_of_bucket
+
+    def answer_bucket(table: Any) -> Any:
+        return kernel(table, **params)
+
+    return answer_bucket
+
+
+def _num_buckets(spine: DataFrame, num_buckets: int | None) -> int:
+    if num_buckets is not None:
+        if not isinstance(num_buckets, int) or num_buckets < 1:
+            raise FeatureLookupError(f"num_buckets must be a positive integer, got {num_buckets!r}")
+        return num_buckets
+    try:
+        return max(int(spine.sparkSession.conf.get("spark.sql.shuffle.partitions")), 1)
+    except Exception:  # noqa: BLE001 - any engine without the setting
+        return _DEFAULT_BUCKETS
+
+
+def _check_request(
+    spine: DataFrame, lookups: Sequence[FeatureLookup], entity_key: tuple[str, ...], timestamp_key: str
+) -> None:
+    schema = spine.schema
+    duplicated = sorted({c for c in schema.names if [n.lower() for n in schema.names].count(c.lower()) > 1})
+    if duplicated:
+        raise FeatureLookupError(f"the spine has duplicate column names {duplicated}")
+    _missing(entity_key, schema, "the spine", "entity_key")
+    _missing([timestamp_key], schema, "the spine", "timestamp_key")
+    _check_time_column(schema, timestamp_key, "the spine's timestamp_key")
+    if not lookups:
+        raise FeatureLookupError("build_training_set needs at least one FeatureLookup")
+    not_lookups = [type(lookup).__name__ for lookup in lookups if not isinstance(lookup, FeatureLookup)]
+    if not_lookups:
+        raise FeatureLookupError(f"lookups must be FeatureLookup objects, got {not_lookups}")
+    outputs = list(schema.names)
+    for lookup in lookups:
+        outputs += lookup.output_columns()
+    seen: dict[str, str] = {}
+    clashes = []
+    for column in outputs:
+        if column.lower() in seen:
+            clashes.append(column)
+        seen.setdefault(column.lower(), column)
+    if clashes:
+        raise FeatureLookupError(
+            f"the training set would have duplicate column names {sorted(set(clashes))} "
+            "(spine columns and '<prefix><feature>' columns); give the lookups distinct prefixes"
+        )
+
+
+def build_training_set(
+    spine: DataFrame,
+    lookups: Sequence[FeatureLookup],
+    entity_key: str | list[str],
+    timestamp_key: str,
+    *,
+    num_buckets: int | None = None,
+) -> DataFrame:
+    """Return ``spine`` with each lookup's features as of each row's ``timestamp_key``.
+
+    See the module docstring for the rules. ``entity_key`` names the spine's entity column(s):
+    they must exist; each lookup's ``lookup_key`` must name spine columns too (usually the
+    same). ``num_buckets`` (default ``spark.sql.shuffle.partitions``) is how many key buckets
+    each lookup is answered in: more buckets, less memory per Python call. Lazy: nothing runs
+    until the result is written or collected.
+
+    Raises:
+        FeatureLookupError: missing columns on either side, unknown feature names, key or
+            timestamp type mismatches, or duplicate output column names.
+    """
+    entity_keys = _names(entity_key, "entity_key")
+    if not isinstance(timestamp_key, str) or not timestamp_key:
+        raise FeatureLookupError(f"timestamp_key must be a column name, got {timestamp_key!r}")
+    _check_request(spine, lookups, entity_keys, timestamp_key)
+    spark = spine.sparkSession
+    buckets = _num_buckets(spine, num_buckets)
+    _ship_kernel()
+
+    spine_schema = spine.schema
+    spine_time = _instant_micros(_field(_SPINE, timestamp_key), spine_schema[timestamp_key].dataType)
+    frame = spine.select(
+        F.monotonically_increasing_id().alias(_RID),
+        F.struct(*[_quoted(c) for c in spine_schema.names]).alias(_SPINE),
+    )
+    payload = [_SPINE]
+    for index, lookup in enumerate(lookups):
+        frame, outputs = _apply_lookup(
+            frame, payload, spine_schema, spine_time, lookup, index, spark, buckets
+        )
+        payload = [*payload, *outputs]
+
+    features = [
+        F.col(f"__pit_f{i}_{j}").alias(column)
+        for i, lookup in enumerate(lookups)
+        for j, column in enumerate(lookup.output_columns())
+    ]
+    spine_columns = [_field(_SPINE, c).alias(c) for c in spine_schema.names]
+    return frame.orderBy(_RID).select(*spine_columns, *features)
+
+
+def _apply_lookup(  # noqa: PLR0913
+    frame: DataFrame,
+    payload: list[str],
+    spine_schema: T.StructType,
+    spine_time: Column,
+    lookup: FeatureLookup,
+    index: int,
+    spark: Any,
+    buckets: int,
+) -> tuple[DataFrame, list[str]]:
+    label = lookup.label
+    source = lookup.load(spark)
+    schema = source.schema
+    where = f"feature table of lookup '{label}'"
+    _missing(lookup.lookup_key, spine_schema, "the spine", f"lookup_key of lookup '{label}'")
+    _missing(lookup.lookup_key, schema, f"the {where}", "lookup_key")
+    _missing([lookup.timestamp_key], schema, f"the {where}", "timestamp_key")
+    _missing(lookup.feature_names, schema, f"the {where}", "unknown feature_names")
+    feature_time_type = _check_time_column(schema, lookup.timestamp_key, f"the {where}'s timestamp_key")
+    if lookup.ingested_at_key is not None:
+        _missing([lookup.ingested_at_key], schema, f"the {where}", "ingested_at_key")
+        ingested_type = _check_time_column(schema, lookup.ingested_at_key, f"the {where}'s ingested_at_key")
+
+    spine_keys, feature_keys = [], []
+    for position, key in enumerate(lookup.lookup_key):
+        s_type, f_type = spine_schema[key].dataType, schema[key].dataType
+        if isinstance(s_type, (T.StructType, T.ArrayType, T.MapType)):
+            raise FeatureLookupError(
+                f"lookup '{label}': key column '{key}' has a complex type {s_type.simpleString()}"
+            )
+        target = _common_key_type(s_type, f_type, key, label)
+        name = _pit_kernel.key_column(position)
+        spine_keys.append(_key_expr(_field(_SPINE, key), s_type, target).alias(name))
+        feature_keys.append(_key_expr(_quoted(key), f_type, target).alias(name))
+
+    values = [f"__pit_f{index}_{j}" for j in range(len(lookup.feature_names))]
+    feature_ts = _instant_micros(_quoted(lookup.timestamp_key), feature_time_type)
+    ingested = (
+        _instant_micros(_quoted(lookup.ingested_at_key), ingested_type)
+        if lookup.ingested_at_key is not None
+        else F.lit(None).cast("bigint")
+    )
+    eligible = F.lit(True)
+    for key in lookup.lookup_key:
+        eligible &= _quoted(key).isNotNull()
+    eligible &= _quoted(lookup.timestamp_key).isNotNull()
+    if lookup.filter_by_ingested_at:
+        eligible &= _quoted(lookup.ingested_at_key).isNotNull()
+
+    frame_schema = frame.schema
+    value_types = [schema[f].dataType for f in lookup.feature_names]
+    spine_rows = frame.select(
+        *spine_keys,
+        spine_time.alias(_T),
+        F.lit(None).cast("bigint").alias(_ING),
+        F.col(_RID),
+        *[F.col(c) for c in payload],
+        *[F.lit(None).cast(t).alias(v) for t, v in zip(value_types, values)],
+    )
+    feature_rows = source.where(eligible).select(
+        *feature_keys,
+        feature_ts.alias(_T),
+        ingested.alias(_ING),
+        F.lit(None).cast("bigint").alias(_RID),
+        *[F.lit(None).cast(frame_schema[c].dataType).alias(c) for c in payload],
+        *[_quoted(f).alias(v) for f, v in zip(lookup.feature_names, values)],
+    )
+    keys = [F.col(_pit_kernel.key_column(p)) for p in range(len(lookup.lookup_key))]
+    bucket = F.pmod(F.xxhash64(*keys), F.lit(buckets)).alias(_BUCKET)
+
+    out_schema = T.StructType(
+        [T.StructField(_RID, T.LongType(), True)]
+        + [T.StructField(c, _nullable(frame_schema[c].dataType), True) for c in payload]
+        + [T.StructField(v, _nullable(t), True) for v, t in zip(values, value_types)]
+    )
+    answer = _bucket_function(
+        n_keys=len(lookup.lookup_key),
+        payload=payload,
+        values=values,
+        outputs=values,
+        lookback_us=(
+            None
+            if lookup.lookback_window is None
+            else lookup.lookback_window // timedelta(microseconds=1)
+        ),
+        by_availability=lookup.filter_by_ingested_at,
+        schema=_arrow_schema(out_schema),
+    )
+    result = (
+        spine_rows.unionByName(feature_rows)
+        .groupBy(bucket)
+        .applyInArrow(answer, out_schema)
+    )
+    return result, values
