@@ -54,7 +54,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 _refresh_pipeline(refresh),
                 namespace=name,
                 inputs={"source": source},
-                outputs={"table@spark": f"{name}@spark", "table@info": f"{name}@info"},
+                # The stamped contract is read back by later stages: they see the table's final
+                # version of this run (stamping may add a commit after the MERGE).
+                outputs={"table@spark": f"{name}@spark", "table@info": f"{name}@info", "contract_stamp": f"{name}_contract"},
                 parameters={
                     "params:contract": f"params:{name}",
                     "params:table": f"params:features.tables.{name}",

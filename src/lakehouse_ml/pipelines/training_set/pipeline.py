@@ -19,7 +19,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 assemble_training_set,
                 inputs=[
                     "label_spine", "customer_activity@spark", "customer_profile@spark",
-                    "orders_silver@info", "customer_activity@info", "customer_profile@info",
+                    "orders_silver@info", "customer_activity_contract", "customer_profile_contract",
                     "training_set_recorded", "params:customer_activity", "params:customer_profile",
                     "params:training_set",
                 ],
