@@ -62,7 +62,7 @@ def _int64(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def _key_codes(table: pa.Table, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
-    """Dense int64 codes equal exactly when all key columns are equal, and the non-null mask."""
+    """Int64 codes equal exactly when all key columns are equal, and the non-null mask."""
     codes = np.zeros(table.num_rows, dtype=np.int64)
     valid = np.ones(table.num_rows, dtype=bool)
     for index in range(n_keys):
@@ -80,6 +80,35 @@ def _key_codes(table: pa.Table, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
         else:
             codes = part
     return codes, valid
+
+
+def _pack(codes: list[np.ndarray], times: list[np.ndarray]) -> list[np.ndarray]:
+    """Pack (key code, time) pairs into int64s ordered like the pairs, jointly for all inputs."""
+    sizes = np.cumsum([len(c) for c in codes])[:-1]
+    all_codes = np.concatenate(codes)
+    all_times = np.concatenate(times)
+    low = int(all_times.min())
+    span = int(all_times.max()) - low + 1
+    if (int(all_codes.max()) + 1) * span >= 2**62:
+        all_codes = np.unique(all_codes, return_inverse=True)[1].astype(np.int64).ravel()
+        if (int(all_codes.max()) + 1) * span >= 2**62:
+            instants, dense = np.unique(all_times, return_inverse=True)
+            all_times, low, span = dense.astype(np.int64).ravel(), 0, len(instants)
+    packed = all_codes * np.int64(span) + (all_times - np.int64(low))
+    return np.split(packed, sizes)
+
+
+def _rank_order(packed: np.ndarray, ing_known: np.ndarray, ing: np.ndarray) -> np.ndarray:
+    """Feature rows from worst to best: by packed (key, feature_ts), then a known ingested_at
+    above a null one, then ingested_at. Only the (rare) tied rows pay for the second sort."""
+    order = np.argsort(packed)
+    ordered = packed[order]
+    ties = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if ties.size:
+        positions = np.union1d(ties, ties + 1)  # runs of equal keys, contiguous and ascending
+        rows = order[positions]
+        order[positions] = rows[np.lexsort((ing[rows], ing_known[rows], packed[rows]))]
+    return order
 
 
 def as_of_bucket(  # noqa: PLR0913 - a flat signature keeps the closure small and picklable
@@ -100,37 +129,36 @@ def as_of_bucket(  # noqa: PLR0913 - a flat signature keeps the closure small an
     if spine_rows.size == 0:
         return schema.empty_table()
 
-    times = _int64(table.column(COLUMNS["t"]))
+    time_column = table.column(COLUMNS["t"])
+    times = _int64(time_column)
     codes, keys_valid = _key_codes(table, n_keys)
     chosen = np.full(spine_rows.size, -1, dtype=np.int64)  # a row of `table`, or -1: no match
-    asks = np.flatnonzero(keys_valid[spine_rows] & _valid(table.column(COLUMNS["t"]))[spine_rows])
+    asks = np.flatnonzero((keys_valid & _valid(time_column))[spine_rows])
 
     if feature_rows.size and asks.size:
         f_code, f_ts = codes[feature_rows], times[feature_rows]
+        s_code, s_time = codes[spine_rows[asks]], times[spine_rows[asks]]
         ing_column = table.column(COLUMNS["ing"])
         f_ing = _int64(ing_column)[feature_rows]
         f_ing_known = _valid(ing_column)[feature_rows]
-        # 1. rank: greatest (feature_ts, ingested_at) wins, a null ingested_at lowest
-        by_rank = np.lexsort((f_ing, f_ing_known, f_ts, f_code))
-        rank = np.empty(feature_rows.size, dtype=np.int64)
-        rank[by_rank] = np.arange(feature_rows.size)
-        # 2. availability, packed with the key into one sortable int64
-        f_avail = np.maximum(f_ts, f_ing) if by_availability else f_ts
-        s_code, s_time = codes[spine_rows[asks]], times[spine_rows[asks]]
-        instants, dense = np.unique(np.concatenate([f_avail, s_time]), return_inverse=True)
-        width = max(len(instants), 1)
-        _, f_dense_code = np.unique(np.concatenate([f_code, s_code]), return_inverse=True)
-        packed = f_dense_code.astype(np.int64) * width + dense.astype(np.int64)
-        f_packed, s_packed = packed[: feature_rows.size], packed[feature_rows.size :]
-        by_avail = np.argsort(f_packed, kind="stable")
-        f_sorted = f_packed[by_avail]
-        best_so_far = np.maximum.accumulate(rank[by_avail])
-        position = np.searchsorted(f_sorted, s_packed, side="right") - 1
-        found = position >= 0
-        same_key = np.zeros(asks.size, dtype=bool)
-        same_key[found] = f_code[by_avail[position[found]]] == s_code[found]
-        best = np.where(same_key, best_so_far[np.maximum(position, 0)], 0)
-        winner = by_rank[best]  # index into feature_rows
+        # 1. rank order: the greatest (feature_ts, ingested_at) last, a null ingested_at lowest
+        f_key, s_key = _pack([f_code, s_code], [f_ts, s_time])
+        by_rank = _rank_order(f_key, f_ing_known, f_ing)
+        if by_availability:
+            # 2. eligible from max(feature_ts, ingested_at): best rank among rows available by t
+            f_avail, s_avail = _pack([f_code, s_code], [np.maximum(f_ts, f_ing), s_time])
+            rank = np.empty(feature_rows.size, dtype=np.int64)
+            rank[by_rank] = np.arange(feature_rows.size)
+            by_avail = np.argsort(f_avail)
+            position = np.searchsorted(f_avail[by_avail], s_avail, side="right") - 1
+            at = np.maximum(position, 0)
+            winner = by_rank[np.maximum.accumulate(rank[by_avail])[at]]
+            same_key = (position >= 0) & (f_code[by_avail[at]] == s_code)
+        else:
+            # 2. eligible from feature_ts: availability order is the rank order itself
+            position = np.searchsorted(f_key[by_rank], s_key, side="right") - 1
+            winner = by_rank[np.maximum(position, 0)]
+            same_key = (position >= 0) & (f_code[winner] == s_code)
         # 3./4. same key, and within the lookback window
         ok = same_key
         if lookback_us is not None:
@@ -144,3 +172,12 @@ def as_of_bucket(  # noqa: PLR0913 - a flat signature keeps the closure small an
     arrays += [table.column(name).take(feature_take) for name in values]
     names = [COLUMNS["rid"], *payload, *outputs]
     return pa.Table.from_arrays(arrays, names=names).cast(schema)
+
+
+def answer_partition(batches: Any, **params: Any) -> Any:
+    """``mapInArrow`` body: answer one whole partition (all rows of its keys) at once."""
+    batches = list(batches)
+    if batches:
+        yield from as_of_bucket(pa.Table.from_batches(batches), **params).to_batches(
+            max_chunksize=65_536
+        )

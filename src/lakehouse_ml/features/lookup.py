@@ -334,13 +334,13 @@ def _ship_kernel() -> None:
         pass
 
 
-def _bucket_function(**params: Any) -> Any:
-    kernel = _pit_kernel.as_of_bucket
+def _partition_function(**params: Any) -> Any:
+    kernel = _pit_kernel.answer_partition
 
-    def answer_bucket(table: Any) -> Any:
-        return kernel(table, **params)
+    def answer_partition(batches: Any) -> Any:
+        return kernel(batches, **params)
 
-    return answer_bucket
+    return answer_partition
 
 
 def _num_buckets(spine: DataFrame, num_buckets: int | None) -> int:
@@ -502,15 +502,14 @@ def _apply_lookup(  # noqa: PLR0913
         *[F.lit(None).cast(frame_schema[c].dataType).alias(c) for c in payload],
         *[_quoted(f).alias(v) for f, v in zip(lookup.feature_names, values)],
     )
-    keys = [F.col(_pit_kernel.key_column(p)) for p in range(len(lookup.lookup_key))]
-    bucket = F.pmod(F.xxhash64(*keys), F.lit(buckets)).alias(_BUCKET)
+    keys = [_pit_kernel.key_column(p) for p in range(len(lookup.lookup_key))]
 
     out_schema = T.StructType(
         [T.StructField(_RID, T.LongType(), True)]
         + [T.StructField(c, _nullable(frame_schema[c].dataType), True) for c in payload]
         + [T.StructField(v, _nullable(t), True) for v, t in zip(values, value_types)]
     )
-    answer = _bucket_function(
+    answer = _partition_function(
         n_keys=len(lookup.lookup_key),
         payload=payload,
         values=values,
@@ -523,9 +522,11 @@ def _apply_lookup(  # noqa: PLR0913
         by_availability=lookup.filter_by_ingested_at,
         schema=_arrow_schema(out_schema),
     )
+    # Hash partitioning by the key puts all rows of a key in one partition; mapInArrow then
+    # answers each partition as a whole (Spark keeps a partition's rows together up to it).
     result = (
         spine_rows.unionByName(feature_rows)
-        .groupBy(bucket)
-        .applyInArrow(answer, out_schema)
+        .repartition(buckets, *keys)
+        .mapInArrow(answer, out_schema)
     )
     return result, values
