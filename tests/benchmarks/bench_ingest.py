@@ -66,6 +66,16 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all processes of the machine have used so far (Linux /proc/stat), or None."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def table_paths(env: str) -> dict[str, Any]:
     """The landing folders and lakehouse tables of the project's catalog (relative to the cwd)."""
     from tests.helpers import project_config
@@ -943,6 +953,7 @@ def run_phase(phase: str, run_dir: Path, args: argparse.Namespace, extra: list[s
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     load_before = os.getloadavg()[0]
+    busy_before, children_before = machine_busy_seconds(), cpu_seconds()
     started = time.perf_counter()
     with open(log_file, "w") as log:
         try:
@@ -952,6 +963,7 @@ def run_phase(phase: str, run_dir: Path, args: argparse.Namespace, extra: list[s
         except subprocess.TimeoutExpired:
             code = "timeout"
     elapsed = time.perf_counter() - started
+    busy_after, step_cpu = machine_busy_seconds(), cpu_seconds() - children_before
     if code != 0 or not result_file.exists():
         tail = log_file.read_text(errors="replace").splitlines()[-25:]
         print(f"  !! phase {phase} failed (exit {code}) after {elapsed:.0f} s; log: {log_file}")
@@ -963,6 +975,12 @@ def run_phase(phase: str, run_dir: Path, args: argparse.Namespace, extra: list[s
     # Other work on the machine skews wall times: the 1-minute load average around the phase
     # (this phase itself adds about 1 for a single-threaded step, up to the CPU count for Spark).
     result["load_avg"] = (load_before, os.getloadavg()[0])
+    # The CPU the rest of the machine used meanwhile, in cores on average (contention).
+    result["step_cores"] = step_cpu / elapsed
+    result["other_cores"] = (
+        None if busy_before is None or busy_after is None
+        else max(0.0, (busy_after - busy_before - step_cpu) / elapsed)
+    )
     return result
 
 
@@ -976,6 +994,16 @@ def prepare_run_dir(workdir: Path, scale: float) -> Path:
     run_dir.mkdir(parents=True)
     (run_dir / MARKER).write_text("made by tests/benchmarks/bench_ingest.py; safe to delete\n")
     return run_dir
+
+
+def contention(result: dict[str, Any]) -> str:
+    """How busy the step and the rest of the machine were while the step ran."""
+    others = result.get("other_cores")
+    return (
+        f"the step used {result['step_cores']:.2f} of {os.cpu_count()} cores on average, other processes "
+        + ("?" if others is None else f"{others:.2f}")
+        + f" (load avg {result['load_avg'][0]:.1f} -> {result['load_avg'][1]:.1f})"
+    )
 
 
 def fmt_int(value: Any) -> str:
@@ -1075,7 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
         if ingest is not None:
             print(f"  ingest: {ingest['seconds']:.1f} s wall, {ingest['cpu_seconds']:.1f} s CPU, engine start "
                   f"{ingest['startup_seconds']:.2f} s (not measured), peak RSS {ingest['peak_rss_mb']:,.0f} MB, "
-                  f"load avg {ingest['load_avg'][0]:.1f} -> {ingest['load_avg'][1]:.1f}")
+                  f"{contention(ingest)}")
             print("  audit monitoring/ingest_audit, summed per source:")
             print_table(["source", "batches", "bronze_rows", *OUTCOMES, "balanced"], [
                 [s, v["batches"], fmt_int(v["bronze_rows"]), *(fmt_int(v[o]) for o in OUTCOMES), v["balanced"]]
@@ -1096,8 +1124,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline = run_phase("baseline", run_dir, args)
         if baseline is not None:
             print(f"  baseline: {baseline['seconds']:.1f} s wall, {baseline['cpu_seconds']:.1f} s CPU, "
-                  f"peak RSS {baseline['peak_rss_mb']:,.0f} MB, load avg {baseline['load_avg'][0]:.1f} -> "
-                  f"{baseline['load_avg'][1]:.1f}; per source: "
+                  f"peak RSS {baseline['peak_rss_mb']:,.0f} MB, {contention(baseline)}; per source: "
                   + ", ".join(f"{k} {v:.1f} s" for k, v in baseline["source_seconds"].items()))
             print("  baseline steps, all sources: " + ", ".join(f"{k} {v:.1f} s" for k, v in baseline["steps"].items())
                   + " (bronze write = the part not overlapped with parsing)")

@@ -1,12 +1,12 @@
 """The vectorised point-in-time kernel run inside Spark by :mod:`lakehouse_ml.features.lookup`.
 
-``build_training_set`` unions spine rows and feature rows, groups them into hash buckets of the
-lookup key (every row of a key lands in the same bucket) and calls :func:`as_of_bucket` once per
-bucket through ``groupBy(...).applyInArrow``: the function runs on the executors, never on the
-driver. It only depends on numpy and pyarrow, and is shipped to the workers by value (see
-``lookup._ship_kernel``), so a cluster does not need this project installed.
+``build_training_set`` unions spine rows and feature rows, hash-partitions them by the lookup key
+(every row of a key lands in the same partition) and answers each partition whole with
+:func:`answer_partition` through ``mapInArrow``: it runs on the executors, never on the driver.
+It only depends on numpy and pyarrow; like any UDF of the project, it is pickled by reference,
+so the executors must have this package installed (as they must for the pipeline's nodes).
 
-One bucket is a pyarrow table with these columns (names from :data:`COLUMNS`):
+A partition ("bucket") is a pyarrow table with these columns (names from :data:`COLUMNS`):
 
 - ``key0 … keyN`` the lookup key (same Arrow type for spine and feature rows);
 - ``t``   int64 microseconds since the epoch, UTC: the spine cutoff for spine rows, the
@@ -29,7 +29,9 @@ The rule, for a spine row (key k, cutoff t): among the feature rows of key k wit
    ``max(feature_ts, ingested_at)``, since both must be <= t) and stays eligible later, so the
    answer at t is the best rank among the rows of key k with ``a <= t``: sort the feature rows
    by ``(key, a)``, take the running maximum of the rank, and binary-search each spine
-   ``(key, t)`` in that order (keys and times are packed into one int64 with dense codes);
+   ``(key, t)`` in that order (key codes and times are packed into one int64). Without
+   filtering ``a`` is ``feature_ts``, the rank order is already sorted by ``(key, a)`` and the
+   running maximum is the position itself: one sort and one binary search;
 3. the running maximum crosses key boundaries, but ranks of a key are all above those of
    earlier keys, so it is the key's own best as soon as the found position has the same key;
 4. the lookback only needs checking on the chosen row: if the best row is older than
@@ -44,7 +46,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-COLUMNS = {"bucket": "__pit_bucket", "t": "__pit_t", "ing": "__pit_ing", "rid": "__pit_rid"}
+COLUMNS = {"t": "__pit_t", "ing": "__pit_ing", "rid": "__pit_rid"}
 
 
 def key_column(index: int) -> str:

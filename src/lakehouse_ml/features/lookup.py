@@ -44,19 +44,22 @@ The rules, for every spine row and every lookup independently:
    the features stamped up to that midnight, nothing later that day). Other types are rejected.
 
 How it runs (all inside Spark, nothing is collected to the driver): per lookup, the spine rows
-and the eligible feature rows are unioned and grouped by a hash bucket of the lookup key
-(``groupBy(bucket).applyInArrow``); each bucket is answered by a vectorised as-of search (sort,
-running maximum, binary search; see :mod:`lakehouse_ml.features._pit_kernel`), linear after
-sorting whatever the number of feature rows per key and the lookback. Both modes (with and
-without ``filter_by_ingested_at``) use the same search: with filtering, a row becomes eligible
-at ``max(feature_ts, ingested_at)`` instead of ``feature_ts``. Each spine row carries an id
-taken once (``monotonically_increasing_id`` in the one plan that reads the spine) and the
+and the eligible feature rows are unioned, hash-partitioned by the lookup key
+(``repartition(num_buckets, *key)``, so every row of a key lands in the same partition) and each
+partition is answered whole by a vectorised as-of search in ``mapInArrow`` (sort, running
+maximum, binary search; see :mod:`lakehouse_ml.features._pit_kernel`): O(n log n) in the rows of
+the partition, whatever the number of feature rows per key or the lookback, and no row pairs are
+ever formed. Both modes use the same search: without ``filter_by_ingested_at`` a row becomes
+eligible at ``feature_ts``, with it at ``max(feature_ts, ingested_at)``; the best eligible row by
+``(feature_ts, ingested_at)`` is then a running maximum (see the kernel's docstring). Each spine
+row carries an id taken once (``monotonically_increasing_id``, in the one plan that reads the
+spine: the spine row itself travels through every lookup, it is never joined back) and the
 result is sorted by it, which restores the spine's order.
 """
 
 from __future__ import annotations
 
-import functools
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,9 +78,9 @@ _SPINE = "__pit_spine"
 _RID = _pit_kernel.COLUMNS["rid"]
 _T = _pit_kernel.COLUMNS["t"]
 _ING = _pit_kernel.COLUMNS["ing"]
-_BUCKET = _pit_kernel.COLUMNS["bucket"]
 _MICROS_PER_DAY = 86_400_000_000
 _DEFAULT_BUCKETS = 200
+_EMBEDDED_BUCKETS_PER_CPU = 8
 _INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 _TIME_TYPES = "timestamp, timestamp_ntz or date"
 
@@ -298,19 +301,6 @@ def _key_expr(column: Column, data_type: T.DataType, target: T.DataType) -> Colu
     return column
 
 
-def _nullable(data_type: T.DataType) -> T.DataType:
-    """``data_type`` with every nested field nullable (what the kernel's Arrow output carries)."""
-    if isinstance(data_type, T.StructType):
-        return T.StructType(
-            [T.StructField(f.name, _nullable(f.dataType), True, f.metadata) for f in data_type.fields]
-        )
-    if isinstance(data_type, T.ArrayType):
-        return T.ArrayType(_nullable(data_type.elementType), True)
-    if isinstance(data_type, T.MapType):
-        return T.MapType(_nullable(data_type.keyType), _nullable(data_type.valueType), True)
-    return data_type
-
-
 def _arrow_schema(schema: T.StructType) -> Any:
     """The Arrow schema PySpark expects back from an Arrow UDF returning ``schema``."""
     import pyarrow as pa
@@ -323,17 +313,6 @@ def _arrow_schema(schema: T.StructType) -> Any:
     return pa.schema(fields)
 
 
-@functools.cache
-def _ship_kernel() -> None:
-    """Pickle the kernel module by value so executors need not have this project installed."""
-    try:
-        from pyspark import cloudpickle
-
-        cloudpickle.register_pickle_by_value(_pit_kernel)
-    except (ImportError, AttributeError, ValueError):  # pragma: no cover - old PySpark
-        pass
-
-
 def _partition_function(**params: Any) -> Any:
     kernel = _pit_kernel.answer_partition
 
@@ -344,10 +323,20 @@ def _partition_function(**params: Any) -> Any:
 
 
 def _num_buckets(spine: DataFrame, num_buckets: int | None) -> int:
+    """The partitions to answer each lookup in: ``num_buckets``, else a default for the engine.
+
+    On the embedded engine (Sail in this process) every partition is a concurrent task and a
+    Python call holding its rows: a few per core is fastest (200 costs ~1 s even on tiny data).
+    Elsewhere (a cluster) ``spark.sql.shuffle.partitions``, which operators already size.
+    """
     if num_buckets is not None:
-        if not isinstance(num_buckets, int) or num_buckets < 1:
+        if isinstance(num_buckets, bool) or not isinstance(num_buckets, int) or num_buckets < 1:
             raise FeatureLookupError(f"num_buckets must be a positive integer, got {num_buckets!r}")
         return num_buckets
+    from lakehouse_ml.engine import ENGINE
+
+    if ENGINE.running and ENGINE.config is not None and ENGINE.config.mode == "embedded":
+        return _EMBEDDED_BUCKETS_PER_CPU * (os.cpu_count() or 1)
     try:
         return max(int(spine.sparkSession.conf.get("spark.sql.shuffle.partitions")), 1)
     except Exception:  # noqa: BLE001 - any engine without the setting
@@ -397,9 +386,11 @@ def build_training_set(
 
     See the module docstring for the rules. ``entity_key`` names the spine's entity column(s):
     they must exist; each lookup's ``lookup_key`` must name spine columns too (usually the
-    same). ``num_buckets`` (default ``spark.sql.shuffle.partitions``) is how many key buckets
-    each lookup is answered in: more buckets, less memory per Python call. Lazy: nothing runs
-    until the result is written or collected.
+    same). ``num_buckets`` is how many hash partitions each lookup is answered in (default: 8
+    per CPU on the embedded engine, ``spark.sql.shuffle.partitions`` elsewhere); a partition's
+    rows are held in memory at once by one Python call, so raise it for very large inputs.
+    Lazy: the inputs' schemas are checked now, nothing runs until the result is written or
+    collected.
 
     Raises:
         FeatureLookupError: missing columns on either side, unknown feature names, key or
@@ -411,7 +402,6 @@ def build_training_set(
     _check_request(spine, lookups, entity_keys, timestamp_key)
     spark = spine.sparkSession
     buckets = _num_buckets(spine, num_buckets)
-    _ship_kernel()
 
     spine_schema = spine.schema
     spine_time = _instant_micros(_field(_SPINE, timestamp_key), spine_schema[timestamp_key].dataType)
@@ -506,8 +496,8 @@ def _apply_lookup(  # noqa: PLR0913
 
     out_schema = T.StructType(
         [T.StructField(_RID, T.LongType(), True)]
-        + [T.StructField(c, _nullable(frame_schema[c].dataType), True) for c in payload]
-        + [T.StructField(v, _nullable(t), True) for v, t in zip(values, value_types)]
+        + [T.StructField(c, frame_schema[c].dataType, True) for c in payload]
+        + [T.StructField(v, t, True) for v, t in zip(values, value_types)]
     )
     answer = _partition_function(
         n_keys=len(lookup.lookup_key),
