@@ -1,8 +1,12 @@
-"""Datasets of this project: Delta tables (Spark and pandas) and landing deliveries."""
+"""Datasets of this project: Delta tables (Spark, pandas, metadata) and landing deliveries."""
 
 from lakehouse_ml.datasets.delta import DeltaMetadataDataset, PandasDeltaDataset, SparkDeltaDataset
 from lakehouse_ml.datasets.landing import LandingDataset, LandingFileDataset
 
 __all__ = [
     "DeltaMetadataDataset",
-    "LandingDataset", "LandingFileDataset", "PandasDeltaDataset", "SparkDeltaDataset"]
+    "LandingDataset",
+    "LandingFileDataset",
+    "PandasDeltaDataset",
+    "SparkDeltaDataset",
+]

@@ -40,6 +40,7 @@ The rule, for a spine row (key k, cutoff t): among the feature rows of key k wit
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -102,14 +103,19 @@ def _pack(codes: list[np.ndarray], times: list[np.ndarray]) -> list[np.ndarray]:
 
 def _rank_order(packed: np.ndarray, ing_known: np.ndarray, ing: np.ndarray) -> np.ndarray:
     """Feature rows from worst to best: by packed (key, feature_ts), then a known ingested_at
-    above a null one, then ingested_at. Only the (rare) tied rows pay for the second sort."""
+    above a null one, then ingested_at. Only the tied rows pay for the second sort."""
     order = np.argsort(packed)
     ordered = packed[order]
     ties = np.flatnonzero(ordered[1:] == ordered[:-1])
     if ties.size:
-        positions = np.union1d(ties, ties + 1)  # runs of equal keys, contiguous and ascending
+        in_run = np.zeros(order.size, dtype=bool)  # runs of equal keys: contiguous, ascending
+        in_run[ties] = True
+        in_run[ties + 1] = True
+        positions = np.flatnonzero(in_run)
         rows = order[positions]
-        order[positions] = rows[np.lexsort((ing[rows], ing_known[rows], packed[rows]))]
+        # a null ingested_at ranks lowest: below any Spark timestamp (year 1 and later)
+        ing_rank = np.where(ing_known[rows], ing[rows], np.iinfo(np.int64).min)
+        order[positions] = rows[np.lexsort((ing_rank, packed[rows]))]
     return order
 
 
@@ -176,10 +182,20 @@ def as_of_bucket(  # noqa: PLR0913 - a flat signature keeps the closure small an
     return pa.Table.from_arrays(arrays, names=names).cast(schema)
 
 
+# Engines that run Python UDFs as threads of one process (Sail) start every partition at once;
+# the kernel holds the GIL for most of its work (numpy sorts and searches do not release it),
+# so running more than one at a time per process only adds thrashing. Spark's Python workers
+# are one process per task, where this changes nothing.
+_KERNEL_SLOTS = threading.BoundedSemaphore(1)
+
+
 def answer_partition(batches: Any, **params: Any) -> Any:
     """``mapInArrow`` body: answer one whole partition (all rows of its keys) at once."""
     batches = list(batches)
     if batches:
-        yield from as_of_bucket(pa.Table.from_batches(batches), **params).to_batches(
-            max_chunksize=65_536
-        )
+        table = pa.Table.from_batches(batches)
+        del batches
+        with _KERNEL_SLOTS:
+            answer = as_of_bucket(table, **params)
+        del table
+        yield from answer.to_batches(max_chunksize=65_536)
