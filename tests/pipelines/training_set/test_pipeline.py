@@ -85,3 +85,16 @@ def test_no_feature_row_comes_from_after_its_cutoff(lakehouse, monkeypatch):
         assert (matched[f"{table}__ingested_at"] <= matched["cutoff_ts"]).all()
     assert (frame["tenure_days"].dropna() >= 0).all()
     assert not frame.duplicated(["customer_id", "cutoff_ts"]).any()
+
+
+def test_a_disabled_feature_table_is_skipped_and_the_loop_still_runs(lakehouse, monkeypatch):
+    """Only orders is required: without customers the profile table is disabled by its contract."""
+    monkeypatch.chdir(lakehouse)
+    disabled = {**PARAMS, "customer_profile": {"enabled": False}}
+    profile_version = DeltaTable(str(LAKE / "features/customer_profile")).version()
+    run_pipeline(features_pipeline() + training_set_pipeline(), runtime_params=disabled)
+    assert DeltaTable(str(LAKE / "features/customer_profile")).version() == profile_version
+    frame = PandasDeltaDataset(filepath=str(LAKE / "ml/training_set")).load()
+    assert not [c for c in frame.columns if c.startswith("customer_profile__")]
+    assert "tenure_days" not in frame.columns
+    assert frame["customer_activity__orders_30d"].notna().mean() > 0.5

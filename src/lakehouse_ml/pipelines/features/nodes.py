@@ -298,7 +298,9 @@ def record_refresh(
     spark = staged.sparkSession
     stamp = {"properties": contract.table_properties()}
     if plan["mode"] in ("none", "disabled"):
-        return spark.createDataFrame([], REFRESH_SCHEMA), spark.createDataFrame([], SUMMARY_SCHEMA), stamp
+        # A disabled table is left as it is, contract stamp included.
+        untouched = {} if plan["mode"] == "disabled" else stamp
+        return spark.createDataFrame([], REFRESH_SCHEMA), spark.createDataFrame([], SUMMARY_SCHEMA), untouched
     counts = {
         row[DELETED]: row["count"]
         for row in staged.filter(F.col(REFRESH_ID) == plan["refresh_id"]).groupBy(DELETED).count().collect()
