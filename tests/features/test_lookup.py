@@ -393,6 +393,13 @@ def test_delta_path_source_with_the_default_prefix(spark, tmp_path):
     assert [r[3:] for r in rows(result)] == [(5, "x"), (None, None)]
 
 
+def test_missing_delta_path_is_a_clear_error(spark, tmp_path):
+    spine = spark.createDataFrame([(1, T0, "a")], SPINE)
+    missing = FeatureLookup(str(tmp_path / "nowhere"), ["v"], "id", "feature_ts")
+    with pytest.raises(FeatureLookupError, match=r"lookup 'nowhere': no Delta table at .*nowhere"):
+        build(spine, [missing])
+
+
 # ----------------------------------------------------------------------------------- errors
 
 
@@ -468,6 +475,53 @@ def test_parse_lookback_window(text, expected):
 def test_parse_lookback_window_rejects(text):
     with pytest.raises(FeatureLookupError):
         parse_lookback_window(text)
+
+
+# ------------------------------------------------------------------ the kernel, without Spark
+
+
+def _kernel_table(keys, times, ings, rids, values):
+    import pyarrow as pa
+
+    return pa.table({
+        "__pit_key0": pa.array(keys, pa.int64()),
+        "__pit_t": pa.array(times, pa.int64()),
+        "__pit_ing": pa.array(ings, pa.int64()),
+        "__pit_rid": pa.array(rids, pa.int64()),
+        "v": pa.array(values, pa.int64()),
+    })
+
+
+def _kernel(table, **options):
+    import pyarrow as pa
+
+    from lakehouse_ml.features import _pit_kernel
+
+    schema = pa.schema([("__pit_rid", pa.int64()), ("out", pa.int64())])
+    params = {"n_keys": 1, "payload": [], "values": ["v"], "outputs": ["out"], "lookback_us": None,
+              "by_availability": False, "schema": schema, **options}
+    return _pit_kernel.as_of_bucket(table, **params).to_pydict()
+
+
+def test_kernel_ignores_null_ingested_at_when_filtering_even_if_not_dropped_upstream():
+    # rows: spine (rid 0) at t=10; features at 5 (ing 6) and 8 (ing NULL)
+    table = _kernel_table([1, 1, 1], [10, 5, 8], [None, 6, None], [0, None, None], [None, 50, 80])
+    assert _kernel(table, by_availability=True)["out"] == [50]
+    assert _kernel(table, by_availability=False)["out"] == [80]
+    only_null = _kernel_table([1, 1], [10, 8], [None, None], [0, None], [None, 80])
+    assert _kernel(only_null, by_availability=True)["out"] == [None]
+
+
+def test_kernel_packs_huge_key_and_time_ranges_exactly():
+    # int64 extremes for times and many distinct keys force both fallbacks of _pack
+    low, high = -(2**62), 2**62
+    keys = list(range(1000)) * 2 + list(range(1000))
+    times = [low] * 1000 + [high] * 1000 + [0] * 1000
+    rids = [None] * 2000 + list(range(1000))
+    values = list(range(1000)) + list(range(1000, 2000)) + [None] * 1000
+    out = _kernel(_kernel_table(keys, times, [None] * 3000, rids, values))
+    assert out["__pit_rid"] == list(range(1000))
+    assert out["out"] == list(range(1000))  # at t=0 only the row at `low` is eligible
 
 
 # --------------------------------------------------------------- property: random vs brute force

@@ -24,7 +24,7 @@ The rule, for a spine row (key k, cutoff t): among the feature rows of key k wit
 ``feature_ts < t - lookback``. How, in O(n log n) per bucket:
 
 1. rank the feature rows by ``(key, feature_ts, ingested_at is not null, ingested_at)``; a
-   higher rank is a better row (exact ties keep their input order: either row may win);
+   higher rank is a better row (rows tied on all three are interchangeable: either may win);
 2. a row becomes eligible at its *availability* time ``a``: ``feature_ts`` (or, when filtering,
    ``max(feature_ts, ingested_at)``, since both must be <= t) and stays eligible later, so the
    answer at t is the best rank among the rows of key k with ``a <= t``: sort the feature rows
@@ -142,11 +142,13 @@ def as_of_bucket(  # noqa: PLR0913 - a flat signature keeps the closure small an
     codes, keys_valid = _key_codes(table, n_keys)
     chosen = np.full(spine_rows.size, -1, dtype=np.int64)  # a row of `table`, or -1: no match
     asks = np.flatnonzero((keys_valid & _valid(time_column))[spine_rows])
+    ing_column = table.column(COLUMNS["ing"])
+    if by_availability:  # the caller drops rows with a null ingested_at already; be safe anyway
+        feature_rows = feature_rows[_valid(ing_column)[feature_rows]]
 
     if feature_rows.size and asks.size:
         f_code, f_ts = codes[feature_rows], times[feature_rows]
         s_code, s_time = codes[spine_rows[asks]], times[spine_rows[asks]]
-        ing_column = table.column(COLUMNS["ing"])
         f_ing = _int64(ing_column)[feature_rows]
         f_ing_known = _valid(ing_column)[feature_rows]
         # 1. rank order: the greatest (feature_ts, ingested_at) last, a null ingested_at lowest

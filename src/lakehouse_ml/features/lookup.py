@@ -236,9 +236,18 @@ class FeatureLookup:
         """The feature table as a DataFrame (a path is read as Delta, lazily)."""
         if isinstance(self.source, DataFrame):
             return self.source
+        from deltalake import DeltaTable
+
         from lakehouse_ml.datasets.delta import table_uri
 
-        return spark.read.format("delta").load(table_uri(self.source))
+        uri = table_uri(self.source)
+        # Local tables are checked here for a clear message; remote ones are left to the engine
+        # (it holds the credentials).
+        if "://" not in uri and not DeltaTable.is_deltatable(uri):
+            raise FeatureLookupError(
+                f"lookup '{self.label}': no Delta table at {uri} (source {self.source!r})"
+            )
+        return spark.read.format("delta").load(uri)
 
 
 # --------------------------------------------------------------------------------- the builder

@@ -175,8 +175,16 @@ def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
     fields = canonical_columns(schema)
     known = {**{f: f for f in fields}, **(source.get("column_mapping") or {})}
     formats = {row["_format"] for row in bronze.select("_format").distinct().collect()}
-    parsed = bronze.withColumn("_record", _parse_record(formats))
-    raw = _raw_values(source, fields)
+    # Pull every raw value out of the parsed record once: each later reference to
+    # ``_record[...]`` would otherwise parse the line again (measured: ~2 s per reference per
+    # 1.4 M lines on Sail).
+    extracted = bronze.withColumn("_record", _parse_record(formats)).select(
+        *bronze.columns,
+        F.col("_record").isNull().alias("_malformed"),
+        F.filter(F.map_keys("_record"), lambda key: ~key.isin(list(known))).alias("_unexpected_columns"),
+        *[value.alias(f"_raw_{field}") for field, value in _raw_values(source, fields).items()],
+    )
+    raw = {field: F.col(f"_raw_{field}") for field in fields}
     defaults = _defaults(source)
     typed_columns = []
     for field in fields:
@@ -187,18 +195,12 @@ def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
             # A defaulted field is never "missing"; the raw value stands for the default.
             raw[field] = F.coalesce(raw[field], defaults[field].cast("string"))
         typed_columns.append(typed.alias(field))
-    typed = parsed.select(
-        "*",
-        *typed_columns,
-        F.filter(F.map_keys("_record"), lambda key: ~key.isin(list(known))).alias(
-            "_unexpected_columns"
-        ),
-    )
+    typed = extracted.select("*", *typed_columns)
     malformed = F.when(
-        F.col("_record").isNull(),
+        F.col("_malformed"),
         F.array(F.concat(F.lit("_raw: expected a valid "), F.upper("_format"), F.lit(" record"))),
     ).otherwise(spark_failures(schema, raw))
-    return typed.withColumn("_failed_checks", malformed)
+    return typed.select(*bronze.columns, *fields, "_unexpected_columns", malformed.alias("_failed_checks"))
 
 
 def type_batch(bronze: DataFrame, batch_ids: list[str], source: dict[str, Any]) -> DataFrame:
