@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from decimal import Decimal
 
 import numpy as np
 import pandas as pd

@@ -55,6 +55,13 @@ eligible at ``feature_ts``, with it at ``max(feature_ts, ingested_at)``; the bes
 row carries an id taken once (``monotonically_increasing_id``, in the one plan that reads the
 spine: the spine row itself travels through every lookup, it is never joined back) and the
 result is sorted by it, which restores the spine's order.
+
+Limits: each partition is held in memory by one Python call (raise ``num_buckets`` on a
+cluster); on the embedded engine all partitions of a lookup are filled at once, so one lookup's
+spine + eligible feature rows must fit in memory (~1.8 GB peak for 1e6 + 1e7 rows in
+``tests/benchmarks/bench_point_in_time.py``). The kernel is pickled by reference: executors need
+this package installed, like any of the project's UDFs. Key columns of complex types are
+refused; floating-point keys match by value (-0.0 = 0.0, NaN = NaN, as in Spark joins).
 """
 
 from __future__ import annotations
