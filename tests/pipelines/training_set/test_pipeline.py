@@ -98,3 +98,21 @@ def test_a_disabled_feature_table_is_skipped_and_the_loop_still_runs(lakehouse, 
     assert not [c for c in frame.columns if c.startswith("customer_profile__")]
     assert "tenure_days" not in frame.columns
     assert frame["customer_activity__orders_30d"].notna().mean() > 0.5
+
+
+def test_leakage_demo_shows_naive_joins_inflating_auc(lakehouse, monkeypatch, spark):
+    from lakehouse_ml.pipelines.training_set.nodes import build_label_spine, leakage_demo
+
+    monkeypatch.chdir(lakehouse)
+    params = project_config(runtime_params=PARAMS)["parameters"]
+    training = {**params["training_set"], **PARAMS["training_set"], "spine": {**params["training_set"]["spine"], **PARAMS["training_set"]["spine"]}}
+    read = lambda table: spark.read.format("delta").load(str((lakehouse / LAKE / table).resolve()))  # noqa: E731
+    spine = build_label_spine(read("silver/orders"), training["spine"])
+    metrics = leakage_demo(read("ml/training_set"), spine, read("features/customer_activity"), params["customer_activity"], training)
+    value = {name: metric["value"] for name, metric in metrics.items()}
+    assert 0.5 < value["leakage_demo.auc_point_in_time"] < 1.0
+    # features as of the label's end contain the label itself: near-perfect and clearly inflated
+    assert value["leakage_demo.auc_naive_label_end"] > value["leakage_demo.auc_point_in_time"] + 0.05
+    assert value["leakage_demo.auc_inflation_naive_label_end"] == pytest.approx(
+        value["leakage_demo.auc_naive_label_end"] - value["leakage_demo.auc_point_in_time"]
+    )

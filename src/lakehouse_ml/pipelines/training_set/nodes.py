@@ -217,6 +217,25 @@ def _model_auc(train: pd.DataFrame, test: pd.DataFrame, features: list[str]) -> 
     return float(roc_auc_score(test[LABEL], model.predict_proba(test[features].fillna(0).to_numpy())[:, 1]))
 
 
+def _naive_sets(spine_rows: DataFrame, activity: DataFrame, contract: FeatureContract, horizon_days: int) -> dict[str, DataFrame]:
+    """Two common point-in-time mistakes: the latest snapshot, and features as of the label's end."""
+    names = contract.feature_names
+    renamed = [F.col(n).alias(f"customer_activity__{n}") for n in names]
+    latest = activity.groupBy(ENTITY).agg(F.max(contract.timestamp_key).alias("_latest"))
+    snapshot = activity.join(latest, [ENTITY]).filter(F.col(contract.timestamp_key) == F.col("_latest"))
+    shifted = spine_rows.withColumn("_as_of", F.col(CUTOFF) + F.expr(f"INTERVAL {int(horizon_days)} DAYS"))
+    at_label_end = build_training_set(
+        shifted.select(ENTITY, CUTOFF, LABEL, "_as_of"),
+        [FeatureLookup(source=activity, feature_names=names, lookup_key=ENTITY, timestamp_key=contract.timestamp_key,
+                       prefix="customer_activity__")],
+        ENTITY, "_as_of",
+    )
+    return {
+        "naive_latest": spine_rows.join(snapshot.select(ENTITY, *renamed), ENTITY, "left"),
+        "naive_label_end": at_label_end.drop("_as_of"),
+    }
+
+
 def leakage_demo(
     training_set: DataFrame,
     spine_rows: DataFrame,
@@ -224,18 +243,20 @@ def leakage_demo(
     activity_contract: dict[str, Any],
     training: dict[str, Any],
 ) -> dict[str, Any]:
-    """How much a naive "latest snapshot" join inflates offline AUC against the point-in-time set."""
+    """How much naive joins inflate a plain model's test AUC against the point-in-time set.
+
+    Two mistakes are measured: joining each customer's latest snapshot, and joining features as
+    of the end of the label horizon (features computed "now" for labels of the past).
+    """
     demo = training["leakage_demo"]
     contract = parse_contract("customer_activity", activity_contract)
     if not demo.get("enabled", True) or not contract.enabled:
         return {}
-    names = contract.feature_names
-    latest = activity.groupBy(ENTITY).agg(F.max(contract.timestamp_key).alias("_latest"))
-    snapshot = activity.join(latest, [ENTITY]).filter(F.col(contract.timestamp_key) == F.col("_latest"))
-    naive = spine_rows.join(snapshot.select(ENTITY, *[F.col(n).alias(f"customer_activity__{n}") for n in names]), ENTITY, "left")
-    columns = [f"customer_activity__{n}" for n in names]
-    correct = training_set.select(ENTITY, CUTOFF, LABEL, *columns).toPandas()
-    leaky = naive.select(ENTITY, CUTOFF, LABEL, *columns).toPandas()
+    columns = [f"customer_activity__{n}" for n in contract.feature_names]
+    frames = {"point_in_time": training_set}
+    frames.update(_naive_sets(spine_rows, activity, contract, training["spine"]["horizon_days"]))
+    frames = {kind: frame.select(ENTITY, CUTOFF, LABEL, *columns).toPandas() for kind, frame in frames.items()}
+    correct = frames["point_in_time"]
     cutoffs = np.sort(correct[CUTOFF].unique())
     split = cutoffs[int(len(cutoffs) * (1 - demo["test_fraction"]))] if len(cutoffs) > 1 else None
     if split is None or correct[LABEL].nunique() < 2:
@@ -243,15 +264,17 @@ def leakage_demo(
         return {}
     aucs = {
         kind: _model_auc(frame[frame[CUTOFF] < split], frame[frame[CUTOFF] >= split], columns)
-        for kind, frame in (("point_in_time", correct), ("naive_latest", leaky))
+        for kind, frame in frames.items()
     }
-    inflation = aucs["naive_latest"] - aucs["point_in_time"]
     logger.info(
-        "leakage demo: test AUC point-in-time %.3f vs naive latest snapshot %.3f (inflated by %+.3f)",
-        aucs["point_in_time"], aucs["naive_latest"], inflation,
+        "leakage demo (test AUC of the same model): point-in-time %.3f, naive latest snapshot %.3f (%+.3f), "
+        "features as of the label's end %.3f (%+.3f)",
+        aucs["point_in_time"], aucs["naive_latest"], aucs["naive_latest"] - aucs["point_in_time"],
+        aucs["naive_label_end"], aucs["naive_label_end"] - aucs["point_in_time"],
     )
-    return {
-        "leakage_demo.auc_point_in_time": {"value": aucs["point_in_time"], "step": 0},
-        "leakage_demo.auc_naive_latest": {"value": aucs["naive_latest"], "step": 0},
-        "leakage_demo.auc_inflation": {"value": inflation, "step": 0},
-    }
+    metrics = {f"leakage_demo.auc_{kind}": value for kind, value in aucs.items()}
+    metrics.update({
+        f"leakage_demo.auc_inflation_{kind}": aucs[kind] - aucs["point_in_time"]
+        for kind in ("naive_latest", "naive_label_end")
+    })
+    return {name: {"value": float(value), "step": 0} for name, value in metrics.items()}
