@@ -7,7 +7,8 @@ so each file is read on its own and tagged with its path.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import fsspec
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path

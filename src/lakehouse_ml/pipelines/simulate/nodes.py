@@ -9,7 +9,8 @@ them one at a time on save), so only one file's text is in memory at once.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
