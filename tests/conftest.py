@@ -19,6 +19,12 @@ def mlflow_store(tmp_path_factory):
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
     yield store
+    import mlflow
+
+    # Runs that logging started implicitly are ended here, in the tmp store, not at interpreter
+    # exit against MLflow's default store.
+    while mlflow.active_run():
+        mlflow.end_run()
     if previous is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
