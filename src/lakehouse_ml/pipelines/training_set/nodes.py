@@ -162,6 +162,14 @@ def assemble_training_set(  # noqa: PLR0913
     if previous.get("properties", {}).get(SPEC_PROPERTY) == spec:
         logger.info("training set: sources and definition unchanged since version %s; not rewritten", previous["version"])
         return spine_rows.limit(0), {}
+    if previous.get("version") is not None and spine_rows.isEmpty():
+        # An empty frame is not written over an existing table (skip_empty), so the recorded spec
+        # must not change either: the table keeps describing the rows it holds.
+        logger.warning(
+            "training set: the spine has no rows (no cutoff fits warm-up and horizon in the data); "
+            "version %s is left as it is", previous["version"],
+        )
+        return spine_rows.limit(0), {}
     tables = {"customer_activity": activity, "customer_profile": profile}
     frame = build_training_set(spine_rows, _lookups(tables, contracts, training["lookups"]), ENTITY, CUTOFF)
     return _with_on_demand_features(frame), {"properties": {SPEC_PROPERTY: spec}}
