@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline
@@ -54,7 +55,13 @@ def run_pipeline(
     params = OmegaConf.to_container(OmegaConf.merge(config["parameters"], runtime_params or {}))
     for name, value in _flatten_params(params).items():
         catalog[name] = value
-    return SequentialRunner().run(pipeline, catalog)
+    try:
+        return SequentialRunner().run(pipeline, catalog)
+    finally:
+        # Metric datasets log through MLflow's fluent API, which starts a run implicitly when
+        # none is active (a Kedro session would have kedro-mlflow's); end it like a session would.
+        while mlflow.active_run():
+            mlflow.end_run()
 
 
 def write_landing(root: Path, source: str, delivery: str, name: str, lines: list[str | dict]) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 from kedro.config import OmegaConfigLoader
 
 from lakehouse_ml.hooks import SparkHooks
+from lakehouse_ml.tracking import NodeRunHooks
 
 # The project root: ``src/lakehouse_ml/settings.py`` → two levels up (the project is installed
 # editable, as README says), or LAKEHOUSE_ML_ROOT (tests run copies of the project elsewhere).
@@ -24,7 +25,8 @@ def project_root(subpath: str = "") -> str:
 # not actionable here and buries the run's own log.
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
-HOOKS = (SparkHooks(),)
+# Spark first (datasets need the session); node runs nest under kedro-mlflow's run per `kedro run`.
+HOOKS = (SparkHooks(), NodeRunHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
