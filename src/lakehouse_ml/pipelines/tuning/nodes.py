@@ -1,0 +1,363 @@
+"""Tuning nodes: rolling-origin folds over cutoffs, model pipelines per family, an Optuna study.
+
+Each Optuna trial is logged as its own nested MLflow run, created with the client under an explicit
+parent (``mlflow.parentRunId``), never through the thread-local fluent run stack, so trials running
+in Optuna's worker threads (``n_jobs``) log safely.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+from lakehouse_ml.features.contracts import parse_contract
+
+logger = logging.getLogger(__name__)
+
+ENTITY, CUTOFF, LABEL = "customer_id", "cutoff_ts", "churned"
+FAMILIES = ("logistic_regression", "hist_gradient_boosting", "random_forest")
+PARENT_TAG = "mlflow.parentRunId"
+Fold = tuple[list[Any], list[Any]]
+
+
+# ---------------------------------------------------------------- folds
+
+
+def time_folds(cutoffs: list, n_folds: int, test_cutoffs: int, gap_cutoffs: int = 0) -> tuple[list[Fold], list[Any]]:
+    """Rolling-origin (train, validation) cutoff folds and the held-out final test cutoffs.
+
+    The last ``test_cutoffs`` sorted distinct cutoffs are the test window and appear in no fold.
+    The remaining cutoffs end in ``n_folds`` equal validation blocks; fold k trains on every
+    cutoff strictly before its block, minus the ``gap_cutoffs`` just before it (labels of those
+    look past the validation cutoff when the label horizon is longer than the cutoff spacing).
+    """
+    ordered = sorted(set(cutoffs))
+    if n_folds < 1 or test_cutoffs < 0 or gap_cutoffs < 0:
+        raise ValueError("time_folds: n_folds must be >= 1, test_cutoffs and gap_cutoffs >= 0")
+    tuning = ordered[: len(ordered) - test_cutoffs]
+    test = ordered[len(ordered) - test_cutoffs:]
+    size = (len(tuning) - gap_cutoffs) // (n_folds + 1)
+    if size < 1:
+        raise ValueError(
+            f"time_folds: {len(ordered)} cutoffs are too few for {n_folds} folds, "
+            f"{test_cutoffs} test cutoffs and a gap of {gap_cutoffs}"
+        )
+    folds = []
+    for k in range(n_folds):
+        start = len(tuning) - (n_folds - k) * size
+        folds.append((tuning[: start - gap_cutoffs], tuning[start: start + size]))
+    return folds, test
+
+
+# ---------------------------------------------------------------- features and models
+
+
+def feature_columns(columns: list[str], contracts: dict[str, dict[str, Any]], extra_numeric: list[str]) -> dict[str, Any]:
+    """Numeric and categorical feature columns present in the frame, with the contracts' impute values."""
+    numeric, categorical, imputation = [], [], {}
+    for table, raw in contracts.items():
+        contract = parse_contract(table, raw)
+        if not contract.enabled:
+            continue
+        for name in contract.feature_names:
+            spec, column = contract.feature(name), f"{table}__{name}"
+            if column not in columns or spec.unit == "timestamp":
+                continue
+            (categorical if spec.unit == "category" else numeric).append(column)
+            if spec.null_policy.action == "impute":
+                imputation[column] = spec.null_policy.value
+    numeric += [c for c in extra_numeric if c in columns and c not in numeric]
+    return {"numeric": numeric, "categorical": categorical, "imputation": imputation}
+
+
+def as_float(values: Any) -> np.ndarray:
+    """Numeric values as floats, None becoming NaN (an all-null column arrives as objects)."""
+    return np.asarray(values, dtype=float)
+
+
+def as_category(values: Any) -> pd.DataFrame:
+    """Categorical values as strings with every null (None, NaN, pd.NA) as NaN, which SimpleImputer sees."""
+    return pd.DataFrame(values).astype(object).map(lambda v: np.nan if pd.isna(v) else str(v))
+
+
+def _numeric_imputer(column: str, imputation: dict[str, Any]) -> Pipeline:
+    """Constant fill with the contract's impute value where given, median otherwise."""
+    if column in imputation:
+        imputer = SimpleImputer(strategy="constant", fill_value=imputation[column], keep_empty_features=True)
+    else:
+        imputer = SimpleImputer(strategy="median", keep_empty_features=True)
+    return make_pipeline(FunctionTransformer(as_float, feature_names_out="one-to-one"), imputer)
+
+
+def _estimator(family: str, params: dict[str, Any]) -> Any:
+    """The classifier of ``family`` with ``params``."""
+    if family == "logistic_regression":
+        return LogisticRegression(max_iter=1000, **params)
+    if family == "hist_gradient_boosting":
+        return HistGradientBoostingClassifier(**params)
+    if family == "random_forest":
+        return RandomForestClassifier(**params)
+    raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
+
+
+def build_model_pipeline(
+    family: str, params: dict, numeric: list[str], categorical: list[str], imputation: dict[str, Any]
+) -> Pipeline:
+    """Imputation (+ one-hot, + scaling for logistic regression) followed by the family's classifier."""
+    estimator = _estimator(family, params)
+    numeric_steps = [(f"num{i}", _numeric_imputer(c, imputation), [c]) for i, c in enumerate(numeric)]
+    categorical_step = make_pipeline(
+        FunctionTransformer(as_category, feature_names_out="one-to-one"),
+        SimpleImputer(strategy="constant", fill_value="unknown"),
+        OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+    )
+    transformers = [*numeric_steps, *([("cat", categorical_step, categorical)] if categorical else [])]
+    preprocess = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    steps = [("preprocess", preprocess)]
+    if family == "logistic_regression":
+        steps.append(("scale", StandardScaler()))
+    return Pipeline([*steps, ("model", estimator)])
+
+
+# ---------------------------------------------------------------- the study
+
+
+def suggest(trial: optuna.Trial, search_space: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A family and its hyperparameters drawn from the configured search space."""
+    family = trial.suggest_categorical("family", list(search_space["family"]))
+    params = {}
+    for name, spec in (search_space.get(family) or {}).items():
+        key = f"{family}__{name}"  # namespaced: families may share a name with other ranges
+        if "choices" in spec:
+            params[name] = trial.suggest_categorical(key, list(spec["choices"]))
+        elif spec.get("type", "int" if isinstance(spec["low"], int) and isinstance(spec["high"], int) else "float") == "int":
+            params[name] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)))
+        else:
+            params[name] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
+    return family, params
+
+
+def _fold_auc(model: Pipeline, train: pd.DataFrame, valid: pd.DataFrame, features: list[str]) -> float:
+    """Fit on the training rows, ROC AUC on the validation rows."""
+    if train[LABEL].nunique() < 2 or valid[LABEL].nunique() < 2:
+        raise ValueError("a fold's training or validation rows hold a single class; ROC AUC is undefined")
+    model.fit(train[features], train[LABEL])
+    return float(roc_auc_score(valid[LABEL], model.predict_proba(valid[features])[:, 1]))
+
+
+def _with_seed(params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The trial's params plus the seed (every family draws random numbers)."""
+    return {**params, "random_state": seed}
+
+
+class _TrialRun:
+    """One trial's nested MLflow run under an explicit parent; a no-op without a parent."""
+
+    def __init__(self, parent_run_id: str | None, trial: optuna.Trial, study_name: str) -> None:
+        """Create the child run (or nothing when ``parent_run_id`` is None)."""
+        self.client = self.run_id = None
+        if parent_run_id is None:
+            return
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient()
+        parent = self.client.get_run(parent_run_id)
+        run = self.client.create_run(
+            parent.info.experiment_id,
+            run_name=f"{study_name}-trial-{trial.number}",
+            tags={PARENT_TAG: parent_run_id, "optuna.study": study_name, "optuna.trial": str(trial.number)},
+        )
+        self.run_id = run.info.run_id
+
+    def log(self, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None, step: int = 0) -> None:
+        """Log params and metrics to the child run."""
+        if self.client is None:
+            return
+        for key, value in (params or {}).items():
+            self.client.log_param(self.run_id, key, value)
+        for key, value in (metrics or {}).items():
+            self.client.log_metric(self.run_id, key, value, step=step)
+
+    def end(self, state: str, duration_s: float) -> None:
+        """Record the Optuna state and duration and terminate the run."""
+        if self.client is None:
+            return
+        self.client.log_metric(self.run_id, "duration_s", duration_s)
+        self.client.set_tag(self.run_id, "optuna.state", state)
+        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def infer_columns(train: pd.DataFrame) -> dict[str, Any]:
+    """Without contracts: non-numeric columns are categorical, numeric ones median-imputed."""
+    candidates = [c for c in train.columns if c not in (ENTITY, CUTOFF, LABEL)]
+    numeric = [c for c in candidates if pd.api.types.is_numeric_dtype(train[c]) and not pd.api.types.is_bool_dtype(train[c])]
+    categorical = [c for c in candidates if c not in numeric and not pd.api.types.is_datetime64_any_dtype(train[c])]
+    return {"numeric": numeric, "categorical": categorical, "imputation": {}}
+
+
+def _objective(
+    train: pd.DataFrame, folds: list[Fold], search_space: dict, tuning: dict, parent_run_id: str | None,
+    study_name: str, columns: dict[str, Any],
+):
+    """The Optuna objective: mean validation ROC AUC over the folds, reported after each fold."""
+    features = [*columns["numeric"], *columns["categorical"]]
+    seed = int(tuning["seed"])
+
+    def objective(trial: optuna.Trial) -> float:
+        started = time.monotonic()
+        family, params = suggest(trial, search_space)
+        run = _TrialRun(parent_run_id, trial, study_name)
+        state, scores = "FAIL", []
+        try:
+            run.log(params={"family": family, **params})
+            for k, (train_cutoffs, valid_cutoffs) in enumerate(folds):
+                model = build_model_pipeline(
+                    family, _with_seed(params, seed), columns["numeric"], columns["categorical"], columns["imputation"]
+                )
+                auc = _fold_auc(model, train[train[CUTOFF].isin(train_cutoffs)], train[train[CUTOFF].isin(valid_cutoffs)], features)
+                scores.append(auc)
+                running = float(np.mean(scores))
+                run.log(metrics={f"fold_{k}_roc_auc": auc, "running_mean_roc_auc": running}, step=k)
+                trial.report(running, step=k)
+                if trial.should_prune():
+                    state = "PRUNED"
+                    raise optuna.TrialPruned(f"pruned after fold {k}: running mean ROC AUC {running:.4f}")
+            mean = float(np.mean(scores))
+            run.log(metrics={"mean_roc_auc": mean})
+            state = "COMPLETE"
+            return mean
+        finally:
+            run.end(state, time.monotonic() - started)
+
+    return objective
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials that count towards the budget: completed or pruned (failed ones are retried)."""
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+
+
+def _progress(n_trials: int, started: float):
+    """An Optuna callback logging one line per finished trial: best so far, done/left, elapsed."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = len(_finished(study))
+        best = study.best_value if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) else float("nan")
+        logger.info(
+            "tuning %s: trial %d %s (value %s) | best %.4f | %d done, %d left | %.1fs elapsed",
+            study.study_name, trial.number, trial.state.name, trial.value, best, done, max(0, n_trials - done),
+            time.monotonic() - started,
+        )
+
+    return callback
+
+
+def _model_params(best_params: dict[str, Any]) -> dict[str, Any]:
+    """The winning family's hyperparameters without the ``<family>__`` namespace Optuna stores."""
+    prefix = f"{best_params['family']}__"
+    return {k.removeprefix(prefix): v for k, v in best_params.items() if k.startswith(prefix)}
+
+
+def _ensure_sqlite_folder(storage: str | None) -> None:
+    """Create the folder of a relative or absolute ``sqlite:///<file>`` storage if missing."""
+    if storage and storage.startswith("sqlite:///") and ":memory:" not in storage:
+        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def run_study(
+    train: pd.DataFrame, folds: list[Fold], search_space: dict, tuning: dict, parent_run_id: str | None,
+    columns: dict[str, Any] | None = None,
+) -> dict:
+    """Run (or resume) the Optuna study up to ``n_trials`` finished trials; best params, value and counts.
+
+    ``columns`` (numeric, categorical, imputation) comes from :func:`feature_columns`; without it
+    the columns are inferred from the dtypes with median imputation. ``n_jobs > 1`` runs trials in
+    threads: fast, but the TPE draws then depend on timing, so use ``n_jobs: 1`` to reproduce.
+    """
+    columns = columns or infer_columns(train)
+    _ensure_sqlite_folder(tuning.get("storage"))
+    seed, n_trials = int(tuning["seed"]), int(tuning["n_trials"])
+    pruner_config = tuning.get("pruner") or {}
+    study = optuna.create_study(
+        study_name=tuning["study_name"],
+        storage=tuning.get("storage"),
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=int(pruner_config.get("n_startup_trials", 5)),
+            n_warmup_steps=int(pruner_config.get("n_warmup_steps", 0)),
+        ),
+    )
+    before = len(study.trials)
+    remaining = max(0, n_trials - len(_finished(study)))
+    started = time.monotonic()
+    study.optimize(
+        _objective(train, folds, search_space, tuning, parent_run_id, study.study_name, columns),
+        n_trials=remaining,
+        timeout=tuning.get("timeout_s"),
+        n_jobs=int(tuning.get("n_jobs", 1)),
+        callbacks=[_progress(n_trials, started)],
+        catch=(ValueError,),
+    )
+    counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in optuna.trial.TrialState}
+    completed = counts["complete"] > 0
+    result = {
+        "study_name": study.study_name,
+        "best_params": study.best_params if completed else {},
+        "best_value": study.best_value if completed else None,
+        "best_family": study.best_params["family"] if completed else None,
+        "best_model_params": _model_params(study.best_params) if completed else {},
+        "best_trial": study.best_trial.number if completed else None,
+        "n_trials": len(study.trials),
+        "trial_counts": counts,
+        "trials_this_run": len(study.trials) - before,
+    }
+    logger.info(
+        "tuning %s finished: best %s = %s; %d trials (%s) in %.1fs",
+        study.study_name, result["best_params"], result["best_value"], result["n_trials"],
+        ", ".join(f"{k} {v}" for k, v in counts.items() if v), time.monotonic() - started,
+    )
+    return result
+
+
+# ---------------------------------------------------------------- pipeline nodes
+
+
+def prepare_tuning(
+    training_set: pd.DataFrame, activity_contract: dict[str, Any], profile_contract: dict[str, Any], tuning: dict[str, Any]
+) -> tuple[pd.DataFrame, list[Fold], list[Any], dict[str, Any]]:
+    """The tuning rows (test window removed), the folds, the test cutoffs and the feature columns."""
+    folds, test = time_folds(
+        training_set[CUTOFF].tolist(), int(tuning["n_folds"]), int(tuning["test_cutoffs"]), int(tuning.get("gap_cutoffs", 0))
+    )
+    train = training_set[~training_set[CUTOFF].isin(test)].reset_index(drop=True)
+    contracts = {"customer_activity": activity_contract, "customer_profile": profile_contract}
+    columns = feature_columns(list(training_set.columns), contracts, list(tuning.get("extra_numeric", [])))
+    logger.info(
+        "tuning: %d rows in %d folds, %d test cutoffs held out, %d numeric and %d categorical features",
+        len(train), len(folds), len(test), len(columns["numeric"]), len(columns["categorical"]),
+    )
+    return train, folds, test, columns
+
+
+def tune(train: pd.DataFrame, folds: list[Fold], columns: dict[str, Any], tuning: dict[str, Any]) -> dict:
+    """Run the study with trials nested under the active MLflow run (the node's run), if any."""
+    import mlflow
+
+    active = mlflow.active_run()
+    return run_study(train, folds, tuning["search_space"], tuning, active.info.run_id if active else None, columns)

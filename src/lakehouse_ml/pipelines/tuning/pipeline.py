@@ -1,0 +1,21 @@
+"""Tuning pipeline: training set → rolling-origin folds → Optuna study (not in the default pipeline)."""
+
+from kedro.pipeline import Pipeline, node
+
+from lakehouse_ml.pipelines.tuning.nodes import prepare_tuning, tune
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Create the tuning pipeline."""
+    return Pipeline(
+        [
+            node(
+                prepare_tuning,
+                ["training_set@pandas", "params:customer_activity", "params:customer_profile", "params:tuning"],
+                ["tuning_train", "tuning_folds", "tuning_test_cutoffs", "tuning_columns"],
+                name="prepare_tuning",
+            ),
+            node(tune, ["tuning_train", "tuning_folds", "tuning_columns", "params:tuning"], "tuning_study_result", name="tune"),
+        ],
+        tags=["tuning"],
+    )

@@ -1,0 +1,223 @@
+"""Tuning nodes on tiny frames: folds never look back, every family fits, studies reproduce and resume."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lakehouse_ml.pipelines.tuning.nodes import (
+    FAMILIES,
+    build_model_pipeline,
+    feature_columns,
+    prepare_tuning,
+    run_study,
+    time_folds,
+)
+from lakehouse_ml.pipelines.tuning.pipeline import create_pipeline
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SEARCH_SPACE = {
+    "family": list(FAMILIES),
+    "logistic_regression": {"C": {"low": 0.01, "high": 10.0, "log": True}},
+    "hist_gradient_boosting": {"max_iter": {"low": 5, "high": 20}, "learning_rate": {"low": 0.05, "high": 0.3}},
+    "random_forest": {"n_estimators": {"low": 5, "high": 15}, "max_depth": {"choices": [2, 3, None]}},
+}
+
+
+# ---------------------------------------------------------------- time_folds
+
+
+def test_time_folds_hand_checked():
+    """10 cutoffs, 2 test, 3 folds: blocks of 2 from the 8 tuning cutoffs, trained on all before."""
+    folds, test = time_folds(list(range(9, -1, -1)) + [3, 3], n_folds=3, test_cutoffs=2)
+    assert test == [8, 9]
+    assert folds == [([0, 1], [2, 3]), ([0, 1, 2, 3], [4, 5]), ([0, 1, 2, 3, 4, 5], [6, 7])]
+
+
+def test_time_folds_with_gap_leaves_out_the_cutoffs_before_validation():
+    """A gap of 1 drops the cutoff just before each validation block from its training rows."""
+    folds, test = time_folds(list(range(10)), n_folds=2, test_cutoffs=1, gap_cutoffs=1)
+    assert test == [9]
+    # 9 tuning cutoffs, gap 1: blocks of (9 - 1) // 3 = 2 -> validation [5, 6] and [7, 8]
+    assert folds == [([0, 1, 2, 3], [5, 6]), ([0, 1, 2, 3, 4, 5], [7, 8])]
+
+
+@pytest.mark.parametrize(("n", "n_folds", "test_cutoffs", "gap"), [(12, 3, 2, 0), (20, 4, 3, 2), (7, 2, 1, 0), (30, 5, 4, 4)])
+def test_time_folds_never_validate_before_training_and_never_touch_test(n, n_folds, test_cutoffs, gap):
+    """Every validation cutoff is after every training cutoff; the test window is in no fold."""
+    cutoffs = list(pd.date_range("2024-01-01", periods=n, freq="7D"))[::-1]
+    folds, test = time_folds(cutoffs, n_folds, test_cutoffs, gap)
+    assert len(folds) == n_folds and test == sorted(cutoffs)[-test_cutoffs:]
+    for train, valid in folds:
+        assert train and valid
+        assert min(valid) > max(train)
+        assert not set(test) & (set(train) | set(valid))
+
+
+def test_time_folds_rejects_too_few_cutoffs():
+    """Not enough cutoffs for a training and a validation block per fold is an error."""
+    with pytest.raises(ValueError, match="too few"):
+        time_folds([1, 2, 3], n_folds=3, test_cutoffs=1)
+
+
+# ---------------------------------------------------------------- model pipelines
+
+
+def _tiny_frame() -> pd.DataFrame:
+    """Twelve rows with nulls in both kinds of feature."""
+    return pd.DataFrame({
+        "orders": [0, 1, 2, 3, None, 5, 6, 7, 8, None, 10, 11],
+        "spend": [1.0, None, 3.0, 4.0, 5.0, 6.0, 7.0, None, 9.0, 10.0, 11.0, 12.0],
+        "plan": ["basic", "premium", None, "basic", "standard", "premium", "basic", None, "standard", "premium", "basic", "standard"],
+        "churned": [1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0],
+    })
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_build_model_pipeline_fits_with_nulls_and_unseen_category(family):
+    """Each family fits with nulls and predicts probabilities for a category it never saw."""
+    frame = _tiny_frame()
+    model = build_model_pipeline(family, {}, ["orders", "spend"], ["plan"], {"orders": 0})
+    model.fit(frame[["orders", "spend", "plan"]], frame["churned"])
+    unseen = pd.DataFrame({"orders": [None], "spend": [None], "plan": ["enterprise"]})
+    proba = model.predict_proba(unseen)
+    assert proba.shape == (1, 2) and np.isclose(proba.sum(), 1.0)
+    assert ("scale" in model.named_steps) == (family == "logistic_regression")
+
+
+def test_numeric_imputation_follows_the_contract_else_median():
+    """orders (impute 0) fills 0; spend (no impute value) fills the median of its seen values."""
+    frame = _tiny_frame()
+    model = build_model_pipeline("logistic_regression", {}, ["orders", "spend"], ["plan"], {"orders": 0})
+    preprocess = model.named_steps["preprocess"].fit(frame[["orders", "spend", "plan"]])
+    row = preprocess.transform(pd.DataFrame({"orders": [None], "spend": [None], "plan": [None]}))[0]
+    names = list(preprocess.get_feature_names_out())
+    assert row[names.index("orders")] == 0
+    assert row[names.index("spend")] == frame["spend"].median()
+    assert row[names.index("plan_unknown")] == 1
+
+
+def test_feature_columns_from_contracts():
+    """Category units are categorical, timestamps skipped, impute values kept, absent columns ignored."""
+    contract = {
+        "entity_keys": ["customer_id"], "timestamp_key": "feature_ts", "ingested_at_key": "ingested_at",
+        "grain": "g", "refresh": "daily", "owner": "o", "description": "d", "time_semantics": "event_time", "source": "s",
+        "features": {
+            "orders_7d": {"unit": "orders", "freshness": "2 days", "null_policy": {"impute": 0}, "compute": {"sum": "a"}},
+            "price": {"unit": "EUR", "freshness": "2 days", "null_policy": "drop", "compute": {"sum": "a"}},
+            "plan": {"unit": "category", "freshness": "2 days", "null_policy": {"impute": "unknown"}, "compute": {"column": "a"}},
+            "signup_ts": {"unit": "timestamp", "freshness": "2 days", "null_policy": "keep", "compute": {"column": "a"}},
+            "missing": {"unit": "orders", "freshness": "2 days", "null_policy": "keep", "compute": {"column": "a"}},
+        },
+    }
+    columns = ["t__orders_7d", "t__price", "t__plan", "t__signup_ts", "tenure_days"]
+    result = feature_columns(columns, {"t": contract}, ["tenure_days"])
+    assert result == {
+        "numeric": ["t__orders_7d", "t__price", "tenure_days"],
+        "categorical": ["t__plan"],
+        "imputation": {"t__orders_7d": 0, "t__plan": "unknown"},
+    }
+
+
+# ---------------------------------------------------------------- the study
+
+
+def _synthetic(n_cutoffs: int = 6, per_cutoff: int = 40) -> pd.DataFrame:
+    """A deterministic churn frame: churn grows with x, plan is noise, x has some nulls."""
+    rng = np.random.default_rng(0)
+    n = n_cutoffs * per_cutoff
+    x = rng.normal(size=n)
+    frame = pd.DataFrame({
+        "customer_id": [f"c{i % per_cutoff}" for i in range(n)],
+        "cutoff_ts": np.repeat(pd.date_range("2024-01-01", periods=n_cutoffs, freq="7D"), per_cutoff),
+        "x": np.where(rng.random(n) < 0.1, np.nan, x),
+        "plan": rng.choice(["basic", "premium"], size=n),
+        "churned": (x + rng.normal(scale=0.8, size=n) > 0).astype(int),
+    })
+    return frame
+
+
+def _tuning(tmp_path, study_name: str, n_trials: int = 4) -> dict:
+    """Sequential, seeded tuning parameters with a tmp SQLite storage."""
+    return {
+        "seed": 7, "n_trials": n_trials, "timeout_s": None, "n_jobs": 1,
+        "storage": f"sqlite:///{tmp_path / 'optuna.db'}", "study_name": study_name,
+    }
+
+
+def _folds(frame: pd.DataFrame) -> list:
+    """Two rolling-origin folds, the last cutoff held out."""
+    return time_folds(frame["cutoff_ts"].tolist(), n_folds=2, test_cutoffs=1)[0]
+
+
+def test_run_study_is_reproducible_with_the_same_seed(tmp_path):
+    """Two studies with the same seed choose the same best params and value."""
+    frame = _synthetic()
+    first = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning(tmp_path, "a"), None)
+    second = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning(tmp_path, "b"), None)
+    assert first["best_params"] == second["best_params"]
+    assert first["best_value"] == second["best_value"]
+    assert first["n_trials"] == second["n_trials"] == 4
+    assert first["best_params"]["family"] == first["best_family"] in FAMILIES and 0.5 < first["best_value"] <= 1
+    assert set(first["best_model_params"]) == set(SEARCH_SPACE[first["best_family"]])
+
+
+def test_run_study_resumes_up_to_the_total_budget(tmp_path):
+    """2 trials, then the same study with n_trials=4: 4 trials in the storage, not 6."""
+    frame = _synthetic()
+    first = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning(tmp_path, "resume", n_trials=2), None)
+    second = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning(tmp_path, "resume", n_trials=4), None)
+    assert (first["n_trials"], first["trials_this_run"]) == (2, 2)
+    assert (second["n_trials"], second["trials_this_run"]) == (4, 2)
+    stored = optuna.load_study(study_name="resume", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(stored.trials) == 4
+
+
+def test_each_trial_is_a_nested_mlflow_run_with_metrics(tmp_path):
+    """With a parent run, every trial is a child run carrying the parent id, its params and metrics."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("tuning-test")
+    parent = client.create_run(experiment).info.run_id
+    frame = _synthetic()
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        result = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning(tmp_path, "nested", n_trials=3), parent)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == result["n_trials"] == 3
+    for child in children:
+        assert child.info.status == "FINISHED" and child.data.tags["optuna.state"] == "COMPLETE"
+        assert {"fold_0_roc_auc", "fold_1_roc_auc", "mean_roc_auc", "duration_s"} <= set(child.data.metrics)
+        assert child.data.params["family"] in FAMILIES
+
+
+def test_prepare_tuning_holds_out_the_test_window():
+    """The tuning rows hold no test cutoff; folds cover only the tuning cutoffs."""
+    frame = _synthetic(n_cutoffs=8).rename(columns={"x": "t__x"})
+    contract = {
+        "entity_keys": ["customer_id"], "timestamp_key": "feature_ts", "ingested_at_key": "ingested_at",
+        "grain": "g", "refresh": "daily", "owner": "o", "description": "d", "time_semantics": "event_time", "source": "s",
+        "features": {"x": {"unit": "EUR", "freshness": "2 days", "null_policy": {"impute": 0}, "compute": {"sum": "a"}}},
+    }
+    train, folds, test, columns = prepare_tuning(
+        frame.rename(columns={"t__x": "customer_activity__x"}), contract, {**contract, "enabled": False},
+        {"n_folds": 2, "test_cutoffs": 2, "gap_cutoffs": 1},
+    )
+    assert len(test) == 2 and not train["cutoff_ts"].isin(test).any()
+    assert columns == {"numeric": ["customer_activity__x"], "categorical": [], "imputation": {"customer_activity__x": 0}}
+    assert all(max(t) < min(v) for t, v in folds)
+
+
+def test_pipeline_wires_training_set_and_params():
+    """The pipeline reads the pandas training set and the tuning params and outputs the study result."""
+    pipeline = create_pipeline()
+    assert {"training_set@pandas", "params:tuning"} <= pipeline.inputs()
+    assert pipeline.outputs() == {"tuning_study_result", "tuning_test_cutoffs"}
