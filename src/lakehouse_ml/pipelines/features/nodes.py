@@ -209,6 +209,14 @@ def _empty(existing: DataFrame, plan: dict[str, Any]) -> DataFrame:
     return _staged(existing.limit(0).withColumn(DELETED, F.lit(False)), plan)
 
 
+def _contract_and_plan(
+    source: DataFrame, refreshes: DataFrame, contract_config: dict[str, Any], table: dict[str, Any], features: dict[str, Any]
+) -> tuple[FeatureContract, dict[str, Any]]:
+    """The table's parsed contract and the plan of this refresh (shared by every feature table)."""
+    contract = parse_contract(table["name"], contract_config)
+    return contract, plan_refresh(source, refreshes, contract, table, features)
+
+
 def refresh_activity_features(
     gold: DataFrame,
     existing: DataFrame,
@@ -218,8 +226,7 @@ def refresh_activity_features(
     features: dict[str, Any],
 ) -> tuple[DataFrame, dict[str, Any]]:
     """Recompute the feature days a refresh must touch; return staged rows (with deletes) and the plan."""
-    contract = parse_contract(table["name"], contract_config)
-    plan = plan_refresh(gold, refreshes, contract, table, features)
+    contract, plan = _contract_and_plan(gold, refreshes, contract_config, table, features)
     if plan["mode"] in ("full", "incremental"):
         changed = gold if plan["mode"] == "full" else gold.filter(F.col(plan["watermark_column"]) > F.lit(plan["since"]))
         plan["start"] = changed.agg(F.min("activity_date")).collect()[0][0]
@@ -240,8 +247,7 @@ def refresh_profile_features(
     features: dict[str, Any],
 ) -> tuple[DataFrame, dict[str, Any]]:
     """Recompute the profiles of customers with new changes (or a backfill's days, or everything)."""
-    contract = parse_contract(table["name"], contract_config)
-    plan = plan_refresh(customers, refreshes, contract, table, features)
+    contract, plan = _contract_and_plan(customers, refreshes, contract_config, table, features)
     if plan["mode"] in ("none", "disabled"):
         return _empty(existing, plan), plan
     if plan["mode"] == "backfill":
