@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from deltalake import DeltaTable, write_deltalake
+import pyarrow as pa
+from deltalake import DeltaTable, QueryBuilder, write_deltalake
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -30,6 +31,11 @@ from lakehouse_ml.engine import get_spark
 logger = logging.getLogger(__name__)
 
 WRITE_MODES = ("overwrite", "append", "merge", "replace")
+
+
+def _quoted(column: str) -> str:
+    """Return ``column`` as a SQL identifier for delta-rs' query engine."""
+    return '"' + column.replace('"', '""') + '"'
 
 
 def table_uri(filepath: str) -> str:
@@ -229,8 +235,10 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
 class PandasDeltaDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
     """A Delta table read and written as pandas with ``deltalake`` (no Spark round-trip).
 
-    Reads without pyarrow's thread pool: a threaded read can abort the interpreter at exit
-    (SIGABRT, exit code 134), see README "Engine notes".
+    Reads with delta-rs' own engine (``QueryBuilder``, DataFusion in Rust), not through a pyarrow
+    dataset over delta-rs' Python filesystem handler: that path leaves pyarrow I/O threads that
+    can abort the interpreter at exit (SIGABRT, "terminate called without an active
+    exception"), intermittently even with ``use_threads=False``; see README "Engine notes".
     """
 
     def __init__(
@@ -263,8 +271,9 @@ class PandasDeltaDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
                 "writes it first"
             )
         table = DeltaTable(self._uri, version=self._version)
-        dataset = table.to_pyarrow_dataset()
-        return dataset.to_table(columns=self._columns, use_threads=False).to_pandas()
+        columns = ", ".join(_quoted(c) for c in self._columns) if self._columns else "*"
+        batches = QueryBuilder().register("t", table).execute(f"SELECT {columns} FROM t")
+        return pa.table(batches).to_pandas(use_threads=False)
 
     def save(self, data: pd.DataFrame) -> None:
         """Write ``data`` with delta-rs (``save_args.mode``: overwrite or append)."""
