@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
+from lakehouse_ml.datasets import PandasDeltaDataset
+
 from tests.helpers import PROJECT_ROOT
 
 SMALL = "simulate.n_customers=400,simulate.n_days=21"
@@ -61,7 +63,7 @@ def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
     for table in ("bronze/orders", "silver/orders", "quarantine/orders", "gold/customer_daily_activity",
                   "monitoring/ingest_audit", "silver/customers", "silver/sessions", "silver/tickets"):
         assert table in tables, table
-    audit = DeltaTable(str(project / "data/lakehouse/dev/monitoring/ingest_audit")).to_pyarrow_dataset().to_table(use_threads=False).to_pandas()
+    audit = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/monitoring/ingest_audit")).load()
     assert audit["balanced"].all()
     outcomes = audit[["inserted", "updated", "duplicate", "quarantined"]].sum(axis=1)
     assert (audit["bronze_rows"] == outcomes).all()

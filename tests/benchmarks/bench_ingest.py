@@ -121,11 +121,10 @@ def delta_count(path: str) -> int | None:
 
 
 def read_delta(path: str, columns: list[str] | None = None):
-    """A Delta table as pandas, read without pyarrow's thread pool (see engine notes: exit 134)."""
-    from deltalake import DeltaTable
+    """A Delta table as pandas through delta-rs' own reader (see engine notes: exit 134)."""
+    from lakehouse_ml.datasets import PandasDeltaDataset
 
-    dataset = DeltaTable(str(Path(path).resolve())).to_pyarrow_dataset()
-    return dataset.to_table(columns=columns, use_threads=False).to_pandas()
+    return PandasDeltaDataset(filepath=str(Path(path).resolve()), columns=columns).load()
 
 
 def landing_files(spec: dict[str, str]) -> list[tuple[str, str]]:
