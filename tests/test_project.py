@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import networkx as nx
 import pytest
 from kedro.framework.project import configure_project, pipelines
@@ -19,10 +21,12 @@ def registry():
 
 
 def test_pipelines_are_registered_and_default_runs_the_loop(registry):
-    assert {"simulate", "ingest", "__default__"} <= set(registry)
+    assert {"simulate", "ingest", "features", "training_set", "tuning", "training", "__default__"} <= set(registry)
     default = registry["__default__"]
     assert {n.name for n in registry["simulate"].nodes} <= {n.name for n in default.nodes}
     assert {n.name for n in registry["ingest"].nodes} <= {n.name for n in default.nodes}
+    assert {n.name for n in registry["training"].nodes} <= {n.name for n in default.nodes}
+    assert "tune" in {n.name for n in default.nodes}
 
 
 def _resolved_datasets(registry, env="local"):
@@ -41,6 +45,36 @@ def test_every_table_lives_in_its_environments_catalog_and_schema(registry, env,
         parts = str(path).split("/lakehouse/")[1].split("/")
         assert parts[0] == catalog_name, (name, path)
         assert parts[1] in SCHEMAS, (name, path)
+
+
+@pytest.mark.parametrize("env,catalog_name", [("local", "dev"), ("staging", "staging"), ("prod", "prod")])
+def test_models_and_reports_are_kept_per_environment(registry, env, catalog_name):
+    config = project_config(env)
+    catalog = config["catalog"]
+    paths = {}
+    for name, entry in catalog.items():
+        if isinstance(entry, dict):
+            wrapped = entry.get("dataset") if isinstance(entry.get("dataset"), dict) else {}
+            paths[name] = entry.get("filepath") or wrapped.get("filepath")
+    local = {name: p for name, p in paths.items() if p and ("06_models" in p or "08_reporting" in p)}
+    assert {"tuning_study_result", "candidate", "candidate_provenance"} <= set(local)
+    for name, path in local.items():
+        assert f"/{catalog_name}/" in path, (name, path)
+    assert f"/06_models/{catalog_name}/" in config["parameters"]["tuning"]["storage"]
+
+
+@pytest.mark.parametrize("env,catalog_name", [("local", "dev"), ("staging", "staging"), ("prod", "prod")])
+def test_mlflow_is_configured_per_environment(env, catalog_name):
+    """conf/<env>/mlflow.yml names the experiment; the store and artifact folder are absolute paths."""
+    mlflow_config = project_config(env)["mlflow"]
+    assert mlflow_config["tracking"]["experiment"]["name"] == f"lakehouse_ml_{catalog_name}"
+    uri = mlflow_config["server"]["mlflow_tracking_uri"]
+    assert uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).is_absolute()
+    assert mlflow_config["server"]["mlflow_registry_uri"] == uri
+    assert Path(mlflow_config["tracking"]["experiment"]["create_experiment_kwargs"]["artifact_location"]).is_absolute()
+    # Soft merge: an environment overrides the experiment name and keeps every other base key.
+    assert mlflow_config["tracking"]["params"]["long_params_strategy"] == "truncate"
+    assert mlflow_config["tracking"]["run"]["nested"] is True
 
 
 def test_kedro_viz_layers_form_no_cycle(registry):

@@ -4,7 +4,7 @@ from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
 # The main job, in the order of the loop; later stages join as they land.
-DEFAULT_PIPELINES = ("simulate", "ingest", "features", "training_set")
+DEFAULT_PIPELINES = ("simulate", "ingest", "features", "training_set", "tuning", "training")
 
 
 def register_pipelines() -> dict[str, Pipeline]:

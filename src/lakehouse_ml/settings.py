@@ -34,12 +34,13 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     "config_patterns": {
         "spark": ["spark*", "spark*/**"],
+        "mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"],  # kedro-mlflow's pattern, for our own loaders too
         # Feature contracts: one file per feature table, each a parameter named after its table.
         "parameters": ["parameters*", "parameters*/**", "**/parameters*", "feature_tables/*"],
     },
-    # Environments override single keys of a parameter (e.g. one source's column mapping)
-    # instead of replacing the whole top-level block.
-    "merge_strategy": {"parameters": "soft", "globals": "soft"},
+    # Environments override single keys of a parameter (e.g. one source's column mapping) or of
+    # mlflow.yml (the experiment name) instead of replacing the whole top-level block.
+    "merge_strategy": {"parameters": "soft", "globals": "soft", "mlflow": "soft"},
     "custom_resolvers": {
         "project_root": project_root,
     },

@@ -106,6 +106,15 @@ def _pipeline_name(run_params: dict[str, Any]) -> str:
     return names if isinstance(names, str) else "+".join(names)
 
 
+def _run_env(run_params: dict[str, Any]) -> str:
+    """The Kedro environment of the run: ``--env`` or the project's default run environment."""
+    if run_params.get("env"):
+        return str(run_params["env"])
+    from lakehouse_ml.settings import CONFIG_LOADER_ARGS
+
+    return str(CONFIG_LOADER_ARGS.get("default_run_env") or "")
+
+
 def _error_summary(error: BaseException) -> str:
     """Exception class and the first line of its message (data values can follow on later lines)."""
     lines = str(error).strip().splitlines()
@@ -262,7 +271,7 @@ class NodeRunHooks:
             "namespace": node.namespace or "",
             "node": node.name,
             "node_tags": ",".join(sorted(node.tags)),
-            "env": str(self._run_params.get("env") or ""),
+            "env": _run_env(self._run_params),
             "git_sha": self._git_sha or "unknown",
             "project": PROJECT,
             "run_type": "pipeline",

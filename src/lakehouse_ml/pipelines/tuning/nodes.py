@@ -62,6 +62,12 @@ def time_folds(cutoffs: list, n_folds: int, test_cutoffs: int, gap_cutoffs: int 
     return folds, test
 
 
+def in_key_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows sorted by cutoff and customer: a Delta read has no row order, and fits that subsample
+    (early stopping, bootstrap) would otherwise differ between two reads of the same version."""
+    return frame.sort_values([CUTOFF, ENTITY], kind="stable").reset_index(drop=True)
+
+
 # ---------------------------------------------------------------- features and models
 
 
@@ -266,6 +272,15 @@ def _progress(n_trials: int, started: float):
     return callback
 
 
+def _trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """Number, state, family and value of a trial (a pruned trial's last reported value)."""
+    value = trial.value
+    if value is None and trial.intermediate_values:
+        value = trial.intermediate_values[max(trial.intermediate_values)]
+    duration = trial.duration.total_seconds() if trial.duration else None
+    return {"number": trial.number, "state": trial.state.name, "family": trial.params.get("family"), "value": value, "duration_s": duration}
+
+
 def _model_params(best_params: dict[str, Any]) -> dict[str, Any]:
     """The winning family's hyperparameters without the ``<family>__`` namespace Optuna stores."""
     prefix = f"{best_params['family']}__"
@@ -326,6 +341,7 @@ def run_study(
         "n_trials": len(study.trials),
         "trial_counts": counts,
         "trials_this_run": len(study.trials) - before,
+        "trials": [_trial_summary(t) for t in study.get_trials(deepcopy=False)],
     }
     logger.info(
         "tuning %s finished: best %s = %s; %d trials (%s) in %.1fs",
@@ -345,7 +361,7 @@ def prepare_tuning(
     folds, test = time_folds(
         training_set[CUTOFF].tolist(), int(tuning["n_folds"]), int(tuning["test_cutoffs"]), int(tuning.get("gap_cutoffs", 0))
     )
-    train = training_set[~training_set[CUTOFF].isin(test)].reset_index(drop=True)
+    train = in_key_order(training_set[~training_set[CUTOFF].isin(test)])
     contracts = {"customer_activity": activity_contract, "customer_profile": profile_contract}
     columns = feature_columns(list(training_set.columns), contracts, list(tuning.get("extra_numeric", [])))
     logger.info(

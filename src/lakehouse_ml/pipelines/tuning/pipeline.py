@@ -1,4 +1,4 @@
-"""Tuning pipeline: training set → rolling-origin folds → Optuna study (not in the default pipeline)."""
+"""Tuning pipeline: training set → rolling-origin folds → Optuna study (best trial kept for training)."""
 
 from kedro.pipeline import Pipeline, node
 

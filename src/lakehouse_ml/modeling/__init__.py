@@ -1,0 +1,1 @@
+"""Model-side helpers shared by pipelines: metrics, slices and report figures."""

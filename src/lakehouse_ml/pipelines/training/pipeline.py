@@ -1,0 +1,59 @@
+"""Training pipeline: study result → candidate plan → threshold on validation, refit → test-window
+evaluation → the candidate run (model, metrics, plots, reports)."""
+
+from kedro.pipeline import Pipeline, node
+
+from lakehouse_ml.pipelines.training.nodes import (
+    choose_operating_threshold,
+    evaluate_candidate,
+    log_candidate,
+    plan_candidate,
+    refit_candidate,
+)
+
+CANDIDATE_PLOTS = ("roc_plot", "pr_plot", "calibration_plot", "confusion_matrix_plot", "feature_importance_plot")
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Create the training pipeline."""
+    return Pipeline(
+        [
+            node(
+                plan_candidate,
+                ["training_set@pandas", "tuning_study_result", "params:customer_activity", "params:customer_profile", "params:tuning"],
+                "candidate_plan",
+                name="plan_candidate",
+            ),
+            node(
+                choose_operating_threshold,
+                ["training_set@pandas", "candidate_plan", "params:training"],
+                "operating_threshold",
+                name="choose_operating_threshold",
+            ),
+            node(refit_candidate, ["training_set@pandas", "candidate_plan", "params:training"], "candidate_fit", name="refit_candidate"),
+            node(
+                evaluate_candidate,
+                ["candidate_fit", "training_set@pandas", "candidate_plan", "operating_threshold", "params:training"],
+                ["candidate_test_scores", "candidate_evaluation"],
+                name="evaluate_candidate",
+            ),
+            node(
+                log_candidate,
+                [
+                    "candidate_fit", "candidate_plan", "operating_threshold", "candidate_test_scores",
+                    "candidate_evaluation", "tuning_study_result", "training_set_spec", "params:training",
+                ],
+                {
+                    "model": "candidate_model",
+                    "metrics": "candidate_metrics",
+                    **{plot: f"candidate_{plot}" for plot in CANDIDATE_PLOTS},
+                    "optuna_history": "candidate_optuna_history",
+                    "slice_metrics": "candidate_slice_metrics",
+                    "provenance": "candidate_provenance",
+                    "pointer": "candidate",
+                },
+                name="log_candidate",
+            ),
+        ],
+        tags=["training"],
+    )
