@@ -74,7 +74,7 @@ def test_mlflow_is_configured_per_environment(env, catalog_name):
     assert Path(mlflow_config["tracking"]["experiment"]["create_experiment_kwargs"]["artifact_location"]).is_absolute()
     # Soft merge: an environment overrides the experiment name and keeps every other base key.
     assert mlflow_config["tracking"]["params"]["long_params_strategy"] == "truncate"
-    assert mlflow_config["tracking"]["run"]["nested"] is True
+    assert mlflow_config["tracking"]["run"]["nested"] is False  # see conf/base/mlflow.yml
 
 
 def test_kedro_viz_layers_form_no_cycle(registry):

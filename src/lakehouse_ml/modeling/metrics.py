@@ -6,6 +6,7 @@ returns plain dicts, so the same figures land in MLflow metrics, JSON reports an
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from typing import Any
@@ -104,10 +105,13 @@ def choose_threshold(labels: Any, scores: Any, strategy: dict[str, Any]) -> dict
         f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
         index = int(np.argmax(f1))
     elif name == "min_recall":
-        eligible = np.flatnonzero(recall >= float(strategy["value"]))
+        target = _strategy_value(strategy)
+        eligible = np.flatnonzero(recall >= target)
+        if not len(eligible):
+            raise ValueError(f"choose_threshold: no threshold reaches recall {target} on validation data")
         index = int(eligible.max())
     elif name == "min_precision":
-        eligible = np.flatnonzero(precision >= float(strategy["value"]))
+        eligible = np.flatnonzero(precision >= _strategy_value(strategy))
         if not len(eligible):
             raise ValueError(f"choose_threshold: no threshold reaches precision {strategy['value']} on validation data")
         index = int(eligible.min())
@@ -115,6 +119,16 @@ def choose_threshold(labels: Any, scores: Any, strategy: dict[str, Any]) -> dict
         raise ValueError(f"choose_threshold: unknown strategy {name!r}; expected max_f1, min_recall or min_precision")
     threshold = float(thresholds[index])
     return {"strategy": name, "threshold": threshold, **threshold_metrics(y, p, threshold)}
+
+
+def _strategy_value(strategy: dict[str, Any]) -> float:
+    """The strategy's target in [0, 1], with a message naming the strategy when it is not."""
+    if "value" not in strategy or not 0.0 <= float(strategy["value"]) <= 1.0:
+        raise ValueError(
+            f"choose_threshold: strategy {strategy.get('name')!r} needs `value` between 0 and 1 "
+            f"(a share, e.g. 0.6), got {strategy.get('value')!r}"
+        )
+    return float(strategy["value"])
 
 
 # ---------------------------------------------------------------- slices
@@ -175,11 +189,26 @@ def slice_metrics(
 
 
 def flat_slice_metrics(report: dict[str, dict[str, dict[str, Any]]], metrics: list[str]) -> dict[str, float]:
-    """``{<metric>__<slice>_<value>: figure}`` for the measured slice values of :func:`slice_metrics`."""
+    """``{<metric>__<slice>_<value>: figure}`` for the measured slice values of :func:`slice_metrics`.
+
+    Values are reduced to MLflow's metric-name characters; two values that reduce to the same text
+    (``EU/West``, ``EU West``) are told apart by a short hash instead of overwriting each other.
+    """
     flat = {}
     for name, values in report.items():
+        keys = _value_keys(list(values))
         for value, entry in values.items():
             for metric in metrics:
                 if metric in entry.get("metrics", {}):
-                    flat[f"{metric}__{metric_key(name)}_{metric_key(value)}"] = entry["metrics"][metric]
+                    flat[f"{metric}__{metric_key(name)}_{keys[value]}"] = entry["metrics"][metric]
     return flat
+
+
+def _value_keys(values: list[str]) -> dict[str, str]:
+    """:func:`metric_key` of each value; values that would share a key get a short hash of the raw value."""
+    keys = {value: metric_key(value) for value in values}
+    counts = pd.Series(list(keys.values())).value_counts()
+    for value, key in keys.items():
+        if counts[key] > 1:
+            keys[value] = f"{key}_{hashlib.sha1(str(value).encode()).hexdigest()[:6]}"
+    return keys
