@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,7 +17,23 @@ from lakehouse_ml.datasets import PandasDeltaDataset
 
 from tests.helpers import PROJECT_ROOT
 
-SMALL = "simulate.n_customers=400,simulate.n_days=21"
+# The whole default loop on a small business: written to the copy's conf/local (the default run
+# environment, like a user's personal overrides), so a plain `kedro run` uses it.
+SMALL_LOOP = """
+simulate: {n_customers: 400, n_days: 60}
+ingest: {quarantine_gate: {max_rate: 0.2, min_rows: 50}}
+training_set: {spine: {warmup_days: 20, every_days: 5, horizon_days: 14, active_lookback_days: 30}}
+tuning:
+  n_folds: 2
+  test_cutoffs: 1
+  gap_cutoffs: 2
+  n_trials: 4
+  n_jobs: 1
+  pruner: {n_startup_trials: 2}
+  search_space:
+    random_forest: {n_estimators: {low: 10, high: 30}}
+training: {min_slice_rows: 30, importance: {max_rows: 500, n_repeats: 1}}
+"""
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
@@ -46,13 +63,14 @@ def project(tmp_path_factory) -> Path:
     copy = tmp_path_factory.mktemp("project")
     shutil.copy(PROJECT_ROOT / "pyproject.toml", copy)
     shutil.copytree(PROJECT_ROOT / "conf", copy / "conf", ignore=shutil.ignore_patterns("credentials*"))
+    (copy / "conf" / "local" / "parameters_small_loop.yml").write_text(SMALL_LOOP)
     (copy / "src").mkdir()  # kedro checks the folder exists; the package itself is installed
     (copy / "data").mkdir()
     return copy
 
 
 def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
-    first = kedro(project, "run", "--params", SMALL)
+    first = kedro(project, "run")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     log = first.stdout + first.stderr
     summary = re.search(r"ingest: 4 sources, (\d+) batches: bronze (\d+) = inserted", log)
@@ -70,16 +88,29 @@ def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
     assert (len(audit), audit["bronze_rows"].sum()) == (int(summary.group(1)), int(summary.group(2)))
     assert audit["bronze_rows"].sum() > 3_000
     assert (project / "mlflow.db").is_file()  # kedro-mlflow tracked the run in the project's SQLite store
+    # The loop went on to a tuned, logged candidate model.
+    candidate = json.loads((project / "data/06_models/dev/candidate.json").read_text())
+    assert candidate["training_set"]["version"] == tables["ml/training_set"]
+    assert 0.0 <= candidate["test_metrics"]["roc_auc"] <= 1.0
+    study = json.loads((project / "data/06_models/dev/tuning_study_result.json").read_text())
+    assert study["n_trials"] == 4 and study["trials_this_run"] == 4
+    assert "tuning churn_tuning_v1 finished" in log
+    assert (project / "data/08_reporting/dev/candidate/plots/roc.png").is_file()
 
-    second = kedro(project, "run", "--params", SMALL)
+    second = kedro(project, "run")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "nothing new to ingest" in second.stdout + second.stderr
+    # The stored study resumes: its budget is spent, so no new trial runs.
+    assert json.loads((project / "data/06_models/dev/tuning_study_result.json").read_text())["trials_this_run"] == 0
     assert versions(project, "dev") == tables  # unchanged input: no table changes
 
 
 def test_staging_environment_never_touches_dev_tables(project):
     before = versions(project, "dev")
-    result = kedro(project, "run", "--env", "staging", "--params", "simulate.n_customers=100,simulate.n_days=7")
+    result = kedro(
+        project, "run", "--env", "staging", "--pipelines", "simulate,ingest",
+        "--params", "simulate.n_customers=100,simulate.n_days=7",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert versions(project, "staging")["silver/orders"] == 0
     assert versions(project, "dev") == before

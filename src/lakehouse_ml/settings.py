@@ -4,6 +4,8 @@ import os
 import warnings
 from pathlib import Path
 
+import optuna
+
 from kedro.config import OmegaConfigLoader
 
 from lakehouse_ml.hooks import SparkHooks
@@ -24,6 +26,11 @@ def project_root(subpath: str = "") -> str:
 # Kedro 1.7 itself calls OmegaConf's deprecated register_new_resolver on every run; the warning is
 # not actionable here and buries the run's own log.
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
+
+# Optuna logs through its own stderr handler; route it through Kedro's logging instead, where
+# conf/logging.yml sets its level.
+optuna.logging.disable_default_handler()
+optuna.logging.enable_propagation()
 
 # Spark first (datasets need the session); node runs nest under kedro-mlflow's run per `kedro run`.
 HOOKS = (SparkHooks(), NodeRunHooks())

@@ -64,7 +64,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 for entry in (PROJECT_ROOT, PROJECT_ROOT / "src"):
@@ -199,7 +199,7 @@ class LoggingClock:
         """No time counted yet."""
         self.seconds, self.calls, self._saved = 0.0, 0, {}
 
-    def __enter__(self) -> LoggingClock:
+    def __enter__(self) -> Self:
         """Wrap the methods."""
         from lakehouse_ml.pipelines.tuning import nodes
 
@@ -287,10 +287,11 @@ def same_trials(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return key(a) == key(b)
 
 
-def families(row: dict[str, Any]) -> str:
-    """Per-family trial counts, e.g. ``hist_gradient_boosting 7, random_forest 9``."""
+def trial_mix(row: dict[str, Any]) -> str:
+    """Complete/pruned counts and trials per family, e.g. ``13 complete / 7 pruned; random_forest 9, ...``."""
     counts = Counter(t["family"] for t in row["trials"])
-    return ", ".join(f"{family} {n}" for family, n in sorted(counts.items()))
+    per_family = ", ".join(f"{family} {n}" for family, n in sorted(counts.items()))
+    return f"{row['counts']['complete']} complete / {row['counts']['pruned']} pruned; {per_family}"
 
 
 def print_row(row: dict[str, Any]) -> None:
@@ -319,18 +320,25 @@ def summarize(results: dict[str, list[dict[str, Any]]], trials: int) -> bool:
     print(f"\nsummary (median of {len(untracked)} repeat(s), {trials} trials each; timed: run_study only)")
     for label, _, _ in VARIANTS:
         rows = results[label]
-        print(f"  {label}: {median_of(rows, 'wall'):7.1f} s wall, {median_of(rows, 'cpu'):7.1f} s CPU, "
+        fastest = f" (fastest {min(row['wall'] for row in rows):.1f} s)" if len(rows) > 1 else ""
+        print(f"  {label}: {median_of(rows, 'wall'):7.1f} s wall{fastest}, {median_of(rows, 'cpu'):7.1f} s CPU, "
               f"{median_of(rows, 'trials_per_min'):5.2f} trials/min")
 
     speedup = median_of(parallel, "trials_per_min") / median_of(untracked, "trials_per_min")
     print(f"  speedup n_jobs=2 / n_jobs=1: {speedup:.2f}x trials/min "
           f"(not like for like: thread-parallel TPE draws differ from sequential ones, so the "
           f"models fitted and the trials pruned differ)")
-    print(f"      n_jobs=1: {families(untracked[0])}\n      n_jobs=2: {families(parallel[0])}")
+    print(f"      n_jobs=1: {trial_mix(untracked[0])}")
+    for repeat, row in enumerate(parallel, 1):
+        print(f"      n_jobs=2 (repeat {repeat}): {trial_mix(row)}")
 
     untracked_wall, tracked_wall = median_of(untracked, "wall"), median_of(tracked, "wall")
     overhead = (tracked_wall - untracked_wall) / untracked_wall
-    identical = all(same_trials(u, t) for u, t in zip(untracked, tracked))
+    if len(tracked) > 1:
+        best_untracked, best_tracked = (min(row["wall"] for row in rows) for rows in (untracked, tracked))
+        print(f"  tracking overhead on the fastest runs: ({best_tracked:.1f} - {best_untracked:.1f}) / "
+              f"{best_untracked:.1f} = {(best_tracked - best_untracked) / best_untracked:+.1%}")
+    identical = all(same_trials(u, t) for u, t in zip(untracked, tracked, strict=True))
     nested_ok = all(sum(t["nested"].values()) == len(t["trials"]) for t in tracked)
     print(f"  tracking overhead = (tracked - untracked) / untracked = "
           f"({tracked_wall:.1f} - {untracked_wall:.1f}) / {untracked_wall:.1f} = {overhead:+.1%} "
@@ -366,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", choices=("sqlite", "memory"), default="sqlite",
                         help="Optuna storage: a fresh SQLite file per study as the project configures (default), "
                              "or in-memory")
-    parser.add_argument("--warmup", type=int, default=3, help="trials of the untimed warm-up study (default 3; 0: none)")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="trials of the untimed warm-up study (default 3; 0: none)")
     parser.add_argument("--workdir", default=None, help="Optuna and MLflow stores (default: a fresh tempdir, "
                                                          "deleted at the end unless --keep)")
     parser.add_argument("--keep", action="store_true", help="keep the default tempdir (stores for inspection)")

@@ -53,7 +53,9 @@ def time_folds(cutoffs: list, n_folds: int, test_cutoffs: int, gap_cutoffs: int 
     if size < 1:
         raise ValueError(
             f"time_folds: {len(ordered)} cutoffs are too few for {n_folds} folds, "
-            f"{test_cutoffs} test cutoffs and a gap of {gap_cutoffs}"
+            f"{test_cutoffs} test cutoffs and a gap of {gap_cutoffs}: build a training set with more "
+            "cutoffs (a longer history, simulate.n_days, or denser training_set.spine.every_days) or "
+            "lower tuning.n_folds / test_cutoffs / gap_cutoffs"
         )
     folds = []
     for k in range(n_folds):
