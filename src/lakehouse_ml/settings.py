@@ -5,7 +5,6 @@ import warnings
 from pathlib import Path
 
 import optuna
-
 from kedro.config import OmegaConfigLoader
 
 from lakehouse_ml.hooks import SparkHooks
