@@ -461,6 +461,23 @@ def test_pandas_dataset_reads_the_same_rows_and_a_given_version(spark, tmp_path)
     assert sorted(only_v["v"]) == ["B", "a", "c"]
 
 
+def test_pandas_dataset_reads_nested_strings_timestamps_and_odd_column_names(spark, tmp_path):
+    """Types as the table declares them (no Arrow view types: pandas cannot convert those in lists)."""
+    path = tmp_path / "t"
+    SparkDeltaDataset(filepath=str(path)).save(
+        spark.sql(
+            "SELECT 1 AS id, array('a: expected x', 'b') AS checks, TIMESTAMP '2026-01-02 03:04:05' AS ts, "
+            "CAST(NULL AS DOUBLE) AS `odd name`"
+        )
+    )
+    frame = PandasDeltaDataset(filepath=str(path)).load()
+    assert list(frame["checks"][0]) == ["a: expected x", "b"]
+    assert str(frame["ts"].dtype).startswith("datetime64") and frame["ts"][0].year == 2026
+    assert frame["odd name"].isna().all() and frame["odd name"].dtype == "float64"
+    subset = PandasDeltaDataset(filepath=str(path), columns=["odd name", "checks"]).load()
+    assert list(subset.columns) == ["odd name", "checks"]
+
+
 def test_pandas_dataset_save_is_readable_through_spark(spark, tmp_path):
     path = tmp_path / "t"
     ds = PandasDeltaDataset(filepath=str(path))

@@ -273,7 +273,12 @@ class PandasDeltaDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         table = DeltaTable(self._uri, version=self._version)
         columns = ", ".join(_quoted(c) for c in self._columns) if self._columns else "*"
         batches = QueryBuilder().register("t", table).execute(f"SELECT {columns} FROM t")
-        return pa.table(batches).to_pandas(use_threads=False)
+        # The query engine returns string/binary *view* types, which pandas cannot convert inside
+        # lists; cast back to the table's own Arrow schema (what a pyarrow-dataset read returns).
+        schema = pa.schema(table.schema().to_arrow())
+        if self._columns:
+            schema = pa.schema([schema.field(name) for name in self._columns])
+        return pa.table(batches).cast(schema).to_pandas(use_threads=False)
 
     def save(self, data: pd.DataFrame) -> None:
         """Write ``data`` with delta-rs (``save_args.mode``: overwrite or append)."""

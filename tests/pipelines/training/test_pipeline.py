@@ -93,6 +93,9 @@ def project(tmp_path_factory, spark):
         while mlflow.active_run():
             mlflow.end_run()
         mlflow.set_tracking_uri(previous_uri)
+        # kedro-mlflow made the copy's experiment the active one; its id means nothing in the
+        # store later tests log to.
+        mlflow.set_experiment("Default")
 
 
 def _children(client: MlflowClient, parent_id: str) -> dict[str, mlflow.entities.Run]:
