@@ -142,10 +142,10 @@ def _synthetic(n_cutoffs: int = 6, per_cutoff: int = 40) -> pd.DataFrame:
     return frame
 
 
-def _tuning(tmp_path, study_name: str, n_trials: int = 4) -> dict:
-    """Sequential, seeded tuning parameters with a tmp SQLite storage."""
+def _tuning(tmp_path, study_name: str, n_trials: int = 4, n_jobs: int = 1) -> dict:
+    """Seeded tuning parameters with a tmp SQLite storage."""
     return {
-        "seed": 7, "n_trials": n_trials, "timeout_s": None, "n_jobs": 1,
+        "seed": 7, "n_trials": n_trials, "timeout_s": None, "n_jobs": n_jobs,
         "storage": f"sqlite:///{tmp_path / 'optuna.db'}", "study_name": study_name,
     }
 
@@ -165,6 +165,33 @@ def test_run_study_is_reproducible_with_the_same_seed(tmp_path):
     assert first["n_trials"] == second["n_trials"] == 4
     assert first["best_params"]["family"] == first["best_family"] in FAMILIES and 0.5 < first["best_value"] <= 1
     assert set(first["best_model_params"]) == set(SEARCH_SPACE[first["best_family"]])
+
+
+def test_parallel_trials_reproduce_every_trial_with_the_same_seed(tmp_path):
+    """n_jobs=2: configurations are drawn in trial order outside the threads, so two runs agree on
+    every trial's params, state and value, not only on the best one; pruning included."""
+    frame = _synthetic()
+    tuning = {"pruner": {"n_startup_trials": 2}}
+    runs = [
+        run_study(frame, _folds(frame), SEARCH_SPACE, {**_tuning(tmp_path, name, n_trials=8, n_jobs=2), **tuning}, None)
+        for name in ("parallel_a", "parallel_b")
+    ]
+    trials = [
+        [(t.number, t.state.name, t.params, t.value) for t in optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials]
+        for name in ("parallel_a", "parallel_b")
+    ]
+    assert trials[0] == trials[1] and len(trials[0]) == 8
+    assert runs[0]["best_params"] == runs[1]["best_params"] and runs[0]["best_value"] == runs[1]["best_value"]
+    assert {state for _, state, _, _ in trials[0]} <= {"COMPLETE", "PRUNED"}
+
+
+def test_a_failing_configuration_ends_as_failed_and_the_study_goes_on(tmp_path):
+    """A fold with one class makes ROC AUC undefined: those trials FAIL, the run does not."""
+    frame = _synthetic()
+    frame.loc[frame["cutoff_ts"] == sorted(frame["cutoff_ts"].unique())[0], "churned"] = 0
+    single_class_first = [([sorted(frame["cutoff_ts"].unique())[0]], train_valid[1]) for train_valid in _folds(frame)]
+    result = run_study(frame, single_class_first, SEARCH_SPACE, _tuning(tmp_path, "failing", n_trials=2), None)
+    assert result["trial_counts"]["fail"] == 2 and result["best_value"] is None and result["best_params"] == {}
 
 
 def test_run_study_resumes_up_to_the_total_budget(tmp_path):

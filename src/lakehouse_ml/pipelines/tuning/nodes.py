@@ -1,14 +1,15 @@
 """Tuning nodes: rolling-origin folds over cutoffs, model pipelines per family, an Optuna study.
 
 Each Optuna trial is logged as its own nested MLflow run, created with the client under an explicit
-parent (``mlflow.parentRunId``), never through the thread-local fluent run stack, so trials running
-in Optuna's worker threads (``n_jobs``) log safely.
+parent (``mlflow.parentRunId``), never through the thread-local fluent run stack, so trials fitted
+in worker threads (``n_jobs``) log safely.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -217,17 +218,18 @@ def infer_columns(train: pd.DataFrame) -> dict[str, Any]:
     return {"numeric": numeric, "categorical": categorical, "imputation": {}}
 
 
-def _objective(
-    train: pd.DataFrame, folds: list[Fold], search_space: dict, tuning: dict, parent_run_id: str | None,
-    study_name: str, columns: dict[str, Any],
+def _evaluator(
+    train: pd.DataFrame, folds: list[Fold], tuning: dict, parent_run_id: str | None, study_name: str,
+    columns: dict[str, Any],
 ):
-    """The Optuna objective: mean validation ROC AUC over the folds, reported after each fold."""
+    """Evaluate a trial's drawn configuration: mean validation ROC AUC over the folds, reported
+    after each fold so the pruner can stop it. Returns ``(state, value)``; never raises for a
+    configuration that cannot be scored (``ValueError``), which ends as ``FAIL``."""
     features = [*columns["numeric"], *columns["categorical"]]
     seed = int(tuning["seed"])
 
-    def objective(trial: optuna.Trial) -> float:
+    def evaluate(trial: optuna.Trial, family: str, params: dict[str, Any]) -> tuple[str, float | None]:
         started = time.monotonic()
-        family, params = suggest(trial, search_space)
         run = _TrialRun(parent_run_id, trial, study_name)
         state, scores = "FAIL", []
         try:
@@ -243,15 +245,53 @@ def _objective(
                 trial.report(running, step=k)
                 if trial.should_prune():
                     state = "PRUNED"
-                    raise optuna.TrialPruned(f"pruned after fold {k}: running mean ROC AUC {running:.4f}")
+                    logger.debug("trial %d pruned after fold %d: running mean ROC AUC %.4f", trial.number, k, running)
+                    return state, running
             mean = float(np.mean(scores))
             run.log(metrics={"mean_roc_auc": mean})
             state = "COMPLETE"
-            return mean
+            return state, mean
+        except ValueError as error:
+            logger.warning("trial %d (%s %s) failed: %s", trial.number, family, params, error)
+            return state, None
         finally:
             run.end(state, time.monotonic() - started)
 
-    return objective
+    return evaluate
+
+
+def _optimize_in_batches(
+    study: optuna.Study, evaluate, search_space: dict, n_trials: int, timeout_s: float | None, n_jobs: int, callback
+) -> None:
+    """Run ``n_trials`` trials, ``n_jobs`` at a time, reproducibly.
+
+    Each batch is asked and its configurations drawn in this thread, in trial order; only the
+    fitting runs in parallel, and the results are told back in trial order. TPE draws then depend
+    only on the seed and the finished trials, never on thread timing, so ``n_jobs: 2`` reproduces
+    a run as exactly as ``n_jobs: 1`` (the median pruner compares with completed trials only,
+    which are told between batches). ``timeout_s`` is checked before each batch.
+    """
+    started = time.monotonic()
+    told = 0
+    with ThreadPoolExecutor(max_workers=max(1, n_jobs), thread_name_prefix="trial") as pool:
+        while told < n_trials and (timeout_s is None or time.monotonic() - started < timeout_s):
+            batch = []
+            for _ in range(min(max(1, n_jobs), n_trials - told)):
+                trial = study.ask()
+                batch.append((trial, suggest(trial, search_space)))
+            futures = [pool.submit(evaluate, trial, family, params) for trial, (family, params) in batch]
+            for (trial, _), future in zip(batch, futures):
+                try:
+                    state, value = future.result()
+                except BaseException:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    raise
+                if state == "COMPLETE":
+                    frozen = study.tell(trial, value)
+                else:
+                    frozen = study.tell(trial, state=optuna.trial.TrialState[state])
+                told += 1
+                callback(study, frozen)
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -302,8 +342,8 @@ def run_study(
     """Run (or resume) the Optuna study up to ``n_trials`` finished trials; best params, value and counts.
 
     ``columns`` (numeric, categorical, imputation) comes from :func:`feature_columns`; without it
-    the columns are inferred from the dtypes with median imputation. ``n_jobs > 1`` runs trials in
-    threads: fast, but the TPE draws then depend on timing, so use ``n_jobs: 1`` to reproduce.
+    the columns are inferred from the dtypes with median imputation. ``n_jobs`` trials are fitted
+    in parallel threads, reproducibly (see :func:`_optimize_in_batches`).
     """
     columns = columns or infer_columns(train)
     _ensure_sqlite_folder(tuning.get("storage"))
@@ -323,13 +363,14 @@ def run_study(
     before = len(study.trials)
     remaining = max(0, n_trials - len(_finished(study)))
     started = time.monotonic()
-    study.optimize(
-        _objective(train, folds, search_space, tuning, parent_run_id, study.study_name, columns),
-        n_trials=remaining,
-        timeout=tuning.get("timeout_s"),
-        n_jobs=int(tuning.get("n_jobs", 1)),
-        callbacks=[_progress(n_trials, started)],
-        catch=(ValueError,),
+    _optimize_in_batches(
+        study,
+        _evaluator(train, folds, tuning, parent_run_id, study.study_name, columns),
+        search_space,
+        remaining,
+        tuning.get("timeout_s"),
+        int(tuning.get("n_jobs", 1)),
+        _progress(n_trials, started),
     )
     counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in optuna.trial.TrialState}
     completed = counts["complete"] > 0
