@@ -8,6 +8,7 @@ in worker threads (``n_jobs``) log safely.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
 
 from lakehouse_ml.features.contracts import parse_contract
 
@@ -273,13 +275,22 @@ def _optimize_in_batches(
     """
     started = time.monotonic()
     told = 0
+    # Histogram gradient boosting fits with OpenMP on every core: n_jobs parallel fits would put
+    # n_jobs x cores threads on the cores (measured 0.7x slower than n_jobs 1 on 2 cores). Each
+    # trial thread gets its share; OpenMP thread limits are per calling thread.
+    threads_per_trial = max(1, (os.cpu_count() or 1) // max(1, n_jobs))
+
+    def evaluate_with_share(trial, family, params):
+        with threadpool_limits(limits=threads_per_trial, user_api="openmp"):
+            return evaluate(trial, family, params)
+
     with ThreadPoolExecutor(max_workers=max(1, n_jobs), thread_name_prefix="trial") as pool:
         while told < n_trials and (timeout_s is None or time.monotonic() - started < timeout_s):
             batch = []
             for _ in range(min(max(1, n_jobs), n_trials - told)):
                 trial = study.ask()
                 batch.append((trial, suggest(trial, search_space)))
-            futures = [pool.submit(evaluate, trial, family, params) for trial, (family, params) in batch]
+            futures = [pool.submit(evaluate_with_share, trial, family, params) for trial, (family, params) in batch]
             for (trial, _), future in zip(batch, futures):
                 try:
                     state, value = future.result()
