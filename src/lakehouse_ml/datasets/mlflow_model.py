@@ -1,9 +1,13 @@
-"""An MLflow model dataset whose signature and input example come from the node, not the catalog."""
+"""MLflow model datasets: the candidate logged with a signature computed by the node, the
+candidate read back from its pointer, and a registered version resolved from an alias."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+from kedro.io.core import AbstractDataset, DatasetError
 from kedro_mlflow.io.models import MlflowModelTrackingDataset
 
 
@@ -38,3 +42,79 @@ class MlflowSignedModelDataset(MlflowModelTrackingDataset):
                 mlflow.set_tags(
                     {"candidate_model_uri": self.model_info.model_uri, "candidate_model_id": self.model_info.model_id}
                 )
+
+
+def _model_entry(model_uri: str, **info: Any) -> dict[str, Any]:
+    """A pyfunc model loaded from ``model_uri`` (as serving loads it), with its signature's inputs."""
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    schema = model.metadata.get_input_schema()
+    return {"model_uri": model_uri, "model": model, "input_schema": schema, **info}
+
+
+class CandidateModelDataset(AbstractDataset[dict[str, Any], None]):
+    """The candidate model named by the training pipeline's pointer file (``candidate.json``).
+
+    ``load`` returns ``{pointer, model_uri, model (pyfunc), input_schema}``; read-only.
+    """
+
+    def __init__(self, *, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = filepath
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath}
+
+    def load(self) -> dict[str, Any]:
+        """Read the pointer and load the model it names."""
+        path = Path(self._filepath)
+        if not path.is_file():
+            raise DatasetError(f"no candidate at {self._filepath}: run the tuning and training pipelines first")
+        pointer = json.loads(path.read_text())
+        return _model_entry(pointer["model_uri"], pointer=pointer, run_id=pointer["run_id"])
+
+    def save(self, data: None) -> None:
+        raise DatasetError("CandidateModelDataset is read-only: the training pipeline writes the pointer")
+
+
+class RegisteredModelAliasDataset(AbstractDataset[dict[str, Any] | None, None]):
+    """The registered model version an alias points to, resolved once, loaded as serving loads it.
+
+    ``load`` returns ``{name, alias, version, run_id, tags, model_uri, model (pyfunc),
+    input_schema}`` with ``model_uri = models:/<name>/<version>`` (the concrete version, so a
+    concurrent alias move cannot change what this run uses), or ``None`` when the model or the
+    alias does not exist and ``required`` is false; with ``required`` true that is an error.
+    """
+
+    def __init__(self, *, model_name: str, alias: str, required: bool = True, metadata: dict[str, Any] | None = None) -> None:
+        self._model_name = model_name
+        self._alias = alias
+        self._required = required
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"model_name": self._model_name, "alias": self._alias, "required": self._required}
+
+    def load(self) -> dict[str, Any] | None:
+        """Resolve the alias to a version and load that version."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = MlflowClient().get_model_version_by_alias(self._model_name, self._alias)
+        except MlflowException as error:
+            if self._required:
+                raise DatasetError(
+                    f"model '{self._model_name}' has no '{self._alias}' alias ({error.error_code}): run the "
+                    "registration and promotion pipelines first"
+                ) from error
+            return None
+        return _model_entry(
+            f"models:/{self._model_name}/{version.version}",
+            name=self._model_name, alias=self._alias, version=str(version.version), run_id=version.run_id,
+            tags=dict(version.tags or {}),
+        )
+
+    def save(self, data: None) -> None:
+        raise DatasetError("RegisteredModelAliasDataset is read-only: aliases move through the release pipelines")

@@ -1,0 +1,36 @@
+"""Evaluation pipeline: candidate + champion → scores on the candidate's test window → serving
+readiness (signature, smoke test, latency) → gates report (reports/gates.json in MLflow)."""
+
+from kedro.pipeline import Pipeline, node
+
+from lakehouse_ml.pipelines.evaluation.nodes import apply_gates, check_serving_readiness, score_test_window
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Create the evaluation pipeline."""
+    return Pipeline(
+        [
+            node(
+                score_test_window,
+                ["candidate_model_for_evaluation", "champion_model_for_evaluation", "training_set@pandas", "training_set_spec", "params:training"],
+                ["evaluation_scores", "evaluation_context"],
+                name="score_test_window",
+            ),
+            node(
+                check_serving_readiness,
+                [
+                    "candidate_model_for_evaluation", "champion_model_for_evaluation", "training_set@pandas",
+                    "params:customer_activity", "params:customer_profile", "params:tuning", "params:evaluation",
+                ],
+                "serving_readiness",
+                name="check_serving_readiness",
+            ),
+            node(
+                apply_gates,
+                ["evaluation_scores", "evaluation_context", "serving_readiness", "params:evaluation", "params:training"],
+                ["evaluation_report", "evaluation_metrics"],
+                name="apply_gates",
+            ),
+        ],
+        tags=["evaluation"],
+    )
