@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
+import pandas as pd
 from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline
@@ -71,3 +73,24 @@ def write_landing(root: Path, source: str, delivery: str, name: str, lines: list
     path = folder / name
     path.write_text("".join((json.dumps(line) if isinstance(line, dict) else line) + "\n" for line in lines))
     return path
+
+
+def small_training_set(cutoffs: list, per_cutoff: int = 60) -> pd.DataFrame:
+    """A training-set-shaped frame: ``per_cutoff`` customers per cutoff; churn is likelier with fewer
+    orders (seeded); country, plan tier (with nulls) and tenure as in the real table."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for cutoff in cutoffs:
+        orders = rng.poisson(3, per_cutoff).astype(float)
+        churned = (rng.random(per_cutoff) < 1 / (1 + np.exp(orders - 2))).astype("int32")
+        rows.append(pd.DataFrame({
+            "customer_id": [f"c{i:03d}" for i in range(per_cutoff)],
+            "cutoff_ts": cutoff,
+            "churned": churned,
+            "customer_activity__orders_30d": orders,
+            "customer_profile__country": rng.choice(["DE", "FR"], per_cutoff),
+            "customer_profile__plan_tier": rng.choice(["basic", "premium", None], per_cutoff),
+            "tenure_days": rng.integers(1, 300, per_cutoff).astype(float),
+        }))
+    # Shuffled, as a Delta read may return rows in any order.
+    return pd.concat(rows).sample(frac=1.0, random_state=1).reset_index(drop=True)

@@ -18,7 +18,7 @@ from lakehouse_ml.pipelines.training.nodes import (
     plan_candidate,
     refit_candidate,
 )
-from tests.helpers import project_config
+from tests.helpers import project_config, small_training_set
 
 CUTOFFS = list(pd.date_range("2026-01-05", periods=8, freq="7D", tz="UTC"))
 TUNING = {"seed": 7, "n_folds": 2, "test_cutoffs": 2, "gap_cutoffs": 1, "extra_numeric": ["tenure_days"]}
@@ -43,26 +43,6 @@ def contracts():
     return params["customer_activity"], params["customer_profile"]
 
 
-def _training_set(per_cutoff: int = 60) -> pd.DataFrame:
-    """8 weekly cutoffs x ``per_cutoff`` customers; churn is likelier with fewer orders (seeded)."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for cutoff in CUTOFFS:
-        orders = rng.poisson(3, per_cutoff).astype(float)
-        churned = (rng.random(per_cutoff) < 1 / (1 + np.exp(orders - 2))).astype("int32")
-        rows.append(pd.DataFrame({
-            "customer_id": [f"c{i:03d}" for i in range(per_cutoff)],
-            "cutoff_ts": cutoff,
-            "churned": churned,
-            "customer_activity__orders_30d": orders,
-            "customer_profile__country": rng.choice(["DE", "FR"], per_cutoff),
-            "customer_profile__plan_tier": rng.choice(["basic", "premium", None], per_cutoff),
-            "tenure_days": rng.integers(1, 300, per_cutoff).astype(float),
-        }))
-    # Shuffled, as a Delta read may return rows in any order.
-    return pd.concat(rows).sample(frac=1.0, random_state=1).reset_index(drop=True)
-
-
 def _iso(indices):
     return [CUTOFFS[i].isoformat() for i in indices]
 
@@ -71,7 +51,7 @@ def test_plan_splits_folds_test_and_a_refit_window_that_ends_a_gap_before_test(c
     """8 cutoffs, 2 test, 2 folds, gap 1: tuning c0..c5 in blocks of (6 - 1) // 3 = 1;
     fold 0 trains c0..c2 (c3 is the gap) and validates c4, fold 1 trains c0..c3 and validates c5;
     the refit window is c0..c4 (c5 is the gap before the test window c6, c7)."""
-    plan = plan_candidate(_training_set(), STUDY, *contracts, TUNING)
+    plan = plan_candidate(small_training_set(CUTOFFS), STUDY, *contracts, TUNING)
     assert plan["test_cutoffs"] == _iso([6, 7])
     assert plan["folds"] == [(_iso([0, 1, 2]), _iso([4])), (_iso([0, 1, 2, 3]), _iso([5]))]
     assert plan["train_cutoffs"] == _iso([0, 1, 2, 3, 4])
@@ -84,12 +64,12 @@ def test_plan_splits_folds_test_and_a_refit_window_that_ends_a_gap_before_test(c
 def test_plan_refuses_a_study_without_a_completed_trial(contracts):
     failed = {**STUDY, "best_family": None, "trial_counts": {"fail": 2}}
     with pytest.raises(ValueError, match="no completed trial.*run the tuning pipeline first"):
-        plan_candidate(_training_set(), failed, *contracts, TUNING)
+        plan_candidate(small_training_set(CUTOFFS), failed, *contracts, TUNING)
 
 
 def test_threshold_is_chosen_on_validation_folds_only(contracts):
     """The validation rows are those of c4 and c5; relabelling the test window changes nothing."""
-    frame = _training_set()
+    frame = small_training_set(CUTOFFS)
     plan = plan_candidate(frame, STUDY, *contracts, TUNING)
     chosen = choose_operating_threshold(frame, plan, TRAINING)
     assert chosen["validation_rows"] == 120 and chosen["strategy"] == "max_f1"
@@ -100,7 +80,7 @@ def test_threshold_is_chosen_on_validation_folds_only(contracts):
 
 
 def test_refit_uses_the_refit_window_only_and_ignores_row_order(contracts):
-    frame = _training_set()
+    frame = small_training_set(CUTOFFS)
     plan = plan_candidate(frame, STUDY, *contracts, TUNING)
     fit = refit_candidate(frame, plan, TRAINING)
     assert fit["train_rows"] == 5 * 60
@@ -112,7 +92,7 @@ def test_refit_uses_the_refit_window_only_and_ignores_row_order(contracts):
 
 
 def test_evaluation_scores_the_test_window_with_slices(contracts):
-    frame = _training_set()
+    frame = small_training_set(CUTOFFS)
     plan = plan_candidate(frame, STUDY, *contracts, TUNING)
     threshold = choose_operating_threshold(frame, plan, TRAINING)
     scores, evaluation = evaluate_candidate(refit_candidate(frame, plan, TRAINING), frame, plan, threshold, TRAINING)
@@ -128,7 +108,7 @@ def test_evaluation_scores_the_test_window_with_slices(contracts):
 
 
 def test_log_candidate_returns_every_output(contracts):
-    frame = _training_set()
+    frame = small_training_set(CUTOFFS)
     plan = plan_candidate(frame, STUDY, *contracts, TUNING)
     threshold = choose_operating_threshold(frame, plan, TRAINING)
     fit = refit_candidate(frame, plan, TRAINING)
