@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import networkx as nx
@@ -9,7 +10,7 @@ import pytest
 from kedro.framework.project import configure_project, pipelines
 from kedro.io import DataCatalog
 
-from tests.helpers import project_config
+from tests.helpers import PROJECT_ROOT, project_config
 
 SCHEMAS = {"bronze", "silver", "gold", "quarantine", "features", "ml", "monitoring", "_work"}
 
@@ -97,3 +98,22 @@ def test_kedro_viz_layers_form_no_cycle(registry):
                     graph.add_edge(source, target)
     assert nx.is_directed_acyclic_graph(graph), list(nx.simple_cycles(graph))
     assert list(nx.topological_sort(graph))[0] == "landing"
+
+
+def test_no_code_resolves_a_latest_model_version():
+    """Releases are loaded by alias or explicit version only, never "the latest version"."""
+    pattern = re.compile(
+        r"get_latest_versions|search_model_versions\([^)]*order_by|models:/[^\s\"']*/latest|models:/[^\s\"']*@latest"
+        r"|(version|alias|stage)\s*[=:]\s*[\"']?latest\b|latest_version",
+        re.IGNORECASE,
+    )
+    roots = [PROJECT_ROOT / "src", PROJECT_ROOT / "conf", PROJECT_ROOT / "notebooks"]
+    offenders = [
+        f"{path.relative_to(PROJECT_ROOT)}:{number}: {line.strip()}"
+        for root in roots
+        for path in root.rglob("*")
+        if path.suffix in {".py", ".yml", ".yaml", ".ipynb"}
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not offenders, "\n".join(offenders)
