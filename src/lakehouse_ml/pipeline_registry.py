@@ -3,8 +3,10 @@
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-# The main job, in the order of the loop; later stages join as they land.
-DEFAULT_PIPELINES = ("simulate", "ingest", "features", "training_set", "tuning", "training")
+# The main job, in the order of the loop, up to a registered (and, if it passed the gates,
+# `challenger`) model version. Promotion, rollback and batch inference are run on purpose:
+# `kedro run --pipeline promotion` (approval-gated in staging/prod), then `--pipeline inference`.
+DEFAULT_PIPELINES = ("simulate", "ingest", "features", "training_set", "tuning", "training", "evaluation", "registration")
 
 
 def register_pipelines() -> dict[str, Pipeline]:

@@ -8,14 +8,19 @@ from lakehouse_ml.datasets.mlflow_model import (
     MlflowSignedModelDataset,
     RegisteredModelAliasDataset,
 )
+from lakehouse_ml.datasets.registry import AuditTableDataset, CandidateRunDataset, ModelRegistryDataset, ReleaseContextDataset
 
 __all__ = [
+    "AuditTableDataset",
     "CandidateModelDataset",
+    "CandidateRunDataset",
     "DeltaMetadataDataset",
     "LandingDataset",
     "LandingFileDataset",
     "MlflowSignedModelDataset",
+    "ModelRegistryDataset",
     "PandasDeltaDataset",
     "RegisteredModelAliasDataset",
+    "ReleaseContextDataset",
     "SparkDeltaDataset",
 ]

@@ -50,8 +50,7 @@ def _threshold(entry: dict[str, Any] | None) -> float | None:
         return None
     if "pointer" in entry:
         return float(entry["pointer"]["operating_threshold"]["threshold"])
-    value = (entry.get("tags") or {}).get("operating_threshold")
-    return float(value) if value is not None else None
+    return entry.get("operating_threshold")
 
 
 def score_test_window(

@@ -1,0 +1,393 @@
+"""Batch inference nodes: score every customer active at the scoring date with the champion.
+
+The scoring rows are built with the training set's own code: the spine uses the label spine's
+activity definition, and features come from the same ``FeatureLookup``s (same tables, windows and
+``ingested_at`` filter), through ``build_training_set`` and the same on-demand ``tenure_days``.
+Rows whose model inputs break a feature contract (range, allowed values, a null where the null
+policy is ``drop``, or no feature row fresh enough) are rejected with reasons and never scored.
+The rest are scored inside Spark (``mapInArrow``, the model in the function's closure), once,
+into a work table from which the predictions and rejections are written.
+
+Times: scoring date D means "as of the end of D" — the scoring time is D+1 00:00 UTC, exactly
+what a training cutoff on D+1 means (orders before it make a customer active; features stamped and
+known by it are used).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from lakehouse_ml.features.contracts import FeatureContract, _format_duration
+from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
+from lakehouse_ml.features.validation import _out_of_range, _range_text
+from lakehouse_ml.pipelines.inference._scoring import scoring_function
+from lakehouse_ml.pipelines.training_set.nodes import (
+    CUTOFF,
+    ENTITY,
+    FEATURE_TABLES,
+    _contracts,
+    _lookups,
+    _with_on_demand_features,
+)
+
+logger = logging.getLogger(__name__)
+
+PROBABILITY, DECISION, REASONS, REJECTED = "probability", "decision", "rejection_reasons", "_rejected"
+RULES = ("range", "allowed_values", "null_policy", "freshness")
+KEY = ["scoring_date", "model_version"]
+MODEL_COLUMNS = ["model_name", "model_version", "model_alias", "model_run_id"]
+LINEAGE_COLUMNS = ["feature_table_versions", "orders_version"]
+PREDICTION_COLUMNS = [
+    ENTITY, "scoring_date", "scoring_ts", PROBABILITY, DECISION, "threshold", *MODEL_COLUMNS, *LINEAGE_COLUMNS, "scored_at",
+]
+REJECTION_COLUMNS = [ENTITY, "scoring_date", "scoring_ts", "reason", REASONS, "features", *MODEL_COLUMNS, *LINEAGE_COLUMNS, "rejected_at"]
+_MICROS_PER_DAY = 86_400_000_000
+
+
+# ---------------------------------------------------------------- scoring spine
+
+
+def _utc_instant(micros: int) -> datetime:
+    """An aware UTC datetime from microseconds since the epoch (immune to the client's time zone)."""
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(micros))
+
+
+def _scoring_date(orders: DataFrame, inference: dict[str, Any]) -> tuple[date, str]:
+    """The configured scoring date, else the latest day that had ended when the last delivery came."""
+    configured = inference.get("scoring_date")
+    if configured not in (None, ""):
+        try:
+            return date.fromisoformat(str(configured)), "configured"
+        except ValueError:
+            raise ValueError(f"inference.scoring_date must be a date like 2026-06-28 or null, got {configured!r}") from None
+    last = orders.agg(F.unix_micros(F.max("delivered_at")).alias("last")).collect()[0]["last"]
+    if last is None:
+        raise ValueError("no orders have been delivered: there is nothing to score (run the ingest pipeline first)")
+    return _utc_instant(last).date() - timedelta(days=1), "latest complete day"
+
+
+def build_scoring_spine(orders: DataFrame, inference: dict[str, Any], training_set: dict[str, Any]) -> tuple[DataFrame, dict[str, Any]]:
+    """Customers active at the scoring time (an order in the lookback before it), as a spine.
+
+    Active means what it means in the label spine (``training_set.spine.active_lookback_days``):
+    at least one order in ``[T - lookback, T)`` for the scoring time T = scoring date + 1 day,
+    00:00 UTC. A null ``inference.scoring_date`` scores the latest complete day: the last day that
+    had ended when the latest order delivery arrived (``max(delivered_at)``), since the day of
+    that delivery may still be receiving events.
+    """
+    day, source = _scoring_date(orders, inference)
+    scoring_ts = datetime.combine(day + timedelta(days=1), time(), tzinfo=timezone.utc)
+    lookback = int(training_set["spine"]["active_lookback_days"])
+    at = F.lit(scoring_ts)
+    spine = (
+        orders.where((F.col("event_ts") >= at - F.expr(f"INTERVAL {lookback} DAYS")) & (F.col("event_ts") < at))
+        .select(ENTITY)
+        .distinct()
+        .select(ENTITY, at.alias(CUTOFF))
+    )
+    scoring = {"scoring_date": day.isoformat(), "scoring_ts": scoring_ts.isoformat(), "source": source, "active_lookback_days": lookback}
+    logger.info("inference: scoring date %s (%s), as of %s; active = an order in the %d days before", day, source, scoring_ts, lookback)
+    return spine, scoring
+
+
+# ---------------------------------------------------------------- point-in-time features
+
+
+def _within_window(lookup: FeatureLookup, scoring_ts: datetime) -> FeatureLookup:
+    """The lookup reading only rows it could choose at ``scoring_ts`` (the same answer, less work).
+
+    Every spine row has the same time, so rows stamped after it, before its lookback window or
+    (when filtering by ingestion time) known after it are never eligible: dropping them before
+    the shuffle keeps 3 days of a daily table instead of its whole history.
+    """
+    stamped = F.col(lookup.timestamp_key)
+    keep = stamped <= F.lit(scoring_ts)
+    if lookup.lookback_window is not None:
+        keep &= stamped >= F.lit(scoring_ts - lookup.lookback_window)
+    if lookup.filter_by_ingested_at:
+        keep &= F.col(lookup.ingested_at_key) <= F.lit(scoring_ts)
+    return replace(lookup, source=lookup.source.where(keep))
+
+
+def look_up_scoring_features(  # noqa: PLR0913
+    spine: DataFrame,
+    activity: DataFrame,
+    profile: DataFrame,
+    scoring: dict[str, Any],
+    activity_contract: dict[str, Any],
+    profile_contract: dict[str, Any],
+    training_set: dict[str, Any],
+) -> DataFrame:
+    """The training set's point-in-time lookups and on-demand features for the scoring spine."""
+    contracts = _contracts(activity_contract, profile_contract)
+    tables = {"customer_activity": activity, "customer_profile": profile}
+    scoring_ts = datetime.fromisoformat(scoring["scoring_ts"])
+    lookups = [_within_window(lookup, scoring_ts) for lookup in _lookups(tables, contracts, training_set["lookups"])]
+    return _with_on_demand_features(build_training_set(spine, lookups, ENTITY, CUTOFF))
+
+
+# ---------------------------------------------------------------- contract checks and scoring
+
+
+def _text(value: Column) -> Column:
+    """A value as text for a reason ('null' for null)."""
+    return F.coalesce(value.cast("string"), F.lit("null"))
+
+
+def _freshness_reasons(contract: FeatureContract, used: list, scoring_ts: datetime) -> list[Column]:
+    """No feature row of the table, or one older than the tightest freshness of the used features."""
+    table, stamp = contract.table, F.col(f"{contract.table}__{contract.timestamp_key}")
+    tightest = min(used, key=lambda spec: spec.freshness)
+    allowed = _format_duration(tightest.freshness)
+    age_days = F.round((F.unix_micros(F.lit(scoring_ts)) - F.unix_micros(stamp)) / F.lit(_MICROS_PER_DAY), 2)
+    return [
+        F.when(stamp.isNull(), F.lit(
+            f"{table}.{contract.timestamp_key}: freshness expected a feature row at most {allowed} old at "
+            f"{scoring_ts.isoformat()}, got none"
+        )),
+        F.when(stamp < F.lit(scoring_ts - tightest.freshness), F.concat(
+            F.lit(f"{table}.{tightest.name}: freshness expected at most {allowed} old at {scoring_ts.isoformat()}, got "),
+            _text(age_days), F.lit(" days"),
+        )),
+    ]
+
+
+def _value_reasons(contract: FeatureContract, used: list, types: dict[str, T.DataType], rules: set[str]) -> list[Column]:
+    """Range, allowed values and null-policy ``drop`` violations of the table's used features."""
+    present = F.col(f"{contract.table}__{contract.timestamp_key}").isNotNull()
+    reasons = []
+    for spec in used:
+        name = f"{contract.table}__{spec.name}"
+        value, where = F.col(name), f"{contract.table}.{spec.name}"
+        ranged = spec.minimum is not None or spec.maximum is not None
+        if "range" in rules and ranged and isinstance(types[name], T.NumericType):
+            floating = isinstance(types[name], (T.FloatType, T.DoubleType))
+            reasons.append(F.when(value.isNotNull() & _out_of_range(value, spec, floating), F.concat(
+                F.lit(f"{where}: range expected {_range_text(spec)}, got "), _text(value),
+            )))
+        if "allowed_values" in rules and spec.allowed_values is not None:
+            allowed = [v for v in spec.allowed_values if v is not None]
+            reasons.append(F.when(value.isNotNull() & ~value.isin(allowed), F.concat(
+                F.lit(f"{where}: allowed_values expected one of {list(spec.allowed_values)}, got '"), _text(value), F.lit("'"),
+            )))
+        if "null_policy" in rules and spec.null_policy.action == "drop":
+            # A missing feature row is reported once, by the freshness rule.
+            reasons.append(F.when(present & value.isNull(), F.lit(f"{where}: null_policy expected a value (policy drop), got null")))
+    return reasons
+
+
+def rejection_reasons(
+    frame: DataFrame, contracts: dict[str, FeatureContract], inputs: list[str], scoring_ts: datetime, rules: list[str]
+) -> Column:
+    """Per row, why its model inputs break their contracts (empty when they do not).
+
+    Only the model's input columns are judged, each against its table's contract; each reason
+    is ``<table>.<feature>: <rule> expected <promise>, got <value>``, like the features
+    pipeline's violations. ``rules`` selects among range, allowed_values, null_policy, freshness.
+    """
+    unknown = sorted(set(rules) - set(RULES))
+    if unknown:
+        raise ValueError(f"inference.reject_on: unknown rules {unknown}; expected some of {list(RULES)}")
+    types = {field.name: field.dataType for field in frame.schema.fields}
+    reasons: list[Column] = []
+    for table, contract in contracts.items():
+        used = [spec for spec in contract.features if f"{table}__{spec.name}" in inputs]
+        if not contract.enabled or not used:
+            continue
+        if "freshness" in rules:
+            reasons += _freshness_reasons(contract, used, scoring_ts)
+        reasons += _value_reasons(contract, used, types, set(rules))
+    if not reasons:
+        return F.array().cast("array<string>")
+    return F.filter(F.array(*reasons), lambda reason: reason.isNotNull())
+
+
+def _versions(**infos: dict[str, Any]) -> Column:
+    """``{table: version}`` of the feature tables read (null for a missing table)."""
+    pairs = []
+    for name, info in infos.items():
+        pairs += [F.lit(name), F.lit(info.get("version")).cast("bigint")]
+    return F.create_map(*pairs)
+
+
+def score_scoring_rows(  # noqa: PLR0913
+    features: DataFrame,
+    champion: dict[str, Any],
+    scoring: dict[str, Any],
+    activity_info: dict[str, Any],
+    profile_info: dict[str, Any],
+    orders_info: dict[str, Any],
+    activity_contract: dict[str, Any],
+    profile_contract: dict[str, Any],
+    inference: dict[str, Any],
+) -> DataFrame:
+    """Every spine row with its rejection reasons, and the champion's score where there are none.
+
+    Scoring runs inside Spark (``mapInArrow``; the model travels in the function's closure).
+    The result carries the model's name, version, alias, run id and threshold, the versions of
+    the tables read, the scoring date and time, and ``scored_at``.
+    """
+    inputs = list(champion["input_columns"])
+    missing = [column for column in inputs if column not in features.columns]
+    if missing:
+        raise ValueError(
+            f"model '{champion['name']}' version {champion['version']} needs input columns {missing} that the "
+            f"training set's lookups do not produce (they produce {features.columns}): check training_set.lookups"
+        )
+    contracts = _contracts(activity_contract, profile_contract)
+    scoring_ts = datetime.fromisoformat(scoring["scoring_ts"])
+    stamps = [f"{t}__{c.timestamp_key}" for t, c in contracts.items() if f"{t}__{c.timestamp_key}" in features.columns]
+    reasons = rejection_reasons(features, contracts, inputs, scoring_ts, list(inference.get("reject_on", RULES)))
+    checked = features.select(ENTITY, *inputs, *[s for s in stamps if s not in inputs], reasons.alias(REASONS)).withColumn(
+        REJECTED, F.size(REASONS) > 0
+    )
+    schema = T.StructType([*checked.schema.fields, T.StructField(PROBABILITY, T.DoubleType(), True)])
+    scored = checked.mapInArrow(scoring_function(champion["model"], inputs, REJECTED, PROBABILITY), schema)
+    threshold = float(champion["operating_threshold"])
+    probability = F.col(PROBABILITY)
+    return scored.select(
+        ENTITY,
+        F.lit(date.fromisoformat(scoring["scoring_date"])).alias("scoring_date"),
+        F.lit(scoring_ts).alias("scoring_ts"),
+        probability,
+        F.when(probability.isNotNull(), (probability >= F.lit(threshold)).cast("int")).alias(DECISION),
+        F.lit(threshold).alias("threshold"),
+        F.lit(champion["name"]).alias("model_name"),
+        F.lit(str(champion["version"])).alias("model_version"),
+        F.lit(champion["alias"]).alias("model_alias"),
+        F.lit(champion["run_id"]).cast("string").alias("model_run_id"),
+        _versions(**{name: info for name, info in zip(FEATURE_TABLES, (activity_info, profile_info))}).alias("feature_table_versions"),
+        F.lit(orders_info.get("version")).cast("bigint").alias("orders_version"),
+        F.current_timestamp().alias("scored_at"),
+        REJECTED,
+        REASONS,
+        *inputs,
+        *[s for s in stamps if s not in inputs],
+    )
+
+
+# ---------------------------------------------------------------- gate, outputs, summary
+
+
+def _reason_rule(reason: Column) -> Column:
+    """``<table>.<feature>: <rule>`` of a reason (its value left out), for counting."""
+    return F.regexp_extract(reason, r"^(\S+: \S+)", 1)
+
+
+def check_scoring_rows(rows: DataFrame, inference: dict[str, Any]) -> dict[str, Any]:
+    """Count scored and rejected rows with the top reasons; fail when too much is rejected.
+
+    Fails (before anything is published) when no customer is active at the scoring date, when
+    no row could be scored, or when the rejected share exceeds ``inference.max_rejected_rate``.
+    """
+    totals = rows.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.count(F.when(F.col(REJECTED), True)).alias("rejected"),
+        F.count(F.when(F.col(DECISION) == 1, True)).alias("positive"),
+        F.avg(PROBABILITY).alias("mean_probability"),
+        *[F.first(c).alias(c) for c in ["scoring_date", "scoring_ts", "threshold", *MODEL_COLUMNS]],
+    ).collect()[0].asDict()
+    top = (
+        rows.where(F.col(REJECTED))
+        .select(F.explode(REASONS).alias("reason"))
+        .groupBy(_reason_rule(F.col("reason")).alias("rule"))
+        .count()
+        .orderBy(F.desc("count"), "rule")
+        .limit(int(inference.get("top_reasons", 5)))
+        .collect()
+    )
+    summary = {
+        **{k: totals[k] for k in MODEL_COLUMNS},
+        "scoring_date": str(totals["scoring_date"]) if totals["scoring_date"] else None,
+        "threshold": totals["threshold"],
+        "rows": int(totals["rows"]),
+        "rejected": int(totals["rejected"]),
+        "scored": int(totals["rows"]) - int(totals["rejected"]),
+        "positive": int(totals["positive"]),
+        "mean_probability": totals["mean_probability"],
+        "top_reasons": [{"rule": row["rule"], "rows": int(row["count"])} for row in top],
+    }
+    summary["rejected_rate"] = summary["rejected"] / summary["rows"] if summary["rows"] else 0.0
+    limit = float(inference.get("max_rejected_rate", 1.0))
+    reasons = ", ".join(f"{r['rule']} x{r['rows']}" for r in summary["top_reasons"]) or "-"
+    if summary["rows"] == 0:
+        raise ValueError(
+            "inference: no customer is active at the scoring date (no order in the lookback before it); "
+            "check inference.scoring_date against the data"
+        )
+    if summary["scored"] == 0 or summary["rejected_rate"] > limit:
+        raise ValueError(
+            f"inference: {summary['rejected']} of {summary['rows']} rows ({summary['rejected_rate']:.1%}) break their "
+            f"feature contracts, above inference.max_rejected_rate={limit:.1%}; nothing was published. "
+            f"Top reasons: {reasons}. Fix the feature tables (or the scoring date) and re-run."
+        )
+    return summary
+
+
+def select_predictions(rows: DataFrame, summary: dict[str, Any]) -> DataFrame:
+    """The scored rows, as the predictions table's columns."""
+    logger.info("inference: writing %d predictions of %s version %s for %s", summary["scored"], summary["model_name"], summary["model_version"], summary["scoring_date"])
+    return rows.where(~F.col(REJECTED)).select(*PREDICTION_COLUMNS)
+
+
+def select_rejections(rows: DataFrame, recorded: DataFrame, summary: dict[str, Any]) -> DataFrame:
+    """The rejected rows with their reasons, plus delete markers for earlier rejections now gone.
+
+    Written by MERGE on (scoring_date, model_version, customer_id): a re-run replaces the
+    rejections of its scoring date and model version, also when it rejects nothing (an empty
+    replace would write nothing and leave the old rows).
+    """
+    inputs = [c for c in rows.columns if c not in {*PREDICTION_COLUMNS, REJECTED, REASONS}]
+    rejected = rows.where(F.col(REJECTED)).withColumns({
+        "reason": F.array_join(REASONS, "; "),
+        "features": F.to_json(F.struct(*inputs)),
+        "rejected_at": F.col("scored_at"),
+        "_deleted": F.lit(False),
+    }).select(*REJECTION_COLUMNS, "_deleted")
+    mine = (F.col("scoring_date") == F.lit(date.fromisoformat(summary["scoring_date"]))) & (
+        F.col("model_version") == F.lit(summary["model_version"])
+    )
+    keys = [ENTITY, *KEY]
+    gone = recorded.where(mine).select(*keys).join(rejected.select(*keys), keys, "left_anti")
+    # Typed nulls, not unionByName(allowMissingColumns): a missing array column can lose its type.
+    markers = gone.select(*[
+        F.col(field.name) if field.name in keys
+        else F.lit(True if field.name == "_deleted" else None).cast(field.dataType).alias(field.name)
+        for field in rejected.schema.fields
+    ])
+    return rejected.unionByName(markers)
+
+
+def report_inference(predictions: DataFrame, summary: dict[str, Any]) -> dict[str, Any]:
+    """Check the predictions table holds this run's rows once; log the summary; return metrics."""
+    mine = (F.col("scoring_date") == F.lit(date.fromisoformat(summary["scoring_date"]))) & (
+        F.col("model_version") == F.lit(summary["model_version"])
+    )
+    stored = predictions.where(mine).agg(F.count(F.lit(1)).alias("rows"), F.countDistinct(ENTITY).alias("customers")).collect()[0]
+    if stored["rows"] != summary["scored"] or stored["customers"] != summary["scored"]:
+        raise AssertionError(
+            f"inference: the predictions table holds {stored['rows']} rows ({stored['customers']} customers) for "
+            f"{summary['scoring_date']} and version {summary['model_version']}, expected {summary['scored']}"
+        )
+    reasons = ", ".join(f"{r['rule']} x{r['rows']}" for r in summary["top_reasons"]) or "none"
+    logger.info(
+        "inference: %s version %s (%s) on %s: %d rows, %d scored (%d at or above threshold %.4f), %d rejected (%.1f%%; %s)",
+        summary["model_name"], summary["model_version"], summary["model_alias"], summary["scoring_date"], summary["rows"],
+        summary["scored"], summary["positive"], summary["threshold"], summary["rejected"], 100 * summary["rejected_rate"], reasons,
+    )
+    figures = {
+        "inference.rows": summary["rows"],
+        "inference.scored": summary["scored"],
+        "inference.rejected": summary["rejected"],
+        "inference.rejected_rate": summary["rejected_rate"],
+        "inference.positive_rate": summary["positive"] / summary["scored"],
+        "inference.mean_probability": summary["mean_probability"],
+    }
+    return {name: {"value": float(value), "step": 0} for name, value in figures.items() if value is not None}

@@ -1,0 +1,58 @@
+"""Inference pipeline: scoring spine → point-in-time features → contract checks and champion
+scores (one materialised pass) → predictions + rejections (Delta) → summary."""
+
+from kedro.pipeline import Pipeline, node
+
+from lakehouse_ml.pipelines.inference.nodes import (
+    build_scoring_spine,
+    check_scoring_rows,
+    look_up_scoring_features,
+    report_inference,
+    score_scoring_rows,
+    select_predictions,
+    select_rejections,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Create the inference pipeline."""
+    return Pipeline(
+        [
+            node(
+                build_scoring_spine,
+                ["orders_silver@spark", "params:inference", "params:training_set"],
+                ["scoring_spine", "scoring_time"],
+                name="build_scoring_spine",
+            ),
+            node(
+                look_up_scoring_features,
+                [
+                    "scoring_spine", "customer_activity@spark", "customer_profile@spark", "scoring_time",
+                    "params:customer_activity", "params:customer_profile", "params:training_set",
+                ],
+                "scoring_features",
+                name="look_up_scoring_features",
+            ),
+            node(
+                score_scoring_rows,
+                [
+                    # The only consumer of the champion: its alias is resolved once per run.
+                    "scoring_features", "champion_model", "scoring_time", "customer_activity@info",
+                    "customer_profile@info", "orders_silver@info", "params:customer_activity",
+                    "params:customer_profile", "params:inference",
+                ],
+                "inference_scored_rows",
+                name="score_scoring_rows",
+            ),
+            node(check_scoring_rows, ["inference_scored_rows", "params:inference"], "inference_summary", name="check_scoring_rows"),
+            node(select_predictions, ["inference_scored_rows", "inference_summary"], "churn_predictions", name="select_predictions"),
+            node(
+                select_rejections,
+                ["inference_scored_rows", "rejected_predictions_recorded", "inference_summary"],
+                "rejected_predictions",
+                name="select_rejections",
+            ),
+            node(report_inference, ["churn_predictions", "inference_summary"], "inference_metrics", name="report_inference"),
+        ],
+        tags=["inference"],
+    )

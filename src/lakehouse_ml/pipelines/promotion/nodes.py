@@ -1,0 +1,62 @@
+"""Promotion nodes: plan moving ``champion`` to the ``challenger`` version.
+
+The old champion (if any) becomes ``previous_champion``, and the promoted version loses the
+``challenger`` alias: a challenger is a version waiting for promotion, so promoting twice in a row
+is refused ("nothing to promote") instead of silently re-promoting. Where
+``promotion.require_approval`` is true (staging, prod) the version needs an ``approved_by`` tag.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from lakehouse_ml.registry import ReleaseRefusedError, alias_moves, check_model, release_event
+
+logger = logging.getLogger(__name__)
+
+
+def approval_instructions(model_name: str, version: str, tags: dict[str, str]) -> str:
+    """How to approve ``version``: what to review and the one-line command that tags it."""
+    return (
+        f"promotion of {model_name} version {version} needs approval in this environment "
+        "(promotion.require_approval is true) and the version has no 'approved_by' tag. Review it "
+        f"(gates report: {tags.get('gates_report', 'see the version description')}; description and lineage tags "
+        f"in the MLflow UI under Models > {model_name} > Version {version}), then approve it from the project root:\n"
+        "  MLFLOW_TRACKING_URI=sqlite:///mlflow.db python -c \"from mlflow import MlflowClient; "
+        f"MlflowClient().set_model_version_tag('{model_name}', '{version}', 'approved_by', '<your name>')\"\n"
+        "and run the promotion pipeline again (kedro run --env <env> --pipeline promotion)."
+    )
+
+
+def plan_promotion(
+    registry_state: dict[str, Any], registry: dict[str, Any], promotion: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Alias moves promoting the challenger to champion, refused when the state or policy forbids it."""
+    name = check_model(registry_state, registry)
+    aliases, current = registry["aliases"], registry_state["aliases"]
+    challenger, champion = current.get(aliases["challenger"]), current.get(aliases["champion"])
+    if challenger is None:
+        raise ReleaseRefusedError(
+            f"nothing to promote: {name} has no '{aliases['challenger']}' alias. A candidate gets it when it "
+            "passes the gates: kedro run --pipeline evaluation, then kedro run --pipeline registration"
+        )
+    if challenger == champion:
+        raise ReleaseRefusedError(f"{name} version {challenger} is already '{aliases['champion']}'")
+    tags = registry_state["versions"][challenger]["tags"]
+    if tags.get("validation_status") != "passed":
+        raise ReleaseRefusedError(
+            f"{name} version {challenger} holds '{aliases['challenger']}' but its validation_status is "
+            f"{tags.get('validation_status')!r}: only a version that passed the gates is promoted"
+        )
+    if promotion["require_approval"] and not tags.get("approved_by"):
+        raise ReleaseRefusedError(approval_instructions(name, challenger, tags))
+    targets = {aliases["previous_champion"]: champion} if champion else {}
+    targets |= {aliases["champion"]: challenger, aliases["challenger"]: None}
+    actions, moves = alias_moves(registry_state, targets)
+    logger.info("promotion: %s version %s becomes '%s' (was version %s)", name, challenger, aliases["champion"], champion)
+    event = release_event(
+        "promote", name, moves, reason=promotion["reason"], actor=promotion.get("actor"),
+        approved_by=tags.get("approved_by"), gate_report=tags.get("gates_report"),
+    )
+    return actions, event

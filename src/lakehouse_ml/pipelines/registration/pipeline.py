@@ -1,0 +1,15 @@
+"""Registration pipeline: candidate + gates report + registry state → registry actions (a new version,
+the challenger alias if it passed) → one ml.model_promotions row per alias move."""
+
+from kedro.pipeline import Pipeline
+
+from lakehouse_ml.pipelines.registration.nodes import plan_registration
+from lakehouse_ml.registry import release_pipeline
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Create the registration pipeline."""
+    return release_pipeline(
+        "registration", plan_registration,
+        ["candidate", "candidate_run", "evaluation_report", "model_registry", "params:registry", "params:registration"],
+    )

@@ -1,0 +1,12 @@
+"""Rollback pipeline: registry state → alias moves (champion ← previous_champion, which is then
+removed) → ml.model_promotions rows."""
+
+from kedro.pipeline import Pipeline
+
+from lakehouse_ml.pipelines.rollback.nodes import plan_rollback
+from lakehouse_ml.registry import release_pipeline
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Create the rollback pipeline."""
+    return release_pipeline("rollback", plan_rollback, ["model_registry", "params:registry", "params:rollback"])
