@@ -33,6 +33,12 @@ tuning:
   search_space:
     random_forest: {n_estimators: {low: 10, high: 30}}
 training: {min_slice_rows: 30, importance: {max_rows: 500, n_repeats: 1}}
+evaluation:  # limits a 400-customer business can meet; the gates themselves are tested elsewhere
+  floors: {roc_auc: 0.55, pr_auc: 0.2}
+  ceilings: {log_loss: 0.8, calibration_error: 0.3}
+  slices: {floors: {roc_auc: 0.5}}
+  serving: {latency_budget_ms: {single_row: 2000, batch_100: 2000}}
+inference: {max_rejected_rate: 0.5}
 """
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -96,13 +102,28 @@ def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
     assert study["n_trials"] == 4 and study["trials_this_run"] == 4
     assert "tuning churn_tuning_v1 finished" in log
     assert (project / "data/08_reporting/dev/candidate/plots/roc.png").is_file()
+    # ... evaluated and registered as the challenger; promotion and batch inference on purpose.
+    gates = json.loads((project / "data/08_reporting/dev/evaluation/gates.json").read_text())
+    assert gates["passed"], gates["summary"]
+    for step in ("promotion", "inference"):
+        result = kedro(project, "run", "--pipeline", step)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    moves = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/ml/model_promotions")).load()
+    assert sorted(zip(moves["action"], moves["alias"], moves["to_version"].fillna("-"))) == [
+        ("promote", "challenger", "-"), ("promote", "champion", "1"), ("register_challenger", "challenger", "1"),
+    ]
+    predictions = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/ml/churn_predictions")).load()
+    assert len(predictions) > 0 and set(predictions["model_version"]) == {"1"}
+    assert set(predictions["model_alias"]) == {"champion"} and predictions["probability"].between(0, 1).all()
+    tables = versions(project, "dev")
 
     second = kedro(project, "run")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "nothing new to ingest" in second.stdout + second.stderr
     # The stored study resumes: its budget is spent, so no new trial runs.
     assert json.loads((project / "data/06_models/dev/tuning_study_result.json").read_text())["trials_this_run"] == 0
-    assert versions(project, "dev") == tables  # unchanged input: no table changes
+    assert "same fingerprint" in second.stdout + second.stderr  # the refit is the released model
+    assert versions(project, "dev") == tables  # unchanged input: no table changes, no new release
 
 
 def test_staging_environment_never_touches_dev_tables(project):

@@ -58,7 +58,7 @@ def test_models_and_reports_are_kept_per_environment(registry, env, catalog_name
             wrapped = entry.get("dataset") if isinstance(entry.get("dataset"), dict) else {}
             paths[name] = entry.get("filepath") or wrapped.get("filepath")
     local = {name: p for name, p in paths.items() if p and ("06_models" in p or "08_reporting" in p)}
-    assert {"tuning_study_result", "candidate", "candidate_provenance"} <= set(local)
+    assert {"tuning_study_result", "candidate@pointer", "candidate_provenance"} <= set(local)
     for name, path in local.items():
         assert f"/{catalog_name}/" in path, (name, path)
     assert f"/06_models/{catalog_name}/" in config["parameters"]["tuning"]["storage"]

@@ -12,14 +12,14 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 score_test_window,
-                ["candidate_model_for_evaluation", "champion_model_for_evaluation", "training_set@pandas", "training_set_spec", "params:training"],
+                ["candidate@model", "champion_model_for_evaluation", "training_set@pandas", "training_set_spec", "params:training"],
                 ["evaluation_scores", "evaluation_context"],
                 name="score_test_window",
             ),
             node(
                 check_serving_readiness,
                 [
-                    "candidate_model_for_evaluation", "champion_model_for_evaluation", "training_set@pandas",
+                    "candidate@model", "champion_model_for_evaluation", "training_set@pandas",
                     "params:customer_activity", "params:customer_profile", "params:tuning", "params:evaluation",
                 ],
                 "serving_readiness",

@@ -50,7 +50,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "optuna_history": "candidate_optuna_history",
                     "slice_metrics": "candidate_slice_metrics",
                     "provenance": "candidate_provenance",
-                    "pointer": "candidate",
+                    "pointer": "candidate@pointer",
                 },
                 name="log_candidate",
             ),
