@@ -72,8 +72,8 @@ class FeatureSpec:
         """A one-line description for the Delta column comment."""
         parts = [self.computation or self.name, f"unit={self.unit}"]
         if self.window is not None:
-            parts.append(f"window={_format_duration(self.window)}")
-        parts.append(f"freshness={_format_duration(self.freshness)}")
+            parts.append(f"window={format_duration(self.window)}")
+        parts.append(f"freshness={format_duration(self.freshness)}")
         parts.append(f"nulls={self.null_policy.action}" + (
             f"({self.null_policy.value})" if self.null_policy.action == "impute" else ""
         ))
@@ -151,7 +151,7 @@ class FeatureContract:
         return json.loads(json.dumps(record, default=str))
 
 
-def _format_duration(value: timedelta) -> str:
+def format_duration(value: timedelta) -> str:
     """``7d``, ``12h`` or ``30m``: the largest unit that divides the duration."""
     for unit, size in (("d", timedelta(days=1)), ("h", timedelta(hours=1)), ("m", timedelta(minutes=1))):
         if value % size == timedelta(0):

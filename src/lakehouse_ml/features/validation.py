@@ -277,7 +277,7 @@ def _offenders(
     for spec in _ranged(contract):
         if spec.name in types and _is_numeric(types[spec.name]):
             value = _col(spec.name)
-            checks.append(("range", spec.name, value.isNotNull() & _out_of_range(
+            checks.append(("range", spec.name, value.isNotNull() & out_of_range(
                 value, spec, isinstance(types[spec.name], (FloatType, DoubleType))
             ), value.cast("double")))
     for spec in contract.features:
@@ -360,7 +360,7 @@ def _describe_findings(
         if rows := found.get(("range", spec.name)):
             shown = ", ".join(f"{_number(row['number'])} x{row['count']}" for row in rows)
             violations.append(_hard(
-                contract, spec.name, "range", _range_text(spec),
+                contract, spec.name, "range", range_text(spec),
                 f"{rows[0]['rows']} values out of range (min found {_number(rows[0]['low'])}, "
                 f"max found {_number(rows[0]['high'])}): " + _truncated(shown, rows),
             ))
@@ -497,7 +497,7 @@ def _ranged(contract: FeatureContract) -> list[FeatureSpec]:
     return [spec for spec in contract.features if spec.minimum is not None or spec.maximum is not None]
 
 
-def _out_of_range(value: Column, spec: FeatureSpec, floating: bool) -> Column:
+def out_of_range(value: Column, spec: FeatureSpec, floating: bool) -> Column:
     """True where a value breaks the declared bounds (NaN breaks any declared range)."""
     conditions = [F.isnan(value)] if floating else []
     if spec.minimum is not None:
@@ -507,7 +507,7 @@ def _out_of_range(value: Column, spec: FeatureSpec, floating: bool) -> Column:
     return reduce(lambda a, b: a | b, conditions)
 
 
-def _range_text(spec: FeatureSpec) -> str:
+def range_text(spec: FeatureSpec) -> str:
     """The declared range in words."""
     if spec.minimum is not None and spec.maximum is not None:
         return f"values in [{_number(spec.minimum)}, {_number(spec.maximum)}]"

@@ -24,17 +24,17 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakehouse_ml.features.contracts import FeatureContract, _format_duration
+from lakehouse_ml.features.contracts import FeatureContract, format_duration
 from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
-from lakehouse_ml.features.validation import _out_of_range, _range_text
+from lakehouse_ml.features.validation import out_of_range, range_text
 from lakehouse_ml.pipelines.inference._scoring import scoring_function
 from lakehouse_ml.pipelines.training_set.nodes import (
     CUTOFF,
     ENTITY,
     FEATURE_TABLES,
-    _contracts,
-    _lookups,
-    _with_on_demand_features,
+    parsed_contracts,
+    feature_lookups,
+    with_on_demand_features,
 )
 
 logger = logging.getLogger(__name__)
@@ -126,11 +126,11 @@ def look_up_scoring_features(  # noqa: PLR0913
     training_set: dict[str, Any],
 ) -> DataFrame:
     """The training set's point-in-time lookups and on-demand features for the scoring spine."""
-    contracts = _contracts(activity_contract, profile_contract)
+    contracts = parsed_contracts(activity_contract, profile_contract)
     tables = {"customer_activity": activity, "customer_profile": profile}
     scoring_ts = datetime.fromisoformat(scoring["scoring_ts"])
-    lookups = [_within_window(lookup, scoring_ts) for lookup in _lookups(tables, contracts, training_set["lookups"])]
-    return _with_on_demand_features(build_training_set(spine, lookups, ENTITY, CUTOFF))
+    lookups = [_within_window(lookup, scoring_ts) for lookup in feature_lookups(tables, contracts, training_set["lookups"])]
+    return with_on_demand_features(build_training_set(spine, lookups, ENTITY, CUTOFF))
 
 
 # ---------------------------------------------------------------- contract checks and scoring
@@ -145,7 +145,7 @@ def _freshness_reasons(contract: FeatureContract, used: list, scoring_ts: dateti
     """No feature row of the table, or one older than the tightest freshness of the used features."""
     table, stamp = contract.table, F.col(f"{contract.table}__{contract.timestamp_key}")
     tightest = min(used, key=lambda spec: spec.freshness)
-    allowed = _format_duration(tightest.freshness)
+    allowed = format_duration(tightest.freshness)
     age_days = F.round((F.unix_micros(F.lit(scoring_ts)) - F.unix_micros(stamp)) / F.lit(_MICROS_PER_DAY), 2)
     return [
         F.when(stamp.isNull(), F.lit(
@@ -169,8 +169,8 @@ def _value_reasons(contract: FeatureContract, used: list, types: dict[str, T.Dat
         ranged = spec.minimum is not None or spec.maximum is not None
         if "range" in rules and ranged and isinstance(types[name], T.NumericType):
             floating = isinstance(types[name], (T.FloatType, T.DoubleType))
-            reasons.append(F.when(value.isNotNull() & _out_of_range(value, spec, floating), F.concat(
-                F.lit(f"{where}: range expected {_range_text(spec)}, got "), _text(value),
+            reasons.append(F.when(value.isNotNull() & out_of_range(value, spec, floating), F.concat(
+                F.lit(f"{where}: range expected {range_text(spec)}, got "), _text(value),
             )))
         if "allowed_values" in rules and spec.allowed_values is not None:
             allowed = [v for v in spec.allowed_values if v is not None]
@@ -241,7 +241,7 @@ def score_scoring_rows(  # noqa: PLR0913
             f"model '{champion['name']}' version {champion['version']} needs input columns {missing} that the "
             f"training set's lookups do not produce (they produce {features.columns}): check training_set.lookups"
         )
-    contracts = _contracts(activity_contract, profile_contract)
+    contracts = parsed_contracts(activity_contract, profile_contract)
     scoring_ts = datetime.fromisoformat(scoring["scoring_ts"])
     stamps = [f"{t}__{c.timestamp_key}" for t, c in contracts.items() if f"{t}__{c.timestamp_key}" in features.columns]
     reasons = rejection_reasons(features, contracts, inputs, scoring_ts, list(inference.get("reject_on", RULES)))

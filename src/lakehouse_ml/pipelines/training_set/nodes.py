@@ -78,7 +78,7 @@ def build_label_spine(orders: DataFrame, spine: dict[str, Any]) -> DataFrame:
 # ---------------------------------------------------------------- point-in-time lookups
 
 
-def _lookups(
+def feature_lookups(
     tables: dict[str, DataFrame], contracts: dict[str, FeatureContract], lookups: dict[str, Any]
 ) -> list[FeatureLookup]:
     """One FeatureLookup per enabled feature table, with its chosen row's times for the guard."""
@@ -111,7 +111,7 @@ def _freshness(contract: FeatureContract, names: list[str]) -> timedelta:
 FEATURE_TABLES = ("customer_activity", "customer_profile")
 
 
-def _contracts(activity_contract: dict[str, Any], profile_contract: dict[str, Any]) -> dict[str, FeatureContract]:
+def parsed_contracts(activity_contract: dict[str, Any], profile_contract: dict[str, Any]) -> dict[str, FeatureContract]:
     """The contracts of the feature tables the training set reads."""
     configs = dict(zip(FEATURE_TABLES, (activity_contract, profile_contract)))
     return {name: parse_contract(name, config) for name, config in configs.items()}
@@ -131,7 +131,7 @@ def training_set_spec(
     }
 
 
-def _with_on_demand_features(frame: DataFrame) -> DataFrame:
+def with_on_demand_features(frame: DataFrame) -> DataFrame:
     """Features computed at lookup time from looked-up values (tenure at the cutoff)."""
     if "customer_profile__signup_ts" not in frame.columns:
         return frame
@@ -156,7 +156,7 @@ def assemble_training_set(  # noqa: PLR0913
     recorded on the table. When the recorded spec equals the new one, the same rows would be
     written again, so nothing is written (re-runs on unchanged input add no version).
     """
-    contracts = _contracts(activity_contract, profile_contract)
+    contracts = parsed_contracts(activity_contract, profile_contract)
     versions = {"orders_silver": orders_info, "customer_activity": activity_info, "customer_profile": profile_info}
     spec = json.dumps(training_set_spec(training["spine"], training["lookups"], contracts, versions), sort_keys=True, default=str)
     if previous.get("properties", {}).get(SPEC_PROPERTY) == spec:
@@ -171,8 +171,8 @@ def assemble_training_set(  # noqa: PLR0913
         )
         return spine_rows.limit(0), {}
     tables = {"customer_activity": activity, "customer_profile": profile}
-    frame = build_training_set(spine_rows, _lookups(tables, contracts, training["lookups"]), ENTITY, CUTOFF)
-    return _with_on_demand_features(frame), {"properties": {SPEC_PROPERTY: spec}}
+    frame = build_training_set(spine_rows, feature_lookups(tables, contracts, training["lookups"]), ENTITY, CUTOFF)
+    return with_on_demand_features(frame), {"properties": {SPEC_PROPERTY: spec}}
 
 
 def rebuild_training_set(
@@ -184,11 +184,11 @@ def rebuild_training_set(
         source = spec["sources"][name]
         return spark.read.format("delta").option("versionAsOf", source["version"]).load(source["path"])
 
-    contracts = _contracts(activity_contract, profile_contract)
+    contracts = parsed_contracts(activity_contract, profile_contract)
     tables = {name: at_version(name) for name in FEATURE_TABLES}
     spine_rows = build_label_spine(at_version("orders_silver"), spec["spine"])
-    frame = build_training_set(spine_rows, _lookups(tables, contracts, spec["lookups"]), ENTITY, CUTOFF)
-    return _with_on_demand_features(frame)
+    frame = build_training_set(spine_rows, feature_lookups(tables, contracts, spec["lookups"]), ENTITY, CUTOFF)
+    return with_on_demand_features(frame)
 
 
 # ---------------------------------------------------------------- leakage guard and demo
