@@ -54,7 +54,10 @@ def plan_promotion(
     targets = {aliases["previous_champion"]: champion} if champion else {}
     targets |= {aliases["champion"]: challenger, aliases["challenger"]: None}
     actions, moves = alias_moves(registry_state, targets)
-    logger.info("promotion: %s version %s becomes '%s' (was version %s)", name, challenger, aliases["champion"], champion)
+    logger.info(
+        "promotion: %s version %s becomes '%s' (%s)", name, challenger, aliases["champion"],
+        f"was version {champion}" if champion else "first champion",
+    )
     event = release_event(
         "promote", name, moves, reason=promotion["reason"], actor=promotion.get("actor"),
         approved_by=tags.get("approved_by"), gate_report=tags.get("gates_report"),
