@@ -15,7 +15,9 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sklearn.linear_model import LogisticRegression
 
+from lakehouse_ml.datasets import ModelRegistryDataset
 from lakehouse_ml.pipelines.evaluation.pipeline import create_pipeline
+from lakehouse_ml.pipelines.registration.pipeline import create_pipeline as registration_pipeline
 from lakehouse_ml.pipelines.tuning.nodes import build_model_pipeline
 from tests.helpers import run_pipeline, small_training_set
 
@@ -37,13 +39,18 @@ PASSABLE = {
 
 
 def _log_model(model, frame: pd.DataFrame, columns: list[str]) -> str:
-    """Fit, log with signature and predict_proba as serving does; returns the run id."""
+    """Fit, log with signature and predict_proba as serving does, and the provenance report the
+    registration reads; returns the run id."""
     model.fit(frame[columns], frame["churned"])
     example = frame[columns].head(3)
     with mlflow.start_run() as run:
         mlflow.sklearn.log_model(
             model, name="model", signature=infer_signature(example, model.predict_proba(example)),
             input_example=example, pyfunc_predict_fn="predict_proba", serialization_format="cloudpickle",
+        )
+        mlflow.log_dict(
+            {"training_set": {"spec": {"sources": {}}}, "model": {"estimator": repr(model), "columns": columns}},
+            "reports/provenance.json",
         )
     return run.info.run_id
 
@@ -66,7 +73,8 @@ def lake(tmp_path, monkeypatch):
         pointer = {
             "run_id": run_id, "model_uri": f"runs:/{run_id}/model", "operating_threshold": {"threshold": 0.3},
             "training_set": {"path": str(table), "version": version},
-            "split": {"test_cutoffs": [c.isoformat() for c in TEST_CUTOFFS]},
+            "split": {"train_cutoffs": [c.isoformat() for c in CUTOFFS[:4]], "test_cutoffs": [c.isoformat() for c in TEST_CUTOFFS]},
+            "git_sha": "test",
         }
         path = tmp_path / "data/06_models/dev/candidate.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +143,44 @@ def test_each_policy_gate_fails_alone(lake, override, failing):
     assert not report["passed"] and not verdicts[failing]
     assert all(passed for name, passed in verdicts.items() if name != failing), verdicts
     assert report["summary"].startswith(f"failed: {failing} (")
+
+
+def _registered() -> dict:
+    """Register the evaluated candidate with the real registration pipeline; the registry afterwards."""
+    run_pipeline(registration_pipeline())
+    return ModelRegistryDataset(model_name=MODEL_NAME).load()
+
+
+@pytest.mark.parametrize(
+    "override",
+    [{}, {"evaluation.floors": {"roc_auc": 0.999}}, {"evaluation.slices.floors": {"roc_auc": 0.999}},
+     {"evaluation.serving.latency_budget_ms": {"single_row": 0.0001}}],
+    ids=["passes", "absolute_limits", "slices", "latency"],
+)
+def test_only_a_candidate_passing_every_gate_becomes_the_challenger(lake, override):
+    """Gates to registry: a failed candidate is registered as failed and never gets an alias."""
+    run_id = lake["candidate"]()
+    report = _evaluate(lake["root"], **override)
+    state = _registered()
+    [version] = state["versions"].values()
+    assert version["run_id"] == run_id
+    assert version["tags"]["validation_status"] == ("passed" if report["passed"] else "failed")
+    assert state["aliases"] == ({"challenger": version["version"]} if report["passed"] else {})
+    assert report["passed"] == (override == {})
+
+
+def test_failed_smoke_test_or_signature_never_reaches_an_alias(lake):
+    lake["champion"]()
+    lake["candidate"](_pipeline_model(numeric=["customer_activity__orders_30d"]), ["customer_activity__orders_30d", *CATEGORICAL])
+    assert not _evaluate(lake["root"])["passed"]
+    assert _registered()["aliases"] == {"champion": "1"}
+    lake["candidate"](LogisticRegression(), NUMERIC)
+    assert not _evaluate(lake["root"])["passed"]
+    state = _registered()
+    assert state["aliases"] == {"champion": "1"}
+    assert [v["tags"].get("validation_status") for v in sorted(state["versions"].values(), key=lambda v: int(v["version"]))] == [
+        None, "failed", "failed",
+    ]
 
 
 def test_champion_comparison_requires_the_configured_improvement(lake):
