@@ -102,19 +102,18 @@ def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
     assert study["n_trials"] == 4 and study["trials_this_run"] == 4
     assert "tuning churn_tuning_v1 finished" in log
     assert (project / "data/08_reporting/dev/candidate/plots/roc.png").is_file()
-    # ... evaluated and registered as the challenger; promotion and batch inference on purpose.
+    # ... evaluated, registered as the challenger, promoted by the dev release step, and used to score.
     gates = json.loads((project / "data/08_reporting/dev/evaluation/gates.json").read_text())
     assert gates["passed"], gates["summary"]
-    for step in ("promotion", "inference"):
-        result = kedro(project, "run", "--pipeline", step)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     moves = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/ml/model_promotions")).load()
     assert sorted(zip(moves["action"], moves["alias"], moves["to_version"].fillna("-"))) == [
         ("promote", "challenger", "-"), ("promote", "champion", "1"), ("register_challenger", "challenger", "1"),
     ]
+    assert "automatic promotion in the default run (promotion.auto_promote)" in set(moves["reason"])
     predictions = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/ml/churn_predictions")).load()
     assert len(predictions) > 0 and set(predictions["model_version"]) == {"1"}
     assert set(predictions["model_alias"]) == {"champion"} and predictions["probability"].between(0, 1).all()
+    assert re.search(r"inference: dev.ml.churn_classifier version 1 \(champion\) on \d{4}-\d{2}-\d{2}: \d+ rows", log)
     tables = versions(project, "dev")
 
     second = kedro(project, "run")
@@ -122,8 +121,16 @@ def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
     assert "nothing new to ingest" in second.stdout + second.stderr
     # The stored study resumes: its budget is spent, so no new trial runs.
     assert json.loads((project / "data/06_models/dev/tuning_study_result.json").read_text())["trials_this_run"] == 0
-    assert "same fingerprint" in second.stdout + second.stderr  # the refit is the released model
-    assert versions(project, "dev") == tables  # unchanged input: no table changes, no new release
+    log = second.stdout + second.stderr
+    assert "same fingerprint" in log  # the refit is the released model
+    assert "no 'challenger' to promote; 'champion' stays version 1" in log
+    # Unchanged input: no table changes and no new release; batch scoring replaces its own rows.
+    rescored = {"ml/churn_predictions", "ml/rejected_predictions", "_work/inference_scored_rows"}
+    assert {t: v for t, v in versions(project, "dev").items() if t not in rescored} == {
+        t: v for t, v in tables.items() if t not in rescored
+    }
+    again = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/ml/churn_predictions")).load()
+    assert len(again) == len(predictions) and not again.duplicated(["customer_id", "scoring_date", "model_version"]).any()
 
 
 def test_staging_environment_never_touches_dev_tables(project):

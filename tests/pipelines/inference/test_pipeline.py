@@ -22,6 +22,7 @@ from lakehouse_ml.pipelines.features.pipeline import create_pipeline as features
 from lakehouse_ml.pipelines.inference.pipeline import create_pipeline as inference_pipeline
 from lakehouse_ml.pipelines.ingest.pipeline import create_pipeline as ingest_pipeline
 from lakehouse_ml.pipelines.simulate.pipeline import create_pipeline as simulate_pipeline
+from lakehouse_ml.pipeline_registry import default_pipeline
 from lakehouse_ml.pipelines.training_set.pipeline import create_pipeline as training_set_pipeline
 from lakehouse_ml.pipelines.tuning.nodes import build_model_pipeline, feature_columns
 from tests.helpers import project_config, run_pipeline
@@ -91,7 +92,7 @@ def _mine(frame: pd.DataFrame, day: date, version: str) -> pd.DataFrame:
 
 def test_the_champion_is_read_by_one_node_only():
     """One resolution of the alias per run: a second reader could see a moved alias."""
-    readers = [n.name for n in inference_pipeline().nodes if "champion_model" in n.inputs]
+    readers = [n.name for n in inference_pipeline().nodes if any(i.startswith("champion_model@") for i in n.inputs)]
     assert readers == ["score_scoring_rows"]
 
 
@@ -233,3 +234,21 @@ def test_without_a_champion_the_run_fails_naming_model_and_alias(lakehouse, monk
             _infer()
     finally:
         client.set_registered_model_alias(MODEL_NAME, "champion", lakehouse["champion"]["version"])
+
+
+def test_in_the_default_run_an_environment_without_a_champion_scores_nothing(lakehouse, monkeypatch, caplog):
+    """The default run's inference reads `champion_model@if_any`: no champion (a challenger waiting
+    for approval) means nothing scored and nothing written, not a failed run."""
+    monkeypatch.chdir(lakehouse["root"])
+    tables = ("ml/churn_predictions", "ml/rejected_predictions")
+    _infer()  # the tables exist, as after an earlier release
+    before = [DeltaTable(str(LAKE / t)).version() for t in tables]
+    client = MlflowClient()
+    client.delete_registered_model_alias(MODEL_NAME, "champion")
+    caplog.set_level("INFO")
+    try:
+        run_pipeline(default_pipeline({"inference": inference_pipeline()}), runtime_params=PARAMS)
+    finally:
+        client.set_registered_model_alias(MODEL_NAME, "champion", lakehouse["champion"]["version"])
+    assert "inference: no champion yet" in caplog.text and "inference: skipped (no champion)" in caplog.text
+    assert [DeltaTable(str(LAKE / t)).version() for t in tables] == before

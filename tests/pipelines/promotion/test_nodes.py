@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from lakehouse_ml.pipelines.promotion.nodes import plan_promotion
+from lakehouse_ml.pipelines.promotion.nodes import name_the_champion, plan_automatic_promotion, plan_promotion
 from lakehouse_ml.registry import ReleaseRefusedError
 from tests.pipelines.registration.releases import REGISTRY, state, version
 
-DEV = {"require_approval": False, "reason": "promote challenger after passing gates", "actor": None}
-STAGING = {**DEV, "require_approval": True}
+DEV = {"require_approval": False, "reason": "promote challenger after passing gates", "actor": None, "auto_promote": True, "auto_reason": "automatic"}
+STAGING = {**DEV, "require_approval": True, "auto_promote": False}
 
 
 def test_the_first_promotion_makes_the_challenger_champion():
@@ -63,3 +63,38 @@ def test_approval_is_required_where_configured_and_the_refusal_says_how_to_appro
 def test_promotion_refuses_without_a_promotable_challenger(current, refusal):
     with pytest.raises(ReleaseRefusedError, match=refusal):
         plan_promotion(current, REGISTRY, DEV)
+
+
+def test_the_default_run_promotes_a_passing_challenger_where_auto_promote_is_on():
+    current = state(version("1", aliases=("champion",)), version("2", aliases=("challenger",)))
+    actions, event = plan_automatic_promotion(current, REGISTRY, DEV)
+    assert actions == [
+        {"action": "set_alias", "alias": "previous_champion", "version": "1"},
+        {"action": "set_alias", "alias": "champion", "version": "2"},
+        {"action": "delete_alias", "alias": "challenger"},
+    ]
+    assert (event["action"], event["reason"]) == ("promote", "automatic")
+
+
+@pytest.mark.parametrize(
+    ("current", "policy", "waiting"),
+    [
+        (state(version("1", aliases=("champion",))), DEV, "no 'challenger' to promote; 'champion' stays version 1"),
+        (state(), DEV, "no 'challenger' to promote; 'champion' stays no version"),
+        (state(version("1", aliases=("champion",)), version("2", aliases=("challenger",))), STAGING, "version 2 waits as 'challenger'"),
+        # auto_promote on, approval required and missing: still no move, never a refusal
+        (state(version("2", aliases=("challenger",))), {**STAGING, "auto_promote": True}, "version 2 waits for approval"),
+    ],
+)
+def test_the_default_run_moves_nothing_and_says_what_waits(current, policy, waiting, caplog):
+    caplog.set_level("INFO")
+    actions, event = plan_automatic_promotion(current, REGISTRY, policy)
+    assert (actions, event["moves"]) == ([], [])
+    assert waiting in caplog.text
+
+
+def test_the_champion_after_the_release_step_is_named_by_role():
+    after = state(version("1", aliases=("previous_champion",)), version("2", aliases=("champion",)))
+    assert name_the_champion(after, REGISTRY) == {
+        "model_name": "dev.ml.churn_classifier", "champion": "2", "challenger": None, "previous_champion": "1",
+    }

@@ -217,9 +217,19 @@ def _versions(**infos: dict[str, Any]) -> Column:
     return F.create_map(*pairs)
 
 
+def _no_champion(features: DataFrame, scoring: dict[str, Any]) -> dict[str, Any]:
+    """A stand-in release scoring no row: the default run of an environment without a champion yet."""
+    logger.warning(
+        "inference: no champion yet for %s: nothing scored (promote a challenger: kedro run --pipeline promotion)",
+        scoring["scoring_date"],
+    )
+    # Typed placeholders for an empty frame (a null literal has no Delta type).
+    return {"name": "", "version": "", "alias": "", "run_id": "", "operating_threshold": 1.0, "input_columns": [], "model": None}
+
+
 def score_scoring_rows(  # noqa: PLR0913
     features: DataFrame,
-    champion: dict[str, Any],
+    champion: dict[str, Any] | None,
     scoring: dict[str, Any],
     activity_info: dict[str, Any],
     profile_info: dict[str, Any],
@@ -227,13 +237,17 @@ def score_scoring_rows(  # noqa: PLR0913
     activity_contract: dict[str, Any],
     profile_contract: dict[str, Any],
     inference: dict[str, Any],
-) -> DataFrame:
+) -> tuple[DataFrame, dict[str, Any]]:
     """Every spine row with its rejection reasons, and the champion's score where there are none.
 
     Scoring runs inside Spark (``mapInArrow``; the model travels in the function's closure).
     The result carries the model's name, version, alias, run id and threshold, the versions of
-    the tables read, the scoring date and time, and ``scored_at``.
+    the tables read, the scoring date and time, and ``scored_at``; next to it, the release used
+    (empty: the catalog entry allows a missing champion and there is none, so no row is scored).
     """
+    release = {} if champion is None else {k: champion[k] for k in ("name", "version", "alias", "run_id")}
+    if champion is None:
+        champion, features = _no_champion(features, scoring), features.limit(0)
     inputs = list(champion["input_columns"])
     missing = [column for column in inputs if column not in features.columns]
     if missing:
@@ -270,7 +284,7 @@ def score_scoring_rows(  # noqa: PLR0913
         REASONS,
         *inputs,
         *[s for s in stamps if s not in inputs],
-    )
+    ), release
 
 
 # ---------------------------------------------------------------- gate, outputs, summary
@@ -281,12 +295,15 @@ def _reason_rule(reason: Column) -> Column:
     return F.regexp_extract(reason, r"^(\S+: \S+)", 1)
 
 
-def check_scoring_rows(rows: DataFrame, inference: dict[str, Any]) -> dict[str, Any]:
+def check_scoring_rows(rows: DataFrame, release: dict[str, Any], inference: dict[str, Any]) -> dict[str, Any]:
     """Count scored and rejected rows with the top reasons; fail when too much is rejected.
 
     Fails (before anything is published) when no customer is active at the scoring date, when
     no row could be scored, or when the rejected share exceeds ``inference.max_rejected_rate``.
+    Without a release (no champion yet) the summary says ``skipped`` and nothing is published.
     """
+    if not release:
+        return {"skipped": "no champion"}
     totals = rows.agg(
         F.count(F.lit(1)).alias("rows"),
         F.count(F.when(F.col(REJECTED), True)).alias("rejected"),
@@ -333,6 +350,8 @@ def check_scoring_rows(rows: DataFrame, inference: dict[str, Any]) -> dict[str, 
 
 def select_predictions(rows: DataFrame, summary: dict[str, Any]) -> DataFrame:
     """The scored rows, as the predictions table's columns."""
+    if summary.get("skipped"):
+        return rows.select(*PREDICTION_COLUMNS)  # empty: the replace writes nothing
     logger.info("inference: writing %d predictions of %s version %s for %s", summary["scored"], summary["model_name"], summary["model_version"], summary["scoring_date"])
     return rows.where(~F.col(REJECTED)).select(*PREDICTION_COLUMNS)
 
@@ -351,6 +370,8 @@ def select_rejections(rows: DataFrame, recorded: DataFrame, summary: dict[str, A
         "rejected_at": F.col("scored_at"),
         "_deleted": F.lit(False),
     }).select(*REJECTION_COLUMNS, "_deleted")
+    if summary.get("skipped"):
+        return rejected  # empty: the MERGE changes nothing
     mine = (F.col("scoring_date") == F.lit(date.fromisoformat(summary["scoring_date"]))) & (
         F.col("model_version") == F.lit(summary["model_version"])
     )
@@ -367,6 +388,9 @@ def select_rejections(rows: DataFrame, recorded: DataFrame, summary: dict[str, A
 
 def report_inference(predictions: DataFrame, summary: dict[str, Any]) -> dict[str, Any]:
     """Check the predictions table holds this run's rows once; log the summary; return metrics."""
+    if summary.get("skipped"):
+        logger.info("inference: skipped (%s)", summary["skipped"])
+        return {}
     mine = (F.col("scoring_date") == F.lit(date.fromisoformat(summary["scoring_date"]))) & (
         F.col("model_version") == F.lit(summary["model_version"])
     )

@@ -37,14 +37,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 score_scoring_rows,
                 [
                     # The only consumer of the champion: its alias is resolved once per run.
-                    "scoring_features", "champion_model", "scoring_time", "customer_activity@info",
+                    "scoring_features", "champion_model@sklearn", "scoring_time", "customer_activity@info",
                     "customer_profile@info", "orders_silver@info", "params:customer_activity",
                     "params:customer_profile", "params:inference",
                 ],
-                "inference_scored_rows",
+                ["inference_scored_rows", "inference_release"],
                 name="score_scoring_rows",
             ),
-            node(check_scoring_rows, ["inference_scored_rows", "params:inference"], "inference_summary", name="check_scoring_rows"),
+            node(check_scoring_rows, ["inference_scored_rows", "inference_release", "params:inference"], "inference_summary", name="check_scoring_rows"),
             node(select_predictions, ["inference_scored_rows", "inference_summary"], "churn_predictions", name="select_predictions"),
             node(
                 select_rejections,

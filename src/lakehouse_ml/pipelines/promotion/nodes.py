@@ -63,3 +63,36 @@ def plan_promotion(
         approved_by=tags.get("approved_by"), gate_report=tags.get("gates_report"),
     )
     return actions, event
+
+
+def plan_automatic_promotion(
+    registry_state: dict[str, Any], registry: dict[str, Any], promotion: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The default run's release step: promote the challenger where ``promotion.auto_promote`` allows, else nothing.
+
+    Never refuses (the run goes on to score with the champion it has): without a challenger, or
+    without the approval the environment requires, it plans no move and says what is waiting.
+    """
+    name = check_model(registry_state, registry)
+    aliases, current = registry["aliases"], registry_state["aliases"]
+    challenger, champion = current.get(aliases["challenger"]), current.get(aliases["champion"])
+    serving = f"version {champion}" if champion else "no version"
+    waiting = None
+    if challenger is None:
+        waiting = f"no '{aliases['challenger']}' to promote"
+    elif not promotion.get("auto_promote", False):
+        waiting = f"version {challenger} waits as '{aliases['challenger']}' (promotion.auto_promote is false here: kedro run --pipeline promotion)"
+    elif promotion["require_approval"] and not registry_state["versions"][challenger]["tags"].get("approved_by"):
+        waiting = f"version {challenger} waits for approval ({approval_instructions(name, challenger, {})})"
+    if waiting:
+        logger.info("automatic promotion: %s: %s; '%s' stays %s", name, waiting, aliases["champion"], serving)
+        return [], release_event("promote", name, [])
+    return plan_promotion(registry_state, registry, {**promotion, "reason": promotion.get("auto_reason", promotion["reason"])})
+
+
+def name_the_champion(registry_after: dict[str, Any], registry: dict[str, Any]) -> dict[str, Any]:
+    """The aliases after the release step (``champion`` None: nothing to score with yet)."""
+    name = check_model(registry_after, registry)
+    aliases = {role: registry_after["aliases"].get(alias) for role, alias in registry["aliases"].items()}
+    logger.info("release: %s %s", name, ", ".join(f"{role}={version or '-'}" for role, version in aliases.items()))
+    return {"model_name": name, **aliases}

@@ -1,0 +1,28 @@
+"""Auto-promotion pipeline (the default run's release step): the registry as registration left it →
+the promotion's alias moves where ``promotion.auto_promote`` allows (dev), none elsewhere →
+ml.model_promotions rows; then the champion it leaves, for batch inference to wait for."""
+
+from kedro.pipeline import Pipeline, node
+
+from lakehouse_ml.pipelines.promotion.nodes import name_the_champion, plan_automatic_promotion
+from lakehouse_ml.registry import release_pipeline
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Create the auto_promotion pipeline."""
+    # Reading the registry `@after` registration's actions orders this step after registration.
+    release = release_pipeline(
+        "auto_promotion", plan_automatic_promotion,
+        ["registration_model_registry@after", "params:registry", "params:promotion"],
+    )
+    # `champion_model@released` shares its base name with inference's `champion_model@…` inputs, so
+    # in the default run Kedro resolves the champion for scoring only after this step.
+    return release + Pipeline(
+        [
+            node(
+                name_the_champion, ["auto_promotion_model_registry@after", "params:registry"], "champion_model@released",
+                name="name_the_champion",
+            )
+        ],
+        tags=["auto_promotion", "release"],
+    )
