@@ -10,10 +10,11 @@ from tests.pipelines.registration.releases import REGISTRY, state, version
 
 DEV = {"require_approval": False, "reason": "promote challenger after passing gates", "actor": None, "auto_promote": True, "auto_reason": "automatic"}
 STAGING = {**DEV, "require_approval": True, "auto_promote": False}
+CONTEXT = {"actor": "carol"}  # who runs the promotion (ReleaseContextDataset)
 
 
 def test_the_first_promotion_makes_the_challenger_champion():
-    actions, event = plan_promotion(state(version("1", aliases=("challenger",))), REGISTRY, DEV)
+    actions, event = plan_promotion(state(version("1", aliases=("challenger",))), REGISTRY, DEV, CONTEXT)
     assert actions == [
         {"action": "set_alias", "alias": "champion", "version": "1"},
         {"action": "delete_alias", "alias": "challenger"},
@@ -27,7 +28,7 @@ def test_the_first_promotion_makes_the_challenger_champion():
 
 def test_a_later_promotion_keeps_the_old_champion_as_previous():
     current = state(version("1", aliases=("previous_champion",)), version("2", aliases=("champion",)), version("3", aliases=("challenger",)))
-    actions, event = plan_promotion(current, REGISTRY, {**DEV, "actor": "alice"})
+    actions, event = plan_promotion(current, REGISTRY, {**DEV, "actor": "alice"}, CONTEXT)
     assert actions == [
         {"action": "set_alias", "alias": "previous_champion", "version": "2"},
         {"action": "set_alias", "alias": "champion", "version": "3"},
@@ -42,12 +43,12 @@ def test_a_later_promotion_keeps_the_old_champion_as_previous():
 def test_approval_is_required_where_configured_and_the_refusal_says_how_to_approve():
     current = state(version("1", aliases=("champion",)), version("2", aliases=("challenger",)))
     with pytest.raises(ReleaseRefusedError) as refused:
-        plan_promotion(current, REGISTRY, STAGING)
+        plan_promotion(current, REGISTRY, STAGING, CONTEXT)
     message = str(refused.value)
     assert "dev.ml.churn_classifier version 2 needs approval" in message and "runs:/eval2/reports/gates.json" in message
     assert "MlflowClient().set_model_version_tag('dev.ml.churn_classifier', '2', 'approved_by', '<your name>')" in message
     approved = state(version("1", aliases=("champion",)), version("2", aliases=("challenger",), approved_by="bob"))
-    actions, event = plan_promotion(approved, REGISTRY, STAGING)
+    actions, event = plan_promotion(approved, REGISTRY, STAGING, CONTEXT)
     assert len(actions) == 3 and event["approved_by"] == "bob"
 
 
@@ -62,12 +63,12 @@ def test_approval_is_required_where_configured_and_the_refusal_says_how_to_appro
 )
 def test_promotion_refuses_without_a_promotable_challenger(current, refusal):
     with pytest.raises(ReleaseRefusedError, match=refusal):
-        plan_promotion(current, REGISTRY, DEV)
+        plan_promotion(current, REGISTRY, DEV, CONTEXT)
 
 
 def test_the_default_run_promotes_a_passing_challenger_where_auto_promote_is_on():
     current = state(version("1", aliases=("champion",)), version("2", aliases=("challenger",)))
-    actions, event = plan_automatic_promotion(current, REGISTRY, DEV)
+    actions, event = plan_automatic_promotion(current, REGISTRY, DEV, CONTEXT)
     assert actions == [
         {"action": "set_alias", "alias": "previous_champion", "version": "1"},
         {"action": "set_alias", "alias": "champion", "version": "2"},
@@ -88,7 +89,7 @@ def test_the_default_run_promotes_a_passing_challenger_where_auto_promote_is_on(
 )
 def test_the_default_run_moves_nothing_and_says_what_waits(current, policy, waiting, caplog):
     caplog.set_level("INFO")
-    actions, event = plan_automatic_promotion(current, REGISTRY, policy)
+    actions, event = plan_automatic_promotion(current, REGISTRY, policy, CONTEXT)
     assert (actions, event["moves"]) == ([], [])
     assert waiting in caplog.text
 
@@ -98,3 +99,16 @@ def test_the_champion_after_the_release_step_is_named_by_role():
     assert name_the_champion(after, REGISTRY) == {
         "model_name": "dev.ml.churn_classifier", "champion": "2", "challenger": None, "previous_champion": "1",
     }
+
+
+def test_prod_refuses_a_promotion_by_the_approver_themself():
+    prod = {**STAGING, "forbid_self_approval": True}
+    approved = state(version("1", aliases=("champion",)), version("2", aliases=("challenger",), approved_by="carol"))
+    with pytest.raises(ReleaseRefusedError, match="approved by 'carol', who is also promoting it"):
+        plan_promotion(approved, REGISTRY, prod, CONTEXT)
+    by_bob = state(version("2", aliases=("challenger",), approved_by="bob"))
+    with pytest.raises(ReleaseRefusedError, match="approved by 'bob', who is also promoting it"):
+        plan_promotion(by_bob, REGISTRY, {**prod, "actor": "bob"}, CONTEXT)  # the parameter names the actor
+    actions, event = plan_promotion(approved, REGISTRY, {**prod, "actor": "dave"}, CONTEXT)
+    assert len(actions) == 3 and event["approved_by"] == "carol"
+    assert len(plan_promotion(approved, REGISTRY, STAGING, CONTEXT)[0]) == 3  # staging allows it

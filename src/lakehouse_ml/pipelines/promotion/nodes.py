@@ -30,7 +30,7 @@ def approval_instructions(model_name: str, version: str, tags: dict[str, str]) -
 
 
 def plan_promotion(
-    registry_state: dict[str, Any], registry: dict[str, Any], promotion: dict[str, Any]
+    registry_state: dict[str, Any], registry: dict[str, Any], promotion: dict[str, Any], context: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Alias moves promoting the challenger to champion, refused when the state or policy forbids it."""
     name = check_model(registry_state, registry)
@@ -51,6 +51,13 @@ def plan_promotion(
         )
     if promotion["require_approval"] and not tags.get("approved_by"):
         raise ReleaseRefusedError(approval_instructions(name, challenger, tags))
+    actor = promotion.get("actor") or context["actor"]
+    if promotion["require_approval"] and promotion.get("forbid_self_approval") and tags["approved_by"] == actor:
+        raise ReleaseRefusedError(
+            f"{name} version {challenger} was approved by '{actor}', who is also promoting it: "
+            "promotion.forbid_self_approval requires a second person (set the actor with "
+            "LAKEHOUSE_ML_ACTOR or --params promotion.actor=<name>)"
+        )
     targets = {aliases["previous_champion"]: champion} if champion else {}
     targets |= {aliases["champion"]: challenger, aliases["challenger"]: None}
     actions, moves = alias_moves(registry_state, targets)
@@ -66,7 +73,7 @@ def plan_promotion(
 
 
 def plan_automatic_promotion(
-    registry_state: dict[str, Any], registry: dict[str, Any], promotion: dict[str, Any]
+    registry_state: dict[str, Any], registry: dict[str, Any], promotion: dict[str, Any], context: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The default run's release step: promote the challenger where ``promotion.auto_promote`` allows, else nothing.
 
@@ -87,7 +94,7 @@ def plan_automatic_promotion(
     if waiting:
         logger.info("automatic promotion: %s: %s; '%s' stays %s", name, waiting, aliases["champion"], serving)
         return [], release_event("promote", name, [])
-    return plan_promotion(registry_state, registry, {**promotion, "reason": promotion.get("auto_reason", promotion["reason"])})
+    return plan_promotion(registry_state, registry, {**promotion, "reason": promotion.get("auto_reason", promotion["reason"])}, context)
 
 
 def name_the_champion(registry_after: dict[str, Any], registry: dict[str, Any]) -> dict[str, Any]:

@@ -9,4 +9,4 @@ from lakehouse_ml.registry import release_pipeline
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the promotion pipeline."""
-    return release_pipeline("promotion", plan_promotion, ["model_registry", "params:registry", "params:promotion"])
+    return release_pipeline("promotion", plan_promotion, ["model_registry", "params:registry", "params:promotion", "release_context"])
