@@ -3,12 +3,13 @@
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline, pipeline
 
-# The main job, in the order of the loop: data, features, a tuned candidate, its gates, its
+# The main job, in the order of the loop: data, features (and their online copy for the scoring
+# service), a tuned candidate, its gates, its
 # registration (`challenger` if it passed), the release step (`auto_promotion`: champion in dev;
 # in staging/prod the challenger waits for a reviewer and `kedro run --pipeline promotion`), and
 # batch inference with whatever is champion then. Promotion and rollback also run on their own.
 DEFAULT_PIPELINES = (
-    "simulate", "ingest", "features", "training_set", "tuning", "training", "evaluation", "registration",
+    "simulate", "ingest", "features", "publish_online", "training_set", "tuning", "training", "evaluation", "registration",
     "auto_promotion", "inference",
 )
 

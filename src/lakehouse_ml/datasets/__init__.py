@@ -1,5 +1,5 @@
 """Datasets of this project: Delta tables (Spark, pandas, metadata), landing deliveries and
-MLflow models with a signature computed by the node."""
+MLflow models with a signature computed by the node, the model registry, the online store."""
 
 from lakehouse_ml.datasets.delta import DeltaMetadataDataset, PandasDeltaDataset, SparkDeltaDataset
 from lakehouse_ml.datasets.landing import LandingDataset, LandingFileDataset
@@ -8,6 +8,7 @@ from lakehouse_ml.datasets.mlflow_model import (
     MlflowSignedModelDataset,
     RegisteredModelAliasDataset,
 )
+from lakehouse_ml.datasets.online_store import OnlineStoreDataset
 from lakehouse_ml.datasets.registry import AuditTableDataset, CandidateRunDataset, ModelRegistryDataset, ReleaseContextDataset
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "LandingFileDataset",
     "MlflowSignedModelDataset",
     "ModelRegistryDataset",
+    "OnlineStoreDataset",
     "PandasDeltaDataset",
     "RegisteredModelAliasDataset",
     "ReleaseContextDataset",

@@ -1,0 +1,11 @@
+"""The online feature store: latest feature rows per customer for request-time lookups.
+
+``OnlineStore`` / ``SQLiteOnlineStore`` / ``open_online_store`` hold and serve the rows the
+``publish_online`` pipeline materialises from the Delta feature tables; ``OnlineFeatureLookup``
+turns them into model input vectors with the training set's definitions.
+"""
+
+from lakehouse_ml.online.lookup import OnlineFeatureLookup
+from lakehouse_ml.online.store import OnlineStore, OnlineStoreError, SQLiteOnlineStore, open_online_store
+
+__all__ = ["OnlineFeatureLookup", "OnlineStore", "OnlineStoreError", "SQLiteOnlineStore", "open_online_store"]

@@ -1,0 +1,250 @@
+"""Online feature vectors: the training set's lookups answered from the online store at request time.
+
+The definitions are the training set's own: :func:`feature_lookups` builds the same
+``FeatureLookup`` per table from the contracts and ``training_set.lookups`` (features, lookback
+window = the tightest freshness unless configured, ``filter_by_ingested_at``), and the point-in-time
+rules are applied to the one stored row per key:
+
+- a stored row is used at time ``at`` only if ``feature_ts <= at`` (and, when filtering by
+  ingestion time, ``ingested_at <= at``) and ``feature_ts >= at - lookback_window``
+  (both inclusive, as in :mod:`lakehouse_ml.features.lookup`); otherwise the table's columns are
+  null, exactly as a point-in-time lookup that finds no eligible row gives;
+- no value is imputed (the model's pipeline imputes per contract, as in training);
+- ``tenure_days`` is computed as of ``at`` like ``with_on_demand_features`` (whole UTC days);
+- every row's problems are judged like batch inference's ``rejection_reasons``, with the same
+  wording (``<table>.<feature>: <rule> expected <promise>, got <value>``).
+
+When the store was published as of time T (``publish_online.as_of``), ``vectors(ids, T, ...)``
+equals the offline point-in-time vectors at cutoff T (tested). A store row newer than ``at`` (a
+store published after ``at``) cannot stand for the older row a point-in-time lookup would find:
+the table's columns are then null and the row is flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from lakehouse_ml.features.contracts import FeatureContract, FeatureSpec, format_duration
+from lakehouse_ml.features.lookup import FeatureLookup
+from lakehouse_ml.features.validation import range_text
+from lakehouse_ml.online.store import OnlineStore
+from lakehouse_ml.pipelines.inference.nodes import RULES
+from lakehouse_ml.pipelines.training_set.nodes import ENTITY, feature_lookups, parsed_contracts
+
+TENURE = "tenure_days"
+_SIGNUP = "customer_profile__signup_ts"
+_DAY = 86_400
+
+
+def as_utc(at: datetime | pd.Timestamp | str) -> datetime:
+    """A request time as an aware UTC ``datetime``; a time without a zone is refused."""
+    stamp = pd.Timestamp(at)
+    if stamp.tzinfo is None:
+        raise ValueError(f"request time must carry a time zone (e.g. 2026-03-01T00:00:00Z), got {at!r}")
+    return stamp.tz_convert("UTC").to_pydatetime().replace(tzinfo=timezone.utc)
+
+
+def value_text(value: Any) -> str:
+    """A value as batch inference's reasons print it (Spark's cast to string; ``null`` for None)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if value != value:  # noqa: PLR0124 - NaN
+            return "NaN"
+        if value in (float("inf"), float("-inf")):
+            return "Infinity" if value > 0 else "-Infinity"
+        text = format(Decimal(repr(value)), "f")
+        return text if "." in text else f"{text}.0"
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f").rstrip("0").rstrip(".")
+    return str(value)
+
+
+def _age_days(at: datetime, stamp: datetime) -> str:
+    """Age in days rounded half up to 2 decimals, as ``F.round(..., 2)`` in batch inference."""
+    days = (at - stamp).total_seconds() / _DAY
+    return value_text(float(Decimal(repr(days)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)))
+
+
+def _fallback_type(contract: FeatureContract, column: str) -> pa.DataType:
+    """The type of a column the store has no schema for (never published): from the contract."""
+    if column in (contract.timestamp_key, contract.ingested_at_key):
+        return pa.timestamp("us", tz="UTC")
+    if column not in contract.feature_names:
+        return pa.string()
+    unit = contract.feature(column).unit
+    return {"category": pa.string(), "timestamp": pa.timestamp("us", tz="UTC")}.get(unit, pa.float64())
+
+
+class OnlineFeatureLookup:
+    """Feature vectors per customer from an :class:`OnlineStore`, defined like the training set's."""
+
+    def __init__(
+        self,
+        store: OnlineStore,
+        contracts: dict[str, FeatureContract],
+        lookups: dict[str, Any],
+        *,
+        rules: Sequence[str] = RULES,
+    ) -> None:
+        unknown = sorted(set(rules) - set(RULES))
+        if unknown:
+            raise ValueError(f"online lookup rules: unknown {unknown}; expected some of {list(RULES)}")
+        self.store = store
+        self.contracts = dict(contracts)
+        self.rules = set(rules)
+        # The training set's lookups; the source is the table's name (the store is read instead).
+        self.lookups: list[FeatureLookup] = feature_lookups({name: name for name in lookups}, self.contracts, lookups)
+
+    @classmethod
+    def from_params(
+        cls, store: OnlineStore, activity_contract: dict, profile_contract: dict, lookups: dict, **options: Any
+    ) -> OnlineFeatureLookup:
+        """From the raw parameters ``customer_activity``, ``customer_profile`` and ``training_set.lookups``."""
+        return cls(store, parsed_contracts(activity_contract, profile_contract), lookups, **options)
+
+    def output_columns(self) -> list[str]:
+        """Every column :meth:`vectors` can return."""
+        columns = [column for lookup in self.lookups for column in lookup.output_columns()]
+        return [*columns, TENURE] if _SIGNUP in columns else columns
+
+    # -------------------------------------------------------- vectors
+
+    def vectors(
+        self, customer_ids: list[str], at: datetime, input_columns: list[str]
+    ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+        """One row per customer id (request order, index ``customer_id``) with ``input_columns``
+        typed as the training set has them, and ``{customer id: reasons}`` for rows with problems."""
+        at = as_utc(at)
+        ids = [str(customer) for customer in customer_ids]
+        missing = [column for column in input_columns if column not in self.output_columns()]
+        if missing:
+            raise ValueError(
+                f"online lookup: input columns {missing} are not produced by the training set's lookups "
+                f"(they produce {self.output_columns()}): check training_set.lookups"
+            )
+        stored = self.store.get_many({lookup.name: ids for lookup in self.lookups})
+        values: dict[str, list[Any]] = {}
+        types: dict[str, pa.DataType] = {}
+        problems: dict[str, list[str]] = {customer: [] for customer in ids}
+        for lookup in self.lookups:
+            rows = [stored[lookup.name].get(customer) for customer in ids]
+            used = [self._usable(lookup, row, at) for row in rows]
+            for customer, row, chosen in zip(ids, rows, used):
+                if row is not None and chosen is None:
+                    problems[customer] += self._unusable(lookup, row, at)
+            self._collect(lookup, used, values, types)
+        if _SIGNUP in values:
+            values[TENURE] = [None if signup is None else (at.date() - signup.date()).days for signup in values[_SIGNUP]]
+            types[TENURE] = pa.int32()
+        self._judge(ids, at, input_columns, values, types, problems)
+        for customer in ids:
+            if not any(customer in stored[lookup.name] for lookup in self.lookups):
+                problems[customer] = [f"{ENTITY}: not in the online store"]
+        frame = pa.table({c: pa.array(values[c], type=types[c]) for c in input_columns}).to_pandas()
+        frame.index = pd.Index(ids, name=ENTITY)
+        return frame, {customer: reasons for customer, reasons in problems.items() if reasons}
+
+    @staticmethod
+    def _usable(lookup: FeatureLookup, row: dict[str, Any] | None, at: datetime) -> dict[str, Any] | None:
+        """The stored row if the point-in-time rules let it be used at ``at``, else None."""
+        if row is None or row.get(lookup.timestamp_key) is None:
+            return None
+        stamp = row[lookup.timestamp_key]
+        if stamp > at or (lookup.lookback_window is not None and stamp < at - lookup.lookback_window):
+            return None
+        if lookup.filter_by_ingested_at:
+            known = row.get(lookup.ingested_at_key)
+            if known is None or known > at:
+                return None
+        return row
+
+    @staticmethod
+    def _unusable(lookup: FeatureLookup, row: dict[str, Any], at: datetime) -> list[str]:
+        """Why a stored row newer than ``at`` is not used (a stale one is reported by freshness)."""
+        stamp, known = row.get(lookup.timestamp_key), row.get(lookup.ingested_at_key)
+        later = stamp is not None and stamp > at
+        later |= lookup.filter_by_ingested_at and (known is None or known > at)
+        if not later:
+            return []
+        return [
+            f"{lookup.name}.{lookup.timestamp_key}: point_in_time expected a row stamped and known by {at.isoformat()}, "
+            f"got {lookup.timestamp_key} {value_text(stamp)}, {lookup.ingested_at_key} {value_text(known)} "
+            "(the online store was published after the request time)"
+        ]
+
+    def _collect(
+        self, lookup: FeatureLookup, used: list[dict[str, Any] | None], values: dict[str, list[Any]], types: dict[str, pa.DataType]
+    ) -> None:
+        """The lookup's output columns (null where no row is used) and their stored Arrow types."""
+        schema = self.store.schema(lookup.name)
+        contract = self.contracts[lookup.name]
+        for feature in lookup.feature_names:
+            column = f"{lookup.prefix}{feature}"
+            values[column] = [None if row is None else row.get(feature) for row in used]
+            known = schema is not None and feature in schema.names
+            types[column] = schema.field(feature).type if known else _fallback_type(contract, feature)
+
+    # -------------------------------------------------------- problems (batch inference's rejection reasons)
+
+    def _judge(  # noqa: PLR0913
+        self,
+        ids: list[str],
+        at: datetime,
+        inputs: list[str],
+        values: dict[str, list[Any]],
+        types: dict[str, pa.DataType],
+        problems: dict[str, list[str]],
+    ) -> None:
+        """Append, per customer, the reasons batch inference's ``rejection_reasons`` would give."""
+        for table, contract in self.contracts.items():
+            used = [spec for spec in contract.features if f"{table}__{spec.name}" in inputs]
+            if not contract.enabled or not used:
+                continue
+            stamps = values.get(f"{table}__{contract.timestamp_key}", [None] * len(ids))
+            for index, customer in enumerate(ids):
+                if "freshness" in self.rules:
+                    problems[customer] += _freshness(contract, used, stamps[index], at)
+                for spec in used:
+                    column = f"{table}__{spec.name}"
+                    problems[customer] += self._value(contract, spec, values[column][index], types[column], stamps[index])
+
+    def _value(self, contract: FeatureContract, spec: FeatureSpec, value: Any, data_type: pa.DataType, stamp: Any) -> list[str]:
+        where = f"{contract.table}.{spec.name}"
+        reasons = []
+        numeric = pa.types.is_integer(data_type) or pa.types.is_floating(data_type)
+        ranged = spec.minimum is not None or spec.maximum is not None
+        if "range" in self.rules and ranged and numeric and value is not None and _out_of_range(value, spec):
+            reasons.append(f"{where}: range expected {range_text(spec)}, got {value_text(value)}")
+        if "allowed_values" in self.rules and spec.allowed_values is not None and value is not None:
+            if value not in [v for v in spec.allowed_values if v is not None]:
+                reasons.append(f"{where}: allowed_values expected one of {list(spec.allowed_values)}, got '{value_text(value)}'")
+        if "null_policy" in self.rules and spec.null_policy.action == "drop" and stamp is not None and value is None:
+            reasons.append(f"{where}: null_policy expected a value (policy drop), got null")
+        return reasons
+
+
+def _out_of_range(value: float, spec: FeatureSpec) -> bool:
+    """As ``features.validation.out_of_range``: NaN breaks any declared range."""
+    if isinstance(value, float) and value != value:  # noqa: PLR0124 - NaN
+        return True
+    return (spec.minimum is not None and value < spec.minimum) or (spec.maximum is not None and value > spec.maximum)
+
+
+def _freshness(contract: FeatureContract, used: list[FeatureSpec], stamp: datetime | None, at: datetime) -> list[str]:
+    """No usable row of the table, or one older than the tightest freshness of the used features."""
+    tightest = min(used, key=lambda spec: spec.freshness)
+    allowed = format_duration(tightest.freshness)
+    if stamp is None:
+        return [f"{contract.table}.{contract.timestamp_key}: freshness expected a feature row at most {allowed} old at {at.isoformat()}, got none"]
+    if stamp < at - tightest.freshness:
+        return [f"{contract.table}.{tightest.name}: freshness expected at most {allowed} old at {at.isoformat()}, got {_age_days(at, stamp)} days"]
+    return []

@@ -1,0 +1,25 @@
+"""Publish-online pipeline: feature tables (Delta) → changed latest rows per key → online store → summary."""
+
+from kedro.pipeline import Pipeline, node
+
+from lakehouse_ml.pipelines.publish_online.nodes import plan_online_publish, report_online_publish
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Create the publish_online pipeline."""
+    return Pipeline(
+        [
+            node(
+                plan_online_publish,
+                [
+                    "customer_activity@spark", "customer_profile@spark", "customer_activity@info",
+                    "customer_profile@info", "online_store_published", "params:customer_activity",
+                    "params:customer_profile", "params:training_set", "params:publish_online",
+                ],
+                ["online_store", "online_publish_summary"],
+                name="plan_online_publish",
+            ),
+            node(report_online_publish, ["online_store", "online_publish_summary"], None, name="report_online_publish"),
+        ],
+        tags=["publish_online"],
+    )
