@@ -16,7 +16,6 @@ known by it are used).
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
@@ -25,7 +24,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakehouse_ml.features.contracts import FeatureContract, format_duration
-from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
+from lakehouse_ml.features.lookup import build_training_set, eligible_at
 from lakehouse_ml.features.validation import out_of_range, range_text
 from lakehouse_ml.pipelines.inference._scoring import scoring_function
 from lakehouse_ml.pipelines.training_set.nodes import (
@@ -100,22 +99,6 @@ def build_scoring_spine(orders: DataFrame, inference: dict[str, Any], training_s
 # ---------------------------------------------------------------- point-in-time features
 
 
-def _within_window(lookup: FeatureLookup, scoring_ts: datetime) -> FeatureLookup:
-    """The lookup reading only rows it could choose at ``scoring_ts`` (the same answer, less work).
-
-    Every spine row has the same time, so rows stamped after it, before its lookback window or
-    (when filtering by ingestion time) known after it are never eligible: dropping them before
-    the shuffle keeps 3 days of a daily table instead of its whole history.
-    """
-    stamped = F.col(lookup.timestamp_key)
-    keep = stamped <= F.lit(scoring_ts)
-    if lookup.lookback_window is not None:
-        keep &= stamped >= F.lit(scoring_ts - lookup.lookback_window)
-    if lookup.filter_by_ingested_at:
-        keep &= F.col(lookup.ingested_at_key) <= F.lit(scoring_ts)
-    return replace(lookup, source=lookup.source.where(keep))
-
-
 def look_up_scoring_features(  # noqa: PLR0913
     spine: DataFrame,
     activity: DataFrame,
@@ -129,7 +112,7 @@ def look_up_scoring_features(  # noqa: PLR0913
     contracts = parsed_contracts(activity_contract, profile_contract)
     tables = {"customer_activity": activity, "customer_profile": profile}
     scoring_ts = datetime.fromisoformat(scoring["scoring_ts"])
-    lookups = [_within_window(lookup, scoring_ts) for lookup in feature_lookups(tables, contracts, training_set["lookups"])]
+    lookups = [eligible_at(lookup, scoring_ts) for lookup in feature_lookups(tables, contracts, training_set["lookups"])]
     return with_on_demand_features(build_training_set(spine, lookups, ENTITY, CUTOFF))
 
 

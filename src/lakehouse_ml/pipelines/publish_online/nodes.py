@@ -29,7 +29,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from lakehouse_ml.features.lookup import FeatureLookup
+from lakehouse_ml.features.lookup import FeatureLookup, eligible_at
 from lakehouse_ml.online.lookup import as_utc
 from lakehouse_ml.online.store import KEY_SEPARATOR, ROW_HASH, utc_from_micros
 from lakehouse_ml.pipelines.training_set.nodes import FEATURE_TABLES, feature_lookups, parsed_contracts
@@ -87,13 +87,9 @@ def latest_rows(lookup: FeatureLookup, as_of: datetime) -> DataFrame:
     stamp, known = _column(lookup.timestamp_key), _column(lookup.ingested_at_key)
     keys = [_column(k) for k in lookup.lookup_key]
     served = [*lookup.lookup_key, *lookup.feature_names]
-    eligible = lookup.source.where(stamp.isNotNull() & (stamp <= F.lit(as_of)))
-    if lookup.lookback_window is not None:
-        eligible = eligible.where(stamp >= F.lit(as_of - lookup.lookback_window))
+    eligible = eligible_at(lookup, as_of).source
     for key in keys:
         eligible = eligible.where(key.isNotNull())
-    if lookup.filter_by_ingested_at:
-        eligible = eligible.where(known.isNotNull() & (known <= F.lit(as_of)))
     hashed = eligible.select(*[_column(c) for c in served]).withColumn(
         ROW_HASH, F.substring(F.sha2(F.to_json(F.struct(*[_column(c) for c in served])), 256), 1, 32)
     )
