@@ -104,13 +104,24 @@ def as_category(values: Any) -> pd.DataFrame:
     return pd.DataFrame(values).astype(object).map(lambda v: np.nan if pd.isna(v) else str(v))
 
 
-def _numeric_imputer(column: str, imputation: dict[str, Any]) -> Pipeline:
-    """Constant fill with the contract's impute value where given, median otherwise."""
-    if column in imputation:
-        imputer = SimpleImputer(strategy="constant", fill_value=imputation[column], keep_empty_features=True)
-    else:
-        imputer = SimpleImputer(strategy="median", keep_empty_features=True)
-    return make_pipeline(FunctionTransformer(as_float, feature_names_out="one-to-one"), imputer)
+def _numeric_imputers(numeric: list[str], imputation: dict[str, Any]) -> list[tuple[str, Pipeline, list[str]]]:
+    """Constant fill with the contract's impute value where given, median otherwise: one branch per fill.
+
+    One branch per column made a single-row prediction spend ~20 ms in the ColumnTransformer's
+    per-branch overhead; grouped by fill value the same transform takes a fraction of that.
+    """
+    groups: dict[str, tuple[SimpleImputer, list[str]]] = {}
+    for column in numeric:
+        if column in imputation:
+            key = f"fill_{imputation[column]!r}"
+            imputer = SimpleImputer(strategy="constant", fill_value=imputation[column], keep_empty_features=True)
+        else:
+            key, imputer = "median", SimpleImputer(strategy="median", keep_empty_features=True)
+        groups.setdefault(key, (imputer, []))[1].append(column)
+    return [
+        (f"num_{key}", make_pipeline(FunctionTransformer(as_float, feature_names_out="one-to-one"), imputer), columns)
+        for key, (imputer, columns) in groups.items()
+    ]
 
 
 def _estimator(family: str, params: dict[str, Any]) -> Any:
@@ -129,7 +140,7 @@ def build_model_pipeline(
 ) -> Pipeline:
     """Imputation (+ one-hot, + scaling for logistic regression) followed by the family's classifier."""
     estimator = _estimator(family, params)
-    numeric_steps = [(f"num{i}", _numeric_imputer(c, imputation), [c]) for i, c in enumerate(numeric)]
+    numeric_steps = _numeric_imputers(numeric, imputation)
     categorical_step = make_pipeline(
         FunctionTransformer(as_category, feature_names_out="one-to-one"),
         SimpleImputer(strategy="constant", fill_value="unknown"),
