@@ -152,3 +152,66 @@ def test_full_rebuild_from_the_cli(project):
     after = versions(project, "dev")
     assert after["bronze/orders"] == before["bronze/orders"] + 1
     assert after["silver/orders"] == before["silver/orders"] + 1
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_documented_serve_command_serves_the_champion_and_logs_to_delta(project):
+    """After the default run: `python -m lakehouse_ml.serving --env local` answers with the champion
+    from the published online store, and its inference log reaches Delta when it is stopped."""
+    import signal
+    import time
+
+    import httpx
+
+    predictions = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/ml/churn_predictions")).load()
+    customers = sorted(predictions["customer_id"])[:3]
+    port, token = _free_port(), "e2e-secret-token"
+    env = {**os.environ, "LAKEHOUSE_ML_ROOT": str(project), "LAKEHOUSE_ML_SERVING_TOKEN": token, "KEDRO_DISABLE_TELEMETRY": "1"}
+    for variable in ("SPARK_REMOTE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # the tests' own store
+        env.pop(variable, None)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lakehouse_ml.serving", "--env", "local", "--port", str(port)],
+        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline, ready = time.monotonic() + 120, None
+        while time.monotonic() < deadline:
+            try:
+                ready = httpx.get(f"{url}/ready", timeout=2)
+                if ready.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the service was not ready within 120 s: {ready.text if ready is not None else 'no answer'}")
+        assert httpx.post(f"{url}/v1/score/customers", json={"customer_ids": customers}, timeout=10).status_code == 401
+        answer = httpx.post(
+            f"{url}/v1/score/customers", json={"customer_ids": customers},
+            headers={"Authorization": f"Bearer {token}"}, timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        scored = {p["customer_id"]: p for p in body["predictions"]}
+        refused = {e["customer_id"] for e in body.get("errors", [])}
+        assert set(scored) | refused == set(customers) and scored, body
+        assert {(p["model_version"], p["role"]) for p in scored.values()} == {("1", "champion")}
+        assert all(0.0 <= p["probability"] <= 1.0 for p in scored.values())
+        version = httpx.get(f"{url}/version", timeout=5).json()
+        assert "dev.ml.churn_classifier" in json.dumps(version)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=60)[0]
+    assert token not in output  # no secret in the logs
+    log = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/monitoring/inference_log")).load()
+    assert set(log["customer_id"]) >= set(scored), output[-3000:]
+    assert not log.duplicated(["request_id", "row_index", "role"]).any()

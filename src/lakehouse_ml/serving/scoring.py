@@ -1,0 +1,221 @@
+"""The scoring core, without HTTP: route rows to champion or challenger, score each group in one
+model call, log every scored row, score shadow copies off the response path, look customers up
+in the online store and apply the contract policy."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+
+from lakehouse_ml.features.contracts import parse_contract
+from lakehouse_ml.serving.config import ServingSettings
+from lakehouse_ml.serving.inference_log import InferenceLog, LogBatch
+from lakehouse_ml.serving.metrics import ServingMetrics
+from lakehouse_ml.serving.releases import ModelRelease, Releases, ServingState
+from lakehouse_ml.serving.validation import ApiProblem, CustomerIdsValidator, problem
+
+logger = logging.getLogger(__name__)
+
+
+class ScoringService:
+    """Releases, online lookups, inference log and shadow scoring of one service instance."""
+
+    def __init__(self, settings: ServingSettings, metrics: ServingMetrics) -> None:
+        self.settings, self.metrics = settings, metrics
+        contracts = {name: parse_contract(name, raw) for name, raw in settings.contracts.items()}
+        self.tables = [name for name, contract in contracts.items() if contract.enabled]
+        self.releases = Releases(settings.model_name, settings.aliases, contracts, settings.max_batch_size, settings.traffic)
+        self.releases.listeners.append(self._on_state)
+        self.log = InferenceLog(settings.inference_log, metrics)
+        self.customer_ids = CustomerIdsValidator(settings.max_batch_size)
+        self._shadow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serving-shadow", initializer=self.limit_threads)
+        self._shadow_waiting = 0
+        self._shadow_lock = threading.Lock()
+        self._store_lock = threading.Lock()
+        self.store: Any = None
+        self._lookup: Any = None
+        self.store_error: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Resolve and load the releases, open the online store, start polling and flushing."""
+        outcome = self.releases.refresh()
+        logger.info("serving: started with %s (champion %s, challenger %s)", self.settings.model_name,
+                    outcome["champion"].get("to"), outcome["challenger"].get("to"))
+        self.lookup()
+        self.releases.start_polling(self.settings.poll_interval_s)
+        self.log.start()
+
+    def stop(self) -> None:
+        """Stop polling, finish shadow scores, flush the inference log, close the store."""
+        self.releases.stop()
+        self._shadow.shutdown(wait=True)
+        self.log.close()
+        if self.store is not None:
+            self.store.close()
+
+    def limit_threads(self) -> Any:
+        """Cap the calling thread's OpenMP/BLAS threads at ``model_threads`` (OpenMP limits are per thread)."""
+        if not self.settings.model_threads:
+            return None
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(limits=self.settings.model_threads)
+
+    def _on_state(self, state: ServingState) -> None:
+        versions = {role: (state.release(role).version if state.release(role) else None) for role in ("champion", "challenger")}
+        self.metrics.set_releases(versions, state.traffic.share if state.traffic.mode == "canary" else 0.0)
+
+    def lookup(self) -> Any:
+        """The online feature lookup, opened on first use (None while the store cannot be opened)."""
+        if self._lookup is not None or not self.settings.online_store:
+            return self._lookup
+        with self._store_lock:
+            if self._lookup is None:
+                from lakehouse_ml.online import OnlineFeatureLookup, open_online_store
+
+                try:
+                    store = open_online_store(dict(self.settings.online_store))
+                    contracts = self.settings.contracts
+                    self._lookup = OnlineFeatureLookup.from_params(
+                        store, contracts.get("customer_activity"), contracts.get("customer_profile"), self.settings.lookups
+                    )
+                    self.store, self.store_error = store, None
+                except Exception as error:  # noqa: BLE001 - reported by /ready; payload scoring goes on
+                    self.store_error = f"{type(error).__name__}: {error}"
+                    logger.error("serving: online store %s cannot be opened: %s", self.settings.online_store, self.store_error)
+        return self._lookup
+
+    def request_time(self) -> datetime:
+        """The time online features are looked up at: the wall clock, or the store's publish time (``request_time``)."""
+        if self.settings.request_time == "now":
+            return datetime.now(timezone.utc)
+        published = [state["as_of"] for state in self.store_tables().values() if state and state.get("as_of")]
+        if not published:
+            raise ApiProblem(503, [problem("online_store", "unavailable", "an online store published by `kedro run --pipeline publish_online`", "no table published")])
+        return max(published)
+
+    def store_tables(self) -> dict[str, dict[str, Any] | None]:
+        """Each feature table's state in the online store (None: never published)."""
+        if self.lookup() is None:
+            return {}
+        return {table: self.store.table_state(table) for table in self.tables}
+
+    # ------------------------------------------------------------------ scoring
+
+    def score_rows(self, state: ServingState, rows: list[dict[str, Any]], request_id: str) -> list[dict[str, Any]]:
+        """Score validated payload rows (``POST /v1/score``)."""
+        frame = state.validator.frame(rows)
+        return self._score(state, frame, [row.get("customer_id") for row in rows], request_id, "score")
+
+    def score_customers(self, state: ServingState, customer_ids: list[str], request_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Score customers with their online features; (predictions, per-customer errors)."""
+        lookup = self.lookup()
+        if lookup is None:
+            raise ApiProblem(503, [problem("online_store", "unavailable", "an online store published by `kedro run --pipeline publish_online`", self.store_error)])
+        try:
+            frame, problems = lookup.vectors(customer_ids, at=self.request_time(), input_columns=list(state.validator.by_name))
+        except ValueError as error:  # the lookups do not produce every model input: a configuration problem
+            raise ApiProblem(503, [problem("online_store", "unavailable", "online features for every model input", str(error))]) from None
+        refuse = self.settings.on_contract_violation == "refuse"
+        errors = [
+            {"field": f"customer_ids[{i}]", "problem": "contract", "customer_id": customer,
+             "expected": "online features within their contracts (and the customer in the online store)",
+             "got": "; ".join(problems[customer])}
+            for i, customer in enumerate(customer_ids) if refuse and customer in problems
+        ]
+        if errors:
+            self.metrics.refused_rows.inc(len(errors))
+        keep = [i for i, customer in enumerate(customer_ids) if not (refuse and customer in problems)]
+        if not keep:
+            raise ApiProblem(422, errors)
+        frame = frame.iloc[keep] if len(keep) < len(customer_ids) else frame
+        ids = [customer_ids[i] for i in keep]
+        flags = None if refuse else [problems.get(customer, []) for customer in ids]
+        return self._score(state, frame.reset_index(drop=True), ids, request_id, "score_customers", keep, flags), errors
+
+    def _score(  # noqa: PLR0913
+        self, state: ServingState, frame: pd.DataFrame, customer_ids: list[str | None], request_id: str, endpoint: str,
+        row_indices: list[int] | None = None, flags: list[list[str]] | None = None,
+    ) -> list[dict[str, Any]]:
+        rows = row_indices if row_indices is not None else list(range(len(frame)))
+        groups: dict[str, list[int]] = {}
+        for position, customer in enumerate(customer_ids):
+            groups.setdefault(state.role_for(customer), []).append(position)
+        predictions: list[dict[str, Any]] = [{}] * len(rows)
+        logged_at = datetime.now(timezone.utc)
+        for role, positions in groups.items():
+            release = state.release(role)
+            part = frame if len(positions) == len(rows) else frame.iloc[positions]
+            probabilities, elapsed = self._call(release, part, "served")
+            for position, probability in zip(positions, probabilities):
+                predictions[position] = _prediction(release, rows[position], customer_ids[position], float(probability),
+                                                    flags[position] if flags is not None else None)
+            self.log.append(LogBatch(
+                request_id=request_id, logged_at=logged_at, endpoint=endpoint, role=role, served=True,
+                model_name=release.name, model_version=release.version, threshold=release.threshold,
+                row_indices=[rows[p] for p in positions], customer_ids=[customer_ids[p] for p in positions],
+                features=part, probabilities=probabilities, latency_ms=elapsed * 1000,
+                flags=[flags[p] for p in positions] if flags is not None else None,
+            ))
+        if state.traffic.mode == "shadow" and state.challenger is not None:
+            self._submit_shadow(state.challenger, frame, customer_ids, rows, request_id, endpoint, logged_at)
+        return predictions
+
+    def _call(self, release: ModelRelease, frame: pd.DataFrame, mode: str) -> tuple[Any, float]:
+        started = time.perf_counter()
+        probabilities = release.score(frame)
+        elapsed = time.perf_counter() - started
+        self.metrics.model_latency.labels(model_version=release.version, role=release.role).observe(elapsed)
+        self.metrics.rows.labels(model_version=release.version, role=release.role, mode=mode).inc(len(frame))
+        return probabilities, elapsed
+
+    def _submit_shadow(self, challenger: ModelRelease, *args: Any) -> None:
+        with self._shadow_lock:
+            if self._shadow_waiting >= self.settings.shadow_queue:
+                self.metrics.shadow_skipped.inc()
+                return
+            self._shadow_waiting += 1
+        try:
+            self._shadow.submit(self._shadow_score, challenger, *args)
+        except RuntimeError:  # shutting down
+            with self._shadow_lock:
+                self._shadow_waiting -= 1
+
+    def _shadow_score(  # noqa: PLR0913
+        self, challenger: ModelRelease, frame: pd.DataFrame, customer_ids: list[str | None], rows: list[int],
+        request_id: str, endpoint: str, logged_at: datetime,
+    ) -> None:
+        """The challenger's scores of a request copy: logged only, never returned."""
+        try:
+            probabilities, elapsed = self._call(challenger, frame, "shadow")
+            self.log.append(LogBatch(
+                request_id=request_id, logged_at=logged_at, endpoint=endpoint, role="challenger", served=False,
+                model_name=challenger.name, model_version=challenger.version, threshold=challenger.threshold,
+                row_indices=rows, customer_ids=customer_ids, features=frame, probabilities=probabilities,
+                latency_ms=elapsed * 1000,
+            ))
+        except Exception as error:  # noqa: BLE001 - a failing shadow never affects serving
+            logger.error("serving: shadow scoring of request %s by version %s failed: %s", request_id, challenger.version, type(error).__name__)
+        finally:
+            with self._shadow_lock:
+                self._shadow_waiting -= 1
+
+
+def _prediction(release: ModelRelease, row: int, customer_id: str | None, probability: float, flags: list[str] | None) -> dict[str, Any]:
+    threshold = release.threshold
+    prediction = {
+        "row": row, "customer_id": customer_id, "probability": probability,
+        "decision": None if threshold is None else int(probability >= threshold), "threshold": threshold,
+        "model_version": release.version, "role": release.role,
+    }
+    if flags is not None:
+        prediction["flags"] = flags
+    return prediction

@@ -1,0 +1,65 @@
+"""Serving settings from the project's real configuration: the token, and refusals naming the key."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from lakehouse_ml.serving.config import TOKEN_VARIABLE, SettingsError, Traffic, load_settings
+from tests.helpers import PROJECT_ROOT
+
+
+@pytest.fixture
+def conf(tmp_path, monkeypatch):
+    """A copy of the project's conf/ (to add a credentials file), without a token in the environment."""
+    monkeypatch.delenv(TOKEN_VARIABLE, raising=False)
+    target = tmp_path / "conf"
+    shutil.copytree(PROJECT_ROOT / "conf", target, ignore=shutil.ignore_patterns("credentials*"))
+    return target
+
+
+def test_the_service_refuses_to_start_without_a_token(conf):
+    with pytest.raises(SettingsError, match=f"no serving token: set {TOKEN_VARIABLE} or `serving: {{token: ...}}`"):
+        load_settings("local", conf)
+
+
+def test_the_token_comes_from_credentials_and_the_environment_wins(conf, monkeypatch):
+    (conf / "local" / "credentials.yml").write_text("serving:\n  token: from-credentials\n")
+    assert load_settings("local", conf).token == "from-credentials"
+    monkeypatch.setenv(TOKEN_VARIABLE, "from-environment")
+    assert load_settings("local", conf).token == "from-environment"
+
+
+def test_auth_can_be_disabled_explicitly_for_local_use(conf):
+    assert load_settings("local", conf, overrides={"auth": "disabled"}).token is None
+    with pytest.raises(SettingsError, match="serving.auth: expected required or disabled, got 'off'"):
+        load_settings("local", conf, overrides={"auth": "off"})
+
+
+def test_settings_follow_the_environment(conf, monkeypatch):
+    monkeypatch.setenv(TOKEN_VARIABLE, "t")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    staging = load_settings("staging", conf)
+    assert staging.model_name == "staging.ml.churn_classifier"
+    assert staging.inference_log.path == "data/lakehouse/staging/monitoring/inference_log"
+    assert staging.online_store == {"type": "sqlite", "path": "data/07_model_output/staging/online_store.db"}
+    assert staging.tracking_uri == staging.registry_uri == "sqlite:///elsewhere.db"
+    assert set(staging.contracts) == {"customer_activity", "customer_profile"} and set(staging.lookups) == set(staging.contracts)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"traffic": {"mode": "blue", "share": 0}}, r"serving.traffic.mode: expected one of \['off', 'canary', 'shadow'\], got 'blue'"),
+    ({"traffic": {"mode": "canary", "share": 2}}, r"serving.traffic.share: expected a number in \[0, 1\], got 2"),
+    ({"on_contract_violation": "ignore"}, r"serving.on_contract_violation: expected one of \['refuse', 'flag'\], got 'ignore'"),
+    ({"max_batch_size": 0}, "serving.max_batch_size: expected a positive integer, got 0"),
+])
+def test_inconsistent_settings_are_refused_naming_the_key(conf, monkeypatch, overrides, message):
+    monkeypatch.setenv(TOKEN_VARIABLE, "t")
+    with pytest.raises(SettingsError, match=message):
+        load_settings("local", conf, overrides=overrides)
+
+
+def test_a_traffic_share_is_a_number():
+    with pytest.raises(SettingsError, match="got True"):
+        Traffic("canary", True)

@@ -1,0 +1,108 @@
+"""The inference log: rows of the live service in Delta, re-flushes that add nothing, size-triggered flushes."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lakehouse_ml.datasets import PandasDeltaDataset
+from lakehouse_ml.serving.config import InferenceLogSettings
+from lakehouse_ml.serving.inference_log import InferenceLog, LogBatch, to_arrow, write_rows
+from tests.serving.conftest import feature_rows
+from tests.serving.test_scoring import json_rows
+
+
+def _read(path: str) -> pd.DataFrame:
+    return PandasDeltaDataset(filepath=path).load()
+
+
+def test_every_scored_row_is_logged_with_its_request_version_features_and_score(live, registry, online_store):
+    rows = json_rows(feature_rows(3, seed=5), registry["inputs"])
+    rows = [dict(row, customer_id=f"log-{i}") for i, row in enumerate(rows)]
+    ids = online_store["good"][:2]
+    with live.client() as client:
+        payload = client.post("/v1/score", json={"rows": rows}, headers={"X-Request-ID": "log-rows"}).json()
+        customers = client.post("/v1/score/customers", json={"customer_ids": ids}, headers={"X-Request-ID": "log-customers"}).json()
+    live.service.log.flush()
+    logged = _read(live.service.settings.inference_log.path)
+    mine = logged[logged["request_id"].isin(["log-rows", "log-customers"])].sort_values(["request_id", "row_index"])
+    assert len(mine) == 5
+    by_rows = mine[mine["request_id"] == "log-rows"]
+    assert list(by_rows["row_index"]) == [0, 1, 2] and list(by_rows["customer_id"]) == ["log-0", "log-1", "log-2"]
+    assert set(mine["model_version"]) == {"1"} and set(mine["role"]) == {"champion"} and mine["served"].all()
+    assert list(by_rows["endpoint"]) == ["score"] * 3
+    np.testing.assert_allclose(by_rows["probability"], [p["probability"] for p in payload["predictions"]], atol=0)
+    assert list(by_rows["decision"]) == [p["decision"] for p in payload["predictions"]]
+    assert [json.loads(f) for f in by_rows["features"]] == [{k: v for k, v in r.items() if k != "customer_id"} for r in rows]
+    assert (mine["latency_ms"] > 0).all() and (mine["logged_at"] > pd.Timestamp(datetime.now(timezone.utc)) - pd.Timedelta(minutes=5)).all()
+    by_customers = mine[mine["request_id"] == "log-customers"]
+    assert list(by_customers["customer_id"]) == ids and list(by_customers["endpoint"]) == ["score_customers"] * 2
+    np.testing.assert_allclose(by_customers["probability"], [p["probability"] for p in customers["predictions"]], atol=0)
+
+
+def _batch(request_id: str, n: int, role: str = "champion") -> LogBatch:
+    features = pd.DataFrame({"x": np.arange(n, dtype=float), "tier": ["basic"] * n})
+    features.loc[0, "x"] = np.nan
+    return LogBatch(
+        request_id=request_id, logged_at=datetime(2026, 6, 1, 12, tzinfo=timezone.utc), endpoint="score", role=role,
+        served=role == "champion", model_name="m", model_version="1", threshold=0.5, row_indices=list(range(n)),
+        customer_ids=[f"c{i}" for i in range(n)], features=features, probabilities=np.linspace(0.2, 0.8, n), latency_ms=1.5,
+    )
+
+
+def test_a_re_flush_of_the_same_rows_adds_nothing(tmp_path):
+    path = str(tmp_path / "inference_log")
+    batches = [_batch("r1", 3), _batch("r1", 3, role="challenger"), _batch("r2", 2)]
+    write_rows(path, to_arrow(batches))
+    write_rows(path, to_arrow(batches))  # e.g. a retry after a commit whose acknowledgement was lost
+    write_rows(path, to_arrow(batches[1:] + [_batch("r3", 1)]))
+    logged = _read(path).sort_values(["request_id", "role", "row_index"])
+    assert len(logged) == 9 and not logged.duplicated(["request_id", "row_index", "role"]).any()
+    first = logged.iloc[0]
+    assert json.loads(first["features"]) == {"x": None, "tier": "basic"} and first["decision"] == 0 and first["log_date"] == "2026-06-01"
+    assert list(logged[logged["request_id"] == "r2"]["decision"]) == [0, 1]
+
+
+def test_a_flush_runs_when_enough_rows_wait_and_close_flushes_the_rest(tmp_path):
+    path = str(tmp_path / "inference_log")
+    log = InferenceLog(InferenceLogSettings(path=path, flush_rows=4, flush_interval_s=3600))
+    log.start()
+    try:
+        log.append(_batch("a", 2))
+        log.append(_batch("b", 2))  # 4 rows: due
+        deadline = time.monotonic() + 15
+        while log.pending_rows and time.monotonic() < deadline:
+            time.sleep(0.02)
+        while not PandasDeltaDataset(filepath=path).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(_read(path)) == 4
+        log.append(_batch("c", 1))
+    finally:
+        assert log.close() == 1
+    assert sorted(_read(path)["request_id"].unique()) == ["a", "b", "c"]
+
+
+def test_a_failed_flush_keeps_the_rows_for_the_next_one(tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the table should be")
+    log = InferenceLog(InferenceLogSettings(path=str(blocker / "inference_log"), flush_rows=100, flush_interval_s=3600))
+    log.append(_batch("a", 3))
+    assert log.flush() == 0 and log.pending_rows == 3
+    log.settings = InferenceLogSettings(path=str(tmp_path / "inference_log"))
+    assert log.flush() == 3 and log.pending_rows == 0
+
+
+@pytest.mark.parametrize("limit", [4])
+def test_while_flushes_fail_the_oldest_rows_beyond_the_buffer_are_dropped(tmp_path, limit):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    log = InferenceLog(InferenceLogSettings(path=str(blocker / "t"), flush_rows=100, flush_interval_s=3600, max_buffer_rows=limit))
+    for name in "abc":
+        log.append(_batch(name, 2))
+        log.flush()
+    assert log.pending_rows == 4

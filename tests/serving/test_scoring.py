@@ -1,0 +1,149 @@
+"""The scoring endpoints of the live service: happy paths, online/offline parity, contract policy."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lakehouse_ml.online import SQLiteOnlineStore
+from tests.serving.conftest import MODEL_NAME, NOW, THRESHOLDS, feature_rows, live_service, serving_settings, store_rows
+
+
+def json_rows(frame: pd.DataFrame, inputs: list[str]) -> list[dict]:
+    """Rows as a client sends them (plain JSON types)."""
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in frame[inputs].to_dict("records")]
+
+
+def test_rows_are_scored_by_the_champion_as_the_model_itself_scores_them(live, registry):
+    rows = feature_rows(5, seed=3)
+    with live.client() as client:
+        response = client.post("/v1/score", json={"rows": json_rows(rows, registry["inputs"])})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = registry["models"]["1"].predict_proba(rows[registry["inputs"]])[:, 1]
+    assert [p["row"] for p in body["predictions"]] == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose([p["probability"] for p in body["predictions"]], expected, rtol=0, atol=1e-12)
+    assert {(p["model_version"], p["role"], p["threshold"]) for p in body["predictions"]} == {("1", "champion", THRESHOLDS["1"])}
+    assert [p["decision"] for p in body["predictions"]] == [int(p >= THRESHOLDS["1"]) for p in expected]
+    assert body["model_name"] == MODEL_NAME and len(body["request_id"]) == 32
+    assert response.headers["x-model-version"] == "1" and response.headers["x-request-id"] == body["request_id"]
+
+
+def test_a_caller_request_id_is_kept(live, registry):
+    rows = json_rows(feature_rows(1), registry["inputs"])
+    with live.client() as client:
+        response = client.post("/v1/score", json={"rows": rows}, headers={"X-Request-ID": "order-42"})
+    assert response.json()["request_id"] == "order-42" and response.headers["x-request-id"] == "order-42"
+
+
+def test_nullable_inputs_may_be_null_and_are_imputed_by_the_model(live, registry):
+    rows = feature_rows(1, seed=4)
+    row = json_rows(rows, registry["inputs"])[0]
+    row["customer_activity__orders_30d"] = None  # contract: impute 0
+    row["customer_profile__plan_tier"] = None  # contract: impute 'unknown'
+    with live.client() as client:
+        response = client.post("/v1/score", json={"rows": [row]})
+    assert response.status_code == 200, response.text
+    frame = pd.DataFrame([row])[registry["inputs"]]
+    assert response.json()["predictions"][0]["probability"] == pytest.approx(registry["models"]["1"].predict_proba(frame)[0, 1], abs=1e-12)
+
+
+def test_customers_are_scored_with_their_online_features_as_offline_rows_are(live, registry, online_store):
+    """Online/offline parity: the same customers' training-shaped rows, scored in process and sent as
+    payload, give exactly the probabilities the service computes from the online store."""
+    ids = online_store["good"][:20]
+    offline = online_store["customers"].loc[ids]
+    with live.client() as client:
+        online = client.post("/v1/score/customers", json={"customer_ids": ids})
+        payload = client.post("/v1/score", json={"rows": json_rows(offline.astype(object), registry["inputs"])})
+    assert online.status_code == 200, online.text
+    predictions = online.json()["predictions"]
+    assert [p["customer_id"] for p in predictions] == ids and [p["row"] for p in predictions] == list(range(20))
+    expected = registry["models"]["1"].predict_proba(offline[registry["inputs"]].infer_objects())[:, 1]
+    np.testing.assert_allclose([p["probability"] for p in predictions], expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose([p["probability"] for p in payload.json()["predictions"]], expected, rtol=0, atol=1e-12)
+    assert "errors" not in online.json()
+
+
+@pytest.mark.parametrize(("customer", "reason"), [
+    ("c-stale", "customer_activity.feature_ts: freshness expected a feature row at most 2d old"),
+    ("c-bad", "customer_activity.orders_30d: range expected values >= 0, got -3.0"),
+    ("c-noprofile", "customer_profile.feature_ts: freshness expected a feature row"),
+    ("c-unknown", "customer_id: not in the online store"),
+])
+def test_a_customer_breaking_a_contract_is_refused_with_the_reason(live, customer, reason):
+    with live.client() as client:
+        response = client.post("/v1/score/customers", json={"customer_ids": [customer]})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["field"] == "customer_ids[0]" and error["problem"] == "contract" and error["customer_id"] == customer
+    assert reason in error["got"]
+
+
+def test_in_a_batch_refused_customers_are_error_entries_beside_the_scores(live, online_store):
+    ids = [online_store["good"][0], "c-bad", online_store["good"][1]]
+    with live.client() as client:
+        response = client.post("/v1/score/customers", json={"customer_ids": ids})
+    assert response.status_code == 200
+    body = response.json()
+    assert [(p["row"], p["customer_id"]) for p in body["predictions"]] == [(0, ids[0]), (2, ids[2])]
+    assert [(e["field"], e["customer_id"]) for e in body["errors"]] == [("customer_ids[1]", "c-bad")]
+
+
+def test_with_the_flag_policy_customers_are_scored_and_flagged(registry, online_store, tmp_path):
+    settings = serving_settings(tmp_path, online_store["path"], on_contract_violation="flag")
+    with live_service(settings) as running, running.client() as client:
+        response = client.post("/v1/score/customers", json={"customer_ids": [online_store["good"][0], "c-bad"]})
+    assert response.status_code == 200
+    good, bad = response.json()["predictions"]
+    assert good["flags"] == [] and 0 <= bad["probability"] <= 1
+    assert bad["flags"] == ["customer_activity.orders_30d: range expected values >= 0, got -3.0"]
+
+
+def test_without_a_champion_scoring_is_unavailable_and_not_ready(registry, tmp_path):
+    settings = serving_settings(tmp_path, None, model_name="dev.ml.never_registered")
+    with live_service(settings) as running, running.client() as client:
+        score = client.post("/v1/score", json={"rows": [{}]})
+        ready = client.get("/ready")
+        health = client.get("/health")
+    assert score.status_code == 503 and score.json()["errors"][0]["problem"] == "unavailable"
+    assert ready.status_code == 503 and "no 'champion' release of dev.ml.never_registered loaded" in ready.json()["reasons"]
+    assert health.status_code == 200
+
+
+def test_ready_and_version_report_the_releases_and_the_online_store(live, registry):
+    with live.client(token=None) as client:
+        ready, version = client.get("/ready"), client.get("/version")
+    assert ready.status_code == 200 and ready.json() == {"ready": True, "reasons": []}
+    info = version.json()
+    assert info["model_name"] == MODEL_NAME and info["env"] == "local"
+    assert info["champion"]["version"] == "1" and info["champion"]["model_uri"] == f"models:/{MODEL_NAME}/1"
+    assert info["challenger"]["version"] == "2" and info["champion"]["operating_threshold"] == THRESHOLDS["1"]
+    assert [i["name"] for i in info["inputs"]] == registry["inputs"]
+    tables = info["online_store"]["tables"]
+    assert tables["customer_activity"]["source_version"] == 4 and tables["customer_profile"]["source_version"] == 2
+
+
+def test_with_the_online_store_clock_a_store_published_in_the_past_is_fresh_at_its_own_time(registry, tmp_path):
+    """A replayed or simulated lakehouse lives in the past: judged at the wall clock every customer is
+    stale, judged at the store's publish time (`request_time: online_store`) they are scored."""
+    past = datetime(2026, 6, 29, 2, 10, tzinfo=timezone.utc)
+    shift = NOW - past
+    tables = store_rows({"c-past": feature_rows(1, seed=3).iloc[0]})
+    store = SQLiteOnlineStore(str(tmp_path / "past.db"))
+    for table, rows in tables.items():
+        rows = rows.assign(**{c: rows[c] - shift for c in ("feature_ts", "ingested_at", "signup_ts") if c in rows})
+        store.upsert(table, rows, source_version=1, key_columns=["customer_id"], as_of=past)
+    store.close()
+    answers = {}
+    for clock in ("now", "online_store"):
+        settings = serving_settings(tmp_path / clock, str(tmp_path / "past.db"), request_time=clock)
+        with live_service(settings) as running, running.client() as client:
+            answers[clock] = client.post("/v1/score/customers", json={"customer_ids": ["c-past"]})
+    assert answers["now"].status_code == 422
+    assert "customer_activity.feature_ts: freshness expected" in answers["now"].json()["errors"][0]["got"]
+    assert answers["online_store"].status_code == 200, answers["online_store"].text
+    assert answers["online_store"].json()["predictions"][0]["customer_id"] == "c-past"
