@@ -36,6 +36,7 @@ probabilities for the same rows.
 from __future__ import annotations
 
 import argparse
+from datetime import datetime, timezone
 import os
 import shutil
 import signal
@@ -186,7 +187,8 @@ def prepare(workdir: Path, family: str, customers: int) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     store = SQLiteOnlineStore(str(path))
     for table, frame in tables.items():
-        store.upsert(table, frame, source_version=1, key_columns=["customer_id"])
+        # Published as of now: the service's clock (serving.request_time: online_store) is this time.
+        store.upsert(table, frame, source_version=1, key_columns=["customer_id"], as_of=datetime.now(timezone.utc))
     store.close()
     rows.index = ids
     return {"model_name": MODEL_NAME, "version": version, "ids": ids, "rows": rows, "inputs": model_inputs(training)}
