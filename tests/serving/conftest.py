@@ -5,6 +5,7 @@ uvicorn on a free loopback port in a thread."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -22,6 +23,7 @@ import pandas as pd
 import pytest
 import uvicorn
 from mlflow import MlflowClient
+from mlflow.tracking import fluent
 from mlflow.models import infer_signature
 
 from lakehouse_ml.online import SQLiteOnlineStore
@@ -90,6 +92,9 @@ def registry(tmp_path_factory) -> Iterator[dict[str, Any]]:
     it cannot serve beside 1) of the model in a fresh MLflow store."""
     root = tmp_path_factory.mktemp("serving_registry")
     previous = mlflow.get_tracking_uri()
+    # MLflow's setters also write MLFLOW_* environment variables (the experiment id too): restore
+    # them all, or later tests log into an experiment id their store does not have.
+    saved_environment = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     mlflow.set_registry_uri(f"sqlite:///{root / 'mlflow.db'}")
     experiment = mlflow.set_experiment("serving_tests")
@@ -110,6 +115,10 @@ def registry(tmp_path_factory) -> Iterator[dict[str, Any]]:
             mlflow.end_run()
         mlflow.set_tracking_uri(previous)
         mlflow.set_registry_uri(previous)
+        for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+            del os.environ[key]
+        os.environ.update(saved_environment)
+        fluent._active_experiment_id = None
 
 
 # ---------------------------------------------------------------- the online store

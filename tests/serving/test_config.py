@@ -40,6 +40,7 @@ def test_auth_can_be_disabled_explicitly_for_local_use(conf):
 def test_settings_follow_the_environment(conf, monkeypatch):
     monkeypatch.setenv(TOKEN_VARIABLE, "t")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)  # an earlier session in this process may have set it
     staging = load_settings("staging", conf)
     assert staging.model_name == "staging.ml.churn_classifier"
     assert staging.inference_log.path == "data/lakehouse/staging/monitoring/inference_log"
