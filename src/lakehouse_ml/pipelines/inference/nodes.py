@@ -200,7 +200,7 @@ def _versions(**infos: dict[str, Any]) -> Column:
     return F.create_map(*pairs)
 
 
-def _no_champion(features: DataFrame, scoring: dict[str, Any]) -> dict[str, Any]:
+def _no_champion(scoring: dict[str, Any]) -> dict[str, Any]:
     """A stand-in release scoring no row: the default run of an environment without a champion yet."""
     logger.warning(
         "inference: no champion yet for %s: nothing scored (promote a challenger: kedro run --pipeline promotion)",
@@ -230,7 +230,7 @@ def score_scoring_rows(  # noqa: PLR0913
     """
     release = {} if champion is None else {k: champion[k] for k in ("name", "version", "alias", "run_id")}
     if champion is None:
-        champion, features = _no_champion(features, scoring), features.limit(0)
+        champion, features = _no_champion(scoring), features.limit(0)
     inputs = list(champion["input_columns"])
     missing = [column for column in inputs if column not in features.columns]
     if missing:
