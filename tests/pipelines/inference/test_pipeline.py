@@ -5,6 +5,7 @@ features, the registry and the contracts."""
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import date, timedelta
 from pathlib import Path
@@ -125,6 +126,11 @@ def test_predictions_name_their_version_and_equal_the_model_on_the_training_set_
     scored = rows.loc[predictions["customer_id"]]
     floor = champion["model"].predict_proba(scored[champion["inputs"]])[:, 1]
     np.testing.assert_allclose(predictions["probability"].to_numpy(), floor, rtol=0, atol=1e-12)
+    # Each prediction keeps the inputs it was scored on (for monitoring): the same values.
+    stored = pd.DataFrame([json.loads(text) for text in predictions["features"]], index=predictions["customer_id"])
+    pd.testing.assert_frame_equal(
+        stored.reindex(columns=champion["inputs"]), scored[champion["inputs"]], check_dtype=False, check_names=False
+    )
     # Every spine row is either scored or rejected, never both.
     rejected = _mine(_read("ml/rejected_predictions"), day, champion["version"])
     assert set(rejected["customer_id"]).isdisjoint(predictions["customer_id"])

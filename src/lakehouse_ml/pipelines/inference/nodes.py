@@ -45,6 +45,7 @@ MODEL_COLUMNS = ["model_name", "model_version", "model_alias", "model_run_id"]
 LINEAGE_COLUMNS = ["feature_table_versions", "orders_version"]
 PREDICTION_COLUMNS = [
     ENTITY, "scoring_date", "scoring_ts", PROBABILITY, DECISION, "threshold", *MODEL_COLUMNS, *LINEAGE_COLUMNS, "scored_at",
+    "features",
 ]
 REJECTION_COLUMNS = [ENTITY, "scoring_date", "scoring_ts", "reason", REASONS, "features", *MODEL_COLUMNS, *LINEAGE_COLUMNS, "rejected_at"]
 _MICROS_PER_DAY = 86_400_000_000
@@ -331,12 +332,19 @@ def check_scoring_rows(rows: DataFrame, release: dict[str, Any], inference: dict
     return summary
 
 
+def _with_features(rows: DataFrame) -> DataFrame:
+    """``rows`` with ``features``: the model inputs and feature timestamps as JSON, as scored (what
+    monitoring profiles; JSON keeps the table's schema when a new model version takes other inputs)."""
+    inputs = [c for c in rows.columns if c not in {*PREDICTION_COLUMNS, REJECTED, REASONS}]
+    return rows.withColumn("features", F.to_json(F.struct(*inputs)))
+
+
 def select_predictions(rows: DataFrame, summary: dict[str, Any]) -> DataFrame:
-    """The scored rows, as the predictions table's columns."""
+    """The scored rows, as the predictions table's columns (model inputs as JSON in ``features``)."""
     if summary.get("skipped"):
-        return rows.select(*PREDICTION_COLUMNS)  # empty: the replace writes nothing
+        return _with_features(rows).select(*PREDICTION_COLUMNS)  # empty: the replace writes nothing
     logger.info("inference: writing %d predictions of %s version %s for %s", summary["scored"], summary["model_name"], summary["model_version"], summary["scoring_date"])
-    return rows.where(~F.col(REJECTED)).select(*PREDICTION_COLUMNS)
+    return _with_features(rows.where(~F.col(REJECTED))).select(*PREDICTION_COLUMNS)
 
 
 def select_rejections(rows: DataFrame, recorded: DataFrame, summary: dict[str, Any]) -> DataFrame:
@@ -346,10 +354,8 @@ def select_rejections(rows: DataFrame, recorded: DataFrame, summary: dict[str, A
     rejections of its scoring date and model version, also when it rejects nothing (an empty
     replace would write nothing and leave the old rows).
     """
-    inputs = [c for c in rows.columns if c not in {*PREDICTION_COLUMNS, REJECTED, REASONS}]
-    rejected = rows.where(F.col(REJECTED)).withColumns({
+    rejected = _with_features(rows.where(F.col(REJECTED))).withColumns({
         "reason": F.array_join(REASONS, "; "),
-        "features": F.to_json(F.struct(*inputs)),
         "rejected_at": F.col("scored_at"),
         "_deleted": F.lit(False),
     }).select(*REJECTION_COLUMNS, "_deleted")
