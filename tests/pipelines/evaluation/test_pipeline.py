@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from sklearn.linear_model import LogisticRegression
 
-from lakehouse_ml.datasets import ModelRegistryDataset
+from lakehouse_ml.datasets import ModelRegistryDataset, PandasDeltaDataset
 from lakehouse_ml.pipelines.evaluation.pipeline import create_pipeline
 from lakehouse_ml.pipelines.registration.pipeline import create_pipeline as registration_pipeline
 from lakehouse_ml.pipelines.tuning.nodes import build_model_pipeline
@@ -60,7 +60,7 @@ def _pipeline_model(numeric=NUMERIC, categorical=CATEGORICAL):
 
 
 @pytest.fixture
-def lake(tmp_path, monkeypatch):
+def lake(tmp_path, monkeypatch, spark):
     """A small training set at data/lakehouse/dev/ml/training_set and a candidate pointer to a logged model."""
     monkeypatch.chdir(tmp_path)
     frame = small_training_set(CUTOFFS, per_cutoff=150)
@@ -125,6 +125,17 @@ def test_a_good_first_candidate_passes_every_gate(lake):
     assert overall["rows"] == 300 and overall["threshold"] == 0.3
     smoke = next(g for g in report["gates"] if g["name"] == "smoke_test")
     assert {c["subject"] for c in smoke["checks"]} == {"sample_rows", "single_row", "all_null", "zeros", "extreme_values"}
+
+    # The candidate's monitoring baseline: profiles of every input on its training rows, its test-window
+    # scores at its threshold, and the reference performance (histogram AUC within a bin's width of sklearn's).
+    stored = PandasDeltaDataset(filepath=str(lake["root"] / "data/lakehouse/dev/monitoring/baselines")).load()
+    assert list(stored["model_run_id"]) == [run_id] and list(stored["test_rows"]) == [300]
+    baseline = json.loads(stored["baseline"].iloc[0])
+    assert sorted(baseline["features"]) == sorted(NUMERIC + CATEGORICAL)
+    train_rows = len(lake["frame"]) - 300
+    assert {p["count"] for p in baseline["features"].values()} == {train_rows} and list(stored["train_rows"]) == [train_rows]
+    assert baseline["scores"]["threshold"] == 0.3 and baseline["scores"]["profile"]["count"] == 300
+    assert baseline["reference"]["roc_auc"]["value"] == pytest.approx(overall["roc_auc"], abs=2e-3)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ exactly as the scoring service loads them, so the gates judge what will be serve
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from lakehouse_ml.modeling.gates import (
     absolute_limits_gate,
@@ -25,6 +28,7 @@ from lakehouse_ml.modeling.gates import (
     smoke_test_gate,
 )
 from lakehouse_ml.modeling.metrics import binary_metrics, slice_metrics, slice_values
+from lakehouse_ml.monitoring.baseline import build_monitoring_baseline
 from lakehouse_ml.pipelines.tuning.nodes import CUTOFF, ENTITY, LABEL, feature_columns, in_key_order
 
 logger = logging.getLogger(__name__)
@@ -237,3 +241,42 @@ def apply_gates(
         figures[f"latency.{name}.p95_ms"] = values["p95"]
     (logger.info if not failed else logger.warning)("evaluation: %s", summary)
     return report, {k: {"value": float(v), "step": 0} for k, v in figures.items() if v is not None and np.isfinite(v)}
+
+
+# ---------------------------------------------------------------- monitoring baseline
+
+
+BASELINE_COLUMNS = (
+    "model_run_id string, training_set_path string, training_set_version bigint, train_rows bigint, "
+    "test_rows bigint, threshold double, created_at timestamp, baseline string"
+)
+
+
+def profile_monitoring_baseline(
+    candidate: dict[str, Any], training_set: DataFrame, scores: pd.DataFrame, context: dict[str, Any],
+    monitoring: dict[str, Any],
+) -> DataFrame:
+    """The candidate's monitoring baseline (training-row input profiles, test-window scores, reference performance) as one row."""
+    pointer = candidate["pointer"]
+    train_cutoffs = [pd.Timestamp(c).to_pydatetime() for c in pointer["split"]["train_cutoffs"]]
+    training_rows = training_set.where(F.col(CUTOFF).isin(train_cutoffs))
+    spark = training_set.sparkSession
+    test_scores = spark.createDataFrame(
+        pd.DataFrame({"probability": scores["candidate_score"].astype(float), "label": scores[LABEL].astype(int)})
+    )
+    trust = monitoring["performance"]
+    threshold = float(context["candidate"]["threshold"])
+    baseline = build_monitoring_baseline(
+        training_rows, candidate["input_columns"], test_scores, threshold,
+        min_positives=int(trust["min_positives"]), min_negatives=int(trust["min_negatives"]),
+    )
+    train_rows = next(iter(baseline["features"].values()))["count"] if baseline["features"] else 0
+    logger.info(
+        "monitoring baseline of run %s: %d training rows, %d test scores, reference ROC AUC %s",
+        candidate["run_id"], train_rows, len(scores), (baseline["reference"].get("roc_auc") or {}).get("value"),
+    )
+    row = (
+        candidate["run_id"], context["training_set"]["path"], int(context["training_set"]["version"]), train_rows,
+        len(scores), threshold, pd.Timestamp.now(tz="UTC").to_pydatetime(), json.dumps(baseline),
+    )
+    return spark.createDataFrame([row], BASELINE_COLUMNS)

@@ -1,9 +1,15 @@
 """Evaluation pipeline: candidate + champion → scores on the candidate's test window → serving
-readiness (signature, smoke test, latency) → gates report (reports/gates.json in MLflow)."""
+readiness (signature, smoke test, latency) → gates report (reports/gates.json in MLflow); the
+candidate's monitoring baseline (input profiles, test-window scores, reference performance)."""
 
 from kedro.pipeline import Pipeline, node
 
-from lakehouse_ml.pipelines.evaluation.nodes import apply_gates, check_serving_readiness, score_test_window
+from lakehouse_ml.pipelines.evaluation.nodes import (
+    apply_gates,
+    check_serving_readiness,
+    profile_monitoring_baseline,
+    score_test_window,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -30,6 +36,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["evaluation_scores", "evaluation_context", "serving_readiness", "params:evaluation", "params:training"],
                 ["evaluation_report", "evaluation_metrics"],
                 name="apply_gates",
+            ),
+            node(
+                profile_monitoring_baseline,
+                ["candidate@model", "training_set@spark", "evaluation_scores", "evaluation_context", "params:monitoring"],
+                "monitoring_baselines@write",
+                name="profile_monitoring_baseline",
             ),
         ],
         tags=["evaluation"],
