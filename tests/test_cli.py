@@ -114,6 +114,14 @@ def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
     assert len(predictions) > 0 and set(predictions["model_version"]) == {"1"}
     assert set(predictions["model_alias"]) == {"champion"} and predictions["probability"].between(0, 1).all()
     assert re.search(r"inference: dev.ml.churn_classifier version 1 \(champion\) on \d{4}-\d{2}-\d{2}: \d+ rows", log)
+    # ... and monitored: one window of the champion against its baseline, a report, no action yet
+    # (every rule needs at least two breaching windows).
+    drift = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/monitoring/drift_metrics")).load()
+    assert set(drift["model_version"]) == {"1"} and drift["window_start"].nunique() == 1
+    assert {"psi", "js_distance"} <= set(drift["metric"]) and "__prediction__" in set(drift["feature"])
+    assert (project / "data/08_reporting/dev/monitoring/report.html").is_file()
+    assert (project / "data/08_reporting/dev/monitoring/drift_over_time.png").is_file()
+    assert re.search(r"monitoring: windows=1, .*actions.fired=0", log)
     tables = versions(project, "dev")
 
     second = kedro(project, "run")
@@ -124,8 +132,12 @@ def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
     log = second.stdout + second.stderr
     assert "same fingerprint" in log  # the refit is the released model
     assert "no 'challenger' to promote; 'champion' stays version 1" in log
-    # Unchanged input: no table changes and no new release; batch scoring replaces its own rows.
-    rescored = {"ml/churn_predictions", "ml/rejected_predictions", "_work/inference_scored_rows"}
+    # Unchanged input: no table changes and no new release; batch scoring replaces its own rows,
+    # monitoring its windows' metrics, and the refit candidate has its own baseline.
+    rescored = {
+        "ml/churn_predictions", "ml/rejected_predictions", "_work/inference_scored_rows", "monitoring/baselines",
+        "monitoring/drift_metrics", "monitoring/performance_metrics", "monitoring/data_quality",
+    }
     assert {t: v for t, v in versions(project, "dev").items() if t not in rescored} == {
         t: v for t, v in tables.items() if t not in rescored
     }

@@ -147,7 +147,7 @@ def test_notebook_runs_against_the_project_lakehouse(project, kernel_specs, star
 
     # The project was found from the working directory, and it is the copy.
     assert f"project:   {project.resolve()}\n" in printed
-    assert "pipelines: ['__default__', 'auto_promotion', 'evaluation', 'features', 'inference', 'ingest', 'promotion', 'publish_online', 'registration', 'rollback', 'simulate', 'training', 'training_set', 'tuning']" in printed
+    assert "pipelines: ['__default__', 'auto_promotion', 'evaluation', 'features', 'inference', 'ingest', 'monitoring', 'promotion', 'publish_online', 'registration', 'retrain', 'rollback', 'simulate', 'training', 'training_set', 'tuning']" in printed
     # Spark, pandas (transcoding) and the new node's weekly totals agree with deltalake.
     assert f"orders_silver rows (Spark): {rows}\n" in printed
     assert f"orders_silver rows (pandas): {rows}\n" in printed

@@ -7,11 +7,14 @@ from kedro.pipeline import Pipeline, pipeline
 # service), a tuned candidate, its gates, its
 # registration (`challenger` if it passed), the release step (`auto_promotion`: champion in dev;
 # in staging/prod the challenger waits for a reviewer and `kedro run --pipeline promotion`), and
-# batch inference with whatever is champion then. Promotion and rollback also run on their own.
+# batch inference with whatever is champion then, and monitoring of what was served. Promotion and
+# rollback also run on their own; `retrain` (a new challenger from the current data, never a
+# promotion) is what monitoring's retrain action runs.
 DEFAULT_PIPELINES = (
     "simulate", "ingest", "features", "publish_online", "training_set", "tuning", "training", "evaluation", "registration",
-    "auto_promotion", "inference",
+    "auto_promotion", "inference", "monitoring",
 )
+
 
 
 def default_pipeline(pipelines: dict[str, Pipeline]) -> Pipeline:

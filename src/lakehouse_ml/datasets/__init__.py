@@ -2,6 +2,8 @@
 MLflow models with a signature computed by the node, the model registry, the online store."""
 
 from lakehouse_ml.datasets.delta import DeltaMetadataDataset, PandasDeltaDataset, SparkDeltaDataset
+from lakehouse_ml.datasets.frames import PandasFrameDeltaDataset
+from lakehouse_ml.datasets.kedro_run import KedroRunDataset
 from lakehouse_ml.datasets.landing import LandingDataset, LandingFileDataset
 from lakehouse_ml.datasets.mlflow_model import (
     CandidateModelDataset,
@@ -16,12 +18,14 @@ __all__ = [
     "CandidateModelDataset",
     "CandidateRunDataset",
     "DeltaMetadataDataset",
+    "KedroRunDataset",
     "LandingDataset",
     "LandingFileDataset",
     "MlflowSignedModelDataset",
     "ModelRegistryDataset",
     "OnlineStoreDataset",
     "PandasDeltaDataset",
+    "PandasFrameDeltaDataset",
     "RegisteredModelAliasDataset",
     "ReleaseContextDataset",
     "SparkDeltaDataset",

@@ -29,6 +29,18 @@ def approval_instructions(model_name: str, version: str, tags: dict[str, str]) -
     )
 
 
+BLOCK_TAG = "promotion_blocked"  # set by monitoring's block_promotion action
+
+
+def blocked_instructions(model_name: str, version: str, tags: dict[str, str]) -> str:
+    """Why a challenger is blocked, and how to release the block once the cause is fixed."""
+    return (
+        f"{model_name} version {version} is blocked from promotion: {tags.get(BLOCK_TAG)}. Once the upstream data is "
+        f"fixed (or the challenger retrained on good data), remove the block: python -c \"from mlflow import MlflowClient; "
+        f"MlflowClient().delete_model_version_tag('{model_name}', '{version}', '{BLOCK_TAG}')\""
+    )
+
+
 def plan_promotion(
     registry_state: dict[str, Any], registry: dict[str, Any], promotion: dict[str, Any], context: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -49,6 +61,8 @@ def plan_promotion(
             f"{name} version {challenger} holds '{aliases['challenger']}' but its validation_status is "
             f"{tags.get('validation_status')!r}: only a version that passed the gates is promoted"
         )
+    if tags.get(BLOCK_TAG):
+        raise ReleaseRefusedError(blocked_instructions(name, challenger, tags))
     if promotion["require_approval"] and not tags.get("approved_by"):
         raise ReleaseRefusedError(approval_instructions(name, challenger, tags))
     actor = promotion.get("actor") or context["actor"]
@@ -89,6 +103,8 @@ def plan_automatic_promotion(
         waiting = f"no '{aliases['challenger']}' to promote"
     elif not promotion.get("auto_promote", False):
         waiting = f"version {challenger} waits as '{aliases['challenger']}' (promotion.auto_promote is false here: kedro run --pipeline promotion)"
+    elif registry_state["versions"][challenger]["tags"].get(BLOCK_TAG):
+        waiting = blocked_instructions(name, challenger, registry_state["versions"][challenger]["tags"])
     elif promotion["require_approval"] and not registry_state["versions"][challenger]["tags"].get("approved_by"):
         waiting = f"version {challenger} waits for approval ({approval_instructions(name, challenger, {})})"
     if waiting:
