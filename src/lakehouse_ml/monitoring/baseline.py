@@ -6,26 +6,43 @@ compares every later window with the baseline of the version that served it with
 model or time-travelling the training set:
 
 * ``features``: per model input, ``numeric_baseline`` / ``categorical_baseline`` of the training rows
-  (the cutoffs the model was fitted on), the reference for data drift;
-* ``scores``: ``score_baseline`` of the candidate's scores on the test window at its operating
+  (the cutoffs the model was fitted on) that inference would have scored (``servable_rows``), the
+  reference for data drift;
+* ``scores``: ``score_baseline`` of the candidate's scores on the (servable) test window at its operating
   threshold (held-out scores: training-row scores are over-confident), the reference for prediction drift;
 * ``reference``: realized ROC AUC, PR AUC, positive rate and calibration on the test window, the
-  reference a performance drop is measured from.
+  reference a performance drop is measured from;
+* ``slices``: the input and score profiles again per slice value (e.g. country = DE), so a slice is
+  compared with itself in training, not with the whole population.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from lakehouse_ml.monitoring.drift import categorical_baseline, numeric_baseline, score_baseline
 from lakehouse_ml.monitoring.performance import performance_from_histogram, score_histogram
 
-SCORE, LABEL = "probability", "label"
+SCORE, LABEL, UNKNOWN = "probability", "label", "unknown"
+
+
+def servable_rows(training_rows: DataFrame, stamp_columns: Sequence[str]) -> DataFrame:
+    """Training rows inference would score: a feature row in every table (its timestamp column not null).
+
+    Inference rejects the others as stale and monitoring sees only what was scored, so a baseline
+    holding them would report their missing values as drift in every window.
+    """
+    condition = F.lit(True)
+    for column in stamp_columns:
+        if column in training_rows.columns:
+            condition = condition & F.col(column).isNotNull()
+    return training_rows.where(condition)
 
 
 def split_inputs(frame: DataFrame, inputs: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -55,20 +72,55 @@ def reference_performance(scores: DataFrame, *, min_positives: int = 30, min_neg
     }
 
 
-def build_monitoring_baseline(
+def _profiles(rows: DataFrame, numeric: Sequence[str], categorical: Sequence[str]) -> dict[str, Any]:
+    """Numeric and categorical profiles of ``rows`` together."""
+    return {
+        **(numeric_baseline(rows, numeric) if numeric else {}),
+        **(categorical_baseline(rows, categorical) if categorical else {}),
+    }
+
+
+def slice_value(column: str) -> Column:
+    """A slice column's value as monitoring groups it: the value as text, ``unknown`` when null."""
+    return F.coalesce(F.col(f"`{column}`").cast("string"), F.lit(UNKNOWN))
+
+
+def _slice_baselines(
+    training_rows: DataFrame, test_scores: DataFrame, numeric: Sequence[str], categorical: Sequence[str],
+    threshold: float, slices: Mapping[str, str], min_rows: int,
+) -> dict[str, dict[str, Any]]:
+    """Per slice and value with at least ``min_rows`` training rows and test scores: input and score profiles."""
+    found: dict[str, dict[str, Any]] = {}
+    for name, column in slices.items():
+        if column not in training_rows.columns or column not in test_scores.columns:
+            continue
+        train_counts = dict(training_rows.groupBy(slice_value(column).alias("v")).count().collect())
+        test_counts = dict(test_scores.groupBy(slice_value(column).alias("v")).count().collect())
+        for value in sorted(v for v, n in train_counts.items() if n >= min_rows and test_counts.get(v, 0) >= min_rows):
+            rows = training_rows.where(slice_value(column) == value)
+            scores = test_scores.where(slice_value(column) == value)
+            found.setdefault(name, {})[value] = {
+                "features": _profiles(rows, numeric, categorical),
+                "scores": score_baseline(scores, threshold, score_column=SCORE),
+            }
+    return found
+
+
+def build_monitoring_baseline(  # noqa: PLR0913
     training_rows: DataFrame, inputs: Sequence[str], test_scores: DataFrame, threshold: float,
-    *, min_positives: int = 30, min_negatives: int = 30,
+    *, slices: Mapping[str, str] | None = None, min_slice_rows: int = 200, min_positives: int = 30,
+    min_negatives: int = 30,
 ) -> dict[str, Any]:
     """The baseline of one model: input profiles of ``training_rows``, score profile and reference
-    performance of ``test_scores`` (columns ``probability`` and ``label``) at ``threshold``."""
+    performance of ``test_scores`` (columns ``probability`` and ``label``) at ``threshold``; the same
+    profiles per slice value (``slices``: name → column of both frames), where both sides have at
+    least ``min_slice_rows`` rows (a slice's drift is measured against the slice, not the whole)."""
     numeric, categorical = split_inputs(training_rows, inputs)
-    features = {
-        **(numeric_baseline(training_rows, numeric) if numeric else {}),
-        **(categorical_baseline(training_rows, categorical) if categorical else {}),
-    }
+    features = _profiles(training_rows, numeric, categorical)
     return {
         "inputs": list(inputs),
         "features": {column: features[column] for column in inputs},
         "scores": score_baseline(test_scores, threshold, score_column=SCORE),
         "reference": reference_performance(test_scores, min_positives=min_positives, min_negatives=min_negatives),
+        "slices": _slice_baselines(training_rows, test_scores, numeric, categorical, threshold, slices or {}, min_slice_rows),
     }

@@ -106,14 +106,22 @@ def test_every_window_of_each_source_is_measured_once_per_feature_metric_and_sli
     main = all_slice[all_slice["metric"].isin(["psi", "js_distance"]) & (all_slice["feature"] != "__prediction__")]
     assert set(main["feature"]) == set(inputs) and len(main) == len(inputs) * len(SCORING_DATES)
     assert (main.loc[main["metric"] == "psi", "details"].map(lambda d: json.loads(d)["log_base"]) == "e").all()
-    # Slices: every country and plan tier seen in a window, besides 'all'.
+    # Slices with a baseline of their own (here: 30 rows on both sides) are compared with it; windows of
+    # a slice with fewer than monitoring.drift.min_slice_rows (200) rows get figures but no verdict.
     assert {"all", "country", "plan_tier"} == set(drift["slice"])
+    baseline_slices = lakehouse["versions"][1]["baseline"]["slices"]
+    assert set(drift.loc[drift["slice"] == "country", "slice_value"]) == set(baseline_slices["country"])
+    sliced = drift[(drift["slice"] != "all") & drift["metric"].isin(["psi", "js_distance"])]
+    assert set(sliced.loc[sliced["n_rows"] < 200, "status"]) <= {"untrusted", "no_data"}
+    # A slice is compared with its own training rows: the country inside country=DE does not drift.
+    de = drift[(drift["slice_value"] == "DE") & (drift["metric"] == "js_distance") & (drift["feature"] == "customer_profile__country") & (drift["source"] == "batch")]
+    assert (de["value"] == 0).all() and len(de) == len(SCORING_DATES)
     # Prediction drift and each window against the previous one (not for the first window).
     prediction = all_slice[all_slice["feature"] == "__prediction__"]
     assert {"psi", "positive_rate_change", "positive_rate", "psi_vs_previous"} <= set(prediction["metric"])
     previous = prediction[prediction["metric"] == "psi_vs_previous"]
     assert sorted(str(d) for d in previous["window_start"]) == SCORING_DATES[1:]
-    assert set(drift["status"]) <= {"ok", "warn", "act", "no_data"}
+    assert set(drift["status"]) <= {"ok", "warn", "act", "no_data", "untrusted"}
 
 
 def test_performance_is_realized_once_labels_arrive_and_estimated_before(lakehouse, monkeypatch):
@@ -121,6 +129,8 @@ def test_performance_is_realized_once_labels_arrive_and_estimated_before(lakehou
     performance = _read("monitoring/performance_metrics")
     overall = performance[(performance["slice"] == "all") & (performance["source"] == "batch")]
 
+    countries = performance.loc[performance["slice"] == "country", "slice_value"]
+    assert set(countries) >= {"DE", "FR"}  # slices read from the served inputs
     realized = overall[overall["basis"] == "realized"]
     assert sorted({str(d) for d in realized["window_start"]}) == ["2026-02-10"]  # the only window past its horizon
     estimated = overall[overall["metric"] == "estimated_roc_auc"]

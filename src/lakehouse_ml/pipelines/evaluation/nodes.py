@@ -28,7 +28,8 @@ from lakehouse_ml.modeling.gates import (
     smoke_test_gate,
 )
 from lakehouse_ml.modeling.metrics import binary_metrics, slice_metrics, slice_values
-from lakehouse_ml.monitoring.baseline import build_monitoring_baseline
+from lakehouse_ml.monitoring.baseline import build_monitoring_baseline, servable_rows
+from lakehouse_ml.pipelines.training_set.nodes import parsed_contracts
 from lakehouse_ml.pipelines.tuning.nodes import CUTOFF, ENTITY, LABEL, feature_columns, in_key_order
 
 logger = logging.getLogger(__name__)
@@ -252,31 +253,42 @@ BASELINE_COLUMNS = (
 )
 
 
-def profile_monitoring_baseline(
+def profile_monitoring_baseline(  # noqa: PLR0913
     candidate: dict[str, Any], training_set: DataFrame, scores: pd.DataFrame, context: dict[str, Any],
-    monitoring: dict[str, Any],
+    activity_contract: dict[str, Any], profile_contract: dict[str, Any], monitoring: dict[str, Any],
 ) -> DataFrame:
-    """The candidate's monitoring baseline (training-row input profiles, test-window scores, reference performance) as one row."""
+    """The candidate's monitoring baseline (training-row input profiles, test-window scores, reference
+    performance) as one row, on the rows inference would have scored."""
     pointer = candidate["pointer"]
+    contracts = parsed_contracts(activity_contract, profile_contract)
+    servable = servable_rows(training_set, [f"{table}__{c.timestamp_key}" for table, c in contracts.items()])
     train_cutoffs = [pd.Timestamp(c).to_pydatetime() for c in pointer["split"]["train_cutoffs"]]
-    training_rows = training_set.where(F.col(CUTOFF).isin(train_cutoffs))
-    spark = training_set.sparkSession
-    test_scores = spark.createDataFrame(
-        pd.DataFrame({"probability": scores["candidate_score"].astype(float), "label": scores[LABEL].astype(int)})
+    training_rows = servable.where(F.col(CUTOFF).isin(train_cutoffs))
+    test_cutoffs = [pd.Timestamp(c).to_pydatetime() for c in pointer["split"]["test_cutoffs"]]
+    slices = {name: column for name, column in (monitoring.get("slices") or {}).items() if column in training_set.columns}
+    keys = servable.where(F.col(CUTOFF).isin(test_cutoffs)).select(ENTITY, CUTOFF, *sorted(set(slices.values()))).toPandas()
+    kept = scores[[ENTITY, CUTOFF, LABEL, "candidate_score"]].merge(
+        keys.assign(**{CUTOFF: pd.to_datetime(keys[CUTOFF], utc=True)}), on=[ENTITY, CUTOFF]
     )
+    spark = training_set.sparkSession
+    test_scores = spark.createDataFrame(pd.DataFrame({
+        "probability": kept["candidate_score"].astype(float), "label": kept[LABEL].astype(int),
+        **{column: kept[column].astype(object).where(kept[column].notna(), None) for column in sorted(set(slices.values()))},
+    }))
     trust = monitoring["performance"]
     threshold = float(context["candidate"]["threshold"])
     baseline = build_monitoring_baseline(
-        training_rows, candidate["input_columns"], test_scores, threshold,
+        training_rows, candidate["input_columns"], test_scores, threshold, slices=slices,
+        min_slice_rows=int(monitoring["drift"]["min_slice_rows"]),
         min_positives=int(trust["min_positives"]), min_negatives=int(trust["min_negatives"]),
     )
     train_rows = next(iter(baseline["features"].values()))["count"] if baseline["features"] else 0
     logger.info(
-        "monitoring baseline of run %s: %d training rows, %d test scores, reference ROC AUC %s",
-        candidate["run_id"], train_rows, len(scores), (baseline["reference"].get("roc_auc") or {}).get("value"),
+        "monitoring baseline of run %s: %d servable training rows, %d of %d test scores, reference ROC AUC %s",
+        candidate["run_id"], train_rows, len(kept), len(scores), (baseline["reference"].get("roc_auc") or {}).get("value"),
     )
     row = (
         candidate["run_id"], context["training_set"]["path"], int(context["training_set"]["version"]), train_rows,
-        len(scores), threshold, pd.Timestamp.now(tz="UTC").to_pydatetime(), json.dumps(baseline),
+        len(kept), threshold, pd.Timestamp.now(tz="UTC").to_pydatetime(), json.dumps(baseline),
     )
     return spark.createDataFrame([row], BASELINE_COLUMNS)

@@ -39,7 +39,10 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 profile_monitoring_baseline,
-                ["candidate@model", "training_set@spark", "evaluation_scores", "evaluation_context", "params:monitoring"],
+                [
+                    "candidate@model", "training_set@spark", "evaluation_scores", "evaluation_context",
+                    "params:customer_activity", "params:customer_profile", "params:monitoring",
+                ],
                 "monitoring_baselines@write",
                 name="profile_monitoring_baseline",
             ),

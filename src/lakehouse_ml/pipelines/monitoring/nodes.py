@@ -29,6 +29,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakehouse_ml.monitoring.baseline import UNKNOWN, slice_value
 from lakehouse_ml.monitoring.drift import feature_drift, js_distance, prediction_drift, psi
 from lakehouse_ml.monitoring.performance import performance_from_histogram, score_histogram
 from lakehouse_ml.monitoring.report import monitoring_report
@@ -147,22 +148,43 @@ def _input_schema(baselines: Mapping[str, Mapping[str, Any]]) -> T.StructType:
     ])
 
 
+def _served_slice_value(frame: DataFrame, column: str) -> Column:
+    """A slice column's value as ``slice_value`` groups it, from the served JSON when not parsed."""
+    if column in frame.columns:
+        return slice_value(column)
+    if "features" in frame.columns:
+        return F.coalesce(F.get_json_object("features", f"$.{column}"), F.lit(UNKNOWN))
+    return F.lit(UNKNOWN)
+
+
 def _with_slices(frame: DataFrame, slices: Mapping[str, str]) -> DataFrame:
     """One copy of each row per slice: ``all``, then each slice column's value (``unknown`` when null)."""
     entries = [F.struct(F.lit("all").alias("slice"), F.lit("all").alias("slice_value"))]
     for name, column in slices.items():
-        value = F.col(f"`{column}`").cast("string") if column in frame.columns else F.lit(None).cast("string")
-        entries.append(F.struct(F.lit(name).alias("slice"), F.coalesce(value, F.lit("unknown")).alias("slice_value")))
+        entries.append(F.struct(F.lit(name).alias("slice"), _served_slice_value(frame, column).alias("slice_value")))
     return frame.withColumn("_slice", F.explode(F.array(*entries))).select("*", "_slice.slice", "_slice.slice_value").drop("_slice")
 
 
-def served_inputs(served: DataFrame, baselines: dict[str, dict[str, Any]], monitoring: dict[str, Any]) -> DataFrame:
-    """Served rows of monitored versions with their model inputs as columns, one copy per slice."""
+def served_inputs(served: DataFrame, baselines: dict[str, dict[str, Any]]) -> DataFrame:
+    """Served rows of monitored versions with their model inputs parsed into columns (materialised once:
+    every drift query reads it)."""
     schema = _input_schema(baselines)
-    rows = served.where(F.col("model_version").isin(list(baselines) or [""]))
+    rows = served.where(F.col("model_version").isin(list(baselines) or [""])).drop("flags")
     parsed = rows.withColumn("_inputs", F.from_json("features", schema))
-    expanded = parsed.select(*rows.columns, *[F.col("_inputs")[f.name].alias(f.name) for f in schema.fields])
-    return _with_slices(expanded, monitoring.get("slices") or {})
+    return parsed.select(*[c for c in rows.columns if c != "features"], *[F.col("_inputs")[f.name].alias(f.name) for f in schema.fields])
+
+
+def _slice_frames(rows: DataFrame, baseline: Mapping[str, Any], slices: Mapping[str, str]) -> list[tuple[DataFrame, Mapping[str, Any]]]:
+    """The rows of each slice that has a baseline (``all`` first), labelled with the slice, and that baseline."""
+    parts = [(rows.withColumns({"slice": F.lit("all"), "slice_value": F.lit("all")}), baseline)]
+    for name, values in sorted((baseline.get("slices") or {}).items()):
+        column = slices.get(name)
+        if column is None or column not in rows.columns:
+            continue
+        for value, reference in sorted(values.items()):
+            part = rows.where(slice_value(column) == value).withColumns({"slice": F.lit(name), "slice_value": F.lit(value)})
+            parts.append((part, reference))
+    return parts
 
 
 # ---------------------------------------------------------------- drift
@@ -246,6 +268,13 @@ def _versus_previous(signals: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SIGNAL_COLUMNS)
 
 
+def _untrusted_small_slices(signals: pd.DataFrame, min_rows: int) -> pd.DataFrame:
+    """A slice window with fewer than ``min_rows`` rows keeps its figures but no verdict (its PSI is noise)."""
+    small = (signals["slice"] != "all") & (signals["n_rows"] < min_rows) & signals["status"].isin(["ok", "warn", "act"])
+    signals.loc[small & signals["warn"].notna(), "status"] = "untrusted"
+    return signals
+
+
 def _signal_frame(rows: list[dict[str, Any]] | pd.DataFrame, columns: Sequence[str] = SIGNAL_COLUMNS) -> pd.DataFrame:
     """Rows as a frame of the signal schema with stable types (dates, strings, floats)."""
     frame = pd.DataFrame(rows, columns=list(columns))
@@ -265,12 +294,13 @@ def compute_drift(inputs: DataFrame, baselines: dict[str, dict[str, Any]], monit
     for version, baseline in sorted(baselines.items()):
         mine = inputs.where(F.col("model_version") == version)
         thresholds = {f: t for f, t in (drift.get("thresholds") or {}).items() if f in baseline["features"]}
-        features = feature_drift(
-            mine, baseline["features"], thresholds, by=SLICED, small_window_rows=int(drift["small_window_rows"])
-        )
-        scores = prediction_drift(mine, baseline["scores"], thresholds=drift["prediction"]["psi"], by=SLICED)
-        rows += _feature_signals(features) + _prediction_signals(scores, drift["prediction"]["positive_rate_change"])
-    signals = _signal_frame(rows)
+        for part, reference in _slice_frames(mine, baseline, monitoring.get("slices") or {}):
+            features = feature_drift(
+                part, reference["features"], thresholds, by=SLICED, small_window_rows=int(drift["small_window_rows"])
+            )
+            scores = prediction_drift(part, reference["scores"], thresholds=drift["prediction"]["psi"], by=SLICED)
+            rows += _feature_signals(features) + _prediction_signals(scores, drift["prediction"]["positive_rate_change"])
+    signals = _untrusted_small_slices(_signal_frame(rows), int(drift["min_slice_rows"]))
     previous = _versus_previous(signals)
     if len(previous):
         signals = _signal_frame(pd.concat([signals, previous], ignore_index=True))

@@ -30,7 +30,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="collect_served_rows",
             ),
             node(served_baselines, ["served_rows", "monitoring_baselines@read", "model_registry"], "served_baselines", name="served_baselines"),
-            node(served_inputs, ["served_rows", "served_baselines", "params:monitoring"], "served_inputs", name="served_inputs"),
+            node(served_inputs, ["served_rows", "served_baselines"], "served_inputs", name="served_inputs"),
             node(compute_drift, ["served_inputs", "served_baselines", "params:monitoring"], "drift_metrics", name="compute_drift"),
             node(label_served_rows, ["served_rows", "orders_silver@spark", "params:training_set"], "labeled_served_rows", name="label_served_rows"),
             node(
