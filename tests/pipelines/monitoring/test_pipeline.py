@@ -208,6 +208,13 @@ def test_executed_actions_roll_back_through_the_registry_and_block_the_challenge
     evidence = json.loads(actions.loc["test_rollback", "evidence"])
     assert evidence[0]["rows"][0]["metric"] == "flagged_rate" and evidence[0]["rows"][0]["value"] == 0.5
 
+    # Monitoring again on the same windows: the same actions, already executed, are not executed twice.
+    run_pipeline(monitoring_pipeline(), runtime_params={**PARAMS, "monitoring": policy, "monitoring_rules": rules})
+    again = _read("monitoring/actions").set_index("rule")
+    assert list(again.loc[["test_rollback", "test_block_promotion"], "status"]) == ["executed", "executed"]
+    assert (again.loc["test_rollback", "fired_at"], len(again)) == (actions.loc["test_rollback", "fired_at"], len(actions))
+    assert len(_read("ml/model_promotions")) == len(moves)
+
     # The promotion pipeline refuses the blocked challenger and says how to lift the block.
     with pytest.raises(ReleaseRefusedError, match="blocked from promotion.*delete_model_version_tag"):
         run_pipeline(promotion_pipeline(), runtime_params=PARAMS)

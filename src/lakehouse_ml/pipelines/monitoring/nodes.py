@@ -517,13 +517,26 @@ def _target(action: str, version: str, registry_state: dict[str, Any], registry:
     return version
 
 
+def _keep_recorded(actions: pd.DataFrame, recorded: pd.DataFrame) -> pd.DataFrame:
+    """Actions fired again on the same windows (same ``action_id``) keep their recorded row: a re-run of
+    monitoring never executes an action twice (nor retries one that failed: the next window decides)."""
+    known = recorded[recorded["action_id"].isin(actions["action_id"])]
+    if known.empty:
+        return actions
+    logger.info("monitoring: %d action(s) already recorded for these windows, not acted on again", len(known))
+    fresh = actions[~actions["action_id"].isin(known["action_id"])]
+    kept = known.reindex(columns=ACTION_COLUMNS)
+    return pd.concat([fresh, kept], ignore_index=True) if len(fresh) else kept.reset_index(drop=True)
+
+
 def decide_actions(  # noqa: PLR0913
-    drift: pd.DataFrame, performance: pd.DataFrame, quality: pd.DataFrame, promotions: DataFrame,
+    drift: pd.DataFrame, performance: pd.DataFrame, quality: pd.DataFrame, recorded: pd.DataFrame, promotions: DataFrame,
     registry_state: dict[str, Any], registry: dict[str, Any], rules: list[dict[str, Any]], monitoring: dict[str, Any],
     context: dict[str, Any],
 ) -> pd.DataFrame:
     """Fire the rules on this run's signals (N of the last K windows, the latest included) and apply the
-    environment's policy: alert, or execute (blocked when it must not run)."""
+    environment's policy: alert, or execute (blocked when it must not run); actions already recorded
+    for the same windows keep their record."""
     validated = validate_rules(rules)
     fired = evaluate_rules(_signals(drift, performance, quality), validated,
                            promotions=_promotion_times(promotions, registry_state["name"]))
@@ -534,6 +547,7 @@ def decide_actions(  # noqa: PLR0913
     actions["fired_at"] = context["at"]
     actions["catalog"] = context["catalog"]
     actions["kedro_run_id"] = context["kedro_run_id"]
+    actions = _keep_recorded(actions.reindex(columns=ACTION_COLUMNS), recorded)
     for row in actions.itertuples():
         logger.warning(
             "monitoring action %s (%s, %s): rule %s on %s version %s, %d of the last %d windows up to %s%s",

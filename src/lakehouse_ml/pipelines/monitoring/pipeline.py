@@ -45,7 +45,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 decide_actions,
                 [
-                    "drift_metrics", "performance_metrics", "data_quality", "model_promotions@monitoring", "model_registry",
+                    "drift_metrics", "performance_metrics", "data_quality", "monitoring_actions_recorded",
+                    "model_promotions@monitoring", "model_registry",
                     "params:registry", "params:monitoring_rules", "params:monitoring", "release_context",
                 ],
                 "monitoring_decisions", name="decide_actions",
