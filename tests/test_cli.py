@@ -135,8 +135,8 @@ def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
     # Unchanged input: no table changes and no new release; batch scoring replaces its own rows,
     # monitoring its windows' metrics, and the refit candidate has its own baseline.
     rescored = {
-        "ml/churn_predictions", "ml/rejected_predictions", "_work/inference_scored_rows", "monitoring/baselines",
-        "monitoring/drift_metrics", "monitoring/performance_metrics", "monitoring/data_quality",
+        "ml/churn_predictions", "ml/rejected_predictions", "_work/inference_scored_rows", "_work/monitoring_served_inputs",
+        "monitoring/baselines", "monitoring/drift_metrics", "monitoring/performance_metrics", "monitoring/data_quality",
     }
     assert {t: v for t, v in versions(project, "dev").items() if t not in rescored} == {
         t: v for t, v in tables.items() if t not in rescored

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import numpy as np
