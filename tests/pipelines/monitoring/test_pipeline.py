@@ -184,6 +184,22 @@ def test_alerts_only_record_and_a_rerun_replaces_its_windows(lakehouse, monkeypa
     assert ModelRegistryDataset(model_name=MODEL_NAME).load()["aliases"]["champion"] == "2"
 
 
+def test_windows_and_versions_outside_this_run_are_kept_but_never_acted_on(lakehouse, monkeypatch):
+    """The tables keep earlier runs' rows, e.g. of a version no longer served: a run neither reads them
+    as its own signals nor rewrites them."""
+    monkeypatch.chdir(lakehouse["root"])
+    drift = _read("monitoring/drift_metrics")
+    retired = drift[drift["model_version"] == "2"].assign(model_version="9", status="act")
+    write_deltalake(str(LAKE / "monitoring/drift_metrics"), retired, mode="append")
+    actions = len(_read("monitoring/actions"))
+
+    run_pipeline(monitoring_pipeline(), runtime_params={**PARAMS, "monitoring": ALERT_ONLY})
+
+    again = _read("monitoring/drift_metrics")
+    assert (again["model_version"] == "9").sum() == len(retired)  # left as they were
+    assert len(_read("monitoring/actions")) == actions  # its 'act' rows fired nothing
+
+
 def test_executed_actions_roll_back_through_the_registry_and_block_the_challenger(lakehouse, monkeypatch):
     """A rule on the online flag rate (one window is enough here) executes a rollback and a promotion block."""
     monkeypatch.chdir(lakehouse["root"])

@@ -114,11 +114,11 @@ def collect_served_rows(predictions: DataFrame, inference_log: DataFrame, monito
 
 def served_baselines(
     served: DataFrame, baselines: DataFrame, registry_state: dict[str, Any]
-) -> dict[str, dict[str, Any]]:
-    """Per served model version: its baseline (found through the version's run id), threshold and run id."""
-    versions = sorted(
-        {(row["model_name"], row["model_version"]) for row in served.select("model_name", "model_version").distinct().collect()}
-    )
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Per served model version: its baseline (found through the version's run id); and this run's scope:
+    the monitored versions and the first and last window recomputed."""
+    spans = served.groupBy("model_name", "model_version").agg(F.min("window_start").alias("first"), F.max("window_start").alias("last")).collect()
+    versions = sorted((row["model_name"], row["model_version"]) for row in spans)
     stored = {row["model_run_id"]: json.loads(row["baseline"]) for row in baselines.select("model_run_id", "baseline").collect()}
     found: dict[str, dict[str, Any]] = {}
     for name, version in versions:
@@ -134,7 +134,22 @@ def served_baselines(
         else:
             found[str(version)] = {"run_id": run_id, **stored[run_id]}
     logger.info("monitoring: baselines for versions %s of %s", sorted(found) or "none", [v for _, v in versions])
-    return found
+    scope = {
+        "versions": sorted(found),
+        "first_window": min((row["first"] for row in spans), default=None),
+        "last_window": max((row["last"] for row in spans), default=None),
+    }
+    return found, scope
+
+
+def _in_scope(frame: pd.DataFrame, scope: Mapping[str, Any]) -> pd.DataFrame:
+    """The rows of this run's windows and versions (the tables also hold earlier runs' windows and
+    versions no longer served, which this run neither recomputed nor acts on)."""
+    if scope["first_window"] is None:
+        return frame.iloc[:0]
+    days = pd.to_datetime(frame["window_start"]).dt.date
+    mine = frame["model_version"].astype(str).isin(scope["versions"])
+    return frame[mine & (days >= scope["first_window"]) & (days <= scope["last_window"])]
 
 
 def _input_schema(baselines: Mapping[str, Mapping[str, Any]]) -> T.StructType:
@@ -448,8 +463,9 @@ def _schema_rows(group: Mapping[str, Any], keys: Mapping[str, int], inputs: Sequ
     return _quality_row(group, "schema_change", float(len(missing) + len(extra)), limits, n, details={"missing": missing, "extra": extra})
 
 
-def compute_data_quality(
-    served: DataFrame, drift: pd.DataFrame, rejected: DataFrame, baselines: dict[str, dict[str, Any]], monitoring: dict[str, Any],
+def compute_data_quality(  # noqa: PLR0913
+    served: DataFrame, drift: pd.DataFrame, rejected: DataFrame, baselines: dict[str, dict[str, Any]],
+    scope: dict[str, Any], monitoring: dict[str, Any],
 ) -> pd.DataFrame:
     """What was served, per window, source and version: rejected (stale, out-of-contract) and flagged
     rates, null-rate increases and unseen categories per input, schema changes."""
@@ -472,6 +488,7 @@ def compute_data_quality(
         total = int(rate["served"]) + int(rate["rejected"])
         for metric, count in (("rejected_rate", rate["rejected"]), ("stale_feature_rate", rate["stale"]), ("out_of_contract_rate", rate["out_of_contract"])):
             rows.append(_quality_row(group, metric, count / total if total else None, limits[metric], total))
+    drift = _in_scope(drift, scope)
     everything = drift[(drift["slice"] == "all") & (drift["feature"] != PREDICTION)]
     main = everything[everything["metric"].isin(["psi", "js_distance"])]
     nulls = everything[everything["metric"] == "null_share"].set_index([*GROUP, "feature"])["value"]
@@ -530,15 +547,16 @@ def _keep_recorded(actions: pd.DataFrame, recorded: pd.DataFrame) -> pd.DataFram
 
 
 def decide_actions(  # noqa: PLR0913
-    drift: pd.DataFrame, performance: pd.DataFrame, quality: pd.DataFrame, recorded: pd.DataFrame, promotions: DataFrame,
-    registry_state: dict[str, Any], registry: dict[str, Any], rules: list[dict[str, Any]], monitoring: dict[str, Any],
-    context: dict[str, Any],
+    drift: pd.DataFrame, performance: pd.DataFrame, quality: pd.DataFrame, scope: dict[str, Any], recorded: pd.DataFrame,
+    promotions: DataFrame, registry_state: dict[str, Any], registry: dict[str, Any], rules: list[dict[str, Any]],
+    monitoring: dict[str, Any], context: dict[str, Any],
 ) -> pd.DataFrame:
     """Fire the rules on this run's signals (N of the last K windows, the latest included) and apply the
     environment's policy: alert, or execute (blocked when it must not run); actions already recorded
     for the same windows keep their record."""
     validated = validate_rules(rules)
-    fired = evaluate_rules(_signals(drift, performance, quality), validated,
+    signals = _signals(*(_in_scope(frame, scope) for frame in (drift, performance, quality)))
+    fired = evaluate_rules(signals, validated,
                            promotions=_promotion_times(promotions, registry_state["name"]))
     actions = resolve_actions(fired, monitoring["actions"]["policy"])
     actions["target_version"] = [_target(a, v, registry_state, registry) for a, v in zip(actions["action"], actions["model_version"])]
@@ -627,16 +645,22 @@ def record_actions(decided: pd.DataFrame, outcome: dict[str, Any], registry_afte
 # ---------------------------------------------------------------- report and summary
 
 
-def build_monitoring_report(
-    drift: pd.DataFrame, performance: pd.DataFrame, quality: pd.DataFrame, actions: pd.DataFrame, context: dict[str, Any]
+def build_monitoring_report(  # noqa: PLR0913
+    drift: pd.DataFrame, performance: pd.DataFrame, quality: pd.DataFrame, actions: pd.DataFrame, scope: dict[str, Any],
+    context: dict[str, Any],
 ) -> tuple[dict[str, Any], str]:
     """The run's charts (drift per feature over time, score distribution, performance with bands, quality) and an HTML page."""
-    report = monitoring_report(drift, performance, quality, actions, title=f"Monitoring of {context['catalog']} at {context['at']:%Y-%m-%d %H:%M} UTC")
+    frames = [_in_scope(frame, scope) for frame in (drift, performance, quality)]
+    title = f"Monitoring of {context['catalog']} at {context['at']:%Y-%m-%d %H:%M} UTC"
+    report = monitoring_report(*frames, _in_scope(actions, scope), title=title)
     return {f"{name}.png": figure for name, figure in report["figures"].items()}, report["html"]
 
 
-def summarise_monitoring(drift: pd.DataFrame, performance: pd.DataFrame, quality: pd.DataFrame, actions: pd.DataFrame) -> dict[str, Any]:
+def summarise_monitoring(
+    drift: pd.DataFrame, performance: pd.DataFrame, quality: pd.DataFrame, actions: pd.DataFrame, scope: dict[str, Any]
+) -> dict[str, Any]:
     """MLflow metrics of the run: windows, acting signals per table, actions fired and executed."""
+    drift, performance, quality, actions = (_in_scope(frame, scope) for frame in (drift, performance, quality, actions))
     figures = {
         "monitoring.windows": drift["window_start"].nunique() if len(drift) else 0,
         "monitoring.drift.act": int((drift["status"] == "act").sum()),

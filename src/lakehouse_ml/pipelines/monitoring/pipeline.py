@@ -29,7 +29,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                 collect_served_rows, ["churn_predictions", "inference_log@monitoring", "params:monitoring"], "served_rows",
                 name="collect_served_rows",
             ),
-            node(served_baselines, ["served_rows", "monitoring_baselines@read", "model_registry"], "served_baselines", name="served_baselines"),
+            node(
+                served_baselines, ["served_rows", "monitoring_baselines@read", "model_registry"],
+                ["served_baselines", "monitoring_scope"], name="served_baselines",
+            ),
             node(served_inputs, ["served_rows", "served_baselines"], "served_inputs", name="served_inputs"),
             node(compute_drift, ["served_inputs", "served_baselines", "params:monitoring"], "drift_metrics", name="compute_drift"),
             node(label_served_rows, ["served_rows", "orders_silver@spark", "params:training_set"], "labeled_served_rows", name="label_served_rows"),
@@ -39,13 +42,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 compute_data_quality,
-                ["served_rows", "drift_metrics", "rejected_predictions", "served_baselines", "params:monitoring"],
+                ["served_rows", "drift_metrics", "rejected_predictions", "served_baselines", "monitoring_scope", "params:monitoring"],
                 "data_quality", name="compute_data_quality",
             ),
             node(
                 decide_actions,
                 [
-                    "drift_metrics", "performance_metrics", "data_quality", "monitoring_actions_recorded",
+                    "drift_metrics", "performance_metrics", "data_quality", "monitoring_scope", "monitoring_actions_recorded",
                     "model_promotions@monitoring", "model_registry",
                     "params:registry", "params:monitoring_rules", "params:monitoring", "release_context",
                 ],
@@ -66,11 +69,11 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 build_monitoring_report,
-                ["drift_metrics", "performance_metrics", "data_quality", "monitoring_actions", "release_context"],
+                ["drift_metrics", "performance_metrics", "data_quality", "monitoring_actions", "monitoring_scope", "release_context"],
                 ["monitoring_report_figures", "monitoring_report_html"], name="build_monitoring_report",
             ),
             node(
-                summarise_monitoring, ["drift_metrics", "performance_metrics", "data_quality", "monitoring_actions"],
+                summarise_monitoring, ["drift_metrics", "performance_metrics", "data_quality", "monitoring_actions", "monitoring_scope"],
                 "monitoring_metrics", name="summarise_monitoring",
             ),
         ],
