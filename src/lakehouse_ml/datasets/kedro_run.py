@@ -1,4 +1,4 @@
-"""A Kedro run as a dataset: saving a request runs ``kedro run --pipeline <pipeline> --env <env>``."""
+"""A Kedro run as a dataset: saving a request runs ``kedro run --pipelines <pipeline> --env <env>``."""
 
 from __future__ import annotations
 
@@ -43,14 +43,14 @@ class KedroRunDataset(AbstractDataset[dict[str, Any] | None, None]):
         if not data:
             return
         cwd = Path(self._project_path or Path.cwd())
-        logger.warning("starting `kedro run --pipeline %s --env %s` in %s: %s", self._pipeline, self._env, cwd, data.get("reason"))
+        logger.warning("starting `kedro run --pipelines %s --env %s` in %s: %s", self._pipeline, self._env, cwd, data.get("reason"))
         started = time.perf_counter()
         result = subprocess.run(self.command(), cwd=cwd, capture_output=True, text=True, check=False)  # noqa: S603
         seconds = time.perf_counter() - started
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
             raise DatasetError(
-                f"`kedro run --pipeline {self._pipeline} --env {self._env}` failed (exit {result.returncode}) after "
+                f"`kedro run --pipelines {self._pipeline} --env {self._env}` failed (exit {result.returncode}) after "
                 f"{seconds:.0f} s; its last lines:\n{tail}"
             )
-        logger.warning("`kedro run --pipeline %s --env %s` finished in %.0f s", self._pipeline, self._env, seconds)
+        logger.warning("`kedro run --pipelines %s --env %s` finished in %.0f s", self._pipeline, self._env, seconds)
