@@ -234,3 +234,16 @@ def test_executed_actions_roll_back_through_the_registry_and_block_the_challenge
     # The promotion pipeline refuses the blocked challenger and says how to lift the block.
     with pytest.raises(ReleaseRefusedError, match="blocked from promotion.*delete_model_version_tag"):
         run_pipeline(promotion_pipeline(), runtime_params=PARAMS)
+
+
+def test_before_anything_was_served_monitoring_writes_empty_tables_and_fires_nothing(tmp_path, monkeypatch, spark):
+    """An environment whose challenger waits for approval has no predictions yet: the run still succeeds."""
+    monkeypatch.chdir(tmp_path)
+    small = {"simulate": {"n_customers": 100, "n_days": 10}, "ingest": {"quarantine_gate": {"max_rate": 0.5, "min_rows": 50}}}
+    run_pipeline(simulate_pipeline() + ingest_pipeline(), runtime_params=small)
+
+    run_pipeline(monitoring_pipeline(), runtime_params=small)
+
+    for table in ("drift_metrics", "performance_metrics", "data_quality", "actions"):
+        assert _read(f"monitoring/{table}").empty, table
+    assert (tmp_path / "data/08_reporting/dev/monitoring/report.html").is_file()
