@@ -246,7 +246,7 @@ def performance_frame() -> pd.DataFrame:
     rows = [
         *(signal(w, None, "roc_auc", v, **auc, basis="realized", lower=lo, upper=up, trusted=t,
                  status="ok" if t else "untrusted") for w, v, lo, up, t in realized),
-        *(signal(w, None, "roc_auc", v, **auc, basis="estimated", lower=None, upper=None, trusted=True) for w, v in estimated),
+        *(signal(w, None, "estimated_roc_auc", v, **auc, basis="estimated", lower=None, upper=None, trusted=True) for w, v in estimated),
         signal(W1, None, "pr_auc", 0.4, basis="realized", lower=None, upper=None, trusted=True),
         signal(W1, None, "roc_auc", 0.5, **auc, basis="realized", lower=0.4, upper=0.6, trusted=True, slice="country", slice_value="DE"),
     ]

@@ -282,12 +282,16 @@ def score_distribution(drift: pd.DataFrame) -> Figure:
 def performance_over_time(performance: pd.DataFrame) -> Figure:
     """ROC AUC per window: realized with its lower/upper band, estimated dashed; untrusted points hollow.
 
-    Rows: metric 'roc_auc', slice 'all'. Filled markers are trusted points; hollow markers are
-    points with ``trusted`` False or status 'untrusted' (too few positives or negatives).
+    Rows: slice 'all', basis 'realized' with metric 'roc_auc' and basis 'estimated' with metric
+    'estimated_roc_auc' (as the monitoring pipeline names it) or 'roc_auc'. Filled markers are trusted
+    points; hollow markers are points with ``trusted`` False or status 'untrusted' (too few positives
+    or negatives).
     """
     title = "ROC AUC per window"
     rows = _slice_all(performance, SIGNAL_COLUMNS + ("basis",), "performance", "performance_over_time")
-    rows = rows[(rows["metric"] == "roc_auc") & rows["basis"].isin(("realized", "estimated"))]
+    realized = (rows["metric"] == "roc_auc") & (rows["basis"] == "realized")
+    estimated = rows["metric"].isin(("roc_auc", "estimated_roc_auc")) & (rows["basis"] == "estimated")
+    rows = rows[realized | estimated].assign(metric="roc_auc")  # one metric, two bases: one set of lines
     if rows.empty:
         return _no_data(title)
     rows = rows.assign(series=_dimension_labels(rows), untrusted=_untrusted(rows))
