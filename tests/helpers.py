@@ -1,4 +1,5 @@
-"""Test helpers: the project's real catalog and parameters, rooted in a temporary folder."""
+"""Test helpers: the project's real catalog and parameters, rooted in a temporary folder; model
+versions registered the way the loop registers them."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
 from omegaconf import OmegaConf
 
+from lakehouse_ml.pipelines.tuning.nodes import build_model_pipeline, feature_columns
 from lakehouse_ml.settings import CONFIG_LOADER_ARGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -94,3 +98,50 @@ def small_training_set(cutoffs: list, per_cutoff: int = 60) -> pd.DataFrame:
         }))
     # Shuffled, as a Delta read may return rows in any order.
     return pd.concat(rows).sample(frac=1.0, random_state=1).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- registered model versions
+
+MODEL_NAME = "dev.ml.churn_classifier"
+
+
+def merged_parameters(runtime: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The project's parameters with the runtime ones merged in, as ``run_pipeline`` feeds them."""
+    return OmegaConf.to_container(OmegaConf.merge(project_config()["parameters"], runtime or {}))
+
+
+def register_version(  # noqa: PLR0913
+    training_set: pd.DataFrame, train_cutoffs, *, threshold: float = 0.3, alias: str | None = None,
+    regularisation: float = 1.0, params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fit a logistic regression on ``train_cutoffs`` of ``training_set`` and register it (``alias`` set when given)."""
+    params = params or merged_parameters()
+    contracts = {name: params[name] for name in ("customer_activity", "customer_profile")}
+    columns = feature_columns(list(training_set.columns), contracts, ["tenure_days"])
+    inputs = [*columns["numeric"], *columns["categorical"]]
+    train = training_set[training_set["cutoff_ts"].isin(list(train_cutoffs))]
+    model = build_model_pipeline(
+        "logistic_regression", {"C": regularisation}, columns["numeric"], columns["categorical"], columns["imputation"]
+    )
+    model.fit(train[inputs], train["churned"])
+    example = train[inputs].head(3)
+    with mlflow.start_run() as run:
+        mlflow.sklearn.log_model(
+            model, name="model", signature=infer_signature(example, model.predict_proba(example)),
+            pyfunc_predict_fn="predict_proba", serialization_format="cloudpickle",
+            pip_requirements=["scikit-learn"],  # not inferred: that spawns a Python subprocess (~2 s)
+        )
+    client = MlflowClient()
+    version = str(mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL_NAME).version)
+    for key, value in (("run_id", run.info.run_id), ("validation_status", "passed"), ("operating_threshold", str(threshold))):
+        client.set_model_version_tag(MODEL_NAME, version, key, value)
+    if alias:
+        client.set_registered_model_alias(MODEL_NAME, alias, version)
+    return {"version": version, "run_id": run.info.run_id, "model": model, "inputs": inputs, "threshold": threshold}
+
+
+def delete_model() -> None:
+    """Remove the registered model (tests share one MLflow store)."""
+    client = MlflowClient()
+    if client.search_registered_models(f"name = '{MODEL_NAME}'"):
+        client.delete_registered_model(MODEL_NAME)

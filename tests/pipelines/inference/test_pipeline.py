@@ -1,7 +1,7 @@
 """The inference pipeline on a small simulated business, with a real MLflow registry (tmp SQLite):
 a tiny model trained on the training set the real pipelines built is registered and made
-`champion`, then the batch scores are checked against the model itself, the training set's
-features, the registry and the contracts."""
+`champion` (``tests.helpers.register_version``), then the batch scores are checked against the
+model itself, the training set's features, the registry and the contracts."""
 
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ import os
 from datetime import date, timedelta
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
 
 from lakehouse_ml.datasets import PandasDeltaDataset
 from lakehouse_ml.pipelines.features.pipeline import create_pipeline as features_pipeline
@@ -25,11 +23,9 @@ from lakehouse_ml.pipelines.ingest.pipeline import create_pipeline as ingest_pip
 from lakehouse_ml.pipelines.simulate.pipeline import create_pipeline as simulate_pipeline
 from lakehouse_ml.pipeline_registry import default_pipeline
 from lakehouse_ml.pipelines.training_set.pipeline import create_pipeline as training_set_pipeline
-from lakehouse_ml.pipelines.tuning.nodes import build_model_pipeline, feature_columns
-from tests.helpers import project_config, run_pipeline
+from tests.helpers import MODEL_NAME, delete_model, register_version, run_pipeline
 
 LAKE = Path("data/lakehouse/dev")
-MODEL_NAME = "dev.ml.churn_classifier"
 THRESHOLD = 0.3
 PARAMS = {
     "simulate": {"n_customers": 400, "n_days": 60},
@@ -44,28 +40,6 @@ def _read(table: str) -> pd.DataFrame:
     return PandasDeltaDataset(filepath=str(LAKE / table)).load()
 
 
-def _register_champion(training_set: pd.DataFrame) -> dict:
-    """A logistic regression on the real training set's columns, logged and registered as serving expects."""
-    params = project_config()["parameters"]
-    contracts = {name: params[name] for name in ("customer_activity", "customer_profile")}
-    columns = feature_columns(list(training_set.columns), contracts, ["tenure_days"])
-    inputs = [*columns["numeric"], *columns["categorical"]]
-    model = build_model_pipeline("logistic_regression", {}, columns["numeric"], columns["categorical"], columns["imputation"])
-    model.fit(training_set[inputs], training_set["churned"])
-    example = training_set[inputs].head(3)
-    with mlflow.start_run() as run:
-        mlflow.sklearn.log_model(
-            model, name="model", signature=infer_signature(example, model.predict_proba(example)),
-            pyfunc_predict_fn="predict_proba", serialization_format="cloudpickle",
-        )
-    client = MlflowClient()
-    version = mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL_NAME).version
-    client.set_model_version_tag(MODEL_NAME, version, "run_id", run.info.run_id)
-    client.set_model_version_tag(MODEL_NAME, version, "operating_threshold", str(THRESHOLD))
-    client.set_registered_model_alias(MODEL_NAME, "champion", version)
-    return {"version": str(version), "run_id": run.info.run_id, "model": model, "inputs": inputs}
-
-
 @pytest.fixture(scope="module")
 def lakehouse(tmp_path_factory, spark):
     """A small lakehouse built by the real pipelines, and a registered champion trained on it."""
@@ -75,12 +49,11 @@ def lakehouse(tmp_path_factory, spark):
     try:
         run_pipeline(simulate_pipeline() + ingest_pipeline() + features_pipeline() + training_set_pipeline(), runtime_params=PARAMS)
         training_set = _read("ml/training_set")
-        yield {"root": root, "training_set": training_set, "champion": _register_champion(training_set)}
+        champion = register_version(training_set, training_set["cutoff_ts"].unique(), threshold=THRESHOLD, alias="champion")
+        yield {"root": root, "training_set": training_set, "champion": champion}
     finally:
         os.chdir(cwd)
-        client = MlflowClient()
-        if client.search_registered_models(f"name = '{MODEL_NAME}'"):
-            client.delete_registered_model(MODEL_NAME)
+        delete_model()
 
 
 def _infer(**inference) -> None:

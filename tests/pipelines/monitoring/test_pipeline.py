@@ -25,8 +25,8 @@ from lakehouse_ml.pipelines.simulate.pipeline import create_pipeline as simulate
 from lakehouse_ml.pipelines.training_set.pipeline import create_pipeline as training_set_pipeline
 from lakehouse_ml.registry import ReleaseRefusedError
 from lakehouse_ml.serving.inference_log import SCHEMA as LOG_SCHEMA
-from tests.helpers import run_pipeline
-from tests.pipelines.monitoring.lifecycle import MODEL_NAME, delete_model, register_version
+from tests.helpers import MODEL_NAME, delete_model, merged_parameters, register_version, run_pipeline
+from tests.pipelines.monitoring.lifecycle import write_baseline
 
 LAKE = Path("data/lakehouse/dev")
 PARAMS = {
@@ -78,7 +78,13 @@ def lakehouse(tmp_path_factory, spark):
         training_set = _read("ml/training_set")
         cutoffs = sorted(training_set["cutoff_ts"].unique())
         train, test = cutoffs[:-2], cutoffs[-2:]
-        versions = [register_version(spark, training_set, train, test, regularisation=c) for c in (1.0, 0.5, 0.1)]
+        # Slice baselines from 30 rows on both sides (the default 200 is more than this business has).
+        params = merged_parameters({**PARAMS, "monitoring": {"drift": {"min_slice_rows": 30}}})
+        versions = []
+        for regularisation in (1.0, 0.5, 0.1):
+            version = register_version(training_set, train, regularisation=regularisation, params=params)
+            version["baseline"] = write_baseline(spark, version, training_set, train, test, params)
+            versions.append(version)
         client = MlflowClient()
         for alias, number in (("previous_champion", "1"), ("champion", "2"), ("challenger", "3")):
             client.set_registered_model_alias(MODEL_NAME, alias, number)

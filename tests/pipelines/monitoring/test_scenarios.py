@@ -53,33 +53,25 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 import pytest
-from deltalake import DeltaTable
-from kedro.io import DataCatalog
-from mlflow import MlflowClient
-from mlflow.models import infer_signature
-from omegaconf import OmegaConf
 from pyspark.sql import SparkSession
 
 from lakehouse_ml.datasets import PandasDeltaDataset
 from lakehouse_ml.monitoring.rules import evaluate_rules
-from lakehouse_ml.pipelines.evaluation.nodes import profile_monitoring_baseline
 from lakehouse_ml.pipelines.features.pipeline import create_pipeline as features_pipeline
 from lakehouse_ml.pipelines.inference.pipeline import create_pipeline as inference_pipeline
 from lakehouse_ml.pipelines.ingest.pipeline import create_pipeline as ingest_pipeline
 from lakehouse_ml.pipelines.monitoring.pipeline import create_pipeline as monitoring_pipeline
 from lakehouse_ml.pipelines.simulate.pipeline import create_pipeline as simulate_pipeline
 from lakehouse_ml.pipelines.training_set.pipeline import create_pipeline as training_set_pipeline
-from lakehouse_ml.pipelines.tuning.nodes import build_model_pipeline, feature_columns
-from tests.helpers import project_config, run_pipeline
+from tests.helpers import delete_model, merged_parameters, project_config, register_version, run_pipeline
+from tests.pipelines.monitoring.lifecycle import write_baseline
 
 pytestmark = pytest.mark.slow
 
 LAKE = Path("data/lakehouse/dev")
 LANDING = Path("data/01_raw/landing/dev")
-MODEL_NAME = "dev.ml.churn_classifier"
 THRESHOLD = 0.3
 # Weekly windows are aligned on 1970-01-01, a Thursday; the drift starts on one, so post-drift
 # window k is [DRIFT_START + 7(k-1), DRIFT_START + 7k) and is scored on its last day (scoring time
@@ -141,11 +133,6 @@ def _params(scenario: str) -> dict[str, Any]:
     return {**PARAMS, "simulate": {**PARAMS["simulate"], "drift": SCENARIOS[scenario]}}
 
 
-def _merged_parameters(runtime: dict[str, Any]) -> dict[str, Any]:
-    """The project's parameters with the runtime ones merged in, as ``run_pipeline`` feeds them."""
-    return OmegaConf.to_container(OmegaConf.merge(project_config()["parameters"], runtime))
-
-
 def _deliveries(root: Path) -> list[Path]:
     """The landing delivery folders (<source>/<YYYY-MM-DD>) under ``root``."""
     return sorted(folder for source in (root / LANDING).iterdir() for folder in source.iterdir())
@@ -159,57 +146,17 @@ def _drop_deliveries(after: date | None = None, *, from_day: date | None = None)
             shutil.rmtree(folder)
 
 
-def _delete_model() -> None:
-    """Tests share one MLflow store: start and end without this module's registered model."""
-    client = MlflowClient()
-    if client.search_registered_models(f"name = '{MODEL_NAME}'"):
-        client.delete_registered_model(MODEL_NAME)
-
-
 def _register_champion(spark: SparkSession, training_set: pd.DataFrame) -> dict[str, Any]:
     """A logistic regression fitted on the first cutoffs, registered as champion, with its baseline
     written by the evaluation node's own function (training rows = its training cutoffs, test
-    scores = its scores on the last pre-drift cutoffs, threshold from its tag)."""
-    params = _merged_parameters(PARAMS)
-    contracts = {name: params[name] for name in ("customer_activity", "customer_profile")}
-    columns = feature_columns(list(training_set.columns), contracts, ["tenure_days"])
-    inputs = [*columns["numeric"], *columns["categorical"]]
+    scores = its scores on the last pre-drift cutoffs)."""
+    params = merged_parameters(PARAMS)
     cutoffs = sorted(training_set["cutoff_ts"].unique())
     train_cutoffs, test_cutoffs = cutoffs[:TRAIN_CUTOFFS], cutoffs[TRAIN_CUTOFFS:TRAIN_CUTOFFS + TEST_CUTOFFS]
     assert (pd.Timestamp(test_cutoffs[-1]) + pd.Timedelta(days=14)).date() < DRIFT_START  # labels known before the drift
-    train = training_set[training_set["cutoff_ts"].isin(train_cutoffs)]
-    test = training_set[training_set["cutoff_ts"].isin(test_cutoffs)]
-    model = build_model_pipeline("logistic_regression", {}, columns["numeric"], columns["categorical"], columns["imputation"])
-    model.fit(train[inputs], train["churned"])
-    example = train[inputs].head(3)
-    with mlflow.start_run() as run:
-        mlflow.sklearn.log_model(
-            model, name="model", signature=infer_signature(example, model.predict_proba(example)),
-            pyfunc_predict_fn="predict_proba", serialization_format="cloudpickle",
-            pip_requirements=["scikit-learn"],  # not inferred: that spawns a Python subprocess (~2 s)
-        )
-    client = MlflowClient()
-    version = str(mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL_NAME).version)
-    client.set_model_version_tag(MODEL_NAME, version, "run_id", run.info.run_id)
-    client.set_model_version_tag(MODEL_NAME, version, "operating_threshold", str(THRESHOLD))
-    client.set_registered_model_alias(MODEL_NAME, "champion", version)
-
-    path = str(LAKE / "ml/training_set")
-    candidate = {
-        "run_id": run.info.run_id, "input_columns": inputs,
-        "pointer": {"split": {"train_cutoffs": [str(c) for c in train_cutoffs], "test_cutoffs": [str(c) for c in test_cutoffs]}},
-    }
-    scores = test[["customer_id", "cutoff_ts", "churned"]].assign(candidate_score=model.predict_proba(test[inputs])[:, 1])
-    context = {
-        "candidate": {"threshold": float(client.get_model_version(MODEL_NAME, version).tags["operating_threshold"])},
-        "training_set": {"path": path, "version": DeltaTable(path).version()},
-    }
-    row = profile_monitoring_baseline(
-        candidate, spark.read.format("delta").load(path), scores, context,
-        params["customer_activity"], params["customer_profile"], params["monitoring"],
-    )
-    DataCatalog.from_config(project_config()["catalog"]).save("monitoring_baselines@write", row)
-    return {"version": version, "run_id": run.info.run_id, "train_cutoffs": train_cutoffs, "test_cutoffs": test_cutoffs}
+    champion = register_version(training_set, train_cutoffs, threshold=THRESHOLD, alias="champion", params=params)
+    write_baseline(spark, champion, training_set, train_cutoffs, test_cutoffs, params)
+    return {"version": champion["version"], "run_id": champion["run_id"], "train_cutoffs": train_cutoffs, "test_cutoffs": test_cutoffs}
 
 
 def _score(day: date, runtime: dict[str, Any]) -> None:
@@ -299,12 +246,12 @@ class Scenarios:
 def scenarios(tmp_path_factory, spark):
     """The shared pre-drift lakehouse and its scenarios, in a tmp folder (the cwd is restored after)."""
     cwd = Path.cwd()
-    _delete_model()
+    delete_model()
     try:
         yield Scenarios(spark, tmp_path_factory.mktemp("scenarios"))
     finally:
         os.chdir(cwd)
-        _delete_model()
+        delete_model()
 
 
 # ---------------------------------------------------------------- reading the results
