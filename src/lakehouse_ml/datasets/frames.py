@@ -36,6 +36,7 @@ class PandasFrameDeltaDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
     def save(self, data: pd.DataFrame) -> None:
         """Write ``data`` (columns in the schema's order) through Spark."""
         spark = get_spark()
-        names = spark.createDataFrame([], self._schema).columns
-        frame = data.reindex(columns=names).astype(object).where(data.reindex(columns=names).notna(), None)
-        self._writer.save(spark.createDataFrame(frame, self._schema) if len(frame) else spark.createDataFrame([], self._schema))
+        empty = spark.createDataFrame([], self._schema)
+        ordered = data.reindex(columns=empty.columns)
+        rows = ordered.astype(object).where(ordered.notna(), None)  # NaN/NaT as null, not as values
+        self._writer.save(spark.createDataFrame(rows, self._schema) if len(rows) else empty)

@@ -26,10 +26,11 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakehouse_ml.modeling.metrics import UNKNOWN
 from lakehouse_ml.monitoring.drift import categorical_baseline, numeric_baseline, score_baseline
 from lakehouse_ml.monitoring.performance import performance_from_histogram, score_histogram
 
-SCORE, LABEL, UNKNOWN = "probability", "label", "unknown"
+SCORE, LABEL = "probability", "label"
 
 
 def servable_rows(training_rows: DataFrame, stamp_columns: Sequence[str]) -> DataFrame:

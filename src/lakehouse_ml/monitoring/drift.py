@@ -321,13 +321,18 @@ def quantile_wasserstein(baseline_quantiles: Sequence[float], current_quantiles:
     return float(np.mean(np.abs(np.asarray(baseline_quantiles, float) - np.asarray(current_quantiles, float))))
 
 
-def _status(value: float, thresholds: Mapping[str, float]) -> str:
-    """ok / warn / act for a metric value (``no_data`` when there is none)."""
+def level(value: float | None, warn: float, act: float, *, higher_is_worse: bool = True) -> str:
+    """ok / warn / act of a metric value against its thresholds in the direction that is worse
+    (``no_data`` when there is none)."""
     if value is None or math.isnan(value):
         return "no_data"
-    if value >= thresholds["act"]:
-        return "act"
-    return "warn" if value >= thresholds["warn"] else "ok"
+    worse = (lambda a, b: a >= b) if higher_is_worse else (lambda a, b: a <= b)
+    return "act" if worse(value, act) else "warn" if worse(value, warn) else "ok"
+
+
+def _status(value: float, thresholds: Mapping[str, float]) -> str:
+    """ok / warn / act for a drift metric value, higher being worse."""
+    return level(value, thresholds["warn"], thresholds["act"])
 
 
 def resolve_thresholds(

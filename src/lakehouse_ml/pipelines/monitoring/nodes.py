@@ -29,8 +29,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakehouse_ml.monitoring.baseline import UNKNOWN, slice_value
-from lakehouse_ml.monitoring.drift import feature_drift, js_distance, prediction_drift, psi
+from lakehouse_ml.modeling.metrics import UNKNOWN
+from lakehouse_ml.monitoring.baseline import slice_value
+from lakehouse_ml.monitoring.drift import feature_drift, js_distance, level, prediction_drift, psi
 from lakehouse_ml.monitoring.performance import performance_from_histogram, score_histogram
 from lakehouse_ml.monitoring.report import monitoring_report
 from lakehouse_ml.monitoring.rules import evaluate_rules, resolve_actions, validate_rules
@@ -163,20 +164,13 @@ def _input_schema(baselines: Mapping[str, Mapping[str, Any]]) -> T.StructType:
     ])
 
 
-def _served_slice_value(frame: DataFrame, column: str) -> Column:
-    """A slice column's value as ``slice_value`` groups it, from the served JSON when not parsed."""
-    if column in frame.columns:
-        return slice_value(column)
-    if "features" in frame.columns:
-        return F.coalesce(F.get_json_object("features", f"$.{column}"), F.lit(UNKNOWN))
-    return F.lit(UNKNOWN)
-
-
 def _with_slices(frame: DataFrame, slices: Mapping[str, str]) -> DataFrame:
-    """One copy of each row per slice: ``all``, then each slice column's value (``unknown`` when null)."""
+    """One copy of each served row per slice: ``all``, then each slice column's value read from the served
+    JSON (``unknown`` when null, as ``slice_value`` groups the training rows)."""
     entries = [F.struct(F.lit("all").alias("slice"), F.lit("all").alias("slice_value"))]
     for name, column in slices.items():
-        entries.append(F.struct(F.lit(name).alias("slice"), _served_slice_value(frame, column).alias("slice_value")))
+        value = F.coalesce(F.get_json_object("features", f"$.{column}"), F.lit(UNKNOWN))
+        entries.append(F.struct(F.lit(name).alias("slice"), value.alias("slice_value")))
     return frame.withColumn("_slice", F.explode(F.array(*entries))).select("*", "_slice.slice", "_slice.slice_value").drop("_slice")
 
 
@@ -214,14 +208,6 @@ def _signal(row: Mapping[str, Any], keys: Sequence[str], feature: str, metric: s
     return signal
 
 
-def _level(value: float | None, warn: float, act: float, higher_is_worse: bool = True) -> str:
-    """ok / warn / act of ``value`` against thresholds in the direction that is worse."""
-    if value is None or np.isnan(value):
-        return "no_data"
-    worse = (lambda a, b: a >= b) if higher_is_worse else (lambda a, b: a <= b)
-    return "act" if worse(value, act) else "warn" if worse(value, warn) else "ok"
-
-
 def _feature_signals(drift: pd.DataFrame) -> list[dict[str, Any]]:
     """Long rows of ``feature_drift`` output: the main metric with its status, the others as information."""
     rows = []
@@ -248,7 +234,7 @@ def _prediction_signals(drift: pd.DataFrame, rate_limits: Mapping[str, float]) -
         details = json.dumps({"log_base": row["log_base"], "shares": row["shares"], "threshold": row["threshold"]})
         rows.append(_signal(row, SLICED, PREDICTION, "psi", row["psi"], warn=row["warn"], act=row["act"], status=row["status"], **n, details=details))
         change = row["positive_rate_change"]
-        status = _level(None if change is None else abs(change), rate_limits["warn"], rate_limits["act"])
+        status = level(None if change is None else abs(change), rate_limits["warn"], rate_limits["act"])
         rows.append(_signal(
             row, SLICED, PREDICTION, "positive_rate_change", change, warn=rate_limits["warn"], act=rate_limits["act"],
             status=status, **n, details=json.dumps({"baseline": row["positive_rate_baseline"], "absolute": True}),
@@ -275,7 +261,7 @@ def _versus_previous(signals: pd.DataFrame) -> pd.DataFrame:
                     value = js_distance([previous.get(c, 0.0) for c in categories], [shares.get(c, 0.0) for c in categories])
                 rows.append({
                     **{k: row[k] for k in SLICED}, "feature": row["feature"], "metric": f"{row['metric']}_vs_previous",
-                    "value": value, "warn": row["warn"], "act": row["act"], "status": _level(value, row["warn"], row["act"]),
+                    "value": value, "warn": row["warn"], "act": row["act"], "status": level(value, row["warn"], row["act"]),
                     "n_rows": row["n_rows"], "details": None,
                 })
             if shares is not None:
@@ -362,7 +348,7 @@ def _performance_status(row: Mapping[str, Any], reference: Mapping[str, Any], dr
     auc = (reference.get("roc_auc") or {}).get("value")
     if row["metric"] in ("roc_auc", "estimated_roc_auc") and auc is not None:
         warn, act = auc - float(drop["warn"]), auc - float(drop["act"])
-        status = _level(row["value"], warn, act, higher_is_worse=False)
+        status = level(row["value"], warn, act, higher_is_worse=False)
         upper = row.get("upper")
         if status == "act" and row["metric"] == "roc_auc" and upper is not None and not pd.isna(upper) and upper >= act:
             status = "warn"
@@ -456,7 +442,7 @@ def _quality_row(  # noqa: PLR0913
 ) -> dict[str, Any]:
     """One data-quality signal on slice 'all' (information when ``limits`` is None)."""
     status = dict(_INFO) if limits is None else {
-        "warn": limits["warn"], "act": limits["act"], "status": _level(value, limits["warn"], limits["act"]),
+        "warn": limits["warn"], "act": limits["act"], "status": level(value, limits["warn"], limits["act"]),
     }
     return {
         **{k: group[k] for k in GROUP}, "slice": "all", "slice_value": "all", "feature": feature, "metric": metric,
@@ -592,15 +578,14 @@ def decide_actions(  # noqa: PLR0913
     actions["fired_at"] = context["at"]
     actions["catalog"] = context["catalog"]
     actions["kedro_run_id"] = context["kedro_run_id"]
-    actions = _keep_recorded(actions.reindex(columns=ACTION_COLUMNS), recorded)
-    for row in actions.itertuples():
+    frame = _keep_recorded(actions.reindex(columns=ACTION_COLUMNS), recorded)
+    for row in frame.itertuples():
         logger.warning(
             "monitoring action %s (%s, %s): rule %s on %s version %s, %d of the last %d windows up to %s%s",
             row.action, row.mode, row.status, row.rule, row.model_name, row.model_version, row.breached_windows,
             row.considered_windows, row.window_end, f" — {row.blocked_reason}" if row.blocked_reason else "",
         )
-    logger.info("monitoring: %d rule(s), %d action(s) fired", len(validated), len(actions))
-    frame = actions.reindex(columns=ACTION_COLUMNS)
+    logger.info("monitoring: %d rule(s), %d action(s) fired", len(validated), len(frame))
     for column in WINDOW:
         frame[column] = pd.to_datetime(frame[column]).dt.date
     return frame
