@@ -70,6 +70,26 @@ def run_pipeline(
             mlflow.end_run()
 
 
+class FrameVersions:
+    """In-memory stand-in for :class:`lakehouse_ml.datasets.DeltaVersions`: version i is frames[i]."""
+
+    def __init__(self, frames: list, schema: str, properties: dict[str, str] | None = None) -> None:
+        self._frames, self._schema = frames, schema
+        self.version = len(frames) - 1 if frames else None
+        self.properties = properties or {}
+
+    def at(self, version: int | None):
+        from lakehouse_ml.engine import get_spark
+
+        if version is not None:
+            return self._frames[version]
+        return self._frames[0].limit(0) if self._frames else get_spark().createDataFrame([], self._schema)
+
+    @property
+    def current(self):
+        return self.at(self.version)
+
+
 def write_landing(root: Path, source: str, delivery: str, name: str, lines: list[str | dict]) -> Path:
     """Write one delivered landing file (JSON lines for dicts, raw text lines otherwise)."""
     folder = root / "data" / "01_raw" / "landing" / "dev" / source / delivery

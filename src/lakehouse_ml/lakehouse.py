@@ -8,6 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from deltalake import DeltaTable
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+# The delete marker of a MERGE source: true rows are deleted from the target (SparkDeltaDataset's
+# ``merge_delete_column``).
+DELETED = "_deleted"
 
 from lakehouse_ml.datasets.delta import table_uri
 
@@ -37,3 +43,27 @@ def table_lineage(name: str, filepath: str) -> dict[str, Any]:
         "operation": last.get("operation"),
         "timestamp": last.get("timestamp"),
     }
+
+
+def changed_rows(before: DataFrame, after: DataFrame, columns: list[str]) -> DataFrame:
+    """Rows, projected to ``columns``, that are in exactly one of two versions of a table.
+
+    The scope of every incremental refresh: what changed between the input version a derived
+    table last reflected and the input now (inserted, updated and deleted rows alike).
+    """
+    old, new = before.select(*columns), after.select(*columns)
+    return new.subtract(old).unionByName(old.subtract(new))
+
+
+def with_deletes(rows: DataFrame, existing_in_scope: DataFrame | None, keys: list[str]) -> DataFrame:
+    """Recomputed rows plus a delete marker for every existing row of the scope that no longer exists.
+
+    MERGEd on ``keys``, the result leaves the scope exactly as recomputed. ``None``: nothing
+    exists yet (or the table is being rebuilt).
+    """
+    rows = rows.withColumn(DELETED, F.lit(False))
+    if existing_in_scope is None:
+        return rows
+    gone = existing_in_scope.select(*keys).join(rows.select(*keys), keys, "left_anti")
+    # The engine types the missing columns of the markers like those of ``rows``.
+    return rows.unionByName(gone.withColumn(DELETED, F.lit(True)), allowMissingColumns=True)

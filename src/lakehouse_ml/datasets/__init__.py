@@ -1,7 +1,8 @@
-"""Datasets of this project: Delta tables (Spark, pandas, metadata), landing deliveries and
+"""Datasets of this project: Delta tables (Spark, pandas, metadata, versions), landing deliveries and
 MLflow models with a signature computed by the node, the model registry, the online store."""
 
 from lakehouse_ml.datasets.delta import DeltaMetadataDataset, PandasDeltaDataset, SparkDeltaDataset
+from lakehouse_ml.datasets.delta_versions import DeltaVersions, SparkDeltaVersionsDataset
 from lakehouse_ml.datasets.frames import PandasFrameDeltaDataset
 from lakehouse_ml.datasets.kedro_run import KedroRunDataset
 from lakehouse_ml.datasets.landing import LandingDataset, LandingFileDataset
@@ -18,6 +19,7 @@ __all__ = [
     "CandidateModelDataset",
     "CandidateRunDataset",
     "DeltaMetadataDataset",
+    "DeltaVersions",
     "KedroRunDataset",
     "LandingDataset",
     "LandingFileDataset",
@@ -29,4 +31,5 @@ __all__ = [
     "RegisteredModelAliasDataset",
     "ReleaseContextDataset",
     "SparkDeltaDataset",
+    "SparkDeltaVersionsDataset",
 ]

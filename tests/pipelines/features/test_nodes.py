@@ -14,7 +14,7 @@ from lakehouse_ml.pipelines.features.nodes import (
     compute_profile_features,
     plan_refresh,
 )
-from tests.helpers import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT, FrameVersions
 
 GOLD = (
     "customer_id string, activity_date date, orders bigint, items bigint, sessions bigint, "
@@ -105,20 +105,23 @@ def test_profile_rows_are_valid_from_their_event_time_latest_delivery_wins(spark
 
 def test_plan_refresh_modes(spark):
     c = contract("customer_activity")
-    table = {"name": "customer_activity", "watermark_column": "_updated_at"}
-    source = spark.createDataFrame([(datetime(2026, 3, 1),)], "_updated_at timestamp")
-    empty_log = spark.createDataFrame([], "table string, watermark timestamp, version_after bigint, refreshed_at timestamp")
-    log = spark.createDataFrame([("customer_activity", datetime(2026, 3, 1), 4, datetime(2026, 3, 1))], empty_log.schema)
+    source = FrameVersions([spark.range(1)] * 3, "id long")  # version 2
+    empty_log = spark.createDataFrame([], "table string, source_version bigint, version_after bigint, refreshed_at timestamp")
+    log = spark.createDataFrame([("customer_activity", 2, 4, datetime(2026, 3, 1))], empty_log.schema)
     features = {"full_rebuild": False, "backfill": {"start": None}}
-    assert plan_refresh(source, empty_log, c, table, features)["mode"] == "full"
-    unchanged = plan_refresh(source, log, c, table, features)
+    assert plan_refresh(source, empty_log, c, features)["mode"] == "full"
+    unchanged = plan_refresh(source, log, c, features)
     assert (unchanged["mode"], unchanged["version_before"]) == ("none", 4)
-    newer = spark.createDataFrame([(datetime(2026, 3, 2),)], "_updated_at timestamp")
-    assert plan_refresh(newer, log, c, table, features)["mode"] == "incremental"
-    assert plan_refresh(source, log, c, table, {**features, "full_rebuild": True})["mode"] == "full"
-    backfill = plan_refresh(source, log, c, table, {"backfill": {"start": "2026-02-01", "end": "2026-02-10"}})
+    newer = FrameVersions([spark.range(1)] * 4, "id long")
+    assert (plan_refresh(newer, log, c, features)["mode"], plan_refresh(newer, log, c, features)["since_version"]) == ("incremental", 2)
+    assert plan_refresh(source, log, c, {**features, "full_rebuild": True})["mode"] == "full"
+    # A log written before source versions were recorded: everything is recomputed once.
+    old_log = spark.createDataFrame([("customer_activity", 4, datetime(2026, 3, 1))], "table string, version_after bigint, refreshed_at timestamp")
+    assert plan_refresh(newer, old_log, c, features)["mode"] == "full"
+    backfill = plan_refresh(newer, log, c, {"backfill": {"start": "2026-02-01", "end": "2026-02-10"}})
     assert (backfill["mode"], backfill["start"], backfill["end"]) == ("backfill", date(2026, 2, 1), date(2026, 2, 10))
+    assert backfill["source_version"] == 2  # the rest of the table still reflects version 2
     with pytest.raises(ValueError, match="end 2026-01-01 is before start 2026-02-01"):
-        plan_refresh(source, log, c, table, {"backfill": {"start": "2026-02-01", "end": "2026-01-01"}})
+        plan_refresh(source, log, c, {"backfill": {"start": "2026-02-01", "end": "2026-01-01"}})
     disabled = parse_contract("customer_activity", {**c.raw, "enabled": False})
-    assert plan_refresh(source, log, disabled, table, features)["mode"] == "disabled"
+    assert plan_refresh(source, log, disabled, features)["mode"] == "disabled"

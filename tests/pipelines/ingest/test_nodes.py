@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import pandas as pd
 import pytest
@@ -20,6 +21,7 @@ from lakehouse_ml.pipelines.ingest.nodes import (
     type_records,
 )
 from lakehouse_ml.pipelines.ingest.schemas import SCHEMAS, canonical_columns
+from tests.helpers import FrameVersions
 
 ORDERS = {"name": "orders", "schema": "orders"}
 INGEST = {"full_rebuild": False, "quarantine_gate": {"max_rate": 1.0, "min_rows": 0}}
@@ -143,7 +145,7 @@ def test_default_fills_only_missing_values_never_unparseable_ones(spark):
     ]
 
 
-EMPTY_SILVER = "event_id string, event_ts timestamp, _record_hash string"
+EMPTY_SILVER = "event_id string, event_ts timestamp, _record_hash string, _batch_id string"
 
 
 def _classify(spark, lines_by_delivery, silver=None):
@@ -171,7 +173,7 @@ def test_dedupe_labels_duplicates_corrections_and_inserts(spark):
 
 def test_dedupe_against_existing_silver(spark):
     _, first = _classify(spark, {"2026-01-02": [order("e1"), order("e2")]})
-    silver = first.select("event_id", "event_ts", "_record_hash")
+    silver = first.select("event_id", "event_ts", "_record_hash", "_batch_id")
     silver = spark.createDataFrame(silver.collect(), EMPTY_SILVER)
     outcomes, upserts = _classify(spark, {"2026-01-05": [order("e1"), order("e2", amount=99.0), order("e3")]}, silver)
     labels = sorted(r["_outcome"] for r in outcomes.collect())
@@ -179,19 +181,36 @@ def test_dedupe_against_existing_silver(spark):
     assert sorted(r["event_id"] for r in upserts.collect()) == ["e2", "e3"]  # unchanged e1 is not rewritten
 
 
-def test_reconcile_balances_every_batch_and_returns_changed_dates(spark):
+def test_reconcile_balances_every_batch(spark):
     lines = [order("e1"), order("e1"), "{oops", order("e2", event_ts="2025-12-30T09:00:00Z"), order("e3", amount=-1.0)]
     bronze = bronze_rows(spark, lines)
     batch = ["orders/2026-01-02/orders"]
     typed = type_records(bronze, ORDERS)
-    quarantine, classified = split_batch(typed, spark.createDataFrame([], EMPTY_SILVER), batch, ORDERS, INGEST)
-    upserts, _, dates, audit = reconcile_to_silver(classified, quarantine, bronze, batch, ORDERS, INGEST)
+    quarantine, classified = split_batch(typed, FrameVersions([], EMPTY_SILVER), batch, ORDERS, INGEST)
+    upserts, _, audit = reconcile_to_silver(classified, quarantine, bronze, batch, ORDERS, INGEST)
     row = audit.iloc[0]
     assert (row.bronze_rows, row.inserted, row.updated, row.duplicate, row.quarantined) == (5, 2, 0, 1, 2)
     assert bool(row.balanced) and row.quarantine_rate == pytest.approx(0.4)
     assert "_raw (1)" in row.top_failed_checks and "amount (1)" in row.top_failed_checks
-    assert dates == ["2025-12-30", "2026-01-01"]
     assert upserts.count() == 2
+
+
+def test_a_batch_retried_after_its_silver_commit_is_classified_as_before_it(spark):
+    """Killed between silver's MERGE and the audit row: the retry must not call its own rows duplicates."""
+    batch = ["orders/2026-01-05/orders"]
+    bronze = bronze_rows(spark, [order("e1", amount=12.0), order("e2")], delivery="2026-01-05")
+    before = spark.createDataFrame(
+        [("e1", datetime(2026, 1, 1, 10), "old-hash", "orders/2026-01-02/orders")], EMPTY_SILVER
+    )
+    _, classified = split_batch(type_records(bronze, ORDERS), FrameVersions([before], EMPTY_SILVER), batch, ORDERS, INGEST)
+    written = classified.filter("_upsert").select("event_id", "event_ts", "_record_hash", "_batch_id")
+    after_crash = FrameVersions([before, written], EMPTY_SILVER)
+    _, retried = split_batch(type_records(bronze, ORDERS), after_crash, batch, ORDERS, INGEST)
+    outcomes = {r["event_id"]: (r["_outcome"], r["_upsert"]) for r in retried.collect()}
+    assert outcomes == {"e1": ("updated", True), "e2": ("inserted", True)}
+    # Without the walk back, the same rows against the crashed silver are duplicates.
+    naive = classify_records(type_records(bronze, ORDERS), written, canonical_columns(SCHEMAS["orders"]))
+    assert {r["_outcome"] for r in naive.collect()} == {"duplicate"}
 
 
 def test_quarantine_gate_names_batch_rate_and_top_checks():
@@ -221,19 +240,34 @@ def _events(spark, rows, schema):
     return frame
 
 
+ORDER_EVENTS = (
+    "event_id string, customer_id string, event_ts string, amount double, discount double, items long, "
+    "currency string, delivered_at string, _record_hash string"
+)
+SESSION_EVENTS = "event_id string, customer_id string, event_ts string, duration_s long, pages long, delivered_at string, _record_hash string"
+TICKET_EVENTS = "event_id string, customer_id string, event_ts string, severity string, delivered_at string, _record_hash string"
+GOLD = {"fx_to_eur": {"EUR": 1.0, "USD": 0.5}}
+EMPTY_GOLD = "customer_id string, activity_date date"
+
+
 def test_daily_activity_aggregates_sources_per_customer_day_in_eur(spark):
+    c2 = ("o3", "c2", "2026-01-02 09:00:00", 5.0, 0.0, 1, "EUR", "2026-01-03 02:00:00", "h3")
+    first = _events(spark, [("o1", "c1", "2026-01-01 10:00:00", 10.0, 2.0, 1, "EUR", "2026-01-02 02:00:00", "h1"), c2], ORDER_EVENTS)
     orders = _events(
         spark,
-        [("c1", "2026-01-01 10:00:00", 10.0, 2.0, 1, "EUR", "2026-01-02 02:00:00"),
-         ("c1", "2026-01-01 18:00:00", 20.0, 0.0, 2, "USD", "2026-01-04 02:00:00"),
-         ("c2", "2026-01-02 09:00:00", 5.0, 0.0, 1, "EUR", "2026-01-03 02:00:00")],
-        "customer_id string, event_ts string, amount double, discount double, items long, currency string, delivered_at string",
+        [("o1", "c1", "2026-01-01 10:00:00", 10.0, 2.0, 1, "EUR", "2026-01-02 02:00:00", "h1"),
+         ("o2", "c1", "2026-01-01 18:00:00", 20.0, 0.0, 2, "USD", "2026-01-04 02:00:00", "h2"), c2],
+        ORDER_EVENTS,
     )
-    sessions = _events(spark, [("c1", "2026-01-01 09:00:00", 60, 3, "2026-01-05 02:00:00"), ("c3", "2026-01-01 09:00:00", 30, 1, "2026-01-02 02:00:00")],
-                       "customer_id string, event_ts string, duration_s long, pages long, delivered_at string")
-    tickets = _events(spark, [("c1", "2026-01-01 12:00:00", "high", "2026-01-02 02:00:00")], "customer_id string, event_ts string, severity string, delivered_at string")
-    gold = build_daily_activity(orders, sessions, tickets, {"fx_to_eur": {"EUR": 1.0, "USD": 0.5}}, ["2026-01-01"], [], ["2026-01-01"])
-    rows = {(r["customer_id"], str(r["activity_date"])): r.asDict() for r in gold.collect()}
+    sessions = _events(spark, [("s1", "c1", "2026-01-01 09:00:00", 60, 3, "2026-01-05 02:00:00", "h4"), ("s2", "c3", "2026-01-01 09:00:00", 30, 1, "2026-01-02 02:00:00", "h5")], SESSION_EVENTS)
+    tickets = _events(spark, [("t1", "c1", "2026-01-01 12:00:00", "high", "2026-01-02 02:00:00", "h6")], TICKET_EVENTS)
+    # Gold reflects orders version 0 and nothing of sessions and tickets yet.
+    gold_table = FrameVersions([], EMPTY_GOLD, {"lakehouse_ml.gold.source_versions": json.dumps({"orders": 0})})
+    rows, stamp = build_daily_activity(
+        FrameVersions([first, orders], ORDER_EVENTS), FrameVersions([sessions], SESSION_EVENTS),
+        FrameVersions([tickets], TICKET_EVENTS), gold_table, GOLD, INGEST,
+    )
+    rows = {(r["customer_id"], str(r["activity_date"])): r.asDict() for r in rows.collect()}
     assert set(rows) == {("c1", "2026-01-01"), ("c3", "2026-01-01")}  # 2026-01-02 did not change
     c1 = rows[("c1", "2026-01-01")]
     # 10 EUR + 20 USD * 0.5 = 20 gross; net = (10 - 2) + 20 * 0.5 = 18
@@ -241,4 +275,19 @@ def test_daily_activity_aggregates_sources_per_customer_day_in_eur(spark):
     assert (c1["sessions"], c1["session_seconds"], c1["tickets"], c1["high_severity_tickets"]) == (1, 60, 1, 1)
     # the day was complete only once the late session arrived on Jan 5
     assert c1["last_delivered_at"] == pd.Timestamp("2026-01-05 02:00:00").to_pydatetime()
-    assert rows[("c3", "2026-01-01")]["orders"] == 0
+    assert rows[("c3", "2026-01-01")]["orders"] == 0 and not c1["_deleted"]
+    assert json.loads(stamp["properties"]["lakehouse_ml.gold.source_versions"]) == {"orders": 1, "sessions": 0, "tickets": 0}
+
+
+def test_daily_activity_deletes_customer_days_that_no_longer_have_events(spark):
+    """An order corrected to another day empties its old day: both days change, the old row goes."""
+    before = _events(spark, [("o1", "c1", "2026-01-01 10:00:00", 10.0, 0.0, 1, "EUR", "2026-01-02 02:00:00", "h1")], ORDER_EVENTS)
+    after = _events(spark, [("o1", "c1", "2026-01-03 10:00:00", 10.0, 0.0, 1, "EUR", "2026-01-04 02:00:00", "h2")], ORDER_EVENTS)
+    existing = spark.createDataFrame([("c1", datetime(2026, 1, 1).date())], EMPTY_GOLD)
+    reflected = {"lakehouse_ml.gold.source_versions": json.dumps({"orders": 0, "sessions": 0, "tickets": 0})}
+    rows, _ = build_daily_activity(
+        FrameVersions([before, after], ORDER_EVENTS), FrameVersions([_events(spark, [], SESSION_EVENTS)], SESSION_EVENTS),
+        FrameVersions([_events(spark, [], TICKET_EVENTS)], TICKET_EVENTS), FrameVersions([existing], EMPTY_GOLD, reflected),
+        GOLD, INGEST,
+    )
+    assert sorted((str(r["activity_date"]), r["_deleted"]) for r in rows.collect()) == [("2026-01-01", True), ("2026-01-03", False)]

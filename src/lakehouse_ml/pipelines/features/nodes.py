@@ -17,17 +17,20 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from lakehouse_ml.datasets.delta_versions import DeltaVersions
 from lakehouse_ml.features.contracts import FeatureContract, FeatureSpec, parse_contract
 from lakehouse_ml.features.validation import check_contract, enforce, feature_summaries, summary_metrics
+from lakehouse_ml.lakehouse import DELETED, changed_rows, with_deletes
 
 logger = logging.getLogger(__name__)
 
-DELETED = "_deleted"
 REFRESH_ID = "_refresh_id"
+# What tells two versions of a customer's silver profile rows apart.
+PROFILE_CHANGE_COLUMNS = ["customer_id", "event_id", "event_ts", "delivered_at", "_record_hash"]
 REFRESH_SCHEMA = (
     "table string, refresh_id string, mode string, scope string, rows_upserted bigint, "
     "rows_deleted bigint, version_before bigint, version_after bigint, contract_hash string, "
-    "watermark timestamp, refreshed_at timestamp"
+    "source_version bigint, refreshed_at timestamp"
 )
 SUMMARY_SCHEMA = (
     "table string, version bigint, contract_hash string, refresh_id string, feature string, "
@@ -40,7 +43,7 @@ SUMMARY_SCHEMA = (
 
 
 def _previous(refreshes: DataFrame, table: str) -> dict[str, Any]:
-    """The last recorded refresh of ``table`` (watermark, version), or an empty dict."""
+    """The last recorded refresh of ``table`` (source version reflected, table version), or an empty dict."""
     rows = refreshes.filter(F.col("table") == table).orderBy(F.desc("refreshed_at")).limit(1).collect()
     return rows[0].asDict() if rows else {}
 
@@ -59,19 +62,19 @@ def _backfill_range(features: dict[str, Any], table: str) -> tuple[date, date] |
 
 
 def plan_refresh(
-    source: DataFrame, refreshes: DataFrame, contract: FeatureContract, table: dict[str, Any], features: dict[str, Any]
+    source: DeltaVersions, refreshes: DataFrame, contract: FeatureContract, features: dict[str, Any]
 ) -> dict[str, Any]:
-    """Decide what to recompute: a backfill range, everything, or what changed since the watermark."""
+    """Decide what to recompute: a backfill range, everything, or what changed in the source since
+    the source version the table last reflected (``source_version`` of its last refresh)."""
     refreshed_at = datetime.now(timezone.utc)
     previous = _previous(refreshes, contract.table)
     plan = {
         "table": contract.table,
         "refresh_id": f"{contract.table}@{refreshed_at.isoformat()}",
         "refreshed_at": refreshed_at,
-        "watermark_column": table["watermark_column"],
-        "watermark": source.agg(F.max(table["watermark_column"])).collect()[0][0],
+        "source_version": source.version,
+        "since_version": previous.get("source_version"),
         "version_before": previous.get("version_after"),
-        "since": previous.get("watermark"),
         "start": None,
         "end": None,
     }
@@ -79,10 +82,11 @@ def plan_refresh(
     if not contract.enabled:
         return {**plan, "mode": "disabled"}
     if backfill:
-        return {**plan, "mode": "backfill", "start": backfill[0], "end": backfill[1]}
-    if features.get("full_rebuild") or not previous:
+        # A range only: the rest of the table still reflects the version it did before.
+        return {**plan, "mode": "backfill", "start": backfill[0], "end": backfill[1], "source_version": plan["since_version"]}
+    if features.get("full_rebuild") or plan["since_version"] is None:
         return {**plan, "mode": "full"}
-    if plan["watermark"] is None or (plan["since"] is not None and plan["watermark"] <= plan["since"]):
+    if source.version == plan["since_version"]:
         return {**plan, "mode": "none"}
     return {**plan, "mode": "incremental"}
 
@@ -92,7 +96,7 @@ def _scope_label(plan: dict[str, Any]) -> str:
     if plan["start"] is not None:
         return f"feature days {plan['start']}..{plan['end']}"
     if plan["mode"] == "incremental":
-        return f"{plan['watermark_column']} > {plan['since']}"
+        return f"source changes in versions {plan['since_version']}..{plan['source_version']}"
     return plan["mode"]
 
 
@@ -127,7 +131,8 @@ def compute_activity_features(gold: DataFrame, start: date, end: date, contract:
     """Trailing-window features for feature days ``start..end`` from daily activity.
 
     Windows run over a dense daily series per customer, so "the last 7 days" is exactly 7 rows.
-    A customer has a row on day D while any window holds activity; feature_ts is the end of D
+    A customer has a row on day D while the longest window holds at least one active day (a
+    day with a gold row), so no row has all-zero windows; feature_ts is the end of D
     (D+1 00:00 UTC, when the day is complete) and ingested_at the latest delivery among the days
     of the longest window (when the row's value became known).
     """
@@ -140,13 +145,16 @@ def compute_activity_features(gold: DataFrame, start: date, end: date, contract:
         activity.select("customer_id").distinct()
         .crossJoin(_days(gold.sparkSession, low, end))
         .join(
-            activity.select("customer_id", "activity_date", "last_delivered_at", *metrics),
+            activity.select("customer_id", "activity_date", "last_delivered_at", *metrics, F.lit(1).alias("_active")),
             ["customer_id", "activity_date"],
             "left",
         )
-        .fillna(0, subset=metrics)
+        .fillna(0, subset=[*metrics, "_active"])
     )
-    presence = F.sum(sum((F.col(m) for m in metrics), F.lit(0))).over(_day_window(longest))
+    # Presence counts active days (an integer), not the metrics themselves: a sliding sum of
+    # amounts leaves a residue like 1e-13 after the window empties, which made all-zero rows
+    # with a null ingested_at appear, differently in incremental and full refreshes.
+    presence = F.sum("_active").over(_day_window(longest))
     rows = grid.select(
         "customer_id",
         "activity_date",
@@ -190,19 +198,14 @@ def _day_of(contract: FeatureContract) -> Column:
     return F.to_date(F.col(contract.timestamp_key) - F.expr("INTERVAL 1 MICROSECOND"))
 
 
-def _with_deletes(rows: DataFrame, existing_in_scope: DataFrame, contract: FeatureContract) -> DataFrame:
-    """Recomputed rows plus a delete marker for every row of the scope that no longer exists."""
-    keys = [*contract.entity_keys, contract.timestamp_key]
-    gone = existing_in_scope.select(*keys).join(rows.select(*keys), keys, "left_anti")
-    deletes = gone.select(
-        *keys, *[F.lit(None).cast(rows.schema[c].dataType).alias(c) for c in rows.columns if c not in keys]
-    )
-    return rows.withColumn(DELETED, F.lit(False)).unionByName(deletes.withColumn(DELETED, F.lit(True)))
-
-
 def _staged(rows: DataFrame, plan: dict[str, Any]) -> DataFrame:
     """Tag staged rows with their refresh, so a later run never publishes stale staging rows."""
     return rows.withColumn(REFRESH_ID, F.lit(plan["refresh_id"]))
+
+
+def _with_deletes(rows: DataFrame, existing_in_scope: DataFrame, contract: FeatureContract) -> DataFrame:
+    """Recomputed rows plus a delete marker for every row of the scope that no longer exists."""
+    return with_deletes(rows, existing_in_scope, [*contract.entity_keys, contract.timestamp_key])
 
 
 def _empty(existing: DataFrame, plan: dict[str, Any]) -> DataFrame:
@@ -210,57 +213,71 @@ def _empty(existing: DataFrame, plan: dict[str, Any]) -> DataFrame:
 
 
 def _contract_and_plan(
-    source: DataFrame, refreshes: DataFrame, contract_config: dict[str, Any], table: dict[str, Any], features: dict[str, Any]
+    source: DeltaVersions, refreshes: DataFrame, contract_config: dict[str, Any], table: dict[str, Any], features: dict[str, Any]
 ) -> tuple[FeatureContract, dict[str, Any]]:
     """The table's parsed contract and the plan of this refresh (shared by every feature table)."""
     contract = parse_contract(table["name"], contract_config)
-    return contract, plan_refresh(source, refreshes, contract, table, features)
+    return contract, plan_refresh(source, refreshes, contract, features)
 
 
 def refresh_activity_features(
-    gold: DataFrame,
+    gold: DeltaVersions,
     existing: DataFrame,
     refreshes: DataFrame,
     contract_config: dict[str, Any],
     table: dict[str, Any],
     features: dict[str, Any],
 ) -> tuple[DataFrame, dict[str, Any]]:
-    """Recompute the feature days a refresh must touch; return staged rows (with deletes) and the plan."""
+    """Recompute the feature days a refresh must touch; return staged rows (with deletes) and the plan.
+
+    Incrementally, that is from the first activity day that differs between the gold version
+    last reflected and gold now (inserted, changed or deleted customer-days) to the last day of
+    data: later windows include the changed day.
+    """
     contract, plan = _contract_and_plan(gold, refreshes, contract_config, table, features)
+    current = gold.current
     if plan["mode"] in ("full", "incremental"):
-        changed = gold if plan["mode"] == "full" else gold.filter(F.col(plan["watermark_column"]) > F.lit(plan["since"]))
-        plan["start"] = changed.agg(F.min("activity_date")).collect()[0][0]
-        plan["end"] = gold.agg(F.max("activity_date")).collect()[0][0]
+        if plan["mode"] == "full":
+            changed = current
+        else:
+            content = [c for c in current.columns if c != "_updated_at"]
+            changed = changed_rows(gold.at(plan["since_version"]), current, content)
+        first, last = changed.agg(F.min("activity_date"), F.max("activity_date")).collect()[0]
+        data_end = current.agg(F.max("activity_date")).collect()[0][0]
+        plan["start"], plan["end"] = first, max(d for d in (last, data_end) if d is not None) if first else None
     if plan["start"] is None:
         return _empty(existing, plan), {**plan, "mode": "none" if plan["mode"] != "disabled" else "disabled"}
-    rows = compute_activity_features(gold, plan["start"], plan["end"], contract)
+    rows = compute_activity_features(current, plan["start"], plan["end"], contract)
     in_scope = existing.filter(_day_of(contract).between(F.lit(plan["start"]), F.lit(plan["end"])))
     return _staged(_with_deletes(rows, in_scope, contract), plan), plan
 
 
 def refresh_profile_features(
-    customers: DataFrame,
+    customers: DeltaVersions,
     existing: DataFrame,
     refreshes: DataFrame,
     contract_config: dict[str, Any],
     table: dict[str, Any],
     features: dict[str, Any],
 ) -> tuple[DataFrame, dict[str, Any]]:
-    """Recompute the profiles of customers with new changes (or a backfill's days, or everything)."""
+    """Recompute the profiles of customers whose silver rows changed since the version last
+    reflected (or a backfill's days, or everything)."""
     contract, plan = _contract_and_plan(customers, refreshes, contract_config, table, features)
     if plan["mode"] in ("none", "disabled"):
         return _empty(existing, plan), plan
+    current = customers.current
     if plan["mode"] == "backfill":
-        rows = compute_profile_features(customers, contract)
+        rows = compute_profile_features(current, contract)
         day = F.to_date(contract.timestamp_key)
         window = day.between(F.lit(plan["start"]), F.lit(plan["end"]))
         rows, in_scope = rows.filter(window), existing.filter(window)
     elif plan["mode"] == "incremental":
-        changed = customers.filter(F.col(plan["watermark_column"]) > F.lit(plan["since"])).select("customer_id").distinct()
-        rows = compute_profile_features(customers.join(changed, "customer_id", "left_semi"), contract)
+        changed = changed_rows(customers.at(plan["since_version"]), current, PROFILE_CHANGE_COLUMNS)
+        changed = changed.select("customer_id").distinct()
+        rows = compute_profile_features(current.join(changed, "customer_id", "left_semi"), contract)
         in_scope = existing.join(changed, "customer_id", "left_semi")
     else:
-        rows, in_scope = compute_profile_features(customers, contract), existing
+        rows, in_scope = compute_profile_features(current, contract), existing
     return _staged(_with_deletes(rows, in_scope, contract), plan), plan
 
 
@@ -297,7 +314,8 @@ def record_refresh(
 ) -> tuple[DataFrame, DataFrame, dict[str, Any]]:
     """After the MERGE: the refresh's audit row, its summaries per table version, the contract stamp.
 
-    The refresh log is also the watermark store and the backfill audit (mode ``backfill``); the
+    The refresh log also records the source version each table reflects (the next incremental
+    refresh's starting point) and is the backfill audit (mode ``backfill``); the
     summaries carry the table version they describe and the contract hash it was written under.
     """
     contract = parse_contract(table["name"], contract_config)
@@ -321,7 +339,7 @@ def record_refresh(
         "version_before": plan["version_before"],
         "version_after": published["version"],
         "contract_hash": contract.hash,
-        "watermark": plan["watermark"],
+        "source_version": plan["source_version"],
         "refreshed_at": plan["refreshed_at"],
     }
     logger.info(

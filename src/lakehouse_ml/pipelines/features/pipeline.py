@@ -11,10 +11,10 @@ from lakehouse_ml.pipelines.features.nodes import (
     validate_staged,
 )
 
-# feature table → (how it is computed, the dataset it is computed from)
+# feature table → (how it is computed, the versions of the table it is computed from)
 FEATURE_TABLES: dict[str, tuple[Callable, str]] = {
-    "customer_activity": (refresh_activity_features, "customer_daily_activity@spark"),
-    "customer_profile": (refresh_profile_features, "customers_silver@spark"),
+    "customer_activity": (refresh_activity_features, "customer_daily_activity@versions"),
+    "customer_profile": (refresh_profile_features, "customers_silver@versions"),
 }
 
 

@@ -8,6 +8,7 @@ that they add up to the bronze rows.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -19,6 +20,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import MapType, StringType
 
+from lakehouse_ml.datasets.delta_versions import DeltaVersions
+from lakehouse_ml.lakehouse import changed_rows, with_deletes
 from lakehouse_ml.pipelines.ingest.schemas import SCHEMAS, canonical_columns, spark_failures, spark_type
 
 logger = logging.getLogger(__name__)
@@ -39,6 +42,12 @@ AUDIT_SCHEMA = (
     "quarantined bigint, balanced boolean, quarantine_rate double, "
     "top_failed_checks string, unexpected_columns string"
 )
+GOLD_KEYS = ["customer_id", "activity_date"]
+# Table property of gold: the silver versions (per source) its rows reflect.
+GOLD_SOURCE_VERSIONS = "lakehouse_ml.gold.source_versions"
+# What tells two versions of a silver event apart (the content hash leaves out the delivery time,
+# which gold keeps as last_delivered_at).
+SILVER_CHANGE_COLUMNS = ["event_id", "event_ts", "delivered_at", "_record_hash"]
 _DELIVERY = re.compile(r"^(\d{4}-\d{2}-\d{2})/")
 
 
@@ -224,8 +233,6 @@ def classify_records(typed: DataFrame, silver_current: DataFrame, fields: list[s
     Rows are ordered per event_id by delivery (the current silver row first): a row equal to its
     predecessor is a duplicate, a different one an update, one without predecessor an insert.
     The last delivered version wins (``_upsert``) unless it equals the current silver row.
-    ``_replaced_date`` is the event date of the silver row an upsert replaces (gold must
-    recompute that day too).
     """
     rows = (
         typed.filter(F.size("_failed_checks") == 0)
@@ -233,9 +240,7 @@ def classify_records(typed: DataFrame, silver_current: DataFrame, fields: list[s
         .withColumn("_order", F.lit(1))
     )
     current = silver_current.select(
-        "event_id",
-        F.col("_record_hash").alias("_current_hash"),
-        F.to_date("event_ts").alias("_replaced_date"),
+        "event_id", F.col("_record_hash").alias("_current_hash")
     ).join(rows.select("event_id").distinct(), "event_id")
     # Typed nulls for the columns a silver predecessor does not carry (an untyped null column
     # in a union loses its array/map type on some engines).
@@ -269,21 +274,44 @@ def classify_records(typed: DataFrame, silver_current: DataFrame, fields: list[s
         F.col("_current_hash").isNull() | (F.col("_current_hash") != F.col("_record_hash"))
     )
     return chain.select(
-        *fields, *METADATA_COLUMNS, "_unexpected_columns", "_replaced_date",
-        outcome.alias("_outcome"), upsert.alias("_upsert"),
+        *fields, *METADATA_COLUMNS, "_unexpected_columns", outcome.alias("_outcome"), upsert.alias("_upsert"),
     )
 
 
+def silver_before_batches(silver: DeltaVersions, batch_ids: list[str], source: str) -> DataFrame:
+    """Silver as it was before any earlier, interrupted attempt at these batches wrote to it.
+
+    A run killed after its silver MERGE but before its audit row leaves the batches unaudited (so
+    they are ingested again) while their rows are already in silver: classified against that
+    silver they would count as duplicates of themselves. The latest version without a row of
+    these batches is what the interrupted run classified against.
+    """
+    version = silver.version
+    while version is not None:
+        frame = silver.at(version)
+        if not batch_ids or frame.filter(F.col("_batch_id").isin(batch_ids)).limit(1).count() == 0:
+            if version != silver.version:
+                logger.warning(
+                    "%s: silver version %d holds rows of this run's batches from an interrupted run; "
+                    "classifying against version %d, before that run wrote", source, silver.version, version,
+                )
+            return frame
+        version = version - 1 if version > 0 else None
+    return silver.at(None)
+
+
 def split_batch(
-    typed: DataFrame, silver_current: DataFrame, batch_ids: list[str], source: dict[str, Any], ingest: dict[str, Any]
+    typed: DataFrame, silver: DeltaVersions, batch_ids: list[str], source: dict[str, Any], ingest: dict[str, Any]
 ) -> tuple[DataFrame, DataFrame]:
     """Return this run's quarantined rows and its valid rows classified against silver."""
     batch = typed.filter(F.col("_batch_id").isin(batch_ids)) if batch_ids else typed.limit(0)
     if ingest.get("full_rebuild"):
-        silver_current = silver_current.limit(0)
+        current = silver.at(None)
+    else:
+        current = silver_before_batches(silver, batch_ids, source["name"])
     fields = canonical_columns(SCHEMAS[source.get("schema", source["name"])])
     quarantine = batch.filter(F.size("_failed_checks") > 0).select(*QUARANTINE_COLUMNS)
-    return quarantine, classify_records(batch, silver_current, fields)
+    return quarantine, classify_records(batch, current, fields)
 
 
 def _top_checks(quarantine: DataFrame, limit: int = 3) -> dict[str, str]:
@@ -378,11 +406,12 @@ def reconcile_to_silver(  # noqa: PLR0913
     batch_ids: list[str],
     source: dict[str, Any],
     ingest: dict[str, Any],
-) -> tuple[DataFrame, DataFrame, list[str], pd.DataFrame]:
-    """Audit each batch, gate on quarantine rate; return silver upserts, audit, changed days.
+) -> tuple[DataFrame, DataFrame, pd.DataFrame]:
+    """Audit each batch, gate on quarantine rate; return silver upserts and the audit.
 
     Outputs are saved in order: silver MERGE first, then the audit row that marks the batch as
-    ingested, so a failure leaves the batch to be ingested again (every write is idempotent).
+    ingested, so a failure leaves the batch to be ingested again (every write is idempotent, and
+    the next run classifies against silver as it was before the failed run wrote to it).
     """
     fields = canonical_columns(SCHEMAS[source.get("schema", source["name"])])
     classified = classified.filter(F.col("_batch_id").isin(batch_ids)) if batch_ids else classified.limit(0)
@@ -391,13 +420,9 @@ def reconcile_to_silver(  # noqa: PLR0913
     check_audit(audit, ingest["quarantine_gate"])
     _log_audit(source["name"], audit)
     upserts = classified.filter("_upsert")
-    changed = upserts.select(F.to_date("event_ts").alias("d")).unionByName(
-        upserts.select(F.col("_replaced_date").alias("d"))
-    ).dropna()
-    dates = sorted({str(row["d"]) for row in changed.distinct().collect()})
     spark = classified.sparkSession
     audit_frame = spark.createDataFrame(audit if len(audit) else [], AUDIT_SCHEMA)
-    return upserts.select(*fields, *METADATA_COLUMNS), audit_frame, dates, audit
+    return upserts.select(*fields, *METADATA_COLUMNS), audit_frame, audit
 
 
 def _log_audit(source: str, audit: pd.DataFrame) -> None:
@@ -420,7 +445,7 @@ def _log_audit(source: str, audit: pd.DataFrame) -> None:
 # ---------------------------------------------------------------- silver → gold
 
 
-def _daily(events: DataFrame, dates: list[str], aggregates: list[Column], name: str) -> DataFrame:
+def _daily(events: DataFrame, dates: DataFrame, aggregates: list[Column], name: str) -> DataFrame:
     """Aggregate one source's events per customer and activity day, for the given days only.
 
     Also keeps the latest delivery time of the day's events: what was known when (features use
@@ -428,25 +453,52 @@ def _daily(events: DataFrame, dates: list[str], aggregates: list[Column], name: 
     """
     return (
         events.withColumn("activity_date", F.to_date("event_ts"))
-        .filter(F.col("activity_date").isin(dates))
+        .join(dates, "activity_date", "left_semi")
         .groupBy("customer_id", "activity_date")
         .agg(*aggregates, F.max("delivered_at").alias(f"_{name}_delivered_at"))
     )
 
 
-def build_daily_activity(
-    orders: DataFrame,
-    sessions: DataFrame,
-    tickets: DataFrame,
-    gold: dict[str, Any],
-    *changed_dates: list[str],
+def gold_changed_days(
+    silver: dict[str, DeltaVersions], reflected: dict[str, int], full_rebuild: bool
 ) -> DataFrame:
-    """Recompute one row per customer per active day for every day that changed this run."""
-    dates = sorted({d for group in changed_dates for d in group})
+    """The activity days whose silver events differ from the silver versions gold reflects.
+
+    Events inserted, corrected (both their old and new day) or removed since the recorded
+    version count; a source gold has never reflected (or a rebuild) counts whole.
+    """
+    days = [
+        changed_rows(
+            versions.at(None if full_rebuild else reflected.get(name)), versions.current, SILVER_CHANGE_COLUMNS
+        ).select(F.to_date("event_ts").alias("activity_date"))
+        for name, versions in silver.items()
+    ]
+    return reduce(DataFrame.unionByName, days).distinct()
+
+
+def build_daily_activity(
+    orders: DeltaVersions,
+    sessions: DeltaVersions,
+    tickets: DeltaVersions,
+    gold_table: DeltaVersions,
+    gold: dict[str, Any],
+    ingest: dict[str, Any],
+) -> tuple[DataFrame, dict[str, Any]]:
+    """Recompute one row per customer per active day for every day whose events changed.
+
+    Returns the rows to MERGE (with a delete marker for each row of a changed day that no longer
+    exists) and the table properties recording the silver versions gold now reflects. Gold's
+    scope comes from those recorded versions, not from this run's ingest: a run killed after
+    silver's commit but before gold's is repaired by the next run, whatever it ingests.
+    """
+    silver = {"orders": orders, "sessions": sessions, "tickets": tickets}
+    full_rebuild = bool(ingest.get("full_rebuild"))
+    reflected = json.loads(gold_table.properties.get(GOLD_SOURCE_VERSIONS, "{}"))
+    dates = gold_changed_days(silver, reflected, full_rebuild)
     fx = F.create_map(*[x for pair in gold["fx_to_eur"].items() for x in (F.lit(pair[0]), F.lit(float(pair[1])))])
     per_source = [
         _daily(
-            orders.withColumn("_fx", fx[F.col("currency")]),
+            orders.current.withColumn("_fx", fx[F.col("currency")]),
             dates,
             [
                 F.count(F.lit(1)).alias("orders"),
@@ -457,32 +509,34 @@ def build_daily_activity(
             "orders",
         ),
         _daily(
-            sessions,
+            sessions.current,
             dates,
             [F.count(F.lit(1)).alias("sessions"), F.sum("duration_s").alias("session_seconds"), F.sum("pages").alias("pages")],
             "sessions",
         ),
         _daily(
-            tickets,
+            tickets.current,
             dates,
             [F.count(F.lit(1)).alias("tickets"), F.sum((F.col("severity") == "high").cast("int")).alias("high_severity_tickets")],
             "tickets",
         ),
     ]
-    joined = reduce(lambda a, b: a.join(b, ["customer_id", "activity_date"], "full_outer"), per_source)
+    joined = reduce(lambda a, b: a.join(b, GOLD_KEYS, "full_outer"), per_source)
     counts = ["orders", "items", "sessions", "session_seconds", "pages", "tickets", "high_severity_tickets"]
     amounts = ["gross_amount_eur", "net_amount_eur"]
-    return joined.select(
-        "customer_id",
-        "activity_date",
+    rows = joined.select(
+        *GOLD_KEYS,
         *[F.coalesce(F.col(c), F.lit(0)).cast("bigint").alias(c) for c in counts],
         *[F.coalesce(F.col(c), F.lit(0.0)).cast("double").alias(c) for c in amounts],
         F.greatest(*[F.col(f"_{name}_delivered_at") for name in ("orders", "sessions", "tickets")]).alias(
             "last_delivered_at"
         ),
-        # When this row was (re)computed: the features pipeline's watermark.
+        # When this row was (re)computed (lineage; features scope on gold's versions, not on this).
         F.current_timestamp().alias("_updated_at"),
     )
+    existing = gold_table.current.join(dates, "activity_date", "left_semi") if not full_rebuild else None
+    stamp = {"properties": {GOLD_SOURCE_VERSIONS: json.dumps({name: v.version for name, v in silver.items()}, sort_keys=True)}}
+    return with_deletes(rows, existing, GOLD_KEYS), stamp
 
 
 def report_ingest(*audits: pd.DataFrame) -> pd.DataFrame:

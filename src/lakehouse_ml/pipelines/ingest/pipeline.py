@@ -39,7 +39,7 @@ def _source_pipeline() -> Pipeline:
             ),
             node(
                 split_batch,
-                inputs=["typed_records", "silver_current", "batch_ids", "params:source", "params:ingest"],
+                inputs=["typed_records", "silver_versions", "batch_ids", "params:source", "params:ingest"],
                 outputs=["quarantine", "classified_records"],
                 name="split_batch",
             ),
@@ -51,7 +51,7 @@ def _source_pipeline() -> Pipeline:
                 ],
                 # Saved in this order: silver first, then the audit row that marks the batches
                 # as ingested (see reconcile_to_silver).
-                outputs=["silver", "ingest_audit", "changed_dates", "batch_audit"],
+                outputs=["silver", "ingest_audit", "batch_audit"],
                 name="reconcile_to_silver",
             ),
         ],
@@ -70,7 +70,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 # Shared with later stages under plain names; the rest stays in the namespace.
                 outputs={
                     "silver": f"{source}_silver@spark",
-                    "changed_dates": f"{source}_changed_dates",
                     "batch_audit": f"{source}_batch_audit",
                 },
                 parameters={"params:source": f"params:ingest.sources.{source}", "params:ingest": "params:ingest"},
@@ -84,8 +83,14 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 build_daily_activity,
-                inputs=[*(f"{s}_silver@spark" for s in ACTIVITY_SOURCES), "params:gold", *(f"{s}_changed_dates" for s in ACTIVITY_SOURCES)],
-                outputs="customer_daily_activity@spark",
+                inputs={
+                    **{s: f"{s}_silver@versions" for s in ACTIVITY_SOURCES},
+                    "gold_table": "customer_daily_activity.versions",
+                    "gold": "params:gold",
+                    "ingest": "params:ingest",
+                },
+                # Saved in this order: the rows, then the silver versions they reflect.
+                outputs=["customer_daily_activity@spark", "customer_daily_activity_sources"],
                 name="build_daily_activity",
             ),
             node(
