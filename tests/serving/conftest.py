@@ -139,13 +139,16 @@ def store_rows(customers: dict[str, pd.Series]) -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="package")
 def online_store(tmp_path_factory) -> dict[str, Any]:
-    """50 good customers, one with stale activity, one out of contract, one without a profile."""
+    """50 good customers, one with stale activity, one out of contract, one without a profile, one
+    signed up in 5 days (tenure -5, out of its declared range)."""
     path = tmp_path_factory.mktemp("serving_store") / "online_store.db"
     rows = feature_rows(53, seed=7)
     customers = {f"c-{i:04d}": rows.iloc[i] for i in range(50)}
     bad = rows.iloc[51].copy()
     bad["customer_activity__orders_30d"] = -3.0
-    special = {"c-stale": rows.iloc[50], "c-bad": bad, "c-noprofile": rows.iloc[52]}
+    future = feature_rows(1, seed=8).iloc[0].copy()
+    future["tenure_days"] = -5
+    special = {"c-stale": rows.iloc[50], "c-bad": bad, "c-noprofile": rows.iloc[52], "c-future": future}
     tables = store_rows({**customers, **special})
     activity, profile = tables["customer_activity"], tables["customer_profile"]
     activity.loc[activity["customer_id"] == "c-stale", "feature_ts"] = NOW - timedelta(days=5)

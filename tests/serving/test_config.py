@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from lakehouse_ml.serving.config import TOKEN_VARIABLE, SettingsError, Traffic, load_settings
+from lakehouse_ml.serving.config import TOKEN_VARIABLE, OnDemandInput, SettingsError, Traffic, load_settings
 from tests.helpers import PROJECT_ROOT
 
 
@@ -54,11 +54,24 @@ def test_settings_follow_the_environment(conf, monkeypatch):
     ({"traffic": {"mode": "canary", "share": 2}}, r"serving.traffic.share: expected a number in \[0, 1\], got 2"),
     ({"on_contract_violation": "ignore"}, r"serving.on_contract_violation: expected one of \['refuse', 'flag'\], got 'ignore'"),
     ({"max_batch_size": 0}, "serving.max_batch_size: expected a positive integer, got 0"),
+    ({"max_string_length": 0}, "serving.max_string_length: expected a positive integer, got 0"),
+    ({"on_demand_inputs": {"tenure_days": {"range": [0]}}}, r"serving.on_demand_inputs.tenure_days.range: expected \[min, max\]"),
+    ({"on_demand_inputs": {"tenure_days": {"range": [0, float("inf")]}}}, r"serving.on_demand_inputs.tenure_days.range: expected \[min, max\] of finite numbers"),
+    ({"on_demand_inputs": {"tenure_days": {"range": [10, 0]}}}, "serving.on_demand_inputs.tenure_days.range: min 10 is above max 0"),
+    ({"on_demand_inputs": {"tenure_days": {"rnage": [0, 10]}}}, r"serving.on_demand_inputs.tenure_days: expected \{range: \[min, max\]\}"),
+    ({"on_demand_inputs": {"customer_profile__monthly_price": {"range": [0, 10]}}}, "a feature table's column; its range belongs in the table's contract"),
 ])
 def test_inconsistent_settings_are_refused_naming_the_key(conf, monkeypatch, overrides, message):
     monkeypatch.setenv(TOKEN_VARIABLE, "t")
     with pytest.raises(SettingsError, match=message):
         load_settings("local", conf, overrides=overrides)
+
+
+def test_on_demand_inputs_have_declared_ranges(conf, monkeypatch):
+    monkeypatch.setenv(TOKEN_VARIABLE, "t")
+    settings = load_settings("local", conf)
+    assert settings.on_demand_inputs == {"tenure_days": OnDemandInput("tenure_days", 0.0, 36500.0)}
+    assert settings.max_string_length == 256
 
 
 def test_a_traffic_share_is_a_number():

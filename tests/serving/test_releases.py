@@ -3,6 +3,7 @@ requests, alias polling, a version that cannot serve is refused, and the Prometh
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -13,6 +14,8 @@ from mlflow import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from lakehouse_ml.datasets import PandasDeltaDataset
+from lakehouse_ml.serving.config import Traffic
+from lakehouse_ml.serving.releases import Releases
 from tests.serving.conftest import MODEL_NAME, feature_rows, live_service, serving_settings
 from tests.serving.test_scoring import json_rows
 
@@ -170,6 +173,18 @@ def test_a_version_that_cannot_serve_is_refused_and_the_serving_one_stays(live, 
     assert response.status_code == 409
     assert "needs inputs the champion's requests do not carry: ['loyalty_points']" in response.json()["challenger"]["error"]
     assert version["challenger"]["version"] == "2"
+
+
+def test_a_release_that_cannot_be_loaded_is_reported_by_its_error_type_only():
+    """A load failure's message can name local paths (MLflow artifacts): the service log has it, the response not."""
+    def loader(name: str, alias: str, role: str):
+        raise OSError("[Errno 2] No such file or directory: '/srv/mlruns/1/0a1b/artifacts/model/MLmodel'")
+
+    releases = Releases(MODEL_NAME, {"champion": "champion", "challenger": "challenger"}, {}, 10, Traffic(), loader=loader,
+                        resolver=lambda name, alias: "7")
+    outcome = releases.refresh()
+    assert outcome["champion"] == {"alias": "champion", "error": "OSError (details in the service log)"}
+    assert "/srv/" not in json.dumps(outcome, default=str) and releases.state.champion is None
 
 
 def test_the_poll_interval_picks_up_an_alias_move(registry, online_store, tmp_path, rows):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -73,6 +75,8 @@ def test_customers_are_scored_with_their_online_features_as_offline_rows_are(liv
     ("c-bad", "customer_activity.orders_30d: range expected values >= 0, got -3.0"),
     ("c-noprofile", "customer_profile.feature_ts: freshness expected a feature row"),
     ("c-unknown", "customer_id: not in the online store"),
+    # tenure_days is computed at lookup time (no contract): its range comes from serving.on_demand_inputs.
+    ("c-future", "tenure_days: range expected values in [0, 36500], got -"),
 ])
 def test_a_customer_breaking_a_contract_is_refused_with_the_reason(live, customer, reason):
     with live.client() as client:
@@ -114,17 +118,39 @@ def test_without_a_champion_scoring_is_unavailable_and_not_ready(registry, tmp_p
     assert health.status_code == 200
 
 
-def test_ready_and_version_report_the_releases_and_the_online_store(live, registry):
-    with live.client(token=None) as client:
-        ready, version = client.get("/ready"), client.get("/version")
+def test_ready_and_version_report_the_releases_and_the_online_store(live, registry, online_store):
+    with live.client(token=None) as anonymous, live.client() as client:
+        ready, public, version = anonymous.get("/ready"), anonymous.get("/version"), client.get("/version")
     assert ready.status_code == 200 and ready.json() == {"ready": True, "reasons": []}
+    assert public.status_code == 200 and public.json() == {"service": version.json()["service"]}  # nothing else without the token
     info = version.json()
     assert info["model_name"] == MODEL_NAME and info["env"] == "local"
     assert info["champion"]["version"] == "1" and info["champion"]["model_uri"] == f"models:/{MODEL_NAME}/1"
     assert info["challenger"]["version"] == "2" and info["champion"]["operating_threshold"] == THRESHOLDS["1"]
     assert [i["name"] for i in info["inputs"]] == registry["inputs"]
+    assert {i["name"]: i["expected"] for i in info["inputs"]}["tenure_days"] == "integer in [0, 36500] or null"
+    assert (info["online_store"]["backend"], info["online_store"]["error"]) == ("sqlite", None)
     tables = info["online_store"]["tables"]
     assert tables["customer_activity"]["source_version"] == 4 and tables["customer_profile"]["source_version"] == 2
+    assert str(Path(online_store["path"]).parent) not in version.text  # the store's backend and tables, never its path
+
+
+def test_no_response_names_a_local_path(registry, tmp_path, caplog):
+    """A store that cannot be opened (its directory is a file) is reported by its error's type; the
+    message, which names the path, goes to the service log only."""
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("")
+    settings = serving_settings(tmp_path / "service", str(blocker / "online_store.db"))
+    with caplog.at_level(logging.ERROR), live_service(settings) as running, running.client() as client:
+        responses = [
+            client.get("/ready"), client.get("/version"), client.post("/v1/score/customers", json={"customer_ids": ["c-0001"]}),
+            client.post("/admin/reload"), client.get("/health"), client.get("/metrics"), client.get("/openapi.json"),
+        ]
+    assert [r.status_code for r in responses] == [503, 200, 503, 200, 200, 200, 200]
+    assert "online store: FileExistsError (details in the service log)" in responses[0].json()["reasons"]
+    assert responses[1].json()["online_store"] == {"backend": "sqlite", "error": "FileExistsError (details in the service log)", "tables": {}}
+    assert all(str(tmp_path) not in r.text for r in responses)
+    assert str(blocker) in caplog.text  # the operator still gets the whole message
 
 
 def test_with_the_online_store_clock_a_store_published_in_the_past_is_fresh_at_its_own_time(registry, tmp_path):

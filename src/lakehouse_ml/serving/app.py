@@ -3,7 +3,8 @@
 Endpoints: ``POST /v1/score`` (feature rows), ``POST /v1/score/customers`` (customer ids, features
 from the online store), ``POST /admin/reload`` (re-resolve the aliases now), ``POST /admin/traffic``
 (canary share / shadow / off), ``GET /health``, ``/ready``, ``/version``, ``/metrics``. Scoring and
-admin calls need ``Authorization: Bearer <token>``. Every error is JSON
+admin calls need ``Authorization: Bearer <token>``, and so does ``/version`` beyond the package
+version; no response names a local path. A body is read only up to ``max_body_bytes``. Every error is JSON
 ``{"errors": [{"field", "problem", "expected", "got"}], "request_id"}``; no stack trace ever reaches
 a caller. Every response carries ``X-Request-ID``; scores carry ``X-Model-Version``.
 """
@@ -48,6 +49,12 @@ def _package_version() -> str:
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(to_json(payload), status_code=status, media_type="application/json", headers=headers)
+
+
+def _declared_length(request: Request) -> int | None:
+    """The body size a ``Content-Length`` header declares (None: absent, e.g. a chunked body)."""
+    declared = request.headers.get("content-length", "")
+    return int(declared) if declared.isascii() and declared.isdigit() else None
 
 
 def _request_id(scope: dict[str, Any]) -> str:
@@ -133,6 +140,10 @@ def create_app(settings: ServingSettings) -> FastAPI:  # noqa: C901, PLR0915 - t
     def error(request: Request, status: int, errors: list[dict[str, Any]], headers: dict[str, str] | None = None) -> Response:
         return _json({"errors": errors, "request_id": context(request)["request_id"]}, status, headers)
 
+    def too_large(got: Any) -> ApiProblem:
+        # Connection: close: the server then stops receiving the rest of the body instead of draining it.
+        return ApiProblem(413, [problem("body", "too_large", f"at most {settings.max_body_bytes} bytes", got)], {"Connection": "close"})
+
     def authorize(request: Request) -> None:
         if settings.token is None:
             return
@@ -142,13 +153,18 @@ def create_app(settings: ServingSettings) -> FastAPI:  # noqa: C901, PLR0915 - t
             raise ApiProblem(401, [problem("Authorization", "auth", "header 'Authorization: Bearer <token>'", got)], {"WWW-Authenticate": "Bearer"})
 
     async def body(request: Request) -> bytes:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > settings.max_body_bytes:
-            raise ApiProblem(413, [problem("body", "too_large", f"at most {settings.max_body_bytes} bytes", int(declared))])
-        data = await request.body()
-        if len(data) > settings.max_body_bytes:
-            raise ApiProblem(413, [problem("body", "too_large", f"at most {settings.max_body_bytes} bytes", len(data))])
-        return data
+        """The body, read chunk by chunk and refused as soon as it passes ``max_body_bytes``: a chunked
+        body declares no length, and buffering it whole first would let any caller fill the memory."""
+        declared = _declared_length(request)
+        if declared is not None and declared > settings.max_body_bytes:
+            raise too_large(declared)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > settings.max_body_bytes:
+                raise too_large(f"more than {settings.max_body_bytes} bytes (the rest was not read)")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def serving_state() -> Any:
         state = service.releases.state  # one snapshot for the whole request
@@ -227,11 +243,11 @@ def create_app(settings: ServingSettings) -> FastAPI:  # noqa: C901, PLR0915 - t
         data = await body(request)
         try:
             wanted = TrafficRequest.model_validate_json(data)
-            new = Traffic(mode=wanted.mode, share=float(wanted.share))
         except ValidationError as exc:
             raise ApiProblem(422, [problem(".".join(map(str, e["loc"])) or None, e["type"], e["msg"], e.get("input")) for e in exc.errors()]) from None
-        except ValueError as exc:
-            raise ApiProblem(422, [problem("mode", "allowed_values", str(exc), None)]) from None
+        if wanted.mode not in TRAFFIC_MODES:  # checked here, not by Traffic: its message would echo the value whole
+            raise ApiProblem(422, [problem("mode", "allowed_values", f"one of {list(TRAFFIC_MODES)}", wanted.mode)])
+        new = Traffic(mode=wanted.mode, share=float(wanted.share))
         service.releases.set_traffic(new)
         logger.info("serving: traffic set to %s share %.4f by request %s", new.mode, new.share, context(request)["request_id"])
         return _json({"request_id": context(request)["request_id"], "mode": new.mode, "share": new.share})
@@ -254,8 +270,16 @@ def create_app(settings: ServingSettings) -> FastAPI:  # noqa: C901, PLR0915 - t
             reasons += [f"online store: table {t} never published" for t in service.tables if tables and tables.get(t) is None]
         return _json({"ready": not reasons, "reasons": reasons}, 503 if reasons else 200)
 
-    @app.get("/version", summary="The service, the releases it serves and the online store's tables", tags=["probes"])
-    async def version_info() -> Response:
+    @app.get(
+        "/version", summary="The package version; with the token also the releases, the inputs and the online store's tables",
+        tags=["probes"],
+    )
+    async def version_info(request: Request) -> Response:
+        # Without credentials only the package version: releases, threshold and inputs are for callers
+        # of the service. Credentials that are wrong get 401, as everywhere.
+        if "authorization" not in request.headers and settings.token is not None:
+            return _json({"service": _package_version()})
+        authorize(request)
         state = service.releases.state
         tables = await run_in_threadpool(service.store_tables)
         return _json({
@@ -264,8 +288,13 @@ def create_app(settings: ServingSettings) -> FastAPI:  # noqa: C901, PLR0915 - t
             "challenger": state.challenger.describe() if state.challenger else None,
             "traffic": {"mode": state.traffic.mode, "share": state.traffic.share},
             "inputs": [{"name": f.name, "expected": f.expected, "required": f.required} for f in state.validator.fields] if state.validator else [],
-            "max_batch_size": settings.max_batch_size, "on_contract_violation": settings.on_contract_violation,
-            "online_store": {"config": settings.online_store, "error": service.store_error, "tables": tables},
+            "max_batch_size": settings.max_batch_size, "max_body_bytes": settings.max_body_bytes,
+            "max_string_length": settings.max_string_length, "on_contract_violation": settings.on_contract_violation,
+            # The backend kind, never its options: a path or a connection string is the operator's business.
+            "online_store": {
+                "backend": settings.online_store.get("type") if settings.online_store else None,
+                "error": service.store_error, "tables": tables,
+            },
         })
 
     @app.get("/metrics", summary="Prometheus metrics", tags=["probes"])

@@ -1,6 +1,7 @@
 """Settings of the scoring service for one Kedro environment, read through Kedro's configuration loader.
 
-``serving`` parameters (``conf/<env>/parameters_serving.yml``), the model name (globals
+``serving`` parameters (``conf/<env>/parameters_serving.yml``, with the declared ranges of the
+on-demand inputs), the model name (globals
 ``churn_model_name``), the feature contracts (``customer_activity``/``customer_profile``) and
 ``training_set.lookups``, the MLflow store (``mlflow.yml``) and the bearer token
 (``LAKEHOUSE_ML_SERVING_TOKEN``, else ``conf/<env>/credentials.yml`` key ``serving.token``).
@@ -8,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,47 @@ class InferenceLogSettings:
 
 
 @dataclass(frozen=True)
+class OnDemandInput:
+    """A model input computed at lookup time (e.g. ``tenure_days``): no feature contract covers it,
+    so its range is declared in ``serving.on_demand_inputs`` (None: open)."""
+
+    name: str
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+def _bound(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SettingsError(f"{where}: expected [min, max] of finite numbers (null for an open end), got {value!r}")
+    return float(value)
+
+
+def parse_on_demand_inputs(raw: Any, contract_tables: tuple[str, ...] = FEATURE_TABLES) -> dict[str, OnDemandInput]:
+    """``serving.on_demand_inputs``: ``{<input>: {range: [min, max]}}``, refused naming the key when malformed."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SettingsError(f"serving.on_demand_inputs: expected a mapping of input name to {{range: [min, max]}}, got {raw!r}")
+    inputs = {}
+    for name, spec in raw.items():
+        where = f"serving.on_demand_inputs.{name}"
+        if str(name).partition("__")[0] in contract_tables:  # one declaration per input: the contract's
+            raise SettingsError(f"{where}: a feature table's column; its range belongs in the table's contract")
+        if not isinstance(spec, dict) or set(spec) != {"range"}:
+            raise SettingsError(f"{where}: expected {{range: [min, max]}}, got {spec!r}")
+        bounds = spec["range"]
+        if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
+            raise SettingsError(f"{where}.range: expected [min, max] (null for an open end), got {bounds!r}")
+        minimum, maximum = (_bound(b, f"{where}.range") for b in bounds)
+        if minimum is not None and maximum is not None and minimum > maximum:
+            raise SettingsError(f"{where}.range: min {minimum:g} is above max {maximum:g}")
+        inputs[str(name)] = OnDemandInput(str(name), minimum, maximum)
+    return inputs
+
+
+@dataclass(frozen=True)
 class ServingSettings:
     """Everything the service needs; ``token`` None means authentication is disabled."""
 
@@ -67,6 +110,8 @@ class ServingSettings:
     traffic: Traffic = Traffic()
     max_batch_size: int = 100
     max_body_bytes: int = 1 << 20
+    max_string_length: int = 256
+    on_demand_inputs: dict[str, OnDemandInput] = field(default_factory=dict)
     poll_interval_s: float = 60.0
     on_contract_violation: str = "refuse"
     request_time: str = "now"
@@ -86,7 +131,7 @@ class ServingSettings:
             raise SettingsError(f"serving.request_time: expected one of {list(REQUEST_TIMES)}, got {self.request_time!r}")
         if set(self.aliases) != {"champion", "challenger"}:
             raise SettingsError(f"serving.aliases: expected the keys champion and challenger, got {sorted(self.aliases)}")
-        for key in ("max_batch_size", "max_body_bytes", "shadow_queue"):
+        for key in ("max_batch_size", "max_body_bytes", "max_string_length", "shadow_queue"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise SettingsError(f"serving.{key}: expected a positive integer, got {getattr(self, key)!r}")
         if not isinstance(self.model_threads, int) or self.model_threads < 0:
@@ -157,6 +202,8 @@ def load_settings(env: str = "local", conf_source: str | Path | None = None, ove
         traffic=Traffic(**(serving.get("traffic") or {})),
         max_batch_size=int(serving.get("max_batch_size", 100)),
         max_body_bytes=int(serving.get("max_body_bytes", 1 << 20)),
+        max_string_length=int(serving.get("max_string_length", 256)),
+        on_demand_inputs=parse_on_demand_inputs(serving.get("on_demand_inputs")),
         poll_interval_s=float(serving.get("poll_interval_s", 60)),
         on_contract_violation=str(serving.get("on_contract_violation", "refuse")),
         request_time=str(serving.get("request_time", "now")),

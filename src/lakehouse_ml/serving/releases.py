@@ -21,8 +21,8 @@ import pandas as pd
 
 from lakehouse_ml.modeling.compiled import compile_pipeline
 from lakehouse_ml.features.contracts import FeatureContract
-from lakehouse_ml.serving.config import Traffic
-from lakehouse_ml.serving.validation import RequestValidator, input_fields
+from lakehouse_ml.serving.config import OnDemandInput, Traffic
+from lakehouse_ml.serving.validation import RequestValidator, error_summary, input_fields
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ def smoke_test(release: ModelRelease, validator: RequestValidator) -> None:
     try:
         scores = release.score(validator.frame(rows))
     except Exception as error:  # noqa: BLE001 - any failure of a model call means it cannot serve
-        raise ReleaseError(f"{release.name} version {release.version} failed to score sample rows: {type(error).__name__}: {error}") from None
+        logger.error("serving: %s version %s failed to score sample rows: %s: %s", release.name, release.version, type(error).__name__, error)
+        raise ReleaseError(f"{release.name} version {release.version} failed to score sample rows: {error_summary(error)}") from None
     if scores.shape != (len(rows),) or not np.all(np.isfinite(scores)) or not np.all((scores >= 0) & (scores <= 1)):
         raise ReleaseError(f"{release.name} version {release.version} scored sample rows as {scores!r}: expected {len(rows)} probabilities in [0, 1]")
 
@@ -145,9 +146,11 @@ class Releases:
     def __init__(  # noqa: PLR0913
         self, model_name: str, aliases: dict[str, str], contracts: dict[str, FeatureContract], max_batch_size: int,
         traffic: Traffic, loader: Callable[[str, str, str], ModelRelease | None] = load_release,
-        resolver: Callable[[str, str], str | None] = resolve_alias,
+        resolver: Callable[[str, str], str | None] = resolve_alias, on_demand: dict[str, OnDemandInput] | None = None,
+        max_string_length: int = 256,
     ) -> None:
         self.model_name, self.aliases, self.contracts, self.max_batch_size = model_name, aliases, contracts, max_batch_size
+        self.on_demand, self.max_string_length = dict(on_demand or {}), max_string_length
         self._loader, self._resolver = loader, resolver
         self.state = ServingState(champion=None, challenger=None, traffic=traffic, validator=None)
         self.listeners: list[Callable[[ServingState], None]] = []
@@ -196,7 +199,8 @@ class Releases:
             champion, outcome = self._candidate(current, "champion")
             if champion is None or champion is current.champion:
                 return champion, outcome, (current.validator if champion is not None else None)
-            validator = RequestValidator(input_fields(champion.input_schema, self.contracts), self.max_batch_size)
+            fields = input_fields(champion.input_schema, self.contracts, self.on_demand, self.max_string_length)
+            validator = RequestValidator(fields, self.max_batch_size, self.max_string_length)
             smoke_test(champion, validator)
         except Exception as error:  # noqa: BLE001 - a failed load or check keeps the serving champion
             return current.champion, self._failed("champion", error), current.validator
@@ -218,7 +222,9 @@ class Releases:
 
     def _failed(self, role: str, error: Exception) -> dict[str, Any]:
         logger.error("serving: %s alias %r not swapped: %s", role, self.aliases[role], error)
-        return {"alias": self.aliases[role], "error": f"{type(error).__name__}: {error}"}
+        # Our own refusals are worded for the caller; a load failure's message may name local paths.
+        shown = f"{type(error).__name__}: {error}" if isinstance(error, ReleaseError) else error_summary(error)
+        return {"alias": self.aliases[role], "error": shown}
 
     def start_polling(self, interval_s: float) -> None:
         """Refresh every ``interval_s`` seconds on a daemon thread (0: never)."""

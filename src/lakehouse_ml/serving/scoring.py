@@ -18,7 +18,7 @@ from lakehouse_ml.serving.config import ServingSettings
 from lakehouse_ml.serving.inference_log import InferenceLog, LogBatch
 from lakehouse_ml.serving.metrics import ServingMetrics
 from lakehouse_ml.serving.releases import ModelRelease, Releases, ServingState
-from lakehouse_ml.serving.validation import ApiProblem, CustomerIdsValidator, problem
+from lakehouse_ml.serving.validation import ApiProblem, CustomerIdsValidator, error_summary, on_demand_problems, problem
 
 logger = logging.getLogger(__name__)
 
@@ -30,17 +30,20 @@ class ScoringService:
         self.settings, self.metrics = settings, metrics
         contracts = {name: parse_contract(name, raw) for name, raw in settings.contracts.items()}
         self.tables = [name for name, contract in contracts.items() if contract.enabled]
-        self.releases = Releases(settings.model_name, settings.aliases, contracts, settings.max_batch_size, settings.traffic)
+        self.releases = Releases(
+            settings.model_name, settings.aliases, contracts, settings.max_batch_size, settings.traffic,
+            on_demand=settings.on_demand_inputs, max_string_length=settings.max_string_length,
+        )
         self.releases.listeners.append(self._on_state)
         self.log = InferenceLog(settings.inference_log, metrics)
-        self.customer_ids = CustomerIdsValidator(settings.max_batch_size)
+        self.customer_ids = CustomerIdsValidator(settings.max_batch_size, settings.max_string_length)
         self._shadow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serving-shadow", initializer=self.limit_threads)
         self._shadow_waiting = 0
         self._shadow_lock = threading.Lock()
         self._store_lock = threading.Lock()
         self.store: Any = None
         self._lookup: Any = None
-        self.store_error: str | None = None
+        self.store_error: str | None = None  # what responses show: never the message (it may name the store's path)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -89,8 +92,8 @@ class ScoringService:
                     )
                     self.store, self.store_error = store, None
                 except Exception as error:  # noqa: BLE001 - reported by /ready; payload scoring goes on
-                    self.store_error = f"{type(error).__name__}: {error}"
-                    logger.error("serving: online store %s cannot be opened: %s", self.settings.online_store, self.store_error)
+                    self.store_error = error_summary(error)
+                    logger.error("serving: online store %s cannot be opened: %s: %s", self.settings.online_store, type(error).__name__, error)
         return self._lookup
 
     def request_time(self) -> datetime:
@@ -123,7 +126,10 @@ class ScoringService:
         try:
             frame, problems = lookup.vectors(customer_ids, at=self.request_time(), input_columns=list(state.validator.by_name))
         except ValueError as error:  # the lookups do not produce every model input: a configuration problem
-            raise ApiProblem(503, [problem("online_store", "unavailable", "online features for every model input", str(error))]) from None
+            logger.error("serving: online lookup failed: %s", error)
+            raise ApiProblem(503, [problem("online_store", "unavailable", "online features for every model input", error_summary(error))]) from None
+        for customer, reasons in on_demand_problems(frame, state.validator.fields).items():
+            problems[customer] = [*problems.get(customer, []), *reasons]
         refuse = self.settings.on_contract_violation == "refuse"
         errors = [
             {"field": f"customer_ids[{i}]", "problem": "contract", "customer_id": customer,

@@ -2,7 +2,9 @@
 
 Every model input becomes a field: its type from the signature, required unless the signature
 marks it optional, nullable unless the contract's null policy is ``drop``, bounded by the contract's
-range or allowed values. Requests are parsed by pydantic (strict: no "3" for a number, no silent
+range or allowed values (an on-demand input such as ``tenure_days``: by its range declared in
+``serving.on_demand_inputs``), a string by ``serving.max_string_length`` characters, a number
+finite. Requests are parsed by pydantic (strict: no "3" for a number, no silent
 coercion; unknown fields are errors) and every problem becomes one entry
 ``{"field": "rows[3].customer_activity__orders_30d", "problem": "range", "expected": "number >= 0", "got": -3}``.
 """
@@ -19,9 +21,11 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, create_model
 
 from lakehouse_ml.features.contracts import FeatureContract, FeatureSpec
+from lakehouse_ml.serving.config import OnDemandInput
 
 MAX_ERRORS = 100
 _GOT_CHARS = 80
+_FIELD_CHARS = 120  # a field path echoes request keys: an unknown key may be as long as the body
 _NUMBER_TYPES = {"double", "float"}
 _INTEGER_TYPES = {"long", "integer"}
 
@@ -38,6 +42,8 @@ class InputField:
     maximum: float | None = None
     allowed: tuple[Any, ...] | None = None
     impute: Any = None
+    max_length: int | None = None
+    on_demand: bool = False  # computed at lookup time: the online lookup does not judge its range
 
     @property
     def expected(self) -> str:
@@ -45,6 +51,8 @@ class InputField:
         text = {"number": "number", "integer": "integer", "string": "string", "boolean": "boolean", "datetime": "ISO-8601 timestamp"}[self.kind]
         if self.allowed is not None:
             text = f"one of {list(self.allowed)}"
+        elif self.max_length is not None:
+            text += f" of at most {self.max_length} characters"
         if self.minimum is not None and self.maximum is not None:
             text += f" in [{_number(self.minimum)}, {_number(self.maximum)}]"
         elif self.minimum is not None:
@@ -54,6 +62,20 @@ class InputField:
         if self.nullable:
             text += " or null" + (f" (null is imputed as {self.impute!r})" if self.impute is not None else "")
         return text
+
+    def range_text(self) -> str:
+        """The declared range in the online lookup's words (``values in [0, 36500]``)."""
+        if self.minimum is not None and self.maximum is not None:
+            return f"values in [{_number(self.minimum)}, {_number(self.maximum)}]"
+        if self.minimum is not None:
+            return f"values >= {_number(self.minimum)}"
+        return f"values <= {_number(self.maximum)}" if self.maximum is not None else "finite values"
+
+    def breaks_range(self, value: float) -> bool:
+        """A non-finite number or one outside the declared range."""
+        return not math.isfinite(value) or (self.minimum is not None and value < self.minimum) or (
+            self.maximum is not None and value > self.maximum
+        )
 
 
 def _number(value: float) -> str:
@@ -80,18 +102,26 @@ def _kind(column: Any) -> str:
     raise ValueError(f"model input {column.name!r} has signature type {name!r}, which the service cannot accept from JSON")
 
 
-def input_fields(input_schema: Any, contracts: dict[str, FeatureContract]) -> tuple[InputField, ...]:
-    """The accepted fields of a model: its signature's inputs, with the contracts' promises."""
+def input_fields(
+    input_schema: Any, contracts: dict[str, FeatureContract], on_demand: dict[str, OnDemandInput] | None = None,
+    max_string_length: int | None = None,
+) -> tuple[InputField, ...]:
+    """The accepted fields of a model: its signature's inputs, with the contracts' promises (the
+    declared ranges of on-demand inputs) and the service's string limit."""
     fields = []
     for column in input_schema.inputs:
         spec = _contract_spec(column.name, contracts)
+        declared = (on_demand or {}).get(column.name) if spec is None else None
+        bounds = spec or declared
+        kind = _kind(column)
         nullable = spec is None or spec.null_policy.action != "drop"
         fields.append(InputField(
-            name=column.name, kind=_kind(column), required=bool(getattr(column, "required", True)) or not nullable,
+            name=column.name, kind=kind, required=bool(getattr(column, "required", True)) or not nullable,
             nullable=nullable,
-            minimum=spec.minimum if spec else None, maximum=spec.maximum if spec else None,
+            minimum=bounds.minimum if bounds else None, maximum=bounds.maximum if bounds else None,
             allowed=tuple(v for v in spec.allowed_values if v is not None) if spec and spec.allowed_values else None,
             impute=spec.null_policy.value if spec and spec.null_policy.action == "impute" else None,
+            max_length=max_string_length if kind == "string" else None, on_demand=declared is not None,
         ))
     return tuple(fields)
 
@@ -102,11 +132,13 @@ def _annotation(spec: InputField) -> tuple[Any, Any]:
         base: Any = Literal[spec.allowed]
     else:
         base = {"number": StrictFloat, "integer": StrictInt, "string": StrictStr, "boolean": StrictBool, "datetime": datetime}[spec.kind]
-    constraints = {}
+    constraints: dict[str, Any] = {}
     if spec.kind in ("number", "integer"):
         constraints = {"ge": spec.minimum, "le": spec.maximum}
         if spec.kind == "number":
             constraints["allow_inf_nan"] = False
+    elif spec.kind == "string" and spec.allowed is None:  # allowed values bound a string already
+        constraints = {"max_length": spec.max_length}
     annotation = Optional[base] if spec.nullable else base
     return annotation, Field(... if spec.required else None, **{k: v for k, v in constraints.items() if v is not None})
 
@@ -123,8 +155,16 @@ class ApiProblem(Exception):
 
 
 def problem(field: str | None, kind: str, expected: str, got: Any = None) -> dict[str, Any]:
-    """One error entry."""
+    """One error entry (the field path and the value cut short: a request never comes back whole)."""
+    if field is not None and len(field) > _FIELD_CHARS:
+        field = field[:_FIELD_CHARS] + "..."
     return {"field": field, "problem": kind, "expected": expected, "got": safe_value(got)}
+
+
+def error_summary(error: BaseException) -> str:
+    """An exception as a response may show it: its type only (messages can carry local paths or
+    connection details; the service log has them in full)."""
+    return f"{type(error).__name__} (details in the service log)"
 
 
 def safe_value(value: Any) -> Any:
@@ -134,7 +174,7 @@ def safe_value(value: Any) -> Any:
     if isinstance(value, (dict, list, tuple)):
         return f"{type(value).__name__} of {len(value)} items"
     if isinstance(value, str) and len(value) > _GOT_CHARS:
-        return value[:_GOT_CHARS] + "..."
+        return f"{value[:_GOT_CHARS]}... ({len(value)} characters)"
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)[:_GOT_CHARS]
@@ -151,6 +191,7 @@ def field_path(loc: tuple[Any, ...]) -> str:
 _PROBLEMS = {
     "missing": "missing", "extra_forbidden": "extra_field", "greater_than_equal": "range", "less_than_equal": "range",
     "finite_number": "range", "literal_error": "allowed_values", "too_long": "batch_size", "too_short": "batch_size",
+    "string_too_long": "too_long",
     "json_invalid": "invalid_json", "json_type": "invalid_json",
 }
 
@@ -158,13 +199,13 @@ _PROBLEMS = {
 class RequestValidator:
     """Parses ``POST /v1/score`` bodies for one model: ``{"rows": [{<input>: value, ..., "customer_id"?}]}``."""
 
-    def __init__(self, fields: tuple[InputField, ...], max_batch_size: int) -> None:
+    def __init__(self, fields: tuple[InputField, ...], max_batch_size: int, max_string_length: int = 256) -> None:
         self.fields = fields
         self.by_name = {spec.name: spec for spec in fields}
-        self.max_batch_size = max_batch_size
+        self.max_batch_size, self.max_string_length = max_batch_size, max_string_length
         row_fields = {spec.name: _annotation(spec) for spec in fields}
         self.row_model = create_model(
-            "ScoreRow", __config__=_STRICT, customer_id=(Optional[StrictStr], Field(None, max_length=256)), **row_fields
+            "ScoreRow", __config__=_STRICT, customer_id=(Optional[StrictStr], Field(None, max_length=max_string_length)), **row_fields
         )
         self.request_model = create_model(
             "ScoreRequest", __config__=_STRICT, rows=(list[self.row_model], Field(min_length=1, max_length=max_batch_size))
@@ -212,7 +253,7 @@ class RequestValidator:
             spec = self.by_name[name]
             return spec.expected + (", required" if spec.required else "")
         if name == "customer_id" and len(loc) == 3:
-            return "string of at most 256 characters or null (routes the canary, logged with the score)"
+            return f"string of at most {self.max_string_length} characters or null (routes the canary, logged with the score)"
         if loc == ("rows",):
             return f"a list of 1 to {self.max_batch_size} rows"
         if len(loc) == 2:
@@ -252,11 +293,13 @@ def _status(entries: list[dict[str, Any]], max_batch_size: int) -> int:
 class CustomerIdsValidator:
     """Parses ``POST /v1/score/customers`` bodies: ``{"customer_ids": ["c-000001", ...]}``."""
 
-    def __init__(self, max_batch_size: int) -> None:
-        self.max_batch_size = max_batch_size
+    def __init__(self, max_batch_size: int, max_string_length: int = 256) -> None:
+        self.max_batch_size, self.max_string_length = max_batch_size, max_string_length
         self.request_model = create_model(
             "CustomersRequest", __config__=_STRICT,
-            customer_ids=(list[Annotated[StrictStr, Field(min_length=1, max_length=256)]], Field(min_length=1, max_length=max_batch_size)),
+            customer_ids=(
+                list[Annotated[StrictStr, Field(min_length=1, max_length=max_string_length)]], Field(min_length=1, max_length=max_batch_size)
+            ),
         )
 
     def parse(self, body: bytes) -> list[str]:
@@ -274,6 +317,22 @@ class CustomerIdsValidator:
         if kind == "invalid_json":
             return problem(None, kind, "a JSON object", error.get("msg"))
         if len(loc) == 2:
-            return problem(field_path(loc), "null" if got is None else kind, "a customer id: a string of 1 to 256 characters", got)
+            return problem(field_path(loc), "null" if got is None else kind, f"a customer id: a string of 1 to {self.max_string_length} characters", got)
         got = None if kind == "missing" else (len(got) if isinstance(got, list) else got)
         return problem(field_path(loc) or None, kind, f"a list of 1 to {self.max_batch_size} customer ids", got)
+
+
+def on_demand_problems(frame: pd.DataFrame, fields: tuple[InputField, ...]) -> dict[Any, list[str]]:
+    """Per row label of a looked-up frame, the declared ranges its on-demand inputs break (the
+    online lookup judges the contract features only). A null is NaN in the frame: the null policy's."""
+    problems: dict[Any, list[str]] = {}
+    for spec in fields:
+        if not spec.on_demand or spec.name not in frame.columns or spec.kind not in ("number", "integer"):
+            continue
+        for label, value in zip(frame.index, frame[spec.name].tolist()):
+            if value is None or (isinstance(value, float) and math.isnan(value)) or not spec.breaks_range(float(value)):
+                continue
+            reason = f"{spec.name}: range expected {spec.range_text()}, got {safe_value(value)}"
+            if reason not in problems.setdefault(label, []):  # a customer asked for twice is judged once
+                problems[label].append(reason)
+    return problems
