@@ -160,9 +160,15 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
         partition_by = save_args.pop("partitionBy", None)
         if partition_by:
             writer = writer.partitionBy(*([partition_by] if isinstance(partition_by, str) else partition_by))
-        if mode == "overwrite":
-            save_args.setdefault("overwriteSchema", "true")
-        writer.options(**{**save_args, **options}).save(self._uri)
+        options = {**save_args, **options}
+        if mode == "overwrite" and "replaceWhere" not in options:
+            # A whole-table overwrite takes the new schema; mergeSchema (for the other modes) is
+            # then redundant, and engines refuse both options together.
+            options.pop("mergeSchema", None)
+            options.setdefault("overwriteSchema", "true")
+        elif "mergeSchema" in options:
+            options.pop("overwriteSchema", None)
+        writer.options(**options).save(self._uri)
 
     def _replace(self, data: DataFrame) -> None:
         types = {field.name: field.dataType.simpleString() for field in data.schema.fields}

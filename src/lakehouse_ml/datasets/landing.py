@@ -23,7 +23,8 @@ FORMATS = ("json", "csv")
 
 
 class LandingFileDataset(AbstractDataset[None, DataFrame]):
-    """One delivered file as a Spark DataFrame of raw lines: ``_raw``, ``_header``, ``_source_file``.
+    """One delivered file as a Spark DataFrame of raw lines: ``_raw``, ``_header``, ``_source_file``,
+    ``_decode_error``.
 
     For CSV the header line is kept in ``_header`` on every row (so a header that changes
     mid-stream is honoured per file) and dropped from the records.
@@ -55,27 +56,65 @@ class LandingFileDataset(AbstractDataset[None, DataFrame]):
         return fsspec.filesystem(protocol).exists(path)
 
     def load(self) -> DataFrame:
-        """Read the file's lines lazily, tagged with the file path and the CSV header."""
-        header = self._read_header() if self._format == "csv" else None
+        """Read the file's lines, tagged with the file path, the CSV header and any decoding error.
+
+        A file in its declared encoding is read lazily by Spark. One with undecodable lines is
+        split here: its valid lines as text, each undecodable line with its bytes escaped
+        (``\\xff``) and ``_decode_error`` set, so ingest quarantines exactly those lines. A file
+        that is not text at all (NUL bytes, or mostly undecodable) becomes one record naming it.
+        """
+        with fsspec.open(self._filepath, "rb") as handle:
+            content = handle.read()
+        try:
+            content.decode(self._encoding)
+        except UnicodeDecodeError:
+            return self._undecodable(content)
+        header = self._header(content.decode(self._encoding)) if self._format == "csv" else None
         lines = get_spark().read.text(table_uri(self._filepath))
         if header is not None:
             lines = lines.filter(F.col("value") != F.lit(header))
-        return lines.select(
-            F.col("value").alias("_raw"),
-            F.lit(self._format).alias("_format"),
-            F.lit(header).cast("string").alias("_header"),
-            F.lit(self._filepath).alias("_source_file"),
-        ).filter(F.trim(F.col("_raw")) != "")
+        return self._tagged(lines.select(F.col("value").alias("_raw"), F.lit(None).cast("string").alias("_decode_error")), header)
 
     def save(self, data: None) -> None:
         raise DatasetError("LandingFileDataset is read-only: the source delivers landing files")
 
-    def _read_header(self) -> str:
-        with fsspec.open(self._filepath, "r", encoding=self._encoding) as handle:
-            header = handle.readline().rstrip("\r\n")
+    def _tagged(self, lines: DataFrame, header: str | None) -> DataFrame:
+        return lines.select(
+            "_raw",
+            F.lit(self._format).alias("_format"),
+            F.lit(header).cast("string").alias("_header"),
+            F.lit(self._filepath).alias("_source_file"),
+            "_decode_error",
+        ).filter(F.trim(F.col("_raw")) != "")
+
+    def _header(self, text: str) -> str:
+        header = text.split("\n", 1)[0].rstrip("\r")
         if not header:
             raise DatasetError(f"Landing file '{self._filepath}': CSV file has no header line")
         return header
+
+    def _undecodable(self, content: bytes) -> DataFrame:
+        """The lines of a file with bytes invalid in its encoding: decodable ones as text, the others
+        escaped with the reason; a file that is not text at all as one record."""
+        rows: list[tuple[str, str | None]] = []
+        for number, line in enumerate(content.split(b"\n"), start=1):
+            line = line.rstrip(b"\r")
+            try:
+                rows.append((line.decode(self._encoding), None))
+            except UnicodeDecodeError as error:
+                escaped = line.decode(self._encoding, errors="backslashreplace")
+                rows.append((escaped, f"line {number}: byte 0x{line[error.start]:02x} at offset {error.start} is not valid {self._encoding}"))
+        bad = sum(1 for _, problem in rows if problem)
+        header_bad = self._format == "csv" and rows[0][1] is not None
+        if b"\x00" in content or header_bad or bad * 2 > len([r for r in rows if r[0].strip()]):
+            summary = f"{len(content)} bytes, {bad} of {len(rows)} lines undecodable" + (", NUL bytes" if b"\x00" in content else "")
+            rows, header = [(f"<{summary}>", f"the file is not {self._encoding} text ({summary})")], None
+        elif self._format == "csv":
+            header, rows = rows[0][0], [r for r in rows[1:] if r[0] != rows[0][0]]
+        else:
+            header = None
+        lines = get_spark().createDataFrame(rows, "_raw string, _decode_error string")
+        return self._tagged(lines, header)
 
 
 class LandingDataset(PartitionedDataset):

@@ -43,7 +43,7 @@ def bronze_rows(spark, lines, delivery="2026-01-02", file_format="json", header=
     rows = [
         (
             line if isinstance(line, str) else json.dumps(line), file_format, header,
-            f"landing/{batch}", source, pd.Timestamp(delivery).date(), batch, pd.Timestamp("2026-01-02", tz="UTC"),
+            f"landing/{batch}", None, source, pd.Timestamp(delivery).date(), batch, pd.Timestamp("2026-01-02", tz="UTC"),
         )
         for line in lines
     ]

@@ -146,3 +146,47 @@ def test_full_rebuild_without_landing_files_refuses_to_wipe_the_lakehouse(projec
     with pytest.raises(Exception, match="orders: full rebuild found no landing files, but 1 deliveries"):
         run_pipeline(create_pipeline(), runtime_params={**GATE, "ingest": {**GATE["ingest"], "full_rebuild": True}})
     assert len(read("silver/orders")) == 1
+
+
+def test_undecodable_lines_are_quarantined_with_escaped_bytes_and_the_rest_is_ingested(project_dir):
+    path = write_landing(project_dir, "orders", "2026-01-02", "orders.jsonl", [order("e1"), order("e2", "c2")])
+    path.write_bytes(path.read_bytes() + b'{"event_id": "e3", "customer_id": "c\xff\xfe"}\n' + b"\xc3\x28 broken\n")
+    write_landing(project_dir, "sessions", "2026-01-02", "sessions.jsonl", [{
+        "event_id": "s1", "customer_id": "c1", "event_ts": "2026-01-01T09:00:00Z", "duration_s": 60, "pages": 2,
+        "device": "web", "delivered_at": "2026-01-02T02:00:00Z",
+    }])
+    run_pipeline(create_pipeline(), runtime_params=GATE)
+    assert sorted(read("silver/orders")["event_id"]) == ["e1", "e2"]  # the file's valid lines
+    assert read("silver/sessions")["event_id"].tolist() == ["s1"]  # the other source's delivery
+    quarantine = read("quarantine/orders").sort_values("_raw").reset_index(drop=True)
+    assert quarantine["_raw"].tolist() == ["\\xc3( broken", '{"event_id": "e3", "customer_id": "c\\xff\\xfe"}']
+    assert [list(c) for c in quarantine["_failed_checks"]] == [
+        ["_raw: expected text, got line 4: byte 0xc3 at offset 0 is not valid utf-8"],
+        ["_raw: expected text, got line 3: byte 0xff at offset 36 is not valid utf-8"],
+    ]
+    audit = read("monitoring/ingest_audit").set_index("batch_id").loc["orders/2026-01-02/orders"]
+    assert (audit.bronze_rows, audit.inserted, audit.quarantined, bool(audit.balanced)) == (4, 2, 2, True)
+
+
+def test_a_binary_file_is_one_quarantined_record_naming_it_and_an_empty_file_is_audited_once(project_dir):
+    write_landing(project_dir, "orders", "2026-01-02", "orders.jsonl", [order("e1")])
+    binary = project_dir / "data" / "01_raw" / "landing" / "dev" / "orders" / "2026-01-03" / "orders.jsonl"
+    binary.parent.mkdir(parents=True)
+    binary.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\xff\n\xfe\xfa\x00\x01")
+    empty = write_landing(project_dir, "orders", "2026-01-04", "orders.jsonl", [])
+    assert empty.read_bytes() == b""
+    # One record is below any sensible min_rows: the gate does not stop the other deliveries for it.
+    gate = {"ingest": {"quarantine_gate": {"max_rate": 0.5, "min_rows": 2}}}
+    run_pipeline(create_pipeline(), runtime_params=gate)
+    quarantine = read("quarantine/orders")
+    assert len(quarantine) == 1 and quarantine["_source_file"][0].endswith("2026-01-03/orders.jsonl")
+    assert list(quarantine["_failed_checks"][0]) == [
+        "_raw: expected text, got the file is not utf-8 text (14 bytes, 2 of 2 lines undecodable, NUL bytes)"
+    ]
+    audit = read("monitoring/ingest_audit").set_index("batch_id")
+    assert audit.loc["orders/2026-01-03/orders", ["bronze_rows", "quarantined"]].tolist() == [1, 1]
+    assert audit.loc["orders/2026-01-04/orders", ["bronze_rows", "inserted", "quarantined"]].tolist() == [0, 0, 0]
+    assert bool(audit["balanced"].all())
+    first = versions()
+    run_pipeline(create_pipeline(), runtime_params=gate)
+    assert versions() == first  # neither file is read again

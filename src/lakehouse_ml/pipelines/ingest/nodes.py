@@ -27,7 +27,7 @@ from lakehouse_ml.pipelines.ingest.schemas import SCHEMAS, canonical_columns, sp
 logger = logging.getLogger(__name__)
 
 BRONZE_SCHEMA = (
-    "_raw string, _format string, _header string, _source_file string, _source string, "
+    "_raw string, _format string, _header string, _source_file string, _decode_error string, _source string, "
     "_delivery_date date, _batch_id string, _ingested_at timestamp"
 )
 QUARANTINE_COLUMNS = [
@@ -187,7 +187,9 @@ def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
     # Pull every raw value out of the parsed record once: each later reference to
     # ``_record[...]`` would otherwise parse the line again (measured: ~2 s per reference per
     # 1.4 M lines on Sail).
-    extracted = bronze.withColumn("_record", _parse_record(formats)).select(
+    # An undecodable line holds escaped bytes: it is quarantined for its encoding, never parsed.
+    record = F.when(F.col("_decode_error").isNull(), _parse_record(formats))
+    extracted = bronze.withColumn("_record", record).select(
         *bronze.columns,
         F.col("_record").isNull().alias("_malformed"),
         F.filter(F.map_keys("_record"), lambda key: ~key.isin(list(known))).alias("_unexpected_columns"),
@@ -205,10 +207,14 @@ def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
             raw[field] = F.coalesce(raw[field], defaults[field].cast("string"))
         typed_columns.append(typed.alias(field))
     typed = extracted.select("*", *typed_columns)
-    malformed = F.when(
-        F.col("_malformed"),
-        F.array(F.concat(F.lit("_raw: expected a valid "), F.upper("_format"), F.lit(" record"))),
-    ).otherwise(spark_failures(schema, raw))
+    malformed = (
+        F.when(F.col("_decode_error").isNotNull(), F.array(F.concat(F.lit("_raw: expected text, got "), F.col("_decode_error"))))
+        .when(
+            F.col("_malformed"),
+            F.array(F.concat(F.lit("_raw: expected a valid "), F.upper("_format"), F.lit(" record"))),
+        )
+        .otherwise(spark_failures(schema, raw))
+    )
     return typed.select(*bronze.columns, *fields, "_unexpected_columns", malformed.alias("_failed_checks"))
 
 
@@ -349,6 +355,17 @@ def build_audit(
             "_delivery_date": "delivery_date", "_source_file": "source_file",
         })
     )
+    # A delivered file without a single record still gets its audit row (0 = 0 + 0 + 0 + 0): the
+    # audit is the processed-delivery log, and an unlisted file would be read on every run.
+    empty = sorted(set(batch_ids) - set(counted["batch_id"]))
+    if empty:
+        counted = pd.concat([counted, pd.DataFrame({
+            "batch_id": empty,
+            "source": [b.split("/", 1)[0] for b in empty],
+            "delivery_date": [pd.Timestamp(_delivery_date(b.split("/", 1)[1])).date() for b in empty],
+            "source_file": None,
+            "bronze_rows": 0,
+        })], ignore_index=True)
     tallies = (
         classified.select("_batch_id", "_outcome")
         .unionByName(quarantine.select("_batch_id", F.lit("quarantined").alias("_outcome")))
