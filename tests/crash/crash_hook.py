@@ -1,0 +1,44 @@
+"""A Kedro hook plugin for crash tests: SIGKILL the run right after its N-th committing save.
+
+Loaded only by the crash harness (it puts a ``kedro.hooks`` entry point on the child's path), so
+the real ``kedro run`` CLI is what crashes. Counting is across the commands of one scenario: the
+count file lists every save that added a Delta commit, one dataset name per line.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from kedro.framework.hooks import hook_impl
+
+
+def _commits(root: Path) -> int:
+    return sum(1 for _ in root.glob("**/_delta_log/*.json"))
+
+
+class CrashAfterCommit:
+    """Kill the process after the ``CRASH_AFTER_COMMIT``-th save that committed (0: never)."""
+
+    def __init__(self) -> None:
+        self._target = int(os.environ.get("CRASH_AFTER_COMMIT", "0"))
+        self._log = Path(os.environ["CRASH_COUNT_FILE"])
+        self._root = Path(os.environ["LAKEHOUSE_ML_ROOT"]) / "data" / "lakehouse"
+        self._before = 0
+
+    @hook_impl
+    def before_dataset_saved(self, dataset_name: str, data: object, node: object) -> None:
+        self._before = _commits(self._root)
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: object, node: object) -> None:
+        if _commits(self._root) == self._before:
+            return
+        with self._log.open("a") as log:
+            log.write(dataset_name + "\n")
+        if self._target and len(self._log.read_text().splitlines()) == self._target:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+hooks = CrashAfterCommit()
