@@ -231,19 +231,25 @@ def refresh_activity_features(
     """Recompute the feature days a refresh must touch; return staged rows (with deletes) and the plan.
 
     Incrementally, that is from the first activity day that differs between the gold version
-    last reflected and gold now (inserted, changed or deleted customer-days) to the last day of
-    data: later windows include the changed day.
+    last reflected and gold now (inserted, changed or deleted customer-days), or the first day
+    past the old end of data, to the last day of data: later windows include the changed day.
     """
     contract, plan = _contract_and_plan(gold, refreshes, contract_config, table, features)
     current = gold.current
     if plan["mode"] in ("full", "incremental"):
-        if plan["mode"] == "full":
-            changed = current
-        else:
-            content = [c for c in current.columns if c != "_updated_at"]
-            changed = changed_rows(gold.at(plan["since_version"]), current, content)
-        first, last = changed.agg(F.min("activity_date"), F.max("activity_date")).collect()[0]
         data_end = current.agg(F.max("activity_date")).collect()[0][0]
+        if plan["mode"] == "full":
+            changed, old_end = current, None
+        else:
+            before = gold.at(plan["since_version"])
+            content = [c for c in current.columns if c != "_updated_at"]
+            changed = changed_rows(before, current, content)
+            old_end = before.agg(F.max("activity_date")).collect()[0][0]
+        first, last = changed.agg(F.min("activity_date"), F.max("activity_date")).collect()[0]
+        if first is not None and old_end is not None and data_end is not None and data_end > old_end:
+            # Days past the old end of data are new for every customer whose windows reach them,
+            # changed or not.
+            first = min(first, old_end + timedelta(days=1))
         plan["start"], plan["end"] = first, max(d for d in (last, data_end) if d is not None) if first else None
     if plan["start"] is None:
         return _empty(existing, plan), {**plan, "mode": "none" if plan["mode"] != "disabled" else "disabled"}
