@@ -4,6 +4,7 @@ versions registered the way the loop registers them."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from omegaconf import OmegaConf
 
+from lakehouse_ml.governance import ConfigLayout, release_governance
 from lakehouse_ml.pipelines.tuning.nodes import build_model_pipeline, feature_columns
 from lakehouse_ml.settings import CONFIG_LOADER_ARGS
 
@@ -54,13 +56,16 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Run ``pipeline`` on the project's real catalog and parameters, relative to the cwd.
 
-    Tests chdir into a temporary folder first, so every table lands there.
+    Tests chdir into a temporary folder first, so every table lands there. ``release_governance``
+    is built as ``GovernanceHooks`` builds it; runtime parameters here stand for a test's own
+    configuration, so they are not refused (``kedro run`` refuses them: tests/test_cli.py).
     """
     config = project_config(env, runtime_params, conf_source)
     catalog = DataCatalog.from_config(config["catalog"])
     params = OmegaConf.to_container(OmegaConf.merge(config["parameters"], runtime_params or {}))
     for name, value in _flatten_params(params).items():
         catalog[name] = value
+    catalog["release_governance"] = release_governance(params, ConfigLayout.of(config), mlflow.get_tracking_uri(), os.environ)
     try:
         return SequentialRunner().run(pipeline, catalog)
     finally:

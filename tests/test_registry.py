@@ -1,7 +1,9 @@
-"""The release vocabulary (alias moves, audit rows) on hand-made states, and the registry and audit
-datasets on a real MLflow store and Delta table."""
+"""The release vocabulary (alias moves, audit rows, release tags) on hand-made states, and the
+registry and audit datasets on a real MLflow store and Delta table."""
 
 from __future__ import annotations
+
+import json
 
 import mlflow
 import pandas as pd
@@ -17,9 +19,18 @@ from lakehouse_ml.registry import (
     check_model,
     record_alias_moves,
     release_event,
+    release_tags,
     version_of_run,
 )
-from tests.pipelines.registration.releases import CONTEXT, REGISTRY, log_candidate, release_store, state, version  # noqa: F401 (fixture)
+from tests.pipelines.registration.releases import (  # noqa: F401 (release_store: fixture)
+    CONTEXT,
+    GOVERNANCE,
+    REGISTRY,
+    log_candidate,
+    release_store,
+    state,
+    version,
+)
 
 NAME = REGISTRY["model_name"]
 
@@ -55,37 +66,51 @@ def test_check_model_refuses_a_catalog_entry_of_another_model():
         check_model(state(name="prod.ml.churn_classifier"), REGISTRY)
 
 
-def test_audit_rows_resolve_the_registered_version_and_name_who_when_why():
+def test_audit_rows_resolve_the_registered_version_and_name_who_when_why_where_and_under_which_policy():
     event = release_event(
         "register_challenger", NAME, [{"alias": "challenger", "from_version": "1", "to_version": REGISTERED}],
-        reason="passed", gate_report="runs:/e/reports/gates.json",
+        reason="passed", gate_report="runs:/e/reports/gates.json", via="registration",
     )
-    frame = record_alias_moves(event, state(version("1"), version("2", aliases=("challenger",))), CONTEXT)
+    frame = record_alias_moves(event, state(version("1"), version("2", aliases=("challenger",))), CONTEXT, GOVERNANCE)
     assert list(frame.columns) == AUDIT_COLUMNS and len(frame) == 1
     row = frame.iloc[0].to_dict()
     assert {k: row[k] for k in ("action", "alias", "from_version", "to_version", "actor", "reason", "gate_report", "catalog", "kedro_run_id")} == {
         "action": "register_challenger", "alias": "challenger", "from_version": "1", "to_version": "2", "actor": "ci",
         "reason": "passed", "gate_report": "runs:/e/reports/gates.json", "catalog": "dev", "kedro_run_id": "k1",
     }
+    assert {k: row[k] for k in ("actor_source", "via", "host", "policy_sha256")} == {
+        "actor_source": "os_user", "via": "registration", "host": "build-01", "policy_sha256": "0123456789abcdef",
+    }
+    assert json.loads(row["policy"]) == GOVERNANCE["policy"]
     assert row["event_ts"] == pd.Timestamp(CONTEXT["at"]) and pd.isna(row["approved_by"])
     # Deterministic ids: the same event at the same time is the same row.
-    assert frame["event_id"].tolist() == record_alias_moves(event, state(version("2", aliases=("challenger",))), CONTEXT)["event_id"].tolist()
+    again = record_alias_moves(event, state(version("2", aliases=("challenger",))), CONTEXT, GOVERNANCE)
+    assert frame["event_id"].tolist() == again["event_id"].tolist()
 
 
-def test_audit_rows_take_the_events_actor_and_record_removed_aliases():
-    event = release_event("promote", NAME, [{"alias": "challenger", "from_version": "2", "to_version": None}], actor="alice", approved_by="bob")
-    row = record_alias_moves(event, state(version("2", aliases=("champion",))), CONTEXT).iloc[0]
+def test_audit_rows_take_the_actor_from_the_governance_record_and_record_removed_aliases():
+    event = release_event("promote", NAME, [{"alias": "challenger", "from_version": "2", "to_version": None}], approved_by="bob")
+    row = record_alias_moves(event, state(version("2", aliases=("champion",))), CONTEXT, {**GOVERNANCE, "actor": "alice"}).iloc[0]
     assert (row["actor"], row["approved_by"], row["from_version"]) == ("alice", "bob", "2") and pd.isna(row["to_version"])
+
+
+def test_release_tags_name_who_where_how_and_the_policy_of_a_step():
+    tags = release_tags("promotion", GOVERNANCE, "promotion")
+    assert {k: v for k, v in tags.items() if k != "promotion.policy"} == {
+        "promotion.actor": "ci", "promotion.actor_source": "os_user", "promotion.host": "build-01",
+        "promotion.via": "promotion", "promotion.policy_sha256": "0123456789abcdef",
+    }
+    assert json.loads(tags["promotion.policy"]) == {"env": "local", "promotion.require_approval": False}
 
 
 def test_audit_rows_refuse_a_registry_that_did_not_end_where_planned():
     event = release_event("promote", NAME, [{"alias": "champion", "from_version": None, "to_version": "2"}])
     with pytest.raises(RuntimeError, match="champion is at version 3 after the release, expected 2"):
-        record_alias_moves(event, state(version("3", aliases=("champion",))), CONTEXT)
+        record_alias_moves(event, state(version("3", aliases=("champion",))), CONTEXT, GOVERNANCE)
 
 
 def test_no_moves_make_an_empty_frame_of_the_audit_schema():
-    frame = record_alias_moves(release_event("register_challenger", NAME, []), state(), CONTEXT)
+    frame = record_alias_moves(release_event("register_challenger", NAME, []), state(), CONTEXT, GOVERNANCE)
     assert frame.empty and list(frame.columns) == AUDIT_COLUMNS
     assert str(frame["event_ts"].dtype) == "datetime64[us, UTC]" and str(frame["alias"].dtype) == "string"
 
@@ -130,9 +155,9 @@ def test_registry_dataset_refuses_unknown_actions_and_a_dangling_registered_vers
 
 
 @pytest.mark.usefixtures("release_store")
-def test_release_context_names_the_actor_time_catalog_and_run():
+def test_release_context_names_the_time_catalog_and_run():
     context = ReleaseContextDataset(catalog="staging").load()
-    assert context["actor"] == "tester" and context["catalog"] == "staging" and context["kedro_run_id"] is None
+    assert context["catalog"] == "staging" and context["kedro_run_id"] is None
     assert context["at"].tzinfo is not None
     with mlflow.start_run() as run:
         assert ReleaseContextDataset(catalog="dev").load()["kedro_run_id"] == run.info.run_id
@@ -142,8 +167,8 @@ def test_audit_table_appends_rows_and_writes_nothing_for_none(tmp_path):
     path = tmp_path / "ml" / "model_promotions"
     table = AuditTableDataset(filepath=str(path))
     event = release_event("promote", NAME, [{"alias": "champion", "from_version": None, "to_version": "1"}])
-    table.save(record_alias_moves(release_event("promote", NAME, []), state(), CONTEXT))
+    table.save(record_alias_moves(release_event("promote", NAME, []), state(), CONTEXT, GOVERNANCE))
     assert not DeltaTable.is_deltatable(str(path))
     for _ in range(2):
-        table.save(record_alias_moves(event, state(version("1", aliases=("champion",))), CONTEXT))
+        table.save(record_alias_moves(event, state(version("1", aliases=("champion",))), CONTEXT, GOVERNANCE))
     assert len(table.load()) == 2 and DeltaTable(str(path)).version() == 1

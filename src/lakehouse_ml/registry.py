@@ -4,13 +4,16 @@ A registry *state* is what ``lakehouse_ml.datasets.ModelRegistryDataset`` loads:
 aliases: {alias: version}, versions: {version: {version, run_id, source, status, description,
 tags, aliases}}}``. Pipelines plan *actions* from it (``register``, ``set_alias``,
 ``delete_alias``, ``set_version_tag``), which the same dataset applies, and a release *event*
-(what was done, why, by whom) whose alias *moves* become rows of ``ml.model_promotions``. Every
-function here is pure: releases are tested on hand-made states. Versions are named explicitly or
-through an alias, never by recency.
+(what was done, why, through which pipeline) whose alias *moves* become rows of
+``ml.model_promotions``. Who released, from which host and under which policy is the run's
+*governance* record (``lakehouse_ml.governance``), never a parameter. Every function here is
+pure: releases are tested on hand-made states. Versions are named explicitly or through an
+alias, never by recency.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -26,6 +29,8 @@ REGISTERED = "$registered"
 AUDIT_COLUMNS = [
     "event_id", "event_ts", "model_name", "action", "alias", "from_version", "to_version",
     "actor", "approved_by", "reason", "gate_report", "catalog", "kedro_run_id",
+    # Added with release governance: earlier rows of an existing table read null here.
+    "actor_source", "via", "host", "policy_sha256", "policy",
 ]
 
 
@@ -68,13 +73,44 @@ def alias_moves(state: dict[str, Any], targets: dict[str, str | None]) -> tuple[
 
 
 def release_event(action: str, model_name: str, moves: list[dict[str, Any]], **details: Any) -> dict[str, Any]:
-    """A release event: its action name, model, alias moves and details (reason, actor, approved_by, gate_report)."""
-    defaults = {"reason": None, "actor": None, "approved_by": None, "gate_report": None}
+    """A release event: its action name, model, alias moves and details (reason, approved_by, gate_report, via).
+
+    ``via`` is the pipeline that moved the aliases (``registration``, ``promotion``, ``auto_promotion``,
+    ``rollback``, ``monitoring``): how, not who; who is the run's governance record.
+    """
+    defaults = {"reason": None, "approved_by": None, "gate_report": None, "via": None}
     return {"action": action, "model_name": model_name, "moves": moves, **defaults, **details}
 
 
-def record_alias_moves(event: dict[str, Any], registry_after: dict[str, Any], context: dict[str, Any]) -> pd.DataFrame:
-    """One ``ml.model_promotions`` row per alias move of ``event``, checked against the registry after it."""
+def release_tags(step: str, governance: dict[str, Any], via: str) -> dict[str, str]:
+    """Version tags recording a release step (``registration``, ``promotion``, ``rollback``): who, where, how, under which policy.
+
+    Next to ``approved_by``, so the version's page shows who released it; the audit table keeps
+    every event, a tag only the latest of its step.
+    """
+    return {
+        f"{step}.actor": governance["actor"],
+        f"{step}.actor_source": governance["actor_source"],
+        f"{step}.host": governance["host"],
+        f"{step}.via": via,
+        f"{step}.policy_sha256": governance["policy_sha256"],
+        f"{step}.policy": json.dumps({"env": governance["policy"]["env"], **governance["policy"]["settings"]}, sort_keys=True),
+    }
+
+
+def tag_actions(version: str, tags: dict[str, str]) -> list[dict[str, Any]]:
+    """``set_version_tag`` actions writing ``tags`` on ``version``."""
+    return [{"action": "set_version_tag", "version": version, "key": key, "value": value} for key, value in tags.items()]
+
+
+def record_alias_moves(
+    event: dict[str, Any], registry_after: dict[str, Any], context: dict[str, Any], governance: dict[str, Any]
+) -> pd.DataFrame:
+    """One ``ml.model_promotions`` row per alias move of ``event``, checked against the registry after it.
+
+    ``context`` says when and in which run, ``governance`` who (and how that is known), from which
+    host and under which policy.
+    """
     rows = []
     for number, move in enumerate(event["moves"]):
         alias, planned = move["alias"], move["to_version"]
@@ -93,14 +129,23 @@ def record_alias_moves(event: dict[str, Any], registry_after: dict[str, Any], co
             "alias": alias,
             "from_version": move["from_version"],
             "to_version": actual,
-            "actor": event["actor"] or context["actor"],
+            "actor": governance["actor"],
             "approved_by": event["approved_by"],
             "reason": event["reason"],
             "gate_report": event["gate_report"],
             "catalog": context["catalog"],
             "kedro_run_id": context["kedro_run_id"],
+            "actor_source": governance["actor_source"],
+            "via": event["via"],
+            "host": governance["host"],
+            "policy_sha256": governance["policy_sha256"],
+            "policy": json.dumps(governance["policy"], sort_keys=True, default=str),
         })
-        logger.info("audit: %s %s@%s %s -> %s", event["action"], event["model_name"], alias, move["from_version"], actual)
+        logger.info(
+            "audit: %s %s@%s %s -> %s by %s (%s) on %s via %s, policy %s", event["action"], event["model_name"], alias,
+            move["from_version"], actual, governance["actor"], governance["actor_source"], governance["host"], event["via"],
+            governance["policy_sha256"],
+        )
     frame = pd.DataFrame(rows, columns=AUDIT_COLUMNS)
     text = [c for c in AUDIT_COLUMNS if c != "event_ts"]
     return frame.astype({c: "string" for c in text}).astype({"event_ts": "datetime64[us, UTC]"})
@@ -112,7 +157,7 @@ def release_pipeline(step: str, plan: Callable[..., tuple[list, dict]], inputs: 
         [
             node(plan, inputs, [f"{step}_model_registry@actions", f"{step}_event"], name=f"plan_{step}"),
             node(
-                record_alias_moves, [f"{step}_event", f"{step}_model_registry@after", "release_context"],
+                record_alias_moves, [f"{step}_event", f"{step}_model_registry@after", "release_context", "release_governance"],
                 f"{step}_model_promotions", name=f"audit_{step}",
             ),
         ],

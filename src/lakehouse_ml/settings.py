@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 from kedro.config import OmegaConfigLoader
 
-from lakehouse_ml.hooks import SparkHooks
+from lakehouse_ml.hooks import GovernanceHooks, RunLockHooks, SparkHooks
 from lakehouse_ml.tracking import NodeRunHooks
 
 # The project root: ``src/lakehouse_ml/settings.py`` → two levels up (the project is installed
@@ -32,7 +32,8 @@ optuna.logging.disable_default_handler()
 optuna.logging.enable_propagation()
 
 # Spark first (datasets need the session); node runs nest under kedro-mlflow's run per `kedro run`.
-HOOKS = (SparkHooks(), NodeRunHooks())
+# Pluggy calls the last registered first: governance refuses a run before Spark starts.
+HOOKS = (SparkHooks(), NodeRunHooks(), RunLockHooks(), GovernanceHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

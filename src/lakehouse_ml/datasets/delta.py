@@ -142,17 +142,32 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
         if exists and (mode != "overwrite" or self._skip_empty) and data.isEmpty():
             logger.info("Delta table '%s': nothing to %s", self._filepath, mode)
             return
-        if mode == "merge":
-            self._merge(data)
-        elif mode == "replace":
-            self._replace(data)
-        else:
-            if self._merge_delete_column:
-                # Delete markers only mean something to MERGE; a fresh table never holds them.
-                data = data.filter(~F.col(self._merge_delete_column)).drop(self._merge_delete_column)
-            self._write(data, mode)
+        try:
+            if mode == "merge":
+                self._merge(data)
+            elif mode == "replace":
+                self._replace(data)
+            else:
+                if self._merge_delete_column:
+                    # Delete markers only mean something to MERGE; a fresh table never holds them.
+                    data = data.filter(~F.col(self._merge_delete_column)).drop(self._merge_delete_column)
+                self._write(data, mode)
+        except Exception as error:
+            if "Failed to commit transaction" not in str(error):
+                raise
+            raise DatasetError(self._conflict_message(mode)) from error
         # Rebuild once per process, after a successful write: later saves use the normal mode.
         self._rebuild = False
+
+    def _conflict_message(self, mode: str) -> str:
+        # Sail reports a lost optimistic-concurrency race only as "Failed to commit transaction: 0".
+        return (
+            f"Delta table '{self._filepath}': another writer committed to this table while this run's "
+            f"{mode} was being committed, so this write was not committed (the table holds none of it). "
+            "Runs of one environment take the lakehouse's run lock (_run.lock in the catalog's folder "
+            "names its last holder), so the other writer ran outside it: another environment or a "
+            "process pointed at the same tables. Run again once it is done."
+        )
 
     def _write(self, data: DataFrame, mode: str, **options: Any) -> None:
         writer = data.write.format("delta").mode(mode)

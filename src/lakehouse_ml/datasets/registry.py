@@ -3,10 +3,8 @@ the context of a release (who, when, which run) and the append-only promotion au
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,6 @@ from lakehouse_ml.registry import REGISTERED, empty_registry_state
 
 logger = logging.getLogger(__name__)
 
-ACTOR_VARIABLE = "LAKEHOUSE_ML_ACTOR"
 
 
 def _version_entry(version: Any, aliases: dict[str, str]) -> dict[str, Any]:
@@ -153,11 +150,11 @@ class CandidateRunDataset(AbstractDataset[None, dict[str, Any]]):
 
 
 class ReleaseContextDataset(AbstractDataset[None, dict[str, Any]]):
-    """Who releases, when and in which run: ``{actor, at, catalog, kedro_run_id}`` (read-only).
+    """When and in which run a release happens: ``{at, catalog, kedro_run_id}`` (read-only).
 
-    ``actor`` is ``$LAKEHOUSE_ML_ACTOR`` or the OS user (parameters may name one instead),
-    ``at`` the UTC time of loading, ``kedro_run_id`` the MLflow run kedro-mlflow opened for this
-    ``kedro run`` (``None`` without one).
+    ``at`` is the UTC time of loading, ``kedro_run_id`` the MLflow run kedro-mlflow opened for this
+    ``kedro run`` (``None`` without one). Who releases is not here: it is the identity the process
+    can vouch for (``lakehouse_ml.governance.release_identity``).
     """
 
     def __init__(self, *, catalog: str, metadata: dict[str, Any] | None = None) -> None:
@@ -168,16 +165,11 @@ class ReleaseContextDataset(AbstractDataset[None, dict[str, Any]]):
         return {"catalog": self._catalog}
 
     def load(self) -> dict[str, Any]:
-        """The actor, the time, the catalog and the active MLflow run."""
+        """The time, the catalog and the active MLflow run."""
         import mlflow
 
-        try:
-            user = getpass.getuser()
-        except Exception:  # noqa: BLE001 - no user name in some containers
-            user = "unknown"
         run = mlflow.active_run()
         return {
-            "actor": os.environ.get(ACTOR_VARIABLE) or user,
             "at": datetime.now(timezone.utc),
             "catalog": self._catalog,
             "kedro_run_id": run.info.run_id if run else None,
@@ -188,11 +180,15 @@ class ReleaseContextDataset(AbstractDataset[None, dict[str, Any]]):
 
 
 class AuditTableDataset(PandasDeltaDataset):
-    """An append-only Delta audit table (delta-rs): ``save`` appends the rows, and no rows write nothing."""
+    """An append-only Delta audit table (delta-rs): ``save`` appends the rows, and no rows write nothing.
+
+    Appends may add columns: a table written before a column existed gains it (its earlier rows
+    read null there) instead of refusing the wider rows.
+    """
 
     def save(self, data: pd.DataFrame) -> None:
-        """Append ``data``; an empty frame adds no table version."""
+        """Append ``data``, merging new columns into the table's schema; an empty frame adds no version."""
         if data.empty:
             logger.info("Delta table '%s': no rows to append", self._filepath)
             return
-        write_deltalake(self._uri, data, mode="append")
+        write_deltalake(self._uri, data, mode="append", schema_mode="merge")

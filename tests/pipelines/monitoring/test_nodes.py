@@ -20,6 +20,7 @@ from lakehouse_ml.pipelines.monitoring.nodes import (
     plan_monitoring_actions,
     record_actions,
 )
+from tests.pipelines.registration.releases import GOVERNANCE
 
 UTC = timezone.utc
 MONITORING = {"window_days": 1, "lookback_windows": 30, "sources": ["batch", "online"]}
@@ -138,18 +139,21 @@ REGISTRY = {"model_name": "m", "aliases": {"challenger": "challenger", "champion
 
 
 def test_an_executed_rollback_moves_champion_back_and_is_audited_as_a_rollback():
-    actions, event, retrain, outcome = plan_monitoring_actions(_decided("rollback"), STATE, REGISTRY)
+    actions, event, retrain, outcome = plan_monitoring_actions(_decided("rollback"), STATE, REGISTRY, GOVERNANCE)
 
-    assert actions == [
+    assert [a for a in actions if a["action"] != "set_version_tag"] == [
         {"action": "set_alias", "alias": "champion", "version": "1"}, {"action": "delete_alias", "alias": "previous_champion"},
     ]
-    assert event["action"] == "rollback" and event["actor"] == "monitoring"
+    # Who: whoever runs the monitoring job; how: via monitoring (a rule, not a person's rollback run).
+    tags = {a["key"]: a["value"] for a in actions if a["action"] == "set_version_tag" and a["version"] == "1"}
+    assert (tags["rollback.actor"], tags["rollback.via"]) == (GOVERNANCE["actor"], "monitoring")
+    assert event["action"] == "rollback" and event["via"] == "monitoring"
     assert event["reason"] == "monitoring rule rule_rollback: 2 of the last 3 windows up to 2026-06-03"
     assert retrain == {} and outcome == {"id-rollback": ("executed", None)}
 
 
 def test_a_rollback_of_a_version_that_is_no_longer_champion_fails_with_the_reason():
-    actions, event, _, outcome = plan_monitoring_actions(_decided("rollback", version="1"), STATE, REGISTRY)
+    actions, event, _, outcome = plan_monitoring_actions(_decided("rollback", version="1"), STATE, REGISTRY, GOVERNANCE)
 
     assert actions == [] and event["moves"] == []
     assert outcome["id-rollback"] == ("failed", "version 1 is no longer 'champion' (it is 2)")
@@ -158,7 +162,7 @@ def test_a_rollback_of_a_version_that_is_no_longer_champion_fails_with_the_reaso
 def test_block_promotion_tags_the_challenger_and_retrain_becomes_one_request():
     decided = pd.concat([_decided("block_promotion", target="3"), _decided("retrain"), _decided("retrain").assign(action_id="id-2")])
 
-    actions, _, retrain, outcome = plan_monitoring_actions(decided, STATE, REGISTRY)
+    actions, _, retrain, outcome = plan_monitoring_actions(decided, STATE, REGISTRY, GOVERNANCE)
 
     assert actions == [{
         "action": "set_version_tag", "version": "3", "key": "promotion_blocked",
@@ -171,7 +175,7 @@ def test_block_promotion_tags_the_challenger_and_retrain_becomes_one_request():
 def test_alerts_and_blocked_actions_change_nothing_and_keep_their_status():
     decided = pd.concat([_decided("retrain", status="alerted"), _decided("rollback", status="blocked").assign(blocked_reason="x")])
 
-    actions, event, retrain, outcome = plan_monitoring_actions(decided, STATE, REGISTRY)
+    actions, event, retrain, outcome = plan_monitoring_actions(decided, STATE, REGISTRY, GOVERNANCE)
     recorded = record_actions(decided, outcome, STATE)
 
     assert (actions, event["moves"], retrain, outcome) == ([], [], {}, {})

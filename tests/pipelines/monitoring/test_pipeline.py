@@ -16,6 +16,7 @@ from deltalake import write_deltalake
 from mlflow import MlflowClient
 
 from lakehouse_ml.datasets import ModelRegistryDataset, PandasDeltaDataset
+from lakehouse_ml.governance import os_user
 from lakehouse_ml.pipelines.features.pipeline import create_pipeline as features_pipeline
 from lakehouse_ml.pipelines.inference.pipeline import create_pipeline as inference_pipeline
 from lakehouse_ml.pipelines.ingest.pipeline import create_pipeline as ingest_pipeline
@@ -223,7 +224,8 @@ def test_executed_actions_roll_back_through_the_registry_and_block_the_challenge
     assert "test_block_promotion fired on version 2" in state["versions"]["3"]["tags"]["promotion_blocked"]
     moves = _read("ml/model_promotions")
     rollback = moves[(moves["action"] == "rollback") & (moves["alias"] == "champion")].iloc[0]
-    assert (rollback["from_version"], rollback["to_version"], rollback["actor"]) == ("2", "1", "monitoring")
+    # The rule's rollback is done by whoever runs monitoring (the OS user here), via monitoring.
+    assert (rollback["from_version"], rollback["to_version"], rollback["actor"], rollback["via"]) == ("2", "1", os_user(), "monitoring")
     assert "monitoring rule test_rollback: 1 of the last 1 windows up to 2026-03-01" == rollback["reason"]
     actions = _read("monitoring/actions").set_index("rule")
     assert actions.loc["test_rollback", "status"] == "executed" and actions.loc["test_block_promotion", "target_version"] == "3"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
+from lakehouse_ml.governance import os_user
 from lakehouse_ml.pipelines.promotion.pipeline import create_pipeline as promotion
 from lakehouse_ml.pipelines.registration.pipeline import create_pipeline as registration
 from lakehouse_ml.registry import ReleaseRefusedError
@@ -22,16 +23,17 @@ def test_a_passing_candidate_becomes_champion_and_the_next_keeps_it_as_previous(
     first = run_release(release_store, promotion())
     assert registry_state()["aliases"] == {"champion": "1"}
     assert _moves(first) == {("promote", "champion", None, "1"), ("promote", "challenger", "1", None)}
-    assert {(row["reason"], row["actor"]) for row in first} == {("promote challenger after passing gates", "tester")}
+    assert {(row["reason"], row["actor"], row["via"]) for row in first} == {("promote challenger after passing gates", os_user(), "promotion")}
+    assert registry_state()["versions"]["1"]["tags"]["promotion.actor"] == os_user()
     with pytest.raises(ReleaseRefusedError, match="nothing to promote"):
         run_release(release_store, promotion())
 
     log_candidate(release_store)
     run_release(release_store, registration())
-    second = run_release(release_store, promotion(), params={"promotion": {"actor": "alice", "reason": "monthly release"}})
+    second = run_release(release_store, promotion(), params={"promotion": {"reason": "monthly release"}})
     assert registry_state()["aliases"] == {"champion": "2", "previous_champion": "1"}
     assert _moves(second) == {("promote", "previous_champion", None, "1"), ("promote", "champion", "1", "2"), ("promote", "challenger", "2", None)}
-    assert {(row["reason"], row["actor"]) for row in second} == {("monthly release", "alice")}
+    assert {(row["reason"], row["actor"]) for row in second} == {("monthly release", os_user())}
     assert len(audit_rows(release_store)) == 7  # 2 challengers registered + 2 + 3 promotion moves
 
 

@@ -23,7 +23,16 @@ REGISTRY = {
     "model_name": "dev.ml.churn_classifier",
     "aliases": {"challenger": "challenger", "champion": "champion", "previous_champion": "previous_champion"},
 }
-CONTEXT = {"actor": "ci", "at": datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc), "catalog": "dev", "kedro_run_id": "k1"}
+CONTEXT = {"at": datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc), "catalog": "dev", "kedro_run_id": "k1"}
+# The run's governance record as GovernanceHooks makes it (lakehouse_ml.governance.release_governance).
+GOVERNANCE = {
+    "actor": "ci", "actor_source": "os_user", "host": "build-01",
+    "policy": {
+        "env": "local", "settings": {"promotion.require_approval": False},
+        "sources": {"promotion.require_approval": ["conf/base/parameters_promotion.yml"]},
+    },
+    "policy_sha256": "0123456789abcdef",
+}
 TRAIN_CUTOFFS = ["2026-03-31T00:00:00+00:00", "2026-04-07T00:00:00+00:00", "2026-04-14T00:00:00+00:00"]
 TEST_CUTOFFS = ["2026-05-19T00:00:00+00:00", "2026-05-26T00:00:00+00:00"]
 SOURCES = {
@@ -91,7 +100,6 @@ def provenance(run_id: str) -> dict[str, Any]:
 def release_store(tmp_path, monkeypatch):
     """A fresh MLflow tracking + registry store in tmp, the project's data folders under the cwd."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("LAKEHOUSE_ML_ACTOR", "tester")
     # start_run uses the default experiment of this store, whatever another test made active.
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     previous = mlflow.get_tracking_uri()

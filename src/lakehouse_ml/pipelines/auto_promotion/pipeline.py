@@ -13,7 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     # Reading the registry `@after` registration's actions orders this step after registration.
     release = release_pipeline(
         "auto_promotion", plan_automatic_promotion,
-        ["registration_model_registry@after", "params:registry", "params:promotion", "release_context"],
+        ["registration_model_registry@after", "params:registry", "params:promotion", "release_governance"],
     )
     # `champion_model@released` shares its base name with inference's `champion_model@…` inputs, so
     # in the default run Kedro resolves the champion for scoring only after this step.

@@ -594,31 +594,37 @@ def decide_actions(  # noqa: PLR0913
 # ---------------------------------------------------------------- executing actions
 
 
-def _rollback(row: Mapping[str, Any], registry_state: dict[str, Any], registry: dict[str, Any]) -> tuple[list, dict, str | None]:
-    """The rollback's registry actions and release event, or the reason it cannot run."""
+def _rollback(
+    row: Mapping[str, Any], registry_state: dict[str, Any], registry: dict[str, Any], governance: dict[str, Any]
+) -> tuple[list, dict, str | None]:
+    """The rollback's registry actions and release event, or the reason it cannot run.
+
+    The actor is whoever runs the monitoring job (its governance record), as for any rollback;
+    ``via: monitoring`` tells a rule's rollback from a person's ``kedro run --pipeline rollback``.
+    """
     champion = registry_state["aliases"].get(registry["aliases"]["champion"])
     if champion != str(row["model_version"]):
         return [], {}, f"version {row['model_version']} is no longer '{registry['aliases']['champion']}' (it is {champion})"
     reason = f"monitoring rule {row['rule']}: {row['breached_windows']} of the last {row['considered_windows']} windows up to {row['window_end']}"
     try:
-        actions, event = plan_rollback(registry_state, registry, {"reason": reason, "actor": "monitoring"})
+        actions, event = plan_rollback(registry_state, registry, {"reason": reason}, governance, via="monitoring")
     except ReleaseRefusedError as error:
         return [], {}, str(error)
     return actions, event, None
 
 
 def plan_monitoring_actions(
-    decided: pd.DataFrame, registry_state: dict[str, Any], registry: dict[str, Any]
+    decided: pd.DataFrame, registry_state: dict[str, Any], registry: dict[str, Any], governance: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], dict[str, Any]]:
     """What the actions to execute change: registry actions (rollback alias moves, promotion blocks) with
     their release event, a retraining request (empty: nothing to run), and each action's outcome."""
     registry_actions: list[dict[str, Any]] = []
-    event = release_event("rollback", registry_state["name"], [])
+    event = release_event("rollback", registry_state["name"], [], via="monitoring")
     retrain: dict[str, Any] = {}
     outcome: dict[str, Any] = {}
     for row in decided[decided["status"] == "to_execute"].to_dict("records"):
         if row["action"] == "rollback":
-            actions, planned, refused = _rollback(row, registry_state, registry)
+            actions, planned, refused = _rollback(row, registry_state, registry, governance)
             if refused is None and not event["moves"]:
                 registry_actions += actions
                 event = planned

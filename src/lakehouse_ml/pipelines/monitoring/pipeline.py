@@ -55,12 +55,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "monitoring_decisions", name="decide_actions",
             ),
             node(
-                plan_monitoring_actions, ["monitoring_decisions", "model_registry", "params:registry"],
+                plan_monitoring_actions, ["monitoring_decisions", "model_registry", "params:registry", "release_governance"],
                 ["monitoring_model_registry@actions", "monitoring_event", "retrain_request", "monitoring_outcome"],
                 name="plan_monitoring_actions",
             ),
             node(
-                record_alias_moves, ["monitoring_event", "monitoring_model_registry@after", "release_context"],
+                record_alias_moves, ["monitoring_event", "monitoring_model_registry@after", "release_context", "release_governance"],
                 "monitoring_model_promotions", name="audit_monitoring",
             ),
             node(

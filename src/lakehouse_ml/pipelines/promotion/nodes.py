@@ -3,7 +3,9 @@
 The old champion (if any) becomes ``previous_champion``, and the promoted version loses the
 ``challenger`` alias: a challenger is a version waiting for promotion, so promoting twice in a row
 is refused ("nothing to promote") instead of silently re-promoting. Where
-``promotion.require_approval`` is true (staging, prod) the version needs an ``approved_by`` tag.
+``promotion.require_approval`` is true (staging, prod) the version needs an ``approved_by`` tag;
+where ``promotion.forbid_self_approval`` is true (prod) the approver cannot be the actor. The
+actor is the run's governance record (the identity the process runs as), never a parameter.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lakehouse_ml.registry import ReleaseRefusedError, alias_moves, check_model, release_event
+from lakehouse_ml.registry import ReleaseRefusedError, alias_moves, check_model, release_event, release_tags, tag_actions
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +43,17 @@ def blocked_instructions(model_name: str, version: str, tags: dict[str, str]) ->
     )
 
 
+def _same_person(approver: str, actor: str) -> bool:
+    # Approvers type their name into a tag: "Alice " must not pass for someone other than "alice".
+    return approver.strip().casefold() == actor.strip().casefold()
+
+
 def plan_promotion(
-    registry_state: dict[str, Any], registry: dict[str, Any], promotion: dict[str, Any], context: dict[str, Any]
+    registry_state: dict[str, Any], registry: dict[str, Any], promotion: dict[str, Any], governance: dict[str, Any],
+    via: str = "promotion",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Alias moves promoting the challenger to champion, refused when the state or policy forbids it."""
+    """Alias moves promoting the challenger to champion (its version tagged with who, where and under
+    which policy), refused when the state or policy forbids it."""
     name = check_model(registry_state, registry)
     aliases, current = registry["aliases"], registry_state["aliases"]
     challenger, champion = current.get(aliases["challenger"]), current.get(aliases["champion"])
@@ -65,29 +74,31 @@ def plan_promotion(
         raise ReleaseRefusedError(blocked_instructions(name, challenger, tags))
     if promotion["require_approval"] and not tags.get("approved_by"):
         raise ReleaseRefusedError(approval_instructions(name, challenger, tags))
-    actor = promotion.get("actor") or context["actor"]
-    if promotion["require_approval"] and promotion.get("forbid_self_approval") and tags["approved_by"] == actor:
+    actor = governance["actor"]
+    if promotion["require_approval"] and promotion.get("forbid_self_approval") and _same_person(tags["approved_by"], actor):
         raise ReleaseRefusedError(
-            f"{name} version {challenger} was approved by '{actor}', who is also promoting it: "
-            "promotion.forbid_self_approval requires a second person (set the actor with "
-            "LAKEHOUSE_ML_ACTOR or --params promotion.actor=<name>)"
+            f"{name} version {challenger} was approved by '{tags['approved_by']}', who is also promoting it "
+            f"(the actor is the identity this run has: '{actor}', {governance['actor_source']}): "
+            "promotion.forbid_self_approval requires a second person. Someone other than the approver runs "
+            "the promotion, as themselves"
         )
     targets = {aliases["previous_champion"]: champion} if champion else {}
     targets |= {aliases["champion"]: challenger, aliases["challenger"]: None}
     actions, moves = alias_moves(registry_state, targets)
+    actions += tag_actions(challenger, release_tags("promotion", governance, via))
     logger.info(
         "promotion: %s version %s becomes '%s' (%s)", name, challenger, aliases["champion"],
         f"was version {champion}" if champion else "first champion",
     )
     event = release_event(
-        "promote", name, moves, reason=promotion["reason"], actor=promotion.get("actor"),
-        approved_by=tags.get("approved_by"), gate_report=tags.get("gates_report"),
+        "promote", name, moves, reason=promotion["reason"], approved_by=tags.get("approved_by"),
+        gate_report=tags.get("gates_report"), via=via,
     )
     return actions, event
 
 
 def plan_automatic_promotion(
-    registry_state: dict[str, Any], registry: dict[str, Any], promotion: dict[str, Any], context: dict[str, Any]
+    registry_state: dict[str, Any], registry: dict[str, Any], promotion: dict[str, Any], governance: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The default run's release step: promote the challenger where ``promotion.auto_promote`` allows, else nothing.
 
@@ -109,8 +120,9 @@ def plan_automatic_promotion(
         waiting = f"version {challenger} waits for approval ({approval_instructions(name, challenger, {})})"
     if waiting:
         logger.info("automatic promotion: %s: %s; '%s' stays %s", name, waiting, aliases["champion"], serving)
-        return [], release_event("promote", name, [])
-    return plan_promotion(registry_state, registry, {**promotion, "reason": promotion.get("auto_reason", promotion["reason"])}, context)
+        return [], release_event("promote", name, [], via="auto_promotion")
+    reason = promotion.get("auto_reason", promotion["reason"])
+    return plan_promotion(registry_state, registry, {**promotion, "reason": reason}, governance, via="auto_promotion")
 
 
 def name_the_champion(registry_after: dict[str, Any], registry: dict[str, Any]) -> dict[str, Any]:

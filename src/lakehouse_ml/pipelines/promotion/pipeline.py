@@ -1,5 +1,6 @@
 """Promotion pipeline: registry state → alias moves (champion ← challenger, previous_champion ← old
-champion, challenger removed), refused without approval where required → ml.model_promotions rows."""
+champion, challenger removed), refused without approval where required, by the run's own identity
+(release_governance) → ml.model_promotions rows with actor, host and policy."""
 
 from kedro.pipeline import Pipeline
 
@@ -9,4 +10,4 @@ from lakehouse_ml.registry import release_pipeline
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the promotion pipeline."""
-    return release_pipeline("promotion", plan_promotion, ["model_registry", "params:registry", "params:promotion", "release_context"])
+    return release_pipeline("promotion", plan_promotion, ["model_registry", "params:registry", "params:promotion", "release_governance"])

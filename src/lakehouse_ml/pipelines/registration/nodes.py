@@ -13,7 +13,7 @@ import json
 import logging
 from typing import Any
 
-from lakehouse_ml.registry import REGISTERED, alias_moves, check_model, release_event, version_of_run
+from lakehouse_ml.registry import REGISTERED, alias_moves, check_model, release_event, release_tags, version_of_run
 from lakehouse_ml.tracking import PARENT_TAG, table_name_from_path
 
 logger = logging.getLogger(__name__)
@@ -82,11 +82,12 @@ def describe_version(candidate: dict[str, Any], report: dict[str, Any], registra
     ])
 
 
-def plan_registration(
+def plan_registration(  # noqa: PLR0913
     candidate: dict[str, Any], candidate_run: dict[str, Any], report: dict[str, Any], registry_state: dict[str, Any],
-    registry: dict[str, Any], registration: dict[str, Any],
+    registry: dict[str, Any], registration: dict[str, Any], governance: dict[str, Any],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Registry actions and release event for the evaluated candidate (idempotent on its run id)."""
+    """Registry actions and release event for the evaluated candidate (idempotent on its run id); the
+    new version is tagged with who registered it, from where and under which policy."""
     name = check_model(registry_state, registry)
     run_id = candidate["run_id"]
     for what, other in (("the gates report", report["candidate"]["run_id"]), ("the candidate run record", candidate_run["run_id"])):
@@ -107,18 +108,18 @@ def plan_registration(
             run_id, name, same["version"], "same run" if existing else f"same fingerprint {fingerprint}",
             same["tags"].get("validation_status"), same["aliases"] or "none",
         )
-        return [], release_event("register_challenger", name, [])
+        return [], release_event("register_challenger", name, [], via="registration")
     if not report["passed"] and not registration["register_failed"]:
         logger.warning(
             "registration: candidate run %s failed the gates (%s) and registration.register_failed is false: not registered",
             run_id, report["summary"],
         )
-        return [], release_event("register_challenger", name, [])
+        return [], release_event("register_challenger", name, [], via="registration")
     register = {
         # The logged model's own URI when the run names it (what MLflow 3 resolves runs:/ URIs to).
         "action": "register", "model_uri": candidate_run["tags"].get(MODEL_URI_TAG) or candidate["model_uri"], "run_id": run_id,
         "description": describe_version(candidate, report, registration),
-        "tags": lineage_tags(candidate, candidate_run, report),
+        "tags": {**lineage_tags(candidate, candidate_run, report), **release_tags("registration", governance, "registration")},
     }
     challenger = registry["aliases"]["challenger"]
     actions, moves = alias_moves(registry_state, {challenger: REGISTERED} if report["passed"] else {})
@@ -128,6 +129,6 @@ def plan_registration(
     )
     event = release_event(
         "register_challenger", name, moves, reason=f"candidate run {run_id}: {report['summary']}",
-        gate_report=report.get("report_uri"),
+        gate_report=report.get("report_uri"), via="registration",
     )
     return [register, *actions], event

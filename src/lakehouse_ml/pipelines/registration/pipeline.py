@@ -11,5 +11,6 @@ def create_pipeline(**kwargs) -> Pipeline:
     """Create the registration pipeline."""
     return release_pipeline(
         "registration", plan_registration,
-        ["candidate@pointer", "candidate@run", "evaluation_report", "model_registry", "params:registry", "params:registration"],
+        ["candidate@pointer", "candidate@run", "evaluation_report", "model_registry", "params:registry", "params:registration",
+         "release_governance"],
     )

@@ -9,4 +9,4 @@ from lakehouse_ml.registry import release_pipeline
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the rollback pipeline."""
-    return release_pipeline("rollback", plan_rollback, ["model_registry", "params:registry", "params:rollback"])
+    return release_pipeline("rollback", plan_rollback, ["model_registry", "params:registry", "params:rollback", "release_governance"])
