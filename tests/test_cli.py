@@ -6,16 +6,20 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from deltalake import DeltaTable
 
 from lakehouse_ml.datasets import PandasDeltaDataset
+from lakehouse_ml.governance import os_user, policy_sha256
 
 from tests.helpers import PROJECT_ROOT
+from tests.pipelines.registration.releases import audit_rows, log_candidate, registry_state, release_store, run_release  # noqa: F401 (fixture)
 
 # The whole default loop on a small business: written to the copy's conf/local (the default run
 # environment, like a user's personal overrides), so a plain `kedro run` uses it.
@@ -43,9 +47,9 @@ inference: {max_rejected_rate: 0.5}
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def kedro(project: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run the kedro CLI of this environment in ``project``; fail with its output if it fails."""
-    env = {**os.environ, "LAKEHOUSE_ML_ROOT": str(project), "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200"}
+def kedro(project: Path, *args: str, timeout: int = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the kedro CLI of this environment in ``project`` (with ``env`` added to the environment); return the result."""
+    env = {**os.environ, **(env or {}), "LAKEHOUSE_ML_ROOT": str(project), "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200"}
     env.pop("SPARK_REMOTE", None)
     kedro_bin = Path(sys.executable).with_name("kedro")
     result = subprocess.run(
@@ -218,8 +222,10 @@ def test_the_documented_serve_command_serves_the_champion_and_logs_to_delta(proj
         assert set(scored) | refused == set(customers) and scored, body
         assert {(p["model_version"], p["role"]) for p in scored.values()} == {("1", "champion")}
         assert all(0.0 <= p["probability"] <= 1.0 for p in scored.values())
-        version = httpx.get(f"{url}/version", timeout=5).json()
+        assert set(httpx.get(f"{url}/version", timeout=5).json()) == {"service"}  # no token: the package version only
+        version = httpx.get(f"{url}/version", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
         assert "dev.ml.churn_classifier" in json.dumps(version)
+        assert str(project) not in json.dumps(version) and "online_store.db" not in json.dumps(version)  # no local paths
     finally:
         server.send_signal(signal.SIGTERM)
         output = server.communicate(timeout=60)[0]
@@ -227,3 +233,98 @@ def test_the_documented_serve_command_serves_the_champion_and_logs_to_delta(proj
     log = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/monitoring/inference_log")).load()
     assert set(log["customer_id"]) >= set(scored), output[-3000:]
     assert not log.duplicated(["request_id", "row_index", "role"]).any()
+
+
+# ---------------------------------------------------------------- release governance through the CLI
+# A challenger registered in-process (tiny candidate run, the registration pipeline) in a fresh
+# MLflow store that is also the copy's own (mlflow.yml: ${project_root:mlflow.db}); then the real
+# `kedro run --pipeline promotion`.
+
+
+@pytest.fixture
+def release_project(release_store, monkeypatch) -> Path:
+    """A copy of the project's configuration in the release store's folder (data, mlflow.db)."""
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", release_store)
+    shutil.copytree(PROJECT_ROOT / "conf", release_store / "conf", ignore=shutil.ignore_patterns("credentials*"))
+    (release_store / "src").mkdir()
+    return release_store
+
+
+def _challenger(root: Path, env: str, approved_by: str | None = None) -> None:
+    """Version 1 of <env>.ml.churn_classifier as the challenger, approved by ``approved_by``."""
+    from mlflow import MlflowClient
+
+    from lakehouse_ml.pipelines.registration.pipeline import create_pipeline as registration
+
+    log_candidate(root, catalog=env)
+    run_release(root, registration(), env=env)
+    if approved_by:
+        MlflowClient().set_model_version_tag(f"{env}.ml.churn_classifier", "1", "approved_by", approved_by)
+    assert registry_state(env)["aliases"] == {"challenger": "1"}
+
+
+def _refused(result: subprocess.CompletedProcess) -> str:
+    log = result.stdout + result.stderr
+    assert result.returncode != 0, log[-3000:]
+    assert "plan_promotion" not in log  # refused before any node ran
+    return " ".join(log.split())  # the log wraps long lines
+
+
+def test_staging_refuses_a_command_line_override_of_promotion_approval(release_project):
+    _challenger(release_project, "staging")  # not approved: the override would have promoted it
+    result = kedro(release_project, "run", "--env", "staging", "--pipeline", "promotion", "--params", "promotion.require_approval=false")
+    log = _refused(result)
+    assert (
+        "promotion.require_approval is release policy of env 'staging' and cannot be overridden at run time; "
+        "change it in conf/staging/parameters_promotion.yml (reviewed like code)"
+    ) in log
+    assert registry_state("staging")["aliases"] == {"challenger": "1"}
+    assert [row["action"] for row in audit_rows(release_project, "staging")] == ["register_challenger"]
+
+
+def test_prod_refuses_an_actor_parameter_and_a_promotion_by_its_approver(release_project):
+    _challenger(release_project, "prod", approved_by=os_user())
+    # Naming another actor was how the approver could promote their own approval.
+    result = kedro(release_project, "run", "--env", "prod", "--pipeline", "promotion", "--params", "promotion.actor=someone-else")
+    assert "promotion.actor cannot be set (--params promotion.actor): the actor of a release is the identity this process runs as" in _refused(result)
+    assert registry_state("prod")["aliases"] == {"challenger": "1"}
+
+    # Nor do the variables a user sets make them someone else (a local store authenticates nobody).
+    spoofed = {name: "someone-else" for name in ("USER", "LOGNAME", "LAKEHOUSE_ML_ACTOR", "MLFLOW_TRACKING_USERNAME")}
+    result = kedro(release_project, "run", "--env", "prod", "--pipeline", "promotion", env=spoofed)
+    log = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert f"was approved by '{os_user()}', who is also promoting it (the actor is the identity this run has: '{os_user()}', os_user)" in log
+    assert "promotion.forbid_self_approval requires a second person" in log
+    assert registry_state("prod")["aliases"] == {"challenger": "1"}
+    assert [row["action"] for row in audit_rows(release_project, "prod")] == ["register_challenger"]
+
+
+def test_a_prod_promotion_records_actor_host_and_policy_also_in_an_existing_audit_table(release_project):
+    from deltalake import write_deltalake
+
+    from lakehouse_ml.registry import AUDIT_COLUMNS
+
+    # ml.model_promotions as written before release governance: the 13 columns of then, one row.
+    table = release_project / "data/lakehouse/prod/ml/model_promotions"
+    earlier = {c: [None] for c in AUDIT_COLUMNS[:13]} | {"event_id": ["e0"], "action": ["promote"], "actor": ["old-actor"]}
+    write_deltalake(str(table), pd.DataFrame(earlier).astype("string").assign(event_ts=pd.Timestamp("2026-01-01", tz="UTC")).astype({"event_ts": "datetime64[us, UTC]"}))
+    _challenger(release_project, "prod", approved_by="a-reviewer")
+
+    result = kedro(release_project, "run", "--env", "prod", "--pipeline", "promotion", "--params", "promotion.reason=June release")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert registry_state("prod")["aliases"] == {"champion": "1"}
+    rows = [row for row in audit_rows(release_project, "prod") if row["action"] == "promote" and row["event_id"] != "e0"]
+    assert {(row["alias"], row["to_version"]) for row in rows} == {("champion", "1"), ("challenger", None)}
+    for row in rows:
+        assert (row["actor"], row["actor_source"], row["host"], row["via"]) == (os_user(), "os_user", socket.gethostname(), "promotion")
+        assert (row["approved_by"], row["reason"], row["catalog"]) == ("a-reviewer", "June release", "prod") and row["kedro_run_id"]
+        policy = json.loads(row["policy"])
+        assert policy["env"] == "prod" and row["policy_sha256"] == policy_sha256(policy)
+        assert policy["settings"]["promotion.forbid_self_approval"] is True and policy["settings"]["promotion.require_approval"] is True
+        assert policy["sources"]["promotion.forbid_self_approval"][0] == "conf/prod/parameters_promotion.yml"
+    [old] = [row for row in audit_rows(release_project, "prod") if row["event_id"] == "e0"]
+    assert old["actor"] == "old-actor" and old["host"] is None and old["policy"] is None  # the table evolved, its rows kept
+    tags = registry_state("prod")["versions"]["1"]["tags"]
+    assert (tags["promotion.actor"], tags["promotion.host"], tags["promotion.policy_sha256"]) == (os_user(), socket.gethostname(), rows[0]["policy_sha256"])
+    assert json.loads(tags["promotion.policy"])["promotion.forbid_self_approval"] is True
