@@ -27,7 +27,22 @@ def _interactive() -> bool:
     return bool(shell and shell.get_ipython())
 
 
-class SparkHooks:
+class _HeldForTheRun:
+    """Hooks holding something for one run: ``_release`` runs when the run ends, however it ends."""
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._release()
+
+
+class SparkHooks(_HeldForTheRun):
     """Start the Spark engine from ``conf/<env>/spark.yml`` and stop it after the run.
 
     The engine starts when the Kedro context is created, before any dataset loads, so
@@ -50,17 +65,8 @@ class SparkHooks:
         self._owns_engine = True
         atexit.register(ENGINE.stop)
 
-    @hook_impl
-    def after_pipeline_run(self) -> None:
-        """Stop the engine this hook started once the run is over."""
-        self._release()
-
-    @hook_impl
-    def on_pipeline_error(self) -> None:
-        """Stop the engine this hook started when the run fails, too."""
-        self._release()
-
     def _release(self) -> None:
+        """Stop the engine this hook started once the run is over (or failed)."""
         if self._owns_engine and not _interactive():
             ENGINE.stop()
             self._owns_engine = False
@@ -114,7 +120,7 @@ class GovernanceHooks:
 LOCK_VARIABLE = "LAKEHOUSE_ML_RUN_LOCK"
 
 
-class RunLockHooks:
+class RunLockHooks(_HeldForTheRun):
     """Hold the lakehouse catalog's run lock (``lakehouse_ml.run_lock``) from before the first node
     to the end of the run, so a second run of the same environment is refused at once."""
 
@@ -145,14 +151,6 @@ class RunLockHooks:
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "session_id": run_params.get("session_id"),
         })
         os.environ[LOCK_VARIABLE] = str(self._lock.path)
-
-    @hook_impl
-    def after_pipeline_run(self) -> None:
-        self._release()
-
-    @hook_impl
-    def on_pipeline_error(self) -> None:
-        self._release()
 
     def _nested(self) -> bool:
         """Whether this run was started by the run that holds the lock (it then holds it for both)."""
