@@ -131,6 +131,8 @@ class RunLockHooks(_HeldForTheRun):
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         """Find the catalog's folder (local lakehouses only: a file lock means nothing on object storage)."""
+        # A run interrupted in a notebook (KeyboardInterrupt skips the after-run hooks) still held it.
+        self._release()
         settings = context.config_loader["globals"]
         root = str(settings["lakehouse_root"])
         self._env = context.env or context.config_loader.default_run_env
@@ -140,7 +142,8 @@ class RunLockHooks(_HeldForTheRun):
         folder = Path(root) if Path(root).is_absolute() else Path(context.project_path) / root
         self._lock = RunLock(folder / str(settings["catalog"]))
 
-    @hook_impl
+    # tryfirst: refused before other hooks start anything for the run (kedro-mlflow's parent run).
+    @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
         """Take the lock, or refuse the run naming the one that holds it."""
         if self._lock is None or self._nested():

@@ -20,7 +20,12 @@ from deltalake import DeltaTable
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Columns that record when something ran, not what it computed.
-VOLATILE = {"_ingested_at", "_updated_at", "refreshed_at", "refresh_id", "_refresh_id", "scored_at", "logged_at"}
+# Also the ids of MLflow runs (a rerun trains and logs in new runs) and of release events (derived
+# from their time); what they released is compared through the registry.
+VOLATILE = {
+    "_ingested_at", "_updated_at", "refreshed_at", "refresh_id", "_refresh_id", "scored_at", "logged_at",
+    "rejected_at", "fired_at", "event_ts", "event_id", "model_run_id", "kedro_run_id", "run_id",
+}
 # Append-only histories of attempts: a retried refresh logs itself again (checked separately).
 LOGS = {"monitoring/feature_refreshes", "monitoring/feature_summaries"}
 
@@ -69,9 +74,26 @@ def check(result: subprocess.CompletedProcess, what: str) -> None:
         raise AssertionError(f"{what} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
+def registry(project: Path) -> pd.DataFrame:
+    """The model registry as a table: per model version its validation status and the aliases on it."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}", registry_uri=f"sqlite:///{project / 'mlflow.db'}")
+    rows = []
+    for model in client.search_registered_models():
+        for version in client.search_model_versions(f"name = '{model.name}'"):
+            rows.append({
+                "model": model.name, "version": str(version.version),
+                "validation_status": version.tags.get("validation_status", ""),
+                "aliases": ",".join(sorted(version.aliases)),
+            })
+    return pd.DataFrame(rows, columns=["model", "version", "validation_status", "aliases"]).astype(str)
+
+
 def tables(project: Path) -> dict[str, pd.DataFrame]:
-    """Every Delta table of the lakehouse (work tables aside), as sorted frames without volatile columns."""
-    out = {}
+    """Every Delta table of the lakehouse (work tables aside), as sorted frames without volatile
+    columns, and the model registry."""
+    out = {"registry": registry(project).sort_values(["model", "version"]).reset_index(drop=True)}
     for log in sorted((project / "data" / "lakehouse").glob("*/*/*/_delta_log")):
         name = "/".join(log.parent.parts[-2:])
         if name.startswith("_work/"):
@@ -134,13 +156,14 @@ def sweep(base: Path, commands: list[list[str]], workdir: Path, limit: int | Non
         check(kedro(clean, command), f"clean {' '.join(command)}")
     points = (clean / "commits.log").read_text().splitlines()
     expected = tables(clean)
-    report: dict[str, object] = {"commits": points, "failures": {}}
+    report: dict[str, object] = {"commits": points, "failures": {}, "clean": clean}
     for k in range(1, min(len(points), limit or len(points)) + 1):
         project = fresh(f"crash_{k}")
         for command in commands:
             result = kedro(project, command, crash_after=k)
-            if result.returncode == -9:
-                break
+            killed = len((project / "commits.log").read_text().splitlines()) >= k
+            if result.returncode != 0 and killed:
+                break  # killed itself, or a run it started was killed (its failure then fails this one)
             check(result, f"crash point {k}: {' '.join(command)}")
         (project / "commits.log").unlink(missing_ok=True)
         for command in commands:

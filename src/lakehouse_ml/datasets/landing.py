@@ -60,8 +60,9 @@ class LandingFileDataset(AbstractDataset[None, DataFrame]):
 
         A file in its declared encoding is read lazily by Spark. One with undecodable lines is
         split here: its valid lines as text, each undecodable line with its bytes escaped
-        (``\\xff``) and ``_decode_error`` set, so ingest quarantines exactly those lines. A file
-        that is not text at all (NUL bytes, or mostly undecodable) becomes one record naming it.
+        (``\\xff``) and ``_decode_error`` set, so ingest quarantines exactly those lines (and the
+        quarantine gate judges the file by them). A binary file (NUL bytes) becomes one record
+        naming it.
         """
         with fsspec.open(self._filepath, "rb") as handle:
             content = handle.read()
@@ -95,7 +96,7 @@ class LandingFileDataset(AbstractDataset[None, DataFrame]):
 
     def _undecodable(self, content: bytes) -> DataFrame:
         """The lines of a file with bytes invalid in its encoding: decodable ones as text, the others
-        escaped with the reason; a file that is not text at all as one record."""
+        escaped with the reason; a binary file as one record."""
         rows: list[tuple[str, str | None]] = []
         for number, line in enumerate(content.split(b"\n"), start=1):
             line = line.rstrip(b"\r")
@@ -103,14 +104,23 @@ class LandingFileDataset(AbstractDataset[None, DataFrame]):
                 rows.append((line.decode(self._encoding), None))
             except UnicodeDecodeError as error:
                 escaped = line.decode(self._encoding, errors="backslashreplace")
-                rows.append((escaped, f"line {number}: byte 0x{line[error.start]:02x} at offset {error.start} is not valid {self._encoding}"))
-        bad = sum(1 for _, problem in rows if problem)
-        header_bad = self._format == "csv" and rows[0][1] is not None
-        if b"\x00" in content or header_bad or bad * 2 > len([r for r in rows if r[0].strip()]):
-            summary = f"{len(content)} bytes, {bad} of {len(rows)} lines undecodable" + (", NUL bytes" if b"\x00" in content else "")
+                rows.append((
+                    escaped,
+                    f"line {number}: byte 0x{line[error.start]:02x} at offset {error.start} is not valid "
+                    f"{self._encoding} (a source in another encoding sets the landing dataset's `encoding`)",
+                ))
+        if b"\x00" in content:
+            # Text in any of the encodings a landing file may declare never holds NUL bytes: this is
+            # a binary file with the right suffix, and its "lines" mean nothing.
+            bad = sum(1 for _, problem in rows if problem)
+            summary = f"{len(content)} bytes with NUL bytes, {bad} of {len(rows)} lines undecodable"
             rows, header = [(f"<{summary}>", f"the file is not {self._encoding} text ({summary})")], None
         elif self._format == "csv":
-            header, rows = rows[0][0], [r for r in rows[1:] if r[0] != rows[0][0]]
+            header, first_problem = rows[0]
+            rows = [r for r in rows[1:] if r[0] != header]
+            if first_problem:
+                # Without a readable header no line can be read: each keeps its bytes and the reason.
+                rows = [(line, problem or f"the header's {first_problem}") for line, problem in rows]
         else:
             header = None
         lines = get_spark().createDataFrame(rows, "_raw string, _decode_error string")

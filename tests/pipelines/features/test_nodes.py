@@ -13,6 +13,7 @@ from lakehouse_ml.pipelines.features.nodes import (
     compute_activity_features,
     compute_profile_features,
     plan_refresh,
+    refresh_activity_features,
 )
 from tests.helpers import PROJECT_ROOT, FrameVersions
 
@@ -125,3 +126,21 @@ def test_plan_refresh_modes(spark):
         plan_refresh(source, log, c, {"backfill": {"start": "2026-02-01", "end": "2026-01-01"}})
     disabled = parse_contract("customer_activity", {**c.raw, "enabled": False})
     assert plan_refresh(source, log, disabled, features)["mode"] == "disabled"
+
+
+def test_an_incremental_refresh_when_data_shrinks_deletes_rows_past_the_new_end(spark):
+    """The last day of gold empties (its order moved earlier): rows past the new end must go, as a
+    full recomputation has none there."""
+    c = contract("customer_activity")
+    before = spark.createDataFrame([gold_row("c1", 1, orders=1, net=5.0), gold_row("c1", 10, orders=1, net=5.0)], GOLD)
+    after = spark.createDataFrame([gold_row("c1", 1, orders=1, net=5.0), gold_row("c1", 5, orders=1, net=5.0)], GOLD)
+    gold = FrameVersions([before, after], GOLD)
+    full_before = compute_activity_features(before, date(2026, 1, 1), date(2026, 1, 10), c)
+    existing = full_before.select("customer_id", "feature_ts")
+    log = spark.createDataFrame([("customer_activity", 0, 3, datetime(2026, 3, 1))], "table string, source_version bigint, version_after bigint, refreshed_at timestamp")
+    features = {"full_rebuild": False, "backfill": {"start": None}}
+    staged, plan = refresh_activity_features(gold, existing, log, c.raw, {"name": "customer_activity"}, features)
+    assert (plan["mode"], plan["start"], plan["end"]) == ("incremental", date(2026, 1, 5), date(2026, 1, 10))
+    deleted = sorted(r["feature_ts"].day - 1 for r in staged.filter("_deleted").collect())
+    kept = sorted(r["feature_ts"].day - 1 for r in staged.filter("not _deleted").collect())
+    assert kept == [5] and deleted == [6, 7, 8, 9, 10]  # day D's row has feature_ts D+1

@@ -21,6 +21,7 @@ TABLES = [
     "gold/customer_daily_activity", "silver/sessions", "silver/customers", "silver/tickets",
 ]
 GATE = {"ingest": {"quarantine_gate": {"max_rate": 0.5, "min_rows": 0}}}
+HINT = " (a source in another encoding sets the landing dataset's `encoding`)"
 
 
 def order(event_id, customer_id="c1", event_ts="2026-01-01T10:00:00Z", amount=10.0, delivered="2026-01-02"):
@@ -161,8 +162,8 @@ def test_undecodable_lines_are_quarantined_with_escaped_bytes_and_the_rest_is_in
     quarantine = read("quarantine/orders").sort_values("_raw").reset_index(drop=True)
     assert quarantine["_raw"].tolist() == ["\\xc3( broken", '{"event_id": "e3", "customer_id": "c\\xff\\xfe"}']
     assert [list(c) for c in quarantine["_failed_checks"]] == [
-        ["_raw: expected text, got line 4: byte 0xc3 at offset 0 is not valid utf-8"],
-        ["_raw: expected text, got line 3: byte 0xff at offset 36 is not valid utf-8"],
+        ["_raw: expected text, got line 4: byte 0xc3 at offset 0 is not valid utf-8" + HINT],
+        ["_raw: expected text, got line 3: byte 0xff at offset 36 is not valid utf-8" + HINT],
     ]
     audit = read("monitoring/ingest_audit").set_index("batch_id").loc["orders/2026-01-02/orders"]
     assert (audit.bronze_rows, audit.inserted, audit.quarantined, bool(audit.balanced)) == (4, 2, 2, True)
@@ -181,7 +182,7 @@ def test_a_binary_file_is_one_quarantined_record_naming_it_and_an_empty_file_is_
     quarantine = read("quarantine/orders")
     assert len(quarantine) == 1 and quarantine["_source_file"][0].endswith("2026-01-03/orders.jsonl")
     assert list(quarantine["_failed_checks"][0]) == [
-        "_raw: expected text, got the file is not utf-8 text (14 bytes, 2 of 2 lines undecodable, NUL bytes)"
+        "_raw: expected text, got the file is not utf-8 text (14 bytes with NUL bytes, 2 of 2 lines undecodable)"
     ]
     audit = read("monitoring/ingest_audit").set_index("batch_id")
     assert audit.loc["orders/2026-01-03/orders", ["bronze_rows", "quarantined"]].tolist() == [1, 1]
@@ -190,3 +191,32 @@ def test_a_binary_file_is_one_quarantined_record_naming_it_and_an_empty_file_is_
     first = versions()
     run_pipeline(create_pipeline(), runtime_params=gate)
     assert versions() == first  # neither file is read again
+
+
+def test_a_latin1_csv_is_quarantined_line_by_line_with_its_bytes_and_judged_by_the_gate(project_dir):
+    """Mostly undecodable is not binary: every line keeps its bytes and reason, and the gate sees them."""
+    conf = project_dir / "conf"
+    shutil.copytree(PROJECT_ROOT / "conf" / "base", conf / "base")
+    (conf / "local").mkdir()
+    (conf / "csv").mkdir()
+    (conf / "csv" / "catalog.yml").write_text(yaml.safe_dump({"orders_landing@spark": {
+        "type": "lakehouse_ml.datasets.LandingDataset", "path": "exports/orders", "filename_suffix": ".csv",
+        "dataset": {"type": "lakehouse_ml.datasets.LandingFileDataset", "file_format": "csv"},
+    }}))
+    folder = project_dir / "exports" / "orders" / "2026-02-01"
+    folder.mkdir(parents=True)
+    (folder / "export.csv").write_bytes(
+        "event_id,customer_id,event_ts,amount,currency,items,discount,Straße\n"
+        "B-1,K-7,2026-01-31T13:30:00Z,19.90,EUR,2,0,Münster\n"
+        "B-2,K-8,2026-01-31T14:30:00Z,5.00,EUR,1,0,Köln\n".encode("latin-1")
+    )
+    with pytest.raises(Exception, match=r"orders/2026-02-01/export: 2/2 quarantined"):
+        run_pipeline(create_pipeline(), env="csv", conf_source=conf, runtime_params=GATE)
+    quarantine = read("quarantine/orders").sort_values("_raw").reset_index(drop=True)
+    assert quarantine["_raw"].tolist() == [
+        "B-1,K-7,2026-01-31T13:30:00Z,19.90,EUR,2,0,M\\xfcnster", "B-2,K-8,2026-01-31T14:30:00Z,5.00,EUR,1,0,K\\xf6ln",
+    ]
+    assert list(quarantine["_failed_checks"][0]) == [
+        "_raw: expected text, got line 2: byte 0xfc at offset 44 is not valid utf-8" + HINT
+    ]
+    assert table_version(str(LAKE / "silver/orders")) is None  # the gate kept the file out; nothing was lost

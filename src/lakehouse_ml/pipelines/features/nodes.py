@@ -250,11 +250,21 @@ def refresh_activity_features(
             # Days past the old end of data are new for every customer whose windows reach them,
             # changed or not.
             first = min(first, old_end + timedelta(days=1))
-        plan["start"], plan["end"] = first, max(d for d in (last, data_end) if d is not None) if first else None
+        # The scope reaches the old end of data too: when data shrinks, rows past its new end go.
+        ends = [d for d in (last, data_end, old_end) if d is not None]
+        plan["start"], plan["end"] = first, max(ends) if first else None
     if plan["start"] is None:
         return _empty(existing, plan), {**plan, "mode": "none" if plan["mode"] != "disabled" else "disabled"}
-    rows = compute_activity_features(current, plan["start"], plan["end"], contract)
-    in_scope = existing.filter(_day_of(contract).between(F.lit(plan["start"]), F.lit(plan["end"])))
+    # Rows exist only up to the last day of data (a backfill or the scope may reach past it).
+    data_end = current.agg(F.max("activity_date")).collect()[0][0]
+    compute_end = min(plan["end"], data_end) if data_end is not None else None
+    if compute_end is not None and compute_end >= plan["start"]:
+        rows = compute_activity_features(current, plan["start"], compute_end, contract)
+    else:
+        rows = compute_activity_features(current, plan["start"], plan["start"], contract).limit(0)
+    in_scope = existing if plan["mode"] == "full" else existing.filter(
+        _day_of(contract).between(F.lit(plan["start"]), F.lit(plan["end"]))
+    )
     return _staged(_with_deletes(rows, in_scope, contract), plan), plan
 
 

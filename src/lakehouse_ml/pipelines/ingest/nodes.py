@@ -126,6 +126,10 @@ def _parse_csv_lines(lines: pd.Series, headers: pd.Series) -> pd.Series:
     """Parse CSV lines by their file's header (RFC 4180 quoting); null when the field count differs."""
     parsed = []
     for line, header in zip(lines, headers):
+        # Engines may evaluate this for rows another branch handles (a binary file has no header).
+        if line is None or header is None:
+            parsed.append(None)
+            continue
         names = next(csv.reader([header]))
         values = next(csv.reader([line]), [])
         parsed.append(dict(zip(names, values)) if len(values) == len(names) else None)
@@ -183,6 +187,8 @@ def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
     schema = SCHEMAS[source.get("schema", source["name"])]
     fields = canonical_columns(schema)
     known = {**{f: f for f in fields}, **(source.get("column_mapping") or {})}
+    if "_decode_error" not in bronze.columns:  # bronze written before the column existed
+        bronze = bronze.withColumn("_decode_error", F.lit(None).cast("string"))
     formats = {row["_format"] for row in bronze.select("_format").distinct().collect()}
     # Pull every raw value out of the parsed record once: each later reference to
     # ``_record[...]`` would otherwise parse the line again (measured: ~2 s per reference per
@@ -484,13 +490,16 @@ def gold_changed_days(
     Events inserted, corrected (both their old and new day) or removed since the recorded
     version count; a source gold has never reflected (or a rebuild) counts whole.
     """
-    days = [
-        changed_rows(
-            versions.at(None if full_rebuild else reflected.get(name)), versions.current, SILVER_CHANGE_COLUMNS
-        ).select(F.to_date("event_ts").alias("activity_date"))
-        for name, versions in silver.items()
-    ]
-    return reduce(DataFrame.unionByName, days).distinct()
+    days: set = set()
+    for name, versions in silver.items():
+        since = None if full_rebuild else reflected.get(name)
+        if since is not None and since == versions.version:
+            continue
+        changed = changed_rows(versions.at(since), versions.current, SILVER_CHANGE_COLUMNS)
+        days |= {row["d"] for row in changed.select(F.to_date("event_ts").alias("d")).distinct().collect()}
+    spark = next(iter(silver.values())).current.sparkSession
+    # Collected once (a few hundred days at most): the frame is used by several writes' actions.
+    return spark.createDataFrame([(d,) for d in sorted(d for d in days if d is not None)], "activity_date date")
 
 
 def build_daily_activity(
@@ -551,7 +560,9 @@ def build_daily_activity(
         # When this row was (re)computed (lineage; features scope on gold's versions, not on this).
         F.current_timestamp().alias("_updated_at"),
     )
-    existing = gold_table.current.join(dates, "activity_date", "left_semi") if not full_rebuild else None
+    # Delete markers even on a rebuild: the dataset overwrites only when the run says so, and a
+    # rebuild asked for in a parameters file still MERGEs.
+    existing = gold_table.current.join(dates, "activity_date", "left_semi")
     stamp = {"properties": {GOLD_SOURCE_VERSIONS: json.dumps({name: v.version for name, v in silver.items()}, sort_keys=True)}}
     return with_deletes(rows, existing, GOLD_KEYS), stamp
 
