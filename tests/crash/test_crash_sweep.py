@@ -11,7 +11,8 @@ import pytest
 from tests.crash.harness import check, differences, kedro, make_project, sweep, tables
 from tests.test_cli import SMALL_LOOP
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# A sweep runs the CLI twice per commit point (minutes, not the suite's 10-minute default per test).
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 SMALL = "simulate: {n_customers: 120, n_days: 40}\ningest: {quarantine_gate: {max_rate: 0.5, min_rows: 50}}\n"
 
