@@ -142,6 +142,10 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
         if exists and (mode != "overwrite" or self._skip_empty) and data.isEmpty():
             logger.info("Delta table '%s': nothing to %s", self._filepath, mode)
             return
+        if exists and mode != "overwrite" and self.load().isEmpty():
+            # An empty table (created by a first run that had nothing to write) takes the rows and
+            # their schema: a MERGE would refuse columns the empty table was created without.
+            mode = "overwrite"
         try:
             if mode == "merge":
                 self._merge(data)
