@@ -21,13 +21,17 @@ from deltalake import DeltaTable
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Columns that record when something ran, not what it computed.
 # Also the ids of MLflow runs (a rerun trains and logs in new runs) and of release events (derived
-# from their time); what they released is compared through the registry.
+# from their time), and the table version a baseline was computed on (a retried write adds
+# versions); what they released is compared through the registry.
 VOLATILE = {
     "_ingested_at", "_updated_at", "refreshed_at", "refresh_id", "_refresh_id", "scored_at", "logged_at",
-    "rejected_at", "fired_at", "event_ts", "event_id", "model_run_id", "kedro_run_id", "run_id",
+    "rejected_at", "fired_at", "created_at", "event_ts", "event_id", "model_run_id", "kedro_run_id", "run_id",
+    "training_set_version",
 }
-# Append-only histories of attempts: a retried refresh logs itself again (checked separately).
-LOGS = {"monitoring/feature_refreshes", "monitoring/feature_summaries"}
+MLFLOW_RUN_ID = r"\b[0-9a-f]{32}\b"
+# Histories of attempts: a retried refresh logs itself again (checked separately), and a retried
+# retrain evaluates a new candidate run, whose baseline is kept beside the killed attempt's.
+LOGS = {"monitoring/feature_refreshes", "monitoring/feature_summaries", "monitoring/baselines"}
 
 
 FEATURE_SOURCES = {"customer_activity": "gold/customer_daily_activity", "customer_profile": "silver/customers"}
@@ -103,6 +107,7 @@ def tables(project: Path) -> dict[str, pd.DataFrame]:
         # Lineage columns hold absolute paths, which differ between copies of the project.
         text = frame.astype(str).replace(str(project.resolve()), "<project>", regex=False)
         text = text.apply(lambda column: column.str.replace(str(project.resolve()), "<project>", regex=False))
+        text = text.apply(lambda column: column.str.replace(MLFLOW_RUN_ID, "<run>", regex=True))
         out[name] = text.sort_values(list(text.columns)).reset_index(drop=True)
     return out
 

@@ -186,7 +186,7 @@ def test_a_binary_file_is_one_quarantined_record_naming_it_and_an_empty_file_is_
     ]
     audit = read("monitoring/ingest_audit").set_index("batch_id")
     assert audit.loc["orders/2026-01-03/orders", ["bronze_rows", "quarantined"]].tolist() == [1, 1]
-    assert audit.loc["orders/2026-01-04/orders", ["bronze_rows", "inserted", "quarantined"]].tolist() == [0, 0, 0]
+    assert audit.loc["orders/2026-01-04/orders", ["bronze_rows", "inserted", "quarantined", "quarantine_rate"]].tolist() == [0, 0, 0, 0.0]
     assert bool(audit["balanced"].all())
     first = versions()
     run_pipeline(create_pipeline(), runtime_params=gate)

@@ -392,7 +392,8 @@ def build_audit(
     for outcome in OUTCOMES:
         audit[outcome] = audit.get(outcome, pd.Series(0, index=audit.index)).fillna(0).astype("int64")
     audit["balanced"] = audit["bronze_rows"] == audit[list(OUTCOMES)].sum(axis=1)
-    audit["quarantine_rate"] = audit["quarantined"] / audit["bronze_rows"]
+    # An empty file quarantined nothing of nothing: rate 0, not NaN.
+    audit["quarantine_rate"] = (audit["quarantined"] / audit["bronze_rows"].where(audit["bronze_rows"] > 0)).fillna(0.0)
     top = _top_checks(quarantine)
     audit["top_failed_checks"] = audit["batch_id"].map(top).fillna("")
     audit["unexpected_columns"] = audit["batch_id"].map(unexpected).fillna("")
