@@ -100,6 +100,9 @@ def provenance(run_id: str) -> dict[str, Any]:
 def release_store(tmp_path, monkeypatch):
     """A fresh MLflow tracking + registry store in tmp, the project's data folders under the cwd."""
     monkeypatch.chdir(tmp_path)
+    # An earlier Kedro session in this process may have pointed the registry elsewhere; the
+    # registry then follows the tracking URI below (also in the kedro runs a test starts).
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     # start_run uses the default experiment of this store, whatever another test made active.
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     previous = mlflow.get_tracking_uri()
