@@ -236,8 +236,9 @@ def refresh_activity_features(
     """
     contract, plan = _contract_and_plan(gold, refreshes, contract_config, table, features)
     current = gold.current
+    needs_rows = plan["mode"] in ("full", "incremental", "backfill")
+    data_end = current.agg(F.max("activity_date")).collect()[0][0] if needs_rows else None
     if plan["mode"] in ("full", "incremental"):
-        data_end = current.agg(F.max("activity_date")).collect()[0][0]
         if plan["mode"] == "full":
             changed, old_end = current, None
         else:
@@ -256,7 +257,6 @@ def refresh_activity_features(
     if plan["start"] is None:
         return _empty(existing, plan), {**plan, "mode": "none" if plan["mode"] != "disabled" else "disabled"}
     # Rows exist only up to the last day of data (a backfill or the scope may reach past it).
-    data_end = current.agg(F.max("activity_date")).collect()[0][0]
     compute_end = min(plan["end"], data_end) if data_end is not None else None
     if compute_end is not None and compute_end >= plan["start"]:
         rows = compute_activity_features(current, plan["start"], compute_end, contract)
