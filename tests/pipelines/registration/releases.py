@@ -100,17 +100,22 @@ def provenance(run_id: str) -> dict[str, Any]:
 def release_store(tmp_path, monkeypatch):
     """A fresh MLflow tracking + registry store in tmp, the project's data folders under the cwd."""
     monkeypatch.chdir(tmp_path)
-    # An earlier Kedro session in this process may have pointed the registry elsewhere; the
-    # registry then follows the tracking URI below (also in the kedro runs a test starts).
+    # An earlier Kedro session in this process may have pointed the registry elsewhere (variable
+    # and in-process URI); both are set to this store below, and put back by monkeypatch.
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     # start_run uses the default experiment of this store, whatever another test made active.
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    previous, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # Deleting the variable is not enough: set_registry_uri also keeps the URI in-process, so this
+    # test's own registry calls would go to the earlier session's store (seen in CI only).
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
     yield tmp_path
     while mlflow.active_run():
         mlflow.end_run()
     mlflow.set_tracking_uri(previous)
+    mlflow.set_registry_uri(previous_registry)
 
 
 def log_candidate(root: Path, *, passed: bool = True, catalog: str = "dev") -> str:
