@@ -7,7 +7,14 @@ from datetime import date, datetime
 import pytest
 from pyspark.sql import functions as F
 
-from lakehouse_ml.pipelines.training_set.nodes import build_label_spine, check_point_in_time, cutoff_dates
+from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
+from lakehouse_ml.modeling.guards import TrainingDataError
+from lakehouse_ml.pipelines.training_set.nodes import (
+    build_label_spine,
+    check_point_in_time,
+    cutoff_dates,
+    guard_training_set,
+)
 
 SPINE = {"first_cutoff": None, "warmup_days": 10, "every_days": 7, "horizon_days": 30, "active_lookback_days": 60}
 
@@ -57,3 +64,37 @@ def test_leakage_guard_counts_and_refuses_rows_from_after_the_cutoff(spark):
     leaky = good.withColumn("customer_activity__ingested_at", F.lit(datetime(2026, 2, 1, 2)).cast("timestamp"))
     with pytest.raises(AssertionError, match="known_after_cutoff': 2"):
         check_point_in_time(leaky, {"lookups": lookups})
+
+
+def _looked_up(spark, labels, feature_rows):
+    """A spine of one customer per label at Feb 1 and a customer_activity lookup of ``feature_rows``."""
+    spine = spark.createDataFrame(
+        [(f"c{i}", datetime(2026, 2, 1), label) for i, label in enumerate(labels)],
+        "customer_id string, cutoff_ts timestamp, churned int",
+    )
+    features = spark.createDataFrame(feature_rows, "customer_id string, orders_30d int, feature_ts timestamp, ingested_at timestamp")
+    lookup = FeatureLookup(
+        source=features, feature_names=["orders_30d", "feature_ts", "ingested_at"], lookup_key=["customer_id"],
+        timestamp_key="feature_ts", ingested_at_key="ingested_at", filter_by_ingested_at=True, prefix="customer_activity__",
+    )
+    return build_training_set(spine, [lookup], "customer_id", "cutoff_ts"), [lookup]
+
+
+def test_training_set_guard_passes_matched_lookups_and_both_classes(spark):
+    known = [(f"c{i}", i, datetime(2026, 1, 31), datetime(2026, 1, 31, 2)) for i in range(4)]
+    guard_training_set(*_looked_up(spark, [0, 1, 0, 0], known), {"min_matched_share": 0.75})
+
+
+def test_training_set_guard_names_a_single_class_and_a_lookup_known_only_after_the_cutoffs(spark):
+    late = [(f"c{i}", i, datetime(2026, 1, 31), datetime(2026, 6, 1)) for i in range(3)] + [
+        ("c3", 3, datetime(2026, 1, 31), datetime(2026, 1, 31, 2)),
+    ]
+    with pytest.raises(TrainingDataError) as raised:
+        guard_training_set(*_looked_up(spark, [0, 0, 0, 0], late), {"min_matched_share": 0.5})
+    message = str(raised.value)
+    assert message.startswith("training set: 2 problems:")
+    assert "lookup 'customer_activity' matched a feature row for 1 of 4 spine rows (25.0%)" in message
+    assert "Likely cause (3 of the 3 unmatched rows): all feature rows stamped by the cutoff became known (ingested_at, the availability time)" in message
+    assert "training_set.lookups.customer_activity.filter_by_ingested_at: false" in message
+    assert "the label churned has a single class in 4 spine rows (0: 4, 1: 0)" in message
+    assert "training_set.spine.horizon_days" in message

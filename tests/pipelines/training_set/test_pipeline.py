@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from lakehouse_ml.datasets import PandasDeltaDataset
+from lakehouse_ml.modeling.guards import TrainingDataError
 from lakehouse_ml.pipelines.features.pipeline import create_pipeline as features_pipeline
 from lakehouse_ml.pipelines.ingest.pipeline import create_pipeline as ingest_pipeline
 from lakehouse_ml.pipelines.simulate.pipeline import create_pipeline as simulate_pipeline
@@ -98,6 +101,36 @@ def test_a_disabled_feature_table_is_skipped_and_the_loop_still_runs(lakehouse, 
     assert not [c for c in frame.columns if c.startswith("customer_profile__")]
     assert "tenure_days" not in frame.columns
     assert frame["customer_activity__orders_30d"].notna().mean() > 0.5
+
+
+def _deliver_everything_at_the_end(table: Path) -> None:
+    """Every row's availability time becomes the table's last delivery, as when one file delivers
+    the whole history: after every cutoff (the last cutoff is a horizon before the data ends)."""
+    delta = DeltaTable(str(table))
+    rows = delta.to_pyarrow_table()
+    late = pa.array([pa.compute.max(rows["ingested_at"]).as_py()] * rows.num_rows, rows.schema.field("ingested_at").type)
+    rows = rows.set_column(rows.schema.get_field_index("ingested_at"), "ingested_at", late)
+    write_deltalake(str(table), rows, mode="overwrite", partition_by=delta.metadata().partition_columns or None)
+
+
+def test_feature_rows_all_known_after_the_cutoffs_fail_with_the_availability_cause(lakehouse, tmp_path, monkeypatch):
+    """Nothing was known yet at any cutoff: the training set fails before it is written, naming
+    each table, its counts and the availability setting, instead of holding all-NULL features."""
+    late_lake = tmp_path / "late"
+    shutil.copytree(lakehouse, late_lake)
+    monkeypatch.chdir(late_lake)
+    for table in ("customer_activity", "customer_profile"):
+        _deliver_everything_at_the_end(LAKE / "features" / table)
+    version = DeltaTable(str(LAKE / "ml/training_set")).version()
+    with pytest.raises(TrainingDataError) as raised:
+        run_pipeline(training_set_pipeline(), runtime_params=PARAMS)
+    message = str(raised.value)
+    for table in ("customer_activity", "customer_profile"):
+        assert f"lookup '{table}' matched a feature row for 0 of " in message
+        assert f"training_set.lookups.{table}.filter_by_ingested_at: false" in message
+    assert message.count("became known (ingested_at, the availability time) only after the cutoff") == 2
+    assert "training_set.guards.min_matched_share expects at least 80.0%" in message
+    assert DeltaTable(str(LAKE / "ml/training_set")).version() == version  # nothing written
 
 
 def test_leakage_demo_shows_naive_joins_inflating_auc(lakehouse, monkeypatch, spark):

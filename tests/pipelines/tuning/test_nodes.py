@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from lakehouse_ml.modeling.guards import TrainingDataError
 from lakehouse_ml.pipelines.tuning.nodes import (
     FAMILIES,
     build_model_pipeline,
@@ -60,9 +61,15 @@ def test_time_folds_never_validate_before_training_and_never_touch_test(n, n_fol
 
 
 def test_time_folds_rejects_too_few_cutoffs():
-    """Not enough cutoffs for a training and a validation block per fold is an error."""
-    with pytest.raises(ValueError, match="too few"):
+    """Not enough cutoffs for a training and a validation block per fold is an error naming the
+    count needed and the settings to change."""
+    with pytest.raises(TrainingDataError, match="too few") as raised:
         time_folds([1, 2, 3], n_folds=3, test_cutoffs=1)
+    message = str(raised.value)
+    assert message.startswith("time_folds: 3 distinct cutoffs are too few for the split")
+    assert "tuning.test_cutoffs=1 + tuning.gap_cutoffs=0 + tuning.n_folds=3 + 1" in message and "= 5 at the least" in message
+    assert "training_set.spine.every_days" in message
+    time_folds([1, 2, 3, 4, 5], n_folds=3, test_cutoffs=1)  # exactly enough
 
 
 # ---------------------------------------------------------------- model pipelines
@@ -226,21 +233,52 @@ def test_each_trial_is_a_nested_mlflow_run_with_metrics(tmp_path):
         assert child.data.params["family"] in FAMILIES
 
 
+CONTRACT = {
+    "entity_keys": ["customer_id"], "timestamp_key": "feature_ts", "ingested_at_key": "ingested_at",
+    "grain": "g", "refresh": "daily", "owner": "o", "description": "d", "time_semantics": "event_time", "source": "s",
+    "features": {
+        "x": {"unit": "EUR", "freshness": "2 days", "null_policy": {"impute": 0}, "compute": {"sum": "a"}},
+        "plan": {"unit": "category", "freshness": "2 days", "null_policy": "keep", "compute": {"column": "a"}},
+    },
+}
+SPLIT = {"n_folds": 2, "test_cutoffs": 2, "gap_cutoffs": 1}
+
+
 def test_prepare_tuning_holds_out_the_test_window():
     """The tuning rows hold no test cutoff; folds cover only the tuning cutoffs."""
-    frame = _synthetic(n_cutoffs=8).rename(columns={"x": "t__x"})
-    contract = {
-        "entity_keys": ["customer_id"], "timestamp_key": "feature_ts", "ingested_at_key": "ingested_at",
-        "grain": "g", "refresh": "daily", "owner": "o", "description": "d", "time_semantics": "event_time", "source": "s",
-        "features": {"x": {"unit": "EUR", "freshness": "2 days", "null_policy": {"impute": 0}, "compute": {"sum": "a"}}},
-    }
+    frame = _synthetic(n_cutoffs=8).drop(columns="plan")
     train, folds, test, columns = prepare_tuning(
-        frame.rename(columns={"t__x": "customer_activity__x"}), contract, {**contract, "enabled": False},
-        {"n_folds": 2, "test_cutoffs": 2, "gap_cutoffs": 1},
+        frame.rename(columns={"x": "customer_activity__x"}), CONTRACT, {**CONTRACT, "enabled": False}, SPLIT,
     )
     assert len(test) == 2 and not train["cutoff_ts"].isin(test).any()
     assert columns == {"numeric": ["customer_activity__x"], "categorical": [], "imputation": {"customer_activity__x": 0}}
     assert all(max(t) < min(v) for t, v in folds)
+
+
+def _with_activity_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.rename(columns={"x": "customer_activity__x", "plan": "customer_activity__plan"})
+
+
+def test_prepare_tuning_fails_on_a_feature_null_in_every_training_row():
+    """All-null in the tuning rows fails even when the test window has values: the model never sees one."""
+    frame = _with_activity_columns(_synthetic(n_cutoffs=8))
+    test = frame["cutoff_ts"] >= sorted(frame["cutoff_ts"].unique())[-2]
+    frame.loc[~test, "customer_activity__x"] = np.nan
+    with pytest.raises(TrainingDataError) as raised:
+        prepare_tuning(frame, CONTRACT, {**CONTRACT, "enabled": False}, {**SPLIT, "guards": {"allow_constant": ["customer_activity__x"]}})
+    message = str(raised.value)
+    assert message.startswith("tuning: 1 feature(s) are NULL in every one of the 240 training rows (cutoffs 2024-01-01..2024-02-05)")
+    assert "customer_activity__x" in message and "training_set.guards.min_matched_share" in message
+
+
+def test_prepare_tuning_fails_on_a_constant_feature_unless_allowed():
+    frame = _with_activity_columns(_synthetic(n_cutoffs=8)).assign(customer_activity__plan="basic")
+    with pytest.raises(TrainingDataError, match=r"1 feature\(s\) hold one value in every one of the 240 training rows") as raised:
+        prepare_tuning(frame, CONTRACT, {**CONTRACT, "enabled": False}, SPLIT)
+    assert "customer_activity__plan = 'basic'" in str(raised.value) and "tuning.guards.allow_constant" in str(raised.value)
+    allowed = {**SPLIT, "guards": {"allow_constant": ["customer_activity__plan"]}}
+    _, _, _, columns = prepare_tuning(frame, CONTRACT, {**CONTRACT, "enabled": False}, allowed)
+    assert columns["categorical"] == ["customer_activity__plan"]
 
 
 def test_pipeline_wires_training_set_and_params():

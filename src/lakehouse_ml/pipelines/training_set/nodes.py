@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -23,6 +24,14 @@ from sklearn.preprocessing import StandardScaler
 
 from lakehouse_ml.features.contracts import FeatureContract, parse_contract
 from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
+from lakehouse_ml.modeling.guards import (
+    LookupCoverage,
+    coverage_problem,
+    label_problem,
+    matched_counts,
+    raise_problems,
+    unmatched_causes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +180,35 @@ def assemble_training_set(  # noqa: PLR0913
         )
         return spine_rows.limit(0), {}
     tables = {"customer_activity": activity, "customer_profile": profile}
-    frame = build_training_set(spine_rows, feature_lookups(tables, contracts, training["lookups"]), ENTITY, CUTOFF)
+    lookups = feature_lookups(tables, contracts, training["lookups"])
+    frame = build_training_set(spine_rows, lookups, ENTITY, CUTOFF)
+    guard_training_set(frame, lookups, training.get("guards") or {})
     return with_on_demand_features(frame), {"properties": {SPEC_PROPERTY: spec}}
+
+
+def guard_training_set(frame: DataFrame, lookups: list[FeatureLookup], guards: dict[str, Any]) -> None:
+    """Fail before anything is written when a lookup matched too few spine rows or the label has one class.
+
+    Lookups that match nothing give all-NULL features and a model that learns nothing without a
+    word; the cause of the unmatched rows is measured only when the share is too low.
+    """
+    counts = matched_counts(frame, lookups, LABEL)
+    min_share = float(guards.get("min_matched_share", 0.0))
+    problems = []
+    for lookup in lookups:
+        coverage = LookupCoverage(
+            table=lookup.label, rows=counts["rows"], matched=counts["matched"][lookup.label],
+            keys=tuple(lookup.lookup_key), filter_by_ingested_at=lookup.filter_by_ingested_at,
+        )
+        if coverage_problem(coverage, min_share):
+            coverage = replace(coverage, causes=unmatched_causes(frame, lookup, CUTOFF))
+        logger.info(
+            "training set: lookup %s matched %d of %d spine rows (%.1f%%)",
+            coverage.table, coverage.matched, coverage.rows, 100 * coverage.share,
+        )
+        problems.append(coverage_problem(coverage, min_share))
+    problems.append(label_problem(counts["labels"], LABEL))
+    raise_problems(problems, "training set")
 
 
 def rebuild_training_set(

@@ -27,6 +27,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 from threadpoolctl import threadpool_limits
 
 from lakehouse_ml.features.contracts import parse_contract
+from lakehouse_ml.modeling.guards import cutoffs_problem, feature_problem, raise_problems
 
 logger = logging.getLogger(__name__)
 
@@ -46,20 +47,14 @@ def time_folds(cutoffs: list, n_folds: int, test_cutoffs: int, gap_cutoffs: int 
     The remaining cutoffs end in ``n_folds`` equal validation blocks; fold k trains on every
     cutoff strictly before its block, minus the ``gap_cutoffs`` just before it (labels of those
     look past the validation cutoff when the label horizon is longer than the cutoff spacing).
+    Fewer than ``test_cutoffs + gap_cutoffs + n_folds + 1`` distinct cutoffs fail, naming the
+    settings to change.
     """
     ordered = sorted(set(cutoffs))
-    if n_folds < 1 or test_cutoffs < 0 or gap_cutoffs < 0:
-        raise ValueError("time_folds: n_folds must be >= 1, test_cutoffs and gap_cutoffs >= 0")
+    raise_problems([cutoffs_problem(len(ordered), n_folds, test_cutoffs, gap_cutoffs)], "time_folds")
     tuning = ordered[: len(ordered) - test_cutoffs]
     test = ordered[len(ordered) - test_cutoffs:]
     size = (len(tuning) - gap_cutoffs) // (n_folds + 1)
-    if size < 1:
-        raise ValueError(
-            f"time_folds: {len(ordered)} cutoffs are too few for {n_folds} folds, "
-            f"{test_cutoffs} test cutoffs and a gap of {gap_cutoffs}: build a training set with more "
-            "cutoffs (a longer history, simulate.n_days, or denser training_set.spine.every_days) or "
-            "lower tuning.n_folds / test_cutoffs / gap_cutoffs"
-        )
     folds = []
     for k in range(n_folds):
         start = len(tuning) - (n_folds - k) * size
@@ -422,13 +417,19 @@ def run_study(
 def prepare_tuning(
     training_set: pd.DataFrame, activity_contract: dict[str, Any], profile_contract: dict[str, Any], tuning: dict[str, Any]
 ) -> tuple[pd.DataFrame, list[Fold], list[Any], dict[str, Any]]:
-    """The tuning rows (test window removed), the folds, the test cutoffs and the feature columns."""
+    """The tuning rows (test window removed), the folds, the test cutoffs and the feature columns.
+
+    Fails when a feature is all-null or constant in the tuning rows (a constant one is allowed
+    when listed in ``tuning.guards.allow_constant``).
+    """
     folds, test = time_folds(
         training_set[CUTOFF].tolist(), int(tuning["n_folds"]), int(tuning["test_cutoffs"]), int(tuning.get("gap_cutoffs", 0))
     )
     train = in_key_order(training_set[~training_set[CUTOFF].isin(test)])
     contracts = {"customer_activity": activity_contract, "customer_profile": profile_contract}
     columns = feature_columns(list(training_set.columns), contracts, list(tuning.get("extra_numeric", [])))
+    allowed = (tuning.get("guards") or {}).get("allow_constant") or []
+    raise_problems([feature_problem(train, [*columns["numeric"], *columns["categorical"]], allowed)], "tuning")
     logger.info(
         "tuning: %d rows in %d folds, %d test cutoffs held out, %d numeric and %d categorical features",
         len(train), len(folds), len(test), len(columns["numeric"]), len(columns["categorical"]),
