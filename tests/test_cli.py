@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -178,25 +179,24 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_the_documented_serve_command_serves_the_champion_and_logs_to_delta(project):
-    """After the default run: `python -m lakehouse_ml.serving --env local` answers with the champion
-    from the published online store, and its inference log reaches Delta when it is stopped."""
+@contextlib.contextmanager
+def serving(project: Path, env: str, token: str):
+    """`python -m lakehouse_ml.serving --env <env>` on a free port, ready; yields its URL and, once
+    stopped (SIGTERM), its output in ``output[0]``."""
     import signal
     import time
 
     import httpx
 
-    predictions = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/ml/churn_predictions")).load()
-    customers = sorted(predictions["customer_id"])[:3]
-    port, token = _free_port(), "e2e-secret-token"
-    env = {**os.environ, "LAKEHOUSE_ML_ROOT": str(project), "LAKEHOUSE_ML_SERVING_TOKEN": token, "KEDRO_DISABLE_TELEMETRY": "1"}
+    port = _free_port()
+    variables = {**os.environ, "LAKEHOUSE_ML_ROOT": str(project), "LAKEHOUSE_ML_SERVING_TOKEN": token, "KEDRO_DISABLE_TELEMETRY": "1"}
     for variable in ("SPARK_REMOTE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # the tests' own store
-        env.pop(variable, None)
+        variables.pop(variable, None)
     server = subprocess.Popen(
-        [sys.executable, "-m", "lakehouse_ml.serving", "--env", "local", "--port", str(port)],
-        cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "lakehouse_ml.serving", "--env", env, "--port", str(port)],
+        cwd=project, env=variables, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    url, output = f"http://127.0.0.1:{port}", []
     try:
         deadline, ready = time.monotonic() + 120, None
         while time.monotonic() < deadline:
@@ -210,6 +210,21 @@ def test_the_documented_serve_command_serves_the_champion_and_logs_to_delta(proj
             time.sleep(0.5)
         else:
             pytest.fail(f"the service was not ready within 120 s: {ready.text if ready is not None else 'no answer'}")
+        yield url, output
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output.append(server.communicate(timeout=60)[0])
+
+
+def test_the_documented_serve_command_serves_the_champion_and_logs_to_delta(project):
+    """After the default run: `python -m lakehouse_ml.serving --env local` answers with the champion
+    from the published online store, and its inference log reaches Delta when it is stopped."""
+    import httpx
+
+    predictions = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/ml/churn_predictions")).load()
+    customers = sorted(predictions["customer_id"])[:3]
+    token = "e2e-secret-token"
+    with serving(project, "local", token) as (url, output):
         assert httpx.post(f"{url}/v1/score/customers", json={"customer_ids": customers}, timeout=10).status_code == 401
         answer = httpx.post(
             f"{url}/v1/score/customers", json={"customer_ids": customers},
@@ -226,13 +241,73 @@ def test_the_documented_serve_command_serves_the_champion_and_logs_to_delta(proj
         version = httpx.get(f"{url}/version", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
         assert "dev.ml.churn_classifier" in json.dumps(version)
         assert str(project) not in json.dumps(version) and "online_store.db" not in json.dumps(version)  # no local paths
-    finally:
-        server.send_signal(signal.SIGTERM)
-        output = server.communicate(timeout=60)[0]
-    assert token not in output  # no secret in the logs
+    assert token not in output[0]  # no secret in the logs
     log = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/monitoring/inference_log")).load()
-    assert set(log["customer_id"]) >= set(scored), output[-3000:]
+    assert set(log["customer_id"]) >= set(scored), output[0][-3000:]
     assert not log.duplicated(["request_id", "row_index", "role"]).any()
+
+
+# ---------------------------------------------------------------- only orders delivered
+# Every optional source absent (customers, sessions, tickets point at empty folders) and the profile
+# table disabled, by configuration only, in an environment of its own.
+ORDERS_ONLY_CATALOG = "\n".join(
+    f"""{source}_landing@spark:
+  type: lakehouse_ml.datasets.LandingDataset
+  path: ${{globals:landing_root}}/none/{source}
+  filename_suffix: {suffix}
+  dataset: {{type: lakehouse_ml.datasets.LandingFileDataset, file_format: {fmt}}}
+"""
+    for source, suffix, fmt in (("customers", ".csv", "csv"), ("sessions", ".jsonl", "json"), ("tickets", ".csv", "csv"))
+)
+
+
+@pytest.fixture(scope="module")
+def orders_only(tmp_path_factory) -> Path:
+    """A copy of the project whose `orders_only` environment has only orders (the default loop run in it)."""
+    copy = tmp_path_factory.mktemp("orders_only")
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", copy)
+    shutil.copytree(PROJECT_ROOT / "conf", copy / "conf", ignore=shutil.ignore_patterns("credentials*"))
+    env = copy / "conf" / "orders_only"
+    env.mkdir()
+    (env / "parameters_small_loop.yml").write_text(SMALL_LOOP)
+    (env / "catalog.yml").write_text(ORDERS_ONLY_CATALOG)
+    (env / "feature_tables").mkdir()
+    (env / "feature_tables" / "customer_profile.yml").write_text("customer_profile:\n  enabled: false\n")
+    (copy / "src").mkdir()
+    (copy / "data").mkdir()
+    return copy
+
+
+def test_the_default_loop_runs_with_only_orders_delivered(orders_only):
+    result = kedro(orders_only, "run", "--env", "orders_only", timeout=900)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert re.search(r"ingest: 1 sources, \d+ batches", log), log[-3000:]  # orders alone had files
+    lake = orders_only / "data/lakehouse/dev"  # the environment keeps base's catalog
+    training_set = PandasDeltaDataset(filepath=str(lake / "ml/training_set")).load()
+    assert not [c for c in training_set.columns if c.startswith("customer_profile__")]
+    assert training_set["customer_activity__orders_30d"].notna().any()
+    # The model's slices over profile inputs are left out, saying so; the run went on to release and score.
+    assert "slice 'country' left out: 'customer_profile__country' is not a model input here" in " ".join(log.split())
+    gates = json.loads((orders_only / "data/08_reporting/dev/evaluation/gates.json").read_text())
+    assert gates["passed"], gates["summary"]
+    predictions = PandasDeltaDataset(filepath=str(lake / "ml/churn_predictions")).load()
+    assert len(predictions) > 0 and set(predictions["model_version"]) == {"1"}
+    drift = PandasDeltaDataset(filepath=str(lake / "monitoring/drift_metrics")).load()
+    assert len(drift) > 0 and set(drift["slice"]) == {"all"}
+    profile = lake / "features/customer_profile"
+    assert not profile.exists() or PandasDeltaDataset(filepath=str(profile)).load().empty
+    # The scoring service answers from the online store of the one table there is.
+    import httpx
+
+    customers = sorted(predictions["customer_id"])[:3]
+    with serving(orders_only, "orders_only", "orders-only-token") as (url, _):
+        answer = httpx.post(
+            f"{url}/v1/score/customers", json={"customer_ids": customers},
+            headers={"Authorization": "Bearer orders-only-token"}, timeout=10,
+        )
+    assert answer.status_code == 200, answer.text
+    assert {p["model_version"] for p in answer.json()["predictions"]} == {"1"}, answer.json()
 
 
 # ---------------------------------------------------------------- release governance through the CLI

@@ -11,6 +11,7 @@ Positives score 0.35, 0.7, 0.9; negatives 0.1, 0.4, 0.8.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from lakehouse_ml.modeling.metrics import (
     flat_slice_metrics,
     metric_key,
     slice_metrics,
+    slice_specs,
     slice_values,
     threshold_metrics,
 )
@@ -271,6 +273,51 @@ def test_slice_values_buckets_non_numeric_is_unknown():
     frame = pd.DataFrame({"tenure_days": ["12", "n/a", None, "400"]})
     got = slice_values(frame, {"column": "tenure_days", "edges": [0, 90, 180, 365]})
     assert got.tolist() == ["0_90", "unknown", "unknown", "365_plus"]
+
+
+# ---------------------------------------------------------------- slice_specs
+
+
+INPUTS = ["customer_activity__orders_30d", "customer_profile__country", "tenure_days"]
+
+
+def test_slice_specs_normalises_names_and_buckets():
+    got = slice_specs(
+        {"country": "customer_profile__country", "tenure": {"column": "tenure_days", "edges": [0, "90", 180]}}, INPUTS
+    )
+    assert got == {
+        "country": {"column": "customer_profile__country"},
+        "tenure": {"column": "tenure_days", "edges": [0.0, 90.0, 180.0]},
+    }
+
+
+@pytest.mark.parametrize("declared", [None, {}, {"country": None, "tenure": None}])
+def test_slice_specs_none_an_empty_mapping_or_every_slice_removed_means_no_slices(declared):
+    assert slice_specs(declared, INPUTS) == {}
+
+
+def test_slice_specs_leaves_out_a_slice_over_an_absent_input_with_a_warning(caplog):
+    """Orders only: the profile table is disabled, so its columns are not inputs; the loop runs on."""
+    got = slice_specs({"country": "customer_profile__country", "orders": {"column": "customer_activity__orders_30d", "edges": [1]}},
+                      ["customer_activity__orders_30d"])
+    assert got == {"orders": {"column": "customer_activity__orders_30d", "edges": [1.0]}}
+    assert "slice 'country' left out: 'customer_profile__country' is not a model input here" in caplog.text
+    assert "training.slices.country: null" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("declared", "message"),
+    [
+        ({"tenure": {"column": "tenure_days", "edges": [90, 0]}}, "training.slices.tenure.edges: expected a non-empty list of strictly ascending numbers, got [90, 0]"),
+        ({"tenure": {"column": "tenure_days", "edges": []}}, "training.slices.tenure.edges: expected a non-empty list"),
+        ({"tenure": {"column": "tenure_days", "edges": ["a"]}}, "training.slices.tenure.edges: expected"),
+        ({"tenure": {"columns": "tenure_days"}}, "training.slices.tenure: expected a model input's name or {column: <input>, edges:"),
+        ({"tenure": 3}, "training.slices.tenure: expected a model input's name"),
+    ],
+)
+def test_slice_specs_rejects_a_malformed_slice_naming_the_setting(declared, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        slice_specs(declared, INPUTS)
 
 
 # ---------------------------------------------------------------- slice_metrics / flat_slice_metrics

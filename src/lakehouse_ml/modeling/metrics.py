@@ -7,8 +7,10 @@ returns plain dicts, so the same figures land in MLflow metrics, JSON reports an
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,8 @@ from sklearn.metrics import (
 )
 
 UNKNOWN = "unknown"
+
+logger = logging.getLogger(__name__)
 
 
 def calibration_error(labels: Any, scores: Any, n_bins: int = 10) -> float:
@@ -139,8 +143,45 @@ def metric_key(text: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or UNKNOWN
 
 
-def _bucket_label(low: float, high: float | None) -> str:
+def bucket_label(low: float, high: float | None) -> str:
+    """The name of bucket ``[low, high)`` (``<low>_plus`` for the last, open one)."""
     return f"{low:g}_{high:g}" if high is not None else f"{low:g}_plus"
+
+
+def slice_specs(slices: Mapping[str, Any] | None, columns: Sequence[str], setting: str = "training.slices") -> dict[str, dict[str, Any]]:
+    """The declared slices as ``{name: {"column": c[, "edges": [...]]}}``, checked against ``columns``.
+
+    ``None`` or ``{}`` declares none, and a slice set to ``None`` is removed (how an environment drops
+    one: Kedro merges an environment's mapping into base key by key). A slice over a column that is
+    not a model input is left out with a warning: it names a feature of a table this environment does
+    not build (or an on-demand input of one), and the loop must run without optional tables.
+    """
+    specs: dict[str, dict[str, Any]] = {}
+    for name, raw in (slices or {}).items():
+        if raw is None:
+            continue
+        spec = {"column": raw} if isinstance(raw, str) else dict(raw) if isinstance(raw, Mapping) else None
+        if spec is None or not isinstance(spec.get("column"), str) or set(spec) - {"column", "edges"}:
+            raise ValueError(
+                f"{setting}.{name}: expected a model input's name or {{column: <input>, edges: [<ascending numbers>]}}, "
+                f"got {raw!r}"
+            )
+        if "edges" in spec:
+            edges = spec["edges"]
+            try:
+                spec["edges"] = [float(e) for e in edges]
+            except (TypeError, ValueError):
+                spec["edges"] = None
+            if not spec["edges"] or any(b <= a for a, b in zip(spec["edges"], spec["edges"][1:])):
+                raise ValueError(f"{setting}.{name}.edges: expected a non-empty list of strictly ascending numbers, got {edges!r}")
+        if spec["column"] not in columns:
+            logger.warning(
+                "slice %r left out: %r is not a model input here (a disabled feature table?); set %s.%s: null to say so",
+                name, spec["column"], setting, name,
+            )
+            continue
+        specs[str(name)] = spec
+    return specs
 
 
 def slice_values(frame: pd.DataFrame, spec: dict[str, Any] | str) -> pd.Series:
@@ -154,7 +195,7 @@ def slice_values(frame: pd.DataFrame, spec: dict[str, Any] | str) -> pd.Series:
     if "edges" not in spec:
         return values.astype(object).map(lambda v: UNKNOWN if pd.isna(v) else str(v))
     edges = [float(e) for e in spec["edges"]]
-    labels = [_bucket_label(low, high) for low, high in zip(edges, [*edges[1:], None])]
+    labels = [bucket_label(low, high) for low, high in zip(edges, [*edges[1:], None])]
     numeric = pd.to_numeric(values, errors="coerce")
     index = np.searchsorted(edges, numeric.to_numpy(dtype=float), side="right") - 1
     return pd.Series(

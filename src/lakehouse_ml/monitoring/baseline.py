@@ -26,7 +26,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakehouse_ml.modeling.metrics import UNKNOWN
+from lakehouse_ml.modeling.metrics import UNKNOWN, bucket_label
 from lakehouse_ml.monitoring.drift import categorical_baseline, numeric_baseline, score_baseline
 from lakehouse_ml.monitoring.performance import performance_from_histogram, score_histogram
 
@@ -81,25 +81,40 @@ def _profiles(rows: DataFrame, numeric: Sequence[str], categorical: Sequence[str
     }
 
 
-def slice_value(column: str) -> Column:
-    """A slice column's value as monitoring groups it: the value as text, ``unknown`` when null."""
-    return F.coalesce(F.col(f"`{column}`").cast("string"), F.lit(UNKNOWN))
+def slice_value(spec: Mapping[str, Any] | str, value: Column | None = None) -> Column:
+    """A row's slice value as ``modeling.metrics.slice_values`` names it (one naming for training,
+    evaluation and monitoring): the input as text, or the name of its bucket ``[e_i, e_i+1)`` for
+    ``{column, edges}`` (below the first edge: the first bucket), ``unknown`` when null.
+    ``value`` is the input's value when it is not the column itself (e.g. read from served JSON)."""
+    spec = {"column": spec} if isinstance(spec, str) else spec
+    value = F.col(f"`{spec['column']}`") if value is None else value
+    if not spec.get("edges"):
+        return F.coalesce(value.cast("string"), F.lit(UNKNOWN))
+    edges = [float(e) for e in spec["edges"]]
+    number = value.cast("double")
+    bucket = F.lit(bucket_label(edges[-1], None))
+    for low, high in reversed(list(zip(edges, edges[1:]))):
+        bucket = F.when(number < F.lit(high), F.lit(bucket_label(low, high))).otherwise(bucket)
+    named = F.when(number.isNull() | F.isnan(number), F.lit(UNKNOWN)).otherwise(bucket)
+    # Never null anyway; the embedded engine types CASE WHEN as nullable, and an array of slice
+    # structs (monitoring's one row per slice) refuses fields that differ in nullability.
+    return F.coalesce(named, F.lit(UNKNOWN))
 
 
 def _slice_baselines(
     training_rows: DataFrame, test_scores: DataFrame, numeric: Sequence[str], categorical: Sequence[str],
-    threshold: float, slices: Mapping[str, str], min_rows: int,
+    threshold: float, slices: Mapping[str, Mapping[str, Any]], min_rows: int,
 ) -> dict[str, dict[str, Any]]:
     """Per slice and value with at least ``min_rows`` training rows and test scores: input and score profiles."""
     found: dict[str, dict[str, Any]] = {}
-    for name, column in slices.items():
-        if column not in training_rows.columns or column not in test_scores.columns:
+    for name, spec in slices.items():
+        if spec["column"] not in training_rows.columns or spec["column"] not in test_scores.columns:
             continue
-        train_counts = dict(training_rows.groupBy(slice_value(column).alias("v")).count().collect())
-        test_counts = dict(test_scores.groupBy(slice_value(column).alias("v")).count().collect())
+        train_counts = dict(training_rows.groupBy(slice_value(spec).alias("v")).count().collect())
+        test_counts = dict(test_scores.groupBy(slice_value(spec).alias("v")).count().collect())
         for value in sorted(v for v, n in train_counts.items() if n >= min_rows and test_counts.get(v, 0) >= min_rows):
-            rows = training_rows.where(slice_value(column) == value)
-            scores = test_scores.where(slice_value(column) == value)
+            rows = training_rows.where(slice_value(spec) == value)
+            scores = test_scores.where(slice_value(spec) == value)
             found.setdefault(name, {})[value] = {
                 "features": _profiles(rows, numeric, categorical),
                 "scores": score_baseline(scores, threshold, score_column=SCORE),
@@ -109,13 +124,15 @@ def _slice_baselines(
 
 def build_monitoring_baseline(  # noqa: PLR0913
     training_rows: DataFrame, inputs: Sequence[str], test_scores: DataFrame, threshold: float,
-    *, slices: Mapping[str, str] | None = None, min_slice_rows: int = 200, min_positives: int = 30,
+    *, slices: Mapping[str, Mapping[str, Any]] | None = None, min_slice_rows: int = 200, min_positives: int = 30,
     min_negatives: int = 30,
 ) -> dict[str, Any]:
     """The baseline of one model: input profiles of ``training_rows``, score profile and reference
     performance of ``test_scores`` (columns ``probability`` and ``label``) at ``threshold``; the same
-    profiles per slice value (``slices``: name → column of both frames), where both sides have at
-    least ``min_slice_rows`` rows (a slice's drift is measured against the slice, not the whole)."""
+    profiles per slice value (``slices``: name → ``slice_specs`` entry over columns of both frames),
+    where both sides have at least ``min_slice_rows`` rows (a slice's drift is measured against the
+    slice, not the whole). The slice definitions are kept with the baseline: the version is
+    monitored by the slices it was validated on, whatever the configuration says later."""
     numeric, categorical = split_inputs(training_rows, inputs)
     features = _profiles(training_rows, numeric, categorical)
     return {
@@ -124,4 +141,5 @@ def build_monitoring_baseline(  # noqa: PLR0913
         "scores": score_baseline(test_scores, threshold, score_column=SCORE),
         "reference": reference_performance(test_scores, min_positives=min_positives, min_negatives=min_negatives),
         "slices": _slice_baselines(training_rows, test_scores, numeric, categorical, threshold, slices or {}, min_slice_rows),
+        "slice_specs": {name: dict(spec) for name, spec in (slices or {}).items()},
     }

@@ -115,7 +115,9 @@ def test_every_window_of_each_source_is_measured_once_per_feature_metric_and_sli
     assert (main.loc[main["metric"] == "psi", "details"].map(lambda d: json.loads(d)["log_base"]) == "e").all()
     # Slices with a baseline of their own (here: 30 rows on both sides) are compared with it; windows of
     # a slice with fewer than monitoring.drift.min_slice_rows (200) rows get figures but no verdict.
-    assert {"all", "country", "plan_tier"} == set(drift["slice"])
+    # The model's slices (training.slices, kept in its baseline), the bucketed tenure included.
+    assert {"all", "country", "plan_tier", "tenure_bucket"} == set(drift["slice"])
+    assert set(drift.loc[drift["slice"] == "tenure_bucket", "slice_value"]) <= {"0_90", "90_180", "180_365", "365_plus", "unknown"}
     baseline_slices = lakehouse["versions"][1]["baseline"]["slices"]
     assert set(drift.loc[drift["slice"] == "country", "slice_value"]) == set(baseline_slices["country"])
     sliced = drift[(drift["slice"] != "all") & drift["metric"].isin(["psi", "js_distance"])]

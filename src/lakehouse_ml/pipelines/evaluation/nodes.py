@@ -27,7 +27,7 @@ from lakehouse_ml.modeling.gates import (
     slice_gate,
     smoke_test_gate,
 )
-from lakehouse_ml.modeling.metrics import binary_metrics, slice_metrics, slice_values
+from lakehouse_ml.modeling.metrics import binary_metrics, slice_metrics, slice_specs, slice_values
 from lakehouse_ml.monitoring.baseline import build_monitoring_baseline, servable_rows
 from lakehouse_ml.pipelines.training_set.nodes import parsed_contracts
 from lakehouse_ml.pipelines.tuning.nodes import CUTOFF, ENTITY, LABEL, feature_columns, in_key_order
@@ -81,7 +81,7 @@ def score_test_window(
             scored["champion_score"] = _positive_scores(champion, rows)
         except ValueError as error:  # a champion that cannot score these rows cannot be compared
             champion_error = str(error)
-    for name, spec in training["slices"].items():
+    for name, spec in slice_specs(training.get("slices"), list(rows.columns)).items():
         scored[name] = slice_values(rows, spec)
     context = {
         "candidate": {"run_id": candidate["run_id"], "model_uri": candidate["model_uri"], "threshold": _threshold(candidate)},
@@ -186,7 +186,9 @@ def _role_metrics(scored: pd.DataFrame, role: str, threshold: float | None, trai
     cut = 0.5 if threshold is None else threshold
     frame = scored.rename(columns={f"{role}_score": "score"})
     overall = binary_metrics(frame[LABEL], frame["score"], cut)
-    slices = slice_metrics(frame, LABEL, "score", {n: n for n in training["slices"]}, cut, int(training["min_slice_rows"]))
+    # The scored frame holds one column per slice kept at scoring, named after the slice.
+    names = {n: n for n in (training.get("slices") or {}) if n in frame.columns}
+    slices = slice_metrics(frame, LABEL, "score", names, cut, int(training["min_slice_rows"]))
     return overall, slices
 
 
@@ -256,6 +258,7 @@ BASELINE_COLUMNS = (
 def profile_monitoring_baseline(  # noqa: PLR0913
     candidate: dict[str, Any], training_set: DataFrame, scores: pd.DataFrame, context: dict[str, Any],
     activity_contract: dict[str, Any], profile_contract: dict[str, Any], monitoring: dict[str, Any],
+    training: dict[str, Any],
 ) -> DataFrame:
     """The candidate's monitoring baseline (training-row input profiles, test-window scores, reference
     performance) as one row, on the rows inference would have scored."""
@@ -265,15 +268,16 @@ def profile_monitoring_baseline(  # noqa: PLR0913
     train_cutoffs = [pd.Timestamp(c).to_pydatetime() for c in pointer["split"]["train_cutoffs"]]
     training_rows = servable.where(F.col(CUTOFF).isin(train_cutoffs))
     test_cutoffs = [pd.Timestamp(c).to_pydatetime() for c in pointer["split"]["test_cutoffs"]]
-    slices = {name: column for name, column in (monitoring.get("slices") or {}).items() if column in training_set.columns}
-    keys = servable.where(F.col(CUTOFF).isin(test_cutoffs)).select(ENTITY, CUTOFF, *sorted(set(slices.values()))).toPandas()
+    slices = slice_specs(training.get("slices"), training_set.columns)
+    inputs = sorted({spec["column"] for spec in slices.values()})
+    keys = servable.where(F.col(CUTOFF).isin(test_cutoffs)).select(ENTITY, CUTOFF, *inputs).toPandas()
     kept = scores[[ENTITY, CUTOFF, LABEL, "candidate_score"]].merge(
         keys.assign(**{CUTOFF: pd.to_datetime(keys[CUTOFF], utc=True)}), on=[ENTITY, CUTOFF]
     )
     spark = training_set.sparkSession
     test_scores = spark.createDataFrame(pd.DataFrame({
         "probability": kept["candidate_score"].astype(float), "label": kept[LABEL].astype(int),
-        **{column: kept[column].astype(object).where(kept[column].notna(), None) for column in sorted(set(slices.values()))},
+        **{column: kept[column].astype(object).where(kept[column].notna(), None) for column in inputs},
     }))
     trust = monitoring["performance"]
     threshold = float(context["candidate"]["threshold"])

@@ -41,7 +41,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 profile_monitoring_baseline,
                 [
                     "candidate@model", "training_set@spark", "evaluation_scores", "evaluation_context",
-                    "params:customer_activity", "params:customer_profile", "params:monitoring",
+                    "params:customer_activity", "params:customer_profile", "params:monitoring", "params:training",
                 ],
                 "monitoring_baselines@write",
                 name="profile_monitoring_baseline",

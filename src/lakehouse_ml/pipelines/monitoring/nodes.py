@@ -29,7 +29,6 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakehouse_ml.modeling.metrics import UNKNOWN
 from lakehouse_ml.monitoring.baseline import slice_value
 from lakehouse_ml.monitoring.drift import feature_drift, js_distance, level, prediction_drift, psi
 from lakehouse_ml.monitoring.performance import performance_from_histogram, score_histogram
@@ -164,12 +163,20 @@ def _input_schema(baselines: Mapping[str, Mapping[str, Any]]) -> T.StructType:
     ])
 
 
-def _with_slices(frame: DataFrame, slices: Mapping[str, str]) -> DataFrame:
-    """One copy of each served row per slice: ``all``, then each slice column's value read from the served
-    JSON (``unknown`` when null, as ``slice_value`` groups the training rows)."""
+def _slice_specs(baselines: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The slices the monitored versions were validated on (a later version's definition of a name wins)."""
+    specs: dict[str, Mapping[str, Any]] = {}
+    for _, baseline in sorted(baselines.items(), key=lambda item: int(item[0]) if str(item[0]).isdigit() else 0):
+        specs.update(baseline.get("slice_specs") or {})
+    return specs
+
+
+def _with_slices(frame: DataFrame, slices: Mapping[str, Mapping[str, Any]]) -> DataFrame:
+    """One copy of each served row per slice: ``all``, then its slice value from the input read from the
+    served JSON (named as ``slice_value`` names the training rows)."""
     entries = [F.struct(F.lit("all").alias("slice"), F.lit("all").alias("slice_value"))]
-    for name, column in slices.items():
-        value = F.coalesce(F.get_json_object("features", f"$.{column}"), F.lit(UNKNOWN))
+    for name, spec in slices.items():
+        value = slice_value(spec, F.get_json_object("features", f"$.{spec['column']}"))
         entries.append(F.struct(F.lit(name).alias("slice"), value.alias("slice_value")))
     return frame.withColumn("_slice", F.explode(F.array(*entries))).select("*", "_slice.slice", "_slice.slice_value").drop("_slice")
 
@@ -183,15 +190,16 @@ def served_inputs(served: DataFrame, baselines: dict[str, dict[str, Any]]) -> Da
     return parsed.select(*[c for c in rows.columns if c != "features"], *[F.col("_inputs")[f.name].alias(f.name) for f in schema.fields])
 
 
-def _slice_frames(rows: DataFrame, baseline: Mapping[str, Any], slices: Mapping[str, str]) -> list[tuple[DataFrame, Mapping[str, Any]]]:
+def _slice_frames(rows: DataFrame, baseline: Mapping[str, Any]) -> list[tuple[DataFrame, Mapping[str, Any]]]:
     """The rows of each slice that has a baseline (``all`` first), labelled with the slice, and that baseline."""
     parts = [(rows.withColumns({"slice": F.lit("all"), "slice_value": F.lit("all")}), baseline)]
+    specs = baseline.get("slice_specs") or {}
     for name, values in sorted((baseline.get("slices") or {}).items()):
-        column = slices.get(name)
-        if column is None or column not in rows.columns:
+        spec = specs.get(name)
+        if spec is None or spec["column"] not in rows.columns:
             continue
         for value, reference in sorted(values.items()):
-            part = rows.where(slice_value(column) == value).withColumns({"slice": F.lit(name), "slice_value": F.lit(value)})
+            part = rows.where(slice_value(spec) == value).withColumns({"slice": F.lit(name), "slice_value": F.lit(value)})
             parts.append((part, reference))
     return parts
 
@@ -295,7 +303,7 @@ def compute_drift(inputs: DataFrame, baselines: dict[str, dict[str, Any]], monit
     for version, baseline in sorted(baselines.items()):
         mine = inputs.where(F.col("model_version") == version)
         thresholds = {f: t for f, t in (drift.get("thresholds") or {}).items() if f in baseline["features"]}
-        for part, reference in _slice_frames(mine, baseline, monitoring.get("slices") or {}):
+        for part, reference in _slice_frames(mine, baseline):
             features = feature_drift(
                 part, reference["features"], thresholds, by=SLICED, small_window_rows=int(drift["small_window_rows"])
             )
@@ -374,7 +382,7 @@ def _estimation_errors(frame: pd.DataFrame) -> pd.DataFrame:
 def compute_performance(labeled: DataFrame, baselines: dict[str, dict[str, Any]], monitoring: dict[str, Any]) -> pd.DataFrame:
     """Realized performance (labels known) and its label-free estimate (all rows) per window, version and slice."""
     started, settings = time.perf_counter(), monitoring["performance"]
-    rows = _with_slices(labeled.where(F.col("model_version").isin(list(baselines) or [""])), monitoring.get("slices") or {})
+    rows = _with_slices(labeled.where(F.col("model_version").isin(list(baselines) or [""])), _slice_specs(baselines))
     histogram = score_histogram(rows, SLICED, score="probability", label="label", bins=int(settings["bins"]))
     performance = performance_from_histogram(
         histogram, SLICED, bins=int(settings["bins"]), min_positives=int(settings["min_positives"]),

@@ -23,6 +23,7 @@ from lakehouse_ml.modeling.metrics import (
     confusion_counts,
     flat_slice_metrics,
     slice_metrics,
+    slice_specs,
     slice_values,
 )
 from lakehouse_ml.modeling.plots import (
@@ -156,12 +157,13 @@ def evaluate_candidate(
     features, cut = _features(plan), float(threshold["threshold"])
     scores = rows[[ENTITY, CUTOFF, LABEL]].copy()
     scores[SCORE] = fit["model"].predict_proba(rows[features])[:, 1]
-    for name, spec in training["slices"].items():
+    slices = slice_specs(training.get("slices"), list(rows.columns))
+    for name, spec in slices.items():
         scores[name] = slice_values(rows, spec)
     evaluation = {
         "metrics": binary_metrics(scores[LABEL], scores[SCORE], cut),
         "confusion": confusion_counts(scores[LABEL], scores[SCORE], cut),
-        "slices": slice_metrics(scores, LABEL, SCORE, {n: n for n in training["slices"]}, cut, int(training["min_slice_rows"])),
+        "slices": slice_metrics(scores, LABEL, SCORE, {n: n for n in slices}, cut, int(training["min_slice_rows"])),
         "importance": _importance(fit["model"], rows, features, training.get("importance") or {}, plan["seed"]),
     }
     measured = evaluation["metrics"]
