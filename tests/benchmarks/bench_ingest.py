@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Benchmark the Spark ``ingest`` pipeline against a single-process pandas + deltalake baseline.
 
-    python tests/benchmarks/bench_ingest.py [--scales 1,10] [--workdir DIR]
+    python tests/benchmarks/bench_ingest.py [--scales 1,10] [--many-files 1000,4000] [--workdir DIR]
 
-For every scale, in a fresh work directory (the cwd of every step):
+For every case, in a fresh work directory (the cwd of every step):
 
 1. the ``simulate`` pipeline writes the landing files (timed, not part of the comparison);
 2. INGEST: the project's ``ingest`` pipeline (all sources, then gold) through ``run_pipeline`` on
@@ -14,6 +14,10 @@ For every scale, in a fresh work directory (the cwd of every step):
    written to ``<run dir>/baseline/…``;
 4. both results are checked against each other: silver rows and quarantined rows per source must
    be equal (AGREE / DISAGREE), and at small scales the silver contents are compared too.
+
+A case is a ``simulate.scale`` (``--scales``: 180 daily deliveries of big files) or a number of
+small delivery files (``--many-files``: ``n / 4`` daily deliveries of each source at the small
+``--many-files-scale``, e.g. 4,000 files = 1,000 days, about three years).
 
 Each step runs in its own child process (``--phase``), so the peak RSS reported is the step's own
 (``ru_maxrss`` of the process, children included) and neither implementation inherits the
@@ -35,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +52,29 @@ OUTCOMES = ("inserted", "updated", "duplicate", "quarantined")
 MARKER = ".bench_ingest"  # a run directory holding this file was made by us and may be wiped
 BASELINE_DIR = "baseline"
 DEEP_COMPARE_MAX_SCALE = 1.0  # above this, only counts are compared unless --deep-compare
+MANY_FILES_SCALE = 0.1  # 2,000 customers: every source delivers (almost) every day, ~200 lines a file
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case: a ``simulate.scale`` and, for a many-files case, the number of days."""
+
+    scale: float
+    days: int | None = None  # None: the simulate parameters' n_days
+
+    @property
+    def name(self) -> str:
+        return f"scale_{self.scale:g}" if self.days is None else f"files_{self.days * len(SOURCES)}"
+
+    @property
+    def label(self) -> str:
+        if self.days is None:
+            return f"scale {self.scale:g}"
+        return f"{self.days * len(SOURCES):,} files ({self.days} days x {len(SOURCES)} sources, scale {self.scale:g})"
+
+    @property
+    def short(self) -> str:
+        return f"{self.scale:g}" if self.days is None else f"{self.days * len(SOURCES)} files"
 
 
 # ================================================================ shared helpers
@@ -153,13 +181,15 @@ def write_result(path: Path, result: dict[str, Any]) -> None:
 # ================================================================ phase: simulate
 
 
-def phase_simulate(scale: float, env: str) -> dict[str, Any]:
-    """Generate the landing files of ``scale`` in the cwd with the project's simulate pipeline."""
+def phase_simulate(scale: float, env: str, days: int | None = None) -> dict[str, Any]:
+    """Generate the landing files of ``scale`` (and ``days`` deliveries) in the cwd with the
+    project's simulate pipeline."""
     from lakehouse_ml.pipelines.simulate.pipeline import create_pipeline
     from tests.helpers import run_pipeline
 
     started = time.perf_counter()
-    run_pipeline(create_pipeline(), env=env, runtime_params={"simulate": {"scale": scale}})
+    simulate: dict[str, Any] = {"scale": scale} | ({"n_days": days} if days else {})
+    run_pipeline(create_pipeline(), env=env, runtime_params={"simulate": simulate})
     seconds = time.perf_counter() - started
     files, lines, size = {}, {}, {}
     for source, spec in table_paths(env)["landing"].items():
@@ -983,9 +1013,9 @@ def run_phase(phase: str, run_dir: Path, args: argparse.Namespace, extra: list[s
     return result
 
 
-def prepare_run_dir(workdir: Path, scale: float) -> Path:
-    """A fresh run directory for one scale (an earlier benchmark run directory is wiped)."""
-    run_dir = workdir / f"scale_{scale:g}"
+def prepare_run_dir(workdir: Path, case: Case) -> Path:
+    """A fresh run directory for one case (an earlier benchmark run directory is wiped)."""
+    run_dir = workdir / case.name
     if run_dir.exists():
         if not (run_dir / MARKER).exists():
             raise SystemExit(f"{run_dir} exists and was not made by this benchmark; choose another --workdir")
@@ -1048,7 +1078,9 @@ def agreement(ingest: dict[str, Any], baseline: dict[str, Any]) -> tuple[bool, l
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scales", default="1", help="comma-separated simulate.scale values (default: 1)")
+    parser.add_argument("--scales", default=None, help="comma-separated simulate.scale values (default: 1, or none with --many-files)")
+    parser.add_argument("--many-files", default="", help="comma-separated numbers of small delivery files, e.g. 1000,4000 (a quarter per source, one a day)")
+    parser.add_argument("--many-files-scale", type=float, default=MANY_FILES_SCALE, help=f"simulate.scale of the many-files cases (default: {MANY_FILES_SCALE:g})")
     parser.add_argument("--workdir", default=None, help="where run directories go (default: a new /tmp/bench_ingest_*)")
     parser.add_argument("--env", default="local", help="Kedro configuration environment (default: local)")
     parser.add_argument("--chunk-rows", type=int, default=500_000, help="baseline: about this many lines per chunk")
@@ -1057,12 +1089,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per phase (default: none)")
     parser.add_argument("--phase", choices=["simulate", "ingest", "baseline", "compare"], help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--days", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.phase:  # a child process: cwd is the run directory
         if args.phase == "simulate":
-            result = phase_simulate(args.scale, args.env)
+            result = phase_simulate(args.scale, args.env, args.days)
         elif args.phase == "ingest":
             result = phase_ingest(args.env)
         elif args.phase == "baseline":
@@ -1072,24 +1105,28 @@ def main(argv: list[str] | None = None) -> int:
         write_result(Path(args.result), result)
         return 0
 
-    scales = [float(s) for s in args.scales.split(",") if s.strip()]
+    many = [int(float(n)) for n in args.many_files.split(",") if n.strip()]
+    scales = [float(s) for s in (args.scales if args.scales is not None else ("" if many else "1")).split(",") if s.strip()]
+    cases = [Case(scale) for scale in scales] + [Case(args.many_files_scale, max(1, n // len(SOURCES))) for n in many]
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_ingest_", dir="/tmp")).resolve()
     project_data = (PROJECT_ROOT / "data").resolve()
     if workdir == PROJECT_ROOT or PROJECT_ROOT in workdir.parents:
         raise SystemExit(f"--workdir must be outside the project ({PROJECT_ROOT}), e.g. under /tmp; the project's {project_data} is never used")
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"bench_ingest: scales {', '.join(f'{s:g}' for s in scales)}; work dir {workdir}; "
+    print(f"bench_ingest: {'; '.join(case.label for case in cases)}; work dir {workdir}; "
           f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}")
 
     summary, verdicts = [], []
-    for scale in scales:
-        run_dir = prepare_run_dir(workdir, scale)
-        print(f"\n=== scale {scale:g}  ({run_dir})")
-        sim = run_phase("simulate", run_dir, args, ["--scale", str(scale)])
+    for case in cases:
+        scale = case.scale
+        run_dir = prepare_run_dir(workdir, case)
+        print(f"\n=== {case.label}  ({run_dir})")
+        sim = run_phase("simulate", run_dir, args, ["--scale", str(scale), *(["--days", str(case.days)] if case.days else [])])
         if sim is None:
-            verdicts.append((scale, "simulate failed"))
+            verdicts.append((case, "simulate failed"))
             continue
         total_lines = sum(sim["lines"].values())
+        files = sum(sim["files"].values())
         print(f"  simulate: {total_lines:,} landing lines in {sum(sim['files'].values())} files, "
               f"{sum(sim['bytes'].values()) / 1e6:,.0f} MB, {sim['seconds']:.1f} s (not measured), "
               f"peak RSS {sim['peak_rss_mb']:,.0f} MB")
@@ -1133,10 +1170,10 @@ def main(argv: list[str] | None = None) -> int:
             ])
 
         if ingest is None or baseline is None:
-            verdicts.append((scale, "incomplete"))
-            summary.append([f"{scale:g}", fmt_int(total_lines),
+            verdicts.append((case, "incomplete"))
+            summary.append([case.short, fmt_int(files), fmt_int(total_lines),
                             f"{ingest['seconds']:.1f}" if ingest else "failed", "-",
-                            f"{baseline['seconds']:.1f}" if baseline else "failed", "-", "-", "-", "-", "-", "-"])
+                            f"{baseline['seconds']:.1f}" if baseline else "failed", "-", "-", "-", "-", "-", "-", "-"])
             continue
 
         events_i = sum(v["bronze_rows"] for v in ingest["sources"].values())
@@ -1163,21 +1200,23 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         print(f"    {source}: identical silver values and quarantined rows/messages")
                 verdict += "" if clean else " (content differs, see above)"
-        verdicts.append((scale, verdict))
+        verdicts.append((case, verdict))
         summary.append([
-            f"{scale:g}", fmt_int(events_i), f"{ingest['seconds']:.1f}", fmt_rate(rate_i),
+            case.short, fmt_int(files), fmt_int(events_i), f"{ingest['seconds']:.1f}", fmt_rate(rate_i),
             f"{baseline['seconds']:.1f}", fmt_rate(rate_b), f"{rate_i / rate_b:.2f}",
             f"{ingest['peak_rss_mb']:,.0f}", f"{baseline['peak_rss_mb']:,.0f}",
+            f"{ingest['peak_rss_mb'] / baseline['peak_rss_mb']:.2f}",
             f"{ingest['cpu_seconds']:.0f}", f"{baseline['cpu_seconds']:.0f}",
         ])
         if not args.keep:
             shutil.rmtree(run_dir, ignore_errors=True)
 
-    print("\n=== summary (events = bronze rows; ratio = ingest events/s / baseline events/s)")
-    print_table(["scale", "events", "ingest s", "ingest ev/s", "baseline s", "baseline ev/s", "ratio",
-                 "ingest peak RSS MB", "baseline peak RSS MB", "ingest CPU s", "baseline CPU s"], summary)
-    for scale, verdict in verdicts:
-        print(f"  scale {scale:g}: {verdict}")
+    print("\n=== summary (case = simulate.scale or number of small files; events = bronze rows; "
+          "ratio = ingest events/s / baseline events/s; RSS ratio = ingest peak RSS / baseline peak RSS)")
+    print_table(["case", "files", "events", "ingest s", "ingest ev/s", "baseline s", "baseline ev/s", "ratio",
+                 "ingest peak RSS MB", "baseline peak RSS MB", "RSS ratio", "ingest CPU s", "baseline CPU s"], summary)
+    for case, verdict in verdicts:
+        print(f"  {case.label}: {verdict}")
     return 0 if all(v.startswith("AGREE") and "differs" not in v for _, v in verdicts) else 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 
 import pandas as pd
@@ -143,6 +144,87 @@ def test_default_fills_only_missing_values_never_unparseable_ones(spark):
     assert failures(spark, [order(delivered_at="soon", currency=None)], source=source) == [
         ["delivered_at: expected timestamp, got soon"]
     ]
+
+
+# ---------------------------------------------------------------- sources without an event id
+
+
+CDNOW = {  # a transaction log like CDNOW's: no order id, a date-only time, one history file
+    "name": "orders", "schema": "orders",
+    "column_mapping": {"customer": "customer_id", "date": "event_ts", "cds": "items", "dollars": "amount"},
+    "timestamp_format": "yyyyMMdd", "defaults": {"currency": "USD", "discount": 0.0},
+}
+CDNOW_HEADER = "customer,date,cds,dollars"
+
+
+def cdnow(spark, lines, source, delivery="2026-01-02"):
+    typed = type_records(bronze_rows(spark, lines, delivery=delivery, file_format="csv", header=CDNOW_HEADER), source)
+    return typed.orderBy("_raw").collect()
+
+
+def test_a_hash_of_chosen_fields_identifies_events_equal_in_their_typed_values(spark):
+    source = {**CDNOW, "event_id_from": {"hash": ["customer_id", "event_ts", "items", "amount"]}}
+    rows = cdnow(spark, ["00002,19970112,1,12.00", "00002,19970112,1,12.0", "00002,19970112,5,77.00"], source)
+    assert [row["_failed_checks"] for row in rows] == [[], [], []]
+    # "12.00" and "12.0" are the same typed record, hence one event; the 5-CD order is another.
+    assert rows[0]["event_id"] == rows[1]["event_id"] != rows[2]["event_id"]
+    assert len(rows[0]["event_id"]) == 32
+    again = cdnow(spark, ["00002,19970112,1,12.00"], source, delivery="2026-02-01")  # redelivered later
+    assert again[0]["event_id"] == rows[0]["event_id"]
+
+
+def test_line_in_file_ids_tell_identical_lines_apart_and_are_stable_per_file(spark):
+    source = {**CDNOW, "event_id_from": "line_in_file"}
+    lines = ["00002,19970112,1,12.00", "00002,19970112,1,12.00", "00003,19970102,2,20.76"]
+    ids = [row["event_id"] for row in cdnow(spark, lines, source)]
+    assert len(set(ids)) == 3 and all(row is not None for row in ids)
+    assert sorted(ids) == sorted(row["event_id"] for row in cdnow(spark, list(reversed(lines)), source))
+    elsewhere = {row["event_id"] for row in cdnow(spark, lines, source, delivery="2026-03-01")}
+    assert not elsewhere & set(ids)  # the same record in another file is another event
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ({"hash": ["customer_id", "colour"]}, "ingest.sources.orders.event_id_from: expected 'column', 'line_in_file' or {hash: [<canonical fields>]} with fields among"),
+        ({"hash": []}, "ingest.sources.orders.event_id_from: expected"),
+        ("row_number", "ingest.sources.orders.event_id_from: expected"),
+    ],
+)
+def test_an_unknown_event_id_derivation_is_refused_naming_the_setting(spark, how, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cdnow(spark, ["00002,19970112,1,12.00"], {**CDNOW, "event_id_from": how})
+
+
+def test_without_a_derivation_a_missing_event_id_is_quarantined(spark):
+    assert cdnow(spark, ["00002,19970112,1,12.00"], CDNOW)[0]["_failed_checks"] == ["event_id: expected a value, got null"]
+
+
+def test_known_at_event_time_plus_a_lag_replaces_the_folder_date_of_a_history_export(spark):
+    source = {**CDNOW, "event_id_from": "line_in_file", "known_at": {"event_time_plus": "1 day"}}
+    row = cdnow(spark, ["00002,19970112,1,12.00"], source, delivery="2026-01-02")[0]
+    assert row["_failed_checks"] == []
+    assert row["event_ts"] == pd.Timestamp("1997-01-12").to_pydatetime()
+    assert row["delivered_at"] == pd.Timestamp("1997-01-13").to_pydatetime()  # not the 2026 folder date
+    # The policy wins over a delivered_at the record carries.
+    typed = type_records(bronze_rows(spark, [order()]), {**ORDERS, "known_at": {"event_time_plus": "2 hours"}}).collect()[0]
+    assert typed["delivered_at"] == pd.Timestamp("2026-01-01 12:00").to_pydatetime()
+
+
+def test_known_at_from_a_column_of_the_record(spark):
+    source = {**ORDERS, "known_at": {"column": "booked_at"}}
+    rows = type_records(bronze_rows(spark, [order(booked_at="2026-01-01T11:00:00Z"), order(event_id="e2")]), source)
+    got = {row["event_id"]: row for row in rows.collect()}
+    assert got["e1"]["delivered_at"] == pd.Timestamp("2026-01-01 11:00").to_pydatetime()
+    assert got["e1"]["_failed_checks"] == [] and got["e1"]["_unexpected_columns"] == []
+    # A record without it is quarantined: it would otherwise count as known at the wrong time.
+    assert got["e2"]["_failed_checks"] == ["delivered_at: expected a value, got null"]
+
+
+@pytest.mark.parametrize("policy", [{"event_time_plus": "-1 day"}, {"event_time_plus": "soon"}, "event_time", {"column": 3}])
+def test_an_unknown_known_at_policy_is_refused_naming_the_setting(spark, policy):
+    with pytest.raises(ValueError, match=re.escape("ingest.sources.orders.known_at: expected 'delivery', {column: <your column>} or")):
+        type_records(bronze_rows(spark, [order()]), {**ORDERS, "known_at": policy})
 
 
 EMPTY_SILVER = "event_id string, event_ts timestamp, _record_hash string, _batch_id string"

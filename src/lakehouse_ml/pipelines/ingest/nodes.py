@@ -11,7 +11,7 @@ import csv
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import reduce
 from typing import Any
 
@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import MapType, StringType
 
 from lakehouse_ml.datasets.delta_versions import DeltaVersions
+from lakehouse_ml.datasets.landing import LandingDeliveries
 from lakehouse_ml.lakehouse import changed_rows, with_deletes
 from lakehouse_ml.pipelines.ingest.schemas import SCHEMAS, canonical_columns, spark_failures, spark_type
 
@@ -86,12 +87,16 @@ def select_new_deliveries(
 
 
 def land_deliveries(
-    landing: dict[str, Callable[[], DataFrame]],
+    landing: LandingDeliveries,
     ingest_log: DataFrame,
     source: dict[str, Any],
     ingest: dict[str, Any],
 ) -> tuple[DataFrame, list[str]]:
-    """Read the deliveries not yet ingested as raw bronze rows; return them and their batch ids."""
+    """Read the deliveries not yet ingested as raw bronze rows; return them and their batch ids.
+
+    All new files are read in one engine scan, so the plan stays the same size whatever the
+    number of deliveries.
+    """
     name = source["name"]
     done = {
         row["batch_id"]
@@ -105,18 +110,20 @@ def land_deliveries(
         )
     new = select_new_deliveries(landing, done, name, bool(ingest.get("full_rebuild")))
     logger.info("%s: %d deliveries available, %d new", name, len(landing), len(new))
-    spark = ingest_log.sparkSession
-    frames = [
-        landing[pid]()
-        .withColumn("_source", F.lit(name))
-        .withColumn("_delivery_date", F.to_date(F.lit(_delivery_date(pid))))
-        .withColumn("_batch_id", F.lit(batch_id(name, pid)))
-        for pid in new
-    ]
-    empty = spark.createDataFrame([], BRONZE_SCHEMA)
-    bronze = reduce(DataFrame.unionByName, frames, empty.drop("_ingested_at"))
-    bronze = bronze.withColumn("_ingested_at", F.current_timestamp())
-    return bronze.select(*empty.columns), [batch_id(name, pid) for pid in new]
+    for pid in new:
+        _delivery_date(pid)  # a file outside a delivery folder fails here, named, before any read
+    bronze = landing.read(new).select(
+        "_raw",
+        "_format",
+        "_header",
+        "_source_file",
+        "_decode_error",
+        F.lit(name).alias("_source"),
+        F.to_date(F.regexp_extract("_partition_id", _DELIVERY.pattern, 1)).alias("_delivery_date"),
+        F.concat(F.lit(f"{name}/"), F.col("_partition_id")).alias("_batch_id"),
+        F.current_timestamp().alias("_ingested_at"),
+    )
+    return bronze, [batch_id(name, pid) for pid in new]
 
 
 # ---------------------------------------------------------------- bronze → typed records
@@ -153,21 +160,80 @@ def _parse_record(formats: set[str]) -> Column:
     return as_csv if formats == {"csv"} else F.when(F.col("_format") == "csv", as_csv).otherwise(as_json)
 
 
+def _originals(source: dict[str, Any]) -> dict[str, str]:
+    """The source's own column name of each renamed canonical field (``known_at: {column}`` too)."""
+    renamed = {canonical: original for original, canonical in (source.get("column_mapping") or {}).items()}
+    policy = source.get("known_at")
+    if isinstance(policy, dict) and isinstance(policy.get("column"), str):
+        renamed["delivered_at"] = policy["column"]
+    return renamed
+
+
 def _raw_values(source: dict[str, Any], fields: list[str]) -> dict[str, Column]:
     """Map each canonical field to its raw string in the record (renamed, trimmed; "" is null)."""
-    renamed = {canonical: original for original, canonical in (source.get("column_mapping") or {}).items()}
+    renamed = _originals(source)
     return {
         field: F.nullif(F.trim(F.col("_record")[renamed.get(field, field)]), F.lit(""))
         for field in fields
     }
 
 
+def _setting(source: dict[str, Any], key: str) -> str:
+    return f"ingest.sources.{source['name']}.{key}"
+
+
+def _known_at(source: dict[str, Any], event_ts: Column) -> tuple[Column | None, bool]:
+    """When a record counts as known (``delivered_at``, the availability time every later stage
+    uses), and whether that overrides a ``delivered_at`` the record carries: by default the
+    delivery folder's day for records without one; ``{column: <name>}`` a column of the record;
+    ``{event_time_plus: <duration>}`` its event time plus a lag, for a one-off export of history,
+    whose folder date would make every record known at once."""
+    policy = source.get("known_at") or "delivery"
+    if policy == "delivery":
+        return F.col("_delivery_date").cast("timestamp"), False
+    if isinstance(policy, dict) and set(policy) == {"column"} and isinstance(policy["column"], str):
+        return None, False  # read like any column (_originals); a record without it is quarantined
+    if isinstance(policy, dict) and set(policy) == {"event_time_plus"}:
+        try:
+            lag = pd.Timedelta(str(policy["event_time_plus"]))
+        except ValueError:
+            lag = None
+        if lag is not None and lag >= pd.Timedelta(0):
+            return event_ts + F.expr(f"INTERVAL {int(lag.total_seconds())} SECONDS"), True
+    raise ValueError(
+        f"{_setting(source, 'known_at')}: expected 'delivery', {{column: <your column>}} or "
+        f"{{event_time_plus: <a duration >= 0, e.g. '1 day'>}}, got {policy!r}"
+    )
+
+
 def _defaults(source: dict[str, Any]) -> dict[str, Column]:
-    """Typed values for fields the source does not deliver: configured defaults, delivery day."""
-    return {
-        "delivered_at": F.col("_delivery_date").cast("timestamp"),
-        **{field: F.lit(value) for field, value in (source.get("defaults") or {}).items()},
-    }
+    """Typed values of fields the source does not deliver (configured defaults)."""
+    return {field: F.lit(value) for field, value in (source.get("defaults") or {}).items()}
+
+
+def _derived_event_id(source: dict[str, Any], fields: list[str]) -> Column | None:
+    """The event id of a source without one (``event_id_from``), or None to read its event_id column.
+
+    ``{hash: [fields]}``: records equal in those (typed) fields are one event, so a redelivery is a
+    duplicate, but two real events equal in them are one too and a changed value is a new event.
+    ``line_in_file``: each line of a delivered file is one event (identical lines of one file are
+    told apart by occurrence), so re-reading a file changes nothing, but the same record in
+    another file is another event and a corrected file adds its changed lines as new events.
+    """
+    how = source.get("event_id_from") or "column"
+    if how == "column":
+        return None
+    if how == "line_in_file":
+        line = F.sha2(F.concat_ws("\n", F.col("_batch_id"), F.col("_raw")), 256)
+        occurrence = F.row_number().over(Window.partitionBy("_batch_id", "_raw").orderBy("_raw"))
+        return F.concat(F.substring(line, 1, 32), F.lit("-"), occurrence.cast("string"))
+    chosen = how.get("hash") if isinstance(how, dict) and set(how) == {"hash"} else None
+    if not isinstance(chosen, list) or not chosen or not set(chosen) <= set(fields) - {"event_id", "delivered_at"}:
+        raise ValueError(
+            f"{_setting(source, 'event_id_from')}: expected 'column', 'line_in_file' or {{hash: [<canonical "
+            f"fields>]}} with fields among {sorted(set(fields) - {'event_id', 'delivered_at'})}, got {how!r}"
+        )
+    return F.substring(F.sha2(F.to_json(F.struct(*[F.col(f) for f in chosen])), 256), 1, 32)
 
 
 def _typed(raw: Column, kind: str, source: dict[str, Any]) -> Column:
@@ -186,7 +252,7 @@ def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
     """Parse, rename and type bronze rows; add ``_failed_checks`` from the source's schema."""
     schema = SCHEMAS[source.get("schema", source["name"])]
     fields = canonical_columns(schema)
-    known = {**{f: f for f in fields}, **(source.get("column_mapping") or {})}
+    known = {**{f: f for f in fields}, **{original: canonical for canonical, original in _originals(source).items()}}
     if "_decode_error" not in bronze.columns:  # bronze written before the column existed
         bronze = bronze.withColumn("_decode_error", F.lit(None).cast("string"))
     formats = {row["_format"] for row in bronze.select("_format").distinct().collect()}
@@ -202,7 +268,9 @@ def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
         *[value.alias(f"_raw_{field}") for field, value in _raw_values(source, fields).items()],
     )
     raw = {field: F.col(f"_raw_{field}") for field in fields}
-    defaults = _defaults(source)
+    known_at, overrides = _known_at(source, _typed(raw["event_ts"], "timestamp", source))
+    defaults = {**({"delivered_at": known_at} if known_at is not None and not overrides else {}), **_defaults(source)}
+    derived_id = _derived_event_id(source, fields)
     typed_columns = []
     for field in fields:
         typed = _typed(raw[field], spark_type(schema.columns[field]), source)
@@ -213,6 +281,13 @@ def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
             raw[field] = F.coalesce(raw[field], defaults[field].cast("string"))
         typed_columns.append(typed.alias(field))
     typed = extracted.select("*", *typed_columns)
+    if overrides:
+        typed = typed.withColumn("delivered_at", known_at)
+        raw["delivered_at"] = F.col("delivered_at").cast("string")
+    if derived_id is not None:
+        # Derived from the typed values, so "11.77" and "11.770" name the same event.
+        typed = typed.withColumn("event_id", derived_id)
+        raw["event_id"] = F.col("event_id")
     malformed = (
         F.when(F.col("_decode_error").isNotNull(), F.array(F.concat(F.lit("_raw: expected text, got "), F.col("_decode_error"))))
         .when(
