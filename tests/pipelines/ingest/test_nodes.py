@@ -221,6 +221,17 @@ def test_known_at_from_a_column_of_the_record(spark):
     assert got["e2"]["_failed_checks"] == ["delivered_at: expected a value, got null"]
 
 
+def test_whitespace_and_semicolon_delimited_exports_parse_by_their_header(spark):
+    source = {**CDNOW, "event_id_from": "line_in_file", "delimiter": "whitespace"}
+    bronze = bronze_rows(spark, [" 00002 19970112  5   77.00"], file_format="csv", header=" customer date cds   dollars")
+    row = type_records(bronze, source).collect()[0]
+    assert row["_failed_checks"] == [] and (row["customer_id"], row["items"], row["amount"]) == ("00002", 5, 77.0)
+    bronze = bronze_rows(spark, ['00002;19970112;5;"77.00"'], file_format="csv", header="customer;date;cds;dollars")
+    assert type_records(bronze, {**source, "delimiter": ";"}).collect()[0]["amount"] == 77.0
+    with pytest.raises(ValueError, match=re.escape("ingest.sources.orders.delimiter: expected one character")):
+        type_records(bronze, {**source, "delimiter": "::"})
+
+
 @pytest.mark.parametrize("policy", [{"event_time_plus": "-1 day"}, {"event_time_plus": "soon"}, "event_time", {"column": 3}])
 def test_an_unknown_known_at_policy_is_refused_naming_the_setting(spark, policy):
     with pytest.raises(ValueError, match=re.escape("ingest.sources.orders.known_at: expected 'delivery', {column: <your column>} or")):

@@ -50,6 +50,8 @@ GOLD_SOURCE_VERSIONS = "lakehouse_ml.gold.source_versions"
 # which gold keeps as last_delivered_at).
 SILVER_CHANGE_COLUMNS = ["event_id", "event_ts", "delivered_at", "_record_hash"]
 _DELIVERY = re.compile(r"^(\d{4}-\d{2}-\d{2})/")
+# The CSV delimiter of exports whose fields are separated by runs of blanks (fixed-width text).
+WHITESPACE = "whitespace"
 
 
 class QuarantineRateExceeded(RuntimeError):
@@ -129,21 +131,37 @@ def land_deliveries(
 # ---------------------------------------------------------------- bronze → typed records
 
 
-def _parse_csv_lines(lines: pd.Series, headers: pd.Series) -> pd.Series:
-    """Parse CSV lines by their file's header (RFC 4180 quoting); null when the field count differs."""
+def _csv_fields(text: str, delimiter: str) -> list[str]:
+    """The fields of one CSV line: RFC 4180 quoting, or runs of blanks for ``whitespace``."""
+    if delimiter == WHITESPACE:
+        return text.split()
+    return next(csv.reader([text], delimiter=delimiter), [])
+
+
+def _parse_csv_lines(lines: pd.Series, headers: pd.Series, delimiter: str = ",") -> pd.Series:
+    """Parse CSV lines by their file's header; null when the field count differs."""
     parsed = []
     for line, header in zip(lines, headers):
         # Engines may evaluate this for rows another branch handles (a binary file has no header).
         if line is None or header is None:
             parsed.append(None)
             continue
-        names = next(csv.reader([header]))
-        values = next(csv.reader([line]), [])
+        names, values = _csv_fields(header, delimiter), _csv_fields(line, delimiter)
         parsed.append(dict(zip(names, values)) if len(values) == len(names) else None)
     return pd.Series(parsed, dtype=object)
 
 
-def _parse_record(formats: set[str]) -> Column:
+def _delimiter(source: dict[str, Any]) -> str:
+    delimiter = source.get("delimiter") or ","
+    if delimiter != WHITESPACE and len(delimiter) != 1:
+        raise ValueError(
+            f"{_setting(source, 'delimiter')}: expected one character (e.g. ';' or '\\t') or "
+            f"'{WHITESPACE}' (runs of blanks, as in fixed-width exports), got {delimiter!r}"
+        )
+    return delimiter
+
+
+def _parse_record(formats: set[str], delimiter: str = ",") -> Column:
     """Return the raw record as ``map<string,string>``; null when the line is malformed.
 
     Only the parsers of the formats present are planned: an engine may evaluate both branches
@@ -152,11 +170,13 @@ def _parse_record(formats: set[str]) -> Column:
     as_json = F.from_json(F.col("_raw"), "map<string,string>")
     if "csv" not in formats:
         return as_json
+
+    def parse(lines: pd.Series, headers: pd.Series) -> pd.Series:
+        return _parse_csv_lines(lines, headers, delimiter)
+
     # Built per call: a UDF made at import time would bind to whichever Spark flavour (classic
     # or Connect) happens to be configured then.
-    as_csv = F.pandas_udf(_parse_csv_lines, MapType(StringType(), StringType()))(
-        F.col("_raw"), F.col("_header")
-    )
+    as_csv = F.pandas_udf(parse, MapType(StringType(), StringType()))(F.col("_raw"), F.col("_header"))
     return as_csv if formats == {"csv"} else F.when(F.col("_format") == "csv", as_csv).otherwise(as_json)
 
 
@@ -260,7 +280,7 @@ def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
     # ``_record[...]`` would otherwise parse the line again (measured: ~2 s per reference per
     # 1.4 M lines on Sail).
     # An undecodable line holds escaped bytes: it is quarantined for its encoding, never parsed.
-    record = F.when(F.col("_decode_error").isNull(), _parse_record(formats))
+    record = F.when(F.col("_decode_error").isNull(), _parse_record(formats, _delimiter(source)))
     extracted = bronze.withColumn("_record", record).select(
         *bronze.columns,
         F.col("_record").isNull().alias("_malformed"),
