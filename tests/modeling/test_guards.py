@@ -13,6 +13,7 @@ from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
 from lakehouse_ml.modeling.guards import (
     LookupCoverage,
     TrainingDataError,
+    constant_features,
     coverage_problem,
     cutoffs_problem,
     feature_problem,
@@ -181,20 +182,23 @@ def _rows() -> pd.DataFrame:
 def test_varying_features_and_one_value_with_nulls_pass():
     assert feature_problem(_rows(), ["orders", "flag"]) is None
     assert feature_problem(_rows().iloc[0:0], ["empty"]) is None
+    assert constant_features(_rows(), ["orders", "flag"]) == {}
 
 
-def test_all_null_features_fail_even_when_allowed_as_constant():
-    problem = feature_problem(_rows(), ["orders", "empty", "empty_category"], allow_constant=["empty"])
+def test_all_null_features_fail():
+    problem = feature_problem(_rows(), ["orders", "empty", "empty_category"])
     assert "2 feature(s) are NULL in every one of the 4 training rows (cutoffs 2026-03-31..2026-04-07)" in problem
     assert "empty, empty_category" in problem and "training_set.guards.min_matched_share" in problem
     assert "training_set.lookups.<table>.features" in problem
 
 
-def test_constant_features_fail_unless_allowed():
-    problem = feature_problem(_rows(), ["orders", "country"])
+def test_constant_features_are_found_after_imputation_and_fail_when_told_to():
+    assert constant_features(_rows(), ["orders", "country"]) == {"country": "DE"}
+    # One value and NULLs is constant once the contract imputes that value (a source that delivered nothing).
+    assert constant_features(_rows(), ["flag"], {"flag": _rows()["flag"].dropna().iloc[0]}) == {"flag": _rows()["flag"].dropna().iloc[0]}
+    problem = feature_problem(_rows(), ["orders", "country"], {"country": "DE"})
     assert "1 feature(s) hold one value in every one of the 4 training rows" in problem
-    assert "country = 'DE'" in problem and "tuning.guards.allow_constant" in problem
-    assert feature_problem(_rows(), ["orders", "country"], allow_constant=["country"]) is None
+    assert "country = 'DE'" in problem and "tuning.guards.constant_features: leave_out" in problem
 
 
 def test_problems_are_raised_together():

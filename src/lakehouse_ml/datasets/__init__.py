@@ -12,6 +12,7 @@ from lakehouse_ml.datasets.mlflow_model import (
     RegisteredModelAliasDataset,
 )
 from lakehouse_ml.datasets.online_store import OnlineStoreDataset
+from lakehouse_ml.datasets.simulated_landing import SimulatedLandingDataset
 from lakehouse_ml.datasets.registry import AuditTableDataset, CandidateRunDataset, ModelRegistryDataset, ReleaseContextDataset
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "PandasFrameDeltaDataset",
     "RegisteredModelAliasDataset",
     "ReleaseContextDataset",
+    "SimulatedLandingDataset",
     "SparkDeltaDataset",
     "SparkDeltaVersionsDataset",
 ]

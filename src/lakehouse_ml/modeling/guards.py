@@ -11,7 +11,8 @@ frame, returning the problem as text (``None``: fine); the pipelines measure and
   then, :func:`unmatched_causes`);
 - :func:`label_problem`: both label classes occur;
 - :func:`cutoffs_problem`: enough cutoffs for the folds, the gap and the test window;
-- :func:`feature_problem`: no all-null feature, no constant one unless allowed.
+- :func:`feature_problem`: no all-null feature; :func:`constant_features` finds the constant ones
+  (left out of the model, or failing, as ``tuning.guards.constant_features`` says).
 
 The messages name this project's settings (``training_set.*``, ``tuning.*``).
 """
@@ -26,6 +27,7 @@ import pandas as pd
 
 __all__ = [
     "CAUSES",
+    "constant_features",
     "LookupCoverage",
     "TrainingDataError",
     "coverage_problem",
@@ -281,23 +283,29 @@ def cutoffs_problem(n_cutoffs: int, n_folds: int, test_cutoffs: int, gap_cutoffs
 # ---------------------------------------------------------------- feature variation
 
 
-def feature_problem(rows: pd.DataFrame, features: Sequence[str], allow_constant: Iterable[str] = ()) -> str | None:
-    """Features the model would learn nothing from in ``rows`` (the rows it is fit on).
-
-    All-null always fails: it is what a lookup that matched nothing gives. Constant (one value in
-    every row, no NULL) fails unless the feature is in ``allow_constant``; a single value with
-    NULLs is not counted as constant (whether a value is there can carry signal).
-    """
-    if rows.empty:
-        return None
-    allowed = set(allow_constant)
-    all_null, constant = [], []
+def constant_features(rows: pd.DataFrame, features: Sequence[str], imputation: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Features holding one value in every one of ``rows`` once the contract's imputation is applied
+    (``{feature: value}``): a feature of a source that delivered nothing is 0 or imputed 0 throughout.
+    A single value with NULLs left (no imputation) is not constant: whether a value is there can
+    carry signal. All-NULL features are :func:`feature_problem`'s."""
+    found = {}
     for name in features:
         values = rows[name]
-        if values.isna().all():
-            all_null.append(name)
-        elif name not in allowed and values.notna().all() and values.nunique() == 1:
-            constant.append(f"{name} = {values.iloc[0]!r}")
+        if name in (imputation or {}):
+            values = values.where(values.notna(), (imputation or {})[name])
+        if not rows.empty and values.notna().all() and values.nunique() == 1:
+            value = values.iloc[0]
+            found[name] = value.item() if hasattr(value, "item") else value  # 0.0, not np.float64(0.0)
+    return found
+
+
+def feature_problem(rows: pd.DataFrame, features: Sequence[str], constant: Mapping[str, Any] | None = None) -> str | None:
+    """Features the model would learn nothing from in ``rows`` (the rows it is fit on): all-NULL
+    ones (what a lookup that matched nothing gives), and the ``constant`` ones when they must fail
+    (``tuning.guards.constant_features: fail``)."""
+    if rows.empty:
+        return None
+    all_null = [name for name in features if rows[name].isna().all()]
     if not all_null and not constant:
         return None
     where = f"the {len(rows):,} training rows (cutoffs {_cutoff_range(rows)})"
@@ -310,11 +318,11 @@ def feature_problem(rows: pd.DataFrame, features: Sequence[str], allow_constant:
             "(training_set.lookups.<table>.features, tuning.extra_numeric)"
         )
     if constant:
+        listed = ", ".join(f"{name} = {value!r}" for name, value in constant.items())
         parts.append(
-            f"{len(constant)} feature(s) hold one value in every one of {where}: {', '.join(constant)}. A constant "
-            "teaches the model nothing and usually means a broken source or a default filled in everywhere; fix "
-            "the source, leave the feature out (training_set.lookups.<table>.features, tuning.extra_numeric), or "
-            "list it in tuning.guards.allow_constant if it is constant on purpose"
+            f"{len(constant)} feature(s) hold one value in every one of {where}: {listed}. A constant teaches the "
+            "model nothing and usually means a source that delivered nothing or a default filled in everywhere; fix "
+            "the source, or set tuning.guards.constant_features: leave_out to train without them"
         )
     return "; ".join(parts)
 

@@ -14,6 +14,7 @@ from lakehouse_ml.pipelines.training.nodes import (
     SPEC_PROPERTY,
     choose_operating_threshold,
     evaluate_candidate,
+    _signature,
     log_candidate,
     plan_candidate,
     refit_candidate,
@@ -89,6 +90,18 @@ def test_refit_uses_the_refit_window_only_and_ignores_row_order(contracts):
     reordered = refit_candidate(frame.iloc[::-1].reset_index(drop=True), plan, TRAINING)
     probe = frame.head(20)[list(fit["input_example"].columns)]
     assert np.array_equal(fit["model"].predict_proba(probe), reordered["model"].predict_proba(probe))
+
+
+def test_numeric_inputs_are_doubles_in_the_signature_even_without_nulls(contracts):
+    """A feature with no null arrives as integers; serving sends doubles and nulls, so the signature says double."""
+    frame = small_training_set(CUTOFFS)
+    plan = plan_candidate(frame, STUDY, *contracts, TUNING)
+    column = plan["columns"]["numeric"][0]
+    frame[column] = frame[column].fillna(0).round().astype("int64")
+    fit = refit_candidate(frame, plan, TRAINING)
+    inputs = {spec.name: spec.type.name for spec in _signature(fit).inputs.inputs}
+    assert inputs[column] == "double"
+    assert {inputs[c] for c in plan["columns"]["numeric"]} == {"double"}
 
 
 def test_evaluation_scores_the_test_window_with_slices(contracts):

@@ -265,20 +265,24 @@ def test_prepare_tuning_fails_on_a_feature_null_in_every_training_row():
     test = frame["cutoff_ts"] >= sorted(frame["cutoff_ts"].unique())[-2]
     frame.loc[~test, "customer_activity__x"] = np.nan
     with pytest.raises(TrainingDataError) as raised:
-        prepare_tuning(frame, CONTRACT, {**CONTRACT, "enabled": False}, {**SPLIT, "guards": {"allow_constant": ["customer_activity__x"]}})
+        prepare_tuning(frame, CONTRACT, {**CONTRACT, "enabled": False}, {**SPLIT, "guards": {"constant_features": "leave_out"}})
     message = str(raised.value)
     assert message.startswith("tuning: 1 feature(s) are NULL in every one of the 240 training rows (cutoffs 2024-01-01..2024-02-05)")
     assert "customer_activity__x" in message and "training_set.guards.min_matched_share" in message
 
 
-def test_prepare_tuning_fails_on_a_constant_feature_unless_allowed():
+def test_prepare_tuning_leaves_a_constant_feature_out_saying_so_or_fails_when_told_to(caplog):
     frame = _with_activity_columns(_synthetic(n_cutoffs=8)).assign(customer_activity__plan="basic")
+    _, _, _, columns = prepare_tuning(frame, CONTRACT, {**CONTRACT, "enabled": False}, SPLIT)
+    assert columns["categorical"] == [] and columns["numeric"] == ["customer_activity__x"]
+    assert columns["left_out"] == {"customer_activity__plan": "one value in every training row: 'basic'"}
+    assert "1 feature(s) hold one value in every training row and are left out of the model: customer_activity__plan = 'basic'" in caplog.text
+    failing = {**SPLIT, "guards": {"constant_features": "fail"}}
     with pytest.raises(TrainingDataError, match=r"1 feature\(s\) hold one value in every one of the 240 training rows") as raised:
-        prepare_tuning(frame, CONTRACT, {**CONTRACT, "enabled": False}, SPLIT)
-    assert "customer_activity__plan = 'basic'" in str(raised.value) and "tuning.guards.allow_constant" in str(raised.value)
-    allowed = {**SPLIT, "guards": {"allow_constant": ["customer_activity__plan"]}}
-    _, _, _, columns = prepare_tuning(frame, CONTRACT, {**CONTRACT, "enabled": False}, allowed)
-    assert columns["categorical"] == ["customer_activity__plan"]
+        prepare_tuning(frame, CONTRACT, {**CONTRACT, "enabled": False}, failing)
+    assert "customer_activity__plan = 'basic'" in str(raised.value)
+    with pytest.raises(ValueError, match="tuning.guards.constant_features: expected leave_out or fail, got 'drop'"):
+        prepare_tuning(frame, CONTRACT, {**CONTRACT, "enabled": False}, {**SPLIT, "guards": {"constant_features": "drop"}})
 
 
 def test_pipeline_wires_training_set_and_params():

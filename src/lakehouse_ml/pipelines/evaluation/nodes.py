@@ -139,17 +139,19 @@ def _latency_ms(model: Any, frame: pd.DataFrame, repeats: int, rounds: int) -> d
 
 
 def _serving_reference(
-    champion: dict[str, Any] | None, training_set: pd.DataFrame, contracts: dict[str, dict[str, Any]], extra_numeric: list[str]
+    champion: dict[str, Any] | None, training_set: pd.DataFrame, contracts: dict[str, dict[str, Any]], extra_numeric: list[str],
+    taken: set[str],
 ) -> tuple[list[dict[str, Any]], str]:
-    """What serving sends: the champion's signature, or before any release the feature contracts."""
+    """What serving sends: the champion's signature, or before any release the feature contracts
+    (those the candidate takes: a contract feature it leaves out, e.g. a constant one, is sent and
+    ignored, and there is no released model yet to break)."""
     if champion is not None:
         return _input_columns(champion), f"champion version {champion['version']}"
     columns = feature_columns(list(training_set.columns), contracts, extra_numeric)
-    return (
-        [{"name": n, "type": "double", "required": True} for n in columns["numeric"]]
-        + [{"name": n, "type": "string", "required": True} for n in columns["categorical"]],
-        "the feature contracts",
-    )
+    reference = [{"name": n, "type": "double", "required": True} for n in columns["numeric"]] + [
+        {"name": n, "type": "string", "required": True} for n in columns["categorical"]
+    ]
+    return [c for c in reference if c["name"] in taken], "the feature contracts"
 
 
 def check_serving_readiness(
@@ -160,7 +162,9 @@ def check_serving_readiness(
     config = evaluation["serving"]
     columns = _input_columns(candidate)
     contracts = {"customer_activity": activity_contract, "customer_profile": profile_contract}
-    reference, reference_name = _serving_reference(champion, training_set, contracts, list(tuning.get("extra_numeric", [])))
+    reference, reference_name = _serving_reference(
+        champion, training_set, contracts, list(tuning.get("extra_numeric", [])), {c["name"] for c in columns}
+    )
     sample = in_key_order(training_set).head(int(config["sample_rows"]))
     outputs = []
     for name, payload in _edge_payloads(columns, sample).items():

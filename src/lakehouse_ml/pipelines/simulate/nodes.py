@@ -9,6 +9,7 @@ them one at a time on save), so only one file's text is in memory at once.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 from collections.abc import Callable, Mapping
 
@@ -27,6 +28,8 @@ from ._records import (
     ticket_records,
 )
 from ._render import CUSTOMERS, ORDERS, SESSIONS, TICKETS, LandingRenderer, SourceSpec
+
+logger = logging.getLogger(__name__)
 
 Partitions = dict[str, Callable[[], str]]
 
@@ -87,7 +90,11 @@ def _lookups(cfg: SimConfig, pop: Population) -> dict[str, Any]:
 def simulate_business(
     params: Mapping[str, Any],
 ) -> tuple[Partitions, Partitions, Partitions, Partitions]:
-    """Simulate the business; return lazy landing files of orders, sessions, customers, tickets."""
+    """Simulate the business; return lazy landing files of orders, sessions, customers, tickets
+    (none when ``enabled`` is false: the loop then runs on the files delivered there)."""
+    if not params.get("enabled", True):
+        logger.info("simulate: disabled (simulate.enabled: false): the loop runs on the delivered landing files")
+        return {}, {}, {}, {}
     cfg = parse_config(params)
     pop = build_population(cfg, _rng(cfg, "population"))
     activity = simulate_activity(cfg, pop, _rng(cfg, "behaviour"))

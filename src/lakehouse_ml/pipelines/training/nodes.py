@@ -94,7 +94,9 @@ def plan_candidate(
         "family": study_result["best_family"],
         "model_params": study_result["best_model_params"],
         "seed": int(tuning["seed"]),
-        "columns": feature_columns(list(training_set.columns), contracts, list(tuning.get("extra_numeric", []))),
+        # The inputs the trials were fitted on (a study stored before they were recorded: the contracts').
+        "columns": study_result.get("columns")
+        or feature_columns(list(training_set.columns), contracts, list(tuning.get("extra_numeric", []))),
         "folds": [(_iso(train), _iso(valid)) for train, valid in folds],
         "train_cutoffs": _iso(refit),
         "test_cutoffs": _iso(test),
@@ -131,6 +133,10 @@ def refit_candidate(training_set: pd.DataFrame, plan: dict[str, Any], training: 
     rows = _rows(training_set, plan["train_cutoffs"])
     model = _model(plan).fit(rows[_features(plan)], rows[LABEL])
     example = rows[_features(plan)].head(int(training.get("input_example_rows", 5))).reset_index(drop=True)
+    # Numeric inputs are doubles in the signature whatever this data's dtype: a feature without
+    # nulls arrives as integers (e.g. days_since_last_order), and serving sends doubles and nulls.
+    numeric = [c for c in plan["columns"]["numeric"] if c in example.columns]
+    example[numeric] = example[numeric].astype("float64")
     logger.info("candidate: %s refit on %d rows in %.1fs", plan["family"], len(rows), time.monotonic() - started)
     return {"model": model, "input_example": example, "train_rows": int(len(rows)), "train_positive_rate": float(rows[LABEL].mean())}
 

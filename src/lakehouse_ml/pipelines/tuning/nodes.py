@@ -27,7 +27,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 from threadpoolctl import threadpool_limits
 
 from lakehouse_ml.features.contracts import parse_contract
-from lakehouse_ml.modeling.guards import cutoffs_problem, feature_problem, raise_problems
+from lakehouse_ml.modeling.guards import constant_features, cutoffs_problem, feature_problem, raise_problems
 
 logger = logging.getLogger(__name__)
 
@@ -402,6 +402,8 @@ def run_study(
         "trial_counts": counts,
         "trials_this_run": len(study.trials) - before,
         "trials": [_trial_summary(t) for t in study.get_trials(deepcopy=False)],
+        # The model inputs of every trial (constant features left out): training fits on the same.
+        "columns": columns,
     }
     logger.info(
         "tuning %s finished: best %s = %s; %d trials (%s) in %.1fs",
@@ -419,8 +421,8 @@ def prepare_tuning(
 ) -> tuple[pd.DataFrame, list[Fold], list[Any], dict[str, Any]]:
     """The tuning rows (test window removed), the folds, the test cutoffs and the feature columns.
 
-    Fails when a feature is all-null or constant in the tuning rows (a constant one is allowed
-    when listed in ``tuning.guards.allow_constant``).
+    Fails when a feature is all-null in the tuning rows; a constant one is left out of the model
+    with a warning (or fails: ``tuning.guards.constant_features``).
     """
     folds, test = time_folds(
         training_set[CUTOFF].tolist(), int(tuning["n_folds"]), int(tuning["test_cutoffs"]), int(tuning.get("gap_cutoffs", 0))
@@ -428,13 +430,36 @@ def prepare_tuning(
     train = in_key_order(training_set[~training_set[CUTOFF].isin(test)])
     contracts = {"customer_activity": activity_contract, "customer_profile": profile_contract}
     columns = feature_columns(list(training_set.columns), contracts, list(tuning.get("extra_numeric", [])))
-    allowed = (tuning.get("guards") or {}).get("allow_constant") or []
-    raise_problems([feature_problem(train, [*columns["numeric"], *columns["categorical"]], allowed)], "tuning")
+    columns = _without_constant_features(train, columns, (tuning.get("guards") or {}).get("constant_features", "leave_out"))
     logger.info(
         "tuning: %d rows in %d folds, %d test cutoffs held out, %d numeric and %d categorical features",
         len(train), len(folds), len(test), len(columns["numeric"]), len(columns["categorical"]),
     )
     return train, folds, test, columns
+
+
+def _without_constant_features(train: pd.DataFrame, columns: dict[str, Any], policy: str) -> dict[str, Any]:
+    """``columns`` without the features constant in ``train`` (``leave_out``), or a failure naming them
+    (``fail``); an all-NULL feature always fails."""
+    if policy not in ("leave_out", "fail"):
+        raise ValueError(f"tuning.guards.constant_features: expected leave_out or fail, got {policy!r}")
+    features = [*columns["numeric"], *columns["categorical"]]
+    constant = constant_features(train, features, columns["imputation"])
+    raise_problems([feature_problem(train, features, constant if policy == "fail" else None)], "tuning")
+    if not constant:
+        return columns
+    # Only orders delivered: the session and ticket windows are 0 throughout and mean nothing.
+    logger.warning(
+        "tuning: %d feature(s) hold one value in every training row and are left out of the model: %s "
+        "(a source that delivered nothing?); tuning.guards.constant_features: fail stops instead",
+        len(constant), ", ".join(f"{name} = {value!r}" for name, value in constant.items()),
+    )
+    return {
+        "numeric": [c for c in columns["numeric"] if c not in constant],
+        "categorical": [c for c in columns["categorical"] if c not in constant],
+        "imputation": {c: v for c, v in columns["imputation"].items() if c not in constant},
+        "left_out": {c: f"one value in every training row: {v!r}" for c, v in constant.items()},
+    }
 
 
 def tune(train: pd.DataFrame, folds: list[Fold], columns: dict[str, Any], tuning: dict[str, Any]) -> dict:
