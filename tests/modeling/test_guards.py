@@ -42,6 +42,7 @@ def test_rows_known_only_after_the_cutoffs_point_at_the_availability_setting():
     assert "Likely cause (1,000 of the 1,000 unmatched rows)" in problem
     assert "all feature rows stamped by the cutoff became known (ingested_at, the availability time) only after the cutoff" in problem
     assert "training_set.lookups.customer_activity.filter_by_ingested_at: false" in problem
+    assert "ingest.sources.<source>.known_at (e.g. {event_time_plus: 1 day}" in problem
     assert "Unmatched rows by cause: known_after_cutoff 1,000" in problem
 
 

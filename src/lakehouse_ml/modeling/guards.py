@@ -96,10 +96,10 @@ def _cause_advice(coverage: LookupCoverage, cause: str) -> str:
             f"all feature rows stamped by the cutoff became known (ingested_at, the availability time) only "
             f"after the cutoff, so no value was known yet at it. The availability time is probably a delivery "
             f"or bulk-load date rather than when each value was known (one file holding the whole history "
-            f"gives every row the same late ingested_at). Change: deliver the "
-            f"history so that ingested_at (the contract's ingested_at_key) is when each value became known, "
-            f"or, if feature_ts already is that time, stop filtering on availability with "
-            f"{lookup}.filter_by_ingested_at: false"
+            f"gives every row the same late ingested_at). Change: say when each record became known with "
+            f"ingest.sources.<source>.known_at (e.g. {{event_time_plus: 1 day}} for a one-off export of "
+            f"history, or {{column: <its time>}}) and rebuild (ingest.full_rebuild=true), or, if feature_ts "
+            f"already is that time, stop filtering on availability with {lookup}.filter_by_ingested_at: false"
         )
     if cause == "no_row_for_key":
         return (
