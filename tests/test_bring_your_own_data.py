@@ -96,7 +96,7 @@ def project(root: Path, env: str, extra: str) -> Path:
     (conf / "catalog.yml").write_text(OPTIONAL_SOURCES)
     (conf / "parameters_loop.yml").write_text(LOOP)
     (conf / "parameters_ingest.yml").write_text(SOURCE + extra)
-    (conf / "feature_tables" / "customer_profile.yml").write_text("customer_profile:\n  enabled: false\n")
+    (conf / "feature_tables" / "customer_profile.yml").write_text("feature_tables:\n  customer_profile:\n    enabled: false\n")
     (root / "src").mkdir()
     return root
 

@@ -272,7 +272,7 @@ def orders_only(tmp_path_factory) -> Path:
     (env / "parameters_small_loop.yml").write_text(SMALL_LOOP)
     (env / "catalog.yml").write_text(ORDERS_ONLY_CATALOG)
     (env / "feature_tables").mkdir()
-    (env / "feature_tables" / "customer_profile.yml").write_text("customer_profile:\n  enabled: false\n")
+    (env / "feature_tables" / "customer_profile.yml").write_text("feature_tables:\n  customer_profile:\n    enabled: false\n")
     (copy / "src").mkdir()
     (copy / "data").mkdir()
     return copy

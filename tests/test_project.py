@@ -7,6 +7,7 @@ from pathlib import Path
 
 import networkx as nx
 import pytest
+import yaml
 from kedro.framework.project import configure_project, pipelines
 from kedro.io import DataCatalog
 
@@ -117,3 +118,20 @@ def test_no_code_resolves_a_latest_model_version():
         if pattern.search(line)
     ]
     assert not offenders, "\n".join(offenders)
+
+
+def test_each_feature_tables_file_declares_the_table_it_is_named_after():
+    """Kedro merges every feature_tables file into one `feature_tables` parameter and cannot check
+    that a file declares the table it is named after; a mismatch would silently move a contract."""
+    files = sorted(p for p in (PROJECT_ROOT / "conf").glob("*/feature_tables/*") if not p.name.startswith("."))
+    assert files, "no conf/<env>/feature_tables/ file found"
+    problems = []
+    for path in files:
+        content = yaml.safe_load(path.read_text())
+        tables = content.get("feature_tables") if isinstance(content, dict) else None
+        if not isinstance(tables, dict) or set(content) != {"feature_tables"} or set(tables) != {path.stem}:
+            got = f"top-level keys {sorted(content)}" if isinstance(content, dict) else repr(content)
+            if isinstance(tables, dict):
+                got += f", tables {sorted(tables)}"
+            problems.append(f"{path.relative_to(PROJECT_ROOT)}: expected exactly `feature_tables: {{{path.stem}: ...}}`, got {got}")
+    assert not problems, "\n".join(problems)

@@ -28,6 +28,14 @@ def test_no_partitions_write_nothing_and_keep_the_delivered_files(tmp_path):
     assert delivered.read_text() == "customer_id date\n"
 
 
+def test_a_relative_path_is_judged_by_the_files_under_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    relative = SimulatedLandingDataset(path="landing/orders", dataset="text.TextDataset", filename_suffix=".jsonl")
+    relative.save({"2026-01-01/orders": "a\n"})
+    relative.save({"2026-01-02/orders": "b\n"})  # its own files: replaced, not refused
+    assert (tmp_path / "landing/orders/2026-01-02/orders.jsonl").read_text() == "b\n"
+
+
 def test_a_folder_with_files_the_simulator_did_not_write_is_refused_naming_them(tmp_path):
     delivered = tmp_path / "orders" / "1998-07-01" / "CDNOW_master.txt"
     delivered.parent.mkdir(parents=True)

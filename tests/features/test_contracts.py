@@ -16,7 +16,7 @@ FEATURE_TABLES = PROJECT_ROOT / "conf" / "base" / "feature_tables"
 
 
 def _raw(table: str) -> dict[str, Any]:
-    return yaml.safe_load((FEATURE_TABLES / f"{table}.yml").read_text())[table]
+    return yaml.safe_load((FEATURE_TABLES / f"{table}.yml").read_text())["feature_tables"][table]
 
 
 # --- the real contracts ------------------------------------------------------------------------
@@ -268,7 +268,7 @@ def test_loose_declarations_are_refused_with_the_table_and_key(spec_factory=None
     from lakehouse_ml.features.contracts import ContractError, parse_contract
     from tests.helpers import PROJECT_ROOT as _root
 
-    raw = _yaml.safe_load((_root / "conf/base/feature_tables/customer_profile.yml").read_text())["customer_profile"]
+    raw = _yaml.safe_load((_root / "conf/base/feature_tables/customer_profile.yml").read_text())["feature_tables"]["customer_profile"]
     cases = {
         "entity_keys": ("entity_keys", "customer_id", "expected a non-empty list"),
         "enabled": ("enabled", "false", "expected true or false"),

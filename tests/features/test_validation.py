@@ -385,7 +385,7 @@ def test_apply_null_policy_errors(spark):
 
 def _real(table: str):
     path = PROJECT_ROOT / "conf" / "base" / "feature_tables" / f"{table}.yml"
-    return parse_contract(table, yaml.safe_load(path.read_text())[table])
+    return parse_contract(table, yaml.safe_load(path.read_text())["feature_tables"][table])
 
 
 def _activity_type(name: str) -> str:

@@ -39,6 +39,7 @@ PROFILE = _contract("customer_profile", {
     "monthly_price": {"unit": "EUR", "freshness": "3650 days", "null_policy": "drop", "range": [0, 1000]},
     "signup_ts": {"unit": "timestamp", "freshness": "3650 days", "null_policy": "keep"},
 })
+FEATURE_TABLES = {"customer_activity": ACTIVITY, "customer_profile": PROFILE}
 LOOKUPS = {
     "customer_activity": {"features": None, "lookback_window": None, "filter_by_ingested_at": True},
     "customer_profile": {"features": None, "lookback_window": None, "filter_by_ingested_at": True},
@@ -92,7 +93,7 @@ def store(tmp_path):
 
 
 def _lookup(store, lookups=LOOKUPS) -> OnlineFeatureLookup:
-    return OnlineFeatureLookup.from_params(store, ACTIVITY, PROFILE, lookups)
+    return OnlineFeatureLookup.from_params(store, FEATURE_TABLES, lookups)
 
 
 def test_vectors_follow_the_point_in_time_rules_at_the_request_time(store):
@@ -167,7 +168,7 @@ def test_bad_requests_say_what_is_wrong(store):
     with pytest.raises(ValueError, match="must carry a time zone"):
         lookup.vectors(["fresh"], datetime(2026, 3, 1), INPUTS)
     with pytest.raises(ValueError, match=r"unknown \['speed'\]"):
-        OnlineFeatureLookup.from_params(store, ACTIVITY, PROFILE, LOOKUPS, rules=["speed"])
+        OnlineFeatureLookup.from_params(store, FEATURE_TABLES, LOOKUPS, rules=["speed"])
 
 
 def test_a_table_never_published_gives_nulls_typed_from_the_contract(tmp_path):

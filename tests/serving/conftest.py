@@ -41,7 +41,7 @@ NOW = datetime.now(timezone.utc)
 def contracts() -> dict[str, dict[str, Any]]:
     """The project's raw feature contracts."""
     params = project_config()["parameters"]
-    return {name: params[name] for name in ("customer_activity", "customer_profile")}
+    return {name: params["feature_tables"][name] for name in ("customer_activity", "customer_profile")}
 
 
 ACTIVITY = [name for name in contracts()["customer_activity"]["features"]]

@@ -9,6 +9,7 @@ partitions writes nothing (``simulate.enabled: false``), so the loop runs on del
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -23,6 +24,8 @@ class SimulatedLandingDataset(PartitionedDataset):
     def __init__(self, *, path: str, filename_suffix: str = "", **kwargs: Any) -> None:
         super().__init__(path=path, filename_suffix=filename_suffix, overwrite=True, **kwargs)
         protocol, root = get_protocol_and_path(path)
+        if protocol == "file":  # find() answers with absolute paths
+            root = Path(root).absolute().as_posix()
         self._fs, self._root = fsspec.filesystem(protocol), root.rstrip("/")
         source = re.escape(self._root.rsplit("/", 1)[-1])
         self._simulated = re.compile(rf"^\d{{4}}-\d{{2}}-\d{{2}}/{source}{re.escape(filename_suffix)}$")

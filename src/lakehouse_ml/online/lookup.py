@@ -106,10 +106,10 @@ class OnlineFeatureLookup:
 
     @classmethod
     def from_params(
-        cls, store: OnlineStore, activity_contract: dict, profile_contract: dict, lookups: dict, **options: Any
+        cls, store: OnlineStore, feature_tables: dict, lookups: dict, **options: Any
     ) -> OnlineFeatureLookup:
-        """From the raw parameters ``customer_activity``, ``customer_profile`` and ``training_set.lookups``."""
-        return cls(store, parsed_contracts(activity_contract, profile_contract), lookups, **options)
+        """From the raw parameters ``feature_tables`` and ``training_set.lookups``."""
+        return cls(store, parsed_contracts(feature_tables), lookups, **options)
 
     def output_columns(self) -> list[str]:
         """Every column :meth:`vectors` can return."""

@@ -2,7 +2,7 @@
 
 ``serving`` parameters (``conf/<env>/parameters_serving.yml``, with the declared ranges of the
 on-demand inputs), the model name (globals
-``churn_model_name``), the feature contracts (``customer_activity``/``customer_profile``) and
+``churn_model_name``), the feature contracts (``feature_tables``) and
 ``training_set.lookups``, the MLflow store (``mlflow.yml``) and the bearer token
 (``LAKEHOUSE_ML_SERVING_TOKEN``, else ``conf/<env>/credentials.yml`` key ``serving.token``).
 """
@@ -182,6 +182,7 @@ def load_settings(env: str = "local", conf_source: str | Path | None = None, ove
         **{k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"},
     )
     params = config["parameters"]
+    tables = params.get("feature_tables") or {}
     serving = {**(params.get("serving") or {}), **(overrides or {})}
     if not serving:
         raise SettingsError(f"no `serving` parameters in conf/base or conf/{env} (parameters_serving.yml)")
@@ -195,7 +196,7 @@ def load_settings(env: str = "local", conf_source: str | Path | None = None, ove
             path=str(log["path"]), flush_rows=int(log.get("flush_rows", 1000)),
             flush_interval_s=float(log.get("flush_interval_s", 5)), max_buffer_rows=int(log.get("max_buffer_rows", 100_000)),
         ),
-        contracts={name: params[name] for name in FEATURE_TABLES if name in params},
+        contracts={name: tables[name] for name in FEATURE_TABLES if name in tables},
         lookups=dict((params.get("training_set") or {}).get("lookups") or {}),
         online_store=serving.get("online_store"),
         aliases=dict(serving.get("aliases") or {"champion": "champion", "challenger": "challenger"}),

@@ -86,10 +86,7 @@ class ScoringService:
 
                 try:
                     store = open_online_store(dict(self.settings.online_store))
-                    contracts = self.settings.contracts
-                    self._lookup = OnlineFeatureLookup.from_params(
-                        store, contracts.get("customer_activity"), contracts.get("customer_profile"), self.settings.lookups
-                    )
+                    self._lookup = OnlineFeatureLookup.from_params(store, self.settings.contracts, self.settings.lookups)
                     self.store, self.store_error = store, None
                 except Exception as error:  # noqa: BLE001 - reported by /ready; payload scoring goes on
                     self.store_error = error_summary(error)

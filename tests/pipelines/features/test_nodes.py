@@ -25,7 +25,7 @@ GOLD = (
 
 
 def contract(table):
-    raw = yaml.safe_load((PROJECT_ROOT / f"conf/base/feature_tables/{table}.yml").read_text())[table]
+    raw = yaml.safe_load((PROJECT_ROOT / f"conf/base/feature_tables/{table}.yml").read_text())["feature_tables"][table]
     return parse_contract(table, raw)
 
 

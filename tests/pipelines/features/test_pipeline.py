@@ -112,7 +112,10 @@ def test_a_contract_violation_fails_the_refresh_and_publishes_nothing(lakehouse,
     root, _ = lakehouse
     monkeypatch.chdir(root)
     version = DeltaTable(str(LAKE / "features/customer_activity")).version()
-    stricter = {"customer_activity": {"features": {"orders_7d": {"range": [0, 1]}}}, "features": {"full_rebuild": True}}
+    stricter = {
+        "feature_tables": {"customer_activity": {"features": {"orders_7d": {"range": [0, 1]}}}},
+        "features": {"full_rebuild": True},
+    }
     with pytest.raises(FeatureContractViolation, match=r"customer_activity\.orders_7d: range expected values in \[0, 1\], got \d+ values out of range"):
         run_pipeline(features_pipeline(), runtime_params={**SMALL, **stricter})
     assert DeltaTable(str(LAKE / "features/customer_activity")).version() == version

@@ -53,7 +53,7 @@ def test_a_batch_of_rejected_rows_never_reaches_the_model():
 @pytest.fixture(scope="module")
 def contracts():
     params = project_config()["parameters"]
-    return {name: parse_contract(name, params[name]) for name in ("customer_activity", "customer_profile")}
+    return {name: parse_contract(name, params["feature_tables"][name]) for name in ("customer_activity", "customer_profile")}
 
 
 INPUTS = [

@@ -197,7 +197,7 @@ def test_too_many_rejections_fail_the_run_before_anything_is_published(lakehouse
     tables = ("ml/churn_predictions", "ml/rejected_predictions")
     before = [DeltaTable(str(LAKE / t)).version() for t in tables]
     # A contract no customer with orders meets: most of the spine breaks it.
-    strict = {"customer_activity": {"features": {"orders_30d": {"range": [1000, None]}}}}
+    strict = {"feature_tables": {"customer_activity": {"features": {"orders_30d": {"range": [1000, None]}}}}}
     day = lakehouse["training_set"]["cutoff_ts"].max().date().isoformat()
     with pytest.raises(Exception, match=r"break their feature contracts, above inference.max_rejected_rate=50.0%.*Top reasons: customer_activity.orders_30d: range x"):
         run_pipeline(inference_pipeline(), runtime_params={**PARAMS, **strict, "inference": {**PARAMS["inference"], "scoring_date": day}})

@@ -35,7 +35,7 @@ def write_baseline(spark, registered: dict[str, Any], training_set: pd.DataFrame
     }
     row = profile_monitoring_baseline(
         candidate, spark.read.format("delta").load(TRAINING_SET), scores, context,
-        params["customer_activity"], params["customer_profile"], params["monitoring"], params["training"],
+        params["feature_tables"], params["monitoring"], params["training"],
     )
     DataCatalog.from_config(project_config()["catalog"]).save("monitoring_baselines@write", row)
     return json.loads(row.collect()[0]["baseline"])

@@ -102,7 +102,7 @@ def test_the_store_holds_each_customers_latest_row_as_of_the_publish(fresh_store
             state = store.table_state(table)
             assert state["rows"] == len(expected) > 100
             assert state["source_version"] == DeltaTable(str(LAKE / "features" / table)).version()
-            assert state["contract_hash"] == parsed_contracts(_params()["customer_activity"], _params()["customer_profile"])[table].hash
+            assert state["contract_hash"] == parsed_contracts(_params()["feature_tables"])[table].hash
             assert state["as_of"] == pd.Timestamp(AS_OF).to_pydatetime()
             stored = store.get(table, list(expected.index))
             assert set(stored) == set(expected.index)
@@ -181,10 +181,10 @@ def test_online_vectors_equal_the_offline_point_in_time_vectors_at_the_scoring_t
     params = _params()
     training_set = {**params["training_set"], **PARAMS["training_set"]}
     activity, profile = (spark.read.format("delta").load(str((LAKE / "features" / t).resolve())) for t in TABLES)
-    offline = look_up_scoring_features(spine, activity, profile, scoring, params["customer_activity"], params["customer_profile"], training_set)
-    columns = feature_columns(offline.columns, {t: params[t] for t in TABLES}, ["tenure_days"])
+    offline = look_up_scoring_features(spine, activity, profile, scoring, params["feature_tables"], training_set)
+    columns = feature_columns(offline.columns, {t: params["feature_tables"][t] for t in TABLES}, ["tenure_days"])
     inputs = [*columns["numeric"], *columns["categorical"]]
-    contracts = parsed_contracts(params["customer_activity"], params["customer_profile"])
+    contracts = parsed_contracts(params["feature_tables"])
     reasons = rejection_reasons(offline, contracts, inputs, at, list(RULES)).alias("_reasons")
     # Converted as the training set is read (Arrow → pandas).
     expected = offline.select("customer_id", *inputs, reasons).toArrow().to_pandas().set_index("customer_id")
@@ -193,7 +193,7 @@ def test_online_vectors_equal_the_offline_point_in_time_vectors_at_the_scoring_t
 
     store = SQLiteOnlineStore(str(STORE))
     try:
-        lookup = OnlineFeatureLookup.from_params(store, params["customer_activity"], params["customer_profile"], training_set["lookups"])
+        lookup = OnlineFeatureLookup.from_params(store, params["feature_tables"], training_set["lookups"])
         vectors, problems = lookup.vectors(ids, at, inputs)
     finally:
         store.close()

@@ -54,7 +54,7 @@ def test_training_set_is_rebuilt_exactly_from_its_recorded_versions(lakehouse, m
     # Move the sources on: a new refresh of the feature tables must not change the rebuild.
     run_pipeline(features_pipeline(), runtime_params={**PARAMS, "features": {"full_rebuild": True}})
     params = project_config()["parameters"]
-    rebuilt = rebuild_training_set(spec, params["customer_activity"], params["customer_profile"], spark).toPandas()
+    rebuilt = rebuild_training_set(spec, params["feature_tables"], spark).toPandas()
     key = ["customer_id", "cutoff_ts"]
     expected = _utc(stored).sort_values(key).reset_index(drop=True)
     actual = _utc(rebuilt).sort_values(key).reset_index(drop=True)[expected.columns]
@@ -93,7 +93,7 @@ def test_no_feature_row_comes_from_after_its_cutoff(lakehouse, monkeypatch):
 def test_a_disabled_feature_table_is_skipped_and_the_loop_still_runs(lakehouse, monkeypatch):
     """Only orders is required: without customers the profile table is disabled by its contract."""
     monkeypatch.chdir(lakehouse)
-    disabled = {**PARAMS, "customer_profile": {"enabled": False}}
+    disabled = {**PARAMS, "feature_tables": {"customer_profile": {"enabled": False}}}
     profile_version = DeltaTable(str(LAKE / "features/customer_profile")).version()
     run_pipeline(features_pipeline() + training_set_pipeline(), runtime_params=disabled)
     assert DeltaTable(str(LAKE / "features/customer_profile")).version() == profile_version
@@ -141,7 +141,7 @@ def test_leakage_demo_shows_naive_joins_inflating_auc(lakehouse, monkeypatch, sp
     training = {**params["training_set"], **PARAMS["training_set"], "spine": {**params["training_set"]["spine"], **PARAMS["training_set"]["spine"]}}
     read = lambda table: spark.read.format("delta").load(str((lakehouse / LAKE / table).resolve()))  # noqa: E731
     spine = build_label_spine(read("silver/orders"), training["spine"])
-    metrics = leakage_demo(read("ml/training_set"), spine, read("features/customer_activity"), params["customer_activity"], training)
+    metrics = leakage_demo(read("ml/training_set"), spine, read("features/customer_activity"), params["feature_tables"], training)
     value = {name: metric["value"] for name, metric in metrics.items()}
     assert 0.5 < value["leakage_demo.auc_point_in_time"] < 1.0
     # features as of the label's end contain the label itself: near-perfect and clearly inflated

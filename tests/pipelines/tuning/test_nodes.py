@@ -242,13 +242,14 @@ CONTRACT = {
     },
 }
 SPLIT = {"n_folds": 2, "test_cutoffs": 2, "gap_cutoffs": 1}
+FEATURE_TABLES = {"customer_activity": CONTRACT, "customer_profile": {**CONTRACT, "enabled": False}}
 
 
 def test_prepare_tuning_holds_out_the_test_window():
     """The tuning rows hold no test cutoff; folds cover only the tuning cutoffs."""
     frame = _synthetic(n_cutoffs=8).drop(columns="plan")
     train, folds, test, columns = prepare_tuning(
-        frame.rename(columns={"x": "customer_activity__x"}), CONTRACT, {**CONTRACT, "enabled": False}, SPLIT,
+        frame.rename(columns={"x": "customer_activity__x"}), FEATURE_TABLES, SPLIT,
     )
     assert len(test) == 2 and not train["cutoff_ts"].isin(test).any()
     assert columns == {"numeric": ["customer_activity__x"], "categorical": [], "imputation": {"customer_activity__x": 0}}
@@ -265,7 +266,7 @@ def test_prepare_tuning_fails_on_a_feature_null_in_every_training_row():
     test = frame["cutoff_ts"] >= sorted(frame["cutoff_ts"].unique())[-2]
     frame.loc[~test, "customer_activity__x"] = np.nan
     with pytest.raises(TrainingDataError) as raised:
-        prepare_tuning(frame, CONTRACT, {**CONTRACT, "enabled": False}, {**SPLIT, "guards": {"constant_features": "leave_out"}})
+        prepare_tuning(frame, FEATURE_TABLES, {**SPLIT, "guards": {"constant_features": "leave_out"}})
     message = str(raised.value)
     assert message.startswith("tuning: 1 feature(s) are NULL in every one of the 240 training rows (cutoffs 2024-01-01..2024-02-05)")
     assert "customer_activity__x" in message and "training_set.guards.min_matched_share" in message
@@ -273,16 +274,16 @@ def test_prepare_tuning_fails_on_a_feature_null_in_every_training_row():
 
 def test_prepare_tuning_leaves_a_constant_feature_out_saying_so_or_fails_when_told_to(caplog):
     frame = _with_activity_columns(_synthetic(n_cutoffs=8)).assign(customer_activity__plan="basic")
-    _, _, _, columns = prepare_tuning(frame, CONTRACT, {**CONTRACT, "enabled": False}, SPLIT)
+    _, _, _, columns = prepare_tuning(frame, FEATURE_TABLES, SPLIT)
     assert columns["categorical"] == [] and columns["numeric"] == ["customer_activity__x"]
     assert columns["left_out"] == {"customer_activity__plan": "one value in every training row: 'basic'"}
     assert "1 feature(s) hold one value in every training row and are left out of the model: customer_activity__plan = 'basic'" in caplog.text
     failing = {**SPLIT, "guards": {"constant_features": "fail"}}
     with pytest.raises(TrainingDataError, match=r"1 feature\(s\) hold one value in every one of the 240 training rows") as raised:
-        prepare_tuning(frame, CONTRACT, {**CONTRACT, "enabled": False}, failing)
+        prepare_tuning(frame, FEATURE_TABLES, failing)
     assert "customer_activity__plan = 'basic'" in str(raised.value)
     with pytest.raises(ValueError, match="tuning.guards.constant_features: expected leave_out or fail, got 'drop'"):
-        prepare_tuning(frame, CONTRACT, {**CONTRACT, "enabled": False}, {**SPLIT, "guards": {"constant_features": "drop"}})
+        prepare_tuning(frame, FEATURE_TABLES, {**SPLIT, "guards": {"constant_features": "drop"}})
 
 
 def test_pipeline_wires_training_set_and_params():

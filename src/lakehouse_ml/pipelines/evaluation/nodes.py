@@ -29,7 +29,7 @@ from lakehouse_ml.modeling.gates import (
 )
 from lakehouse_ml.modeling.metrics import binary_metrics, slice_metrics, slice_specs, slice_values
 from lakehouse_ml.monitoring.baseline import build_monitoring_baseline, servable_rows
-from lakehouse_ml.pipelines.training_set.nodes import parsed_contracts
+from lakehouse_ml.pipelines.training_set.nodes import contract_configs, parsed_contracts
 from lakehouse_ml.pipelines.tuning.nodes import CUTOFF, ENTITY, LABEL, feature_columns, in_key_order
 
 logger = logging.getLogger(__name__)
@@ -156,14 +156,13 @@ def _serving_reference(
 
 def check_serving_readiness(
     candidate: dict[str, Any], champion: dict[str, Any] | None, training_set: pd.DataFrame,
-    activity_contract: dict[str, Any], profile_contract: dict[str, Any], tuning: dict[str, Any], evaluation: dict[str, Any],
+    feature_tables: dict[str, Any], tuning: dict[str, Any], evaluation: dict[str, Any],
 ) -> dict[str, Any]:
     """Signature compatibility, a smoke test on sample and edge payloads, and in-process latency."""
     config = evaluation["serving"]
     columns = _input_columns(candidate)
-    contracts = {"customer_activity": activity_contract, "customer_profile": profile_contract}
     reference, reference_name = _serving_reference(
-        champion, training_set, contracts, list(tuning.get("extra_numeric", [])), {c["name"] for c in columns}
+        champion, training_set, contract_configs(feature_tables), list(tuning.get("extra_numeric", [])), {c["name"] for c in columns}
     )
     sample = in_key_order(training_set).head(int(config["sample_rows"]))
     outputs = []
@@ -261,13 +260,12 @@ BASELINE_COLUMNS = (
 
 def profile_monitoring_baseline(  # noqa: PLR0913
     candidate: dict[str, Any], training_set: DataFrame, scores: pd.DataFrame, context: dict[str, Any],
-    activity_contract: dict[str, Any], profile_contract: dict[str, Any], monitoring: dict[str, Any],
-    training: dict[str, Any],
+    feature_tables: dict[str, Any], monitoring: dict[str, Any], training: dict[str, Any],
 ) -> DataFrame:
     """The candidate's monitoring baseline (training-row input profiles, test-window scores, reference
     performance) as one row, on the rows inference would have scored."""
     pointer = candidate["pointer"]
-    contracts = parsed_contracts(activity_contract, profile_contract)
+    contracts = parsed_contracts(feature_tables)
     servable = servable_rows(training_set, [f"{table}__{c.timestamp_key}" for table, c in contracts.items()])
     train_cutoffs = [pd.Timestamp(c).to_pydatetime() for c in pointer["split"]["train_cutoffs"]]
     training_rows = servable.where(F.col(CUTOFF).isin(train_cutoffs))

@@ -26,7 +26,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 check_serving_readiness,
                 [
                     "candidate@model", "champion_model_for_evaluation", "training_set@pandas",
-                    "params:customer_activity", "params:customer_profile", "params:tuning", "params:evaluation",
+                    "params:feature_tables", "params:tuning", "params:evaluation",
                 ],
                 "serving_readiness",
                 name="check_serving_readiness",
@@ -41,7 +41,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 profile_monitoring_baseline,
                 [
                     "candidate@model", "training_set@spark", "evaluation_scores", "evaluation_context",
-                    "params:customer_activity", "params:customer_profile", "params:monitoring", "params:training",
+                    "params:feature_tables", "params:monitoring", "params:training",
                 ],
                 "monitoring_baselines@write",
                 name="profile_monitoring_baseline",

@@ -58,7 +58,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 # version of this run (stamping may add a commit after the MERGE).
                 outputs={"table@spark": f"{name}@spark", "table@info": f"{name}@info", "contract_stamp": f"{name}_contract"},
                 parameters={
-                    "params:contract": f"params:{name}",
+                    "params:contract": f"params:feature_tables.{name}",
                     "params:table": f"params:features.tables.{name}",
                     "params:features": "params:features",
                 },

@@ -105,12 +105,11 @@ def look_up_scoring_features(  # noqa: PLR0913
     activity: DataFrame,
     profile: DataFrame,
     scoring: dict[str, Any],
-    activity_contract: dict[str, Any],
-    profile_contract: dict[str, Any],
+    feature_tables: dict[str, Any],
     training_set: dict[str, Any],
 ) -> DataFrame:
     """The training set's point-in-time lookups and on-demand features for the scoring spine."""
-    contracts = parsed_contracts(activity_contract, profile_contract)
+    contracts = parsed_contracts(feature_tables)
     tables = {"customer_activity": activity, "customer_profile": profile}
     scoring_ts = datetime.fromisoformat(scoring["scoring_ts"])
     lookups = [eligible_at(lookup, scoring_ts) for lookup in feature_lookups(tables, contracts, training_set["lookups"])]
@@ -218,8 +217,7 @@ def score_scoring_rows(  # noqa: PLR0913
     activity_info: dict[str, Any],
     profile_info: dict[str, Any],
     orders_info: dict[str, Any],
-    activity_contract: dict[str, Any],
-    profile_contract: dict[str, Any],
+    feature_tables: dict[str, Any],
     inference: dict[str, Any],
 ) -> tuple[DataFrame, dict[str, Any]]:
     """Every spine row with its rejection reasons, and the champion's score where there are none.
@@ -239,7 +237,7 @@ def score_scoring_rows(  # noqa: PLR0913
             f"model '{champion['name']}' version {champion['version']} needs input columns {missing} that the "
             f"training set's lookups do not produce (they produce {features.columns}): check training_set.lookups"
         )
-    contracts = parsed_contracts(activity_contract, profile_contract)
+    contracts = parsed_contracts(feature_tables)
     scoring_ts = datetime.fromisoformat(scoring["scoring_ts"])
     stamps = [f"{t}__{c.timestamp_key}" for t, c in contracts.items() if f"{t}__{c.timestamp_key}" in features.columns]
     reasons = rejection_reasons(features, contracts, inputs, scoring_ts, list(inference.get("reject_on", RULES)))

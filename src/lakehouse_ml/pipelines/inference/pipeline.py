@@ -28,7 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 look_up_scoring_features,
                 [
                     "scoring_spine", "customer_activity@spark", "customer_profile@spark", "scoring_time",
-                    "params:customer_activity", "params:customer_profile", "params:training_set",
+                    "params:feature_tables", "params:training_set",
                 ],
                 "scoring_features",
                 name="look_up_scoring_features",
@@ -38,8 +38,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     # The only consumer of the champion: its alias is resolved once per run.
                     "scoring_features", "champion_model@sklearn", "scoring_time", "customer_activity@info",
-                    "customer_profile@info", "orders_silver@info", "params:customer_activity",
-                    "params:customer_profile", "params:inference",
+                    "customer_profile@info", "orders_silver@info", "params:feature_tables",
+                    "params:inference",
                 ],
                 ["inference_scored_rows", "inference_release"],
                 name="score_scoring_rows",

@@ -131,13 +131,12 @@ def plan_online_publish(  # noqa: PLR0913
     activity_info: dict[str, Any],
     profile_info: dict[str, Any],
     published: dict[str, Any],
-    activity_contract: dict[str, Any],
-    profile_contract: dict[str, Any],
+    feature_tables: dict[str, Any],
     training_set: dict[str, Any],
     publish_online: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The store updates (changed latest rows, deleted keys, source versions) and their counts."""
-    contracts = parsed_contracts(activity_contract, profile_contract)
+    contracts = parsed_contracts(feature_tables)
     tables = dict(zip(FEATURE_TABLES, (activity, profile)))
     infos = dict(zip(FEATURE_TABLES, (activity_info, profile_info)))
     lookups = feature_lookups(tables, contracts, _served(training_set["lookups"], publish_online.get("tables")))

@@ -13,8 +13,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 plan_online_publish,
                 [
                     "customer_activity@spark", "customer_profile@spark", "customer_activity@info",
-                    "customer_profile@info", "online_store_published", "params:customer_activity",
-                    "params:customer_profile", "params:training_set", "params:publish_online",
+                    "customer_profile@info", "online_store_published", "params:feature_tables",
+                    "params:training_set", "params:publish_online",
                 ],
                 ["online_store", "online_publish_summary"],
                 name="plan_online_publish",

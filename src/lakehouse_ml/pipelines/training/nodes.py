@@ -34,6 +34,7 @@ from lakehouse_ml.modeling.plots import (
     pr_figure,
     roc_figure,
 )
+from lakehouse_ml.pipelines.training_set.nodes import contract_configs
 from lakehouse_ml.pipelines.tuning.nodes import (
     CUTOFF,
     ENTITY,
@@ -71,8 +72,7 @@ def _rows(frame: pd.DataFrame, cutoffs: list[Any]) -> pd.DataFrame:
 
 
 def plan_candidate(
-    training_set: pd.DataFrame, study_result: dict[str, Any], activity_contract: dict[str, Any],
-    profile_contract: dict[str, Any], tuning: dict[str, Any],
+    training_set: pd.DataFrame, study_result: dict[str, Any], feature_tables: dict[str, Any], tuning: dict[str, Any],
 ) -> dict[str, Any]:
     """The best configuration of the study with the tuning split: folds, test window and refit window."""
     if not study_result.get("best_family"):
@@ -86,7 +86,6 @@ def plan_candidate(
     refit = before_test[: len(before_test) - gap]
     if not refit:
         raise ValueError(f"no training cutoff is left before the test window {_iso(test)} with a gap of {gap} cutoffs")
-    contracts = {"customer_activity": activity_contract, "customer_profile": profile_contract}
     plan = {
         "study_name": study_result["study_name"],
         "best_trial": study_result["best_trial"],
@@ -96,7 +95,7 @@ def plan_candidate(
         "seed": int(tuning["seed"]),
         # The inputs the trials were fitted on (a study stored before they were recorded: the contracts').
         "columns": study_result.get("columns")
-        or feature_columns(list(training_set.columns), contracts, list(tuning.get("extra_numeric", []))),
+        or feature_columns(list(training_set.columns), contract_configs(feature_tables), list(tuning.get("extra_numeric", []))),
         "folds": [(_iso(train), _iso(valid)) for train, valid in folds],
         "train_cutoffs": _iso(refit),
         "test_cutoffs": _iso(test),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
@@ -120,10 +121,18 @@ def _freshness(contract: FeatureContract, names: list[str]) -> timedelta:
 FEATURE_TABLES = ("customer_activity", "customer_profile")
 
 
-def parsed_contracts(activity_contract: dict[str, Any], profile_contract: dict[str, Any]) -> dict[str, FeatureContract]:
-    """The contracts of the feature tables the training set reads."""
-    configs = dict(zip(FEATURE_TABLES, (activity_contract, profile_contract)))
-    return {name: parse_contract(name, config) for name, config in configs.items()}
+def contract_configs(feature_tables: Mapping[str, Any]) -> dict[str, Any]:
+    """The raw contracts of the feature tables the training set reads, from ``params:feature_tables``.
+
+    In ``FEATURE_TABLES`` order, not the mapping's: Kedro merges the files of a folder in no fixed
+    order, and the order of the tables is the order of the model's input columns.
+    """
+    return {name: feature_tables.get(name) for name in FEATURE_TABLES}
+
+
+def parsed_contracts(feature_tables: Mapping[str, Any]) -> dict[str, FeatureContract]:
+    """The parsed contracts of the feature tables the training set reads, from ``params:feature_tables``."""
+    return {name: parse_contract(name, config) for name, config in contract_configs(feature_tables).items()}
 
 
 def training_set_spec(
@@ -155,8 +164,7 @@ def assemble_training_set(  # noqa: PLR0913
     activity_info: dict[str, Any],
     profile_info: dict[str, Any],
     previous: dict[str, Any],
-    activity_contract: dict[str, Any],
-    profile_contract: dict[str, Any],
+    feature_tables: dict[str, Any],
     training: dict[str, Any],
 ) -> tuple[DataFrame, dict[str, Any]]:
     """Look features up point in time for every spine row; skip the write if nothing changed.
@@ -165,7 +173,7 @@ def assemble_training_set(  # noqa: PLR0913
     recorded on the table. When the recorded spec equals the new one, the same rows would be
     written again, so nothing is written (re-runs on unchanged input add no version).
     """
-    contracts = parsed_contracts(activity_contract, profile_contract)
+    contracts = parsed_contracts(feature_tables)
     versions = {"orders_silver": orders_info, "customer_activity": activity_info, "customer_profile": profile_info}
     spec = json.dumps(training_set_spec(training["spine"], training["lookups"], contracts, versions), sort_keys=True, default=str)
     if previous.get("properties", {}).get(SPEC_PROPERTY) == spec:
@@ -212,7 +220,7 @@ def guard_training_set(frame: DataFrame, lookups: list[FeatureLookup], guards: d
 
 
 def rebuild_training_set(
-    spec: dict[str, Any], activity_contract: dict[str, Any], profile_contract: dict[str, Any], spark: Any
+    spec: dict[str, Any], feature_tables: dict[str, Any], spark: Any
 ) -> DataFrame:
     """Rebuild a training set from its recorded spec: every source read at its recorded version."""
 
@@ -220,7 +228,7 @@ def rebuild_training_set(
         source = spec["sources"][name]
         return spark.read.format("delta").option("versionAsOf", source["version"]).load(source["path"])
 
-    contracts = parsed_contracts(activity_contract, profile_contract)
+    contracts = parsed_contracts(feature_tables)
     tables = {name: at_version(name) for name in FEATURE_TABLES}
     spine_rows = build_label_spine(at_version("orders_silver"), spec["spine"])
     frame = build_training_set(spine_rows, feature_lookups(tables, contracts, spec["lookups"]), ENTITY, CUTOFF)
@@ -284,7 +292,7 @@ def leakage_demo(
     training_set: DataFrame,
     spine_rows: DataFrame,
     activity: DataFrame,
-    activity_contract: dict[str, Any],
+    feature_tables: dict[str, Any],
     training: dict[str, Any],
 ) -> dict[str, Any]:
     """How much naive joins inflate a plain model's test AUC against the point-in-time set.
@@ -293,7 +301,7 @@ def leakage_demo(
     of the end of the label horizon (features computed "now" for labels of the past).
     """
     demo = training["leakage_demo"]
-    contract = parse_contract("customer_activity", activity_contract)
+    contract = parse_contract("customer_activity", feature_tables.get("customer_activity"))
     if not demo.get("enabled", True) or not contract.enabled:
         return {}
     columns = [f"customer_activity__{n}" for n in contract.feature_names]

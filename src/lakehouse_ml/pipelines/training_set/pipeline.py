@@ -20,8 +20,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "label_spine", "customer_activity@spark", "customer_profile@spark",
                     "orders_silver@info", "customer_activity_contract", "customer_profile_contract",
-                    "training_set_recorded", "params:customer_activity", "params:customer_profile",
-                    "params:training_set",
+                    "training_set_recorded", "params:feature_tables", "params:training_set",
                 ],
                 # Saved in this order: the rows, then the spec that says how they were made.
                 outputs=["training_set@spark", "training_set_spec"],
@@ -30,7 +29,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(check_point_in_time, ["training_set@spark", "params:training_set"], "point_in_time_proof", name="check_point_in_time"),
             node(
                 leakage_demo,
-                ["training_set@spark", "label_spine", "customer_activity@spark", "params:customer_activity", "params:training_set"],
+                ["training_set@spark", "label_spine", "customer_activity@spark", "params:feature_tables", "params:training_set"],
                 "leakage_demo_metrics",
                 name="leakage_demo",
             ),

@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from lakehouse_ml.features.contracts import parse_contract
 from lakehouse_ml.modeling.guards import constant_features, cutoffs_problem, feature_problem, raise_problems
+from lakehouse_ml.pipelines.training_set.nodes import contract_configs
 
 logger = logging.getLogger(__name__)
 
@@ -417,7 +418,7 @@ def run_study(
 
 
 def prepare_tuning(
-    training_set: pd.DataFrame, activity_contract: dict[str, Any], profile_contract: dict[str, Any], tuning: dict[str, Any]
+    training_set: pd.DataFrame, feature_tables: dict[str, Any], tuning: dict[str, Any]
 ) -> tuple[pd.DataFrame, list[Fold], list[Any], dict[str, Any]]:
     """The tuning rows (test window removed), the folds, the test cutoffs and the feature columns.
 
@@ -428,8 +429,7 @@ def prepare_tuning(
         training_set[CUTOFF].tolist(), int(tuning["n_folds"]), int(tuning["test_cutoffs"]), int(tuning.get("gap_cutoffs", 0))
     )
     train = in_key_order(training_set[~training_set[CUTOFF].isin(test)])
-    contracts = {"customer_activity": activity_contract, "customer_profile": profile_contract}
-    columns = feature_columns(list(training_set.columns), contracts, list(tuning.get("extra_numeric", [])))
+    columns = feature_columns(list(training_set.columns), contract_configs(feature_tables), list(tuning.get("extra_numeric", [])))
     columns = _without_constant_features(train, columns, (tuning.get("guards") or {}).get("constant_features", "leave_out"))
     logger.info(
         "tuning: %d rows in %d folds, %d test cutoffs held out, %d numeric and %d categorical features",
