@@ -78,7 +78,6 @@ class LookupCoverage:
     rows: int
     matched: int
     keys: tuple[str, ...] = ()
-    filter_by_ingested_at: bool = True
     causes: Mapping[str, int] = field(default_factory=dict)
 
     @property

@@ -206,7 +206,7 @@ def guard_training_set(frame: DataFrame, lookups: list[FeatureLookup], guards: d
     for lookup in lookups:
         coverage = LookupCoverage(
             table=lookup.label, rows=counts["rows"], matched=counts["matched"][lookup.label],
-            keys=tuple(lookup.lookup_key), filter_by_ingested_at=lookup.filter_by_ingested_at,
+            keys=tuple(lookup.lookup_key),
         )
         if coverage_problem(coverage, min_share):
             coverage = replace(coverage, causes=unmatched_causes(frame, lookup, CUTOFF))
