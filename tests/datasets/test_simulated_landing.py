@@ -29,11 +29,22 @@ def test_no_partitions_write_nothing_and_keep_the_delivered_files(tmp_path):
 
 
 def test_a_relative_path_is_judged_by_the_files_under_it(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
     relative = SimulatedLandingDataset(path="landing/orders", dataset="text.TextDataset", filename_suffix=".jsonl")
+    monkeypatch.chdir(tmp_path)  # after the dataset is built: the folder is the one saved into
     relative.save({"2026-01-01/orders": "a\n"})
     relative.save({"2026-01-02/orders": "b\n"})  # its own files: replaced, not refused
     assert (tmp_path / "landing/orders/2026-01-02/orders.jsonl").read_text() == "b\n"
+
+
+def test_a_relative_path_is_judged_where_it_is_saved_even_after_a_change_of_directory(tmp_path, monkeypatch):
+    relative = SimulatedLandingDataset(path="landing/orders", dataset="text.TextDataset", filename_suffix=".jsonl")
+    monkeypatch.chdir(tmp_path)
+    delivered = tmp_path / "landing" / "orders" / "1998-07-01" / "CDNOW_master.txt"
+    delivered.parent.mkdir(parents=True)
+    delivered.write_text("customer_id date\n")
+    with pytest.raises(DatasetError, match="holds files the simulator did not write"):
+        relative.save({"2026-01-01/orders": "a\n"})
+    assert delivered.exists()
 
 
 def test_a_folder_with_files_the_simulator_did_not_write_is_refused_naming_them(tmp_path):

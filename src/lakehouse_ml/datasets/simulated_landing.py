@@ -24,9 +24,7 @@ class SimulatedLandingDataset(PartitionedDataset):
     def __init__(self, *, path: str, filename_suffix: str = "", **kwargs: Any) -> None:
         super().__init__(path=path, filename_suffix=filename_suffix, overwrite=True, **kwargs)
         protocol, root = get_protocol_and_path(path)
-        if protocol == "file":  # find() answers with absolute paths
-            root = Path(root).absolute().as_posix()
-        self._fs, self._root = fsspec.filesystem(protocol), root.rstrip("/")
+        self._fs, self._local, self._root = fsspec.filesystem(protocol), protocol == "file", root.rstrip("/")
         source = re.escape(self._root.rsplit("/", 1)[-1])
         self._simulated = re.compile(rf"^\d{{4}}-\d{{2}}-\d{{2}}/{source}{re.escape(filename_suffix)}$")
 
@@ -46,6 +44,8 @@ class SimulatedLandingDataset(PartitionedDataset):
         super().save(data)
 
     def _files(self) -> list[str]:
-        if not self._fs.exists(self._root):
+        # Resolved when saving, as the parent resolves a relative path; find() answers absolute paths.
+        root = Path(self._root).absolute().as_posix() if self._local else self._root
+        if not self._fs.exists(root):
             return []
-        return sorted(path[len(self._root) + 1:] for path in self._fs.find(self._root))
+        return sorted(path[len(root) + 1:] for path in self._fs.find(root))
