@@ -3,6 +3,10 @@
 Loaded only by the crash harness (it puts a ``kedro.hooks`` entry point on the child's path), so
 the real ``kedro run`` CLI is what crashes. Counting is across the commands of one scenario: the
 count file lists every save that added a Delta commit, one dataset name per line.
+
+One save of the feature tables writes each table in turn (``FeatureTablesDataset.save_table``),
+so each table's write counts as its own save, ``feature_tables@spark[<table>]``: the sweep also
+kills between two tables' MERGEs.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import signal
 from pathlib import Path
 
 from kedro.framework.hooks import hook_impl
+
+from lakehouse_ml.datasets import FeatureTablesDataset
 
 
 def _commits(root: Path) -> int:
@@ -27,16 +33,31 @@ class CrashAfterCommit:
         self._root = Path(os.environ["LAKEHOUSE_ML_ROOT"]) / "data" / "lakehouse"
         self._before = 0
 
+        self._dataset = ""
+        save_table = FeatureTablesDataset.save_table
+
+        def counted(dataset: FeatureTablesDataset, name: str, update: object) -> None:
+            save_table(dataset, name, update)
+            self._saved(f"{self._dataset}[{name}]")
+
+        FeatureTablesDataset.save_table = counted
+
     @hook_impl
     def before_dataset_saved(self, dataset_name: str, data: object, node: object) -> None:
-        self._before = _commits(self._root)
+        self._before, self._dataset = _commits(self._root), dataset_name
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: object, node: object) -> None:
-        if _commits(self._root) == self._before:
+        self._saved(dataset_name)
+
+    def _saved(self, name: str) -> None:
+        """Record a save that committed (and kill the run if it is the target)."""
+        commits = _commits(self._root)
+        if commits == self._before:
             return
+        self._before = commits
         with self._log.open("a") as log:
-            log.write(dataset_name + "\n")
+            log.write(name + "\n")
         if self._target and len(self._log.read_text().splitlines()) == self._target:
             os.kill(os.getpid(), signal.SIGKILL)
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from deltalake import DeltaTable
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,14 @@ MLFLOW_RUN_ID = r"\b[0-9a-f]{32}\b"
 LOGS = {"monitoring/feature_refreshes", "monitoring/feature_summaries", "monitoring/baselines"}
 
 
-FEATURE_SOURCES = {"customer_activity": "gold/customer_daily_activity", "customer_profile": "silver/customers"}
+def feature_sources(project: Path) -> dict[str, str]:
+    """Each declared feature table's source, as a path under the catalog's folder (from its contract)."""
+    sources = {}
+    for path in sorted(project.glob("conf/*/feature_tables/*.yml")):
+        for table, contract in (yaml.safe_load(path.read_text()).get("feature_tables") or {}).items():
+            if contract and contract.get("source"):
+                sources[table] = contract["source"].replace(".", "/")
+    return sources
 
 
 def make_project(root: Path, local_params: str) -> Path:
@@ -146,7 +154,7 @@ def stale_feature_tables(project: Path) -> list[str]:
     last = log.sort_values("refreshed_at").groupby("table")["source_version"].last()
     return [
         f"{table}: last refresh reflects {source} version {last[table]}, the table is at {DeltaTable(str(lake / source)).version()}"
-        for table, source in FEATURE_SOURCES.items()
+        for table, source in feature_sources(project).items()
         if table in last and last[table] != DeltaTable(str(lake / source)).version()
     ]
 

@@ -226,7 +226,33 @@ CONTRACT_ERRORS = {
         _set("features.orders_7d.range", "0..10"),
         f"{WHERE}.features.orders_7d.range: expected [min, max] (null for open), got '0..10'",
     ),
+    "missing_kind": (lambda raw: raw.pop("kind"), f"{WHERE}: 'kind' is required"),
+    "unknown_kind": (_set("kind", "hourly"), f"{WHERE}.kind: expected one of ['changes', 'daily_windows'], got 'hourly'"),
+    "compute_of_another_kind": (
+        _set("features.orders_7d.compute", {"column": "orders"}),
+        f"{WHERE}.features.orders_7d.compute: a 'daily_windows' table computes features from keys",
+    ),
+    "window_missing": (
+        lambda raw: raw["features"]["orders_7d"].pop("window"),
+        f"{WHERE}.features.orders_7d.compute: a 'daily_windows' feature needs a `window`",
+    ),
+    "ratio_of_unknown_features": (
+        _set("features.avg_order_value_90d.compute", {"ratio": ["net_spend_90d", "nope"]}),
+        f"{WHERE}.features.avg_order_value_90d.compute.ratio: expected [numerator, denominator], two other features",
+    ),
+    "every_feature_null": (
+        lambda raw: raw.update(features={name: None for name in raw["features"]}),
+        f"{WHERE}.features: every feature is null",
+    ),
 }
+
+
+def test_an_environment_drops_a_feature_with_null():
+    raw = _raw("customer_activity")
+    raw["features"]["tickets_90d"] = None
+    contract = parse_contract("customer_activity", raw)
+    assert "tickets_90d" not in contract.feature_names and "tickets_30d" in contract.feature_names
+    assert contract.hash != parse_contract("customer_activity", _raw("customer_activity")).hash
 
 
 @pytest.mark.parametrize(

@@ -53,15 +53,16 @@ def _raw() -> dict:
         "grain": "customer x day",
         "refresh": "daily",
         "source": "gold.test",
+        "kind": "changes",
         "features": {
             "orders_7d": {"window": "7 days", "unit": "orders", "freshness": "2 days",
-                          "null_policy": {"impute": 0}, "range": [0, 10], "compute": {"sum": "orders"}},
+                          "null_policy": {"impute": 0}, "range": [0, 10], "compute": {"column": "orders"}},
             "spend": {"unit": "EUR", "freshness": "2 days", "null_policy": "drop",
-                      "range": [0, None], "compute": {"sum": "net"}},
+                      "range": [0, None], "compute": {"column": "net"}},
             "plan_tier": {"unit": "category", "freshness": "400 days", "null_policy": {"impute": "unknown"},
                           "allowed_values": ["basic", "premium"], "compute": {"column": "plan_tier"}},
             "avg_value": {"unit": "EUR", "freshness": "2 days", "null_policy": "keep",
-                          "compute": {"ratio": ["spend", "orders_7d"]}},
+                          "compute": {"column": "avg_value"}},
         },
     }
 

@@ -25,7 +25,7 @@ US = timedelta(microseconds=1)
 def _contract(table: str, features: dict) -> dict:
     return {
         "description": "test", "owner": "tests", "entity_keys": ["customer_id"], "timestamp_key": "feature_ts",
-        "ingested_at_key": "ingested_at", "grain": "customer x day", "refresh": "daily", "source": "tests",
+        "ingested_at_key": "ingested_at", "grain": "customer x day", "refresh": "daily", "source": "tests", "kind": "changes",
         "features": {name: {"compute": {"column": name}, **spec} for name, spec in features.items()},
     }
 

@@ -1,8 +1,9 @@
 """Datasets of this project: Delta tables (Spark, pandas, metadata, versions), landing deliveries and
-MLflow models with a signature computed by the node, the model registry, the online store."""
+every feature table as one mapping, MLflow models with a signature computed by the node, the model registry, the online store."""
 
 from lakehouse_ml.datasets.delta import DeltaMetadataDataset, PandasDeltaDataset, SparkDeltaDataset
 from lakehouse_ml.datasets.delta_versions import DeltaVersions, SparkDeltaVersionsDataset
+from lakehouse_ml.datasets.feature_tables import FeatureTableInfoDataset, FeatureTablesDataset
 from lakehouse_ml.datasets.frames import PandasFrameDeltaDataset
 from lakehouse_ml.datasets.kedro_run import KedroRunDataset
 from lakehouse_ml.datasets.landing import LandingDataset, LandingFileDataset
@@ -21,6 +22,8 @@ __all__ = [
     "CandidateRunDataset",
     "DeltaMetadataDataset",
     "DeltaVersions",
+    "FeatureTableInfoDataset",
+    "FeatureTablesDataset",
     "KedroRunDataset",
     "LandingDataset",
     "LandingFileDataset",

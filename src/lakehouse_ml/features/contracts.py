@@ -17,6 +17,17 @@ from datetime import timedelta
 from typing import Any
 
 TIME_SEMANTICS = ("event_time", "ingestion_time")
+# How a table's rows are computed from its source (pipelines/features/kinds.py), and the ``compute``
+# keys each kind understands:
+# - daily_windows: trailing windows of whole days over a daily table (``activity_date``,
+#   ``last_delivered_at``): ``{sum: c[, divide_by: n]}``, ``{days_since: c}`` (both need ``window``)
+#   or ``{ratio: [feature, feature]}`` of two features of the same table;
+# - changes: one row per change of an entity's silver rows, valid from its ``event_ts``:
+#   ``{column: c}``.
+KIND_COMPUTE = {
+    "daily_windows": ({"sum"}, {"sum", "divide_by"}, {"days_since"}, {"ratio"}),
+    "changes": ({"column"},),
+}
 _DURATION = re.compile(r"^\s*(\d+)\s*(day|days|hour|hours|minute|minutes)\s*$")
 
 
@@ -100,6 +111,7 @@ class FeatureContract:
     grain: str
     refresh: str
     source: str
+    kind: str
     features: tuple[FeatureSpec, ...]
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -221,6 +233,20 @@ def _parse_feature(name: str, raw: dict[str, Any], default_semantics: str, where
     )
 
 
+def _check_compute(spec: FeatureSpec, kind: str, names: set[str], where: str) -> None:
+    """A feature's ``compute`` must be one its table's kind knows, over what that kind reads."""
+    where = f"{where}.features.{spec.name}.compute"
+    if set(spec.compute) not in KIND_COMPUTE[kind]:
+        shapes = " or ".join(str(sorted(keys)) for keys in KIND_COMPUTE[kind])
+        raise ContractError(f"{where}: a '{kind}' table computes features from keys {shapes}, got {spec.compute}")
+    if "ratio" in spec.compute:
+        parts = spec.compute["ratio"]
+        if not isinstance(parts, (list, tuple)) or len(parts) != 2 or not set(parts) <= names - {spec.name}:
+            raise ContractError(f"{where}.ratio: expected [numerator, denominator], two other features of the table, got {parts!r}")
+    elif kind == "daily_windows" and spec.window is None:
+        raise ContractError(f"{where}: a '{kind}' feature needs a `window` (e.g. 30 days)")
+
+
 def parse_contract(table: str, raw: dict[str, Any]) -> FeatureContract:
     """Parse and check one table's contract; errors name the table and the offending key."""
     where = f"feature_tables/{table}.yml: {table}"
@@ -234,6 +260,17 @@ def parse_contract(table: str, raw: dict[str, Any]) -> FeatureContract:
     if not isinstance(enabled, bool):
         raise ContractError(f"{where}.enabled: expected true or false, got {enabled!r}")
     semantics = raw.get("time_semantics", "event_time")
+    kind = _require(raw, "kind", where)
+    if kind not in KIND_COMPUTE:
+        raise ContractError(f"{where}.kind: expected one of {sorted(KIND_COMPUTE)}, got {kind!r}")
+    # An environment drops a base feature with `<feature>: null`.
+    specs = tuple(
+        _parse_feature(name, spec, semantics, where) for name, spec in features.items() if spec is not None
+    )
+    if not specs:
+        raise ContractError(f"{where}.features: every feature is null; declare at least one or disable the table")
+    for spec in specs:
+        _check_compute(spec, kind, {s.name for s in specs}, where)
     return FeatureContract(
         table=table,
         enabled=enabled,
@@ -245,8 +282,7 @@ def parse_contract(table: str, raw: dict[str, Any]) -> FeatureContract:
         grain=str(_require(raw, "grain", where)),
         refresh=str(_require(raw, "refresh", where)),
         source=str(_require(raw, "source", where)),
-        features=tuple(
-            _parse_feature(name, spec or {}, semantics, where) for name, spec in features.items()
-        ),
+        kind=kind,
+        features=specs,
         raw=raw,
     )

@@ -35,7 +35,7 @@ from lakehouse_ml.features.lookup import FeatureLookup
 from lakehouse_ml.features.validation import range_text
 from lakehouse_ml.online.store import OnlineStore
 from lakehouse_ml.pipelines.inference.nodes import RULES
-from lakehouse_ml.pipelines.training_set.nodes import ENTITY, feature_lookups, parsed_contracts
+from lakehouse_ml.features.tables import ENTITY, feature_lookups, parsed_contracts
 
 TENURE = "tenure_days"
 _SIGNUP = "customer_profile__signup_ts"
@@ -108,7 +108,7 @@ class OnlineFeatureLookup:
     def from_params(
         cls, store: OnlineStore, feature_tables: dict, lookups: dict, **options: Any
     ) -> OnlineFeatureLookup:
-        """From the raw parameters ``feature_tables`` and ``training_set.lookups``."""
+        """From the raw parameters ``feature_tables`` and the resolved lookups (``features.tables.resolve_lookups``)."""
         return cls(store, parsed_contracts(feature_tables), lookups, **options)
 
     def output_columns(self) -> list[str]:

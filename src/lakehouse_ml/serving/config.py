@@ -3,7 +3,7 @@
 ``serving`` parameters (``conf/<env>/parameters_serving.yml``, with the declared ranges of the
 on-demand inputs), the model name (globals
 ``churn_model_name``), the feature contracts (``feature_tables``) and
-``training_set.lookups``, the MLflow store (``mlflow.yml``) and the bearer token
+the lookups the training set resolves (``training_set.lookup_defaults`` and ``lookups``), the MLflow store (``mlflow.yml``) and the bearer token
 (``LAKEHOUSE_ML_SERVING_TOKEN``, else ``conf/<env>/credentials.yml`` key ``serving.token``).
 """
 
@@ -18,7 +18,6 @@ from typing import Any
 TOKEN_VARIABLE = "LAKEHOUSE_ML_SERVING_TOKEN"
 TRAFFIC_MODES = ("off", "canary", "shadow")
 VIOLATION_POLICIES = ("refuse", "flag")
-FEATURE_TABLES = ("customer_activity", "customer_profile")
 
 
 class SettingsError(ValueError):
@@ -72,7 +71,7 @@ def _bound(value: Any, where: str) -> float | None:
     return float(value)
 
 
-def parse_on_demand_inputs(raw: Any, contract_tables: tuple[str, ...] = FEATURE_TABLES) -> dict[str, OnDemandInput]:
+def parse_on_demand_inputs(raw: Any, contract_tables: tuple[str, ...] = ()) -> dict[str, OnDemandInput]:
     """``serving.on_demand_inputs``: ``{<input>: {range: [min, max]}}``, refused naming the key when malformed."""
     if raw is None:
         return {}
@@ -181,8 +180,10 @@ def load_settings(env: str = "local", conf_source: str | Path | None = None, ove
         conf_source=str(conf_source or project_root("conf")), env=env,
         **{k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"},
     )
+    from lakehouse_ml.features.tables import contract_configs, parsed_contracts, resolve_lookups
+
     params = config["parameters"]
-    tables = params.get("feature_tables") or {}
+    tables = contract_configs(params.get("feature_tables"))
     serving = {**(params.get("serving") or {}), **(overrides or {})}
     if not serving:
         raise SettingsError(f"no `serving` parameters in conf/base or conf/{env} (parameters_serving.yml)")
@@ -196,15 +197,15 @@ def load_settings(env: str = "local", conf_source: str | Path | None = None, ove
             path=str(log["path"]), flush_rows=int(log.get("flush_rows", 1000)),
             flush_interval_s=float(log.get("flush_interval_s", 5)), max_buffer_rows=int(log.get("max_buffer_rows", 100_000)),
         ),
-        contracts={name: tables[name] for name in FEATURE_TABLES if name in tables},
-        lookups=dict((params.get("training_set") or {}).get("lookups") or {}),
+        contracts=tables,
+        lookups=resolve_lookups(parsed_contracts(tables), params.get("training_set") or {}),
         online_store=serving.get("online_store"),
         aliases=dict(serving.get("aliases") or {"champion": "champion", "challenger": "challenger"}),
         traffic=Traffic(**(serving.get("traffic") or {})),
         max_batch_size=int(serving.get("max_batch_size", 100)),
         max_body_bytes=int(serving.get("max_body_bytes", 1 << 20)),
         max_string_length=int(serving.get("max_string_length", 256)),
-        on_demand_inputs=parse_on_demand_inputs(serving.get("on_demand_inputs")),
+        on_demand_inputs=parse_on_demand_inputs(serving.get("on_demand_inputs"), tuple(tables)),
         poll_interval_s=float(serving.get("poll_interval_s", 60)),
         on_contract_violation=str(serving.get("on_contract_violation", "refuse")),
         request_time=str(serving.get("request_time", "now")),

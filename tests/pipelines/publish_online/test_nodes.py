@@ -82,5 +82,5 @@ def test_the_default_publish_time_is_the_latest_ingestion_of_the_served_tables(s
 
 def test_tables_to_serve_are_checked():
     assert list(_served({"a": {}, "b": {}}, ["b"])) == ["b"]
-    with pytest.raises(ValueError, match=r"publish_online.tables: \['x'\] are not in training_set.lookups"):
+    with pytest.raises(ValueError, match=r"publish_online.tables: \['x'\] are not tables the training set looks up"):
         _served({"a": {}}, ["x"])

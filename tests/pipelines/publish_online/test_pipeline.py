@@ -16,13 +16,13 @@ import pytest
 from deltalake import DeltaTable
 
 from lakehouse_ml.datasets import PandasDeltaDataset
+from lakehouse_ml.features.tables import parsed_contracts, resolve_lookups
 from lakehouse_ml.online import OnlineFeatureLookup, SQLiteOnlineStore
 from lakehouse_ml.pipelines.features.pipeline import create_pipeline as features_pipeline
 from lakehouse_ml.pipelines.inference.nodes import RULES, build_scoring_spine, look_up_scoring_features, rejection_reasons
 from lakehouse_ml.pipelines.ingest.pipeline import create_pipeline as ingest_pipeline
 from lakehouse_ml.pipelines.publish_online.pipeline import create_pipeline as publish_pipeline
 from lakehouse_ml.pipelines.simulate.pipeline import create_pipeline as simulate_pipeline
-from lakehouse_ml.pipelines.training_set.nodes import parsed_contracts
 from lakehouse_ml.pipelines.tuning.nodes import feature_columns
 from tests.helpers import project_config, run_pipeline
 from tests.pipelines.inference.test_pipeline import PARAMS
@@ -180,11 +180,12 @@ def test_online_vectors_equal_the_offline_point_in_time_vectors_at_the_scoring_t
     _publish(scoring["scoring_ts"])
     params = _params()
     training_set = {**params["training_set"], **PARAMS["training_set"]}
-    activity, profile = (spark.read.format("delta").load(str((LAKE / "features" / t).resolve())) for t in TABLES)
-    offline = look_up_scoring_features(spine, activity, profile, scoring, params["feature_tables"], training_set)
-    columns = feature_columns(offline.columns, {t: params["feature_tables"][t] for t in TABLES}, ["tenure_days"])
+    tables = {t: spark.read.format("delta").load(str((LAKE / "features" / t).resolve())) for t in TABLES}
+    offline = look_up_scoring_features(spine, tables, scoring, params["feature_tables"], training_set)
+    columns = feature_columns(offline.columns, params["feature_tables"], ["tenure_days"])
     inputs = [*columns["numeric"], *columns["categorical"]]
     contracts = parsed_contracts(params["feature_tables"])
+    lookups = resolve_lookups(contracts, training_set)
     reasons = rejection_reasons(offline, contracts, inputs, at, list(RULES)).alias("_reasons")
     # Converted as the training set is read (Arrow → pandas).
     expected = offline.select("customer_id", *inputs, reasons).toArrow().to_pandas().set_index("customer_id")
@@ -193,7 +194,7 @@ def test_online_vectors_equal_the_offline_point_in_time_vectors_at_the_scoring_t
 
     store = SQLiteOnlineStore(str(STORE))
     try:
-        lookup = OnlineFeatureLookup.from_params(store, params["feature_tables"], training_set["lookups"])
+        lookup = OnlineFeatureLookup.from_params(store, params["feature_tables"], lookups)
         vectors, problems = lookup.vectors(ids, at, inputs)
     finally:
         store.close()

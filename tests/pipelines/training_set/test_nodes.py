@@ -15,6 +15,7 @@ from lakehouse_ml.pipelines.training_set.nodes import (
     cutoff_dates,
     guard_training_set,
 )
+from tests.helpers import merged_parameters
 
 SPINE = {"first_cutoff": None, "warmup_days": 10, "every_days": 7, "horizon_days": 30, "active_lookback_days": 60}
 
@@ -50,20 +51,21 @@ def test_label_is_no_order_within_the_horizon_for_customers_active_at_the_cutoff
 
 
 def test_leakage_guard_counts_and_refuses_rows_from_after_the_cutoff(spark):
-    lookups = {"customer_activity": {"filter_by_ingested_at": True}}
+    tables = {"customer_activity": merged_parameters()["feature_tables"]["customer_activity"]}
+    training = {"lookup_defaults": {"filter_by_ingested_at": True}}
     good = spark.createDataFrame(
         [("c1", datetime(2026, 2, 1), 1, datetime(2026, 2, 1), datetime(2026, 1, 31, 2)),
          ("c2", datetime(2026, 2, 1), 0, None, None)],
         "customer_id string, cutoff_ts timestamp, churned int, customer_activity__feature_ts timestamp, customer_activity__ingested_at timestamp",
     )
-    proof = check_point_in_time(good, {"lookups": lookups})
+    proof = check_point_in_time(good, tables, training)
     assert proof["leakage.customer_activity.feature_after_cutoff"]["value"] == 0
     assert proof["leakage.customer_activity.known_after_cutoff"]["value"] == 0
     assert proof["leakage.customer_activity.rows_matched"]["value"] == 1
     assert proof["training_set.rows"]["value"] == 2 and proof["training_set.churn_rate"]["value"] == 0.5
     leaky = good.withColumn("customer_activity__ingested_at", F.lit(datetime(2026, 2, 1, 2)).cast("timestamp"))
     with pytest.raises(AssertionError, match="known_after_cutoff': 2"):
-        check_point_in_time(leaky, {"lookups": lookups})
+        check_point_in_time(leaky, tables, training)
 
 
 def _looked_up(spark, labels, feature_rows):

@@ -141,7 +141,7 @@ def test_leakage_demo_shows_naive_joins_inflating_auc(lakehouse, monkeypatch, sp
     training = {**params["training_set"], **PARAMS["training_set"], "spine": {**params["training_set"]["spine"], **PARAMS["training_set"]["spine"]}}
     read = lambda table: spark.read.format("delta").load(str((lakehouse / LAKE / table).resolve()))  # noqa: E731
     spine = build_label_spine(read("silver/orders"), training["spine"])
-    metrics = leakage_demo(read("ml/training_set"), spine, read("features/customer_activity"), params["feature_tables"], training)
+    metrics = leakage_demo(read("ml/training_set"), spine, {"customer_activity": read("features/customer_activity")}, params["feature_tables"], training)
     value = {name: metric["value"] for name, metric in metrics.items()}
     assert 0.5 < value["leakage_demo.auc_point_in_time"] < 1.0
     # features as of the label's end contain the label itself: near-perfect and clearly inflated

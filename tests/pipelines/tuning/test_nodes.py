@@ -113,10 +113,10 @@ def test_feature_columns_from_contracts():
     """Category units are categorical, timestamps skipped, impute values kept, absent columns ignored."""
     contract = {
         "entity_keys": ["customer_id"], "timestamp_key": "feature_ts", "ingested_at_key": "ingested_at",
-        "grain": "g", "refresh": "daily", "owner": "o", "description": "d", "time_semantics": "event_time", "source": "s",
+        "grain": "g", "refresh": "daily", "owner": "o", "description": "d", "time_semantics": "event_time", "source": "s", "kind": "changes",
         "features": {
-            "orders_7d": {"unit": "orders", "freshness": "2 days", "null_policy": {"impute": 0}, "compute": {"sum": "a"}},
-            "price": {"unit": "EUR", "freshness": "2 days", "null_policy": "drop", "compute": {"sum": "a"}},
+            "orders_7d": {"unit": "orders", "freshness": "2 days", "null_policy": {"impute": 0}, "compute": {"column": "a"}},
+            "price": {"unit": "EUR", "freshness": "2 days", "null_policy": "drop", "compute": {"column": "a"}},
             "plan": {"unit": "category", "freshness": "2 days", "null_policy": {"impute": "unknown"}, "compute": {"column": "a"}},
             "signup_ts": {"unit": "timestamp", "freshness": "2 days", "null_policy": "keep", "compute": {"column": "a"}},
             "missing": {"unit": "orders", "freshness": "2 days", "null_policy": "keep", "compute": {"column": "a"}},
@@ -235,9 +235,9 @@ def test_each_trial_is_a_nested_mlflow_run_with_metrics(tmp_path):
 
 CONTRACT = {
     "entity_keys": ["customer_id"], "timestamp_key": "feature_ts", "ingested_at_key": "ingested_at",
-    "grain": "g", "refresh": "daily", "owner": "o", "description": "d", "time_semantics": "event_time", "source": "s",
+    "grain": "g", "refresh": "daily", "owner": "o", "description": "d", "time_semantics": "event_time", "source": "s", "kind": "changes",
     "features": {
-        "x": {"unit": "EUR", "freshness": "2 days", "null_policy": {"impute": 0}, "compute": {"sum": "a"}},
+        "x": {"unit": "EUR", "freshness": "2 days", "null_policy": {"impute": 0}, "compute": {"column": "a"}},
         "plan": {"unit": "category", "freshness": "2 days", "null_policy": "keep", "compute": {"column": "a"}},
     },
 }

@@ -1,70 +1,54 @@
-"""Features pipeline: one namespaced refresh pipeline per feature table."""
+"""Features pipeline: every feature table declared in conf/<env>/feature_tables, refreshed together.
 
-from collections.abc import Callable
+stage (plan + compute each table's scope) → validate every table → MERGE each table and stamp its
+contract → record the refreshes. Which tables exist, what they compute and from which source is
+configuration: no node names a table.
+"""
 
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Pipeline, node
 
-from lakehouse_ml.pipelines.features.nodes import (
-    record_refresh,
-    refresh_activity_features,
-    refresh_profile_features,
-    validate_staged,
-)
+from lakehouse_ml.pipelines.features.nodes import record_refreshes, stage_refreshes, validate_refreshes
+from lakehouse_ml.pipelines.ingest.pipeline import SOURCES
 
-# feature table → (how it is computed, the versions of the table it is computed from)
-FEATURE_TABLES: dict[str, tuple[Callable, str]] = {
-    "customer_activity": (refresh_activity_features, "customer_daily_activity@versions"),
-    "customer_profile": (refresh_profile_features, "customers_silver@versions"),
+# The lakehouse tables a contract may name as its `source`, by that name: what ingest writes.
+SOURCE_TABLES = {
+    **{f"silver.{source}": f"{source}_silver@versions" for source in SOURCES},
+    "gold.customer_daily_activity": "customer_daily_activity@versions",
 }
 
 
-def _refresh_pipeline(refresh: Callable) -> Pipeline:
-    """Compute and stage → validate → MERGE → record, for one feature table."""
-    contract = ["params:contract", "params:table"]
+def create_pipeline(**kwargs) -> Pipeline:
+    """Create the features pipeline."""
     return Pipeline(
         [
             node(
-                refresh,
-                inputs=["source", "current", "refreshes", *contract, "params:features"],
-                outputs=["staged", "plan"],
-                name="compute_and_stage",
+                stage_refreshes,
+                inputs={
+                    "current": "feature_tables.current",
+                    "refreshes": "feature_refreshes",
+                    "feature_tables": "params:feature_tables",
+                    "features": "params:features",
+                    **SOURCE_TABLES,
+                },
+                outputs=["feature_tables.staged", "feature_refresh_plans"],
+                name="stage_refreshes",
             ),
             node(
-                validate_staged,
-                inputs=["staged", "plan", *contract],
-                outputs=["table@spark", "summaries", "feature_metrics"],
-                name="validate_staged",
+                validate_refreshes,
+                inputs=["feature_tables.staged", "feature_refresh_plans", "params:feature_tables"],
+                outputs=["feature_tables@spark", "feature_summaries", "feature_metrics"],
+                name="validate_refreshes",
             ),
             node(
-                record_refresh,
-                inputs=["staged", "plan", "summaries", "table@info", *contract],
-                outputs=["refresh_log", "summary_log", "contract_stamp"],
-                name="record_refresh",
+                record_refreshes,
+                inputs=[
+                    "feature_tables.staged", "feature_refresh_plans", "feature_summaries", "feature_tables@info",
+                    "feature_refreshes", "params:feature_tables",
+                ],
+                # Appended only after every table's MERGE and stamp committed: the next plan reads it.
+                outputs=["feature_refresh_log", "feature_summary_log"],
+                name="record_refreshes",
             ),
         ],
         tags=["features"],
-    )
-
-
-def create_pipeline(**kwargs) -> Pipeline:
-    """Create the refresh pipeline of every feature table declared in conf/<env>/feature_tables."""
-    return sum(
-        (
-            pipeline(
-                _refresh_pipeline(refresh),
-                namespace=name,
-                inputs={"source": source},
-                # The stamped contract is read back by later stages: they see the table's final
-                # version of this run (stamping may add a commit after the MERGE).
-                outputs={"table@spark": f"{name}@spark", "table@info": f"{name}@info", "contract_stamp": f"{name}_contract"},
-                parameters={
-                    "params:contract": f"params:feature_tables.{name}",
-                    "params:table": f"params:features.tables.{name}",
-                    "params:features": "params:features",
-                },
-                tags=[name],
-            )
-            for name, (refresh, source) in FEATURE_TABLES.items()
-        ),
-        Pipeline([]),
     )

@@ -16,6 +16,7 @@ known by it are used).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
@@ -27,14 +28,8 @@ from lakehouse_ml.features.contracts import FeatureContract, format_duration
 from lakehouse_ml.features.lookup import build_training_set, eligible_at
 from lakehouse_ml.features.validation import out_of_range, range_text
 from lakehouse_ml.pipelines.inference._scoring import scoring_function
-from lakehouse_ml.pipelines.training_set.nodes import (
-    CUTOFF,
-    ENTITY,
-    FEATURE_TABLES,
-    parsed_contracts,
-    feature_lookups,
-    with_on_demand_features,
-)
+from lakehouse_ml.features.tables import feature_lookups, parsed_contracts, resolve_lookups
+from lakehouse_ml.pipelines.training_set.nodes import CUTOFF, ENTITY, with_on_demand_features
 
 logger = logging.getLogger(__name__)
 
@@ -100,19 +95,18 @@ def build_scoring_spine(orders: DataFrame, inference: dict[str, Any], training_s
 # ---------------------------------------------------------------- point-in-time features
 
 
-def look_up_scoring_features(  # noqa: PLR0913
+def look_up_scoring_features(
     spine: DataFrame,
-    activity: DataFrame,
-    profile: DataFrame,
+    tables: Mapping[str, DataFrame],
     scoring: dict[str, Any],
     feature_tables: dict[str, Any],
     training_set: dict[str, Any],
 ) -> DataFrame:
     """The training set's point-in-time lookups and on-demand features for the scoring spine."""
     contracts = parsed_contracts(feature_tables)
-    tables = {"customer_activity": activity, "customer_profile": profile}
     scoring_ts = datetime.fromisoformat(scoring["scoring_ts"])
-    lookups = [eligible_at(lookup, scoring_ts) for lookup in feature_lookups(tables, contracts, training_set["lookups"])]
+    resolved = resolve_lookups(contracts, training_set)
+    lookups = [eligible_at(lookup, scoring_ts) for lookup in feature_lookups(tables, contracts, resolved)]
     return with_on_demand_features(build_training_set(spine, lookups, ENTITY, CUTOFF))
 
 
@@ -197,7 +191,7 @@ def _versions(**infos: dict[str, Any]) -> Column:
     pairs = []
     for name, info in infos.items():
         pairs += [F.lit(name), F.lit(info.get("version")).cast("bigint")]
-    return F.create_map(*pairs)
+    return F.create_map(*pairs).cast("map<string,bigint>")
 
 
 def _no_champion(scoring: dict[str, Any]) -> dict[str, Any]:
@@ -214,8 +208,7 @@ def score_scoring_rows(  # noqa: PLR0913
     features: DataFrame,
     champion: dict[str, Any] | None,
     scoring: dict[str, Any],
-    activity_info: dict[str, Any],
-    profile_info: dict[str, Any],
+    infos: Mapping[str, dict[str, Any]],
     orders_info: dict[str, Any],
     feature_tables: dict[str, Any],
     inference: dict[str, Any],
@@ -239,7 +232,9 @@ def score_scoring_rows(  # noqa: PLR0913
         )
     contracts = parsed_contracts(feature_tables)
     scoring_ts = datetime.fromisoformat(scoring["scoring_ts"])
-    stamps = [f"{t}__{c.timestamp_key}" for t, c in contracts.items() if f"{t}__{c.timestamp_key}" in features.columns]
+    # The tables looked up are those whose timestamp column the features carry.
+    looked_up = [t for t, c in contracts.items() if f"{t}__{c.timestamp_key}" in features.columns]
+    stamps = [f"{t}__{contracts[t].timestamp_key}" for t in looked_up]
     reasons = rejection_reasons(features, contracts, inputs, scoring_ts, list(inference.get("reject_on", RULES)))
     checked = features.select(ENTITY, *inputs, *[s for s in stamps if s not in inputs], reasons.alias(REASONS)).withColumn(
         REJECTED, F.size(REASONS) > 0
@@ -259,7 +254,7 @@ def score_scoring_rows(  # noqa: PLR0913
         F.lit(str(champion["version"])).alias("model_version"),
         F.lit(champion["alias"]).alias("model_alias"),
         F.lit(champion["run_id"]).cast("string").alias("model_run_id"),
-        _versions(**{name: info for name, info in zip(FEATURE_TABLES, (activity_info, profile_info))}).alias("feature_table_versions"),
+        _versions(**{name: infos[name] for name in looked_up}).alias("feature_table_versions"),
         F.lit(orders_info.get("version")).cast("bigint").alias("orders_version"),
         F.current_timestamp().alias("scored_at"),
         REJECTED,

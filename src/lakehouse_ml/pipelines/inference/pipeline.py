@@ -26,10 +26,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 look_up_scoring_features,
-                [
-                    "scoring_spine", "customer_activity@spark", "customer_profile@spark", "scoring_time",
-                    "params:feature_tables", "params:training_set",
-                ],
+                ["scoring_spine", "feature_tables@spark", "scoring_time", "params:feature_tables", "params:training_set"],
                 "scoring_features",
                 name="look_up_scoring_features",
             ),
@@ -37,9 +34,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 score_scoring_rows,
                 [
                     # The only consumer of the champion: its alias is resolved once per run.
-                    "scoring_features", "champion_model@sklearn", "scoring_time", "customer_activity@info",
-                    "customer_profile@info", "orders_silver@info", "params:feature_tables",
-                    "params:inference",
+                    "scoring_features", "champion_model@sklearn", "scoring_time", "feature_tables@info",
+                    "orders_silver@info", "params:feature_tables", "params:inference",
                 ],
                 ["inference_scored_rows", "inference_release"],
                 name="score_scoring_rows",

@@ -1,6 +1,6 @@
 """Publish-online nodes: the latest row per customer of each served feature table, changed keys only.
 
-Per served table (``publish_online.tables``, default every table of ``training_set.lookups``),
+Per served table (``publish_online.tables``, default every table the training set looks up),
 with the training set's own ``FeatureLookup`` (features, ``filter_by_ingested_at``):
 
 1. in Spark, the latest row per key *as of* ``publish_online.as_of`` (default: the latest
@@ -22,6 +22,7 @@ Comparing against what the store actually holds also repairs a store that lost w
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,7 +33,7 @@ from pyspark.sql import functions as F
 from lakehouse_ml.features.lookup import FeatureLookup, eligible_at
 from lakehouse_ml.online.lookup import as_utc
 from lakehouse_ml.online.store import KEY_SEPARATOR, ROW_HASH, utc_from_micros
-from lakehouse_ml.pipelines.training_set.nodes import FEATURE_TABLES, feature_lookups, parsed_contracts
+from lakehouse_ml.features.tables import feature_lookups, parsed_contracts, resolve_lookups
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def _served(lookups: dict[str, Any], tables: list[str] | None) -> dict[str, Any]
         return dict(lookups)
     unknown = sorted(set(tables) - set(lookups))
     if unknown:
-        raise ValueError(f"publish_online.tables: {unknown} are not in training_set.lookups {sorted(lookups)}")
+        raise ValueError(f"publish_online.tables: {unknown} are not tables the training set looks up ({sorted(lookups)})")
     return {name: config for name, config in lookups.items() if name in tables}
 
 
@@ -126,10 +127,8 @@ def _collect(changes: DataFrame) -> tuple[pd.DataFrame, list[str], int]:
 
 
 def plan_online_publish(  # noqa: PLR0913
-    activity: DataFrame,
-    profile: DataFrame,
-    activity_info: dict[str, Any],
-    profile_info: dict[str, Any],
+    tables: Mapping[str, DataFrame],
+    infos: Mapping[str, dict[str, Any]],
     published: dict[str, Any],
     feature_tables: dict[str, Any],
     training_set: dict[str, Any],
@@ -137,13 +136,11 @@ def plan_online_publish(  # noqa: PLR0913
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The store updates (changed latest rows, deleted keys, source versions) and their counts."""
     contracts = parsed_contracts(feature_tables)
-    tables = dict(zip(FEATURE_TABLES, (activity, profile)))
-    infos = dict(zip(FEATURE_TABLES, (activity_info, profile_info)))
-    lookups = feature_lookups(tables, contracts, _served(training_set["lookups"], publish_online.get("tables")))
+    lookups = feature_lookups(tables, contracts, _served(resolve_lookups(contracts, training_set), publish_online.get("tables")))
     as_of = _as_of(publish_online, lookups)
     updates, counts = {}, {}
     for lookup in lookups:
-        table = lookup.prefix.removesuffix("__")  # feature_lookups prefixes with "<table>__"
+        table = lookup.name
         state = published["tables"].get(table)
         hashes = state["row_hashes"] if state else pd.DataFrame({_KEY: [], ROW_HASH: []})
         rows, deleted, new = _collect(changed_rows(latest_rows(lookup, as_of), hashes))

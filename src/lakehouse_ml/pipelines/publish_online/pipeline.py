@@ -12,8 +12,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 plan_online_publish,
                 [
-                    "customer_activity@spark", "customer_profile@spark", "customer_activity@info",
-                    "customer_profile@info", "online_store_published", "params:feature_tables",
+                    "feature_tables@spark", "feature_tables@info", "online_store_published", "params:feature_tables",
                     "params:training_set", "params:publish_online",
                 ],
                 ["online_store", "online_publish_summary"],

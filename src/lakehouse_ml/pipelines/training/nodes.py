@@ -34,7 +34,7 @@ from lakehouse_ml.modeling.plots import (
     pr_figure,
     roc_figure,
 )
-from lakehouse_ml.pipelines.training_set.nodes import contract_configs
+from lakehouse_ml.features.tables import contract_configs
 from lakehouse_ml.pipelines.tuning.nodes import (
     CUTOFF,
     ENTITY,

@@ -23,8 +23,9 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lakehouse_ml.features.contracts import FeatureContract, parse_contract
+from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
+from lakehouse_ml.features.tables import ENTITY, feature_lookups, parsed_contracts, resolve_lookups
 from lakehouse_ml.modeling.guards import (
     LookupCoverage,
     coverage_problem,
@@ -36,7 +37,7 @@ from lakehouse_ml.modeling.guards import (
 
 logger = logging.getLogger(__name__)
 
-ENTITY, CUTOFF, LABEL = "customer_id", "cutoff_ts", "churned"
+CUTOFF, LABEL = "cutoff_ts", "churned"
 SPEC_PROPERTY = "lakehouse_ml.training_set.spec"
 
 
@@ -88,53 +89,6 @@ def build_label_spine(orders: DataFrame, spine: dict[str, Any]) -> DataFrame:
 # ---------------------------------------------------------------- point-in-time lookups
 
 
-def feature_lookups(
-    tables: dict[str, DataFrame], contracts: dict[str, FeatureContract], lookups: dict[str, Any]
-) -> list[FeatureLookup]:
-    """One FeatureLookup per enabled feature table, with its chosen row's times for the guard."""
-    result = []
-    for name, config in lookups.items():
-        contract = contracts[name]
-        if not contract.enabled:
-            logger.info("training set: feature table %s is disabled by its contract; skipped", name)
-            continue
-        names = config.get("features") or contract.feature_names
-        window = config.get("lookback_window") or _freshness(contract, names)
-        result.append(FeatureLookup(
-            source=tables[name],
-            feature_names=[*names, contract.timestamp_key, contract.ingested_at_key],
-            lookup_key=list(contract.entity_keys),
-            timestamp_key=contract.timestamp_key,
-            lookback_window=window,
-            ingested_at_key=contract.ingested_at_key,
-            filter_by_ingested_at=bool(config.get("filter_by_ingested_at", True)),
-            prefix=f"{name}__",
-        ))
-    return result
-
-
-def _freshness(contract: FeatureContract, names: list[str]) -> timedelta:
-    """The tightest allowed freshness among the looked-up features: older rows are too stale."""
-    return min(contract.feature(n).freshness for n in names)
-
-
-FEATURE_TABLES = ("customer_activity", "customer_profile")
-
-
-def contract_configs(feature_tables: Mapping[str, Any]) -> dict[str, Any]:
-    """The raw contracts of the feature tables the training set reads, from ``params:feature_tables``.
-
-    In ``FEATURE_TABLES`` order, not the mapping's: Kedro merges the files of a folder in no fixed
-    order, and the order of the tables is the order of the model's input columns.
-    """
-    return {name: feature_tables.get(name) for name in FEATURE_TABLES}
-
-
-def parsed_contracts(feature_tables: Mapping[str, Any]) -> dict[str, FeatureContract]:
-    """The parsed contracts of the feature tables the training set reads, from ``params:feature_tables``."""
-    return {name: parse_contract(name, config) for name, config in contract_configs(feature_tables).items()}
-
-
 def training_set_spec(
     spine: dict[str, Any], lookups: dict[str, Any], contracts: dict[str, FeatureContract], versions: dict[str, Any]
 ) -> dict[str, Any]:
@@ -158,24 +112,24 @@ def with_on_demand_features(frame: DataFrame) -> DataFrame:
 
 def assemble_training_set(  # noqa: PLR0913
     spine_rows: DataFrame,
-    activity: DataFrame,
-    profile: DataFrame,
+    tables: Mapping[str, DataFrame],
     orders_info: dict[str, Any],
-    activity_info: dict[str, Any],
-    profile_info: dict[str, Any],
+    infos: Mapping[str, dict[str, Any]],
     previous: dict[str, Any],
     feature_tables: dict[str, Any],
     training: dict[str, Any],
 ) -> tuple[DataFrame, dict[str, Any]]:
     """Look features up point in time for every spine row; skip the write if nothing changed.
 
-    The ``*_info`` inputs are the versions of the tables read; the spec built from them is
-    recorded on the table. When the recorded spec equals the new one, the same rows would be
-    written again, so nothing is written (re-runs on unchanged input add no version).
+    Every enabled feature table is looked up (:func:`resolve_lookups`). ``orders_info`` and
+    ``infos`` give the versions of the tables read; the spec built from them is recorded on the
+    table. When the recorded spec equals the new one, the same rows would be written again, so
+    nothing is written (re-runs on unchanged input add no version).
     """
     contracts = parsed_contracts(feature_tables)
-    versions = {"orders_silver": orders_info, "customer_activity": activity_info, "customer_profile": profile_info}
-    spec = json.dumps(training_set_spec(training["spine"], training["lookups"], contracts, versions), sort_keys=True, default=str)
+    resolved = resolve_lookups(contracts, training)
+    versions = {"orders_silver": orders_info, **{name: infos[name] for name in resolved}}
+    spec = json.dumps(training_set_spec(training["spine"], resolved, contracts, versions), sort_keys=True, default=str)
     if previous.get("properties", {}).get(SPEC_PROPERTY) == spec:
         logger.info("training set: sources and definition unchanged since version %s; not rewritten", previous["version"])
         return spine_rows.limit(0), {}
@@ -187,8 +141,7 @@ def assemble_training_set(  # noqa: PLR0913
             "version %s is left as it is", previous["version"],
         )
         return spine_rows.limit(0), {}
-    tables = {"customer_activity": activity, "customer_profile": profile}
-    lookups = feature_lookups(tables, contracts, training["lookups"])
+    lookups = feature_lookups(tables, contracts, resolved)
     frame = build_training_set(spine_rows, lookups, ENTITY, CUTOFF)
     guard_training_set(frame, lookups, training.get("guards") or {})
     return with_on_demand_features(frame), {"properties": {SPEC_PROPERTY: spec}}
@@ -229,7 +182,7 @@ def rebuild_training_set(
         return spark.read.format("delta").option("versionAsOf", source["version"]).load(source["path"])
 
     contracts = parsed_contracts(feature_tables)
-    tables = {name: at_version(name) for name in FEATURE_TABLES}
+    tables = {name: at_version(name) for name in spec["lookups"]}
     spine_rows = build_label_spine(at_version("orders_silver"), spec["spine"])
     frame = build_training_set(spine_rows, feature_lookups(tables, contracts, spec["lookups"]), ENTITY, CUTOFF)
     return with_on_demand_features(frame)
@@ -238,14 +191,15 @@ def rebuild_training_set(
 # ---------------------------------------------------------------- leakage guard and demo
 
 
-def check_point_in_time(training_set: DataFrame, training: dict[str, Any]) -> dict[str, Any]:
+def check_point_in_time(training_set: DataFrame, feature_tables: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
     """Prove no feature row used is later than its cutoff (or known after it, when filtered).
 
     Raises if any is; returns the proof counts as MLflow metrics.
     """
+    contracts = parsed_contracts(feature_tables)
     checks = {}
-    for name, config in training["lookups"].items():
-        ts, known = f"{name}__feature_ts", f"{name}__ingested_at"
+    for name, config in resolve_lookups(contracts, training).items():
+        ts, known = f"{name}__{contracts[name].timestamp_key}", f"{name}__{contracts[name].ingested_at_key}"
         if ts not in training_set.columns:
             continue
         checks[f"leakage.{name}.feature_after_cutoff"] = F.sum((F.col(ts) > F.col(CUTOFF)).cast("int"))
@@ -269,17 +223,17 @@ def _model_auc(train: pd.DataFrame, test: pd.DataFrame, features: list[str]) -> 
     return float(roc_auc_score(test[LABEL], model.predict_proba(test[features].fillna(0).to_numpy())[:, 1]))
 
 
-def _naive_sets(spine_rows: DataFrame, activity: DataFrame, contract: FeatureContract, horizon_days: int) -> dict[str, DataFrame]:
+def _naive_sets(spine_rows: DataFrame, table: DataFrame, contract: FeatureContract, horizon_days: int) -> dict[str, DataFrame]:
     """Two common point-in-time mistakes: the latest snapshot, and features as of the label's end."""
-    names = contract.feature_names
-    renamed = [F.col(n).alias(f"customer_activity__{n}") for n in names]
-    latest = activity.groupBy(ENTITY).agg(F.max(contract.timestamp_key).alias("_latest"))
-    snapshot = activity.join(latest, [ENTITY]).filter(F.col(contract.timestamp_key) == F.col("_latest"))
+    names, prefix = contract.feature_names, f"{contract.table}__"
+    renamed = [F.col(n).alias(f"{prefix}{n}") for n in names]
+    latest = table.groupBy(ENTITY).agg(F.max(contract.timestamp_key).alias("_latest"))
+    snapshot = table.join(latest, [ENTITY]).filter(F.col(contract.timestamp_key) == F.col("_latest"))
     shifted = spine_rows.withColumn("_as_of", F.col(CUTOFF) + F.expr(f"INTERVAL {int(horizon_days)} DAYS"))
     at_label_end = build_training_set(
         shifted.select(ENTITY, CUTOFF, LABEL, "_as_of"),
-        [FeatureLookup(source=activity, feature_names=names, lookup_key=ENTITY, timestamp_key=contract.timestamp_key,
-                       prefix="customer_activity__")],
+        [FeatureLookup(source=table, feature_names=names, lookup_key=ENTITY, timestamp_key=contract.timestamp_key,
+                       prefix=prefix)],
         ENTITY, "_as_of",
     )
     return {
@@ -288,25 +242,37 @@ def _naive_sets(spine_rows: DataFrame, activity: DataFrame, contract: FeatureCon
     }
 
 
+def _demo_table(contracts: dict[str, FeatureContract], lookups: dict[str, Any], configured: str | None) -> str | None:
+    """The table the demo joins naively: the configured one, else the first looked-up daily table."""
+    if configured is None:
+        return next((name for name in lookups if contracts[name].kind == "daily_windows"), None)
+    if configured not in contracts:
+        raise ValueError(f"training_set.leakage_demo.table: {configured!r} is not a declared feature table; declared are {sorted(contracts)}")
+    return configured if configured in lookups else None
+
+
 def leakage_demo(
     training_set: DataFrame,
     spine_rows: DataFrame,
-    activity: DataFrame,
+    tables: Mapping[str, DataFrame],
     feature_tables: dict[str, Any],
     training: dict[str, Any],
 ) -> dict[str, Any]:
     """How much naive joins inflate a plain model's test AUC against the point-in-time set.
 
-    Two mistakes are measured: joining each customer's latest snapshot, and joining features as
-    of the end of the label horizon (features computed "now" for labels of the past).
+    Two mistakes are measured on one table's features (``training_set.leakage_demo.table``):
+    joining each customer's latest snapshot, and joining features as of the end of the label
+    horizon (features computed "now" for labels of the past).
     """
     demo = training["leakage_demo"]
-    contract = parse_contract("customer_activity", feature_tables.get("customer_activity"))
-    if not demo.get("enabled", True) or not contract.enabled:
+    contracts = parsed_contracts(feature_tables)
+    name = _demo_table(contracts, resolve_lookups(contracts, training), demo.get("table"))
+    if not demo.get("enabled", True) or name is None:
         return {}
-    columns = [f"customer_activity__{n}" for n in contract.feature_names]
+    contract = contracts[name]
+    columns = [f"{name}__{n}" for n in contract.feature_names]
     frames = {"point_in_time": training_set}
-    frames.update(_naive_sets(spine_rows, activity, contract, training["spine"]["horizon_days"]))
+    frames.update(_naive_sets(spine_rows, tables[name], contract, training["spine"]["horizon_days"]))
     frames = {kind: frame.select(ENTITY, CUTOFF, LABEL, *columns).toPandas() for kind, frame in frames.items()}
     correct = frames["point_in_time"]
     cutoffs = np.sort(correct[CUTOFF].unique())

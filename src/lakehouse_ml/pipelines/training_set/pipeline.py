@@ -18,18 +18,22 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 assemble_training_set,
                 inputs=[
-                    "label_spine", "customer_activity@spark", "customer_profile@spark",
-                    "orders_silver@info", "customer_activity_contract", "customer_profile_contract",
+                    "label_spine", "feature_tables@spark", "orders_silver@info", "feature_tables@info",
                     "training_set_recorded", "params:feature_tables", "params:training_set",
                 ],
                 # Saved in this order: the rows, then the spec that says how they were made.
                 outputs=["training_set@spark", "training_set_spec"],
                 name="assemble_training_set",
             ),
-            node(check_point_in_time, ["training_set@spark", "params:training_set"], "point_in_time_proof", name="check_point_in_time"),
+            node(
+                check_point_in_time,
+                ["training_set@spark", "params:feature_tables", "params:training_set"],
+                "point_in_time_proof",
+                name="check_point_in_time",
+            ),
             node(
                 leakage_demo,
-                ["training_set@spark", "label_spine", "customer_activity@spark", "params:feature_tables", "params:training_set"],
+                ["training_set@spark", "label_spine", "feature_tables@spark", "params:feature_tables", "params:training_set"],
                 "leakage_demo_metrics",
                 name="leakage_demo",
             ),

@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from lakehouse_ml.features.contracts import parse_contract
 from lakehouse_ml.modeling.guards import constant_features, cutoffs_problem, feature_problem, raise_problems
-from lakehouse_ml.pipelines.training_set.nodes import contract_configs
+from lakehouse_ml.features.tables import contract_configs
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,100 @@
+"""The declared feature tables and the point-in-time lookups they answer, for every stage.
+
+Every table declared under ``conf/<env>/feature_tables/`` (one parameter, ``feature_tables``) is a
+feature table: built by the features pipeline, looked up by the training set, batch inference and
+the online store, with no table named in code. The tables are taken in name order: Kedro merges
+the files of a folder in no fixed order, and the order of the tables is the order of the model's
+input columns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from lakehouse_ml.features.contracts import ContractError, FeatureContract, parse_contract
+from lakehouse_ml.features.lookup import FeatureLookup
+
+logger = logging.getLogger(__name__)
+
+LOOKUP_KEYS = ("features", "lookback_window", "filter_by_ingested_at")
+# The entity every spine, scoring request and online vector is keyed by.
+ENTITY = "customer_id"
+
+
+def contract_configs(feature_tables: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The raw contracts of ``params:feature_tables`` in name order (an env's ``<table>: null`` drops a table)."""
+    return {name: config for name, config in sorted((feature_tables or {}).items()) if config is not None}
+
+
+def parsed_contracts(feature_tables: Mapping[str, Any] | None) -> dict[str, FeatureContract]:
+    """Every declared table's parsed contract, enabled or not, in name order."""
+    return {name: parse_contract(name, config) for name, config in contract_configs(feature_tables).items()}
+
+
+def resolve_lookups(contracts: Mapping[str, FeatureContract], training_set: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The lookup of every enabled table: ``training_set.lookup_defaults`` overridden per table by
+    ``training_set.lookups.<table>``; ``lookups.<table>: null`` leaves a table out of the model.
+
+    This is what the training set records in its spec and what inference and the online store
+    look up, so the three agree by construction.
+    """
+    defaults = dict(training_set.get("lookup_defaults") or {})
+    overrides = training_set.get("lookups") or {}
+    unknown = sorted(set(overrides) - set(contracts))
+    if unknown:
+        raise ContractError(
+            f"training_set.lookups: {unknown} are not declared feature tables (conf/<env>/feature_tables/): "
+            f"declared are {sorted(contracts)}"
+        )
+    resolved = {}
+    for name, contract in contracts.items():
+        if not contract.enabled:
+            logger.info("feature table %s is disabled by its contract; not looked up", name)
+            continue
+        if name in overrides and overrides[name] is None:
+            logger.info("feature table %s: training_set.lookups.%s is null; not looked up", name, name)
+            continue
+        config = {**defaults, **(overrides.get(name) or {})}
+        extra = sorted(set(config) - set(LOOKUP_KEYS))
+        if extra:
+            raise ContractError(f"training_set.lookups.{name}: unknown keys {extra}; expected some of {list(LOOKUP_KEYS)}")
+        missing = sorted(set(config.get("features") or ()) - set(contract.feature_names))
+        if missing:
+            raise ContractError(
+                f"training_set.lookups.{name}.features: {missing} are not features of the table "
+                f"(its contract declares {contract.feature_names})"
+            )
+        resolved[name] = {key: config.get(key) for key in LOOKUP_KEYS}
+    return resolved
+
+
+def feature_lookups(
+    tables: Mapping[str, Any], contracts: Mapping[str, FeatureContract], lookups: Mapping[str, Any]
+) -> list[FeatureLookup]:
+    """One ``FeatureLookup`` per resolved lookup (see :func:`resolve_lookups`), with its chosen row's
+    times for the guards; ``tables`` maps a table name to its rows (or anything a lookup can read)."""
+    result = []
+    for name, config in lookups.items():
+        contract = contracts[name]
+        names = config.get("features") or contract.feature_names
+        window = config.get("lookback_window") or freshness(contract, names)
+        result.append(FeatureLookup(
+            source=tables[name],
+            feature_names=[*names, contract.timestamp_key, contract.ingested_at_key],
+            lookup_key=list(contract.entity_keys),
+            timestamp_key=contract.timestamp_key,
+            lookback_window=window,
+            ingested_at_key=contract.ingested_at_key,
+            filter_by_ingested_at=bool(config.get("filter_by_ingested_at", True)),
+            prefix=f"{name}__",
+            name=name,
+        ))
+    return result
+
+
+def freshness(contract: FeatureContract, names: list[str]) -> timedelta:
+    """The tightest allowed freshness among the looked-up features: older rows are too stale."""
+    return min(contract.feature(n).freshness for n in names)
