@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from lakehouse_ml.features.expressions import MICROS_PER_DAY, Col, Expr, Lit, LookupTime, Op
 
 
-def _col(name: str) -> Column:
+def column_named(name: str) -> Column:
     """A column by exact name (dots and other characters quoted)."""
     return F.col("`" + name.replace("`", "``") + "`")
 
@@ -50,12 +50,19 @@ _OPS: dict[str, Callable[[Op, list[Column], Column], Column]] = {
 }
 
 
-def to_spark(expr: Expr, lookup_time: Column) -> Column:
-    """The expression as a Spark column; ``lookup_time`` is a timestamp column (usually a literal)."""
+_TIMED = {"older_than", "age_days"}  # ops that read the lookup time
+
+
+def to_spark(expr: Expr, lookup_time: Column | None = None) -> Column:
+    """The expression as a Spark column; ``lookup_time`` is a timestamp column (usually a literal),
+    needed only by expressions that refer to the lookup time."""
     if isinstance(expr, Col):
-        return _col(expr.name)
+        return column_named(expr.name)
     if isinstance(expr, Lit):
         return F.lit(expr.value)
+    timed = isinstance(expr, LookupTime) or (isinstance(expr, Op) and expr.name in _TIMED)
+    if timed and lookup_time is None:
+        raise ValueError(f"expression {expr!r} needs the lookup time, and none was given")
     if isinstance(expr, LookupTime):
         return lookup_time
     return _OPS[expr.name](expr, [to_spark(arg, lookup_time) for arg in expr.args], lookup_time)
