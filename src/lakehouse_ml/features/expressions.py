@@ -59,7 +59,7 @@ Expr = Union[Col, Lit, LookupTime, Op]
 OPS: dict[str, int | None] = {
     "is_null": 1, "not_null": 1, "is_nan": 1, "lt": 2, "gt": 2, "and": None, "or": None, "not": 1,
     "is_in": 1,          # params: the values (nulls never match)
-    "older_than": 1,     # params: a timedelta; stamp < lookup time - age
+    "older_than": 1,     # params: an age in microseconds; stamp < lookup time - age
     "age_days": 1,
     "text": 1,
     "concat": None,
@@ -121,7 +121,7 @@ def is_in(value: Expr, values: tuple[Any, ...]) -> Op:
 
 def older_than(stamp: Expr, age: timedelta) -> Op:
     """True where ``stamp`` is before ``lookup time - age`` (null for a null stamp)."""
-    return _op("older_than", stamp, params=(age,))
+    return _op("older_than", stamp, params=(age // timedelta(microseconds=1),))
 
 
 def age_days(stamp: Expr) -> Op:

@@ -97,9 +97,7 @@ def _is_in(op: Op, values: pa.Array) -> pa.Array:
 
 
 def _older_than(op: Op, args: list[pa.Array], at: pa.Array) -> pa.Array:
-    age = op.params[0]
-    micros = (age.days * 86_400 + age.seconds) * 1_000_000 + age.microseconds
-    return pc.less(_micros(args[0]), pc.subtract(_micros(at), micros))
+    return pc.less(_micros(args[0]), pc.subtract(_micros(at), op.params[0]))
 
 
 def _age_days(stamps: pa.Array, at: pa.Array) -> pa.Array:

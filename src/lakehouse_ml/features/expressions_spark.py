@@ -18,9 +18,7 @@ def column_named(name: str) -> Column:
 
 def _older_than(op: Op, args: list[Column], at: Column) -> Column:
     # In microseconds: an interval literal would depend on the engine's interval support.
-    age = op.params[0]
-    micros = (age.days * 86_400 + age.seconds) * 1_000_000 + age.microseconds
-    return F.unix_micros(args[0]) < F.unix_micros(at) - F.lit(micros)
+    return F.unix_micros(args[0]) < F.unix_micros(at) - F.lit(op.params[0])
 
 
 def _age_days(args: list[Column], at: Column) -> Column:
