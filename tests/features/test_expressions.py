@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 
 from lakehouse_ml.features.contracts import parse_contract
 from lakehouse_ml.features.expressions import (
+    OPS,
     Col,
     Lit,
     LookupTime,
+    Op,
     age_days,
     and_,
     concat,
@@ -101,6 +103,19 @@ def _assert_parity(spark, table: pa.Table, expressions: dict) -> None:
         expected, got = engine.column(name).to_pylist(), to_arrow(expr, table, AT).to_pylist()
         differ = [(n, table.slice(n, 1).to_pylist()[0], e, g) for n, (e, g) in enumerate(zip(expected, got)) if not _same(e, g)]
         assert not differ and len(expected) == len(got), f"{name}: Spark and Arrow differ (row, input, spark, arrow): {differ[:3]}"
+
+
+def _op_names(expr) -> set[str]:
+    return {expr.name}.union(*map(_op_names, expr.args)) if isinstance(expr, Op) else set()
+
+
+def test_the_parity_checks_cover_every_op():
+    assert set().union(*map(_op_names, EXPRESSIONS.values())) == set(OPS)
+
+
+def test_a_time_rule_compiled_without_a_lookup_time_says_so(spark):
+    with pytest.raises(ValueError, match="needs the lookup time"):
+        to_spark(concat(Lit("age "), text(age_days(TS))))
 
 
 def test_every_op_and_rule_gives_the_same_values_in_spark_and_arrow_on_edge_cases(spark):

@@ -11,6 +11,8 @@ Semantics shared by both backends (Spark's three-valued logic):
 - ``when(condition, value)`` is ``value`` where the condition is true, null elsewhere (a null
   condition counts as false);
 - ``is_nan`` is false for integers, null for a null;
+- ``lt``/``gt`` order a NaN above every number, or below when its sign bit is set, and -0.0 equal
+  to 0.0, as the embedded engine does (IEEE would call every comparison with NaN false);
 - ``text`` renders a value as the embedded engine's cast to string does, ``"null"`` for a null;
 - ``age_days(stamp)`` is ``(lookup time - stamp)`` in days, rounded to 2 decimals as the engine
   rounds a double (``round(x * 100) / 100``, halves away from zero).
