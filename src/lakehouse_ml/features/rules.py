@@ -51,8 +51,13 @@ class Rule:
     numeric_column: str | None = None  # the rule applies only where this column is numeric
 
     def reason(self) -> Expr:
-        """``<where>: <rule> expected <expected>, got <value>`` where the row breaks the rule, else null."""
-        return when(self.breaks, concat(Lit(f"{self.where}: {self.rule} expected {self.expected}, got "), self.got))
+        """:func:`reason_text` with the offending value where the row breaks the rule, else null."""
+        return when(self.breaks, concat(Lit(reason_text(self.where, self.rule, self.expected, "")), self.got))
+
+
+def reason_text(where: str, rule: str, expected: str, got: str) -> str:
+    """The one wording of a broken promise: ``<where>: <rule> expected <expected>, got <got>``."""
+    return f"{where}: {rule} expected {expected}, got {got}"
 
 
 def feature_column(table: str, feature: str) -> str:

@@ -38,7 +38,7 @@ from pyspark.sql.types import (
 
 from lakehouse_ml.features.contracts import FeatureContract, FeatureSpec
 from lakehouse_ml.features.expressions_spark import column_named, to_spark
-from lakehouse_ml.features.rules import Rule, allowed_values_rule, number_text, range_rule
+from lakehouse_ml.features.rules import Rule, allowed_values_rule, number_text, range_rule, reason_text
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ class Violation:
     offending: str
 
     def describe(self) -> str:
-        """``<table>.<feature>: <rule> expected <expected>, got <offending>``."""
-        return f"{self.table}.{self.feature}: {self.rule} expected {self.expected}, got {self.offending}"
+        """``<table>.<feature>: <rule> expected <expected>, got <offending>``, as every rule reads."""
+        return reason_text(f"{self.table}.{self.feature}", self.rule, self.expected, self.offending)
 
 
 # --- summaries ---------------------------------------------------------------------------------
