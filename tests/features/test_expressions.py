@@ -62,11 +62,11 @@ EXPRESSIONS = {
 
 CONTRACT = parse_contract("t", {
     "description": "test", "owner": "tests", "entity_keys": ["k"], "timestamp_key": "feature_ts", "grain": "k x day",
-    "refresh": "daily", "source": "tests",
+    "refresh": "daily", "source": "tests", "kind": "changes",
     "features": {
-        "x": {"compute": {"c": 1}, "unit": "n", "freshness": "2 days", "null_policy": "drop", "range": [0, None]},
-        "i": {"compute": {"c": 1}, "unit": "n", "freshness": "3 days", "null_policy": {"impute": 0}, "range": [0, 89]},
-        "s": {"compute": {"c": 1}, "unit": "category", "freshness": "3 days", "null_policy": "keep", "allowed_values": ["basic", "standard", None]},
+        "x": {"compute": {"column": "x"}, "unit": "n", "freshness": "2 days", "null_policy": "drop", "range": [0, None]},
+        "i": {"compute": {"column": "i"}, "unit": "n", "freshness": "3 days", "null_policy": {"impute": 0}, "range": [0, 89]},
+        "s": {"compute": {"column": "s"}, "unit": "category", "freshness": "3 days", "null_policy": "keep", "allowed_values": ["basic", "standard", None]},
     },
 })
 RULE_EXPRESSIONS = {f"rule{n}": rule.reason() for n, rule in enumerate(table_rules({"t": CONTRACT}, ["t__x", "t__i", "t__s"], RULES, AT))}

@@ -32,8 +32,8 @@ WHEN = AT.isoformat()
 def _contract(table="t", enabled=True, **features):
     return parse_contract(table, {
         "description": "test", "owner": "tests", "entity_keys": ["k"], "timestamp_key": "feature_ts", "grain": "k x day",
-        "refresh": "daily", "source": "tests", "enabled": enabled,
-        "features": {name: {"compute": {"c": 1}, "unit": "n", "freshness": "2 days", "null_policy": "keep", **spec} for name, spec in features.items()},
+        "refresh": "daily", "source": "tests", "kind": "changes", "enabled": enabled,
+        "features": {name: {"compute": {"column": name}, "unit": "n", "freshness": "2 days", "null_policy": "keep", **spec} for name, spec in features.items()},
     })
 
 
