@@ -31,14 +31,14 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     DataType,
-    DoubleType,
-    FloatType,
     NumericType,
     TimestampNTZType,
     TimestampType,
 )
 
 from lakehouse_ml.features.contracts import FeatureContract, FeatureSpec
+from lakehouse_ml.features.expressions_spark import column_named, to_spark
+from lakehouse_ml.features.rules import Rule, allowed_values_rule, number_text, range_rule, reason_text
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ class Violation:
     offending: str
 
     def describe(self) -> str:
-        """``<table>.<feature>: <rule> expected <expected>, got <offending>``."""
-        return f"{self.table}.{self.feature}: {self.rule} expected {self.expected}, got {self.offending}"
+        """``<table>.<feature>: <rule> expected <expected>, got <offending>``, as every rule reads."""
+        return reason_text(f"{self.table}.{self.feature}", self.rule, self.expected, self.offending)
 
 
 # --- summaries ---------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def feature_summaries(frame: DataFrame, contract: FeatureContract) -> pd.DataFra
 
     aggregates = [F.count(F.lit(1)).alias("rows")]
     for index, name in enumerate(present):
-        aggregates += _stat_aggregates(f"f{index}", _col(name), name in numeric)
+        aggregates += _stat_aggregates(f"f{index}", column_named(name), name in numeric)
     stats = frame.agg(*aggregates)
     if categorical:
         stats = stats.crossJoin(_top_values_frame(frame, categorical))
@@ -147,7 +147,7 @@ def _stat_aggregates(key: str, column: Column, numeric: bool) -> list[Column]:
 def _top_values_frame(frame: DataFrame, names: list[str]) -> DataFrame:
     """A one-row frame: ``top_values``, the most frequent non-null values of each named column."""
     pairs = F.explode(F.array(*[
-        F.struct(F.lit(name).alias("feature"), _col(name).cast("string").alias("value"))
+        F.struct(F.lit(name).alias("feature"), column_named(name).cast("string").alias("value"))
         for name in names
     ]))
     counts = (
@@ -242,7 +242,8 @@ def _data_violations(
     frame: DataFrame, contract: FeatureContract, types: dict[str, DataType]
 ) -> list[Violation]:
     """Null keys, duplicate keys, out-of-range and unexpected values: one Spark query."""
-    parts = [part for part in (_offenders(frame, contract, types), _duplicates(frame, contract, types))
+    rules = _value_rules(contract, types)
+    parts = [part for part in (_offenders(frame, contract, types, rules), _duplicates(frame, contract, types))
              if part is not None]
     if not parts:
         return []
@@ -263,39 +264,39 @@ def _data_violations(
         by_check[(row["rule"], row["feature"])].append(row.asDict())
     for rows in by_check.values():
         rows.sort(key=lambda row: row["rank"])
-    return _describe_findings(contract, by_check)
+    return _describe_findings(contract, by_check, rules)
+
+
+def _value_rules(contract: FeatureContract, types: dict[str, DataType]) -> list[tuple[str, Rule]]:
+    """``(feature, rule)``: the shared range rule of each numeric feature present (a range on
+    another type is a schema violation) and the allowed-values rule of each feature present."""
+    found = []
+    for spec in contract.features:
+        where = f"{contract.table}.{spec.name}"
+        for rule in (range_rule(spec, spec.name, where), allowed_values_rule(spec, spec.name, where)):
+            if rule is not None and spec.name in types and (rule.numeric_column is None or _is_numeric(types[spec.name])):
+                found.append((spec.name, rule))
+    return found
 
 
 def _offenders(
-    frame: DataFrame, contract: FeatureContract, types: dict[str, DataType]
+    frame: DataFrame, contract: FeatureContract, types: dict[str, DataType], rules: list[tuple[str, Rule]]
 ) -> DataFrame | None:
     """Counts of offending values per (rule, feature, value): null keys, range, allowed values."""
     checks: list[tuple[str, str, Column, Column]] = []
     for key in _key_columns(contract):
         if key in types:
-            checks.append(("schema", key, _col(key).isNull(), F.lit(None).cast("double")))
-    for spec in _ranged(contract):
-        if spec.name in types and _is_numeric(types[spec.name]):
-            value = _col(spec.name)
-            checks.append(("range", spec.name, value.isNotNull() & out_of_range(
-                value, spec, isinstance(types[spec.name], (FloatType, DoubleType))
-            ), value.cast("double")))
-    for spec in contract.features:
-        allowed = [value for value in spec.allowed_values or () if value is not None]
-        if spec.allowed_values is not None and spec.name in types:
-            value = _col(spec.name)
-            checks.append((
-                "allowed_values", spec.name,
-                value.isNotNull() & ~value.isin(allowed) if allowed else value.isNotNull(),
-                F.lit(None).cast("double"),
-            ))
+            checks.append(("schema", key, column_named(key).isNull(), F.lit(None).cast("double")))
+    for feature, rule in rules:
+        number = column_named(feature).cast("double") if rule.rule == "range" else F.lit(None).cast("double")
+        checks.append((rule.rule, feature, to_spark(rule.breaks), number))
     if not checks:
         return None
     elements = [
         F.when(condition, F.struct(
             F.lit(rule).alias("rule"),
             F.lit(feature).alias("feature"),
-            _col(feature).cast("string").alias("value"),
+            column_named(feature).cast("string").alias("value"),
             number.alias("number"),
         ))
         for rule, feature, condition, number in checks
@@ -319,12 +320,12 @@ def _duplicates(
     if not keys or any(key not in types for key in keys):
         return None
     described = F.concat_ws(", ", *[
-        F.concat(F.lit(f"{key}="), F.coalesce(_col(key).cast("string"), F.lit("null"))) for key in keys
+        F.concat(F.lit(f"{key}="), F.coalesce(column_named(key).cast("string"), F.lit("null"))) for key in keys
     ])
-    not_null = reduce(lambda a, b: a & b, [_col(key).isNotNull() for key in keys])
+    not_null = reduce(lambda a, b: a & b, [column_named(key).isNotNull() for key in keys])
     return (
         frame.filter(not_null)
-        .groupBy(*[_col(key) for key in keys])
+        .groupBy(*[column_named(key) for key in keys])
         .count()
         .filter(F.col("count") > 1)
         .select(
@@ -338,7 +339,7 @@ def _duplicates(
 
 
 def _describe_findings(
-    contract: FeatureContract, found: dict[tuple[str, str], list[dict[str, Any]]]
+    contract: FeatureContract, found: dict[tuple[str, str], list[dict[str, Any]]], rules: list[tuple[str, Rule]]
 ) -> list[Violation]:
     """Turn the query's findings into violations, in rule then declaration order."""
     violations = []
@@ -356,19 +357,19 @@ def _describe_findings(
             f"{rows[0]['values']} duplicated keys over {rows[0]['rows']} rows: "
             + _truncated(shown, rows),
         ))
-    for spec in _ranged(contract):
-        if rows := found.get(("range", spec.name)):
-            shown = ", ".join(f"{_number(row['number'])} x{row['count']}" for row in rows)
+    for feature, rule in rules:
+        if rule.rule == "range" and (rows := found.get(("range", feature))):
+            shown = ", ".join(f"{number_text(row['number'])} x{row['count']}" for row in rows)
             violations.append(_hard(
-                contract, spec.name, "range", range_text(spec),
-                f"{rows[0]['rows']} values out of range (min found {_number(rows[0]['low'])}, "
-                f"max found {_number(rows[0]['high'])}): " + _truncated(shown, rows),
+                contract, feature, "range", rule.expected,
+                f"{rows[0]['rows']} values out of range (min found {number_text(rows[0]['low'])}, "
+                f"max found {number_text(rows[0]['high'])}): " + _truncated(shown, rows),
             ))
-    for spec in contract.features:
-        if rows := found.get(("allowed_values", spec.name)):
+    for feature, rule in rules:
+        if rule.rule == "allowed_values" and (rows := found.get(("allowed_values", feature))):
             shown = ", ".join(f"{row['value']!r} x{row['count']}" for row in rows)
             violations.append(_hard(
-                contract, spec.name, "allowed_values", f"one of {list(spec.allowed_values or ())}",
+                contract, feature, "allowed_values", rule.expected,
                 f"{rows[0]['rows']} rows with unexpected values: " + _truncated(shown, rows),
             ))
     return violations
@@ -438,13 +439,13 @@ def apply_null_policy(
             f"feature table '{contract.table}': cannot apply null policy, columns missing: {missing}"
         )
     imputed = {
-        spec.name: F.coalesce(_col(spec.name), _impute_value(contract, spec, types[spec.name]))
+        spec.name: F.coalesce(column_named(spec.name), _impute_value(contract, spec, types[spec.name]))
         for spec in specs
         if spec.null_policy.action == "impute"
     }
     if imputed:
         frame = frame.withColumns(imputed)
-    dropped = [_col(spec.name).isNotNull() for spec in specs if spec.null_policy.action == "drop"]
+    dropped = [column_named(spec.name).isNotNull() for spec in specs if spec.null_policy.action == "drop"]
     if dropped:
         frame = frame.filter(reduce(lambda a, b: a & b, dropped))
     return frame
@@ -462,11 +463,6 @@ def _impute_value(contract: FeatureContract, spec: FeatureSpec, dtype: DataType)
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def _col(name: str) -> Column:
-    """A column by exact name (dots and other characters quoted)."""
-    return F.col("`" + name.replace("`", "``") + "`")
 
 
 def _column_types(frame: DataFrame) -> dict[str, DataType]:
@@ -495,35 +491,6 @@ def _required_columns(contract: FeatureContract) -> list[str]:
 def _ranged(contract: FeatureContract) -> list[FeatureSpec]:
     """Features that declare a minimum or a maximum."""
     return [spec for spec in contract.features if spec.minimum is not None or spec.maximum is not None]
-
-
-def out_of_range(value: Column, spec: FeatureSpec, floating: bool) -> Column:
-    """True where a value breaks the declared bounds (NaN breaks any declared range)."""
-    conditions = [F.isnan(value)] if floating else []
-    if spec.minimum is not None:
-        conditions.append(value < F.lit(spec.minimum))
-    if spec.maximum is not None:
-        conditions.append(value > F.lit(spec.maximum))
-    return reduce(lambda a, b: a | b, conditions)
-
-
-def range_text(spec: FeatureSpec) -> str:
-    """The declared range in words."""
-    if spec.minimum is not None and spec.maximum is not None:
-        return f"values in [{_number(spec.minimum)}, {_number(spec.maximum)}]"
-    if spec.minimum is not None:
-        return f"values >= {_number(spec.minimum)}"
-    return f"values <= {_number(spec.maximum)}"
-
-
-def _number(value: float | None) -> str:
-    """A number for a message: integral values without a trailing ``.0``."""
-    if value is None:
-        return "null"
-    value = float(value)
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
 
 
 def _truncated(shown: str, rows: list[dict[str, Any]]) -> str:

@@ -11,8 +11,9 @@ rules are applied to the one stored row per key:
   null, exactly as a point-in-time lookup that finds no eligible row gives;
 - no value is imputed (the model's pipeline imputes per contract, as in training);
 - ``tenure_days`` is computed as of ``at`` like ``with_on_demand_features`` (whole UTC days);
-- every row's problems are judged like batch inference's ``rejection_reasons``, with the same
-  wording (``<table>.<feature>: <rule> expected <promise>, got <value>``).
+- every row's problems are judged by batch inference's rules (:mod:`lakehouse_ml.features.rules`,
+  compiled to Arrow here and to Spark there), with the same wording
+  (``<table>.<feature>: <rule> expected <promise>, got <value>``).
 
 When the store was published as of time T (``publish_online.as_of``), ``vectors(ids, T, ...)``
 equals the offline point-in-time vectors at cutoff T (tested). A store row newer than ``at`` (a
@@ -24,22 +25,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-from lakehouse_ml.features.contracts import FeatureContract, FeatureSpec, format_duration
+from lakehouse_ml.features.contracts import FeatureContract
+from lakehouse_ml.features.expressions_arrow import to_arrow, value_text
 from lakehouse_ml.features.lookup import FeatureLookup
-from lakehouse_ml.features.validation import range_text
-from lakehouse_ml.online.store import OnlineStore
-from lakehouse_ml.pipelines.inference.nodes import RULES
+from lakehouse_ml.features.rules import RULES, feature_column, table_rules
 from lakehouse_ml.features.tables import ENTITY, feature_lookups, parsed_contracts
+from lakehouse_ml.online.store import OnlineStore
 
 TENURE = "tenure_days"
 _SIGNUP = "customer_profile__signup_ts"
-_DAY = 86_400
 
 
 def as_utc(at: datetime | pd.Timestamp | str) -> datetime:
@@ -48,30 +47,6 @@ def as_utc(at: datetime | pd.Timestamp | str) -> datetime:
     if stamp.tzinfo is None:
         raise ValueError(f"request time must carry a time zone (e.g. 2026-03-01T00:00:00Z), got {at!r}")
     return stamp.tz_convert("UTC").to_pydatetime().replace(tzinfo=timezone.utc)
-
-
-def value_text(value: Any) -> str:
-    """A value as batch inference's reasons print it (Spark's cast to string; ``null`` for None)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        if value != value:  # noqa: PLR0124 - NaN
-            return "NaN"
-        if value in (float("inf"), float("-inf")):
-            return "Infinity" if value > 0 else "-Infinity"
-        text = format(Decimal(repr(value)), "f")
-        return text if "." in text else f"{text}.0"
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f").rstrip("0").rstrip(".")
-    return str(value)
-
-
-def _age_days(at: datetime, stamp: datetime) -> str:
-    """Age in days rounded half up to 2 decimals, as ``F.round(..., 2)`` in batch inference."""
-    days = (at - stamp).total_seconds() / _DAY
-    return value_text(float(Decimal(repr(days)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)))
 
 
 def _fallback_type(contract: FeatureContract, column: str) -> pa.DataType:
@@ -204,47 +179,25 @@ class OnlineFeatureLookup:
         types: dict[str, pa.DataType],
         problems: dict[str, list[str]],
     ) -> None:
-        """Append, per customer, the reasons batch inference's ``rejection_reasons`` would give."""
+        """Append, per customer, the reasons batch inference's ``rejection_reasons`` gives: the same
+        rules, evaluated with Arrow over the looked-up columns."""
+        rules = [
+            rule for rule in table_rules(self.contracts, inputs, self.rules, at)
+            if rule.numeric_column is None or _numeric(types[rule.numeric_column])
+        ]
+        if not rules:
+            return
+        columns = {column: pa.array(values[column], type=types[column]) for column in inputs}
         for table, contract in self.contracts.items():
-            used = [spec for spec in contract.features if f"{table}__{spec.name}" in inputs]
-            if not contract.enabled or not used:
-                continue
-            stamps = values.get(f"{table}__{contract.timestamp_key}", [None] * len(ids))
-            for index, customer in enumerate(ids):
-                if "freshness" in self.rules:
-                    problems[customer] += _freshness(contract, used, stamps[index], at)
-                for spec in used:
-                    column = f"{table}__{spec.name}"
-                    problems[customer] += self._value(contract, spec, values[column][index], types[column], stamps[index])
-
-    def _value(self, contract: FeatureContract, spec: FeatureSpec, value: Any, data_type: pa.DataType, stamp: Any) -> list[str]:
-        where = f"{contract.table}.{spec.name}"
-        reasons = []
-        numeric = pa.types.is_integer(data_type) or pa.types.is_floating(data_type)
-        ranged = spec.minimum is not None or spec.maximum is not None
-        if "range" in self.rules and ranged and numeric and value is not None and _out_of_range(value, spec):
-            reasons.append(f"{where}: range expected {range_text(spec)}, got {value_text(value)}")
-        if "allowed_values" in self.rules and spec.allowed_values is not None and value is not None:
-            if value not in [v for v in spec.allowed_values if v is not None]:
-                reasons.append(f"{where}: allowed_values expected one of {list(spec.allowed_values)}, got '{value_text(value)}'")
-        if "null_policy" in self.rules and spec.null_policy.action == "drop" and stamp is not None and value is None:
-            reasons.append(f"{where}: null_policy expected a value (policy drop), got null")
-        return reasons
+            stamp = feature_column(table, contract.timestamp_key)
+            columns[stamp] = pa.array(values.get(stamp, [None] * len(ids)), type=types.get(stamp, pa.timestamp("us", tz="UTC")))
+        looked_up = pa.table(columns)
+        for rule in rules:
+            for customer, reason in zip(ids, to_arrow(rule.reason(), looked_up, at).to_pylist()):
+                if reason is not None:
+                    problems[customer].append(reason)
 
 
-def _out_of_range(value: float, spec: FeatureSpec) -> bool:
-    """As ``features.validation.out_of_range``: NaN breaks any declared range."""
-    if isinstance(value, float) and value != value:  # noqa: PLR0124 - NaN
-        return True
-    return (spec.minimum is not None and value < spec.minimum) or (spec.maximum is not None and value > spec.maximum)
-
-
-def _freshness(contract: FeatureContract, used: list[FeatureSpec], stamp: datetime | None, at: datetime) -> list[str]:
-    """No usable row of the table, or one older than the tightest freshness of the used features."""
-    tightest = min(used, key=lambda spec: spec.freshness)
-    allowed = format_duration(tightest.freshness)
-    if stamp is None:
-        return [f"{contract.table}.{contract.timestamp_key}: freshness expected a feature row at most {allowed} old at {at.isoformat()}, got none"]
-    if stamp < at - tightest.freshness:
-        return [f"{contract.table}.{tightest.name}: freshness expected at most {allowed} old at {at.isoformat()}, got {_age_days(at, stamp)} days"]
-    return []
+def _numeric(data_type: pa.DataType) -> bool:
+    """A number type, as Spark's ``NumericType`` (booleans, strings and times are not)."""
+    return pa.types.is_integer(data_type) or pa.types.is_floating(data_type) or pa.types.is_decimal(data_type)

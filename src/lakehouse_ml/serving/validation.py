@@ -21,6 +21,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, create_model
 
 from lakehouse_ml.features.contracts import FeatureContract, FeatureSpec
+from lakehouse_ml.features.rules import allowed_values, bounds_text, requires_value
 from lakehouse_ml.serving.config import OnDemandInput
 
 MAX_ERRORS = 100
@@ -53,33 +54,22 @@ class InputField:
             text = f"one of {list(self.allowed)}"
         elif self.max_length is not None:
             text += f" of at most {self.max_length} characters"
-        if self.minimum is not None and self.maximum is not None:
-            text += f" in [{_number(self.minimum)}, {_number(self.maximum)}]"
-        elif self.minimum is not None:
-            text += f" >= {_number(self.minimum)}"
-        elif self.maximum is not None:
-            text += f" <= {_number(self.maximum)}"
+        if bounds := bounds_text(self.minimum, self.maximum):
+            text += f" {bounds}"
         if self.nullable:
             text += " or null" + (f" (null is imputed as {self.impute!r})" if self.impute is not None else "")
         return text
 
     def range_text(self) -> str:
         """The declared range in the online lookup's words (``values in [0, 36500]``)."""
-        if self.minimum is not None and self.maximum is not None:
-            return f"values in [{_number(self.minimum)}, {_number(self.maximum)}]"
-        if self.minimum is not None:
-            return f"values >= {_number(self.minimum)}"
-        return f"values <= {_number(self.maximum)}" if self.maximum is not None else "finite values"
+        bounds = bounds_text(self.minimum, self.maximum)
+        return f"values {bounds}" if bounds else "finite values"
 
     def breaks_range(self, value: float) -> bool:
         """A non-finite number or one outside the declared range."""
         return not math.isfinite(value) or (self.minimum is not None and value < self.minimum) or (
             self.maximum is not None and value > self.maximum
         )
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _contract_spec(column: str, contracts: dict[str, FeatureContract]) -> FeatureSpec | None:
@@ -114,12 +104,12 @@ def input_fields(
         declared = (on_demand or {}).get(column.name) if spec is None else None
         bounds = spec or declared
         kind = _kind(column)
-        nullable = spec is None or spec.null_policy.action != "drop"
+        nullable = spec is None or not requires_value(spec)
         fields.append(InputField(
             name=column.name, kind=kind, required=bool(getattr(column, "required", True)) or not nullable,
             nullable=nullable,
             minimum=bounds.minimum if bounds else None, maximum=bounds.maximum if bounds else None,
-            allowed=tuple(v for v in spec.allowed_values if v is not None) if spec and spec.allowed_values else None,
+            allowed=allowed_values(spec) if spec else None,
             impute=spec.null_policy.value if spec and spec.null_policy.action == "impute" else None,
             max_length=max_string_length if kind == "string" else None, on_demand=declared is not None,
         ))

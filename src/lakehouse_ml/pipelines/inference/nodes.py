@@ -24,9 +24,10 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakehouse_ml.features.contracts import FeatureContract, format_duration
+from lakehouse_ml.features.contracts import FeatureContract
+from lakehouse_ml.features.expressions_spark import to_spark
 from lakehouse_ml.features.lookup import build_training_set, eligible_at
-from lakehouse_ml.features.validation import out_of_range, range_text
+from lakehouse_ml.features.rules import RULES, table_rules
 from lakehouse_ml.pipelines.inference._scoring import scoring_function
 from lakehouse_ml.features.tables import feature_lookups, parsed_contracts, resolve_lookups
 from lakehouse_ml.pipelines.training_set.nodes import CUTOFF, ENTITY, with_on_demand_features
@@ -34,7 +35,6 @@ from lakehouse_ml.pipelines.training_set.nodes import CUTOFF, ENTITY, with_on_de
 logger = logging.getLogger(__name__)
 
 PROBABILITY, DECISION, REASONS, REJECTED = "probability", "decision", "rejection_reasons", "_rejected"
-RULES = ("range", "allowed_values", "null_policy", "freshness")
 KEY = ["scoring_date", "model_version"]
 MODEL_COLUMNS = ["model_name", "model_version", "model_alias", "model_run_id"]
 LINEAGE_COLUMNS = ["feature_table_versions", "orders_version"]
@@ -43,7 +43,6 @@ PREDICTION_COLUMNS = [
     "features",
 ]
 REJECTION_COLUMNS = [ENTITY, "scoring_date", "scoring_ts", "reason", REASONS, "features", *MODEL_COLUMNS, *LINEAGE_COLUMNS, "rejected_at"]
-_MICROS_PER_DAY = 86_400_000_000
 
 
 # ---------------------------------------------------------------- scoring spine
@@ -113,59 +112,13 @@ def look_up_scoring_features(
 # ---------------------------------------------------------------- contract checks and scoring
 
 
-def _text(value: Column) -> Column:
-    """A value as text for a reason ('null' for null)."""
-    return F.coalesce(value.cast("string"), F.lit("null"))
-
-
-def _freshness_reasons(contract: FeatureContract, used: list, scoring_ts: datetime) -> list[Column]:
-    """No feature row of the table, or one older than the tightest freshness of the used features."""
-    table, stamp = contract.table, F.col(f"{contract.table}__{contract.timestamp_key}")
-    tightest = min(used, key=lambda spec: spec.freshness)
-    allowed = format_duration(tightest.freshness)
-    age_days = F.round((F.unix_micros(F.lit(scoring_ts)) - F.unix_micros(stamp)) / F.lit(_MICROS_PER_DAY), 2)
-    return [
-        F.when(stamp.isNull(), F.lit(
-            f"{table}.{contract.timestamp_key}: freshness expected a feature row at most {allowed} old at "
-            f"{scoring_ts.isoformat()}, got none"
-        )),
-        F.when(stamp < F.lit(scoring_ts - tightest.freshness), F.concat(
-            F.lit(f"{table}.{tightest.name}: freshness expected at most {allowed} old at {scoring_ts.isoformat()}, got "),
-            _text(age_days), F.lit(" days"),
-        )),
-    ]
-
-
-def _value_reasons(contract: FeatureContract, used: list, types: dict[str, T.DataType], rules: set[str]) -> list[Column]:
-    """Range, allowed values and null-policy ``drop`` violations of the table's used features."""
-    present = F.col(f"{contract.table}__{contract.timestamp_key}").isNotNull()
-    reasons = []
-    for spec in used:
-        name = f"{contract.table}__{spec.name}"
-        value, where = F.col(name), f"{contract.table}.{spec.name}"
-        ranged = spec.minimum is not None or spec.maximum is not None
-        if "range" in rules and ranged and isinstance(types[name], T.NumericType):
-            floating = isinstance(types[name], (T.FloatType, T.DoubleType))
-            reasons.append(F.when(value.isNotNull() & out_of_range(value, spec, floating), F.concat(
-                F.lit(f"{where}: range expected {range_text(spec)}, got "), _text(value),
-            )))
-        if "allowed_values" in rules and spec.allowed_values is not None:
-            allowed = [v for v in spec.allowed_values if v is not None]
-            reasons.append(F.when(value.isNotNull() & ~value.isin(allowed), F.concat(
-                F.lit(f"{where}: allowed_values expected one of {list(spec.allowed_values)}, got '"), _text(value), F.lit("'"),
-            )))
-        if "null_policy" in rules and spec.null_policy.action == "drop":
-            # A missing feature row is reported once, by the freshness rule.
-            reasons.append(F.when(present & value.isNull(), F.lit(f"{where}: null_policy expected a value (policy drop), got null")))
-    return reasons
-
-
 def rejection_reasons(
     frame: DataFrame, contracts: dict[str, FeatureContract], inputs: list[str], scoring_ts: datetime, rules: list[str]
 ) -> Column:
     """Per row, why its model inputs break their contracts (empty when they do not).
 
-    Only the model's input columns are judged, each against its table's contract; each reason
+    Only the model's input columns are judged, each against its table's contract, by the rules of
+    :mod:`lakehouse_ml.features.rules` (the online lookup judges with the same rules); each reason
     is ``<table>.<feature>: <rule> expected <promise>, got <value>``, like the features
     pipeline's violations. ``rules`` selects among range, allowed_values, null_policy, freshness.
     """
@@ -173,14 +126,11 @@ def rejection_reasons(
     if unknown:
         raise ValueError(f"inference.reject_on: unknown rules {unknown}; expected some of {list(RULES)}")
     types = {field.name: field.dataType for field in frame.schema.fields}
-    reasons: list[Column] = []
-    for table, contract in contracts.items():
-        used = [spec for spec in contract.features if f"{table}__{spec.name}" in inputs]
-        if not contract.enabled or not used:
-            continue
-        if "freshness" in rules:
-            reasons += _freshness_reasons(contract, used, scoring_ts)
-        reasons += _value_reasons(contract, used, types, set(rules))
+    reasons = [
+        to_spark(rule.reason(), F.lit(scoring_ts))
+        for rule in table_rules(contracts, inputs, rules, scoring_ts)
+        if rule.numeric_column is None or isinstance(types[rule.numeric_column], T.NumericType)
+    ]
     if not reasons:
         return F.array().cast("array<string>")
     return F.filter(F.array(*reasons), lambda reason: reason.isNotNull())

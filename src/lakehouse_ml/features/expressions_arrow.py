@@ -1,0 +1,145 @@
+"""Compile :mod:`lakehouse_ml.features.expressions` to Arrow arrays (the online lookup, serving).
+
+Each op mirrors its Spark compilation in :mod:`lakehouse_ml.features.expressions_spark` on the
+embedded engine; ``tests/features/test_expressions.py`` runs both over the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from decimal import Decimal
+from functools import reduce
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakehouse_ml.features.expressions import MICROS_PER_DAY, Col, Expr, Lit, LookupTime, Op
+
+_STAMP = pa.timestamp("us", tz="UTC")
+
+
+def value_text(value: Any) -> str:
+    """A value as the embedded engine's cast to string prints it (``null`` for None).
+
+    Doubles: shortest round-trip digits, plain with a ``.0`` for a whole number, in scientific
+    notation (``1e21``, ``1.5e-6``) when the decimal exponent is below -5 or 16 and above;
+    ``NaN``, ``inf``, ``-inf``. Timestamps: UTC, trailing zeros of the fraction dropped.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return _double_text(value)
+    if isinstance(value, datetime):
+        stamp = value.astimezone(timezone.utc) if value.tzinfo else value  # no zone: wall clock, as TIMESTAMP_NTZ
+        return f"{stamp.year:04d}" + stamp.strftime("-%m-%d %H:%M:%S.%f").rstrip("0").rstrip(".")
+    return str(value)
+
+
+def _double_text(value: float) -> str:
+    if value != value:  # noqa: PLR0124 - NaN
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    number = Decimal(repr(value))
+    exponent = number.adjusted()
+    if value != 0 and (exponent < -5 or exponent >= 16):
+        sign, digits, _ = number.as_tuple()
+        shown = "".join(map(str, digits)).rstrip("0") or "0"
+        mantissa = shown[0] + (f".{shown[1:]}" if len(shown) > 1 else "")
+        return f"{'-' if sign else ''}{mantissa}e{exponent}"
+    text = format(number, "f")
+    return text if "." in text else f"{text}.0"
+
+
+def _micros(stamps: pa.Array) -> pa.Array:
+    """Microseconds since the epoch of a timestamp array (any unit, any zone)."""
+    return pc.cast(pc.cast(stamps, _STAMP, safe=False), pa.int64())
+
+
+def _filled(condition: pa.Array) -> pa.Array:
+    return pc.fill_null(condition, False)
+
+
+def _is_nan(values: pa.Array) -> pa.Array:
+    if pa.types.is_floating(values.type):
+        return pc.is_nan(values)
+    return pc.if_else(pc.is_valid(values), False, pa.scalar(None, pa.bool_()))
+
+
+def _nan_rank(values: pa.Array) -> pa.Array:
+    """-1 for a NaN with the sign bit set, 1 for another NaN, 0 otherwise."""
+    if not pa.types.is_floating(values.type):
+        return pa.array([0] * len(values), pa.int8())
+    bits = pa.int64() if pa.types.is_float64(values.type) else pa.int32()
+    negative = pc.less(values.view(bits), 0)
+    return pc.fill_null(pc.if_else(_is_nan(values), pc.if_else(negative, -1, 1), 0), 0)
+
+
+def _less(left: pa.Array, right: pa.Array) -> pa.Array:
+    """``left < right`` in the engine's order: a NaN is above every number, or below it when its sign
+    bit is set (as 0/0 gives); -0.0 equals 0.0. IEEE comparison would say false for any NaN."""
+    left_rank, right_rank = _nan_rank(left), _nan_rank(right)
+    less = pc.if_else(pc.not_equal(left_rank, right_rank), pc.less(left_rank, right_rank), pc.less(left, right))
+    return pc.if_else(pc.and_(pc.is_valid(left), pc.is_valid(right)), less, pa.scalar(None, pa.bool_()))
+
+
+def _is_in(op: Op, values: pa.Array) -> pa.Array:
+    if op.params:
+        matched = pc.is_in(values, value_set=pc.cast(pa.array(op.params), values.type))
+    else:
+        matched = pa.array([False] * len(values), pa.bool_())
+    # As in Spark, a null value is neither in nor out of the list.
+    return pc.if_else(pc.is_valid(values), matched, pa.scalar(None, pa.bool_()))
+
+
+def _older_than(op: Op, args: list[pa.Array], at: pa.Array) -> pa.Array:
+    return pc.less(_micros(args[0]), pc.subtract(_micros(at), op.params[0]))
+
+
+def _age_days(stamps: pa.Array, at: pa.Array) -> pa.Array:
+    days = pc.divide(pc.cast(pc.subtract(_micros(at), _micros(stamps)), pa.float64(), safe=False), float(MICROS_PER_DAY))
+    # As the engine rounds a double: scale, round halves away from zero, scale back.
+    scaled = pc.round(pc.multiply(days, 100.0), 0, round_mode="half_towards_infinity")
+    return pc.divide(scaled, 100.0)
+
+
+def _text(values: pa.Array) -> pa.Array:
+    return pa.array([value_text(value) for value in values.to_pylist()], pa.string())
+
+
+_OPS: dict[str, Callable[[Op, list[pa.Array], pa.Array], pa.Array]] = {
+    "is_null": lambda op, a, at: pc.is_null(a[0]),
+    "not_null": lambda op, a, at: pc.is_valid(a[0]),
+    "is_nan": lambda op, a, at: _is_nan(a[0]),
+    "lt": lambda op, a, at: _less(a[0], a[1]),
+    "gt": lambda op, a, at: _less(a[1], a[0]),
+    "and": lambda op, a, at: reduce(pc.and_kleene, a),
+    "or": lambda op, a, at: reduce(pc.or_kleene, a),
+    "not": lambda op, a, at: pc.invert(a[0]),
+    "is_in": lambda op, a, at: _is_in(op, a[0]),
+    "older_than": _older_than,
+    "age_days": lambda op, a, at: _age_days(a[0], at),
+    "text": lambda op, a, at: _text(a[0]),
+    "concat": lambda op, a, at: pc.binary_join_element_wise(*[pc.cast(x, pa.string()) for x in a], ""),
+    "when": lambda op, a, at: pc.if_else(_filled(a[0]), a[1], pa.scalar(None, a[1].type)),
+}
+
+
+def to_arrow(expr: Expr, table: pa.Table, lookup_time: datetime) -> pa.Array:
+    """The expression over every row of ``table``, one value per row."""
+    at = pa.array([lookup_time] * table.num_rows, _STAMP)
+    return _evaluate(expr, table, at)
+
+
+def _evaluate(expr: Expr, table: pa.Table, at: pa.Array) -> pa.Array:
+    if isinstance(expr, Col):
+        return table.column(expr.name).combine_chunks()
+    if isinstance(expr, Lit):
+        return pa.array([expr.value] * table.num_rows)
+    if isinstance(expr, LookupTime):
+        return at
+    return _OPS[expr.name](expr, [_evaluate(arg, table, at) for arg in expr.args], at)
