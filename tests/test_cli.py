@@ -18,6 +18,7 @@ from deltalake import DeltaTable
 
 from lakehouse_ml.datasets import PandasDeltaDataset
 from lakehouse_ml.governance import os_user, policy_sha256
+from lakehouse_ml.pipelines.training_set.nodes import SPEC_PROPERTY
 
 from tests.helpers import PROJECT_ROOT
 from tests.pipelines.registration.releases import audit_rows, log_candidate, registry_state, release_store, run_release  # noqa: F401 (fixture)
@@ -247,9 +248,11 @@ def test_the_documented_serve_command_serves_the_champion_and_logs_to_delta(proj
     assert not log.duplicated(["request_id", "row_index", "role"]).any()
 
 
-# ---------------------------------------------------------------- only orders delivered
-# Every optional source absent (customers, sessions, tickets point at empty folders) and the profile
-# table disabled, by configuration only, in an environment of its own.
+# ---------------------------------------------------------------- only orders delivered, your own table
+# Every optional source absent (customers, sessions, tickets point at empty folders), the profile
+# table disabled and a third feature table declared, by configuration only, in an environment of its
+# own: one default loop run shows both that a table can be switched off and that a new one goes
+# through every stage with no code change.
 ORDERS_ONLY_CATALOG = "\n".join(
     f"""{source}_landing@spark:
   type: lakehouse_ml.datasets.LandingDataset
@@ -259,6 +262,28 @@ ORDERS_ONLY_CATALOG = "\n".join(
 """
     for source, suffix, fmt in (("customers", ".csv", "csv"), ("sessions", ".jsonl", "json"), ("tickets", ".csv", "csv"))
 )
+
+
+# Declared in this environment only: other windows over the same gold table.
+ORDER_RHYTHM = """
+feature_tables:
+  order_rhythm:
+    description: Orders and spend over two and eight weeks.
+    owner: tests
+    entity_keys: [customer_id]
+    timestamp_key: feature_ts
+    ingested_at_key: ingested_at
+    grain: customer x day
+    refresh: daily
+    source: gold.customer_daily_activity
+    kind: daily_windows
+    features:
+      orders_14d: {window: 14 days, unit: orders, freshness: 2 days, null_policy: {impute: 0}, range: [0, null], compute: {sum: orders}}
+      orders_56d: {window: 56 days, unit: orders, freshness: 2 days, null_policy: {impute: 0}, range: [0, null], compute: {sum: orders}}
+      net_spend_56d: {window: 56 days, unit: EUR, freshness: 2 days, null_policy: {impute: 0}, range: [0, null], compute: {sum: net_amount_eur}}
+      spend_per_order_56d: {window: 56 days, unit: EUR, freshness: 2 days, null_policy: keep, range: [0, null], compute: {ratio: [net_spend_56d, orders_56d]}}
+"""
+RHYTHM = ["order_rhythm__orders_14d", "order_rhythm__orders_56d", "order_rhythm__net_spend_56d", "order_rhythm__spend_per_order_56d"]
 
 
 @pytest.fixture(scope="module")
@@ -273,23 +298,36 @@ def orders_only(tmp_path_factory) -> Path:
     (env / "catalog.yml").write_text(ORDERS_ONLY_CATALOG)
     (env / "feature_tables").mkdir()
     (env / "feature_tables" / "customer_profile.yml").write_text("feature_tables:\n  customer_profile:\n    enabled: false\n")
+    (env / "feature_tables" / "order_rhythm.yml").write_text(ORDER_RHYTHM)
     (copy / "src").mkdir()
     (copy / "data").mkdir()
     return copy
 
 
-def test_the_default_loop_runs_with_only_orders_delivered(orders_only):
+@pytest.fixture(scope="module")
+def orders_only_run(orders_only) -> tuple[Path, str]:
+    """The default loop run once in the `orders_only` environment: the project and its log."""
     result = kedro(orders_only, "run", "--env", "orders_only", timeout=900)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
+    return orders_only, " ".join(log.split())  # the log wraps long lines
+
+
+def test_the_default_loop_runs_with_only_orders_delivered(orders_only_run):
+    project, log = orders_only_run
     assert re.search(r"ingest: 1 sources, \d+ batches", log), log[-3000:]  # orders alone had files
-    lake = orders_only / "data/lakehouse/dev"  # the environment keeps base's catalog
+    lake = project / "data/lakehouse/dev"  # the environment keeps base's catalog
     training_set = PandasDeltaDataset(filepath=str(lake / "ml/training_set")).load()
     assert not [c for c in training_set.columns if c.startswith("customer_profile__")]
     assert training_set["customer_activity__orders_30d"].notna().any()
+    # The disabled table is read by no stage: not in the training set's lineage, never refreshed.
+    spec = json.loads(DeltaTable(str(lake / "ml/training_set")).metadata().configuration[SPEC_PROPERTY])
+    assert sorted(spec["sources"]) == ["customer_activity", "order_rhythm", "orders_silver"]
+    refreshes = PandasDeltaDataset(filepath=str(lake / "monitoring/feature_refreshes")).load()
+    assert "customer_profile" not in set(refreshes["table"])
     # The model's slices over profile inputs are left out, saying so; the run went on to release and score.
-    assert "slice 'country' left out: 'customer_profile__country' is not a model input here" in " ".join(log.split())
-    gates = json.loads((orders_only / "data/08_reporting/dev/evaluation/gates.json").read_text())
+    assert "slice 'country' left out: 'customer_profile__country' is not a model input here" in log
+    gates = json.loads((project / "data/08_reporting/dev/evaluation/gates.json").read_text())
     assert gates["passed"], gates["summary"]
     predictions = PandasDeltaDataset(filepath=str(lake / "ml/churn_predictions")).load()
     assert len(predictions) > 0 and set(predictions["model_version"]) == {"1"}
@@ -297,17 +335,72 @@ def test_the_default_loop_runs_with_only_orders_delivered(orders_only):
     assert len(drift) > 0 and set(drift["slice"]) == {"all"}
     profile = lake / "features/customer_profile"
     assert not profile.exists() or PandasDeltaDataset(filepath=str(profile)).load().empty
-    # The scoring service answers from the online store of the one table there is.
+    # The scoring service answers from the online store of the tables there are.
     import httpx
 
     customers = sorted(predictions["customer_id"])[:3]
-    with serving(orders_only, "orders_only", "orders-only-token") as (url, _):
+    with serving(project, "orders_only", "orders-only-token") as (url, _):
         answer = httpx.post(
             f"{url}/v1/score/customers", json={"customer_ids": customers},
             headers={"Authorization": "Bearer orders-only-token"}, timeout=10,
         )
     assert answer.status_code == 200, answer.text
     assert {p["model_version"] for p in answer.json()["predictions"]} == {"1"}, answer.json()
+
+
+def test_a_table_declared_in_an_environment_goes_through_the_whole_loop(orders_only_run):
+    """order_rhythm exists only as conf/orders_only/feature_tables/order_rhythm.yml."""
+    from lakehouse_ml.features.tables import parsed_contracts
+    from tests.helpers import project_config
+
+    project, _ = orders_only_run
+    lake = project / "data/lakehouse/dev"
+    contract = parsed_contracts(project_config("orders_only", conf_source=project / "conf")["parameters"]["feature_tables"])["order_rhythm"]
+    # Built, validated and stamped with its contract; its refresh recorded.
+    table = DeltaTable(str(lake / "features/order_rhythm"))
+    assert table.metadata().configuration["lakehouse_ml.contract.hash"] == contract.hash
+    rows = table.to_pandas()
+    assert len(rows) > 0 and not rows.duplicated(["customer_id", "feature_ts"]).any()
+    refreshes = PandasDeltaDataset(filepath=str(lake / "monitoring/feature_refreshes")).load()
+    assert list(refreshes.loc[refreshes["table"] == "order_rhythm", "mode"]) == ["full"]
+    # Looked up point in time into the training set, with its version and contract in the lineage.
+    training_set = PandasDeltaDataset(filepath=str(lake / "ml/training_set")).load()
+    assert set(RHYTHM) <= set(training_set.columns) and training_set["order_rhythm__orders_56d"].notna().any()
+    spec = json.loads(DeltaTable(str(lake / "ml/training_set")).metadata().configuration[SPEC_PROPERTY])
+    assert spec["sources"]["order_rhythm"]["contract_hash"] == contract.hash
+    assert spec["lookups"]["order_rhythm"] == {"features": None, "lookback_window": None, "filter_by_ingested_at": True}
+    # Published online, scored in batch with its version recorded, monitored for drift.
+    state = _online_state(project, "order_rhythm")
+    assert state is not None and state["contract_hash"] == contract.hash, state
+    predictions = PandasDeltaDataset(filepath=str(lake / "ml/churn_predictions")).load()
+    assert set(RHYTHM) <= set(json.loads(predictions["features"].iloc[0]))
+    assert all(dict(versions).get("order_rhythm") is not None for versions in predictions["feature_table_versions"])
+    drift = PandasDeltaDataset(filepath=str(lake / "monitoring/drift_metrics")).load()
+    assert set(RHYTHM) & set(drift["feature"]), sorted(set(drift["feature"]))
+    # A backfill of that table alone: recomputed, audited, the other table untouched.
+    before = DeltaTable(str(lake / "features/customer_activity")).version()
+    result = kedro(
+        project, "run", "--env", "orders_only", "--pipeline", "features", "--params",
+        f"features.backfill.start={rows['feature_ts'].min().date()},features.backfill.end={rows['feature_ts'].max().date()},"
+        "features.backfill.tables=[order_rhythm]",
+        timeout=600,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    refreshes = PandasDeltaDataset(filepath=str(lake / "monitoring/feature_refreshes")).load()
+    assert list(refreshes.loc[refreshes["table"] == "order_rhythm", "mode"].sort_values()) == ["backfill", "full"]
+    assert DeltaTable(str(lake / "features/customer_activity")).version() == before
+    assert len(DeltaTable(str(lake / "features/order_rhythm")).to_pandas()) == len(rows)
+
+
+def _online_state(project: Path, table: str) -> dict | None:
+    """The online store's state of ``table`` (source version, contract hash, as-of)."""
+    from lakehouse_ml.online import SQLiteOnlineStore
+
+    store = SQLiteOnlineStore(str(project / "data/07_model_output/dev/online_store.db"))
+    try:
+        return store.table_state(table)
+    finally:
+        store.close()
 
 
 # ---------------------------------------------------------------- release governance through the CLI
