@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from lakehouse_ml.governance import ConfigLayout, release_governance
 from lakehouse_ml.pipelines.tuning.nodes import build_model_pipeline, feature_columns
-from lakehouse_ml.settings import CONFIG_LOADER_ARGS
+from lakehouse_ml.configuration import CONFIG_LOADER_ARGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -135,3 +136,41 @@ def test_each_feature_tables_file_declares_the_table_it_is_named_after():
                 got += f", tables {sorted(tables)}"
             problems.append(f"{path.relative_to(PROJECT_ROOT)}: expected exactly `feature_tables: {{{path.stem}: ...}}`, got {got}")
     assert not problems, "\n".join(problems)
+
+
+# Layers point one way: pipelines -> libraries -> engine. Libraries never import pipelines; the
+# scoring service runs without Kedro's settings, hooks or the engine (it reads the online store).
+LIBRARIES = ("features", "online", "serving", "monitoring", "modeling", "datasets", "lakehouse.py", "registry.py")
+FORBIDDEN = {
+    "lakehouse_ml.pipelines": LIBRARIES,
+    "lakehouse_ml.settings": LIBRARIES,
+    "lakehouse_ml.hooks": LIBRARIES,
+    "lakehouse_ml.engine": ("serving", "online"),
+    "kedro.framework": ("serving", "online", "features", "monitoring", "modeling"),
+}
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """Every module a file imports (at any depth: a lazy import is still a dependency)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_layers_point_one_way():
+    package = PROJECT_ROOT / "src" / "lakehouse_ml"
+    offenders = []
+    for module, layers in FORBIDDEN.items():
+        for layer in layers:
+            paths = [package / layer] if layer.endswith(".py") else sorted((package / layer).rglob("*.py"))
+            offenders += [
+                f"{path.relative_to(PROJECT_ROOT)}:{line}: imports {name}"
+                for path in paths
+                for line, name in _imports(path)
+                if name == module or name.startswith(module + ".")
+            ]
+    assert not offenders, "\n".join(offenders)

@@ -110,7 +110,7 @@ def _run_env(run_params: dict[str, Any]) -> str:
     """The Kedro environment of the run: ``--env`` or the project's default run environment."""
     if run_params.get("env"):
         return str(run_params["env"])
-    from lakehouse_ml.settings import CONFIG_LOADER_ARGS
+    from lakehouse_ml.configuration import CONFIG_LOADER_ARGS
 
     return str(CONFIG_LOADER_ARGS.get("default_run_env") or "")
 

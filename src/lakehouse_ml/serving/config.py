@@ -174,7 +174,7 @@ def load_settings(env: str = "local", conf_source: str | Path | None = None, ove
     """The service's settings for Kedro environment ``env`` (``overrides`` patch ``serving`` keys)."""
     from kedro.config import OmegaConfigLoader
 
-    from lakehouse_ml.settings import CONFIG_LOADER_ARGS, project_root
+    from lakehouse_ml.configuration import CONFIG_LOADER_ARGS, project_root
 
     config = OmegaConfigLoader(
         conf_source=str(conf_source or project_root("conf")), env=env,
