@@ -3,6 +3,7 @@ in turn and run again leaves every table as a run that was never interrupted (se
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -19,7 +20,8 @@ SMALL = "simulate: {n_customers: 120, n_days: 40}\ningest: {quarantine_gate: {ma
 
 def late_delivery(project: Path) -> None:
     """A new orders delivery the day after the last one: the last day's orders re-sent with new
-    event ids (late events of earlier days), plus a correction that moves an order to another day."""
+    event ids (late events of earlier days), plus a correction that moves an order to another day;
+    and a profile change, so both feature tables are written (a crash can fall between them)."""
     landing = project / "data" / "01_raw" / "landing" / "dev" / "orders"
     folders = sorted(p for p in landing.iterdir() if p.is_dir())
     last, first = folders[-1], folders[0]
@@ -33,6 +35,18 @@ def late_delivery(project: Path) -> None:
     corrected.update({"event_ts": f"{last.name}T01:00:00Z", "delivered_at": f"{day}T02:05:00Z"})
     (landing / day).mkdir()
     (landing / day / "orders.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*resent, corrected]))
+    profiles = landing.parent / "customers"
+    with next(sorted(p for p in profiles.iterdir() if p.is_dir())[-1].glob("*.csv")).open(newline="") as delivered:
+        change = next(row for row in csv.DictReader(delivered) if all(row.values()))
+    change.update({
+        "event_id": f"{change['event_id']}-upgrade", "event_ts": f"{last.name}T01:00:00Z", "delivered_at": f"{day}T02:05:00Z",
+        "plan_tier": "premium", "monthly_price": "34.99",
+    })
+    (profiles / day).mkdir(exist_ok=True)
+    with (profiles / day / "customers.csv").open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(change), lineterminator="\n")
+        writer.writeheader()
+        writer.writerow(change)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,23 @@ from lakehouse_ml.pipelines.simulate.pipeline import create_pipeline as simulate
 from tests.helpers import run_pipeline
 
 LAKE = Path("data/lakehouse/dev")
-SMALL = {"simulate": {"n_customers": 250, "n_days": 40}, "ingest": {"quarantine_gate": {"max_rate": 0.2, "min_rows": 50}}}
+# A third table, declared here only (runtime parameters merge into `feature_tables` like an
+# environment's file): the latest session per customer, from a source no base table reads.
+LAST_SESSION = {
+    "description": "The customer's latest session, valid from its start.", "owner": "tests",
+    "entity_keys": ["customer_id"], "timestamp_key": "feature_ts", "ingested_at_key": "ingested_at",
+    "grain": "customer x session", "refresh": "daily", "source": "silver.sessions", "kind": "changes",
+    "features": {
+        "device": {"unit": "category", "freshness": "30 days", "null_policy": {"impute": "unknown"}, "compute": {"column": "device"}},
+        "pages": {"unit": "pages", "freshness": "30 days", "null_policy": "keep", "range": [1, None], "compute": {"column": "pages"}},
+    },
+}
+SMALL = {
+    "simulate": {"n_customers": 250, "n_days": 40},
+    "ingest": {"quarantine_gate": {"max_rate": 0.2, "min_rows": 50}},
+    "feature_tables": {"last_session": LAST_SESSION},
+}
+TABLES = ("customer_activity", "customer_profile", "last_session")
 KEYS = ["customer_id", "feature_ts"]
 
 
@@ -47,7 +63,7 @@ def lakehouse(tmp_path_factory, spark):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(folder), target)
         run_pipeline(ingest_pipeline() + features_pipeline(), runtime_params=SMALL)
-        first = {t: sorted_table(f"features/{t}") for t in ("customer_activity", "customer_profile")}
+        first = {t: sorted_table(f"features/{t}") for t in TABLES}
         for source_folder in held.iterdir():
             for folder in source_folder.iterdir():
                 shutil.move(str(folder), root / "data/01_raw/landing/dev" / source_folder.name / folder.name)
@@ -65,7 +81,9 @@ def test_incremental_refresh_equals_a_full_rebuild(lakehouse, monkeypatch):
     assert activity["mode"].tolist() == ["full", "incremental"]
     # the second refresh recomputed only from the first changed day on (late arrivals included)
     assert activity["rows_upserted"].iloc[1] < len(read("features/customer_activity"))
-    incremental = {t: sorted_table(f"features/{t}") for t in ("customer_activity", "customer_profile")}
+    assert log[log["table"] == "last_session"]["mode"].tolist() == ["full", "incremental"]
+    incremental = {t: sorted_table(f"features/{t}") for t in TABLES}
+    assert len(incremental["last_session"]) > 0
 
     run_pipeline(features_pipeline(), runtime_params={**SMALL, "features": {"full_rebuild": True}})
     for table, frame in incremental.items():
@@ -75,7 +93,7 @@ def test_incremental_refresh_equals_a_full_rebuild(lakehouse, monkeypatch):
 def test_keys_are_unique_and_rows_respect_the_contract(lakehouse, monkeypatch):
     root, first = lakehouse
     monkeypatch.chdir(root)
-    for table in ("customer_activity", "customer_profile"):
+    for table in TABLES:
         frame = read(f"features/{table}")
         assert not frame.duplicated(KEYS).any()
         assert len(frame) > len(first[table])  # the second delivery batch added rows
