@@ -181,8 +181,8 @@ def test_online_vectors_equal_the_offline_point_in_time_vectors_at_the_scoring_t
     params = _params()
     training_set = {**params["training_set"], **PARAMS["training_set"]}
     tables = {t: spark.read.format("delta").load(str((LAKE / "features" / t).resolve())) for t in TABLES}
-    offline = look_up_scoring_features(spine, tables, scoring, params["feature_tables"], training_set)
-    columns = feature_columns(offline.columns, params["feature_tables"], ["tenure_days"])
+    offline = look_up_scoring_features(spine, tables, scoring, params["feature_tables"], params["on_demand_features"], training_set)
+    columns = feature_columns(offline.columns, params["feature_tables"], params["on_demand_features"])
     inputs = [*columns["numeric"], *columns["categorical"]]
     contracts = parsed_contracts(params["feature_tables"])
     lookups = resolve_lookups(contracts, training_set)
