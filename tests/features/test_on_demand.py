@@ -54,7 +54,7 @@ def test_features_are_in_name_order_and_a_null_removes_one():
 @pytest.mark.parametrize(("raw", "message"), [
     ({"compute": {"days_since": [SIGNUP]}}, r"on_demand_features.x.compute: expected \{days_between: \[<column> \| lookup_time, <column> \| lookup_time\]\}"),
     ({"compute": {"days_between": [SIGNUP]}}, r"on_demand_features.x.compute.days_between: expected a list of 2 arguments, got \['customer_profile__signup_ts'\]"),
-    ({"compute": {"days_between": [SIGNUP, None]}}, r"on_demand_features.x.compute.days_between\[1\]: expected a column name, lookup_time or a number, got None"),
+    ({"compute": {"days_between": [SIGNUP, None]}}, r"on_demand_features.x.compute.days_between\[1\]: expected a looked-up column \(<table>__<feature>\) or lookup_time, got None"),
     ({"type": "int"}, r"on_demand_features.x.type: expected one of \['integer', 'number', 'category'\], got 'int'"),
     ({"type": None}, "on_demand_features.x.type: required"),
     ({"range": [10, 0]}, "on_demand_features.x.range: min 10 is above max 0"),

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakehouse_ml.features.contracts import ContractError, NullPolicy
-from lakehouse_ml.features.expressions import Col, Expr, Lit, LookupTime, Op, days_between
+from lakehouse_ml.features.expressions import Col, Expr, LookupTime, Op, days_between
 from lakehouse_ml.features.expressions_arrow import to_arrow
 
 logger = logging.getLogger(__name__)
@@ -84,9 +84,7 @@ def _argument(value: Any, where: str) -> Expr:
         return LookupTime()
     if isinstance(value, str) and value:
         return Col(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return Lit(value)
-    raise ContractError(f"{where}: expected a column name, {LOOKUP_TIME} or a number, got {value!r}")
+    raise ContractError(f"{where}: expected a looked-up column (<table>__<feature>) or {LOOKUP_TIME}, got {value!r}")
 
 
 def _compute(raw: Any, where: str) -> Expr:
