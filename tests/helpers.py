@@ -142,7 +142,7 @@ def register_version(  # noqa: PLR0913
     """Fit a logistic regression on ``train_cutoffs`` of ``training_set`` and register it (``alias`` set when given)."""
     params = params or merged_parameters()
     contracts = {name: params["feature_tables"][name] for name in ("customer_activity", "customer_profile")}
-    columns = feature_columns(list(training_set.columns), contracts, ["tenure_days"])
+    columns = feature_columns(list(training_set.columns), contracts, params["on_demand_features"])
     inputs = [*columns["numeric"], *columns["categorical"]]
     train = training_set[training_set["cutoff_ts"].isin(list(train_cutoffs))]
     model = build_model_pipeline(

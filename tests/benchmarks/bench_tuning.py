@@ -144,7 +144,7 @@ def load_inputs(training_set_path: str) -> tuple[dict[str, Any], tuple]:
         sys.exit(f"no Delta training set at {path}: run `kedro run` first (or pass --training-set PATH)")
     params = project_config("local")["parameters"]
     training_set = PandasDeltaDataset(filepath=str(path)).load()
-    prepared = prepare_tuning(training_set, params["feature_tables"], params["tuning"])
+    prepared = prepare_tuning(training_set, params["feature_tables"], params["on_demand_features"], params["tuning"])
     return params, prepared
 
 

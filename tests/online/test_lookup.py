@@ -92,8 +92,14 @@ def store(tmp_path):
     opened.close()
 
 
-def _lookup(store, lookups=LOOKUPS) -> OnlineFeatureLookup:
-    return OnlineFeatureLookup.from_params(store, FEATURE_TABLES, lookups)
+TENURE = {
+    "compute": {"days_between": ["customer_profile__signup_ts", "lookup_time"]}, "type": "integer", "unit": "days",
+    "range": [0, 36500], "null_policy": "keep",
+}
+
+
+def _lookup(store, lookups=LOOKUPS, on_demand=None) -> OnlineFeatureLookup:
+    return OnlineFeatureLookup.from_params(store, FEATURE_TABLES, lookups, on_demand or {"tenure_days": TENURE})
 
 
 def test_vectors_follow_the_point_in_time_rules_at_the_request_time(store):
@@ -185,6 +191,18 @@ def test_a_table_never_published_gives_nulls_typed_from_the_contract(tmp_path):
 def test_values_are_printed_as_the_engine_prints_them(value, text):
     """Spark's cast to string on the embedded engine (checked there for these values)."""
     assert value_text(value) == text
+
+
+def test_on_demand_features_are_judged_by_their_declaration_and_need_their_inputs_looked_up(store):
+    narrow = {"tenure_days": {**TENURE, "range": [0, 59]}}
+    vectors, problems = _lookup(store, on_demand=narrow).vectors(["now", "no_profile"], AT, ["tenure_days"])
+    assert vectors["tenure_days"].tolist()[0] == 60 and math.isnan(vectors["tenure_days"].tolist()[1])
+    assert problems["now"] == ["tenure_days: range expected values in [0, 59], got 60"]
+    without_signup = {**LOOKUPS, "customer_profile": {**LOOKUPS["customer_profile"], "features": ["plan_tier"]}}
+    lookup = _lookup(store, without_signup)
+    assert "tenure_days" not in lookup.output_columns()
+    with pytest.raises(ValueError, match=r"input columns \['tenure_days'\] are not produced"):
+        lookup.vectors(["now"], AT, ["tenure_days"])
 
 
 def test_contracts_come_parsed_from_the_raw_parameters(store):

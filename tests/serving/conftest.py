@@ -64,14 +64,26 @@ def feature_rows(n: int, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+def on_demand() -> dict[str, Any]:
+    """The project's on-demand feature definitions (tenure_days)."""
+    return project_config()["parameters"]["on_demand_features"]
+
+
+def model_columns(frame: pd.DataFrame, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The model's columns as training chooses them, plus ``extra`` numeric inputs no definition covers."""
+    columns = feature_columns(list(frame.columns), contracts(), on_demand())
+    columns["numeric"] += [column for column in extra if column in frame.columns]
+    return columns
+
+
 def model_inputs(frame: pd.DataFrame, extra: tuple[str, ...] = ()) -> list[str]:
-    columns = feature_columns(list(frame.columns), contracts(), ["tenure_days", *extra])
+    columns = model_columns(frame, extra)
     return [*columns["numeric"], *columns["categorical"]]
 
 
 def register_version(frame: pd.DataFrame, family: str, params: dict[str, Any], extra: tuple[str, ...] = ()) -> tuple[str, Any]:
     """Fit, log (sklearn flavor, signature) and register one version as the pipelines do; (version, model)."""
-    columns = feature_columns(list(frame.columns), contracts(), ["tenure_days", *extra])
+    columns = model_columns(frame, extra)
     inputs = model_inputs(frame, extra)
     model = build_model_pipeline(family, params, columns["numeric"], columns["categorical"], columns["imputation"])
     model.fit(frame[inputs], frame["churned"])

@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from lakehouse_ml.serving.config import TOKEN_VARIABLE, OnDemandInput, SettingsError, Traffic, load_settings
+from lakehouse_ml.features.on_demand import parse_on_demand
+from lakehouse_ml.serving.config import TOKEN_VARIABLE, SettingsError, Traffic, load_settings
 from tests.helpers import PROJECT_ROOT
 
 
@@ -55,11 +56,8 @@ def test_settings_follow_the_environment(conf, monkeypatch):
     ({"on_contract_violation": "ignore"}, r"serving.on_contract_violation: expected one of \['refuse', 'flag'\], got 'ignore'"),
     ({"max_batch_size": 0}, "serving.max_batch_size: expected a positive integer, got 0"),
     ({"max_string_length": 0}, "serving.max_string_length: expected a positive integer, got 0"),
-    ({"on_demand_inputs": {"tenure_days": {"range": [0]}}}, r"serving.on_demand_inputs.tenure_days.range: expected \[min, max\]"),
-    ({"on_demand_inputs": {"tenure_days": {"range": [0, float("inf")]}}}, r"serving.on_demand_inputs.tenure_days.range: expected \[min, max\] of finite numbers"),
-    ({"on_demand_inputs": {"tenure_days": {"range": [10, 0]}}}, "serving.on_demand_inputs.tenure_days.range: min 10 is above max 0"),
-    ({"on_demand_inputs": {"tenure_days": {"rnage": [0, 10]}}}, r"serving.on_demand_inputs.tenure_days: expected \{range: \[min, max\]\}"),
-    ({"on_demand_inputs": {"customer_profile__monthly_price": {"range": [0, 10]}}}, "a feature table's column; its range belongs in the table's contract"),
+    # The range moved to the one declaration of the feature: the old key is refused, not ignored.
+    ({"on_demand_inputs": {"tenure_days": {"range": [0, 10]}}}, "serving.on_demand_inputs: no longer read; declare the feature once in on_demand_features"),
 ])
 def test_inconsistent_settings_are_refused_naming_the_key(conf, monkeypatch, overrides, message):
     monkeypatch.setenv(TOKEN_VARIABLE, "t")
@@ -67,11 +65,29 @@ def test_inconsistent_settings_are_refused_naming_the_key(conf, monkeypatch, ove
         load_settings("local", conf, overrides=overrides)
 
 
-def test_on_demand_inputs_have_declared_ranges(conf, monkeypatch):
+def test_on_demand_features_are_the_projects_declarations(conf, monkeypatch):
     monkeypatch.setenv(TOKEN_VARIABLE, "t")
     settings = load_settings("local", conf)
-    assert settings.on_demand_inputs == {"tenure_days": OnDemandInput("tenure_days", 0.0, 36500.0)}
+    tenure = parse_on_demand(settings.on_demand_features)["tenure_days"]
+    assert (tenure.minimum, tenure.maximum, tenure.type) == (0.0, 36500.0, "integer")
     assert settings.max_string_length == 256
+
+
+@pytest.mark.parametrize(("declared", "message"), [
+    ("{range: [10, 0]}", "on_demand_features.tenure_days.range: min 10 is above max 0"),
+    ("{type: int}", r"on_demand_features.tenure_days.type: expected one of \['integer', 'number', 'category'\], got 'int'"),
+])
+def test_a_malformed_on_demand_feature_stops_the_service_at_start(conf, monkeypatch, declared, message):
+    monkeypatch.setenv(TOKEN_VARIABLE, "t")
+    (conf / "local" / "parameters_on_demand_features.yml").write_text(f"on_demand_features:\n  tenure_days: {declared}\n")
+    with pytest.raises(SettingsError, match=message):
+        load_settings("local", conf)
+
+
+def test_an_environment_removes_an_on_demand_feature_with_null(conf, monkeypatch):
+    monkeypatch.setenv(TOKEN_VARIABLE, "t")
+    (conf / "local" / "parameters_on_demand_features.yml").write_text("on_demand_features:\n  tenure_days: null\n")
+    assert parse_on_demand(load_settings("local", conf).on_demand_features) == {}
 
 
 def test_a_traffic_share_is_a_number():

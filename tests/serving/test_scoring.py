@@ -75,7 +75,7 @@ def test_customers_are_scored_with_their_online_features_as_offline_rows_are(liv
     ("c-bad", "customer_activity.orders_30d: range expected values >= 0, got -3.0"),
     ("c-noprofile", "customer_profile.feature_ts: freshness expected a feature row"),
     ("c-unknown", "customer_id: not in the online store"),
-    # tenure_days is computed at lookup time (no contract): its range comes from serving.on_demand_inputs.
+    # tenure_days is computed at lookup time (no contract): judged by the rule of its declaration in on_demand_features.
     ("c-future", "tenure_days: range expected values in [0, 36500], got -"),
 ])
 def test_a_customer_breaking_a_contract_is_refused_with_the_reason(live, customer, reason):

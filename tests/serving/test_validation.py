@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lakehouse_ml.features.contracts import parse_contract
-from lakehouse_ml.serving.config import OnDemandInput
+from lakehouse_ml.features.on_demand import parse_on_demand
 from lakehouse_ml.serving.validation import ApiProblem, RequestValidator, input_fields
 from tests.serving.conftest import TOKEN, contracts, feature_rows
 from tests.serving.test_scoring import json_rows
@@ -41,7 +41,7 @@ def _set(field: str, value):
     (_set("customer_profile__plan_tier", "gold"), "customer_profile__plan_tier", "allowed_values", "one of ['basic', 'standard', 'premium'] or null (null is imputed as 'unknown'), required", "gold"),
     (_set("customer_profile__monthly_price", None), "customer_profile__monthly_price", "null", "number in [0, 1000], required", None),
     (_set("tenure_days", 3.5), "tenure_days", "type", "integer in [0, 36500] or null, required", 3.5),
-    # tenure_days is on-demand (no contract): its range is serving.on_demand_inputs'.
+    # tenure_days is on-demand (no contract): its range is its declaration's in on_demand_features.
     (_set("tenure_days", -5), "tenure_days", "range", "integer in [0, 36500] or null, required", -5),
     (_set("tenure_days", 36501), "tenure_days", "range", "integer in [0, 36500] or null, required", 36501),
     (_set("tenure_days", 1e308), "tenure_days", "type", "integer in [0, 36500] or null, required", 1e308),
@@ -67,7 +67,9 @@ def test_a_number_typed_on_demand_input_is_bounded_by_its_declared_range(text, g
     fields = input_fields(
         Schema([ColSpec("double", "tenure_days"), ColSpec("string", "customer_profile__country")]),
         {name: parse_contract(name, raw) for name, raw in contracts().items()},
-        {"tenure_days": OnDemandInput("tenure_days", 0, 36500)}, max_string_length=256,
+        parse_on_demand({"tenure_days": {
+            "compute": {"days_between": ["customer_profile__signup_ts", "lookup_time"]}, "type": "integer", "unit": "days", "range": [0, 36500],
+        }}), max_string_length=256,
     )
     validator = RequestValidator(fields, max_batch_size=10)
     assert validator.parse(b'{"rows": [{"tenure_days": 36500.0, "customer_profile__country": "DE"}]}')[0]["tenure_days"] == 36500.0

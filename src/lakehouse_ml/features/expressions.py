@@ -15,7 +15,9 @@ Semantics shared by both backends (Spark's three-valued logic):
   to 0.0, as the embedded engine does (IEEE would call every comparison with NaN false);
 - ``text`` renders a value as the embedded engine's cast to string does, ``"null"`` for a null;
 - ``age_days(stamp)`` is ``(lookup time - stamp)`` in days, rounded to 2 decimals as the engine
-  rounds a double (``round(x * 100) / 100``, halves away from zero).
+  rounds a double (``round(x * 100) / 100``, halves away from zero);
+- ``days_between(start, end)`` counts the UTC midnights from ``start``'s date to ``end``'s (whole
+  days, negative when ``end`` is earlier; the engine's session time zone is UTC).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ OPS: dict[str, int | None] = {
     "is_in": 1,          # params: the values (nulls never match)
     "older_than": 1,     # params: an age in microseconds; stamp < lookup time - age
     "age_days": 1,
+    "days_between": 2,
     "text": 1,
     "concat": None,
     "when": 2,
@@ -129,6 +132,11 @@ def older_than(stamp: Expr, age: timedelta) -> Op:
 def age_days(stamp: Expr) -> Op:
     """Days from ``stamp`` to the lookup time, rounded to 2 decimals (a double)."""
     return _op("age_days", stamp)
+
+
+def days_between(start: Expr, end: Expr) -> Op:
+    """Whole UTC calendar days from ``start`` to ``end`` (an integer; null if either is null)."""
+    return _op("days_between", start, end)
 
 
 def text(value: Expr) -> Op:

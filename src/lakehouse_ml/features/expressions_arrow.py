@@ -107,6 +107,12 @@ def _age_days(stamps: pa.Array, at: pa.Array) -> pa.Array:
     return pc.divide(scaled, 100.0)
 
 
+def _days_between(start: pa.Array, end: pa.Array) -> pa.Array:
+    # Both as UTC timestamps of one unit: Arrow counts the days between their UTC dates.
+    days = pc.days_between(pc.cast(start, _STAMP, safe=False), pc.cast(end, _STAMP, safe=False))
+    return pc.cast(days, pa.int32())
+
+
 def _text(values: pa.Array) -> pa.Array:
     return pa.array([value_text(value) for value in values.to_pylist()], pa.string())
 
@@ -123,6 +129,7 @@ _OPS: dict[str, Callable[[Op, list[pa.Array], pa.Array], pa.Array]] = {
     "is_in": lambda op, a, at: _is_in(op, a[0]),
     "older_than": _older_than,
     "age_days": lambda op, a, at: _age_days(a[0], at),
+    "days_between": lambda op, a, at: _days_between(a[0], a[1]),
     "text": lambda op, a, at: _text(a[0]),
     "concat": lambda op, a, at: pc.binary_join_element_wise(*[pc.cast(x, pa.string()) for x in a], ""),
     "when": lambda op, a, at: pc.if_else(_filled(a[0]), a[1], pa.scalar(None, a[1].type)),

@@ -42,6 +42,8 @@ _OPS: dict[str, Callable[[Op, list[Column], Column], Column]] = {
     "is_in": lambda op, a, at: _is_in(op, a),
     "older_than": _older_than,
     "age_days": lambda op, a, at: _age_days(a, at),
+    # Dates in the session time zone, which spark.yml pins to UTC.
+    "days_between": lambda op, a, at: F.datediff(F.to_date(a[1]), F.to_date(a[0])),
     "text": lambda op, a, at: F.coalesce(a[0].cast("string"), F.lit("null")),
     "concat": lambda op, a, at: F.concat(*a),
     "when": lambda op, a, at: F.when(a[0], a[1]),

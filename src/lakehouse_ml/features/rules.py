@@ -5,7 +5,9 @@ Each rule is one :class:`Rule`: what it promises in words (``expected``), when a
 :mod:`lakehouse_ml.features.expressions`. Batch inference compiles them to Spark columns, the
 online lookup to Arrow arrays, and the features pipeline's validation uses their conditions over
 a staged table; serving's request bounds use the same spec and :func:`bounds_text`. Every
-reason reads ``<table>.<feature>: <rule> expected <expected>, got <value>``.
+reason reads ``<table>.<feature>: <rule> expected <expected>, got <value>``. On-demand features
+(:mod:`lakehouse_ml.features.on_demand`) have range and null-policy rules too, read as
+``<name>: <rule> expected ...``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from lakehouse_ml.features.expressions import (
     text,
     when,
 )
+from lakehouse_ml.features.on_demand import OnDemandFeature
 
 RULES = ("range", "allowed_values", "null_policy", "freshness")
 
@@ -84,7 +87,11 @@ def bounds_text(minimum: float | None, maximum: float | None) -> str:
     return f"<= {number_text(maximum)}" if maximum is not None else ""
 
 
-def range_text(spec: FeatureSpec) -> str:
+# What the value rules read of a promise: a contract feature's or an on-demand feature's.
+Promise = FeatureSpec | OnDemandFeature
+
+
+def range_text(spec: Promise) -> str:
     """A feature's declared range in words (``values in [0, 89]``)."""
     return f"values {bounds_text(spec.minimum, spec.maximum)}"
 
@@ -96,12 +103,12 @@ def allowed_values(spec: FeatureSpec) -> tuple[Any, ...] | None:
     return tuple(value for value in spec.allowed_values if value is not None)
 
 
-def requires_value(spec: FeatureSpec) -> bool:
+def requires_value(spec: Promise) -> bool:
     """Whether a null breaks the feature's null policy (``drop``)."""
     return spec.null_policy.action == "drop"
 
 
-def range_rule(spec: FeatureSpec, column: str, where: str) -> Rule | None:
+def range_rule(spec: Promise, column: str, where: str) -> Rule | None:
     """A non-null value outside the declared bounds (NaN breaks any range); None without a range."""
     if spec.minimum is None and spec.maximum is None:
         return None
@@ -173,12 +180,45 @@ def feature_rules(
     return [rule for rule in found if rule is not None]
 
 
-def table_rules(contracts: Mapping[str, FeatureContract], inputs: Iterable[str], rules: Iterable[str], lookup_time: datetime) -> list[Rule]:
-    """The selected rules of every enabled table whose features are among the model's ``inputs``."""
+def on_demand_rules(
+    features: Mapping[str, OnDemandFeature], inputs: Iterable[str], rules: Iterable[str], contracts: Mapping[str, FeatureContract],
+) -> list[Rule]:
+    """Range and null policy of the on-demand features among the model's ``inputs``. They have no
+    freshness of their own: they are computed at the lookup time from rows judged by their tables."""
+    wanted, selected = set(inputs), set(rules)
+    found: list[Rule | None] = []
+    for name, feature in features.items():
+        if name not in wanted:
+            continue
+        if "range" in selected:
+            found.append(range_rule(feature, name, name))
+        if "null_policy" in selected and requires_value(feature):
+            # As for a contract feature, a missing input row is reported by its table's freshness rule.
+            rows = [not_null(Col(stamp)) for stamp in _input_stamps(feature, contracts)]
+            found.append(Rule("null_policy", name, "a value (policy drop)", and_(*rows, is_null(Col(name))), Lit("null")))
+    return [rule for rule in found if rule is not None]
+
+
+def _input_stamps(feature: OnDemandFeature, contracts: Mapping[str, FeatureContract]) -> list[str]:
+    """The timestamp columns of the tables whose looked-up columns the feature reads."""
+    stamps = []
+    for column in feature.inputs:
+        table = column.partition("__")[0]
+        if table in contracts and column != table:
+            stamps.append(feature_column(table, contracts[table].timestamp_key))
+    return list(dict.fromkeys(stamps))
+
+
+def table_rules(
+    contracts: Mapping[str, FeatureContract], inputs: Iterable[str], rules: Iterable[str], lookup_time: datetime,
+    on_demand: Mapping[str, OnDemandFeature] | None = None,
+) -> list[Rule]:
+    """The selected rules of every enabled table whose features are among the model's ``inputs``,
+    then those of the on-demand features among them."""
     wanted, selected = set(inputs), list(rules)
     found: list[Rule] = []
     for table, contract in contracts.items():
         used = [spec for spec in contract.features if feature_column(table, spec.name) in wanted]
         if contract.enabled and used:
             found += feature_rules(contract, used, selected, lookup_time)
-    return found
+    return found + on_demand_rules(on_demand or {}, wanted, selected, contracts)

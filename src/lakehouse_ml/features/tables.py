@@ -95,6 +95,11 @@ def feature_lookups(
     return result
 
 
+def lookup_columns(contracts: Mapping[str, FeatureContract], lookups: Mapping[str, Any]) -> list[str]:
+    """The columns the resolved lookups add to a spine (what on-demand features can read)."""
+    return [column for lookup in feature_lookups({name: name for name in lookups}, contracts, lookups) for column in lookup.output_columns()]
+
+
 def freshness(contract: FeatureContract, names: list[str]) -> timedelta:
     """The tightest allowed freshness among the looked-up features: older rows are too stale."""
     return min(contract.feature(n).freshness for n in names)

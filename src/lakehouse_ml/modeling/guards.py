@@ -314,7 +314,7 @@ def feature_problem(rows: pd.DataFrame, features: Sequence[str], constant: Mappi
             f"{len(all_null)} feature(s) are NULL in every one of {where}: {', '.join(all_null)}. A lookup that "
             "matched no feature row gives this (see the training set's leakage.<table>.rows_matched metrics and "
             "training_set.guards.min_matched_share); fix the lookup or the source, or leave the feature out "
-            "(training_set.lookups.<table>.features, tuning.extra_numeric)"
+            "(training_set.lookups.<table>.features; an on-demand feature: on_demand_features.<name>: null)"
         )
     if constant:
         listed = ", ".join(f"{name} = {value!r}" for name, value in constant.items())

@@ -10,7 +10,8 @@ rules are applied to the one stored row per key:
   (both inclusive, as in :mod:`lakehouse_ml.features.lookup`); otherwise the table's columns are
   null, exactly as a point-in-time lookup that finds no eligible row gives;
 - no value is imputed (the model's pipeline imputes per contract, as in training);
-- ``tenure_days`` is computed as of ``at`` like ``with_on_demand_features`` (whole UTC days);
+- on-demand features (``on_demand_features``, e.g. ``tenure_days``) are computed as of ``at`` by
+  the definition the training set and batch inference compute them by (:mod:`lakehouse_ml.features.on_demand`);
 - every row's problems are judged by batch inference's rules (:mod:`lakehouse_ml.features.rules`,
   compiled to Arrow here and to Spark there), with the same wording
   (``<table>.<feature>: <rule> expected <promise>, got <value>``).
@@ -23,7 +24,7 @@ the table's columns are then null and the row is flagged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -33,12 +34,10 @@ import pyarrow as pa
 from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.expressions_arrow import to_arrow, value_text
 from lakehouse_ml.features.lookup import FeatureLookup
+from lakehouse_ml.features.on_demand import OnDemandFeature, computable, on_demand_columns, parse_on_demand
 from lakehouse_ml.features.rules import RULES, feature_column, table_rules
 from lakehouse_ml.features.tables import ENTITY, feature_lookups, parsed_contracts
 from lakehouse_ml.online.store import OnlineStore
-
-TENURE = "tenure_days"
-_SIGNUP = "customer_profile__signup_ts"
 
 
 def as_utc(at: datetime | pd.Timestamp | str) -> datetime:
@@ -67,6 +66,7 @@ class OnlineFeatureLookup:
         store: OnlineStore,
         contracts: dict[str, FeatureContract],
         lookups: dict[str, Any],
+        on_demand: Mapping[str, OnDemandFeature] | None = None,
         *,
         rules: Sequence[str] = RULES,
     ) -> None:
@@ -78,18 +78,20 @@ class OnlineFeatureLookup:
         self.rules = set(rules)
         # The training set's lookups; the source is the table's name (the store is read instead).
         self.lookups: list[FeatureLookup] = feature_lookups({name: name for name in lookups}, self.contracts, lookups)
+        looked_up = [column for lookup in self.lookups for column in lookup.output_columns()]
+        self.on_demand = computable(dict(on_demand or {}), looked_up)
 
     @classmethod
     def from_params(
-        cls, store: OnlineStore, feature_tables: dict, lookups: dict, **options: Any
+        cls, store: OnlineStore, feature_tables: dict, lookups: dict, on_demand_features: dict | None = None, **options: Any
     ) -> OnlineFeatureLookup:
-        """From the raw parameters ``feature_tables`` and the resolved lookups (``features.tables.resolve_lookups``)."""
-        return cls(store, parsed_contracts(feature_tables), lookups, **options)
+        """From the raw parameters ``feature_tables`` and ``on_demand_features`` and the resolved
+        lookups (``features.tables.resolve_lookups``)."""
+        return cls(store, parsed_contracts(feature_tables), lookups, parse_on_demand(on_demand_features), **options)
 
     def output_columns(self) -> list[str]:
         """Every column :meth:`vectors` can return."""
-        columns = [column for lookup in self.lookups for column in lookup.output_columns()]
-        return [*columns, TENURE] if _SIGNUP in columns else columns
+        return [*(column for lookup in self.lookups for column in lookup.output_columns()), *self.on_demand]
 
     # -------------------------------------------------------- vectors
 
@@ -117,9 +119,7 @@ class OnlineFeatureLookup:
                 if row is not None and chosen is None:
                     problems[customer] += self._unusable(lookup, row, at)
             self._collect(lookup, used, values, types)
-        if _SIGNUP in values:
-            values[TENURE] = [None if signup is None else (at.date() - signup.date()).days for signup in values[_SIGNUP]]
-            types[TENURE] = pa.int32()
+        self._compute_on_demand(at, values, types)
         self._judge(ids, at, input_columns, values, types, problems)
         for customer in ids:
             if not any(customer in stored[lookup.name] for lookup in self.lookups):
@@ -168,6 +168,15 @@ class OnlineFeatureLookup:
             known = schema is not None and feature in schema.names
             types[column] = schema.field(feature).type if known else _fallback_type(contract, feature)
 
+    def _compute_on_demand(self, at: datetime, values: dict[str, list[Any]], types: dict[str, pa.DataType]) -> None:
+        """The on-demand features over the looked-up columns, as of the request time."""
+        inputs = {column for feature in self.on_demand.values() for column in feature.inputs}
+        if not inputs:
+            return
+        looked_up = pa.table({column: pa.array(values[column], type=types[column]) for column in sorted(inputs)})
+        for name, array in on_demand_columns(looked_up, self.on_demand, at).items():
+            values[name], types[name] = array.to_pylist(), array.type
+
     # -------------------------------------------------------- problems (batch inference's rejection reasons)
 
     def _judge(  # noqa: PLR0913
@@ -180,9 +189,9 @@ class OnlineFeatureLookup:
         problems: dict[str, list[str]],
     ) -> None:
         """Append, per customer, the reasons batch inference's ``rejection_reasons`` gives: the same
-        rules, evaluated with Arrow over the looked-up columns."""
+        rules (on-demand features' too), evaluated with Arrow over the looked-up columns."""
         rules = [
-            rule for rule in table_rules(self.contracts, inputs, self.rules, at)
+            rule for rule in table_rules(self.contracts, inputs, self.rules, at, self.on_demand)
             if rule.numeric_column is None or _numeric(types[rule.numeric_column])
         ]
         if not rules:

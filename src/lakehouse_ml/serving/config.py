@@ -1,15 +1,14 @@
 """Settings of the scoring service for one Kedro environment, read through Kedro's configuration loader.
 
-``serving`` parameters (``conf/<env>/parameters_serving.yml``, with the declared ranges of the
-on-demand inputs), the model name (globals
-``churn_model_name``), the feature contracts (``feature_tables``) and
+``serving`` parameters (``conf/<env>/parameters_serving.yml``), the model name (globals
+``churn_model_name``), the feature contracts (``feature_tables``), the on-demand features
+(``on_demand_features``) and
 the lookups the training set resolves (``training_set.lookup_defaults`` and ``lookups``), the MLflow store (``mlflow.yml``) and the bearer token
 (``LAKEHOUSE_ML_SERVING_TOKEN``, else ``conf/<env>/credentials.yml`` key ``serving.token``).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,47 +53,6 @@ class InferenceLogSettings:
 
 
 @dataclass(frozen=True)
-class OnDemandInput:
-    """A model input computed at lookup time (e.g. ``tenure_days``): no feature contract covers it,
-    so its range is declared in ``serving.on_demand_inputs`` (None: open)."""
-
-    name: str
-    minimum: float | None = None
-    maximum: float | None = None
-
-
-def _bound(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SettingsError(f"{where}: expected [min, max] of finite numbers (null for an open end), got {value!r}")
-    return float(value)
-
-
-def parse_on_demand_inputs(raw: Any, contract_tables: tuple[str, ...] = ()) -> dict[str, OnDemandInput]:
-    """``serving.on_demand_inputs``: ``{<input>: {range: [min, max]}}``, refused naming the key when malformed."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise SettingsError(f"serving.on_demand_inputs: expected a mapping of input name to {{range: [min, max]}}, got {raw!r}")
-    inputs = {}
-    for name, spec in raw.items():
-        where = f"serving.on_demand_inputs.{name}"
-        if str(name).partition("__")[0] in contract_tables:  # one declaration per input: the contract's
-            raise SettingsError(f"{where}: a feature table's column; its range belongs in the table's contract")
-        if not isinstance(spec, dict) or set(spec) != {"range"}:
-            raise SettingsError(f"{where}: expected {{range: [min, max]}}, got {spec!r}")
-        bounds = spec["range"]
-        if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
-            raise SettingsError(f"{where}.range: expected [min, max] (null for an open end), got {bounds!r}")
-        minimum, maximum = (_bound(b, f"{where}.range") for b in bounds)
-        if minimum is not None and maximum is not None and minimum > maximum:
-            raise SettingsError(f"{where}.range: min {minimum:g} is above max {maximum:g}")
-        inputs[str(name)] = OnDemandInput(str(name), minimum, maximum)
-    return inputs
-
-
-@dataclass(frozen=True)
 class ServingSettings:
     """Everything the service needs; ``token`` None means authentication is disabled."""
 
@@ -110,7 +68,7 @@ class ServingSettings:
     max_batch_size: int = 100
     max_body_bytes: int = 1 << 20
     max_string_length: int = 256
-    on_demand_inputs: dict[str, OnDemandInput] = field(default_factory=dict)
+    on_demand_features: dict[str, Any] = field(default_factory=dict)
     poll_interval_s: float = 60.0
     on_contract_violation: str = "refuse"
     request_time: str = "now"
@@ -180,6 +138,8 @@ def load_settings(env: str = "local", conf_source: str | Path | None = None, ove
         conf_source=str(conf_source or project_root("conf")), env=env,
         **{k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"},
     )
+    from lakehouse_ml.features.contracts import ContractError
+    from lakehouse_ml.features.on_demand import parse_on_demand
     from lakehouse_ml.features.tables import contract_configs, parsed_contracts, resolve_lookups
 
     params = config["parameters"]
@@ -187,6 +147,16 @@ def load_settings(env: str = "local", conf_source: str | Path | None = None, ove
     serving = {**(params.get("serving") or {}), **(overrides or {})}
     if not serving:
         raise SettingsError(f"no `serving` parameters in conf/base or conf/{env} (parameters_serving.yml)")
+    if "on_demand_inputs" in serving:
+        raise SettingsError(
+            "serving.on_demand_inputs: no longer read; declare the feature once in on_demand_features "
+            "(conf/<env>/parameters_on_demand_features.yml), with its computation, type and range"
+        )
+    on_demand = dict(params.get("on_demand_features") or {})
+    try:
+        parse_on_demand(on_demand)  # refused at start, not at the first request
+    except ContractError as error:
+        raise SettingsError(str(error)) from None
     server = (config["mlflow"].get("server") or {})
     log = serving.get("inference_log") or {}
     return ServingSettings(
@@ -205,7 +175,7 @@ def load_settings(env: str = "local", conf_source: str | Path | None = None, ove
         max_batch_size=int(serving.get("max_batch_size", 100)),
         max_body_bytes=int(serving.get("max_body_bytes", 1 << 20)),
         max_string_length=int(serving.get("max_string_length", 256)),
-        on_demand_inputs=parse_on_demand_inputs(serving.get("on_demand_inputs"), tuple(tables)),
+        on_demand_features=on_demand,
         poll_interval_s=float(serving.get("poll_interval_s", 60)),
         on_contract_violation=str(serving.get("on_contract_violation", "refuse")),
         request_time=str(serving.get("request_time", "now")),

@@ -21,7 +21,8 @@ import pandas as pd
 
 from lakehouse_ml.modeling.compiled import compile_pipeline
 from lakehouse_ml.features.contracts import FeatureContract
-from lakehouse_ml.serving.config import OnDemandInput, Traffic
+from lakehouse_ml.features.on_demand import OnDemandFeature
+from lakehouse_ml.serving.config import Traffic
 from lakehouse_ml.serving.validation import RequestValidator, error_summary, input_fields
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class Releases:
     def __init__(  # noqa: PLR0913
         self, model_name: str, aliases: dict[str, str], contracts: dict[str, FeatureContract], max_batch_size: int,
         traffic: Traffic, loader: Callable[[str, str, str], ModelRelease | None] = load_release,
-        resolver: Callable[[str, str], str | None] = resolve_alias, on_demand: dict[str, OnDemandInput] | None = None,
+        resolver: Callable[[str, str], str | None] = resolve_alias, on_demand: dict[str, OnDemandFeature] | None = None,
         max_string_length: int = 256,
     ) -> None:
         self.model_name, self.aliases, self.contracts, self.max_batch_size = model_name, aliases, contracts, max_batch_size

@@ -14,11 +14,12 @@ from typing import Any
 import pandas as pd
 
 from lakehouse_ml.features.contracts import parse_contract
+from lakehouse_ml.features.on_demand import parse_on_demand
 from lakehouse_ml.serving.config import ServingSettings
 from lakehouse_ml.serving.inference_log import InferenceLog, LogBatch
 from lakehouse_ml.serving.metrics import ServingMetrics
 from lakehouse_ml.serving.releases import ModelRelease, Releases, ServingState
-from lakehouse_ml.serving.validation import ApiProblem, CustomerIdsValidator, error_summary, on_demand_problems, problem
+from lakehouse_ml.serving.validation import ApiProblem, CustomerIdsValidator, error_summary, problem
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class ScoringService:
         self.tables = [name for name, contract in contracts.items() if contract.enabled]
         self.releases = Releases(
             settings.model_name, settings.aliases, contracts, settings.max_batch_size, settings.traffic,
-            on_demand=settings.on_demand_inputs, max_string_length=settings.max_string_length,
+            on_demand=parse_on_demand(settings.on_demand_features), max_string_length=settings.max_string_length,
         )
         self.releases.listeners.append(self._on_state)
         self.log = InferenceLog(settings.inference_log, metrics)
@@ -86,7 +87,9 @@ class ScoringService:
 
                 try:
                     store = open_online_store(dict(self.settings.online_store))
-                    self._lookup = OnlineFeatureLookup.from_params(store, self.settings.contracts, self.settings.lookups)
+                    self._lookup = OnlineFeatureLookup.from_params(
+                        store, self.settings.contracts, self.settings.lookups, self.settings.on_demand_features,
+                    )
                     self.store, self.store_error = store, None
                 except Exception as error:  # noqa: BLE001 - reported by /ready; payload scoring goes on
                     self.store_error = error_summary(error)
@@ -125,8 +128,6 @@ class ScoringService:
         except ValueError as error:  # the lookups do not produce every model input: a configuration problem
             logger.error("serving: online lookup failed: %s", error)
             raise ApiProblem(503, [problem("online_store", "unavailable", "online features for every model input", error_summary(error))]) from None
-        for customer, reasons in on_demand_problems(frame, state.validator.fields).items():
-            problems[customer] = [*problems.get(customer, []), *reasons]
         refuse = self.settings.on_contract_violation == "refuse"
         errors = [
             {"field": f"customer_ids[{i}]", "problem": "contract", "customer_id": customer,

@@ -2,9 +2,8 @@
 
 Every model input becomes a field: its type from the signature, required unless the signature
 marks it optional, nullable unless the contract's null policy is ``drop``, bounded by the contract's
-range or allowed values (an on-demand input such as ``tenure_days``: by its range declared in
-``serving.on_demand_inputs``), a string by ``serving.max_string_length`` characters, a number
-finite. Requests are parsed by pydantic (strict: no "3" for a number, no silent
+range or allowed values (an on-demand feature such as ``tenure_days``: by its declaration in
+``on_demand_features``), a string by ``serving.max_string_length`` characters, a number finite. Requests are parsed by pydantic (strict: no "3" for a number, no silent
 coercion; unknown fields are errors) and every problem becomes one entry
 ``{"field": "rows[3].customer_activity__orders_30d", "problem": "range", "expected": "number >= 0", "got": -3}``.
 """
@@ -21,8 +20,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, create_model
 
 from lakehouse_ml.features.contracts import FeatureContract, FeatureSpec
+from lakehouse_ml.features.on_demand import OnDemandFeature
 from lakehouse_ml.features.rules import allowed_values, bounds_text, requires_value
-from lakehouse_ml.serving.config import OnDemandInput
 
 MAX_ERRORS = 100
 _GOT_CHARS = 80
@@ -44,7 +43,6 @@ class InputField:
     allowed: tuple[Any, ...] | None = None
     impute: Any = None
     max_length: int | None = None
-    on_demand: bool = False  # computed at lookup time: the online lookup does not judge its range
 
     @property
     def expected(self) -> str:
@@ -59,17 +57,6 @@ class InputField:
         if self.nullable:
             text += " or null" + (f" (null is imputed as {self.impute!r})" if self.impute is not None else "")
         return text
-
-    def range_text(self) -> str:
-        """The declared range in the online lookup's words (``values in [0, 36500]``)."""
-        bounds = bounds_text(self.minimum, self.maximum)
-        return f"values {bounds}" if bounds else "finite values"
-
-    def breaks_range(self, value: float) -> bool:
-        """A non-finite number or one outside the declared range."""
-        return not math.isfinite(value) or (self.minimum is not None and value < self.minimum) or (
-            self.maximum is not None and value > self.maximum
-        )
 
 
 def _contract_spec(column: str, contracts: dict[str, FeatureContract]) -> FeatureSpec | None:
@@ -93,25 +80,24 @@ def _kind(column: Any) -> str:
 
 
 def input_fields(
-    input_schema: Any, contracts: dict[str, FeatureContract], on_demand: dict[str, OnDemandInput] | None = None,
+    input_schema: Any, contracts: dict[str, FeatureContract], on_demand: dict[str, OnDemandFeature] | None = None,
     max_string_length: int | None = None,
 ) -> tuple[InputField, ...]:
-    """The accepted fields of a model: its signature's inputs, with the contracts' promises (the
-    declared ranges of on-demand inputs) and the service's string limit."""
+    """The accepted fields of a model: its signature's inputs, with the promises of the contracts and
+    of the on-demand features, and the service's string limit."""
     fields = []
     for column in input_schema.inputs:
         spec = _contract_spec(column.name, contracts)
-        declared = (on_demand or {}).get(column.name) if spec is None else None
-        bounds = spec or declared
+        promise = spec or (on_demand or {}).get(column.name)
         kind = _kind(column)
-        nullable = spec is None or not requires_value(spec)
+        nullable = promise is None or not requires_value(promise)
         fields.append(InputField(
             name=column.name, kind=kind, required=bool(getattr(column, "required", True)) or not nullable,
             nullable=nullable,
-            minimum=bounds.minimum if bounds else None, maximum=bounds.maximum if bounds else None,
+            minimum=promise.minimum if promise else None, maximum=promise.maximum if promise else None,
             allowed=allowed_values(spec) if spec else None,
-            impute=spec.null_policy.value if spec and spec.null_policy.action == "impute" else None,
-            max_length=max_string_length if kind == "string" else None, on_demand=declared is not None,
+            impute=promise.null_policy.value if promise and promise.null_policy.action == "impute" else None,
+            max_length=max_string_length if kind == "string" else None,
         ))
     return tuple(fields)
 
@@ -311,18 +297,3 @@ class CustomerIdsValidator:
         got = None if kind == "missing" else (len(got) if isinstance(got, list) else got)
         return problem(field_path(loc) or None, kind, f"a list of 1 to {self.max_batch_size} customer ids", got)
 
-
-def on_demand_problems(frame: pd.DataFrame, fields: tuple[InputField, ...]) -> dict[Any, list[str]]:
-    """Per row label of a looked-up frame, the declared ranges its on-demand inputs break (the
-    online lookup judges the contract features only). A null is NaN in the frame: the null policy's."""
-    problems: dict[Any, list[str]] = {}
-    for spec in fields:
-        if not spec.on_demand or spec.name not in frame.columns or spec.kind not in ("number", "integer"):
-            continue
-        for label, value in zip(frame.index, frame[spec.name].tolist()):
-            if value is None or (isinstance(value, float) and math.isnan(value)) or not spec.breaks_range(float(value)):
-                continue
-            reason = f"{spec.name}: range expected {spec.range_text()}, got {safe_value(value)}"
-            if reason not in problems.setdefault(label, []):  # a customer asked for twice is judged once
-                problems[label].append(reason)
-    return problems

@@ -16,6 +16,7 @@ import pytest
 from deltalake import DeltaTable
 
 from lakehouse_ml.datasets import PandasDeltaDataset
+from lakehouse_ml.features.on_demand import parse_on_demand
 from lakehouse_ml.features.tables import parsed_contracts, resolve_lookups
 from lakehouse_ml.online import OnlineFeatureLookup, SQLiteOnlineStore
 from lakehouse_ml.pipelines.features.pipeline import create_pipeline as features_pipeline
@@ -173,20 +174,28 @@ def test_a_customer_whose_rows_disappear_is_deleted_from_the_store(fresh_store):
 
 def test_online_vectors_equal_the_offline_point_in_time_vectors_at_the_scoring_time(fresh_store, spark):
     """No training/serving skew: published as of the batch scoring time T, the online store gives
-    every active customer the same model inputs (values and dtypes) and the same problems as the
-    training set's point-in-time lookups and batch inference's contract checks at cutoff T."""
+    every active customer the same model inputs (values and dtypes, on-demand features included) and
+    the same problems as the training set's point-in-time lookups and batch inference's contract
+    checks at cutoff T. The project's tenure_days, with a range narrowed so that some customers
+    break it, and a number-typed variant with a drop policy check the on-demand path."""
     spine, scoring = _scoring(spark)
     at = datetime.fromisoformat(scoring["scoring_ts"])
     _publish(scoring["scoring_ts"])
     params = _params()
     training_set = {**params["training_set"], **PARAMS["training_set"]}
+    tenure = params["on_demand_features"]["tenure_days"]
+    on_demand = {
+        "tenure_days": {**tenure, "range": [0, 400]},
+        "tenure_exact": {**tenure, "type": "number", "range": [1, None], "null_policy": "drop"},
+    }
     tables = {t: spark.read.format("delta").load(str((LAKE / "features" / t).resolve())) for t in TABLES}
-    offline = look_up_scoring_features(spine, tables, scoring, params["feature_tables"], training_set)
-    columns = feature_columns(offline.columns, params["feature_tables"], ["tenure_days"])
+    offline = look_up_scoring_features(spine, tables, scoring, params["feature_tables"], on_demand, training_set)
+    columns = feature_columns(offline.columns, params["feature_tables"], on_demand)
     inputs = [*columns["numeric"], *columns["categorical"]]
+    assert {"tenure_days", "tenure_exact"} <= set(inputs)
     contracts = parsed_contracts(params["feature_tables"])
     lookups = resolve_lookups(contracts, training_set)
-    reasons = rejection_reasons(offline, contracts, inputs, at, list(RULES)).alias("_reasons")
+    reasons = rejection_reasons(offline, contracts, inputs, at, list(RULES), parse_on_demand(on_demand)).alias("_reasons")
     # Converted as the training set is read (Arrow → pandas).
     expected = offline.select("customer_id", *inputs, reasons).toArrow().to_pandas().set_index("customer_id")
     ids = sorted(expected.index)
@@ -194,11 +203,13 @@ def test_online_vectors_equal_the_offline_point_in_time_vectors_at_the_scoring_t
 
     store = SQLiteOnlineStore(str(STORE))
     try:
-        lookup = OnlineFeatureLookup.from_params(store, params["feature_tables"], lookups)
+        lookup = OnlineFeatureLookup.from_params(store, params["feature_tables"], lookups, on_demand)
         vectors, problems = lookup.vectors(ids, at, inputs)
     finally:
         store.close()
     pd.testing.assert_frame_equal(vectors, expected.loc[ids, inputs], check_exact=True)  # NaN == NaN; dtypes too
     rejected = {c: list(r) for c, r in expected["_reasons"].items() if len(r)}
     assert rejected, "the scoring time should reject a few customers (freshness), or the comparison proves little"
+    on_demand_reasons = [reason for found in rejected.values() for reason in found if reason.startswith("tenure_days: range")]
+    assert on_demand_reasons, "the narrowed tenure range should reject some customers, or the on-demand rules prove little"
     assert problems == rejected

@@ -22,7 +22,7 @@ from lakehouse_ml.pipelines.training.nodes import (
 from tests.helpers import project_config, small_training_set
 
 CUTOFFS = list(pd.date_range("2026-01-05", periods=8, freq="7D", tz="UTC"))
-TUNING = {"seed": 7, "n_folds": 2, "test_cutoffs": 2, "gap_cutoffs": 1, "extra_numeric": ["tenure_days"]}
+TUNING = {"seed": 7, "n_folds": 2, "test_cutoffs": 2, "gap_cutoffs": 1}
 TRAINING = {
     "operating_threshold": {"name": "max_f1"},
     "slices": {"country": "customer_profile__country", "tenure_bucket": {"column": "tenure_days", "edges": [0, 100]}},
@@ -36,6 +36,9 @@ STUDY = {
     "n_trials": 4, "trial_counts": {"complete": 3, "pruned": 1},
     "trials": [{"number": i, "state": "COMPLETE", "family": "logistic_regression", "value": 0.7 + i / 100, "duration_s": 1.0} for i in range(4)],
 }
+
+
+ON_DEMAND = project_config()["parameters"]["on_demand_features"]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,7 @@ def test_plan_splits_folds_test_and_a_refit_window_that_ends_a_gap_before_test(c
     """8 cutoffs, 2 test, 2 folds, gap 1: tuning c0..c5 in blocks of (6 - 1) // 3 = 1;
     fold 0 trains c0..c2 (c3 is the gap) and validates c4, fold 1 trains c0..c3 and validates c5;
     the refit window is c0..c4 (c5 is the gap before the test window c6, c7)."""
-    plan = plan_candidate(small_training_set(CUTOFFS), STUDY, contracts, TUNING)
+    plan = plan_candidate(small_training_set(CUTOFFS), STUDY, contracts, ON_DEMAND, TUNING)
     assert plan["test_cutoffs"] == _iso([6, 7])
     assert plan["folds"] == [(_iso([0, 1, 2]), _iso([4])), (_iso([0, 1, 2, 3]), _iso([5]))]
     assert plan["train_cutoffs"] == _iso([0, 1, 2, 3, 4])
@@ -65,13 +68,13 @@ def test_plan_splits_folds_test_and_a_refit_window_that_ends_a_gap_before_test(c
 def test_plan_refuses_a_study_without_a_completed_trial(contracts):
     failed = {**STUDY, "best_family": None, "trial_counts": {"fail": 2}}
     with pytest.raises(ValueError, match="no completed trial.*run the tuning pipeline first"):
-        plan_candidate(small_training_set(CUTOFFS), failed, contracts, TUNING)
+        plan_candidate(small_training_set(CUTOFFS), failed, contracts, ON_DEMAND, TUNING)
 
 
 def test_threshold_is_chosen_on_validation_folds_only(contracts):
     """The validation rows are those of c4 and c5; relabelling the test window changes nothing."""
     frame = small_training_set(CUTOFFS)
-    plan = plan_candidate(frame, STUDY, contracts, TUNING)
+    plan = plan_candidate(frame, STUDY, contracts, ON_DEMAND, TUNING)
     chosen = choose_operating_threshold(frame, plan, TRAINING)
     assert chosen["validation_rows"] == 120 and chosen["strategy"] == "max_f1"
     flipped = frame.copy()
@@ -82,7 +85,7 @@ def test_threshold_is_chosen_on_validation_folds_only(contracts):
 
 def test_refit_uses_the_refit_window_only_and_ignores_row_order(contracts):
     frame = small_training_set(CUTOFFS)
-    plan = plan_candidate(frame, STUDY, contracts, TUNING)
+    plan = plan_candidate(frame, STUDY, contracts, ON_DEMAND, TUNING)
     fit = refit_candidate(frame, plan, TRAINING)
     assert fit["train_rows"] == 5 * 60
     assert list(fit["input_example"].columns) == plan["columns"]["numeric"] + plan["columns"]["categorical"]
@@ -95,7 +98,7 @@ def test_refit_uses_the_refit_window_only_and_ignores_row_order(contracts):
 def test_numeric_inputs_are_doubles_in_the_signature_even_without_nulls(contracts):
     """A feature with no null arrives as integers; serving sends doubles and nulls, so the signature says double."""
     frame = small_training_set(CUTOFFS)
-    plan = plan_candidate(frame, STUDY, contracts, TUNING)
+    plan = plan_candidate(frame, STUDY, contracts, ON_DEMAND, TUNING)
     column = plan["columns"]["numeric"][0]
     frame[column] = frame[column].fillna(0).round().astype("int64")
     fit = refit_candidate(frame, plan, TRAINING)
@@ -106,7 +109,7 @@ def test_numeric_inputs_are_doubles_in_the_signature_even_without_nulls(contract
 
 def test_evaluation_scores_the_test_window_with_slices(contracts):
     frame = small_training_set(CUTOFFS)
-    plan = plan_candidate(frame, STUDY, contracts, TUNING)
+    plan = plan_candidate(frame, STUDY, contracts, ON_DEMAND, TUNING)
     threshold = choose_operating_threshold(frame, plan, TRAINING)
     scores, evaluation = evaluate_candidate(refit_candidate(frame, plan, TRAINING), frame, plan, threshold, TRAINING)
     assert len(scores) == 120 and set(scores["cutoff_ts"]) == set(CUTOFFS[6:])
@@ -122,7 +125,7 @@ def test_evaluation_scores_the_test_window_with_slices(contracts):
 
 def test_log_candidate_returns_every_output(contracts):
     frame = small_training_set(CUTOFFS)
-    plan = plan_candidate(frame, STUDY, contracts, TUNING)
+    plan = plan_candidate(frame, STUDY, contracts, ON_DEMAND, TUNING)
     threshold = choose_operating_threshold(frame, plan, TRAINING)
     fit = refit_candidate(frame, plan, TRAINING)
     scores, evaluation = evaluate_candidate(fit, frame, plan, threshold, TRAINING)

@@ -48,6 +48,8 @@ def test_training_set_is_rebuilt_exactly_from_its_recorded_versions(lakehouse, m
     spec = json.loads(table.metadata().configuration[SPEC_PROPERTY])
     assert set(spec["sources"]) == {"orders_silver", "customer_activity", "customer_profile"}
     assert all(len(s["contract_hash"]) == 16 for n, s in spec["sources"].items() if n != "orders_silver")
+    # The on-demand definitions it computed with are part of the spec (a changed one rewrites it).
+    assert spec["on_demand"] == {"tenure_days": project_config()["parameters"]["on_demand_features"]["tenure_days"]}
     stored = PandasDeltaDataset(filepath=str(LAKE / "ml/training_set")).load()
     assert len(stored) > 500 and set(stored["churned"]) == {0, 1}
 
@@ -70,12 +72,15 @@ def _utc(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def test_unchanged_inputs_do_not_rewrite_the_training_set(lakehouse, monkeypatch):
+def test_unchanged_inputs_do_not_rewrite_the_training_set_and_a_changed_on_demand_definition_does(lakehouse, monkeypatch):
     monkeypatch.chdir(lakehouse)
     run_pipeline(training_set_pipeline(), runtime_params=PARAMS)  # sources moved on in the test above, or not
     version = DeltaTable(str(LAKE / "ml/training_set")).version()
     run_pipeline(training_set_pipeline(), runtime_params=PARAMS)
     assert DeltaTable(str(LAKE / "ml/training_set")).version() == version
+    # A changed on-demand definition is a changed training set.
+    run_pipeline(training_set_pipeline(), runtime_params={**PARAMS, "on_demand_features": {"tenure_days": {"range": [0, 1000]}}})
+    assert DeltaTable(str(LAKE / "ml/training_set")).version() > version
 
 
 def test_no_feature_row_comes_from_after_its_cutoff(lakehouse, monkeypatch):
@@ -99,7 +104,9 @@ def test_a_disabled_feature_table_is_skipped_and_the_loop_still_runs(lakehouse, 
     assert DeltaTable(str(LAKE / "features/customer_profile")).version() == profile_version
     frame = PandasDeltaDataset(filepath=str(LAKE / "ml/training_set")).load()
     assert not [c for c in frame.columns if c.startswith("customer_profile__")]
-    assert "tenure_days" not in frame.columns
+    assert "tenure_days" not in frame.columns  # its input, customer_profile__signup_ts, is not looked up
+    spec = json.loads(DeltaTable(str(LAKE / "ml/training_set")).metadata().configuration[SPEC_PROPERTY])
+    assert spec["on_demand"] == {}
     assert frame["customer_activity__orders_30d"].notna().mean() > 0.5
 
 

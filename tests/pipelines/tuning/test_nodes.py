@@ -109,8 +109,9 @@ def test_numeric_imputation_follows_the_contract_else_median():
     assert row[names.index("plan_unknown")] == 1
 
 
-def test_feature_columns_from_contracts():
-    """Category units are categorical, timestamps skipped, impute values kept, absent columns ignored."""
+def test_feature_columns_from_contracts_and_on_demand_features():
+    """Category units are categorical, timestamps skipped, impute values kept, absent columns ignored;
+    on-demand features follow, numeric or categorical by their type."""
     contract = {
         "entity_keys": ["customer_id"], "timestamp_key": "feature_ts", "ingested_at_key": "ingested_at",
         "grain": "g", "refresh": "daily", "owner": "o", "description": "d", "time_semantics": "event_time", "source": "s", "kind": "changes",
@@ -122,13 +123,21 @@ def test_feature_columns_from_contracts():
             "missing": {"unit": "orders", "freshness": "2 days", "null_policy": "keep", "compute": {"column": "a"}},
         },
     }
-    columns = ["t__orders_7d", "t__price", "t__plan", "t__signup_ts", "tenure_days"]
-    result = feature_columns(columns, {"t": contract}, ["tenure_days"])
+    compute = {"days_between": ["t__signup_ts", "lookup_time"]}
+    on_demand = {
+        "tenure_days": {"compute": compute, "type": "integer", "unit": "days", "null_policy": "keep"},
+        "tenure_band": {"compute": compute, "type": "category", "unit": "band", "null_policy": {"impute": "new"}},
+        "not_computed": {"compute": compute, "type": "number", "unit": "days"},
+        "removed": None,
+    }
+    columns = ["t__orders_7d", "t__price", "t__plan", "t__signup_ts", "tenure_days", "tenure_band", "removed"]
+    result = feature_columns(columns, {"t": contract}, on_demand)
     assert result == {
         "numeric": ["t__orders_7d", "t__price", "tenure_days"],
-        "categorical": ["t__plan"],
-        "imputation": {"t__orders_7d": 0, "t__plan": "unknown"},
+        "categorical": ["t__plan", "tenure_band"],
+        "imputation": {"t__orders_7d": 0, "t__plan": "unknown", "tenure_band": "new"},
     }
+    assert feature_columns(columns, {"t": contract}, None)["numeric"] == ["t__orders_7d", "t__price"]
 
 
 # ---------------------------------------------------------------- the study
@@ -249,7 +258,7 @@ def test_prepare_tuning_holds_out_the_test_window():
     """The tuning rows hold no test cutoff; folds cover only the tuning cutoffs."""
     frame = _synthetic(n_cutoffs=8).drop(columns="plan")
     train, folds, test, columns = prepare_tuning(
-        frame.rename(columns={"x": "customer_activity__x"}), FEATURE_TABLES, SPLIT,
+        frame.rename(columns={"x": "customer_activity__x"}), FEATURE_TABLES, None, SPLIT,
     )
     assert len(test) == 2 and not train["cutoff_ts"].isin(test).any()
     assert columns == {"numeric": ["customer_activity__x"], "categorical": [], "imputation": {"customer_activity__x": 0}}
@@ -266,7 +275,7 @@ def test_prepare_tuning_fails_on_a_feature_null_in_every_training_row():
     test = frame["cutoff_ts"] >= sorted(frame["cutoff_ts"].unique())[-2]
     frame.loc[~test, "customer_activity__x"] = np.nan
     with pytest.raises(TrainingDataError) as raised:
-        prepare_tuning(frame, FEATURE_TABLES, {**SPLIT, "guards": {"constant_features": "leave_out"}})
+        prepare_tuning(frame, FEATURE_TABLES, None, {**SPLIT, "guards": {"constant_features": "leave_out"}})
     message = str(raised.value)
     assert message.startswith("tuning: 1 feature(s) are NULL in every one of the 240 training rows (cutoffs 2024-01-01..2024-02-05)")
     assert "customer_activity__x" in message and "training_set.guards.min_matched_share" in message
@@ -274,20 +283,20 @@ def test_prepare_tuning_fails_on_a_feature_null_in_every_training_row():
 
 def test_prepare_tuning_leaves_a_constant_feature_out_saying_so_or_fails_when_told_to(caplog):
     frame = _with_activity_columns(_synthetic(n_cutoffs=8)).assign(customer_activity__plan="basic")
-    _, _, _, columns = prepare_tuning(frame, FEATURE_TABLES, SPLIT)
+    _, _, _, columns = prepare_tuning(frame, FEATURE_TABLES, None, SPLIT)
     assert columns["categorical"] == [] and columns["numeric"] == ["customer_activity__x"]
     assert columns["left_out"] == {"customer_activity__plan": "one value in every training row: 'basic'"}
     assert "1 feature(s) hold one value in every training row and are left out of the model: customer_activity__plan = 'basic'" in caplog.text
     failing = {**SPLIT, "guards": {"constant_features": "fail"}}
     with pytest.raises(TrainingDataError, match=r"1 feature\(s\) hold one value in every one of the 240 training rows") as raised:
-        prepare_tuning(frame, FEATURE_TABLES, failing)
+        prepare_tuning(frame, FEATURE_TABLES, None, failing)
     assert "customer_activity__plan = 'basic'" in str(raised.value)
     with pytest.raises(ValueError, match="tuning.guards.constant_features: expected leave_out or fail, got 'drop'"):
-        prepare_tuning(frame, FEATURE_TABLES, {**SPLIT, "guards": {"constant_features": "drop"}})
+        prepare_tuning(frame, FEATURE_TABLES, None, {**SPLIT, "guards": {"constant_features": "drop"}})
 
 
 def test_pipeline_wires_training_set_and_params():
     """The pipeline reads the pandas training set and the tuning params and outputs the study result."""
     pipeline = create_pipeline()
-    assert {"training_set@pandas", "params:tuning"} <= pipeline.inputs()
+    assert {"training_set@pandas", "params:feature_tables", "params:on_demand_features", "params:tuning"} <= pipeline.inputs()
     assert pipeline.outputs() == {"tuning_study_result", "tuning_test_cutoffs"}

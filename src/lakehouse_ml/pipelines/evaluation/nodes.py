@@ -139,15 +139,15 @@ def _latency_ms(model: Any, frame: pd.DataFrame, repeats: int, rounds: int) -> d
 
 
 def _serving_reference(
-    champion: dict[str, Any] | None, training_set: pd.DataFrame, contracts: dict[str, dict[str, Any]], extra_numeric: list[str],
-    taken: set[str],
+    champion: dict[str, Any] | None, training_set: pd.DataFrame, contracts: dict[str, dict[str, Any]],
+    on_demand: dict[str, Any] | None, taken: set[str],
 ) -> tuple[list[dict[str, Any]], str]:
     """What serving sends: the champion's signature, or before any release the feature contracts
     (those the candidate takes: a contract feature it leaves out, e.g. a constant one, is sent and
     ignored, and there is no released model yet to break)."""
     if champion is not None:
         return _input_columns(champion), f"champion version {champion['version']}"
-    columns = feature_columns(list(training_set.columns), contracts, extra_numeric)
+    columns = feature_columns(list(training_set.columns), contracts, on_demand)
     reference = [{"name": n, "type": "double", "required": True} for n in columns["numeric"]] + [
         {"name": n, "type": "string", "required": True} for n in columns["categorical"]
     ]
@@ -156,13 +156,13 @@ def _serving_reference(
 
 def check_serving_readiness(
     candidate: dict[str, Any], champion: dict[str, Any] | None, training_set: pd.DataFrame,
-    feature_tables: dict[str, Any], tuning: dict[str, Any], evaluation: dict[str, Any],
+    feature_tables: dict[str, Any], on_demand_features: dict[str, Any] | None, evaluation: dict[str, Any],
 ) -> dict[str, Any]:
     """Signature compatibility, a smoke test on sample and edge payloads, and in-process latency."""
     config = evaluation["serving"]
     columns = _input_columns(candidate)
     reference, reference_name = _serving_reference(
-        champion, training_set, contract_configs(feature_tables), list(tuning.get("extra_numeric", [])), {c["name"] for c in columns}
+        champion, training_set, contract_configs(feature_tables), on_demand_features, {c["name"] for c in columns}
     )
     sample = in_key_order(training_set).head(int(config["sample_rows"]))
     outputs = []

@@ -26,7 +26,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 check_serving_readiness,
                 [
                     "candidate@model", "champion_model_for_evaluation", "training_set@pandas",
-                    "params:feature_tables", "params:tuning", "params:evaluation",
+                    "params:feature_tables", "params:on_demand_features", "params:evaluation",
                 ],
                 "serving_readiness",
                 name="check_serving_readiness",

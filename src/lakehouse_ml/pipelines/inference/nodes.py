@@ -2,9 +2,10 @@
 
 The scoring rows are built with the training set's own code: the spine uses the label spine's
 activity definition, and features come from the same ``FeatureLookup``s (same tables, windows and
-``ingested_at`` filter), through ``build_training_set`` and the same on-demand ``tenure_days``.
-Rows whose model inputs break a feature contract (range, allowed values, a null where the null
-policy is ``drop``, or no feature row fresh enough) are rejected with reasons and never scored.
+``ingested_at`` filter), through ``build_training_set`` and the same on-demand features
+(``on_demand_features``, computed as of the scoring time). Rows whose model inputs break a feature
+contract (range, allowed values, a null where the null policy is ``drop``, or no feature row fresh
+enough) or an on-demand feature's range or null policy are rejected with reasons and never scored.
 The rest are scored inside Spark (``mapInArrow``, the model in the function's closure), once,
 into a work table from which the predictions and rejections are written.
 
@@ -27,10 +28,11 @@ from pyspark.sql import types as T
 from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.expressions_spark import to_spark
 from lakehouse_ml.features.lookup import build_training_set, eligible_at
+from lakehouse_ml.features.on_demand import OnDemandFeature, parse_on_demand, with_on_demand_features
 from lakehouse_ml.features.rules import RULES, table_rules
 from lakehouse_ml.pipelines.inference._scoring import scoring_function
 from lakehouse_ml.features.tables import feature_lookups, parsed_contracts, resolve_lookups
-from lakehouse_ml.pipelines.training_set.nodes import CUTOFF, ENTITY, with_on_demand_features
+from lakehouse_ml.pipelines.training_set.nodes import CUTOFF, ENTITY, looked_up_on_demand
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ def look_up_scoring_features(
     tables: Mapping[str, DataFrame],
     scoring: dict[str, Any],
     feature_tables: dict[str, Any],
+    on_demand_features: dict[str, Any] | None,
     training_set: dict[str, Any],
 ) -> DataFrame:
     """The training set's point-in-time lookups and on-demand features for the scoring spine."""
@@ -106,18 +109,21 @@ def look_up_scoring_features(
     scoring_ts = datetime.fromisoformat(scoring["scoring_ts"])
     resolved = resolve_lookups(contracts, training_set)
     lookups = [eligible_at(lookup, scoring_ts) for lookup in feature_lookups(tables, contracts, resolved)]
-    return with_on_demand_features(build_training_set(spine, lookups, ENTITY, CUTOFF))
+    on_demand = looked_up_on_demand(contracts, resolved, on_demand_features)
+    return with_on_demand_features(build_training_set(spine, lookups, ENTITY, CUTOFF), on_demand, CUTOFF)
 
 
 # ---------------------------------------------------------------- contract checks and scoring
 
 
-def rejection_reasons(
-    frame: DataFrame, contracts: dict[str, FeatureContract], inputs: list[str], scoring_ts: datetime, rules: list[str]
+def rejection_reasons(  # noqa: PLR0913
+    frame: DataFrame, contracts: dict[str, FeatureContract], inputs: list[str], scoring_ts: datetime, rules: list[str],
+    on_demand: dict[str, OnDemandFeature] | None = None,
 ) -> Column:
     """Per row, why its model inputs break their contracts (empty when they do not).
 
-    Only the model's input columns are judged, each against its table's contract, by the rules of
+    Only the model's input columns are judged, each against its table's contract (an on-demand
+    feature against its declared range and null policy), by the rules of
     :mod:`lakehouse_ml.features.rules` (the online lookup judges with the same rules); each reason
     is ``<table>.<feature>: <rule> expected <promise>, got <value>``, like the features
     pipeline's violations. ``rules`` selects among range, allowed_values, null_policy, freshness.
@@ -128,7 +134,7 @@ def rejection_reasons(
     types = {field.name: field.dataType for field in frame.schema.fields}
     reasons = [
         to_spark(rule.reason(), F.lit(scoring_ts))
-        for rule in table_rules(contracts, inputs, rules, scoring_ts)
+        for rule in table_rules(contracts, inputs, rules, scoring_ts, on_demand)
         if rule.numeric_column is None or isinstance(types[rule.numeric_column], T.NumericType)
     ]
     if not reasons:
@@ -161,6 +167,7 @@ def score_scoring_rows(  # noqa: PLR0913
     infos: Mapping[str, dict[str, Any]],
     orders_info: dict[str, Any],
     feature_tables: dict[str, Any],
+    on_demand_features: dict[str, Any] | None,
     inference: dict[str, Any],
 ) -> tuple[DataFrame, dict[str, Any]]:
     """Every spine row with its rejection reasons, and the champion's score where there are none.
@@ -185,7 +192,8 @@ def score_scoring_rows(  # noqa: PLR0913
     # The tables looked up are those whose timestamp column the features carry.
     looked_up = [t for t, c in contracts.items() if f"{t}__{c.timestamp_key}" in features.columns]
     stamps = [f"{t}__{contracts[t].timestamp_key}" for t in looked_up]
-    reasons = rejection_reasons(features, contracts, inputs, scoring_ts, list(inference.get("reject_on", RULES)))
+    on_demand = parse_on_demand(on_demand_features)
+    reasons = rejection_reasons(features, contracts, inputs, scoring_ts, list(inference.get("reject_on", RULES)), on_demand)
     checked = features.select(ENTITY, *inputs, *[s for s in stamps if s not in inputs], reasons.alias(REASONS)).withColumn(
         REJECTED, F.size(REASONS) > 0
     )

@@ -26,7 +26,10 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 look_up_scoring_features,
-                ["scoring_spine", "feature_tables@spark", "scoring_time", "params:feature_tables", "params:training_set"],
+                [
+                    "scoring_spine", "feature_tables@spark", "scoring_time", "params:feature_tables",
+                    "params:on_demand_features", "params:training_set",
+                ],
                 "scoring_features",
                 name="look_up_scoring_features",
             ),
@@ -35,7 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     # The only consumer of the champion: its alias is resolved once per run.
                     "scoring_features", "champion_model@sklearn", "scoring_time", "feature_tables@info",
-                    "orders_silver@info", "params:feature_tables", "params:inference",
+                    "orders_silver@info", "params:feature_tables", "params:on_demand_features", "params:inference",
                 ],
                 ["inference_scored_rows", "inference_release"],
                 name="score_scoring_rows",

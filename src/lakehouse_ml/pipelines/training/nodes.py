@@ -72,7 +72,8 @@ def _rows(frame: pd.DataFrame, cutoffs: list[Any]) -> pd.DataFrame:
 
 
 def plan_candidate(
-    training_set: pd.DataFrame, study_result: dict[str, Any], feature_tables: dict[str, Any], tuning: dict[str, Any],
+    training_set: pd.DataFrame, study_result: dict[str, Any], feature_tables: dict[str, Any],
+    on_demand_features: dict[str, Any] | None, tuning: dict[str, Any],
 ) -> dict[str, Any]:
     """The best configuration of the study with the tuning split: folds, test window and refit window."""
     if not study_result.get("best_family"):
@@ -95,7 +96,7 @@ def plan_candidate(
         "seed": int(tuning["seed"]),
         # The inputs the trials were fitted on (a study stored before they were recorded: the contracts').
         "columns": study_result.get("columns")
-        or feature_columns(list(training_set.columns), contract_configs(feature_tables), list(tuning.get("extra_numeric", []))),
+        or feature_columns(list(training_set.columns), contract_configs(feature_tables), on_demand_features),
         "folds": [(_iso(train), _iso(valid)) for train, valid in folds],
         "train_cutoffs": _iso(refit),
         "test_cutoffs": _iso(test),

@@ -20,7 +20,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 plan_candidate,
-                ["training_set@pandas", "tuning_study_result", "params:feature_tables", "params:tuning"],
+                ["training_set@pandas", "tuning_study_result", "params:feature_tables", "params:on_demand_features", "params:tuning"],
                 "candidate_plan",
                 name="plan_candidate",
             ),

@@ -1,8 +1,8 @@
 """Training-set nodes: a label spine from silver, point-in-time feature lookups, leakage proofs.
 
 The training set is reproducible: its Delta table carries the spine definition, the lookups, the
-versions of every table it read and the contract hashes, and :func:`rebuild_training_set` builds
-the same rows again from exactly those versions.
+on-demand feature definitions, the versions of every table it read and the contract hashes, and
+:func:`rebuild_training_set` builds the same rows again from exactly those versions.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from sklearn.preprocessing import StandardScaler
 
 from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
-from lakehouse_ml.features.tables import ENTITY, feature_lookups, parsed_contracts, resolve_lookups
+from lakehouse_ml.features.on_demand import OnDemandFeature, computable, definitions, parse_on_demand, with_on_demand_features
+from lakehouse_ml.features.tables import ENTITY, feature_lookups, lookup_columns, parsed_contracts, resolve_lookups
 from lakehouse_ml.modeling.guards import (
     LookupCoverage,
     coverage_problem,
@@ -90,12 +91,14 @@ def build_label_spine(orders: DataFrame, spine: dict[str, Any]) -> DataFrame:
 
 
 def training_set_spec(
-    spine: dict[str, Any], lookups: dict[str, Any], contracts: dict[str, FeatureContract], versions: dict[str, Any]
+    spine: dict[str, Any], lookups: dict[str, Any], contracts: dict[str, FeatureContract], versions: dict[str, Any],
+    on_demand: Mapping[str, OnDemandFeature],
 ) -> dict[str, Any]:
     """Everything needed to rebuild the training set exactly."""
     return {
         "spine": spine,
         "lookups": lookups,
+        "on_demand": definitions(on_demand),
         "sources": {
             name: {"path": info["path"], "version": info["version"], "contract_hash": contracts[name].hash if name in contracts else None}
             for name, info in sorted(versions.items())
@@ -103,11 +106,11 @@ def training_set_spec(
     }
 
 
-def with_on_demand_features(frame: DataFrame) -> DataFrame:
-    """Features computed at lookup time from looked-up values (tenure at the cutoff)."""
-    if "customer_profile__signup_ts" not in frame.columns:
-        return frame
-    return frame.withColumn("tenure_days", F.datediff(F.col(CUTOFF), F.col("customer_profile__signup_ts")).cast("int"))
+def looked_up_on_demand(
+    contracts: dict[str, FeatureContract], lookups: dict[str, Any], on_demand_features: Mapping[str, Any] | None
+) -> dict[str, OnDemandFeature]:
+    """The declared on-demand features the resolved lookups give the inputs of."""
+    return computable(parse_on_demand(on_demand_features), lookup_columns(contracts, lookups))
 
 
 def assemble_training_set(  # noqa: PLR0913
@@ -117,9 +120,11 @@ def assemble_training_set(  # noqa: PLR0913
     infos: Mapping[str, dict[str, Any]],
     previous: dict[str, Any],
     feature_tables: dict[str, Any],
+    on_demand_features: dict[str, Any] | None,
     training: dict[str, Any],
 ) -> tuple[DataFrame, dict[str, Any]]:
-    """Look features up point in time for every spine row; skip the write if nothing changed.
+    """Look features up point in time for every spine row, add the on-demand features as of each
+    cutoff; skip the write if nothing changed.
 
     Every enabled feature table is looked up (:func:`resolve_lookups`). ``orders_info`` and
     ``infos`` give the versions of the tables read; the spec built from them is recorded on the
@@ -128,8 +133,9 @@ def assemble_training_set(  # noqa: PLR0913
     """
     contracts = parsed_contracts(feature_tables)
     resolved = resolve_lookups(contracts, training)
+    on_demand = looked_up_on_demand(contracts, resolved, on_demand_features)
     versions = {"orders_silver": orders_info, **{name: infos[name] for name in resolved}}
-    spec = json.dumps(training_set_spec(training["spine"], resolved, contracts, versions), sort_keys=True, default=str)
+    spec = json.dumps(training_set_spec(training["spine"], resolved, contracts, versions, on_demand), sort_keys=True, default=str)
     if previous.get("properties", {}).get(SPEC_PROPERTY) == spec:
         logger.info("training set: sources and definition unchanged since version %s; not rewritten", previous["version"])
         return spine_rows.limit(0), {}
@@ -144,7 +150,7 @@ def assemble_training_set(  # noqa: PLR0913
     lookups = feature_lookups(tables, contracts, resolved)
     frame = build_training_set(spine_rows, lookups, ENTITY, CUTOFF)
     guard_training_set(frame, lookups, training.get("guards") or {})
-    return with_on_demand_features(frame), {"properties": {SPEC_PROPERTY: spec}}
+    return with_on_demand_features(frame, on_demand, CUTOFF), {"properties": {SPEC_PROPERTY: spec}}
 
 
 def guard_training_set(frame: DataFrame, lookups: list[FeatureLookup], guards: dict[str, Any]) -> None:
@@ -175,7 +181,8 @@ def guard_training_set(frame: DataFrame, lookups: list[FeatureLookup], guards: d
 def rebuild_training_set(
     spec: dict[str, Any], feature_tables: dict[str, Any], spark: Any
 ) -> DataFrame:
-    """Rebuild a training set from its recorded spec: every source read at its recorded version."""
+    """Rebuild a training set from its recorded spec: every source read at its recorded version, the
+    on-demand features computed by their recorded definitions."""
 
     def at_version(name: str) -> DataFrame:
         source = spec["sources"][name]
@@ -185,7 +192,7 @@ def rebuild_training_set(
     tables = {name: at_version(name) for name in spec["lookups"]}
     spine_rows = build_label_spine(at_version("orders_silver"), spec["spine"])
     frame = build_training_set(spine_rows, feature_lookups(tables, contracts, spec["lookups"]), ENTITY, CUTOFF)
-    return with_on_demand_features(frame)
+    return with_on_demand_features(frame, parse_on_demand(spec.get("on_demand")), CUTOFF)
 
 
 # ---------------------------------------------------------------- leakage guard and demo

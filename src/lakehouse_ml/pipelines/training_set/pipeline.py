@@ -19,7 +19,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 assemble_training_set,
                 inputs=[
                     "label_spine", "feature_tables@spark", "orders_silver@info", "feature_tables@info",
-                    "training_set_recorded", "params:feature_tables", "params:training_set",
+                    "training_set_recorded", "params:feature_tables", "params:on_demand_features", "params:training_set",
                 ],
                 # Saved in this order: the rows, then the spec that says how they were made.
                 outputs=["training_set@spark", "training_set_spec"],

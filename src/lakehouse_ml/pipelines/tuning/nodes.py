@@ -27,6 +27,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 from threadpoolctl import threadpool_limits
 
 from lakehouse_ml.features.contracts import parse_contract
+from lakehouse_ml.features.on_demand import parse_on_demand
 from lakehouse_ml.modeling.guards import constant_features, cutoffs_problem, feature_problem, raise_problems
 from lakehouse_ml.features.tables import contract_configs
 
@@ -72,8 +73,12 @@ def in_key_order(frame: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- features and models
 
 
-def feature_columns(columns: list[str], contracts: dict[str, dict[str, Any]], extra_numeric: list[str]) -> dict[str, Any]:
-    """Numeric and categorical feature columns present in the frame, with the contracts' impute values."""
+def feature_columns(
+    columns: list[str], contracts: dict[str, dict[str, Any]], on_demand: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Numeric and categorical feature columns present in the frame, with their impute values: the
+    contracts' features, then the on-demand features (``on_demand_features``, numeric unless their
+    type is category)."""
     numeric, categorical, imputation = [], [], {}
     for table, raw in contracts.items():
         contract = parse_contract(table, raw)
@@ -86,7 +91,12 @@ def feature_columns(columns: list[str], contracts: dict[str, dict[str, Any]], ex
             (categorical if spec.unit == "category" else numeric).append(column)
             if spec.null_policy.action == "impute":
                 imputation[column] = spec.null_policy.value
-    numeric += [c for c in extra_numeric if c in columns and c not in numeric]
+    for name, feature in parse_on_demand(on_demand).items():
+        if name not in columns:
+            continue
+        (numeric if feature.numeric else categorical).append(name)
+        if feature.null_policy.action == "impute":
+            imputation[name] = feature.null_policy.value
     return {"numeric": numeric, "categorical": categorical, "imputation": imputation}
 
 
@@ -418,18 +428,23 @@ def run_study(
 
 
 def prepare_tuning(
-    training_set: pd.DataFrame, feature_tables: dict[str, Any], tuning: dict[str, Any]
+    training_set: pd.DataFrame, feature_tables: dict[str, Any], on_demand_features: dict[str, Any] | None, tuning: dict[str, Any]
 ) -> tuple[pd.DataFrame, list[Fold], list[Any], dict[str, Any]]:
     """The tuning rows (test window removed), the folds, the test cutoffs and the feature columns.
 
     Fails when a feature is all-null in the tuning rows; a constant one is left out of the model
     with a warning (or fails: ``tuning.guards.constant_features``).
     """
+    if "extra_numeric" in tuning:
+        raise ValueError(
+            "tuning.extra_numeric: no longer read; declare the feature in on_demand_features "
+            "(conf/<env>/parameters_on_demand_features.yml), numeric or categorical by its type"
+        )
     folds, test = time_folds(
         training_set[CUTOFF].tolist(), int(tuning["n_folds"]), int(tuning["test_cutoffs"]), int(tuning.get("gap_cutoffs", 0))
     )
     train = in_key_order(training_set[~training_set[CUTOFF].isin(test)])
-    columns = feature_columns(list(training_set.columns), contract_configs(feature_tables), list(tuning.get("extra_numeric", [])))
+    columns = feature_columns(list(training_set.columns), contract_configs(feature_tables), on_demand_features)
     columns = _without_constant_features(train, columns, (tuning.get("guards") or {}).get("constant_features", "leave_out"))
     logger.info(
         "tuning: %d rows in %d folds, %d test cutoffs held out, %d numeric and %d categorical features",

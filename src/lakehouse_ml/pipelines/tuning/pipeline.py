@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 prepare_tuning,
-                ["training_set@pandas", "params:feature_tables", "params:tuning"],
+                ["training_set@pandas", "params:feature_tables", "params:on_demand_features", "params:tuning"],
                 ["tuning_train", "tuning_folds", "tuning_test_cutoffs", "tuning_columns"],
                 name="prepare_tuning",
             ),
