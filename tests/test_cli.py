@@ -368,7 +368,7 @@ def test_a_table_declared_in_an_environment_goes_through_the_whole_loop(orders_o
     assert set(RHYTHM) <= set(training_set.columns) and training_set["order_rhythm__orders_56d"].notna().any()
     spec = json.loads(DeltaTable(str(lake / "ml/training_set")).metadata().configuration[SPEC_PROPERTY])
     assert spec["sources"]["order_rhythm"]["contract_hash"] == contract.hash
-    assert spec["lookups"]["order_rhythm"] == {"features": None, "lookback_window": None, "filter_by_ingested_at": True}
+    assert spec["lookups"]["order_rhythm"] == {"features": contract.feature_names, "lookback_window": None, "filter_by_ingested_at": True}
     # Published online, scored in batch with its version recorded, monitored for drift.
     state = _online_state(project, "order_rhythm")
     assert state is not None and state["contract_hash"] == contract.hash, state
@@ -377,19 +377,25 @@ def test_a_table_declared_in_an_environment_goes_through_the_whole_loop(orders_o
     assert all(dict(versions).get("order_rhythm") is not None for versions in predictions["feature_table_versions"])
     drift = PandasDeltaDataset(filepath=str(lake / "monitoring/drift_metrics")).load()
     assert set(RHYTHM) & set(drift["feature"]), sorted(set(drift["feature"]))
-    # A backfill of that table alone: recomputed, audited, the other table untouched.
+    # A backfill of that table alone over all its feature days (day D's row has feature_ts D+1):
+    # every row recomputed to the same values and audited; the other table untouched.
     before = DeltaTable(str(lake / "features/customer_activity")).version()
+    days = (rows["feature_ts"] - pd.Timedelta(days=1)).dt.date
     result = kedro(
         project, "run", "--env", "orders_only", "--pipeline", "features", "--params",
-        f"features.backfill.start={rows['feature_ts'].min().date()},features.backfill.end={rows['feature_ts'].max().date()},"
-        "features.backfill.tables=[order_rhythm]",
+        f"features.backfill.start={days.min()},features.backfill.end={days.max()},features.backfill.tables=[order_rhythm]",
         timeout=600,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     refreshes = PandasDeltaDataset(filepath=str(lake / "monitoring/feature_refreshes")).load()
-    assert list(refreshes.loc[refreshes["table"] == "order_rhythm", "mode"].sort_values()) == ["backfill", "full"]
+    backfill = refreshes[refreshes["table"] == "order_rhythm"].sort_values("refreshed_at").iloc[-1]
+    assert (backfill["mode"], backfill["rows_upserted"], backfill["rows_deleted"]) == ("backfill", len(rows), 0)
     assert DeltaTable(str(lake / "features/customer_activity")).version() == before
-    assert len(DeltaTable(str(lake / "features/order_rhythm")).to_pandas()) == len(rows)
+    keys = ["customer_id", "feature_ts"]
+    after = DeltaTable(str(lake / "features/order_rhythm")).to_pandas()
+    pd.testing.assert_frame_equal(
+        after.sort_values(keys).reset_index(drop=True), rows[after.columns].sort_values(keys).reset_index(drop=True)
+    )
 
 
 def _online_state(project: Path, table: str) -> dict | None:

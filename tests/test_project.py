@@ -156,8 +156,11 @@ def _imports(path: Path) -> list[tuple[int, str]]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.ImportFrom):
+            # A relative import is resolved against the file's package (`from ..pipelines import x`).
+            package = ".".join(path.relative_to(PROJECT_ROOT / "src").with_suffix("").parts[: -node.level or None])
+            module = ".".join(part for part in (package if node.level else "", node.module or "") if part)
+            found.append((node.lineno, module))
     return found
 
 

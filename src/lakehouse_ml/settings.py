@@ -7,7 +7,7 @@ from kedro.config import OmegaConfigLoader
 
 # The loader's arguments live apart from the hooks: the scoring service loads the configuration
 # without Kedro's settings (and so without the engine).
-from lakehouse_ml.configuration import CONFIG_LOADER_ARGS, PROJECT_ROOT, project_root  # noqa: F401
+from lakehouse_ml.configuration import CONFIG_LOADER_ARGS  # noqa: F401 (read by Kedro)
 from lakehouse_ml.hooks import GovernanceHooks, RunLockHooks, SparkHooks
 from lakehouse_ml.tracking import NodeRunHooks
 

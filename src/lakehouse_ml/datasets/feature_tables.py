@@ -37,7 +37,10 @@ def _template(filepath: str) -> str:
 
 
 def _existing(template: str) -> list[str]:
-    """The names of the tables that exist under the template, in name order (local paths)."""
+    """The names of the tables that exist under the template, in name order."""
+    if "://" in template and not template.startswith("file://"):
+        # Nodes ask for tables by name; listing is for people, on local lakehouses.
+        raise DatasetError(f"feature tables '{template}': listing the tables needs a local path; ask for a table by name")
     folder, name = Path(table_uri(template.replace(PLACEHOLDER, "_"))).parent, Path(template).name
     prefix, suffix = name.split(PLACEHOLDER)
     if not folder.is_dir():
@@ -140,6 +143,9 @@ class FeatureTableInfos(Mapping[str, dict[str, Any]]):
 
     def __getitem__(self, name: str) -> dict[str, Any]:
         return DeltaMetadataDataset(filepath=self._template.replace(PLACEHOLDER, name)).load()
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and DeltaTable.is_deltatable(table_uri(self._template.replace(PLACEHOLDER, name)))
 
     def __iter__(self) -> Iterator[str]:
         return iter(_existing(self._template))

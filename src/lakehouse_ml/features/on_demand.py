@@ -26,9 +26,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakehouse_ml.features.contracts import ContractError, NullPolicy
+from lakehouse_ml.features.contracts import ContractError, FeatureContract, NullPolicy
 from lakehouse_ml.features.expressions import Col, Expr, LookupTime, Op, days_between
 from lakehouse_ml.features.expressions_arrow import to_arrow
+from lakehouse_ml.features.tables import lookup_columns
 
 logger = logging.getLogger(__name__)
 
@@ -194,3 +195,10 @@ def on_demand_columns(table: pa.Table, features: Mapping[str, OnDemandFeature], 
     """Each computable feature over the looked-up rows of ``table`` as of ``lookup_time`` (online)."""
     usable = computable(features, table.column_names)
     return {name: pc.cast(to_arrow(f.expr, table, lookup_time), TYPES[f.type][1]) for name, f in usable.items()}
+
+
+def looked_up_on_demand(
+    contracts: Mapping[str, FeatureContract], lookups: Mapping[str, Any], on_demand_features: Mapping[str, Any] | None
+) -> dict[str, OnDemandFeature]:
+    """The declared on-demand features whose inputs the resolved lookups give."""
+    return computable(parse_on_demand(on_demand_features), lookup_columns(contracts, lookups))

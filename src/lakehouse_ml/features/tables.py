@@ -41,8 +41,13 @@ def resolve_lookups(contracts: Mapping[str, FeatureContract], training_set: Mapp
     This is what the training set records in its spec and what inference and the online store
     look up, so the three agree by construction.
     """
-    defaults = dict(training_set.get("lookup_defaults") or {})
-    overrides = training_set.get("lookups") or {}
+    defaults = _mapping(training_set.get("lookup_defaults"), "training_set.lookup_defaults")
+    if defaults.get("features") is not None:
+        raise ContractError(
+            "training_set.lookup_defaults.features: expected null (every feature of each table); "
+            "choose features per table in training_set.lookups.<table>.features"
+        )
+    overrides = _mapping(training_set.get("lookups"), "training_set.lookups")
     unknown = sorted(set(overrides) - set(contracts))
     if unknown:
         raise ContractError(
@@ -57,18 +62,33 @@ def resolve_lookups(contracts: Mapping[str, FeatureContract], training_set: Mapp
         if name in overrides and overrides[name] is None:
             logger.info("feature table %s: training_set.lookups.%s is null; not looked up", name, name)
             continue
-        config = {**defaults, **(overrides.get(name) or {})}
+        if list(contract.entity_keys) != [ENTITY]:
+            # Spines, scoring requests and the online store are keyed by one entity.
+            raise ContractError(
+                f"feature_tables.{name}.entity_keys: the training set looks tables up by [{ENTITY}], "
+                f"got {list(contract.entity_keys)}"
+            )
+        where = f"training_set.lookups.{name}"
+        config = {**defaults, **_mapping(overrides.get(name), where)}
         extra = sorted(set(config) - set(LOOKUP_KEYS))
         if extra:
-            raise ContractError(f"training_set.lookups.{name}: unknown keys {extra}; expected some of {list(LOOKUP_KEYS)}")
+            raise ContractError(f"{where} (over lookup_defaults): unknown keys {extra}; expected some of {list(LOOKUP_KEYS)}")
         missing = sorted(set(config.get("features") or ()) - set(contract.feature_names))
         if missing:
             raise ContractError(
-                f"training_set.lookups.{name}.features: {missing} are not features of the table "
-                f"(its contract declares {contract.feature_names})"
+                f"{where}.features: {missing} are not features of the table (its contract declares {contract.feature_names})"
             )
-        resolved[name] = {key: config.get(key) for key in LOOKUP_KEYS}
+        # Recorded as concrete names: the training set's spec then says exactly what it read.
+        resolved[name] = {**{key: config.get(key) for key in LOOKUP_KEYS}, "features": list(config.get("features") or contract.feature_names)}
     return resolved
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ContractError(f"{where}: expected a mapping, got {value!r}")
+    return dict(value)
 
 
 def feature_lookups(

@@ -142,7 +142,7 @@ def coverage_problem(coverage: LookupCoverage, min_share: float) -> str | None:
     if not counted:
         return (
             f"{head}. Compare the spine's keys and cutoffs with the feature table's keys, feature_ts and "
-            f"ingested_at (training_set.lookups.{coverage.table}), or lower training_set.guards.min_matched_share"
+            f"ingested_at (training_set.lookups.{coverage.table} over lookup_defaults), or lower training_set.guards.min_matched_share"
         )
     cause = max(CAUSES, key=lambda c: counted.get(c, 0))
     breakdown = ", ".join(f"{c} {counted[c]:,}" for c in CAUSES if c in counted)

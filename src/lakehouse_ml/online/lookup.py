@@ -1,9 +1,10 @@
 """Online feature vectors: the training set's lookups answered from the online store at request time.
 
 The definitions are the training set's own: :func:`feature_lookups` builds the same
-``FeatureLookup`` per table from the contracts and ``training_set.lookups`` (features, lookback
-window = the tightest freshness unless configured, ``filter_by_ingested_at``), and the point-in-time
-rules are applied to the one stored row per key:
+``FeatureLookup`` per table from the contracts and the resolved lookups
+(``training_set.lookup_defaults`` and ``lookups``: features, lookback window = the tightest freshness
+unless configured, ``filter_by_ingested_at``), and the point-in-time rules are applied to the one
+stored row per key:
 
 - a stored row is used at time ``at`` only if ``feature_ts <= at`` (and, when filtering by
   ingestion time, ``ingested_at <= at``) and ``feature_ts >= at - lookback_window``
@@ -106,7 +107,7 @@ class OnlineFeatureLookup:
         if missing:
             raise ValueError(
                 f"online lookup: input columns {missing} are not produced by the training set's lookups "
-                f"(they produce {self.output_columns()}): check training_set.lookups"
+                f"(they produce {self.output_columns()}): check training_set.lookups and lookup_defaults"
             )
         stored = self.store.get_many({lookup.name: ids for lookup in self.lookups})
         values: dict[str, list[Any]] = {}

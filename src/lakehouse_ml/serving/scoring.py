@@ -30,7 +30,8 @@ class ScoringService:
     def __init__(self, settings: ServingSettings, metrics: ServingMetrics) -> None:
         self.settings, self.metrics = settings, metrics
         contracts = {name: parse_contract(name, raw) for name, raw in settings.contracts.items()}
-        self.tables = [name for name, contract in contracts.items() if contract.enabled]
+        # The tables the model's lookups read (a table left out of the lookups is never published).
+        self.tables = list(settings.lookups)
         self.releases = Releases(
             settings.model_name, settings.aliases, contracts, settings.max_batch_size, settings.traffic,
             on_demand=parse_on_demand(settings.on_demand_features), max_string_length=settings.max_string_length,

@@ -109,6 +109,11 @@ def test_plan_refresh_modes(spark):
     assert plan_refresh(source, empty_log, c, features)["mode"] == "full"
     unchanged = plan_refresh(source, log, c, features)
     assert (unchanged["mode"], unchanged["version_before"]) == ("none", 4)
+    # The same source under a changed contract (a feature added, a window changed) is recomputed.
+    hashed = spark.createDataFrame([("customer_activity", 2, 4, datetime(2026, 3, 1), c.hash)], f"{empty_log.schema.simpleString()[7:-1]}, contract_hash string")
+    assert plan_refresh(source, hashed, c, features)["mode"] == "none"
+    changed = parse_contract("customer_activity", {**c.raw, "features": {**c.raw["features"], "orders_7d": None}})
+    assert plan_refresh(source, hashed, changed, features)["mode"] == "full"
     newer = FrameVersions([spark.range(1)] * 4, "id long")
     assert (plan_refresh(newer, log, c, features)["mode"], plan_refresh(newer, log, c, features)["since_version"]) == ("incremental", 2)
     assert plan_refresh(source, log, c, {**features, "full_rebuild": True})["mode"] == "full"

@@ -71,6 +71,10 @@ def test_a_source_the_lakehouse_does_not_write_is_refused_naming_the_setting(spa
     tables["customer_activity"]["source"] = "gold.nope"
     with pytest.raises(ValueError, match=r"feature_tables.customer_activity.source: 'gold.nope' is not a table the lakehouse writes"):
         _stage(spark, tables, sources)
+    tables = declared()
+    tables["customer_activity"]["features"]["orders_7d"]["compute"] = {"sum": "order"}
+    with pytest.raises(ValueError, match=r"feature_tables.customer_activity: source gold.customer_daily_activity has no column\(s\) \['order'\]"):
+        _stage(spark, tables, sources)
     with pytest.raises(ValueError, match=r"features.backfill.tables: \['nope'\] are not declared feature tables"):
         _stage(spark, declared(), sources, backfill={"start": "2026-01-01", "end": "2026-01-02", "tables": ["nope"]})
 
@@ -81,7 +85,7 @@ def test_a_violation_in_any_table_publishes_no_table(spark, sources):
     tables["session_behaviour"] = third_table(tables["customer_activity"])
     tables["session_behaviour"]["features"]["orders_60d"]["range"] = [0, 0]  # c1 ordered twice
     staged, plans, _ = _stage(spark, tables, sources)
-    with pytest.raises(Exception, match="session_behaviour"):
+    with pytest.raises(Exception, match=r"session_behaviour\.orders_60d: range expected values in \[0, 0\]"):
         validate_refreshes(staged, plans, tables)
 
 

@@ -199,6 +199,18 @@ def changes(
     return _with_deletes(rows, in_scope, contract), plan
 
 
+# The columns each kind reads from its source besides the entity keys and the features' inputs.
+SOURCE_COLUMNS = {"daily_windows": ("activity_date", "last_delivered_at"), "changes": tuple(CHANGE_COLUMNS)}
+
+
+def required_columns(contract: FeatureContract) -> list[str]:
+    """Every source column a table's refresh reads (its kind's, its keys, its features' inputs)."""
+    inputs = [
+        value for spec in contract.features for key, value in spec.compute.items() if key in ("sum", "days_since", "column")
+    ]
+    return list(dict.fromkeys([*contract.entity_keys, *SOURCE_COLUMNS[contract.kind], *inputs]))
+
+
 KINDS: dict[str, Callable[..., tuple[DataFrame, dict[str, Any]]]] = {
     "daily_windows": daily_windows,
     "changes": changes,

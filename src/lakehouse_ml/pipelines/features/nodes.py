@@ -24,7 +24,7 @@ from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.tables import parsed_contracts
 from lakehouse_ml.features.validation import check_contract, enforce, feature_summaries, summary_metrics
 from lakehouse_ml.lakehouse import DELETED
-from lakehouse_ml.pipelines.features.kinds import KINDS
+from lakehouse_ml.pipelines.features.kinds import KINDS, required_columns
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,10 @@ def plan_refresh(
         return {**plan, "mode": "backfill", "start": backfill[0], "end": backfill[1], "source_version": plan["since_version"]}
     if features.get("full_rebuild") or plan["since_version"] is None:
         return {**plan, "mode": "full"}
+    if previous.get("contract_hash") not in (None, contract.hash):
+        # A changed contract (a feature added, a window changed) changes rows the source did not.
+        logger.info("%s: contract changed since its last refresh (%s -> %s); recomputed in full", contract.table, previous["contract_hash"], contract.hash)
+        return {**plan, "mode": "full"}
     if source.version == plan["since_version"]:
         return {**plan, "mode": "none"}
     return {**plan, "mode": "incremental"}
@@ -109,12 +113,19 @@ def _staged(rows: DataFrame, plan: dict[str, Any]) -> DataFrame:
 
 
 def _source(sources: Mapping[str, DeltaVersions], contract: FeatureContract) -> DeltaVersions:
+    """The table's source, checked to hold what its kind and features read."""
+    where = f"feature_tables.{contract.table}"
     if contract.source not in sources:
+        raise ValueError(f"{where}.source: {contract.source!r} is not a table the lakehouse writes; expected one of {sorted(sources)}")
+    source = sources[contract.source]
+    columns = source.current.columns
+    missing = [column for column in required_columns(contract) if column not in columns]
+    if missing:
         raise ValueError(
-            f"feature_tables.{contract.table}.source: {contract.source!r} is not a table the lakehouse "
-            f"writes; expected one of {sorted(sources)}"
+            f"{where}: source {contract.source} has no column(s) {missing}, which kind '{contract.kind}' and its "
+            f"features' compute read; its columns are {sorted(columns)}"
         )
-    return sources[contract.source]
+    return source
 
 
 def stage_refreshes(

@@ -28,11 +28,11 @@ from pyspark.sql import types as T
 from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.expressions_spark import to_spark
 from lakehouse_ml.features.lookup import build_training_set, eligible_at
-from lakehouse_ml.features.on_demand import OnDemandFeature, parse_on_demand, with_on_demand_features
+from lakehouse_ml.features.on_demand import OnDemandFeature, looked_up_on_demand, parse_on_demand, with_on_demand_features
 from lakehouse_ml.features.rules import RULES, table_rules
-from lakehouse_ml.pipelines.inference._scoring import scoring_function
 from lakehouse_ml.features.tables import feature_lookups, parsed_contracts, resolve_lookups
-from lakehouse_ml.pipelines.training_set.nodes import CUTOFF, ENTITY, looked_up_on_demand
+from lakehouse_ml.pipelines.inference._scoring import scoring_function
+from lakehouse_ml.pipelines.training_set.nodes import CUTOFF, ENTITY
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def score_scoring_rows(  # noqa: PLR0913
     if missing:
         raise ValueError(
             f"model '{champion['name']}' version {champion['version']} needs input columns {missing} that the "
-            f"training set's lookups do not produce (they produce {features.columns}): check training_set.lookups"
+            f"training set's lookups do not produce (they produce {features.columns}): check training_set.lookups and lookup_defaults"
         )
     contracts = parsed_contracts(feature_tables)
     scoring_ts = datetime.fromisoformat(scoring["scoring_ts"])

@@ -25,8 +25,8 @@ from sklearn.preprocessing import StandardScaler
 
 from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
-from lakehouse_ml.features.on_demand import OnDemandFeature, computable, definitions, parse_on_demand, with_on_demand_features
-from lakehouse_ml.features.tables import ENTITY, feature_lookups, lookup_columns, parsed_contracts, resolve_lookups
+from lakehouse_ml.features.on_demand import definitions, looked_up_on_demand, parse_on_demand, with_on_demand_features
+from lakehouse_ml.features.tables import ENTITY, feature_lookups, parsed_contracts, resolve_lookups
 from lakehouse_ml.modeling.guards import (
     LookupCoverage,
     coverage_problem,
@@ -106,13 +106,6 @@ def training_set_spec(
     }
 
 
-def looked_up_on_demand(
-    contracts: dict[str, FeatureContract], lookups: dict[str, Any], on_demand_features: Mapping[str, Any] | None
-) -> dict[str, OnDemandFeature]:
-    """The declared on-demand features the resolved lookups give the inputs of."""
-    return computable(parse_on_demand(on_demand_features), lookup_columns(contracts, lookups))
-
-
 def assemble_training_set(  # noqa: PLR0913
     spine_rows: DataFrame,
     tables: Mapping[str, DataFrame],
@@ -188,11 +181,19 @@ def rebuild_training_set(
         source = spec["sources"][name]
         return spark.read.format("delta").option("versionAsOf", source["version"]).load(source["path"])
 
+    if "on_demand" not in spec:
+        raise ValueError(
+            "training set spec: recorded before on-demand features were part of it; its rows cannot be rebuilt "
+            "exactly (run the training_set pipeline once to record a complete spec)"
+        )
     contracts = parsed_contracts(feature_tables)
+    undeclared = sorted(set(spec["lookups"]) - set(contracts))
+    if undeclared:
+        raise ValueError(f"training set spec: it read feature tables {undeclared}, which feature_tables no longer declares")
     tables = {name: at_version(name) for name in spec["lookups"]}
     spine_rows = build_label_spine(at_version("orders_silver"), spec["spine"])
     frame = build_training_set(spine_rows, feature_lookups(tables, contracts, spec["lookups"]), ENTITY, CUTOFF)
-    return with_on_demand_features(frame, parse_on_demand(spec.get("on_demand")), CUTOFF)
+    return with_on_demand_features(frame, parse_on_demand(spec["on_demand"]), CUTOFF)
 
 
 # ---------------------------------------------------------------- leakage guard and demo
@@ -230,9 +231,11 @@ def _model_auc(train: pd.DataFrame, test: pd.DataFrame, features: list[str]) -> 
     return float(roc_auc_score(test[LABEL], model.predict_proba(test[features].fillna(0).to_numpy())[:, 1]))
 
 
-def _naive_sets(spine_rows: DataFrame, table: DataFrame, contract: FeatureContract, horizon_days: int) -> dict[str, DataFrame]:
+def _naive_sets(
+    spine_rows: DataFrame, table: DataFrame, contract: FeatureContract, names: list[str], horizon_days: int
+) -> dict[str, DataFrame]:
     """Two common point-in-time mistakes: the latest snapshot, and features as of the label's end."""
-    names, prefix = contract.feature_names, f"{contract.table}__"
+    prefix = f"{contract.table}__"
     renamed = [F.col(n).alias(f"{prefix}{n}") for n in names]
     latest = table.groupBy(ENTITY).agg(F.max(contract.timestamp_key).alias("_latest"))
     snapshot = table.join(latest, [ENTITY]).filter(F.col(contract.timestamp_key) == F.col("_latest"))
@@ -273,13 +276,14 @@ def leakage_demo(
     """
     demo = training["leakage_demo"]
     contracts = parsed_contracts(feature_tables)
-    name = _demo_table(contracts, resolve_lookups(contracts, training), demo.get("table"))
+    lookups = resolve_lookups(contracts, training)
+    name = _demo_table(contracts, lookups, demo.get("table"))
     if not demo.get("enabled", True) or name is None:
         return {}
-    contract = contracts[name]
-    columns = [f"{name}__{n}" for n in contract.feature_names]
+    names = lookups[name]["features"]
+    columns = [f"{name}__{n}" for n in names]
     frames = {"point_in_time": training_set}
-    frames.update(_naive_sets(spine_rows, tables[name], contract, training["spine"]["horizon_days"]))
+    frames.update(_naive_sets(spine_rows, tables[name], contracts[name], names, training["spine"]["horizon_days"]))
     frames = {kind: frame.select(ENTITY, CUTOFF, LABEL, *columns).toPandas() for kind, frame in frames.items()}
     correct = frames["point_in_time"]
     cutoffs = np.sort(correct[CUTOFF].unique())
