@@ -23,6 +23,9 @@ from lakehouse_ml.engine import (
     EngineConfig,
     EngineError,
     SparkEngine,
+    classic_jar_conf,
+    delta_package,
+    java_executable,
     missing_classic_jars,
 )
 
@@ -74,7 +77,12 @@ def test_from_dict_reads_every_section():
             "spark_conf": {"spark.sql.shuffle.partitions": 4, "spark.sql.session.timeZone": "UTC"},
             "remote": {"url": "sc://host:15002"},
             "embedded": {"host": "0.0.0.0", "env": {"SAIL_X": 1}},
-            "classic": {"master": "local[2]", "jars": ["/a.jar", "/b.jar"]},
+            "classic": {
+                "master": "local[2]",
+                "jars": ["/a.jar", "/b.jar"],
+                "delta_package": "io.delta:delta-spark_4.2_2.13:4.4.0",
+                "ivy_dir": "/tmp/ivy",
+            },
         }
     )
     assert config == EngineConfig(
@@ -86,6 +94,8 @@ def test_from_dict_reads_every_section():
         embedded_env={"SAIL_X": "1"},
         classic_master="local[2]",
         classic_jars=("/a.jar", "/b.jar"),
+        classic_delta_package="io.delta:delta-spark_4.2_2.13:4.4.0",
+        classic_ivy_dir="/tmp/ivy",
     )
 
 
@@ -120,23 +130,37 @@ def test_remote_mode_without_a_url_says_what_to_set(monkeypatch):
     assert "SPARK_REMOTE" not in os.environ
 
 
-def test_classic_mode_without_jars_names_what_is_missing(monkeypatch, tmp_path):
+def test_classic_mode_with_offline_jars_not_on_disk_names_them(monkeypatch, tmp_path):
     monkeypatch.setenv("SPARK_REMOTE", "sc://untouched:1")
     engine = SparkEngine()
-
-    with pytest.raises(EngineError) as error:
-        engine.start(EngineConfig(mode="classic"))
-    assert "classic.jars" in str(error.value)
-
     present = tmp_path / "delta-storage.jar"
     present.write_bytes(b"")
     absent = str(tmp_path / "delta-spark.jar")
     with pytest.raises(EngineError) as error:
         engine.start(EngineConfig(mode="classic", classic_jars=(absent, str(present))))
-    assert f"missing: {absent}" in str(error.value)
-    assert str(present) not in str(error.value)
+    message = str(error.value)
+    assert "classic.jars" in message and absent in message
+    assert str(present) not in message
 
     # Nothing was started and the environment was left alone.
+    assert not engine.running
+    assert os.environ["SPARK_REMOTE"] == "sc://untouched:1"
+
+
+def test_classic_mode_without_java_names_java_home_and_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPARK_REMOTE", "sc://untouched:1")
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java here
+    engine = SparkEngine()
+    with pytest.raises(EngineError) as error:
+        engine.start(EngineConfig(mode="classic"))
+    message = str(error.value)
+    assert "JAVA_HOME is not set" in message and "'java' on PATH" in message
+
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    with pytest.raises(EngineError) as error:
+        java_executable()
+    assert f"JAVA_HOME is set to {str(tmp_path / 'jdk')!r}" in str(error.value)
     assert not engine.running
     assert os.environ["SPARK_REMOTE"] == "sc://untouched:1"
 
@@ -144,19 +168,45 @@ def test_classic_mode_without_jars_names_what_is_missing(monkeypatch, tmp_path):
 def test_missing_classic_jars(tmp_path):
     jar = tmp_path / "a.jar"
     jar.write_bytes(b"")
-    assert missing_classic_jars(()) == [
-        "spark.yml classic.jars (paths of delta-spark and delta-storage jars)"
-    ]
+    assert missing_classic_jars(()) == []
     assert missing_classic_jars((str(jar),)) == []
     assert missing_classic_jars((str(jar), "/nowhere/b.jar")) == ["/nowhere/b.jar"]
 
 
+def test_classic_jars_come_from_maven_into_a_cache_unless_listed(tmp_path):
+    import pyspark
+
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    assert delta_package().startswith(f"io.delta:delta-spark_{spark_minor}_2.13:")
+    assert delta_package("io.delta:x:1") == "io.delta:x:1"
+
+    conf = classic_jar_conf(EngineConfig(mode="classic", classic_ivy_dir=str(tmp_path / "ivy")))
+    assert conf["spark.jars.packages"] == delta_package()
+    assert conf["spark.jars.ivy"] == str(tmp_path / "ivy")
+    # Jars that pyspark ships are not taken a second time from Maven.
+    assert "org.apache.hadoop:hadoop-client-runtime" in conf["spark.jars.excludes"]
+
+    jar = tmp_path / "delta.jar"
+    jar.write_bytes(b"")
+    assert classic_jar_conf(EngineConfig(mode="classic", classic_jars=(str(jar),))) == {
+        "spark.jars": str(jar)
+    }
+
+
 @pytest.mark.slow
-def test_classic_mode_starts_with_the_delta_jars(tmp_path):
-    config = EngineConfig.from_dict({**project_config("local")["spark"], "mode": "classic"})
-    missing = missing_classic_jars(config.classic_jars)
-    if missing:
-        pytest.skip(f"classic mode needs the Delta Lake jars on local disk; missing: {', '.join(missing)}")
+def test_classic_mode_runs_delta_merge_and_time_travel(tmp_path):
+    """The project's classic config: Delta from Maven (cached), a MERGE on a path, time travel."""
+    spark_yml = {
+        **project_config("local")["spark"],
+        "mode": "classic",
+        "spark_conf": {
+            "spark.sql.session.timeZone": "UTC",
+            "spark.sql.shuffle.partitions": "2",
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.driver.memory": "1g",
+        },
+    }
     result, _ = run_child(
         tmp_path,
         f"""
@@ -164,17 +214,31 @@ def test_classic_mode_starts_with_the_delta_jars(tmp_path):
         from lakehouse_ml.datasets import SparkDeltaDataset
         from lakehouse_ml.engine import ENGINE, EngineConfig
 
-        spark = ENGINE.start(EngineConfig(mode="classic", classic_jars={config.classic_jars!r}))
+        spark = ENGINE.start(EngineConfig.from_dict({spark_yml!r}))
+        out = {{"remote": os.environ.get("SPARK_REMOTE")}}
         ds = SparkDeltaDataset(filepath="t")
         ds.save(spark.range(3))
-        total = ds.load().groupBy().sum("id").collect()[0][0]
-        remote = os.environ.get("SPARK_REMOTE")
+        out["total"] = ds.load().groupBy().sum("id").collect()[0][0]
+
+        path = os.path.abspath("m")
+        spark.sql("SELECT id, 'v0' AS v FROM range(3)").write.format("delta").save(path)
+        spark.sql("SELECT id, 'v1' AS v FROM range(2, 5)").createOrReplaceTempView("updates")
+        spark.sql(
+            f"MERGE INTO delta.`{{path}}` AS t USING updates AS s ON t.id = s.id "
+            "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+        )
+        rows = lambda df: sorted([r.id, r.v] for r in df.collect())
+        out["now"] = rows(spark.read.format("delta").load(path))
+        out["v0"] = rows(spark.read.format("delta").option("versionAsOf", 0).load(path))
         ENGINE.stop()
-        print(json.dumps({{"total": total, "remote": remote}}))
+        print(json.dumps(out))
         """,
-        timeout=180,
+        timeout=420,
     )
-    assert result == {"total": 3, "remote": None}
+    assert result["remote"] is None
+    assert result["total"] == 3
+    assert result["now"] == [[0, "v0"], [1, "v0"], [2, "v1"], [3, "v1"], [4, "v1"]]
+    assert result["v0"] == [[0, "v0"], [1, "v0"], [2, "v0"]]
 
 
 # ------------------------------------------------------------------------------- embedded

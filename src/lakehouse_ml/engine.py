@@ -4,7 +4,9 @@ Three modes (docs/engine.md: what the embedded engine lacks, and what the code d
 
 - ``embedded``: pysail's Spark Connect server in this process on a free loopback port;
 - ``remote``: an existing Spark Connect endpoint (``SPARK_REMOTE`` or ``remote.url``);
-- ``classic``: a local JVM Spark with delta-spark, only where the Delta jars exist locally.
+- ``classic``: a local JVM Spark with delta-spark; the Delta jars are resolved from Maven Central
+  through Spark's package mechanism and cached (``classic.ivy_dir``), or taken from
+  ``classic.jars`` offline.
 
 kedro-datasets' Spark datasets call ``SparkSession.builder.getOrCreate()``, which finds a Connect
 session only through the ``SPARK_REMOTE`` environment variable, so the engine sets it.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,6 +28,41 @@ from pyspark.sql import SparkSession
 logger = logging.getLogger(__name__)
 
 MODES = ("embedded", "remote", "classic")
+
+# Spark's session extension and catalog that turn on Delta Lake SQL (MERGE INTO, time travel).
+DELTA_SPARK_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+# Where resolved Maven packages are cached, so a second start does not download again.
+DEFAULT_IVY_DIR = "~/.cache/lakehouse_ml/ivy"
+
+# delta-spark's Maven artifact pulls jars that pyspark already ships (Hadoop client, Parquet,
+# Jackson, log4j, ...), some at other versions; two copies on one classpath is a classic source of
+# NoSuchMethodError, so only Delta's own jars are taken from Maven.
+DELTA_PACKAGE_EXCLUDES = (
+    "org.apache.hadoop:hadoop-client-api",
+    "org.apache.hadoop:hadoop-client-runtime",
+    "org.apache.parquet:parquet-column",
+    "org.apache.parquet:parquet-common",
+    "org.apache.parquet:parquet-encoding",
+    "org.apache.parquet:parquet-format-structures",
+    "org.apache.parquet:parquet-hadoop",
+    "org.apache.parquet:parquet-jackson",
+    "com.fasterxml.jackson.core:jackson-annotations",
+    "com.fasterxml.jackson.core:jackson-core",
+    "com.fasterxml.jackson.core:jackson-databind",
+    "com.fasterxml.jackson.datatype:jackson-datatype-jdk8",
+    "org.apache.logging.log4j:log4j-api",
+    "org.apache.logging.log4j:log4j-core",
+    "org.apache.logging.log4j:log4j-slf4j2-impl",
+    "org.slf4j:slf4j-api",
+    "org.xerial.snappy:snappy-java",
+    "com.github.luben:zstd-jni",
+    "org.roaringbitmap:RoaringBitmap",
+    "commons-logging:commons-logging",
+)
 
 
 class EngineError(RuntimeError):
@@ -43,6 +81,8 @@ class EngineConfig:
     embedded_env: dict[str, str] = field(default_factory=dict)
     classic_master: str = "local[*]"
     classic_jars: tuple[str, ...] = ()
+    classic_delta_package: str | None = None
+    classic_ivy_dir: str = DEFAULT_IVY_DIR
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> EngineConfig:
@@ -64,14 +104,79 @@ class EngineConfig:
             embedded_env={k: str(v) for k, v in (embedded.get("env") or {}).items()},
             classic_master=str(classic.get("master", "local[*]")),
             classic_jars=tuple(classic.get("jars") or ()),
+            classic_delta_package=classic.get("delta_package") or None,
+            classic_ivy_dir=str(classic.get("ivy_dir") or DEFAULT_IVY_DIR),
         )
 
 
 def missing_classic_jars(jars: tuple[str, ...]) -> list[str]:
-    """Return what classic mode lacks: no jars configured, or configured jars not on disk."""
-    if not jars:
-        return ["spark.yml classic.jars (paths of delta-spark and delta-storage jars)"]
+    """Return the configured offline jars (``classic.jars``) that are not on disk."""
     return [jar for jar in jars if not Path(jar).is_file()]
+
+
+def delta_package(configured: str | None = None) -> str:
+    """The Maven coordinate of delta-spark for this pyspark: ``configured`` if set, else derived.
+
+    Derived as delta-spark's own ``configure_spark_with_delta_pip`` does, from the installed
+    pyspark (``delta-spark_<spark major.minor>_2.13``) and the delta-spark pip version. A Python-only
+    patch release of delta-spark (4.4.1) has no jar of its own on Maven: spark.yml then names the
+    jar's version in ``classic.delta_package``.
+    """
+    if configured:
+        return configured
+    from importlib.metadata import PackageNotFoundError, version
+
+    import pyspark
+
+    try:
+        delta_version = version("delta-spark")
+    except PackageNotFoundError as error:
+        raise EngineError(
+            "spark.yml classic.delta_package is not set and the delta-spark pip package is not "
+            "installed to derive it (expected e.g. io.delta:delta-spark_4.2_2.13:4.4.0)"
+        ) from error
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return f"io.delta:delta-spark_{spark_minor}_2.13:{delta_version}"
+
+
+def java_executable() -> str:
+    """The ``java`` that pyspark will launch (``$JAVA_HOME/bin/java``, else ``java`` on PATH).
+
+    Raises naming what is missing, instead of pyspark's "Java gateway process exited".
+    """
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        java = Path(java_home) / "bin" / "java"
+        if not java.is_file():
+            raise EngineError(
+                f"classic Spark needs Java 17+: JAVA_HOME is set to {java_home!r} but "
+                f"{java} does not exist; point JAVA_HOME at a JDK or unset it to use java on PATH"
+            )
+        return str(java)
+    found = shutil.which("java")
+    if not found:
+        raise EngineError(
+            "classic Spark needs Java 17+: JAVA_HOME is not set and there is no 'java' on PATH; "
+            "install a JDK (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
+        )
+    return found
+
+
+def classic_jar_conf(config: EngineConfig) -> dict[str, str]:
+    """Spark settings that put Delta Lake's jars on the classpath: offline jars, or Maven packages."""
+    if config.classic_jars:
+        missing = missing_classic_jars(config.classic_jars)
+        if missing:
+            raise EngineError(
+                "spark.yml classic.jars lists jars that are not on disk: "
+                f"{', '.join(missing)} (leave classic.jars empty to resolve Delta from Maven)"
+            )
+        return {"spark.jars": ",".join(config.classic_jars)}
+    return {
+        "spark.jars.packages": delta_package(config.classic_delta_package),
+        "spark.jars.excludes": ",".join(DELTA_PACKAGE_EXCLUDES),
+        "spark.jars.ivy": str(Path(config.classic_ivy_dir).expanduser()),
+    }
 
 
 class SparkEngine:
@@ -167,27 +272,25 @@ class SparkEngine:
         return self._connect(config, url)
 
     def _start_classic(self, config: EngineConfig) -> SparkSession:
-        missing = missing_classic_jars(config.classic_jars)
-        if missing:
-            raise EngineError(
-                "spark.yml mode 'classic' needs the Delta Lake jars on local disk (Maven is "
-                f"not reachable to download them); missing: {', '.join(missing)}"
-            )
+        # Checked before anything changes, so a failed start leaves the process as it was.
+        java_executable()
+        jar_conf = classic_jar_conf(config)
         # A Connect URL in the environment would turn the builder into a Connect client.
         os.environ.pop("SPARK_REMOTE", None)
-        builder = (
-            SparkSession.builder.master(config.classic_master)
-            .appName(config.app_name)
-            .config("spark.jars", ",".join(config.classic_jars))
-            .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
-            .config(
-                "spark.sql.catalog.spark_catalog",
-                "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-            )
-        )
-        for key, value in config.spark_conf.items():
+        builder = SparkSession.builder.master(config.classic_master).appName(config.app_name)
+        for key, value in {**jar_conf, **DELTA_SPARK_CONF, **config.spark_conf}.items():
             builder = builder.config(key, value)
-        return builder.getOrCreate()
+        try:
+            return builder.getOrCreate()
+        except Exception as error:
+            self._restore_remote()
+            source = jar_conf.get("spark.jars.packages") or jar_conf.get("spark.jars")
+            raise EngineError(
+                f"classic Spark did not start ({type(error).__name__}: {error}). If the JVM "
+                f"printed 'unresolved dependency', Delta Lake ({source}) could not be resolved "
+                f"from Maven Central into {jar_conf.get('spark.jars.ivy', 'classic.jars')}: check "
+                "the network, spark.yml classic.delta_package, or list local jars in classic.jars"
+            ) from error
 
     @staticmethod
     def _connect(config: EngineConfig, url: str) -> SparkSession:
