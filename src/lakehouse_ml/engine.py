@@ -275,8 +275,10 @@ class SparkEngine:
         # Checked before anything changes, so a failed start leaves the process as it was.
         java_executable()
         jar_conf = classic_jar_conf(config)
-        # A Connect URL in the environment would turn the builder into a Connect client.
+        # A Connect URL in the environment would turn the builder into a Connect client, and so
+        # would the flag pyspark sets once a Connect session existed in this process (or its parent).
         os.environ.pop("SPARK_REMOTE", None)
+        os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
         builder = SparkSession.builder.master(config.classic_master).appName(config.app_name)
         for key, value in {**jar_conf, **DELTA_SPARK_CONF, **config.spark_conf}.items():
             builder = builder.config(key, value)
