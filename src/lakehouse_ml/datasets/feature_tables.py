@@ -36,17 +36,26 @@ def _template(filepath: str) -> str:
     return filepath
 
 
+def _table_path(template: str, name: str) -> str:
+    return template.replace(PLACEHOLDER, name)
+
+
+def _built(template: str, name: object) -> bool:
+    """Whether the table ``name`` exists under the template."""
+    return isinstance(name, str) and DeltaTable.is_deltatable(table_uri(_table_path(template, name)))
+
+
 def _existing(template: str) -> list[str]:
     """The names of the tables that exist under the template, in name order."""
     if "://" in template and not template.startswith("file://"):
         # Nodes ask for tables by name; listing is for people, on local lakehouses.
         raise DatasetError(f"feature tables '{template}': listing the tables needs a local path; ask for a table by name")
-    folder, name = Path(table_uri(template.replace(PLACEHOLDER, "_"))).parent, Path(template).name
+    folder, name = Path(table_uri(_table_path(template, "_"))).parent, Path(template).name
     prefix, suffix = name.split(PLACEHOLDER)
     if not folder.is_dir():
         return []
     found = (p.name[len(prefix): len(p.name) - len(suffix)] for p in folder.glob(f"{prefix}*{suffix}"))
-    return sorted(n for n in found if n and DeltaTable.is_deltatable(table_uri(template.replace(PLACEHOLDER, n))))
+    return sorted(n for n in found if n and _built(template, n))
 
 
 class FeatureTables(Mapping[str, DataFrame]):
@@ -58,7 +67,7 @@ class FeatureTables(Mapping[str, DataFrame]):
 
     def path(self, name: str) -> str:
         """The table's path."""
-        return self._template.replace(PLACEHOLDER, name)
+        return _table_path(self._template, name)
 
     def __getitem__(self, name: str) -> DataFrame:
         dataset = SparkDeltaDataset(filepath=self.path(name), load_args=self._load_args)
@@ -67,7 +76,7 @@ class FeatureTables(Mapping[str, DataFrame]):
         return dataset.load()
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and DeltaTable.is_deltatable(table_uri(self.path(name)))
+        return _built(self._template, name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(_existing(self._template))
@@ -117,7 +126,7 @@ class FeatureTablesDataset(AbstractDataset[Mapping[str, Mapping[str, Any]], Feat
 
     def save_table(self, name: str, update: Mapping[str, Any]) -> None:
         """Write one table's rows, then stamp its contract."""
-        path = self._template.replace(PLACEHOLDER, name)
+        path = _table_path(self._template, name)
         keys = list(update.get("keys") or [])
         if self._write_mode == "merge" and not keys:
             raise DatasetError(f"feature table '{name}': a merge needs the table's keys (update['keys'])")
@@ -142,10 +151,10 @@ class FeatureTableInfos(Mapping[str, dict[str, Any]]):
         self._template = template
 
     def __getitem__(self, name: str) -> dict[str, Any]:
-        return DeltaMetadataDataset(filepath=self._template.replace(PLACEHOLDER, name)).load()
+        return DeltaMetadataDataset(filepath=_table_path(self._template, name)).load()
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and DeltaTable.is_deltatable(table_uri(self._template.replace(PLACEHOLDER, name)))
+        return _built(self._template, name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(_existing(self._template))
