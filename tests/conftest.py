@@ -31,9 +31,28 @@ def mlflow_store(tmp_path_factory):
         os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
+# Set to a Spark Connect URL (e.g. sc://127.0.0.1:15002 from `python -m lakehouse_ml.cluster
+# start`) to run the tests that use the `spark` fixture against that server instead of the
+# embedded engine.
+REMOTE_ENV = "LAKEHOUSE_TEST_SPARK_REMOTE"
+
+
 @pytest.fixture(scope="session")
 def spark():
-    """The embedded pysail engine, exactly as ``kedro run`` starts it by default."""
-    session = ENGINE.start(EngineConfig(spark_conf={"spark.sql.session.timeZone": "UTC"}))
+    """The embedded pysail engine, exactly as ``kedro run`` starts it by default.
+
+    With ``LAKEHOUSE_TEST_SPARK_REMOTE`` set, the engine in ``remote`` mode on that URL instead.
+    """
+    spark_conf = {"spark.sql.session.timeZone": "UTC"}
+    url = os.environ.get(REMOTE_ENV)
+    config = (
+        EngineConfig(mode="remote", remote_url=url, spark_conf=spark_conf)
+        if url
+        else EngineConfig(spark_conf=spark_conf)
+    )
+    if url:
+        # SPARK_REMOTE wins over remote.url in the engine: the test URL must be the one used.
+        os.environ.pop("SPARK_REMOTE", None)
+    session = ENGINE.start(config)
     yield session
     ENGINE.stop()
