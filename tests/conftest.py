@@ -38,6 +38,43 @@ REMOTE_ENV = "LAKEHOUSE_TEST_SPARK_REMOTE"
 
 
 @pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory):
+    """The Spark Connect URL of a local Spark cluster with Delta Lake, started once per test run.
+
+    Reuses the server named by ``LAKEHOUSE_TEST_SPARK_REMOTE`` if set (a developer's running
+    ``python -m lakehouse_ml.cluster start``); otherwise starts master, two workers and the
+    Connect server on free loopback ports and stops exactly those at the end of the run.
+    """
+    url = os.environ.get(REMOTE_ENV)
+    if url:
+        yield url
+        return
+    import socket
+
+    from lakehouse_ml import cluster
+
+    def free_port() -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+
+    classic = cluster.project_classic_settings(PROJECT_ROOT)
+    config = cluster.ClusterConfig(
+        state_dir=tmp_path_factory.mktemp("spark_cluster"),
+        master_port=free_port(),
+        connect_port=free_port(),
+        delta_package=classic.get("delta_package"),
+        ivy_dir=classic.get("ivy_dir", cluster.DEFAULT_IVY_DIR),
+    )
+    cluster.start(config)
+    try:
+        cluster.check_delta(config.remote_url)
+        yield config.remote_url
+    finally:
+        cluster.stop(config)
+
+
+@pytest.fixture(scope="session")
 def spark():
     """The embedded pysail engine, exactly as ``kedro run`` starts it by default.
 
