@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,7 @@ from lakehouse_ml.engine import (
     EngineConfig,
     EngineError,
     SparkEngine,
+    check_reachable,
     classic_jar_conf,
     delta_package,
     java_executable,
@@ -128,6 +130,28 @@ def test_remote_mode_without_a_url_says_what_to_set(monkeypatch):
     assert "SPARK_REMOTE" in message and "remote.url" in message
     assert not engine.running
     assert "SPARK_REMOTE" not in os.environ
+
+
+def test_remote_mode_with_nothing_listening_fails_at_once_naming_the_url(monkeypatch):
+    """The Connect client alone would retry with backoff for minutes before its first query failed."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"sc://127.0.0.1:{port}"
+    monkeypatch.setenv("SPARK_REMOTE", url)
+    engine = SparkEngine()
+    started = time.monotonic()
+    with pytest.raises(EngineError) as error:
+        engine.start(EngineConfig.from_dict({"mode": "remote", "remote": {"connect_timeout": 2}}))
+    message = str(error.value)
+    assert url in message and "within 2 s" in message and "lakehouse_ml.cluster start" in message
+    assert time.monotonic() - started < 30
+    assert not engine.running and os.environ["SPARK_REMOTE"] == url
+
+
+def test_remote_url_with_a_port_that_is_not_a_number_is_refused():
+    with pytest.raises(EngineError, match="the port 'x' is not a number"):
+        check_reachable("sc://host:x", 1)
 
 
 def test_classic_mode_with_offline_jars_not_on_disk_names_them(monkeypatch, tmp_path):

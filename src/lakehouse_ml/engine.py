@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,15 +26,20 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from lakehouse_ml.capabilities import DELTA_CATALOG, DELTA_EXTENSION, EngineCapabilityError, check_delta
+
 logger = logging.getLogger(__name__)
 
 MODES = ("embedded", "remote", "classic")
 
 # Spark's session extension and catalog that turn on Delta Lake SQL (MERGE INTO, time travel).
 DELTA_SPARK_CONF = {
-    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    "spark.sql.extensions": DELTA_EXTENSION,
+    "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
 }
+
+# Spark Connect's default port when a URL names none.
+CONNECT_DEFAULT_PORT = 15002
 
 # Where resolved Maven packages are cached, so a second start does not download again.
 DEFAULT_IVY_DIR = "~/.cache/lakehouse_ml/ivy"
@@ -77,6 +83,8 @@ class EngineConfig:
     app_name: str = "lakehouse_ml"
     spark_conf: dict[str, str] = field(default_factory=dict)
     remote_url: str | None = None
+    remote_connect_timeout: float = 5.0
+    remote_check_delta: bool = True
     embedded_host: str = "127.0.0.1"
     embedded_env: dict[str, str] = field(default_factory=dict)
     classic_master: str = "local[*]"
@@ -100,6 +108,8 @@ class EngineConfig:
             app_name=str(config.get("app_name", "lakehouse_ml")),
             spark_conf={k: str(v) for k, v in (config.get("spark_conf") or {}).items()},
             remote_url=remote.get("url"),
+            remote_connect_timeout=float(remote.get("connect_timeout", 5.0)),
+            remote_check_delta=bool(remote.get("check_delta", True)),
             embedded_host=str(embedded.get("host", "127.0.0.1")),
             embedded_env={k: str(v) for k, v in (embedded.get("env") or {}).items()},
             classic_master=str(classic.get("master", "local[*]")),
@@ -107,6 +117,30 @@ class EngineConfig:
             classic_delta_package=classic.get("delta_package") or None,
             classic_ivy_dir=str(classic.get("ivy_dir") or DEFAULT_IVY_DIR),
         )
+
+
+def check_reachable(url: str, timeout: float) -> None:
+    """Fail within ``timeout`` seconds, naming ``url``, when nothing listens there.
+
+    The Connect client itself retries an unreachable server with backoff for minutes before the
+    first query fails.
+    """
+    address = url.removeprefix("sc://").split("/", 1)[0].split(";", 1)[0]
+    host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
+    host = host.strip("[]") or "localhost"
+    try:
+        port_number = int(port) if port else CONNECT_DEFAULT_PORT
+    except ValueError:
+        raise EngineError(f"Spark Connect URL {url!r}: the port {port!r} is not a number") from None
+    try:
+        with socket.create_connection((host, port_number), timeout=timeout):
+            pass
+    except OSError as error:
+        raise EngineError(
+            f"no Spark Connect server answers at {url} ({host}:{port_number}: {error}) within "
+            f"{timeout:g} s. Start it (the local cluster: python -m lakehouse_ml.cluster start), or "
+            "point SPARK_REMOTE / remote.url in conf/<env>/spark.yml at a running one"
+        ) from None
 
 
 def missing_classic_jars(jars: tuple[str, ...]) -> list[str]:
@@ -268,8 +302,16 @@ class SparkEngine:
                 "spark.yml mode 'remote' needs a Spark Connect URL: set SPARK_REMOTE "
                 "(e.g. sc://host:15002) or remote.url in conf/<env>/spark.yml"
             )
+        check_reachable(url, config.remote_connect_timeout)
         os.environ["SPARK_REMOTE"] = url
-        return self._connect(config, url)
+        try:
+            session = self._connect(config, url)
+            if config.remote_check_delta:
+                check_delta(session, url)
+        except EngineCapabilityError as error:
+            self._restore_remote()
+            raise EngineError(str(error)) from error
+        return session
 
     def _start_classic(self, config: EngineConfig) -> SparkSession:
         # Checked before anything changes, so a failed start leaves the process as it was.

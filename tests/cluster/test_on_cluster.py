@@ -19,12 +19,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 # Known differences of JVM Spark + delta-spark, listed in docs/cluster.md; each is deselected
 # here by name until the code or the test decides it for both engines.
-KNOWN_DIFFERENCES = {
-    "tests/datasets/test_delta.py": [
-        # delta-spark refuses ' ,;{}()\\n\\t=' in column names unless column mapping is on.
-        "test_pandas_dataset_reads_nested_strings_timestamps_and_odd_column_names",
-    ],
-}
+KNOWN_DIFFERENCES: dict[str, list[str]] = {}
 
 
 def run_on_cluster(url: str, test_file: str) -> subprocess.CompletedProcess:

@@ -23,6 +23,7 @@ from kedro.io import DataCatalog
 from kedro.io.core import DatasetError
 from pyspark.sql import functions as F
 
+from lakehouse_ml.capabilities import is_table_creation
 from lakehouse_ml.datasets import PandasDeltaDataset, SparkDeltaDataset
 from lakehouse_ml.lakehouse import table_history, table_lineage, table_version
 
@@ -47,11 +48,11 @@ def pandas_rows(pdf: pd.DataFrame) -> list[tuple]:
 def operations(path: Path) -> list[tuple[int, str]]:
     """(version, operation) of every commit, as table_history reports them (newest first).
 
-    The commit that creates a table by a DataFrame write is "CREATE TABLE" on Sail and "WRITE" on
-    delta-spark (JVM Spark): both are reported as "CREATE TABLE", so the tests run on either.
+    The commit that creates a table is named differently by the engines (capabilities
+    ``is_table_creation``): it reads "CREATE TABLE" here, so the tests run on either.
     """
     return [
-        (h["version"], "CREATE TABLE" if (h["version"], h["operation"]) == (0, "WRITE") else h["operation"])
+        (h["version"], "CREATE TABLE" if is_table_creation(h["version"], h["operation"]) else h["operation"])
         for h in table_history(str(path))
     ]
 
@@ -468,21 +469,31 @@ def test_pandas_dataset_reads_the_same_rows_and_a_given_version(spark, tmp_path)
     assert sorted(only_v["v"]) == ["B", "a", "c"]
 
 
-def test_pandas_dataset_reads_nested_strings_timestamps_and_odd_column_names(spark, tmp_path):
+def test_pandas_dataset_reads_nested_strings_timestamps_and_column_subsets(spark, tmp_path):
     """Types as the table declares them (no Arrow view types: pandas cannot convert those in lists)."""
     path = tmp_path / "t"
     SparkDeltaDataset(filepath=str(path)).save(
         spark.sql(
             "SELECT 1 AS id, array('a: expected x', 'b') AS checks, TIMESTAMP '2026-01-02 03:04:05' AS ts, "
-            "CAST(NULL AS DOUBLE) AS `odd name`"
+            "CAST(NULL AS DOUBLE) AS `odd-name`"
         )
     )
     frame = PandasDeltaDataset(filepath=str(path)).load()
     assert list(frame["checks"][0]) == ["a: expected x", "b"]
     assert str(frame["ts"].dtype).startswith("datetime64") and frame["ts"][0].year == 2026
-    assert frame["odd name"].isna().all() and frame["odd name"].dtype == "float64"
-    subset = PandasDeltaDataset(filepath=str(path), columns=["odd name", "checks"]).load()
-    assert list(subset.columns) == ["odd name", "checks"]
+    assert frame["odd-name"].isna().all() and frame["odd-name"].dtype == "float64"
+    subset = PandasDeltaDataset(filepath=str(path), columns=["odd-name", "checks"]).load()
+    assert list(subset.columns) == ["odd-name", "checks"]
+
+
+def test_spark_dataset_refuses_column_names_delta_spark_refuses_on_every_engine(spark, tmp_path):
+    """A table written on one engine must open on the other: names JVM Spark refuses are refused here."""
+    path = tmp_path / "t"
+    with pytest.raises(DatasetError) as error:
+        SparkDeltaDataset(filepath=str(path)).save(spark.sql("SELECT 1 AS id, 2 AS `odd name`, 3 AS `a=b`"))
+    message = str(error.value)
+    assert "['odd name', 'a=b']" in message and str(path) in message and "withColumnRenamed" in message
+    assert not path.exists()
 
 
 def test_pandas_dataset_save_is_readable_through_spark(spark, tmp_path):
@@ -698,7 +709,8 @@ def test_pandas_read_of_a_multi_file_table_exits_cleanly(spark, tmp_path):
     script.write_text(
         textwrap.dedent(
             f"""
-            from lakehouse_ml.datasets import PandasDeltaDataset
+            from lakehouse_ml.capabilities import is_table_creation
+from lakehouse_ml.datasets import PandasDeltaDataset
             df = PandasDeltaDataset(filepath={str(path)!r}).load()
             first = PandasDeltaDataset(filepath={str(path)!r}, version=0).load()
             print(len(df), int(df["id"].sum()), len(first))

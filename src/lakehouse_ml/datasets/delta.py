@@ -26,6 +26,7 @@ from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from lakehouse_ml.capabilities import INVALID_COLUMN_CHARACTERS, invalid_column_names, portable
 from lakehouse_ml.engine import get_spark
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,14 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
 
     def save(self, data: DataFrame) -> None:
         """Write ``data`` according to the write mode (see the module docstring)."""
+        refused = invalid_column_names(data.columns)
+        if refused:
+            raise DatasetError(
+                f"Delta table '{self._filepath}': column names {refused} contain characters Delta "
+                f"Lake refuses on JVM Spark ({INVALID_COLUMN_CHARACTERS!r}); rename them before "
+                "saving (DataFrame.withColumnRenamed), so the table opens on every engine"
+            )
+        data = portable(data)
         exists = self._exists()
         mode = "overwrite" if (self._rebuild or not exists) else self._write_mode
         if self._merge_delete_column:
