@@ -709,8 +709,7 @@ def test_pandas_read_of_a_multi_file_table_exits_cleanly(spark, tmp_path):
     script.write_text(
         textwrap.dedent(
             f"""
-            from lakehouse_ml.capabilities import is_table_creation
-from lakehouse_ml.datasets import PandasDeltaDataset
+            from lakehouse_ml.datasets import PandasDeltaDataset
             df = PandasDeltaDataset(filepath={str(path)!r}).load()
             first = PandasDeltaDataset(filepath={str(path)!r}, version=0).load()
             print(len(df), int(df["id"].sum()), len(first))
