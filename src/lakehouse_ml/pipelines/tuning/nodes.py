@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ ENTITY, CUTOFF, LABEL = "customer_id", "cutoff_ts", "churned"
 FAMILIES = ("logistic_regression", "hist_gradient_boosting", "random_forest")
 PARENT_TAG = "mlflow.parentRunId"
 Fold = tuple[list[Any], list[Any]]
+# Fits a batch of drawn (family, params) elsewhere: per configuration, its fold scores (an
+# iterable that raises ValueError where the fit failed) and the fit's duration in seconds.
+BatchFitter = Callable[[list[tuple[str, dict[str, Any]]]], list[tuple[Iterable[float], float]]]
 
 
 # ---------------------------------------------------------------- folds
@@ -237,36 +241,50 @@ def infer_columns(train: pd.DataFrame) -> dict[str, Any]:
     return {"numeric": numeric, "categorical": categorical, "imputation": {}}
 
 
+def fold_scores(
+    train: pd.DataFrame, folds: list[Fold], columns: dict[str, Any], family: str, params: dict[str, Any], seed: int
+) -> Iterator[float]:
+    """Validation ROC AUC of each fold, in fold order; lazy, so a pruned trial fits no further fold."""
+    features = [*columns["numeric"], *columns["categorical"]]
+    for train_cutoffs, valid_cutoffs in folds:
+        model = build_model_pipeline(
+            family, _with_seed(params, seed), columns["numeric"], columns["categorical"], columns["imputation"]
+        )
+        yield _fold_auc(model, train[train[CUTOFF].isin(train_cutoffs)], train[train[CUTOFF].isin(valid_cutoffs)], features)
+
+
 def _evaluator(
     train: pd.DataFrame, folds: list[Fold], tuning: dict, parent_run_id: str | None, study_name: str,
     columns: dict[str, Any],
 ):
     """Evaluate a trial's drawn configuration: mean validation ROC AUC over the folds, reported
     after each fold so the pruner can stop it. Returns ``(state, value)``; never raises for a
-    configuration that cannot be scored (``ValueError``), which ends as ``FAIL``."""
-    features = [*columns["numeric"], *columns["categorical"]]
+    configuration that cannot be scored (``ValueError``), which ends as ``FAIL``.
+
+    ``scores`` are the fold scores when they were computed elsewhere (on Spark executors, see
+    ``executors.py``): they are reported and pruned on exactly as if fitted here, so both paths
+    give the same trials."""
     seed = int(tuning["seed"])
 
-    def evaluate(trial: optuna.Trial, family: str, params: dict[str, Any]) -> tuple[str, float | None]:
+    def evaluate(
+        trial: optuna.Trial, family: str, params: dict[str, Any], scores: Iterable[float] | None = None,
+        duration_s: float | None = None,
+    ) -> tuple[str, float | None]:
         started = time.monotonic()
         run = _TrialRun(parent_run_id, trial, study_name)
-        state, scores = "FAIL", []
+        state, seen = "FAIL", []
         try:
             run.log(params={"family": family, **params})
-            for k, (train_cutoffs, valid_cutoffs) in enumerate(folds):
-                model = build_model_pipeline(
-                    family, _with_seed(params, seed), columns["numeric"], columns["categorical"], columns["imputation"]
-                )
-                auc = _fold_auc(model, train[train[CUTOFF].isin(train_cutoffs)], train[train[CUTOFF].isin(valid_cutoffs)], features)
-                scores.append(auc)
-                running = float(np.mean(scores))
+            for k, auc in enumerate(fold_scores(train, folds, columns, family, params, seed) if scores is None else scores):
+                seen.append(auc)
+                running = float(np.mean(seen))
                 run.log(metrics={f"fold_{k}_roc_auc": auc, "running_mean_roc_auc": running}, step=k)
                 trial.report(running, step=k)
                 if trial.should_prune():
                     state = "PRUNED"
                     logger.debug("trial %d pruned after fold %d: running mean ROC AUC %.4f", trial.number, k, running)
                     return state, running
-            mean = float(np.mean(scores))
+            mean = float(np.mean(seen))
             run.log(metrics={"mean_roc_auc": mean})
             state = "COMPLETE"
             return state, mean
@@ -274,13 +292,14 @@ def _evaluator(
             logger.warning("trial %d (%s %s) failed: %s", trial.number, family, params, error)
             return state, None
         finally:
-            run.end(state, time.monotonic() - started)
+            run.end(state, time.monotonic() - started if duration_s is None else duration_s)
 
     return evaluate
 
 
 def _optimize_in_batches(
-    study: optuna.Study, evaluate, search_space: dict, n_trials: int, timeout_s: float | None, n_jobs: int, callback
+    study: optuna.Study, evaluate, search_space: dict, n_trials: int, timeout_s: float | None, n_jobs: int, callback,
+    fit_batch: BatchFitter | None = None,
 ) -> None:
     """Run ``n_trials`` trials, ``n_jobs`` at a time, reproducibly.
 
@@ -289,6 +308,9 @@ def _optimize_in_batches(
     only on the seed and the finished trials, never on thread timing, so ``n_jobs: 2`` reproduces
     a run as exactly as ``n_jobs: 1`` (the median pruner compares with completed trials only,
     which are told between batches). ``timeout_s`` is checked before each batch.
+
+    ``fit_batch`` computes a batch's fold scores elsewhere (Spark executors); without it the
+    trials are fitted in ``n_jobs`` local threads.
     """
     started = time.monotonic()
     told = 0
@@ -307,13 +329,23 @@ def _optimize_in_batches(
             for _ in range(min(max(1, n_jobs), n_trials - told)):
                 trial = study.ask()
                 batch.append((trial, suggest(trial, search_space)))
-            futures = [pool.submit(evaluate_with_share, trial, family, params) for trial, (family, params) in batch]
-            for (trial, _), future in zip(batch, futures):
-                try:
-                    state, value = future.result()
-                except BaseException:
+            try:
+                if fit_batch is None:
+                    futures = [pool.submit(evaluate_with_share, trial, family, params) for trial, (family, params) in batch]
+                    outcomes = [future.result() for future in futures]
+                else:
+                    fitted = fit_batch([config for _, config in batch])
+                    # Every trial of the batch reports before any is told, as with threads: the
+                    # pruner then sees the same completed trials on both paths.
+                    outcomes = [
+                        evaluate(trial, family, params, scores, duration_s)
+                        for (trial, (family, params)), (scores, duration_s) in zip(batch, fitted)
+                    ]
+            except BaseException:
+                for trial, _ in batch:
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                    raise
+                raise
+            for (trial, _), (state, value) in zip(batch, outcomes):
                 if state == "COMPLETE":
                     frozen = study.tell(trial, value)
                 else:
@@ -365,13 +397,14 @@ def _ensure_sqlite_folder(storage: str | None) -> None:
 
 def run_study(
     train: pd.DataFrame, folds: list[Fold], search_space: dict, tuning: dict, parent_run_id: str | None,
-    columns: dict[str, Any] | None = None,
+    columns: dict[str, Any] | None = None, fit_batch: BatchFitter | None = None,
 ) -> dict:
     """Run (or resume) the Optuna study up to ``n_trials`` finished trials; best params, value and counts.
 
     ``columns`` (numeric, categorical, imputation) comes from :func:`feature_columns`; without it
     the columns are inferred from the dtypes with median imputation. ``n_jobs`` trials are fitted
-    in parallel threads, reproducibly (see :func:`_optimize_in_batches`).
+    at a time, reproducibly (see :func:`_optimize_in_batches`): in local threads, or by
+    ``fit_batch`` (Spark executors) when given.
     """
     columns = columns or infer_columns(train)
     _ensure_sqlite_folder(tuning.get("storage"))
@@ -399,6 +432,7 @@ def run_study(
         tuning.get("timeout_s"),
         int(tuning.get("n_jobs", 1)),
         _progress(n_trials, started),
+        fit_batch,
     )
     counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in optuna.trial.TrialState}
     completed = counts["complete"] > 0
@@ -478,8 +512,17 @@ def _without_constant_features(train: pd.DataFrame, columns: dict[str, Any], pol
 
 
 def tune(train: pd.DataFrame, folds: list[Fold], columns: dict[str, Any], tuning: dict[str, Any]) -> dict:
-    """Run the study with trials nested under the active MLflow run (the node's run), if any."""
+    """Run the study with trials nested under the active MLflow run (the node's run), if any.
+
+    ``tuning.executor`` says where trials are fitted: ``threads`` (local), ``spark`` (Spark tasks),
+    or ``auto``: Spark tasks when the engine runs Python on executors, else local threads.
+    """
     import mlflow
 
+    from lakehouse_ml.pipelines.tuning.executors import batch_fitter
+
     active = mlflow.active_run()
-    return run_study(train, folds, tuning["search_space"], tuning, active.info.run_id if active else None, columns)
+    fit_batch = batch_fitter(str(tuning.get("executor", "auto")), train, folds, columns, int(tuning["seed"]))
+    return run_study(
+        train, folds, tuning["search_space"], tuning, active.info.run_id if active else None, columns, fit_batch
+    )

@@ -1,0 +1,88 @@
+"""Trials as Spark tasks (``tuning.executor: spark``) give exactly the trials local threads give.
+
+Run on the engine under test: the embedded engine runs ``mapInPandas`` in its own process;
+``tests/cluster`` runs this file again against the local cluster, where each trial is a task on
+an executor.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lakehouse_ml.capabilities import python_runs_on_executors
+from lakehouse_ml.pipelines.tuning.executors import batch_fitter
+from lakehouse_ml.pipelines.tuning.nodes import FAMILIES, run_study
+from tests.pipelines.tuning.test_nodes import SEARCH_SPACE, _folds, _synthetic, _tuning
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def trials(tmp_path, name: str) -> list[tuple]:
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    return [(t.number, t.state.name, t.params, t.value, t.intermediate_values) for t in study.trials]
+
+
+def test_spark_tasks_give_the_trials_local_threads_give_pruning_included(spark, tmp_path):
+    frame = _synthetic()
+    folds = _folds(frame)
+    columns = {"numeric": ["x"], "categorical": ["plan"], "imputation": {}}
+    tuning = {"pruner": {"n_startup_trials": 2}}
+    for name, executor in (("threads", "threads"), ("spark", "spark")):
+        fit_batch = batch_fitter(executor, frame, folds, columns, 7)
+        assert (fit_batch is None) is (executor == "threads")
+        run_study(
+            frame, folds, SEARCH_SPACE, {**_tuning(tmp_path, name, n_trials=8, n_jobs=2), **tuning}, None,
+            columns, fit_batch,
+        )
+    local, on_spark = trials(tmp_path, "threads"), trials(tmp_path, "spark")
+    assert on_spark == local and len(local) == 8
+    assert {state for _, state, *_ in local} <= {"COMPLETE", "PRUNED"}
+
+
+def test_a_configuration_that_fails_in_a_task_ends_as_failed_and_the_study_goes_on(spark, tmp_path):
+    frame = _synthetic()
+    first = sorted(frame["cutoff_ts"].unique())[0]
+    frame.loc[frame["cutoff_ts"] == first, "churned"] = 0
+    folds = [([first], valid) for _, valid in _folds(frame)]
+    columns = {"numeric": ["x"], "categorical": ["plan"], "imputation": {}}
+    fit_batch = batch_fitter("spark", frame, folds, columns, 7)
+    result = run_study(frame, folds, SEARCH_SPACE, _tuning(tmp_path, "failing", n_trials=2, n_jobs=2), None, columns, fit_batch)
+    assert result["trial_counts"]["fail"] == 2 and result["best_value"] is None
+
+
+def test_each_trial_fitted_by_a_task_is_a_nested_mlflow_run_with_its_fold_metrics(spark, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("tuning-on-spark")
+    parent = client.create_run(experiment).info.run_id
+    frame = _synthetic()
+    columns = {"numeric": ["x"], "categorical": ["plan"], "imputation": {}}
+    fit_batch = batch_fitter("spark", frame, _folds(frame), columns, 7)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        result = run_study(
+            frame, _folds(frame), SEARCH_SPACE, _tuning(tmp_path, "nested", n_trials=3, n_jobs=2), parent, columns, fit_batch
+        )
+    finally:
+        mlflow.set_tracking_uri(previous)
+    children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(children) == result["n_trials"] == 3
+    for child in children:
+        assert child.info.status == "FINISHED" and child.data.tags["optuna.state"] == "COMPLETE"
+        assert {"fold_0_roc_auc", "fold_1_roc_auc", "mean_roc_auc", "duration_s"} <= set(child.data.metrics)
+        assert child.data.metrics["duration_s"] > 0 and child.data.params["family"] in FAMILIES
+
+
+def test_auto_fits_on_executors_only_where_the_engine_runs_python_there(spark):
+    frame = _synthetic()
+    fit_batch = batch_fitter("auto", frame, _folds(frame), {"numeric": ["x"], "categorical": [], "imputation": {}}, 7)
+    assert (fit_batch is not None) is python_runs_on_executors(spark)
+
+
+def test_an_unknown_executor_is_refused_naming_the_setting():
+    with pytest.raises(ValueError, match=r"tuning.executor: expected one of auto, threads, spark, got 'gpu'"):
+        batch_fitter("gpu", _synthetic(), [], {}, 7)
