@@ -28,6 +28,7 @@ from lakehouse_ml.capabilities import (
     is_table_creation,
     portable,
     python_runs_on_executors,
+    rounded,
 )
 from lakehouse_ml.datasets import PandasDeltaDataset, SparkDeltaDataset
 from lakehouse_ml.lakehouse import table_history
@@ -91,6 +92,16 @@ def test_udf_string_results_are_written_as_plain_strings_that_delta_rs_opens(spa
     assert loaded["shouted"].tolist() == ["a!", "b!"]
     assert loaded["concatenated"].tolist() == ["x/a!", "x/b!"]
     assert [list(v) for v in loaded["as_list"]] == [["a", "a"], ["b", "b"]]
+
+
+def test_rounded_rounds_alike_on_every_engine_where_round_of_a_double_differs(spark):
+    """JVM Spark gave 22.81 for the first value and 1.01 for the second; Sail 22.82 and 1.0."""
+    values = [22.814999999999998, 1.005, 2.675, 0.125, -1.005, -0.125, 1.0049999999, 1.00499999, 184.79, None]
+    frame = spark.createDataFrame([(v,) for v in values], "x double")
+    got = [row[0] for row in frame.select(rounded(F.col("x"), 2)).collect()]
+    assert got == [22.82, 1.01, 2.68, 0.13, -1.01, -0.13, 1.01, 1.0, 184.79, None]
+    six = frame.select(rounded(F.col("x") / F.lit(60.0), 6)).collect()
+    assert [row[0] for row in six][:2] == [0.38025, 0.01675]
 
 
 def test_portable_leaves_a_frame_without_strings_as_it_is(spark):

@@ -17,6 +17,11 @@ against the local cluster):
   cast back to plain strings before every Delta write (``portable``).
 - **Commit names.** delta-spark names the commit that creates a table by a DataFrame write
   ``WRITE``; Sail names it ``CREATE TABLE`` (``is_table_creation``).
+- **Rounding a double.** ``round(x, d)`` of a double differs: JVM Spark rounds the double's
+  shortest decimal text (``1.005`` to 1.01, but ``22.814999999999998`` to 22.81), Sail a scaled
+  binary value (``1.005`` to 1.0, ``22.814999999999998`` to 22.82). Both agree on decimals, so
+  values are reduced to 9 decimals first and rounded half away from zero (``rounded``); the
+  online Arrow backend does the same (``features/expressions_arrow.py``).
 - **Where Python runs.** Sail runs Python UDFs as threads of the server process; JVM Spark runs
   them in Python workers of its executors, so only there does work shipped in ``mapInPandas``
   spread over machines (``python_runs_on_executors``).
@@ -100,6 +105,14 @@ def portable(data: DataFrame) -> DataFrame:
             changed = True
             columns.append(F.col(f"`{field.name.replace('`', '``')}`").cast(ddl).alias(field.name))
     return data.select(*columns) if changed else data
+
+
+def rounded(column: Column, digits: int) -> Column:
+    """``column`` (a double) rounded to ``digits`` decimals, halves away from zero, alike on every engine."""
+    # Imported here: the engine imports this module, and the features package imports the engine.
+    from lakehouse_ml.features.expressions import ROUNDING_SCALE
+
+    return F.round(column.cast(f"decimal(38,{ROUNDING_SCALE})"), digits).cast("double")
 
 
 def is_table_creation(version: int, operation: str) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakehouse_ml.features.expressions import MICROS_PER_DAY, Col, Expr, Lit, LookupTime, Op
+from lakehouse_ml.features.expressions import MICROS_PER_DAY, ROUNDING_SCALE, Col, Expr, Lit, LookupTime, Op
 
 _STAMP = pa.timestamp("us", tz="UTC")
 
@@ -102,9 +102,12 @@ def _older_than(op: Op, args: list[pa.Array], at: pa.Array) -> pa.Array:
 
 def _age_days(stamps: pa.Array, at: pa.Array) -> pa.Array:
     days = pc.divide(pc.cast(pc.subtract(_micros(at), _micros(stamps)), pa.float64(), safe=False), float(MICROS_PER_DAY))
-    # As the engine rounds a double: scale, round halves away from zero, scale back.
-    scaled = pc.round(pc.multiply(days, 100.0), 0, round_mode="half_towards_infinity")
-    return pc.divide(scaled, 100.0)
+    # As capabilities.rounded does on the engines: to 9 decimals, then halves away from zero.
+    exact = pc.cast(days, pa.decimal128(38, ROUNDING_SCALE), safe=False)
+    # Through the decimal's text: Arrow's decimal-to-double cast is not correctly rounded (3.01
+    # came back as 3.0100000000000002), the parse of its text is.
+    text = pc.cast(pc.round(exact, 2, round_mode="half_towards_infinity"), pa.string())
+    return pc.cast(text, pa.float64())
 
 
 def _days_between(start: pa.Array, end: pa.Array) -> pa.Array:

@@ -8,6 +8,7 @@ from functools import reduce
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
+from lakehouse_ml.capabilities import rounded
 from lakehouse_ml.features.expressions import MICROS_PER_DAY, Col, Expr, Lit, LookupTime, Op
 
 
@@ -22,7 +23,7 @@ def _older_than(op: Op, args: list[Column], at: Column) -> Column:
 
 
 def _age_days(args: list[Column], at: Column) -> Column:
-    return F.round((F.unix_micros(at) - F.unix_micros(args[0])) / F.lit(MICROS_PER_DAY), 2)
+    return rounded((F.unix_micros(at) - F.unix_micros(args[0])) / F.lit(MICROS_PER_DAY), 2)
 
 
 def _is_in(op: Op, args: list[Column]) -> Column:

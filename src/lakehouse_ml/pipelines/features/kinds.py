@@ -20,6 +20,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakehouse_ml.datasets.delta_versions import DeltaVersions
+from lakehouse_ml.capabilities import rounded
 from lakehouse_ml.features.contracts import FeatureContract, FeatureSpec
 from lakehouse_ml.lakehouse import changed_rows, with_deletes
 
@@ -47,7 +48,7 @@ def _window_feature(spec: FeatureSpec, contract: FeatureContract) -> Column:
         total = F.sum(F.col(compute["sum"])).over(window)
         scaled = total / F.lit(float(compute["divide_by"])) if "divide_by" in compute else total
         # A sliding sum of doubles can drift to -1e-15 where the exact answer is 0.
-        return F.round(scaled.cast("double"), 6)
+        return rounded(scaled.cast("double"), 6)
     last_day = F.last(F.when(F.col(compute["days_since"]) > 0, F.col("activity_date")), ignorenulls=True)
     return F.datediff(F.col("activity_date"), last_day.over(window)).cast("int")
 

@@ -22,6 +22,7 @@ from pyspark.sql.types import MapType, StringType
 
 from lakehouse_ml.datasets.delta_versions import DeltaVersions
 from lakehouse_ml.datasets.landing import LandingDeliveries
+from lakehouse_ml.capabilities import rounded
 from lakehouse_ml.lakehouse import changed_rows, with_deletes
 from lakehouse_ml.pipelines.ingest.schemas import SCHEMAS, canonical_columns, spark_failures, spark_type
 
@@ -625,8 +626,8 @@ def build_daily_activity(
             [
                 F.count(F.lit(1)).alias("orders"),
                 F.sum("items").alias("items"),
-                F.round(F.sum(F.col("amount") * F.col("_fx")), 2).alias("gross_amount_eur"),
-                F.round(F.sum((F.col("amount") - F.col("discount")) * F.col("_fx")), 2).alias("net_amount_eur"),
+                rounded(F.sum(F.col("amount") * F.col("_fx")), 2).alias("gross_amount_eur"),
+                rounded(F.sum((F.col("amount") - F.col("discount")) * F.col("_fx")), 2).alias("net_amount_eur"),
             ],
             "orders",
         ),
