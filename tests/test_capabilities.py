@@ -26,6 +26,7 @@ from lakehouse_ml.capabilities import (
     engine_of,
     invalid_column_names,
     is_table_creation,
+    json_text,
     portable,
     python_runs_on_executors,
     rounded,
@@ -102,6 +103,19 @@ def test_rounded_rounds_alike_on_every_engine_where_round_of_a_double_differs(sp
     assert got == [22.82, 1.01, 2.68, 0.13, -1.01, -0.13, 1.01, 1.0, 184.79, None]
     six = frame.select(rounded(F.col("x") / F.lit(60.0), 6)).collect()
     assert [row[0] for row in six][:2] == [0.38025, 0.01675]
+
+
+def test_json_text_writes_timestamps_alike_on_every_engine(spark):
+    """JVM Spark's to_json cut them to milliseconds; the text is Sail's, so stored hashes stay valid."""
+    frame = spark.sql(
+        "SELECT TIMESTAMP'2026-03-01 00:00:00.123456' AS ts, TIMESTAMP'2026-03-01 00:00:00' AS t0, "
+        "DATE'2026-03-01' AS d, 0.1D + 0.2D AS f, 'x\"y' AS s, 3 AS i, CAST(NULL AS DOUBLE) AS n"
+    )
+    text = frame.select(json_text(F.struct(*frame.columns))).collect()[0][0]
+    assert text == (
+        '{"ts":"2026-03-01T00:00:00.123456Z","t0":"2026-03-01T00:00:00.000000Z","d":"2026-03-01",'
+        '"f":0.30000000000000004,"s":"x\\"y","i":3}'
+    )
 
 
 def test_portable_leaves_a_frame_without_strings_as_it_is(spark):

@@ -22,6 +22,11 @@ against the local cluster):
   binary value (``1.005`` to 1.0, ``22.814999999999998`` to 22.82). Both agree on decimals, so
   values are reduced to 9 decimals first and rounded half away from zero (``rounded``); the
   online Arrow backend does the same (``features/expressions_arrow.py``).
+- **JSON of timestamps.** ``to_json`` writes timestamps with microseconds on Sail
+  (``…00.123456Z``) and with milliseconds on JVM Spark (``…00.123Z``), so the same row hashed or
+  logged as JSON differed (``json_text`` sets the format; Sail's text is unchanged, so hashes
+  stored before stay valid). Not decided: doubles outside [1e-3, 1e7) print as ``1.0E21`` on JVM
+  Spark and ``1e+21`` on Sail.
 - **Where Python runs.** Sail runs Python UDFs as threads of the server process; JVM Spark runs
   them in Python workers of its executors, so only there does work shipped in ``mapInPandas``
   spread over machines (``python_runs_on_executors``).
@@ -113,6 +118,14 @@ def rounded(column: Column, digits: int) -> Column:
     from lakehouse_ml.features.expressions import ROUNDING_SCALE
 
     return F.round(column.cast(f"decimal(38,{ROUNDING_SCALE})"), digits).cast("double")
+
+
+JSON_TIMESTAMP_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
+
+
+def json_text(struct: Column) -> Column:
+    """``to_json(struct)`` with the same text for timestamps on every engine (microseconds, UTC offset)."""
+    return F.to_json(struct, {"timestampFormat": JSON_TIMESTAMP_FORMAT})
 
 
 def is_table_creation(version: int, operation: str) -> bool:

@@ -25,6 +25,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakehouse_ml.capabilities import json_text
 from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.expressions_spark import to_spark
 from lakehouse_ml.features.lookup import build_training_set, eligible_at
@@ -287,7 +288,7 @@ def _with_features(rows: DataFrame) -> DataFrame:
     """``rows`` with ``features``: the model inputs and feature timestamps as JSON, as scored (what
     monitoring profiles; JSON keeps the table's schema when a new model version takes other inputs)."""
     inputs = [c for c in rows.columns if c not in {*PREDICTION_COLUMNS, REJECTED, REASONS}]
-    return rows.withColumn("features", F.to_json(F.struct(*inputs)))
+    return rows.withColumn("features", json_text(F.struct(*inputs)))
 
 
 def select_predictions(rows: DataFrame, summary: dict[str, Any]) -> DataFrame:

@@ -22,7 +22,7 @@ from pyspark.sql.types import MapType, StringType
 
 from lakehouse_ml.datasets.delta_versions import DeltaVersions
 from lakehouse_ml.datasets.landing import LandingDeliveries
-from lakehouse_ml.capabilities import rounded
+from lakehouse_ml.capabilities import json_text, rounded
 from lakehouse_ml.lakehouse import changed_rows, with_deletes
 from lakehouse_ml.pipelines.ingest.schemas import SCHEMAS, canonical_columns, spark_failures, spark_type
 
@@ -254,7 +254,7 @@ def _derived_event_id(source: dict[str, Any], fields: list[str]) -> Column | Non
             f"{_setting(source, 'event_id_from')}: expected 'column', 'line_in_file' or {{hash: [<canonical "
             f"fields>]}} with fields among {sorted(set(fields) - {'event_id', 'delivered_at'})}, got {how!r}"
         )
-    return F.substring(F.sha2(F.to_json(F.struct(*[F.col(f) for f in chosen])), 256), 1, 32)
+    return F.substring(F.sha2(json_text(F.struct(*[F.col(f) for f in chosen])), 256), 1, 32)
 
 
 def _typed(raw: Column, kind: str, source: dict[str, Any]) -> Column:
@@ -332,7 +332,7 @@ def type_batch(bronze: DataFrame, batch_ids: list[str], source: dict[str, Any]) 
 def _record_hash(fields: list[str]) -> Column:
     """Hash of a record's content (not its delivery), to tell duplicates from corrections."""
     content = [f for f in fields if f != "delivered_at"]
-    return F.sha2(F.to_json(F.struct(*[F.col(f) for f in content])), 256)
+    return F.sha2(json_text(F.struct(*[F.col(f) for f in content])), 256)
 
 
 def classify_records(typed: DataFrame, silver_current: DataFrame, fields: list[str]) -> DataFrame:

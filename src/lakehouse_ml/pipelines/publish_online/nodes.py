@@ -30,6 +30,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from lakehouse_ml.capabilities import json_text
 from lakehouse_ml.features.lookup import FeatureLookup, eligible_at
 from lakehouse_ml.online.lookup import as_utc
 from lakehouse_ml.online.store import KEY_SEPARATOR, ROW_HASH, utc_from_micros
@@ -92,7 +93,7 @@ def latest_rows(lookup: FeatureLookup, as_of: datetime) -> DataFrame:
     for key in keys:
         eligible = eligible.where(key.isNotNull())
     hashed = eligible.select(*[_column(c) for c in served]).withColumn(
-        ROW_HASH, F.substring(F.sha2(F.to_json(F.struct(*[_column(c) for c in served])), 256), 1, 32)
+        ROW_HASH, F.substring(F.sha2(json_text(F.struct(*[_column(c) for c in served])), 256), 1, 32)
     )
     # Rows tied on (feature_ts, ingested_at) are interchangeable; the hash makes the pick stable.
     order = Window.partitionBy(*keys).orderBy(stamp.desc(), known.desc_nulls_last(), F.col(ROW_HASH).desc())
