@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pyspark
 
+from lakehouse_ml import capabilities
+
 from lakehouse_ml.engine import (
     DEFAULT_IVY_DIR,
     DELTA_PACKAGE_EXCLUDES,
@@ -379,23 +381,17 @@ def status(config: ClusterConfig) -> dict[str, bool]:
     return {name: _ours(entry) for name, entry in read_pids(config).items()}
 
 
-def check_delta(remote_url: str) -> str:
+def check_delta(remote_url: str) -> None:
     """Ask the Connect server for its SQL extensions; fail if Delta Lake's is not among them."""
     from pyspark.sql import SparkSession
 
     session = SparkSession.builder.remote(remote_url).getOrCreate()
     try:
-        extensions = session.conf.get("spark.sql.extensions", "") or ""
+        capabilities.check_delta(session, remote_url)
+    except capabilities.EngineCapabilityError as error:
+        raise ClusterError(str(error)) from None
     finally:
         session.stop()
-    if DELTA_SPARK_CONF["spark.sql.extensions"] not in extensions:
-        raise ClusterError(
-            f"the Spark Connect server at {remote_url} has no Delta Lake: spark.sql.extensions is "
-            f"{extensions!r}, expected {DELTA_SPARK_CONF['spark.sql.extensions']} (start it with "
-            "--packages io.delta:delta-spark_<spark>_2.13:<version> and "
-            "--conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension)"
-        )
-    return extensions
 
 
 def _config_from_args(args: argparse.Namespace) -> ClusterConfig:

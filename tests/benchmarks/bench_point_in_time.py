@@ -84,9 +84,15 @@ def entities_for(feature_rows: int) -> int:
 
 
 def start_engine():
-    """The embedded engine exactly as ``kedro run`` starts it (conf/base/spark.yml)."""
+    """The embedded engine exactly as ``kedro run`` starts it (conf/base/spark.yml), or the Spark
+    Connect server ``LAKEHOUSE_BENCH_SPARK_REMOTE`` names (bench_cluster.py's clusters)."""
     from lakehouse_ml.engine import ENGINE, EngineConfig
 
+    url = os.environ.get("LAKEHOUSE_BENCH_SPARK_REMOTE")
+    if url:
+        os.environ.pop("SPARK_REMOTE", None)
+        config = EngineConfig(mode="remote", remote_url=url, spark_conf={"spark.sql.session.timeZone": "UTC"})
+        return ENGINE, ENGINE.start(config)
     try:
         from tests.helpers import project_config
 
