@@ -185,6 +185,7 @@ def _instrument_kernel() -> dict[str, Any]:
 
 
 def phase_ours(args: argparse.Namespace) -> dict[str, Any]:
+    from lakehouse_ml.capabilities import portable
     from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
 
     stats = _instrument_kernel()
@@ -206,7 +207,8 @@ def phase_ours(args: argparse.Namespace) -> dict[str, Any]:
                 name="feat",
             )
             result = build_training_set(spine, [lookup], "entity_id", "ts", num_buckets=args.num_buckets)
-            result.write.format("delta").mode("overwrite").save(args.out)
+            # portable(): JVM Spark would write the kernel's strings with a collation delta-rs cannot read.
+            portable(result).write.format("delta").mode("overwrite").save(args.out)
             ended = time.perf_counter()
             timings.append({
                 "seconds": ended - started,

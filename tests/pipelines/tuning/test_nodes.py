@@ -221,8 +221,8 @@ def test_run_study_resumes_up_to_the_total_budget(tmp_path):
     assert len(stored.trials) == 4
 
 
-def test_each_trial_is_a_nested_mlflow_run_with_metrics(tmp_path):
-    """With a parent run, every trial is a child run carrying the parent id, its params and metrics."""
+def nested_trial_runs(tmp_path, n_jobs: int = 1, **study_args) -> list:
+    """Run a 3-trial study under a parent run in a tmp MLflow store; check and return its child runs."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("tuning-test")
@@ -231,7 +231,9 @@ def test_each_trial_is_a_nested_mlflow_run_with_metrics(tmp_path):
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
-        result = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning(tmp_path, "nested", n_trials=3), parent)
+        result = run_study(
+            frame, _folds(frame), SEARCH_SPACE, _tuning(tmp_path, "nested", n_trials=3, n_jobs=n_jobs), parent, **study_args
+        )
     finally:
         mlflow.set_tracking_uri(previous)
     children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
@@ -240,6 +242,12 @@ def test_each_trial_is_a_nested_mlflow_run_with_metrics(tmp_path):
         assert child.info.status == "FINISHED" and child.data.tags["optuna.state"] == "COMPLETE"
         assert {"fold_0_roc_auc", "fold_1_roc_auc", "mean_roc_auc", "duration_s"} <= set(child.data.metrics)
         assert child.data.params["family"] in FAMILIES
+    return children
+
+
+def test_each_trial_is_a_nested_mlflow_run_with_metrics(tmp_path):
+    """With a parent run, every trial is a child run carrying the parent id, its params and metrics."""
+    nested_trial_runs(tmp_path)
 
 
 CONTRACT = {
