@@ -149,6 +149,17 @@ def test_remote_mode_with_nothing_listening_fails_at_once_naming_the_url(monkeyp
     assert not engine.running and os.environ["SPARK_REMOTE"] == url
 
 
+def test_a_url_with_a_token_is_shown_without_it(monkeypatch):
+    """Databricks-style URLs carry the token as a parameter: errors and logs never show it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("SPARK_REMOTE", f"sc://127.0.0.1:{port}/;token=dapi-secret;user_id=u1")
+    with pytest.raises(EngineError) as error:
+        SparkEngine().start(EngineConfig.from_dict({"mode": "remote", "remote": {"connect_timeout": 1}}))
+    assert f"sc://127.0.0.1:{port}/;…" in str(error.value) and "dapi-secret" not in str(error.value)
+
+
 def test_remote_url_with_a_port_that_is_not_a_number_is_refused():
     with pytest.raises(EngineError, match="the port 'x' is not a number"):
         check_reachable("sc://host:x", 1)

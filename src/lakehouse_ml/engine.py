@@ -119,6 +119,12 @@ class EngineConfig:
         )
 
 
+def shown(url: str) -> str:
+    """``url`` for logs and errors: its parameters (``;token=…``, ``;user_id=…``) left out."""
+    base, _, params = url.partition(";")
+    return f"{base};…" if params else base
+
+
 def check_reachable(url: str, timeout: float) -> None:
     """Fail within ``timeout`` seconds, naming ``url``, when nothing listens there.
 
@@ -131,13 +137,13 @@ def check_reachable(url: str, timeout: float) -> None:
     try:
         port_number = int(port) if port else CONNECT_DEFAULT_PORT
     except ValueError:
-        raise EngineError(f"Spark Connect URL {url!r}: the port {port!r} is not a number") from None
+        raise EngineError(f"Spark Connect URL {shown(url)!r}: the port {port!r} is not a number") from None
     try:
         with socket.create_connection((host, port_number), timeout=timeout):
             pass
     except OSError as error:
         raise EngineError(
-            f"no Spark Connect server answers at {url} ({host}:{port_number}: {error}) within "
+            f"no Spark Connect server answers at {shown(url)} ({host}:{port_number}: {error}) within "
             f"{timeout:g} s. Start it (the local cluster: python -m lakehouse_ml.cluster start), or "
             "point SPARK_REMOTE / remote.url in conf/<env>/spark.yml at a running one"
         ) from None
@@ -256,7 +262,7 @@ class SparkEngine:
             "Spark engine '%s' ready in %.2f s (%s)",
             config.mode,
             time.perf_counter() - started,
-            self.url or config.classic_master,
+            shown(self.url) if self.url else config.classic_master,
         )
         return self._session
 
@@ -307,7 +313,7 @@ class SparkEngine:
         try:
             session = self._connect(config, url)
             if config.remote_check_delta:
-                check_delta(session, url)
+                check_delta(session, shown(url))
         except EngineCapabilityError as error:
             self._restore_remote()
             raise EngineError(str(error)) from error
