@@ -7,6 +7,7 @@ local JVM Spark cluster, so every decision is exercised on both engines.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -75,6 +76,7 @@ def test_udf_string_results_are_written_as_plain_strings_that_delta_rs_opens(spa
 
     frame = spark.createDataFrame([(1, "a"), (2, "b")], "id long, v string").select(
         "id",
+        F.struct(shout("v").alias("odd-name"), F.col("id").alias("n")).alias("nested"),
         shout("v").alias("shouted"),
         as_map("v")["k"].alias("from_map"),
         as_map("v").alias("as_map"),
@@ -88,6 +90,7 @@ def test_udf_string_results_are_written_as_plain_strings_that_delta_rs_opens(spa
     assert types["shouted"] == "string" and types["from_map"] == "string"
     assert types["as_list"]["elementType"] == "string"
     assert types["as_map"]["keyType"] == "string" and types["as_map"]["valueType"] == "string"
+    assert [(f["name"], f["type"]) for f in types["nested"]["fields"]] == [("odd-name", "string"), ("n", "long")]
     DeltaTable(str(path)).schema()  # delta-rs refused the collated type here before
     loaded = PandasDeltaDataset(filepath=str(path)).load().sort_values("id")
     assert loaded["shouted"].tolist() == ["a!", "b!"]
@@ -97,10 +100,12 @@ def test_udf_string_results_are_written_as_plain_strings_that_delta_rs_opens(spa
 
 def test_rounded_rounds_alike_on_every_engine_where_round_of_a_double_differs(spark):
     """JVM Spark gave 22.81 for the first value and 1.01 for the second; Sail 22.82 and 1.0."""
-    values = [22.814999999999998, 1.005, 2.675, 0.125, -1.005, -0.125, 1.0049999999, 1.00499999, 184.79, None]
+    values = [22.814999999999998, 1.005, 2.675, 0.125, -1.005, -0.125, 1.0049999999, 1.00499999, 184.79, None,
+              math.inf, -math.inf, 1e30, math.nan]
     frame = spark.createDataFrame([(v,) for v in values], "x double")
     got = [row[0] for row in frame.select(rounded(F.col("x"), 2)).collect()]
-    assert got == [22.82, 1.01, 2.68, 0.13, -1.01, -0.13, 1.01, 1.0, 184.79, None]
+    assert got[:-1] == [22.82, 1.01, 2.68, 0.13, -1.01, -0.13, 1.01, 1.0, 184.79, None, math.inf, -math.inf, 1e30]
+    assert math.isnan(got[-1])  # no decimal holds these: rounded as doubles, never an error
     six = frame.select(rounded(F.col("x") / F.lit(60.0), 6)).collect()
     assert [row[0] for row in six][:2] == [0.38025, 0.01675]
 

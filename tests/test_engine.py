@@ -161,8 +161,23 @@ def test_a_url_with_a_token_is_shown_without_it(monkeypatch):
 
 
 def test_remote_url_with_a_port_that_is_not_a_number_is_refused():
-    with pytest.raises(EngineError, match="the port 'x' is not a number"):
+    with pytest.raises(EngineError, match="'sc://host:x': the port is not a number"):
         check_reachable("sc://host:x", 1)
+
+
+@pytest.mark.parametrize("address", ["[::1]", "[::1]:{port}", "127.0.0.1:{port}", "localhost:{port}/;token=t"])
+def test_remote_urls_are_probed_on_their_host_and_port(address):
+    """IPv6 with and without a port, parameters after the path; the default port is Connect's."""
+    with socket.socket(socket.AF_INET6 if address.startswith("[") else socket.AF_INET) as server:
+        server.bind(("::1" if address.startswith("[") else "127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        url = "sc://" + address.format(port=port)
+        if "{port}" in address:
+            check_reachable(url, 2)  # answers: no error
+        else:
+            with pytest.raises(EngineError, match=r"\(::1:15002: "):
+                check_reachable(url, 2)
 
 
 def test_classic_mode_with_offline_jars_not_on_disk_names_them(monkeypatch, tmp_path):

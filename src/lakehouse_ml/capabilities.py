@@ -9,8 +9,8 @@ against the local cluster):
 - **Delta support.** Sail reads and writes Delta natively; JVM Spark needs delta-spark's session
   extension, so a server without it is refused at start (``check_delta``).
 - **Column names.** delta-spark refuses `` ,;{}()\\n\\t=`` in column names unless column mapping is
-  on; Sail accepts them. Tables written on one engine must open on the other, so the Delta
-  datasets refuse such names on both (``invalid_column_names``).
+  on; Sail accepts them. Tables written on one engine must open on the other, so
+  ``SparkDeltaDataset`` refuses such names on both (``invalid_column_names``; top-level names).
 - **String types of UDF results.** JVM Spark types a Python UDF's string result (over Spark
   Connect) with an explicit ``UTF8_BINARY`` collation and delta-spark writes it into the table's
   schema as ``string collate UTF8_BINARY``, a type delta-rs (``deltalake``) cannot open. Frames are
@@ -84,14 +84,25 @@ def invalid_column_names(columns: list[str]) -> list[str]:
     return [name for name in columns if any(ch in INVALID_COLUMN_CHARACTERS for ch in name)]
 
 
-def _plain_type(data_type: DataType) -> str | None:
-    """The DDL of ``data_type`` when it holds strings (parsed back without collation), else None."""
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _plain_ddl(data_type: DataType) -> tuple[str, bool]:
+    """The DDL of ``data_type`` with every string type plain (no collation), and whether it holds one."""
     if isinstance(data_type, StringType):
-        return "string"
-    if isinstance(data_type, ArrayType | MapType | StructType):
-        ddl = data_type.simpleString()
-        return ddl if "string" in ddl else None
-    return None
+        return "string", True
+    if isinstance(data_type, ArrayType):
+        element, strings = _plain_ddl(data_type.elementType)
+        return f"array<{element}>", strings
+    if isinstance(data_type, MapType):
+        (key, in_key), (value, in_value) = _plain_ddl(data_type.keyType), _plain_ddl(data_type.valueType)
+        return f"map<{key},{value}>", in_key or in_value
+    if isinstance(data_type, StructType):
+        fields = [(field.name, *_plain_ddl(field.dataType)) for field in data_type.fields]
+        ddl = "struct<" + ",".join(f"{_quoted(name)}:{ddl}" for name, ddl, _ in fields) + ">"
+        return ddl, any(strings for _, _, strings in fields)
+    return data_type.simpleString(), False
 
 
 def portable(data: DataFrame) -> DataFrame:
@@ -103,12 +114,10 @@ def portable(data: DataFrame) -> DataFrame:
     columns: list[Column] = []
     changed = False
     for field in data.schema.fields:
-        ddl = _plain_type(field.dataType)
-        if ddl is None:
-            columns.append(F.col(f"`{field.name.replace('`', '``')}`"))
-        else:
-            changed = True
-            columns.append(F.col(f"`{field.name.replace('`', '``')}`").cast(ddl).alias(field.name))
+        ddl, strings = _plain_ddl(field.dataType)
+        column = F.col(_quoted(field.name))
+        changed |= strings
+        columns.append(column.cast(ddl).alias(field.name) if strings else column)
     return data.select(*columns) if changed else data
 
 
@@ -117,7 +126,9 @@ def rounded(column: Column, digits: int) -> Column:
     # Imported here: the engine imports this module, and the features package imports the engine.
     from lakehouse_ml.features.expressions import ROUNDING_SCALE
 
-    return F.round(column.cast(f"decimal(38,{ROUNDING_SCALE})"), digits).cast("double")
+    exact = F.round(column.try_cast(f"decimal(38,{ROUNDING_SCALE})"), digits).cast("double")
+    # NaN, infinities and magnitudes beyond 1e29 have no such decimal: they round as doubles.
+    return F.coalesce(exact, F.round(column, digits))
 
 
 JSON_TIMESTAMP_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"

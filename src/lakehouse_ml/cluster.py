@@ -72,6 +72,11 @@ class ClusterConfig:
     start_timeout: float = 300.0  # a first start downloads Delta's jars
     extra_conf: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Absolute: the daemons run with the state dir as their cwd, where a relative path would
+        # point below itself.
+        object.__setattr__(self, "state_dir", Path(self.state_dir).resolve())
+
     @property
     def master_url(self) -> str:
         """The standalone master's URL."""
@@ -385,7 +390,8 @@ def check_delta(remote_url: str) -> None:
     """Ask the Connect server for its SQL extensions; fail if Delta Lake's is not among them."""
     from pyspark.sql import SparkSession
 
-    session = SparkSession.builder.remote(remote_url).getOrCreate()
+    # create(), not getOrCreate(): that would return (and then stop) any session of this process.
+    session = SparkSession.builder.remote(remote_url).create()
     try:
         capabilities.check_delta(session, remote_url)
     except capabilities.EngineCapabilityError as error:

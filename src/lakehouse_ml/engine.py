@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pyspark.sql import SparkSession
 
@@ -131,13 +132,12 @@ def check_reachable(url: str, timeout: float) -> None:
     The Connect client itself retries an unreachable server with backoff for minutes before the
     first query fails.
     """
-    address = url.removeprefix("sc://").split("/", 1)[0].split(";", 1)[0]
-    host, _, port = address.rpartition(":") if ":" in address else (address, "", "")
-    host = host.strip("[]") or "localhost"
+    address = urlsplit("//" + url.removeprefix("sc://").split("/", 1)[0].split(";", 1)[0])
+    host = address.hostname or "localhost"
     try:
-        port_number = int(port) if port else CONNECT_DEFAULT_PORT
+        port_number = address.port or CONNECT_DEFAULT_PORT
     except ValueError:
-        raise EngineError(f"Spark Connect URL {shown(url)!r}: the port {port!r} is not a number") from None
+        raise EngineError(f"Spark Connect URL {shown(url)!r}: the port is not a number") from None
     try:
         with socket.create_connection((host, port_number), timeout=timeout):
             pass
@@ -310,13 +310,19 @@ class SparkEngine:
             )
         check_reachable(url, config.remote_connect_timeout)
         os.environ["SPARK_REMOTE"] = url
+        session = None
         try:
             session = self._connect(config, url)
             if config.remote_check_delta:
                 check_delta(session, shown(url))
-        except EngineCapabilityError as error:
+        except BaseException as error:
+            # Leave the process as it was: no session a later start would get back, no URL.
+            if session is not None:
+                session.stop()
             self._restore_remote()
-            raise EngineError(str(error)) from error
+            if isinstance(error, EngineCapabilityError):
+                raise EngineError(str(error)) from error
+            raise
         return session
 
     def _start_classic(self, config: EngineConfig) -> SparkSession:

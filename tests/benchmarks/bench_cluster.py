@@ -153,7 +153,11 @@ def start_cluster(workers: int, workdir: Path):
     )
     started = time.perf_counter()
     cluster.start(config)
-    cluster.check_delta(config.remote_url)
+    try:
+        cluster.check_delta(config.remote_url)
+    except BaseException:
+        cluster.stop(config)
+        raise
     return config, time.perf_counter() - started
 
 

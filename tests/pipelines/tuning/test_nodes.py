@@ -210,6 +210,29 @@ def test_a_failing_configuration_ends_as_failed_and_the_study_goes_on(tmp_path):
     assert result["trial_counts"]["fail"] == 2 and result["best_value"] is None and result["best_params"] == {}
 
 
+def test_an_error_in_one_parallel_trial_fails_it_alone_and_stops_the_run(tmp_path, monkeypatch):
+    """Not a configuration that cannot be scored but a raise (a bug, a lost store): the run stops,
+    the trial that raised is FAIL, its batch neighbour keeps its real outcome, none stays RUNNING."""
+    from lakehouse_ml.pipelines.tuning import nodes
+
+    real = nodes.fold_scores
+
+    def failing_for_forests(train, folds, columns, family, params, seed):
+        if family == "random_forest":
+            raise RuntimeError("lost the store")
+        return real(train, folds, columns, family, params, seed)
+
+    monkeypatch.setattr(nodes, "fold_scores", failing_for_forests)
+    frame = _synthetic()
+    with pytest.raises(RuntimeError, match="lost the store"):
+        run_study(frame, _folds(frame), SEARCH_SPACE, _tuning(tmp_path, "raising", n_trials=8, n_jobs=2), None)
+    trials = optuna.load_study(study_name="raising", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+    states = {t.number: (t.params["family"], t.state.name) for t in trials}
+    assert "RUNNING" not in {state for _, state in states.values()}
+    assert all(state == "FAIL" for family, state in states.values() if family == "random_forest")
+    assert any(state == "COMPLETE" for family, state in states.values() if family != "random_forest")
+
+
 def test_run_study_resumes_up_to_the_total_budget(tmp_path):
     """2 trials, then the same study with n_trials=4: 4 trials in the storage, not 6."""
     frame = _synthetic()

@@ -82,7 +82,8 @@ def spark_batch_fitter(
         for slot in range(len(configs)):
             row = by_slot[slot]
             scores = list(row["scores"] or [])
-            fitted.append((_failed_after(scores, row["error"]) if row["error"] else scores, row["duration_s"]))
+            failed = row["error"] is not None
+            fitted.append((_failed_after(scores, row["error"]) if failed else scores, row["duration_s"]))
         return fitted
 
     return fit_batch

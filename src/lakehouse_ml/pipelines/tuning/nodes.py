@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -325,33 +325,40 @@ def _optimize_in_batches(
 
     with ThreadPoolExecutor(max_workers=max(1, n_jobs), thread_name_prefix="trial") as pool:
         while told < n_trials and (timeout_s is None or time.monotonic() - started < timeout_s):
-            batch = []
-            for _ in range(min(max(1, n_jobs), n_trials - told)):
-                trial = study.ask()
-                batch.append((trial, suggest(trial, search_space)))
+            batch, outcomes, error = [], [], None
             try:
+                for _ in range(min(max(1, n_jobs), n_trials - told)):
+                    trial = study.ask()
+                    batch.append((trial, suggest(trial, search_space)))
                 if fit_batch is None:
                     futures = [pool.submit(evaluate_with_share, trial, family, params) for trial, (family, params) in batch]
-                    outcomes = [future.result() for future in futures]
+                    # Every fit ends before any trial is told: a trial whose fit raised fails alone.
+                    wait(futures)
+                    outcomes = [future.exception() or future.result() for future in futures]
                 else:
                     fitted = fit_batch([config for _, config in batch])
                     # Every trial of the batch reports before any is told, as with threads: the
                     # pruner then sees the same completed trials on both paths.
-                    outcomes = [
-                        evaluate(trial, family, params, scores, duration_s)
-                        for (trial, (family, params)), (scores, duration_s) in zip(batch, fitted)
-                    ]
-            except BaseException:
-                for trial, _ in batch:
+                    for (trial, (family, params)), (scores, duration_s) in zip(batch, fitted):
+                        outcomes.append(evaluate(trial, family, params, scores, duration_s))
+            except BaseException as raised:
+                error = raised
+            for index, (trial, _) in enumerate(batch):
+                outcome = outcomes[index] if index < len(outcomes) else None
+                if outcome is None or isinstance(outcome, BaseException):
+                    # Raised (not a configuration that cannot be scored): the trial fails, the run stops.
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                raise
-            for (trial, _), (state, value) in zip(batch, outcomes):
+                    error = error or outcome
+                    continue
+                state, value = outcome
                 if state == "COMPLETE":
                     frozen = study.tell(trial, value)
                 else:
                     frozen = study.tell(trial, state=optuna.trial.TrialState[state])
                 told += 1
                 callback(study, frozen)
+            if error is not None:
+                raise error
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
