@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from lakehouse_ml.engine import (
     DELTA_PACKAGE_EXCLUDES,
     DELTA_SPARK_CONF,
     EngineError,
+    connect_error,
     delta_package,
     java_executable,
 )
@@ -111,11 +111,7 @@ def project_classic_settings(root: Path) -> dict[str, str]:
 
 def port_answers(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
     """Whether something accepts TCP connections on ``host:port``."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return connect_error(host, port, timeout) is None
 
 
 def _pid_alive(pid: int) -> bool:

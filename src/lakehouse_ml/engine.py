@@ -126,6 +126,15 @@ def shown(url: str) -> str:
     return f"{base};…" if params else base
 
 
+def connect_error(host: str, port: int, timeout: float) -> OSError | None:
+    """Why a TCP connection to ``host:port`` failed within ``timeout`` seconds; None if it was accepted."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as error:
+        return error
+
+
 def check_reachable(url: str, timeout: float) -> None:
     """Fail within ``timeout`` seconds, naming ``url``, when nothing listens there.
 
@@ -138,10 +147,8 @@ def check_reachable(url: str, timeout: float) -> None:
         port_number = address.port or CONNECT_DEFAULT_PORT
     except ValueError:
         raise EngineError(f"Spark Connect URL {shown(url)!r}: the port is not a number") from None
-    try:
-        with socket.create_connection((host, port_number), timeout=timeout):
-            pass
-    except OSError as error:
+    error = connect_error(host, port_number, timeout)
+    if error is not None:
         raise EngineError(
             f"no Spark Connect server answers at {shown(url)} ({host}:{port_number}: {error}) within "
             f"{timeout:g} s. Start it (the local cluster: python -m lakehouse_ml.cluster start), or "
