@@ -93,3 +93,38 @@ def spark():
     session = ENGINE.start(config)
     yield session
     ENGINE.stop()
+
+
+# ---------------------------------------------------------------- team services (marker `services`)
+# Real servers on loopback, started once per test run by the first test that needs them and
+# stopped at its end (tests/services/servers.py).
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A PostgreSQL server with a password-authenticated role (``.url(database)`` creates one)."""
+    from tests.services.servers import start_postgres
+
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A Redis server with a password."""
+    from tests.services.servers import start_redis
+
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory, postgres):
+    """An MLflow tracking server on ``postgres`` with basic authentication and proxied artifacts."""
+    from tests.services.servers import start_mlflow_server
+
+    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow_server"), postgres)
+    yield server
+    server.stop()
