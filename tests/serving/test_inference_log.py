@@ -106,3 +106,26 @@ def test_while_flushes_fail_the_oldest_rows_beyond_the_buffer_are_dropped(tmp_pa
         log.append(_batch(name, 2))
         log.flush()
     assert log.pending_rows == 4
+
+
+def test_feature_json_of_many_batches_keeps_each_batch_its_own_columns_and_order():
+    """Batches are converted together per column set; each row keeps its batch's columns, values and place."""
+    now = datetime.now(timezone.utc)
+    champion, challenger = feature_rows(700, seed=3), feature_rows(5, seed=4).drop(columns=["tenure_days"])
+    champion.iloc[3, 0] = np.nan  # a missing value is null, not NaN
+    batches = []
+    for k in range(300):  # more than one conversion chunk, the two column sets interleaved
+        features = challenger.iloc[[k % 5]] if k % 7 == 0 else champion.iloc[2 * k : 2 * k + 2]
+        batches.append(LogBatch(
+            request_id=f"r{k}", logged_at=now, endpoint="score", role="champion", served=True, model_name="m",
+            model_version="1", threshold=0.5, row_indices=list(range(len(features))), customer_ids=[None] * len(features),
+            features=features, probabilities=np.full(len(features), 0.25), latency_ms=1.0,
+        ))
+    logged = to_arrow(batches).column("features").to_pylist()
+    expected = [
+        json.dumps({k: (None if pd.isna(v) else v) for k, v in row.items()}, default=str)
+        for batch in batches for row in batch.features.astype(object).to_dict("records")
+    ]
+    assert logged == expected
+    assert json.loads(logged[2])[champion.columns[0]] is None  # batch 1 holds rows 2 and 3
+    assert "tenure_days" not in json.loads(logged[0]) and "tenure_days" in json.loads(logged[1])

@@ -39,6 +39,7 @@ KEY_SEPARATOR = "\x1f"
 ROW_HASH = "_row_hash"
 SOURCE_VERSION = "_source_version"
 PUBLISHED_AT = "_published_at"
+FOUND = "_found"
 _KEY = "_key"
 _META = "_online_tables"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -121,6 +122,22 @@ class OnlineStore(abc.ABC):
     def get_many(self, requests: dict[str, list[str]]) -> dict[str, dict[str, dict[str, Any]]]:
         """``get`` for several tables; stores that can, answer from one consistent snapshot."""
         return {table: self.get(table, keys) for table, keys in requests.items()}
+
+    def read(self, requests: dict[str, list[str]]) -> dict[str, pa.Table]:
+        """Per table, one row per requested key in request order: the stored schema's columns,
+        ``_source_version``, ``_published_at`` and ``_found`` (false, with nulls, for a missing key).
+        This default goes through :meth:`get_many`; stores override it to build the arrays directly."""
+        stored = self.get_many(requests)
+        tables = {}
+        for table, keys in requests.items():
+            schema = self.schema(table)
+            rows = [stored[table].get(str(key)) for key in keys]
+            columns = {FOUND: pa.array([row is not None for row in rows], pa.bool_())}
+            if schema is not None:
+                for field in [*schema, pa.field(SOURCE_VERSION, pa.int64()), pa.field(PUBLISHED_AT, _UTC_MICROS)]:
+                    columns[field.name] = pa.array([None if row is None else row.get(field.name) for row in rows], field.type)
+            tables[table] = pa.table(columns)
+        return tables
 
     def describe(self) -> str:
         """Where the store is, for logs (never credentials)."""

@@ -69,9 +69,34 @@ class LogBatch:
         return len(self.row_indices)
 
 
+_JSON_CHUNK = 256  # batches converted per pandas call: bounds how long one call holds the GIL
+
+
 def _feature_json(frame: pd.DataFrame) -> list[str]:
     records = frame.astype(object).where(frame.notna(), None).to_dict("records")
     return [json.dumps(record, default=str) for record in records]
+
+
+def _features_json(batches: list[LogBatch]) -> list[str]:
+    """Every batch's feature rows as JSON, in batch order.
+
+    Batches with the same columns are converted together: pandas costs about 2 ms per call
+    whatever the size, and a flush of 1,000 one-row requests took 2-4 s of the GIL the request
+    threads share, one frame at a time (60-80 ms together)."""
+    texts: list[list[str]] = [[] for _ in batches]
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for position, batch in enumerate(batches):
+        groups.setdefault(tuple(batch.features.columns), []).append(position)
+    for members in groups.values():
+        for start in range(0, len(members), _JSON_CHUNK):
+            chunk = members[start : start + _JSON_CHUNK]
+            frames = [batches[position].features for position in chunk]
+            rows = _feature_json(frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True))
+            offset = 0
+            for position in chunk:
+                size = len(batches[position].features)
+                texts[position], offset = rows[offset : offset + size], offset + size
+    return [text for batch_texts in texts for text in batch_texts]
 
 
 def to_arrow(batches: list[LogBatch]) -> pa.Table:
@@ -94,8 +119,8 @@ def to_arrow(batches: list[LogBatch]) -> pa.Table:
         columns["threshold"] += [batch.threshold] * n
         columns["decision"] += [None if batch.threshold is None else int(p >= batch.threshold) for p in probabilities]
         columns["latency_ms"] += [batch.latency_ms] * n
-        columns["features"] += _feature_json(batch.features)
         columns["flags"] += list(batch.flags) if batch.flags is not None else [[] for _ in range(n)]
+    columns["features"] = _features_json(batches)
     return pa.Table.from_pydict(columns, schema=SCHEMA)
 
 
