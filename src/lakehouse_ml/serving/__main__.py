@@ -6,7 +6,8 @@
 ``serving`` parameters, model name, feature contracts, MLflow store and credentials. The token
 comes from ``LAKEHOUSE_ML_SERVING_TOKEN`` or ``conf/<env>/credentials.yml`` (``serving.token``);
 without one the service refuses to start unless ``serving.auth: disabled``. ``--host`` and
-``--port`` override ``serving.host``/``serving.port``. One process, one worker: the releases live
+``--port`` override ``serving.host``/``serving.port``; ``--conf-source`` reads another configuration
+folder, as ``kedro run --conf-source`` does. One process, one worker: the releases live
 in its memory and are swapped in place (``POST /admin/reload`` or every ``poll_interval_s``).
 """
 
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, load the settings and run uvicorn until interrupted."""
     parser = argparse.ArgumentParser(prog="python -m lakehouse_ml.serving", description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="local", help="Kedro environment (default: local)")
+    parser.add_argument("--conf-source", default=None, help="configuration folder (default: the project's conf/), as kedro's --conf-source")
     parser.add_argument("--host", default=None, help="bind address (default: serving.host)")
     parser.add_argument("--port", type=int, default=None, help="port (default: serving.port)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from lakehouse_ml.serving.config import SettingsError, load_settings
 
     try:
-        settings = load_settings(args.env)
+        settings = load_settings(args.env, conf_source=args.conf_source)
     except SettingsError as error:
         print(f"lakehouse_ml.serving: {error}", file=sys.stderr)
         return 2
