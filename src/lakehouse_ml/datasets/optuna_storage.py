@@ -31,7 +31,9 @@ class OptunaStorageError(DatasetError):
 def storage_label(url: str | URL) -> str:
     """``<dialect>://host:port/database`` without user or password, for messages and logs."""
     parsed = make_url(url) if isinstance(url, str) else url
-    return parsed.set(username=None, password=None).render_as_string(hide_password=True)
+    # URL.set() ignores None, so the URL is rebuilt without its user and password.
+    bare = URL.create(parsed.drivername, host=parsed.host, port=parsed.port, database=parsed.database, query=parsed.query)
+    return bare.render_as_string(hide_password=True)
 
 
 def _parse(url: Any) -> URL:
@@ -43,7 +45,7 @@ def _parse(url: Any) -> URL:
         )
     try:
         parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
         # The URL itself is not repeated: a mistyped one may still hold a password.
         raise OptunaStorageError(
             f"{ENTRY}: `url` is not a database URL; expected e.g. sqlite:///data/06_models/dev/optuna.db "
