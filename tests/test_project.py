@@ -63,7 +63,8 @@ def test_models_and_reports_are_kept_per_environment(registry, env, catalog_name
     assert {"tuning_study_result", "candidate@pointer", "candidate_provenance"} <= set(local)
     for name, path in local.items():
         assert f"/{catalog_name}/" in path, (name, path)
-    assert f"/06_models/{catalog_name}/" in config["parameters"]["tuning"]["storage"]
+    assert f"/06_models/{catalog_name}/" in config["catalog"]["optuna_storage"]["url"]
+    assert "storage" not in config["parameters"]["tuning"]
     assert config["parameters"]["registry"]["model_name"] == f"{catalog_name}.ml.churn_classifier"
     assert config["catalog"]["champion_model_for_evaluation"]["model_name"] == f"{catalog_name}.ml.churn_classifier"
 

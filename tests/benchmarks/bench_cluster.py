@@ -125,12 +125,12 @@ def phase_tuning(args: argparse.Namespace) -> dict[str, Any]:
         columns = {"numeric": numeric, "categorical": ["t__plan"], "imputation": {}}
         tuning = {
             **project_config("local")["parameters"]["tuning"],
-            "n_trials": args.trials, "n_jobs": 2, "timeout_s": None,
-            "storage": f"sqlite:///{Path(args.workdir) / f'optuna_{time.time_ns()}.db'}", "study_name": "bench",
+            "n_trials": args.trials, "n_jobs": 2, "timeout_s": None, "study_name": "bench",
         }
+        storage = f"sqlite:///{Path(args.workdir) / f'optuna_{time.time_ns()}.db'}"
         fit_batch = batch_fitter("spark" if url else "threads", train, folds, columns, int(tuning["seed"]))
         started = time.perf_counter()
-        result = run_study(train, folds, tuning["search_space"], tuning, None, columns, fit_batch)
+        result = run_study(train, folds, tuning["search_space"], tuning, None, columns, fit_batch, storage)
         seconds = time.perf_counter() - started
     finally:
         ENGINE.stop()

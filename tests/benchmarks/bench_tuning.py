@@ -8,9 +8,9 @@ Run from the project root after ``kedro run`` (it reads the default training set
 The study is the project's own: ``prepare_tuning`` + ``run_study`` from
 ``lakehouse_ml.pipelines.tuning.nodes`` with ``tuning`` from the project's parameters
 (``project_config("local")``), changed only in ``n_trials`` (``--trials``), ``n_jobs``,
-``timeout_s`` (none: every variant runs exactly ``--trials`` trials), ``storage`` (a fresh Optuna
-SQLite file in ``--workdir`` per measurement, or in-memory) and a unique ``study_name``, so no run
-ever resumes another. Per repeat, in one process, three variants are timed:
+``timeout_s`` (none: every variant runs exactly ``--trials`` trials) and a unique ``study_name``;
+the study storage (the ``optuna_storage`` catalog entry in a project run) is a fresh Optuna SQLite
+file in ``--workdir`` per measurement, or in-memory, so no run ever resumes another. Per repeat, in one process, three variants are timed:
 
 1. ``untracked n_jobs=1``: ``parent_run_id=None``, trials run one after another;
 2. ``tracked   n_jobs=1``: the same study (same seed, same trial count) under a parent MLflow
@@ -148,14 +148,13 @@ def load_inputs(training_set_path: str) -> tuple[dict[str, Any], tuple]:
     return params, prepared
 
 
-def tuning_for(base: dict[str, Any], trials: int, n_jobs: int, storage: str | None, tag: str) -> dict[str, Any]:
-    """The project's ``tuning`` dict for one measurement: fresh storage, unique study, no timeout."""
+def tuning_for(base: dict[str, Any], trials: int, n_jobs: int, tag: str) -> dict[str, Any]:
+    """The project's ``tuning`` dict for one measurement: unique study, no timeout."""
     return {
         **base,
         "n_trials": trials,
         "n_jobs": n_jobs,
         "timeout_s": None,
-        "storage": storage,
         "study_name": f"bench_{tag}_{uuid.uuid4().hex[:8]}",
     }
 
@@ -243,14 +242,14 @@ class LoggingClock:
         return wrapper
 
 
-def timed_study(prepared: tuple, tuning: dict[str, Any], parent_run_id: str | None) -> dict[str, Any]:
+def timed_study(prepared: tuple, tuning: dict[str, Any], parent_run_id: str | None, storage: str | None) -> dict[str, Any]:
     """``run_study`` timed: wall and CPU seconds, load average around it, and the study's result."""
     from lakehouse_ml.pipelines.tuning.nodes import run_study
 
     train, folds, _test, columns = prepared
     load_before = load_average()
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    result = run_study(train, folds, tuning["search_space"], tuning, parent_run_id, columns)
+    result = run_study(train, folds, tuning["search_space"], tuning, parent_run_id, columns, storage=storage)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     finished = result["trial_counts"]["complete"] + result["trial_counts"]["pruned"]
     return {
@@ -274,11 +273,12 @@ def measure(variant: tuple[str, int, bool], prepared: tuple, params: dict, args:
 
     label, n_jobs, tracked = variant
     tag = f"{'tracked' if tracked else 'untracked'}_j{n_jobs}_r{repeat}"
-    tuning = tuning_for(params["tuning"], args.trials, n_jobs, optuna_storage(args.storage, workdir, tag), tag)
+    tuning = tuning_for(params["tuning"], args.trials, n_jobs, tag)
+    storage = optuna_storage(args.storage, workdir, tag)
     if not tracked:
-        return {"label": label, **timed_study(prepared, tuning, None)}
+        return {"label": label, **timed_study(prepared, tuning, None, storage)}
     with mlflow.start_run(experiment_id=experiment_id, run_name=tag) as parent, LoggingClock() as clock:
-        row = timed_study(prepared, tuning, parent.info.run_id)
+        row = timed_study(prepared, tuning, parent.info.run_id, storage)
     return {"label": label, **row, "logging": clock.seconds, "logging_calls": clock.calls,
             "nested": nested_runs(experiment_id, parent.info.run_id)}
 
@@ -287,8 +287,8 @@ def warm_up(prepared: tuple, params: dict, trials: int) -> float:
     """An untimed in-memory study of ``trials`` trials (imports, first fits); its wall seconds."""
     if trials <= 0:
         return 0.0
-    tuning = tuning_for(params["tuning"], trials, 1, None, "warmup")
-    return timed_study(prepared, tuning, None)["wall"]
+    tuning = tuning_for(params["tuning"], trials, 1, "warmup")
+    return timed_study(prepared, tuning, None, None)["wall"]
 
 
 # ================================================================ reporting

@@ -1,5 +1,5 @@
 """Datasets of this project: Delta tables (Spark, pandas, metadata, versions), landing deliveries and
-every feature table as one mapping, MLflow models with a signature computed by the node, the model registry, the online store."""
+every feature table as one mapping, MLflow models with a signature computed by the node, the model registry, the online store, the Optuna study storage."""
 
 from lakehouse_ml.datasets.delta import DeltaMetadataDataset, PandasDeltaDataset, SparkDeltaDataset
 from lakehouse_ml.datasets.delta_versions import DeltaVersions, SparkDeltaVersionsDataset
@@ -13,6 +13,7 @@ from lakehouse_ml.datasets.mlflow_model import (
     RegisteredModelAliasDataset,
 )
 from lakehouse_ml.datasets.online_store import OnlineStoreDataset
+from lakehouse_ml.datasets.optuna_storage import OptunaStorageDataset
 from lakehouse_ml.datasets.simulated_landing import SimulatedLandingDataset
 from lakehouse_ml.datasets.registry import AuditTableDataset, CandidateRunDataset, ModelRegistryDataset, ReleaseContextDataset
 
@@ -30,6 +31,7 @@ __all__ = [
     "MlflowSignedModelDataset",
     "ModelRegistryDataset",
     "OnlineStoreDataset",
+    "OptunaStorageDataset",
     "PandasDeltaDataset",
     "PandasFrameDeltaDataset",
     "RegisteredModelAliasDataset",

@@ -13,13 +13,13 @@ import pytest
 from lakehouse_ml.capabilities import python_runs_on_executors
 from lakehouse_ml.pipelines.tuning.executors import batch_fitter
 from lakehouse_ml.pipelines.tuning.nodes import run_study
-from tests.pipelines.tuning.test_nodes import SEARCH_SPACE, _folds, _synthetic, _tuning, nested_trial_runs
+from tests.pipelines.tuning.test_nodes import SEARCH_SPACE, _folds, _storage, _synthetic, _tuning, nested_trial_runs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def trials(tmp_path, name: str) -> list[tuple]:
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.load_study(study_name=name, storage=_storage(tmp_path))
     return [(t.number, t.state.name, t.params, t.value, t.intermediate_values) for t in study.trials]
 
 
@@ -32,8 +32,8 @@ def test_spark_tasks_give_the_trials_local_threads_give_pruning_included(spark, 
         fit_batch = batch_fitter(executor, frame, folds, columns, 7)
         assert (fit_batch is None) is (executor == "threads")
         run_study(
-            frame, folds, SEARCH_SPACE, {**_tuning(tmp_path, name, n_trials=8, n_jobs=2), **tuning}, None,
-            columns, fit_batch,
+            frame, folds, SEARCH_SPACE, {**_tuning(name, n_trials=8, n_jobs=2), **tuning}, None,
+            columns, fit_batch, _storage(tmp_path),
         )
     local, on_spark = trials(tmp_path, "threads"), trials(tmp_path, "spark")
     assert on_spark == local and len(local) == 8
@@ -47,7 +47,8 @@ def test_a_configuration_that_fails_in_a_task_ends_as_failed_and_the_study_goes_
     folds = [([first], valid) for _, valid in _folds(frame)]
     columns = {"numeric": ["x"], "categorical": ["plan"], "imputation": {}}
     fit_batch = batch_fitter("spark", frame, folds, columns, 7)
-    result = run_study(frame, folds, SEARCH_SPACE, _tuning(tmp_path, "failing", n_trials=2, n_jobs=2), None, columns, fit_batch)
+    result = run_study(frame, folds, SEARCH_SPACE, _tuning("failing", n_trials=2, n_jobs=2), None, columns, fit_batch,
+                        _storage(tmp_path))
     assert result["trial_counts"]["fail"] == 2 and result["best_value"] is None
 
 

@@ -158,12 +158,14 @@ def _synthetic(n_cutoffs: int = 6, per_cutoff: int = 40) -> pd.DataFrame:
     return frame
 
 
-def _tuning(tmp_path, study_name: str, n_trials: int = 4, n_jobs: int = 1) -> dict:
-    """Seeded tuning parameters with a tmp SQLite storage."""
-    return {
-        "seed": 7, "n_trials": n_trials, "timeout_s": None, "n_jobs": n_jobs,
-        "storage": f"sqlite:///{tmp_path / 'optuna.db'}", "study_name": study_name,
-    }
+def _tuning(study_name: str, n_trials: int = 4, n_jobs: int = 1) -> dict:
+    """Seeded tuning parameters."""
+    return {"seed": 7, "n_trials": n_trials, "timeout_s": None, "n_jobs": n_jobs, "study_name": study_name}
+
+
+def _storage(tmp_path) -> str:
+    """A tmp SQLite storage."""
+    return f"sqlite:///{tmp_path / 'optuna.db'}"
 
 
 def _folds(frame: pd.DataFrame) -> list:
@@ -174,8 +176,8 @@ def _folds(frame: pd.DataFrame) -> list:
 def test_run_study_is_reproducible_with_the_same_seed(tmp_path):
     """Two studies with the same seed choose the same best params and value."""
     frame = _synthetic()
-    first = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning(tmp_path, "a"), None)
-    second = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning(tmp_path, "b"), None)
+    first = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning("a"), None, storage=_storage(tmp_path))
+    second = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning("b"), None, storage=_storage(tmp_path))
     assert first["best_params"] == second["best_params"]
     assert first["best_value"] == second["best_value"]
     assert first["n_trials"] == second["n_trials"] == 4
@@ -189,11 +191,11 @@ def test_parallel_trials_reproduce_every_trial_with_the_same_seed(tmp_path):
     frame = _synthetic()
     tuning = {"pruner": {"n_startup_trials": 2}}
     runs = [
-        run_study(frame, _folds(frame), SEARCH_SPACE, {**_tuning(tmp_path, name, n_trials=8, n_jobs=2), **tuning}, None)
+        run_study(frame, _folds(frame), SEARCH_SPACE, {**_tuning(name, n_trials=8, n_jobs=2), **tuning}, None, storage=_storage(tmp_path))
         for name in ("parallel_a", "parallel_b")
     ]
     trials = [
-        [(t.number, t.state.name, t.params, t.value) for t in optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials]
+        [(t.number, t.state.name, t.params, t.value) for t in optuna.load_study(study_name=name, storage=_storage(tmp_path)).trials]
         for name in ("parallel_a", "parallel_b")
     ]
     assert trials[0] == trials[1] and len(trials[0]) == 8
@@ -206,7 +208,7 @@ def test_a_failing_configuration_ends_as_failed_and_the_study_goes_on(tmp_path):
     frame = _synthetic()
     frame.loc[frame["cutoff_ts"] == sorted(frame["cutoff_ts"].unique())[0], "churned"] = 0
     single_class_first = [([sorted(frame["cutoff_ts"].unique())[0]], train_valid[1]) for train_valid in _folds(frame)]
-    result = run_study(frame, single_class_first, SEARCH_SPACE, _tuning(tmp_path, "failing", n_trials=2), None)
+    result = run_study(frame, single_class_first, SEARCH_SPACE, _tuning("failing", n_trials=2), None, storage=_storage(tmp_path))
     assert result["trial_counts"]["fail"] == 2 and result["best_value"] is None and result["best_params"] == {}
 
 
@@ -225,8 +227,8 @@ def test_an_error_in_one_parallel_trial_fails_it_alone_and_stops_the_run(tmp_pat
     monkeypatch.setattr(nodes, "fold_scores", failing_for_forests)
     frame = _synthetic()
     with pytest.raises(RuntimeError, match="lost the store"):
-        run_study(frame, _folds(frame), SEARCH_SPACE, _tuning(tmp_path, "raising", n_trials=8, n_jobs=2), None)
-    trials = optuna.load_study(study_name="raising", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+        run_study(frame, _folds(frame), SEARCH_SPACE, _tuning("raising", n_trials=8, n_jobs=2), None, storage=_storage(tmp_path))
+    trials = optuna.load_study(study_name="raising", storage=_storage(tmp_path)).trials
     states = {t.number: (t.params["family"], t.state.name) for t in trials}
     assert "RUNNING" not in {state for _, state in states.values()}
     assert all(state == "FAIL" for family, state in states.values() if family == "random_forest")
@@ -236,12 +238,43 @@ def test_an_error_in_one_parallel_trial_fails_it_alone_and_stops_the_run(tmp_pat
 def test_run_study_resumes_up_to_the_total_budget(tmp_path):
     """2 trials, then the same study with n_trials=4: 4 trials in the storage, not 6."""
     frame = _synthetic()
-    first = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning(tmp_path, "resume", n_trials=2), None)
-    second = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning(tmp_path, "resume", n_trials=4), None)
+    first = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning("resume", n_trials=2), None, storage=_storage(tmp_path))
+    second = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning("resume", n_trials=4), None, storage=_storage(tmp_path))
     assert (first["n_trials"], first["trials_this_run"]) == (2, 2)
     assert (second["n_trials"], second["trials_this_run"]) == (4, 2)
-    stored = optuna.load_study(study_name="resume", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    stored = optuna.load_study(study_name="resume", storage=_storage(tmp_path))
     assert len(stored.trials) == 4
+
+
+def stored_trials(storage: str, name: str) -> list[tuple]:
+    """Number, state, params, value and fold reports of every stored trial of study ``name``."""
+    study = optuna.load_study(study_name=name, storage=storage)
+    return [(t.number, t.state.name, t.params, t.value, t.intermediate_values) for t in study.trials]
+
+
+def test_a_resumed_study_draws_the_trials_an_uninterrupted_one_draws(tmp_path):
+    """Stopped after 4 of 8 trials (between batches) and resumed by a fresh run: the same 8 trials,
+    params, values and pruning, as 8 trials in one go; the TPE draws after the startup trials too."""
+    frame, tuning = _synthetic(), {"pruner": {"n_startup_trials": 2}}
+    storage = _storage(tmp_path)
+    run_study(frame, _folds(frame), SEARCH_SPACE, {**_tuning("whole", n_trials=8, n_jobs=2), **tuning}, None, storage=storage)
+    for n_trials in (4, 8):
+        run_study(frame, _folds(frame), SEARCH_SPACE, {**_tuning("resumed", n_trials=n_trials, n_jobs=2), **tuning}, None,
+                  storage=storage)
+    whole = stored_trials(storage, "whole")
+    assert stored_trials(storage, "resumed") == whole and len(whole) == 8
+    assert {state for _, state, *_ in whole} == {"COMPLETE", "PRUNED"}
+
+
+def test_the_moved_storage_setting_is_refused_naming_the_catalog_entry(tmp_path):
+    """`tuning.storage` is no longer read: a config still setting it fails before any trial."""
+    frame = _synthetic()
+    tuning = {**_tuning("moved"), "storage": _storage(tmp_path)}
+    with pytest.raises(ValueError, match=r"tuning.storage: no longer read; the study storage is the catalog entry `optuna_storage`"):
+        run_study(frame, _folds(frame), SEARCH_SPACE, tuning, None)
+    with pytest.raises(ValueError, match="tuning.storage: no longer read"):
+        prepare_tuning(frame, {}, None, {"n_folds": 2, "test_cutoffs": 1, "storage": "sqlite:///x.db"})
+    assert not (tmp_path / "optuna.db").exists()
 
 
 def nested_trial_runs(tmp_path, n_jobs: int = 1, **study_args) -> list:
@@ -255,7 +288,8 @@ def nested_trial_runs(tmp_path, n_jobs: int = 1, **study_args) -> list:
     mlflow.set_tracking_uri(uri)
     try:
         result = run_study(
-            frame, _folds(frame), SEARCH_SPACE, _tuning(tmp_path, "nested", n_trials=3, n_jobs=n_jobs), parent, **study_args
+            frame, _folds(frame), SEARCH_SPACE, _tuning("nested", n_trials=3, n_jobs=n_jobs), parent,
+            storage=_storage(tmp_path), **study_args
         )
     finally:
         mlflow.set_tracking_uri(previous)
@@ -329,5 +363,7 @@ def test_prepare_tuning_leaves_a_constant_feature_out_saying_so_or_fails_when_to
 def test_pipeline_wires_training_set_and_params():
     """The pipeline reads the pandas training set and the tuning params and outputs the study result."""
     pipeline = create_pipeline()
-    assert {"training_set@pandas", "params:feature_tables", "params:on_demand_features", "params:tuning"} <= pipeline.inputs()
+    assert {
+        "training_set@pandas", "params:feature_tables", "params:on_demand_features", "params:tuning", "optuna_storage"
+    } <= pipeline.inputs()
     assert pipeline.outputs() == {"tuning_study_result", "tuning_test_cutoffs"}

@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import datetime
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy.exc
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
@@ -297,9 +298,33 @@ def _evaluator(
     return evaluate
 
 
+def _batch_sampler(seed: int, first_number: int) -> optuna.samplers.TPESampler:
+    """A TPE sampler for the batch starting at trial ``first_number``, seeded by the study's seed
+    and that number: the draws then depend on the seed, the trial numbers and the trials in the
+    storage only, not on how many batches this process drew before, so a study interrupted between
+    batches and resumed by another process draws what an uninterrupted run would."""
+    entropy = np.random.SeedSequence([seed, first_number]).generate_state(1)[0]
+    return optuna.samplers.TPESampler(seed=int(entropy))
+
+
+def _holds_budget(trial: optuna.trial.FrozenTrial, stale_after_s: float | None) -> bool:
+    """Whether a stored trial takes a slot of ``n_trials``: finished, or running in a live process.
+
+    A trial RUNNING for longer than the run's ``timeout_s`` belongs to a process that died
+    without telling it (killed, or its connection lost): it holds no slot, so a resumed study
+    still reaches ``n_trials``. Without a timeout every RUNNING trial holds its slot.
+    """
+    if trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+        return True
+    if trial.state != optuna.trial.TrialState.RUNNING:
+        return False
+    started = trial.datetime_start
+    return stale_after_s is None or started is None or (datetime.now() - started).total_seconds() < stale_after_s
+
+
 def _optimize_in_batches(
     study: optuna.Study, evaluate, search_space: dict, n_trials: int, timeout_s: float | None, n_jobs: int, callback,
-    fit_batch: BatchFitter | None = None,
+    fit_batch: BatchFitter | None = None, *, budget: int | None = None, seed: int | None = None,
 ) -> None:
     """Run ``n_trials`` trials, ``n_jobs`` at a time, reproducibly.
 
@@ -307,7 +332,13 @@ def _optimize_in_batches(
     fitting runs in parallel, and the results are told back in trial order. TPE draws then depend
     only on the seed and the finished trials, never on thread timing, so ``n_jobs: 2`` reproduces
     a run as exactly as ``n_jobs: 1`` (the median pruner compares with completed trials only,
-    which are told between batches). ``timeout_s`` is checked before each batch.
+    which are told between batches). ``timeout_s`` is checked before each batch. With ``seed``,
+    each batch gets its own sampler (:func:`_batch_sampler`), so resuming reproduces too.
+
+    ``budget`` is the study's ``n_trials`` across every process working on it (a shared storage):
+    a batch only takes the slots no stored trial holds, and a trial another process asked at the
+    same moment that would go past the budget is told FAIL at once (tagged ``over_budget``), so
+    the study ends with exactly ``budget`` finished trials.
 
     ``fit_batch`` computes a batch's fold scores elsewhere (Spark executors); without it the
     trials are fitted in ``n_jobs`` local threads.
@@ -325,11 +356,21 @@ def _optimize_in_batches(
 
     with ThreadPoolExecutor(max_workers=max(1, n_jobs), thread_name_prefix="trial") as pool:
         while told < n_trials and (timeout_s is None or time.monotonic() - started < timeout_s):
+            size = min(max(1, n_jobs), n_trials - told)
+            if budget is not None:
+                stored = study.get_trials(deepcopy=False)
+                size = min(size, budget - sum(_holds_budget(t, timeout_s) for t in stored))
+                if size <= 0:
+                    break  # the remaining slots are being fitted by other processes
+            if seed is not None:
+                study.sampler = _batch_sampler(seed, len(study.get_trials(deepcopy=False)))
             batch, outcomes, error = [], [], None
             try:
-                for _ in range(min(max(1, n_jobs), n_trials - told)):
+                for _ in range(size):
                     trial = study.ask()
                     batch.append((trial, suggest(trial, search_space)))
+                if budget is not None:
+                    batch = _within_budget(study, batch, budget, timeout_s)
                 if fit_batch is None:
                     futures = [pool.submit(evaluate_with_share, trial, family, params) for trial, (family, params) in batch]
                     # Every fit ends before any trial is told: a trial whose fit raised fails alone.
@@ -359,6 +400,23 @@ def _optimize_in_batches(
                 callback(study, frozen)
             if error is not None:
                 raise error
+            if not batch:
+                break  # other processes took every slot this batch asked for
+
+
+def _within_budget(study: optuna.Study, batch: list, budget: int, stale_after_s: float | None) -> list:
+    """The asked trials that fit in the budget; the others (another process asked for the same
+    last slots at the same moment) are told FAIL now, before any fit, tagged ``over_budget``."""
+    stored = study.get_trials(deepcopy=False)
+    kept = []
+    for trial, config in batch:
+        ahead = sum(_holds_budget(t, stale_after_s) for t in stored if t.number < trial.number)
+        if ahead < budget:
+            kept.append((trial, config))
+            continue
+        trial.set_user_attr("over_budget", True)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return kept
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -396,33 +454,69 @@ def _model_params(best_params: dict[str, Any]) -> dict[str, Any]:
     return {k.removeprefix(prefix): v for k, v in best_params.items() if k.startswith(prefix)}
 
 
-def _ensure_sqlite_folder(storage: str | None) -> None:
-    """Create the folder of a relative or absolute ``sqlite:///<file>`` storage if missing."""
-    if storage and storage.startswith("sqlite:///") and ":memory:" not in storage:
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+def _refuse_moved_settings(tuning: dict[str, Any]) -> None:
+    """Fail on settings that moved out of ``tuning``, saying where they went."""
+    if "extra_numeric" in tuning:
+        raise ValueError(
+            "tuning.extra_numeric: no longer read; declare the feature in on_demand_features "
+            "(conf/<env>/parameters_on_demand_features.yml), numeric or categorical by its type"
+        )
+    if "storage" in tuning:
+        raise ValueError(
+            "tuning.storage: no longer read; the study storage is the catalog entry `optuna_storage` "
+            "(conf/<env>/catalog*.yml: `url`, and `credentials: optuna_storage` for a database server, "
+            "its username and password in conf/<env>/credentials.yml)"
+        )
+
+
+def _storage_failure(storage: str | optuna.storages.BaseStorage | None, error: Exception) -> Exception:
+    """A database error mid-run as an error naming the storage (never its password) and the setting."""
+    from lakehouse_ml.datasets.optuna_storage import ENTRY, OptunaStorageError, storage_label
+
+    url = storage if isinstance(storage, str) else getattr(storage, "url", None)
+    label = storage_label(url) if url else "in memory"
+    return OptunaStorageError(
+        f"Optuna study storage {label}: {type(error).__name__} mid-run (a lost connection?); the trials told "
+        f"before it are kept and a re-run resumes the study. Check the server behind the catalog entry "
+        f"`{ENTRY}`'s `url`"
+    )
 
 
 def run_study(
     train: pd.DataFrame, folds: list[Fold], search_space: dict, tuning: dict, parent_run_id: str | None,
     columns: dict[str, Any] | None = None, fit_batch: BatchFitter | None = None,
+    storage: str | optuna.storages.BaseStorage | None = None,
 ) -> dict:
     """Run (or resume) the Optuna study up to ``n_trials`` finished trials; best params, value and counts.
 
-    ``columns`` (numeric, categorical, imputation) comes from :func:`feature_columns`; without it
-    the columns are inferred from the dtypes with median imputation. ``n_jobs`` trials are fitted
-    at a time, reproducibly (see :func:`_optimize_in_batches`): in local threads, or by
-    ``fit_batch`` (Spark executors) when given.
+    ``storage`` is where the study lives (the ``optuna_storage`` catalog entry loads it; a URL
+    string works too, ``None`` keeps it in memory). ``columns`` (numeric, categorical, imputation)
+    comes from :func:`feature_columns`; without it the columns are inferred from the dtypes with
+    median imputation. ``n_jobs`` trials are fitted at a time, reproducibly (see
+    :func:`_optimize_in_batches`): in local threads, or by ``fit_batch`` (Spark executors) when
+    given. Several processes may work on one study in a shared storage: together they stop at
+    ``n_trials``. A database error mid-run fails naming the storage.
     """
-    columns = columns or infer_columns(train)
-    _ensure_sqlite_folder(tuning.get("storage"))
+    _refuse_moved_settings(tuning)
+    try:
+        return _run_study(train, folds, search_space, tuning, parent_run_id, columns or infer_columns(train), fit_batch, storage)
+    except sqlalchemy.exc.DBAPIError as error:
+        raise _storage_failure(storage, error) from error
+
+
+def _run_study(
+    train: pd.DataFrame, folds: list[Fold], search_space: dict, tuning: dict, parent_run_id: str | None,
+    columns: dict[str, Any], fit_batch: BatchFitter | None, storage: str | optuna.storages.BaseStorage | None,
+) -> dict:
+    """:func:`run_study` without the storage error translation."""
     seed, n_trials = int(tuning["seed"]), int(tuning["n_trials"])
     pruner_config = tuning.get("pruner") or {}
     study = optuna.create_study(
         study_name=tuning["study_name"],
-        storage=tuning.get("storage"),
+        storage=storage,
         load_if_exists=True,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=_batch_sampler(seed, 0),
         pruner=optuna.pruners.MedianPruner(
             n_startup_trials=int(pruner_config.get("n_startup_trials", 5)),
             n_warmup_steps=int(pruner_config.get("n_warmup_steps", 0)),
@@ -440,6 +534,8 @@ def run_study(
         int(tuning.get("n_jobs", 1)),
         _progress(n_trials, started),
         fit_batch,
+        budget=n_trials,
+        seed=seed,
     )
     counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in optuna.trial.TrialState}
     completed = counts["complete"] > 0
@@ -476,11 +572,7 @@ def prepare_tuning(
     Fails when a feature is all-null in the tuning rows; a constant one is left out of the model
     with a warning (or fails: ``tuning.guards.constant_features``).
     """
-    if "extra_numeric" in tuning:
-        raise ValueError(
-            "tuning.extra_numeric: no longer read; declare the feature in on_demand_features "
-            "(conf/<env>/parameters_on_demand_features.yml), numeric or categorical by its type"
-        )
+    _refuse_moved_settings(tuning)
     folds, test = time_folds(
         training_set[CUTOFF].tolist(), int(tuning["n_folds"]), int(tuning["test_cutoffs"]), int(tuning.get("gap_cutoffs", 0))
     )
@@ -518,8 +610,12 @@ def _without_constant_features(train: pd.DataFrame, columns: dict[str, Any], pol
     }
 
 
-def tune(train: pd.DataFrame, folds: list[Fold], columns: dict[str, Any], tuning: dict[str, Any]) -> dict:
-    """Run the study with trials nested under the active MLflow run (the node's run), if any.
+def tune(
+    train: pd.DataFrame, folds: list[Fold], columns: dict[str, Any], tuning: dict[str, Any],
+    optuna_storage: optuna.storages.BaseStorage | str | None,
+) -> dict:
+    """Run the study in ``optuna_storage`` (the catalog entry) with trials nested under the active
+    MLflow run (the node's run), if any.
 
     ``tuning.executor`` says where trials are fitted: ``threads`` (local), ``spark`` (Spark tasks),
     or ``auto``: Spark tasks when the engine runs Python on executors, else local threads.
@@ -528,8 +624,10 @@ def tune(train: pd.DataFrame, folds: list[Fold], columns: dict[str, Any], tuning
 
     from lakehouse_ml.pipelines.tuning.executors import batch_fitter
 
+    _refuse_moved_settings(tuning)  # before the engine starts
     active = mlflow.active_run()
     fit_batch = batch_fitter(str(tuning.get("executor", "auto")), train, folds, columns, int(tuning["seed"]))
     return run_study(
-        train, folds, tuning["search_space"], tuning, active.info.run_id if active else None, columns, fit_batch
+        train, folds, tuning["search_space"], tuning, active.info.run_id if active else None, columns, fit_batch,
+        optuna_storage,
     )

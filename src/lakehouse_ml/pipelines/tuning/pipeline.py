@@ -15,7 +15,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["tuning_train", "tuning_folds", "tuning_test_cutoffs", "tuning_columns"],
                 name="prepare_tuning",
             ),
-            node(tune, ["tuning_train", "tuning_folds", "tuning_columns", "params:tuning"], "tuning_study_result", name="tune"),
+            node(
+                tune,
+                ["tuning_train", "tuning_folds", "tuning_columns", "params:tuning", "optuna_storage"],
+                "tuning_study_result",
+                name="tune",
+            ),
         ],
         tags=["tuning"],
     )
