@@ -622,7 +622,8 @@ def open_online_store(config: dict[str, Any]) -> OnlineStore:
     **kwargs}`` (any :class:`OnlineStore` subclass)."""
     if not isinstance(config, dict) or not config.get("type"):
         raise OnlineStoreError(f"online store configuration needs a 'type' (sqlite, redis or <module>.<Class>), got {config!r}")
-    options = {k: v for k, v in config.items() if k != "type"}
+    # A null option is one not given: an environment clears a base option (a SQLite path) with null.
+    options = {k: v for k, v in config.items() if k != "type" and v is not None}
     kind = str(config["type"])
     if kind == "sqlite":
         if not options.get("path"):
