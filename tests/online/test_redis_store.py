@@ -5,6 +5,7 @@ lost in the middle of a publish leaving the previous publish served whole."""
 from __future__ import annotations
 
 import logging
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import uuid
 import pandas as pd
 import pytest
 import redis
+import yaml
 from kedro.io.core import DatasetError
 
 from lakehouse_ml.datasets import OnlineStoreDataset
@@ -200,3 +202,37 @@ def test_sqlite_users_never_import_redis(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_the_team_environment_publishes_to_and_serves_from_redis(redis_server, tmp_path, monkeypatch):
+    """conf/team as shipped: the catalog's online store and the service's are the same Redis keys,
+    the password coming from credentials.yml (catalog) and the environment (service)."""
+    from kedro.io import DataCatalog
+
+    from lakehouse_ml.serving.config import ONLINE_STORE_PASSWORD_VARIABLE, TOKEN_VARIABLE, load_settings
+    from tests.helpers import PROJECT_ROOT, project_config
+
+    conf = tmp_path / "conf"
+    shutil.copytree(PROJECT_ROOT / "conf", conf, ignore=shutil.ignore_patterns("credentials*"))
+    namespace = f"test:{uuid.uuid4().hex}"
+    # What conf/team/globals.yml provides (kept by the team) and the git-ignored credentials.
+    globals_file = conf / "team" / "globals.yml"
+    team_globals = yaml.safe_load(globals_file.read_text()) if globals_file.exists() else {}
+    globals_file.write_text(yaml.safe_dump({**team_globals, "online_store_url": redis_server.url, "online_store_namespace": namespace}))
+    (conf / "team" / "credentials.yml").write_text(f"online_store:\n  password: {redis_server.password}\n")
+    config = project_config("team", conf_source=conf)
+    catalog = DataCatalog.from_config(config["catalog"], config["credentials"])
+    assert redis_server.password not in repr(catalog)
+    catalog.save("online_store", {"tables": {"a": _update(4, ["c1", "c2"], deleted=["c0"])}})
+    assert catalog.load("online_store_published")["tables"]["a"]["source_version"] == 4
+
+    (conf / "team" / "credentials.yml").unlink()
+    monkeypatch.setenv(TOKEN_VARIABLE, "t")
+    monkeypatch.setenv(ONLINE_STORE_PASSWORD_VARIABLE, redis_server.password)
+    settings = load_settings("team", conf)
+    assert settings.online_store["namespace"] == namespace and settings.online_store["url"] == redis_server.url
+    store = open_online_store(settings.online_store)
+    try:
+        assert store.read({"a": ["c2"]})["a"].column("orders_30d").to_pylist() == [4.0]
+    finally:
+        store.close()
