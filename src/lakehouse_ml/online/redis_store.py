@@ -67,6 +67,11 @@ def _schema_from(blob: bytes) -> pa.Schema:
     return pa.ipc.read_schema(pa.py_buffer(blob))
 
 
+def _decoded(rows: list[bytes | None]) -> list[list[Any]]:
+    """The stored rows (None skipped), parsed as one JSON document: one parser call, not one per row."""
+    return json.loads(b"[" + b",".join(raw for raw in rows if raw is not None) + b"]")
+
+
 def _decoder(data_type: pa.DataType) -> Callable[[Any], Any]:
     """Stored JSON value -> the value ``get`` returns (None stays None)."""
     if pa.types.is_timestamp(data_type):
@@ -353,10 +358,8 @@ class RedisOnlineStore(OnlineStore):
                 continue
             schema = _schema_from(blob)
             decoders = [(f.name, _decoder(f.type)) for f in schema]
-            for key, raw in zip(keys, rows):
-                if raw is None:
-                    continue
-                version, stamp, *values = json.loads(raw)
+            for key, stored in zip((k for k, raw in zip(keys, rows) if raw is not None), _decoded(rows)):
+                version, stamp, *values = stored
                 row = {name: None if i >= len(values) or values[i] is None else decode(values[i]) for i, (name, decode) in enumerate(decoders)}
                 row[SOURCE_VERSION], row[PUBLISHED_AT] = version, utc_from_micros(stamp)
                 found[table][str(key)] = row
@@ -374,12 +377,13 @@ class RedisOnlineStore(OnlineStore):
             target = read_schema(_schema_from(blob))
             width = len(target) - 1  # version, stamp and the values: _found is computed
             missing = [None] * width
+            stored = iter(_decoded(rows))
             decoded = []
             for raw in rows:
                 if raw is None:
                     decoded.append(missing)
                     continue
-                version, stamp, *values = json.loads(raw)
+                version, stamp, *values = next(stored)
                 decoded.append([*values, *missing[len(values) + 2 :], version, stamp])
             columns = list(zip(*decoded)) if decoded else [()] * width
             arrays = [_arrow_column(list(values), field.type) for values, field in zip(columns, target)]

@@ -32,6 +32,7 @@ key (in request order, duplicates kept), typed as :meth:`OnlineStore.schema`, pl
 from __future__ import annotations
 
 import abc
+import functools
 import importlib
 import json
 import math
@@ -320,7 +321,13 @@ def _serialised(schema: pa.Schema) -> bytes:
 
 
 def _deserialised(blob: bytes | None) -> pa.Schema | None:
-    return None if blob is None else pa.ipc.read_schema(pa.py_buffer(blob))
+    return None if blob is None else _schema_from(blob)
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_from(blob: bytes) -> pa.Schema:
+    # Every read parses its tables' schemas: the same few, parsed once.
+    return pa.ipc.read_schema(pa.py_buffer(blob))
 
 
 class SQLiteOnlineStore(OnlineStore):
@@ -576,11 +583,13 @@ class SQLiteOnlineStore(OnlineStore):
             ).fetchall()
         columns = list(zip(*fetched)) if fetched else [()] * (len(names) + 1)
         position = {key: i for i, key in enumerate(columns[0])}
-        # Each column is converted once over the fetched rows, then taken in request order.
+        # Each column is converted once over the fetched (unique) rows, then the rows are taken in
+        # request order: a missing key's index is null, so is its row.
         take = pa.array([position.get(key) for key in requested], pa.int64())
-        arrays = [_arrow_column(values, field.type).take(take) for values, field in zip(columns[1:], target)]
-        found = pc.is_valid(take)
-        return pa.Table.from_arrays([*arrays, found], schema=target)
+        arrays = [_arrow_column(values, field.type) for values, field in zip(columns[1:], target)]
+        fetched_table = pa.Table.from_arrays([*arrays, pa.array([True] * len(fetched), pa.bool_())], schema=target)
+        table = fetched_table.take(take)
+        return table.set_column(len(target) - 1, FOUND, pc.is_valid(take))
 
     def _read(self, connection: sqlite3.Connection, table: str, keys: list[str]) -> dict[str, dict[str, Any]]:
         meta = self._meta(connection, table)
