@@ -15,7 +15,6 @@ import pyarrow as pa
 import pytest
 import redis
 
-from lakehouse_ml.online.redis_store import RedisOnlineStore
 from lakehouse_ml.online.store import OnlineStore, OnlineStoreError, SQLiteOnlineStore, open_online_store
 
 UTC = timezone.utc

@@ -334,8 +334,9 @@ class SQLiteOnlineStore(OnlineStore):
     """The embedded online store: one SQLite file, one SQL table per feature table.
 
     WAL journal: readers (the service's threads, each with its own connection) read a
-    consistent snapshot while a publish writes; each ``upsert``/``delete`` is one transaction,
-    so a reader sees a table entirely before or after it. Writers queue on SQLite's lock
+    consistent snapshot while a publish writes; each ``publish`` (all its tables) and each
+    ``upsert``/``delete`` is one transaction, so a reader sees it entirely or not at all, and
+    ``get_many``/``read`` read every table in one snapshot. Writers queue on SQLite's lock
     (``busy_timeout``), also across processes.
     """
 
