@@ -231,6 +231,8 @@ def test_read_gives_typed_columns_in_request_order(store):
     assert table.column("orders_30d").to_pylist()[2] == 3.0 and table.column("orders_30d").null_count == 3
     assert result["never_published"].to_pydict() == {"_found": [False, False]}
     assert result["empty"].num_rows == 0
+    no_keys = store.read({"customer_activity": []})["customer_activity"]
+    assert no_keys.num_rows == 0 and no_keys.schema == table.schema
 
 
 def test_read_agrees_with_get_many(store):

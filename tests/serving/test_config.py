@@ -128,7 +128,8 @@ def test_a_password_in_the_serving_parameters_is_refused(conf, monkeypatch):
 def mlflow_environment(monkeypatch):
     """MLflow's credential variables unset, and restored after the test (load_settings sets them)."""
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "")  # records the variable's state, so undo removes what load_settings sets
+        monkeypatch.delenv(key)
     return monkeypatch
 
 
