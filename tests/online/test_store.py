@@ -206,6 +206,8 @@ def test_a_publish_returns_its_counts_per_table(store):
     assert store.table_state("b")["rows"] == 1 and store.table_state("b")["as_of"] == T0 and store.tables() == ["a", "b"]
     again = store.publish({"b": {"rows": _rows().iloc[:0], "deleted": ["c1", "c2"], "source_version": 5}})
     assert again == {"b": {"upserted": 0, "deleted": 1}} and store.table_state("b")["rows"] == 0
+    assert store.publish({"a": {"rows": None, "deleted": ["c1"]}}) == {"a": {"upserted": 0, "deleted": 1}}
+    assert store.table_state("a")["rows"] == 1 and store.table_state("a")["source_version"] == 1
 
 
 READ_KEYS = ["c2", "nobody", "c1", "c2"]

@@ -139,11 +139,11 @@ class OnlineStore(abc.ABC):
     def publish(self, updates: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
         """Apply a publish: per table ``rows`` upserted (with ``source_version``, ``key_columns``,
         ``contract_hash``, ``as_of``), then the ``deleted`` keys removed; returns per table
-        ``{"upserted": n, "deleted": n}``. Readers see the whole publish or none of it, except with
+        ``{"upserted": n, "deleted": n}`` (``rows`` None: deletions only). Readers see the whole publish or none of it, except with
         this default (table by table, for stores that cannot do better), which is not atomic."""
         counts = {}
         for table, update in updates.items():
-            written = self.upsert(
+            written = 0 if update.get("rows") is None else self.upsert(
                 table, update["rows"], source_version=update["source_version"], key_columns=update.get("key_columns"),
                 contract_hash=update.get("contract_hash"), as_of=update.get("as_of"),
             )
@@ -469,11 +469,14 @@ class SQLiteOnlineStore(OnlineStore):
     def publish(self, updates: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
         """See :meth:`OnlineStore.publish`: one write transaction over every table (readers keep
         their snapshot until it commits; an error rolls all of it back)."""
-        arrows = {checked_name(table): pa.Table.from_pandas(update["rows"], preserve_index=False) for table, update in updates.items()}
+        arrows = {
+            checked_name(table): None if update.get("rows") is None else pa.Table.from_pandas(update["rows"], preserve_index=False)
+            for table, update in updates.items()
+        }
         counts = {}
         with self._transaction() as connection:
             for table, update in updates.items():
-                written = self._upsert(connection, table, arrows[table], update)
+                written = 0 if arrows[table] is None else self._upsert(connection, table, arrows[table], update)
                 counts[table] = {"upserted": written, "deleted": self._delete(connection, table, list(update.get("deleted") or []))}
         return counts
 
