@@ -1,16 +1,19 @@
-"""The SQLite online store: typed round trips, replace/delete per key, recorded state, no-op
-publishes, concurrent readers during writes, and the store chosen by configuration."""
+"""The online stores, SQLite and Redis alike (the ``store`` fixture is each of them): typed round
+trips, replace/delete per key, recorded state, no-op publishes, all-or-nothing publishes across
+tables under concurrent readers, the columnar ``read``, and the store chosen by configuration."""
 
 from __future__ import annotations
 
 import hashlib
 import math
 import threading
+import uuid
 from datetime import datetime, timezone
 
 import pandas as pd
 import pyarrow as pa
 import pytest
+import redis
 
 from lakehouse_ml.online.store import OnlineStore, OnlineStoreError, SQLiteOnlineStore, open_online_store
 
@@ -33,9 +36,15 @@ def _rows(**overrides) -> pd.DataFrame:
     return frame.assign(**overrides)
 
 
-@pytest.fixture
-def store(tmp_path):
-    opened = SQLiteOnlineStore(str(tmp_path / "online" / "store.db"))
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.services)])
+def store(request, tmp_path):
+    """Each store: a fresh SQLite file, or the session's Redis under a namespace of this test's own."""
+    if request.param == "sqlite":
+        opened = open_online_store({"type": "sqlite", "path": str(tmp_path / "online" / "store.db")})
+    else:
+        server = request.getfixturevalue("redis_server")
+        opened = open_online_store({"type": "redis", "url": server.url, "password": server.password,
+                                    "namespace": f"test:{uuid.uuid4().hex}"})
     yield opened
     opened.close()
 
@@ -83,16 +92,29 @@ def test_an_upsert_replaces_whole_rows_per_key_and_delete_removes_them(store):
     assert store.delete("never_published", ["c1"]) == 0
 
 
-def _file_digest(store: SQLiteOnlineStore) -> list[str]:
-    files = [store.path, store.path.with_name(store.path.name + "-wal")]
-    return [hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.exists()]
+def _digest(store: OnlineStore, request: pytest.FixtureRequest) -> list:
+    """Everything the store holds: its files' bytes, or every Redis key of its namespace with its content."""
+    if isinstance(store, SQLiteOnlineStore):
+        files = [store.path, store.path.with_name(store.path.name + "-wal")]
+        return [hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.exists()]
+    server = request.getfixturevalue("redis_server")
+    client = redis.Redis.from_url(server.url, password=server.password)
+    content = []
+    for key in sorted(client.scan_iter(f"{store.namespace}:*")):
+        kind = client.type(key)
+        content.append((key, sorted(client.hgetall(key).items()) if kind == b"hash" else sorted(client.smembers(key))))
+    client.close()
+    assert content
+    return content
 
 
-def test_an_empty_upsert_of_the_same_version_writes_nothing_but_a_new_version_is_recorded(store):
+def test_an_empty_upsert_of_the_same_version_writes_nothing_but_a_new_version_is_recorded(store, request):
     store.upsert("t", _rows(), source_version=3, key_columns=["customer_id"], contract_hash="abc")
-    before, digest = store.table_state("t"), _file_digest(store)
+    before, digest = store.table_state("t"), _digest(store, request)
     assert store.upsert("t", _rows().iloc[:0], source_version=3, contract_hash="abc") == 0
-    assert store.table_state("t") == before and _file_digest(store) == digest
+    assert store.publish({"t": {"rows": _rows().iloc[:0], "deleted": [], "source_version": 3, "contract_hash": "abc"}}) == {
+        "t": {"upserted": 0, "deleted": 0}}
+    assert store.table_state("t") == before and _digest(store, request) == digest
     assert store.upsert("t", _rows().iloc[:0], source_version=4, contract_hash="abc") == 0
     after = store.table_state("t")
     assert after["source_version"] == 4 and after["rows"] == 2 and after["published_at"] > before["published_at"]
@@ -107,7 +129,14 @@ def test_bad_writes_name_table_and_problem(store):
         store.upsert("t", _rows(customer_id=["c1", None]), source_version=1, key_columns=["customer_id"])
     with pytest.raises(OnlineStoreError, match=r"table name must match"):
         store.get('x"; DROP TABLE y; --', ["c1"])
-    assert store.table_state("t") is None  # nothing half-written
+    with pytest.raises(OnlineStoreError, match=r"'t': column tags: Arrow type list<item: string> is not supported"):
+        store.upsert("t", _rows(tags=[["a"], ["b"]]), source_version=1, key_columns=["customer_id"])
+    # A bad table in a publish stops all of it: the good table before it is not written either.
+    good = {"rows": _rows(), "source_version": 1, "key_columns": ["customer_id"]}
+    with pytest.raises(OnlineStoreError, match=r"'t': one row per key expected"):
+        store.publish({"good": good, "t": {**good, "rows": _rows(customer_id=["c1", "c1"])}})
+    assert store.table_state("t") is None and store.table_state("good") is None  # nothing half-written
+    assert store.tables() == []
 
 
 def test_data_persists_in_the_file(tmp_path):
@@ -122,12 +151,22 @@ def test_data_persists_in_the_file(tmp_path):
 
 
 def test_readers_in_other_threads_see_each_publish_whole(store):
-    """Every read during a stream of publishes sees all keys of one publish, never a mix."""
+    """Every read during a stream of publishes sees one publish whole, never a mix: across keys and
+    across tables, upserts and deletions alike (through get_many and read)."""
     keys = [f"c{i:04d}" for i in range(2000)]
 
     def publish(version: int) -> None:
-        rows = pd.DataFrame({"customer_id": keys, "feature_ts": pd.Timestamp("2026-03-01", tz="UTC"), "orders_30d": float(version)})
-        store.upsert("t", rows, source_version=version, key_columns=["customer_id"])
+        everyone = pd.DataFrame({"customer_id": keys, "feature_ts": pd.Timestamp("2026-03-01", tz="UTC"), "orders_30d": float(version)})
+        # Table u holds every other key, the other half each version: upserts and deletions in one publish.
+        half = everyone.iloc[version % 2 :: 2].rename(columns={"orders_30d": "version"})
+        store.publish({
+            "t": {"rows": everyone, "deleted": [], "source_version": version, "key_columns": ["customer_id"]},
+            "u": {"rows": half, "deleted": keys[(version + 1) % 2 :: 2], "source_version": version, "key_columns": ["customer_id"]},
+        })
+
+    def consistent(t_values: set, u_keys: list[str], u_values: set) -> bool:
+        [version] = t_values or {None}
+        return u_values == {version} and u_keys == keys[int(version) % 2 :: 2]
 
     publish(0)
     seen, errors, done = [], [], threading.Event()
@@ -135,8 +174,12 @@ def test_readers_in_other_threads_see_each_publish_whole(store):
     def read() -> None:
         try:
             while not done.is_set():
-                rows = store.get("t", keys)
-                seen.append({row["orders_30d"] for row in rows.values()})
+                rows = store.get_many({"t": keys, "u": keys})
+                seen.append(consistent({r["orders_30d"] for r in rows["t"].values()}, sorted(rows["u"]), {r["version"] for r in rows["u"].values()}))
+                tables = store.read({"t": keys, "u": keys})
+                t, u = tables["t"].to_pydict(), tables["u"].to_pydict()
+                u_found = [k for k, f in zip(u["customer_id"], u["_found"]) if f]
+                seen.append(all(t["_found"]) and consistent(set(t["orders_30d"]), u_found, {v for v, f in zip(u["version"], u["_found"]) if f}))
         except Exception as error:  # reported below
             errors.append(error)
 
@@ -149,8 +192,76 @@ def test_readers_in_other_threads_see_each_publish_whole(store):
     for reader in readers:
         reader.join()
     assert not errors
-    assert len(seen) > 3 and all(len(values) == 1 for values in seen)
+    assert len(seen) > 6 and all(seen)
     assert store.get("t", keys[:1])[keys[0]]["orders_30d"] == 14.0
+    assert sorted(store.get("u", keys)) == keys[0::2] and store.table_state("u")["rows"] == 1000
+
+
+def test_a_publish_returns_its_counts_per_table(store):
+    counts = store.publish({
+        "a": {"rows": _rows(), "deleted": [], "source_version": 1, "key_columns": ["customer_id"]},
+        "b": {"rows": _rows(), "deleted": ["c2"], "source_version": 5, "key_columns": ["customer_id"], "contract_hash": "h", "as_of": T0},
+    })
+    assert counts == {"a": {"upserted": 2, "deleted": 0}, "b": {"upserted": 2, "deleted": 1}}
+    assert store.table_state("b")["rows"] == 1 and store.table_state("b")["as_of"] == T0 and store.tables() == ["a", "b"]
+    again = store.publish({"b": {"rows": _rows().iloc[:0], "deleted": ["c1", "c2"], "source_version": 5}})
+    assert again == {"b": {"upserted": 0, "deleted": 1}} and store.table_state("b")["rows"] == 0
+    assert store.publish({"a": {"rows": None, "deleted": ["c1"]}}) == {"a": {"upserted": 0, "deleted": 1}}
+    assert store.table_state("a")["rows"] == 1 and store.table_state("a")["source_version"] == 1
+
+
+READ_KEYS = ["c2", "nobody", "c1", "c2"]
+
+
+def test_read_gives_typed_columns_in_request_order(store):
+    store.upsert("customer_activity", _rows(), source_version=7, key_columns=["customer_id"], as_of=T0)
+    result = store.read({"customer_activity": READ_KEYS, "never_published": ["c1", "c2"], "empty": []})
+    table = result["customer_activity"]
+    schema = store.schema("customer_activity")
+    assert table.schema == pa.schema([*schema, pa.field("_source_version", pa.int64()),
+                                      pa.field("_published_at", pa.timestamp("us", tz="UTC")), pa.field("_found", pa.bool_())])
+    columns = table.to_pydict()
+    assert columns["_found"] == [True, False, True, True]
+    assert columns["customer_id"] == ["c2", None, "c1", "c2"]  # duplicates kept, missing keys null
+    assert columns["days_since_last_order"] == [None, None, 4, None] and table.column("days_since_last_order").type == pa.int32()
+    assert columns["ingested_at"] == [None, None, datetime(2026, 2, 28, 2, 0, 0, 1, tzinfo=UTC), None]
+    assert columns["_source_version"] == [7, None, 7, 7]
+    assert columns["_published_at"][2] == store.table_state("customer_activity")["published_at"]
+    # NaN stays NaN and null stays null, as Arrow values (not only as Python floats).
+    values = table.column("avg_order_value")
+    assert values.null_count == 3 and math.isnan(values[2].as_py())
+    assert table.column("orders_30d").to_pylist()[2] == 3.0 and table.column("orders_30d").null_count == 3
+    assert result["never_published"].to_pydict() == {"_found": [False, False]}
+    assert result["empty"].num_rows == 0
+    no_keys = store.read({"customer_activity": []})["customer_activity"]
+    assert no_keys.num_rows == 0 and no_keys.schema == table.schema
+
+
+def test_read_agrees_with_get_many(store):
+    store.upsert("a", _rows(), source_version=1, key_columns=["customer_id"])
+    changed = pd.DataFrame({"customer_id": ["c2", "c3"], "feature_ts": pd.to_datetime(["2026-03-01", "2026-03-02"], utc=True),
+                            "orders_30d": [5.0, 1.0], "loyal": [True, None]})
+    store.upsert("a", changed, source_version=2)  # a column added: older rows have none of it
+    requests = {"a": ["c1", "c2", "c3", "c9", "c1"]}
+    rows = store.get_many(requests)["a"]
+    table = store.read(requests)["a"]
+    assert table.column("loyal").type == pa.bool_()
+    for i, (key, record) in enumerate(zip(requests["a"], table.to_pylist())):
+        assert record.pop("_found") == (key in rows)
+        expected = rows.get(key) or {}
+        for name, value in record.items():
+            want = expected.get(name)
+            assert value == want or (isinstance(want, float) and math.isnan(want) and math.isnan(value)), (i, name, value, want)
+    assert table.column("loyal").to_pylist() == [None, True, None, None, None]
+
+
+def test_the_base_class_read_builds_on_get_many(store):
+    """A third-party store that only implements get/get_many still answers read()."""
+    store.upsert("a", _rows(), source_version=1, key_columns=["customer_id"])
+    default, own = OnlineStore.read(store, {"a": READ_KEYS, "z": ["c1"]}), store.read({"a": READ_KEYS, "z": ["c1"]})
+    assert {t: default[t].schema for t in default} == {t: own[t].schema for t in own}
+    # repr: NaN equals NaN there (Arrow's equality says NaN != NaN).
+    assert repr({t: default[t].to_pylist() for t in default}) == repr({t: own[t].to_pylist() for t in own})
 
 
 class _Custom(SQLiteOnlineStore):
@@ -168,7 +279,7 @@ def test_the_store_is_chosen_by_configuration(tmp_path):
         open_online_store({"path": "x.db"})
     with pytest.raises(OnlineStoreError, match="'no.such.Store': cannot import it"):
         open_online_store({"type": "no.such.Store"})
-    with pytest.raises(OnlineStoreError, match="must be 'sqlite' or an OnlineStore subclass"):
+    with pytest.raises(OnlineStoreError, match="must be 'sqlite', 'redis' or an OnlineStore subclass"):
         open_online_store({"type": "datetime.datetime"})
     with pytest.raises(OnlineStoreError, match="needs a 'path'"):
         open_online_store({"type": "sqlite"})

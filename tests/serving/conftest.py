@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -26,7 +27,7 @@ from mlflow import MlflowClient
 from mlflow.tracking import fluent
 from mlflow.models import infer_signature
 
-from lakehouse_ml.online import SQLiteOnlineStore
+from lakehouse_ml.online import SQLiteOnlineStore, open_online_store
 from lakehouse_ml.pipelines.tuning.nodes import build_model_pipeline, feature_columns
 from lakehouse_ml.serving import create_app, load_settings
 from lakehouse_ml.serving.config import TOKEN_VARIABLE, InferenceLogSettings, ServingSettings, Traffic
@@ -165,13 +166,26 @@ def online_store(tmp_path_factory) -> dict[str, Any]:
     activity, profile = tables["customer_activity"], tables["customer_profile"]
     activity.loc[activity["customer_id"] == "c-stale", "feature_ts"] = NOW - timedelta(days=5)
     profile = profile[profile["customer_id"] != "c-noprofile"]
+    publish = {
+        "customer_activity": {"rows": activity, "source_version": 4, "key_columns": ["customer_id"]},
+        "customer_profile": {"rows": profile, "source_version": 2, "key_columns": ["customer_id"]},
+    }
     store = SQLiteOnlineStore(str(path))
-    store.upsert("customer_activity", activity, source_version=4, key_columns=["customer_id"])
-    store.upsert("customer_profile", profile, source_version=2, key_columns=["customer_id"])
+    store.publish(publish)
     store.close()
     expected = pd.DataFrame(customers).T
     # tenure as the lookup computes it at request time (whole UTC days since signup).
-    return {"path": str(path), "customers": expected, "good": list(customers)}
+    return {"path": str(path), "customers": expected, "good": list(customers), "publish": publish}
+
+
+@pytest.fixture(scope="package")
+def redis_online_store(redis_server, online_store) -> dict[str, Any]:
+    """The same publish in the session's Redis (a namespace of its own); the service's store options."""
+    config = {"type": "redis", "url": redis_server.url, "password": redis_server.password, "namespace": f"serving-tests:{uuid.uuid4().hex}"}
+    store = open_online_store(config)
+    store.publish(online_store["publish"])
+    store.close()
+    return config
 
 
 # ---------------------------------------------------------------- the live service

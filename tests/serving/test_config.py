@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
 
 from lakehouse_ml.features.on_demand import parse_on_demand
-from lakehouse_ml.serving.config import TOKEN_VARIABLE, SettingsError, Traffic, load_settings
+from lakehouse_ml.serving.config import ONLINE_STORE_PASSWORD_VARIABLE, TOKEN_VARIABLE, SettingsError, Traffic, load_settings
 from tests.helpers import PROJECT_ROOT
 
 
@@ -93,3 +94,72 @@ def test_an_environment_removes_an_on_demand_feature_with_null(conf, monkeypatch
 def test_a_traffic_share_is_a_number():
     with pytest.raises(SettingsError, match="got True"):
         Traffic("canary", True)
+
+
+def _team_store(conf, url: str = "redis://127.0.0.1:6390/0") -> None:
+    (conf / "local" / "parameters_serving.yml").write_text(
+        f"serving:\n  online_store:\n    type: redis\n    path: null\n    url: {url}\n    namespace: lakehouse_ml:dev\n"
+    )
+
+
+def test_the_online_store_password_comes_from_credentials_and_the_environment_wins(conf, monkeypatch):
+    monkeypatch.setenv(TOKEN_VARIABLE, "t")
+    monkeypatch.delenv(ONLINE_STORE_PASSWORD_VARIABLE, raising=False)
+    _team_store(conf)
+    assert load_settings("local", conf).online_store == {"type": "redis", "url": "redis://127.0.0.1:6390/0", "namespace": "lakehouse_ml:dev"}
+    (conf / "local" / "credentials.yml").write_text("online_store:\n  username: svc\n  password: from-credentials-pw\n")
+    settings = load_settings("local", conf)
+    assert settings.online_store["password"] == "from-credentials-pw" and settings.online_store["username"] == "svc"
+    assert "from-credentials-pw" not in repr(settings)
+    monkeypatch.setenv(ONLINE_STORE_PASSWORD_VARIABLE, "from-environment-pw")
+    assert load_settings("local", conf).online_store["password"] == "from-environment-pw"
+    # SQLite takes no credentials: an online_store entry meant for the team's Redis does not reach it.
+    assert load_settings("local", conf, overrides={"online_store": {"type": "sqlite", "path": "x.db"}}).online_store == {
+        "type": "sqlite", "path": "x.db"}
+
+
+def test_a_password_in_the_serving_parameters_is_refused(conf, monkeypatch):
+    monkeypatch.setenv(TOKEN_VARIABLE, "t")
+    with pytest.raises(SettingsError, match=f"serving.online_store.password: a password is not a parameter; set {ONLINE_STORE_PASSWORD_VARIABLE}"):
+        load_settings("local", conf, overrides={"online_store": {"type": "redis", "url": "redis://h:1/0", "password": "x"}})
+
+
+@pytest.fixture
+def mlflow_environment(monkeypatch):
+    """MLflow's credential variables unset, and restored after the test (load_settings sets them)."""
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(key, "")  # records the variable's state, so undo removes what load_settings sets
+        monkeypatch.delenv(key)
+    return monkeypatch
+
+
+def test_mlflow_credentials_named_by_mlflow_yml_are_exported_unless_the_environment_sets_them(conf, mlflow_environment):
+    mlflow_environment.setenv(TOKEN_VARIABLE, "t")
+    load_settings("local", conf)  # server.credentials null: nothing exported
+    assert "MLFLOW_TRACKING_USERNAME" not in os.environ
+    (conf / "local" / "mlflow.yml").write_text("server:\n  credentials: mlflow_team\n")
+    (conf / "local" / "credentials.yml").write_text(
+        "mlflow_team:\n  MLFLOW_TRACKING_USERNAME: alice\n  MLFLOW_TRACKING_PASSWORD: from-credentials\n"
+    )
+    mlflow_environment.setenv("MLFLOW_TRACKING_PASSWORD", "from-environment")
+    load_settings("local", conf)
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "from-environment"
+
+
+@pytest.mark.services
+def test_the_service_settings_reach_an_mlflow_server_with_basic_auth(conf, mlflow_environment, mlflow_server):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    mlflow_server.add_user("serving-bot", "serving-bot-pw-1")
+    mlflow_environment.setenv(TOKEN_VARIABLE, "t")
+    mlflow_environment.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    with pytest.raises(MlflowException, match="401|Unauthorized|credentials"):
+        MlflowClient(mlflow_server.url).search_experiments()
+    (conf / "local" / "mlflow.yml").write_text("server:\n  credentials: mlflow_team\n")
+    (conf / "local" / "credentials.yml").write_text(
+        "mlflow_team:\n  MLFLOW_TRACKING_USERNAME: serving-bot\n  MLFLOW_TRACKING_PASSWORD: serving-bot-pw-1\n"
+    )
+    settings = load_settings("local", conf)
+    assert settings.tracking_uri == mlflow_server.url
+    assert MlflowClient(settings.tracking_uri, settings.registry_uri).search_experiments()  # the Default experiment

@@ -53,9 +53,21 @@ def test_nullable_inputs_may_be_null_and_are_imputed_by_the_model(live, registry
     assert response.json()["predictions"][0]["probability"] == pytest.approx(registry["models"]["1"].predict_proba(frame)[0, 1], abs=1e-12)
 
 
-def test_customers_are_scored_with_their_online_features_as_offline_rows_are(live, registry, online_store):
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.services)])
+def live_on_each_store(request, registry, online_store, tmp_path):
+    """The service reading the same publish from SQLite (the package's service) or from Redis."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("live")
+        return
+    settings = serving_settings(tmp_path, None, online_store=request.getfixturevalue("redis_online_store"))
+    with live_service(settings) as running:
+        yield running
+
+
+def test_customers_are_scored_with_their_online_features_as_offline_rows_are(live_on_each_store, registry, online_store):
     """Online/offline parity: the same customers' training-shaped rows, scored in process and sent as
-    payload, give exactly the probabilities the service computes from the online store."""
+    payload, give exactly the probabilities the service computes from the online store (SQLite and Redis)."""
+    live = live_on_each_store
     ids = online_store["good"][:20]
     offline = online_store["customers"].loc[ids]
     with live.client() as client:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from kedro.io.core import AbstractDataset
 
@@ -20,18 +21,25 @@ class OnlineStoreDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
     being a frame of ``_key`` and ``_row_hash`` (what a publish compares against).
 
     ``save`` takes ``{"tables": {table: {"rows": DataFrame, "deleted": [keys], "source_version",
-    "key_columns", "contract_hash", "as_of"}}}``: per table, upserts the rows (recording the
-    source version, contract hash and as_of) and deletes the keys. A table with no rows, no
-    deletions and an unchanged source version and contract hash is not written at all.
+    "key_columns", "contract_hash", "as_of"}}}`` and applies it as one publish
+    (:meth:`~lakehouse_ml.online.store.OnlineStore.publish`: readers see all tables' upserts and
+    deletions or none): per table the rows are upserted (recording the source version, contract
+    hash and as_of) and the keys deleted. A table with no rows, no deletions and an unchanged
+    source version and contract hash is not written at all.
+
+    ``credentials`` (a catalog ``credentials:`` entry such as ``{password: ...}`` or ``{username,
+    password}``) are merged into the store's options, so no password is written in the catalog.
     """
 
-    def __init__(self, *, store: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
-        self._config = dict(store)
+    def __init__(
+        self, *, store: dict[str, Any], credentials: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
+        self._config = {**dict(store), **dict(credentials or {})}
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
-        # The store's type and location only: a server-backed store's options may hold secrets.
-        return {"type": self._config.get("type"), "path": self._config.get("path")}
+        # The store's type and location only: a server-backed store's options hold secrets.
+        return {"type": self._config.get("type"), "path": self._config.get("path"), "url": _without_userinfo(self._config.get("url"))}
 
     def _open(self) -> OnlineStore:
         return open_online_store(self._config)
@@ -48,20 +56,22 @@ class OnlineStoreDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
             store.close()
 
     def save(self, data: dict[str, Any]) -> None:
-        """Apply a publish: upserts, then deletions, table by table."""
+        """Apply a publish: every table's upserts and deletions, seen by readers all at once."""
         store = self._open()
         try:
-            for table, update in (data.get("tables") or {}).items():
-                written = store.upsert(
-                    table,
-                    update["rows"],
-                    source_version=update["source_version"],
-                    key_columns=update.get("key_columns"),
-                    contract_hash=update.get("contract_hash"),
-                    as_of=update.get("as_of"),
-                )
-                deleted = store.delete(table, list(update.get("deleted") or []))
-                if written or deleted:
-                    logger.info("online store %s: %s: %d rows upserted, %d deleted", store.describe(), table, written, deleted)
+            counts = store.publish(dict(data.get("tables") or {}))
+            for table, count in counts.items():
+                if count["upserted"] or count["deleted"]:
+                    logger.info(
+                        "online store %s: %s: %d rows upserted, %d deleted", store.describe(), table, count["upserted"], count["deleted"],
+                    )
         finally:
             store.close()
+
+
+def _without_userinfo(url: Any) -> str | None:
+    """A URL without any user or password in it (for ``_describe``)."""
+    if not url:
+        return None
+    parts = urlsplit(str(url))
+    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() if parts.hostname else None

@@ -5,6 +5,13 @@
 (``on_demand_features``) and
 the lookups the training set resolves (``training_set.lookup_defaults`` and ``lookups``), the MLflow store (``mlflow.yml``) and the bearer token
 (``LAKEHOUSE_ML_SERVING_TOKEN``, else ``conf/<env>/credentials.yml`` key ``serving.token``).
+
+Secrets come from the environment first, else ``conf/<env>/credentials.yml``, never from parameters:
+the online store's password (``LAKEHOUSE_ML_ONLINE_STORE_PASSWORD``, else key ``online_store``:
+``{password}`` or ``{username, password}``), and, as kedro-mlflow does, the entries of the key that
+``mlflow.yml`` ``server.credentials`` names (e.g. ``MLFLOW_TRACKING_USERNAME`` /
+``MLFLOW_TRACKING_PASSWORD`` for an MLflow server with basic auth) exported as environment
+variables, except those the environment already sets.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 TOKEN_VARIABLE = "LAKEHOUSE_ML_SERVING_TOKEN"
+ONLINE_STORE_PASSWORD_VARIABLE = "LAKEHOUSE_ML_ONLINE_STORE_PASSWORD"
 TRAFFIC_MODES = ("off", "canary", "shadow")
 VIOLATION_POLICIES = ("refuse", "flag")
 
@@ -62,7 +70,8 @@ class ServingSettings:
     inference_log: InferenceLogSettings
     contracts: dict[str, dict[str, Any]]
     lookups: dict[str, Any]
-    online_store: dict[str, Any] | None = None
+    # Not in repr: a server-backed store's options carry its password.
+    online_store: dict[str, Any] | None = field(default=None, repr=False)
     aliases: dict[str, str] = field(default_factory=lambda: {"champion": "champion", "challenger": "challenger"})
     traffic: Traffic = Traffic()
     max_batch_size: int = 100
@@ -97,6 +106,16 @@ class ServingSettings:
             raise SettingsError(f"serving.poll_interval_s: expected >= 0 (0 = no polling), got {self.poll_interval_s!r}")
 
 
+def _credentials(config: Any) -> dict[str, Any]:
+    """``conf/<env>/credentials.yml`` (and base's), empty when there is none."""
+    from kedro.config import MissingConfigException
+
+    try:
+        return dict(config["credentials"] or {})
+    except MissingConfigException:
+        return {}
+
+
 def _token(config: Any, auth: str) -> str | None:
     """The bearer token (environment first); None only when auth is explicitly disabled."""
     if auth not in ("required", "disabled"):
@@ -105,19 +124,50 @@ def _token(config: Any, auth: str) -> str | None:
         return None
     token = os.environ.get(TOKEN_VARIABLE)
     if not token:
-        from kedro.config import MissingConfigException
-
-        try:
-            credentials = config["credentials"] or {}
-        except MissingConfigException:
-            credentials = {}
-        token = (credentials.get("serving") or {}).get("token")
+        token = (_credentials(config).get("serving") or {}).get("token")
     if not token:
         raise SettingsError(
             f"no serving token: set {TOKEN_VARIABLE} or `serving: {{token: ...}}` in conf/<env>/credentials.yml "
             "(or serving.auth: disabled for local use only)"
         )
     return str(token)
+
+
+def _online_store(store: dict[str, Any] | None, config: Any) -> dict[str, Any] | None:
+    """The online store's options with its credentials (a server-backed store; SQLite has none)."""
+    if not store:
+        return None
+    if "password" in store:
+        raise SettingsError(
+            f"serving.online_store.password: a password is not a parameter; set {ONLINE_STORE_PASSWORD_VARIABLE} "
+            "or `online_store: {password: ...}` in conf/<env>/credentials.yml"
+        )
+    # Parameters merge softly across environments: one switching to a server clears base's path with null.
+    store = {k: v for k, v in store.items() if v is not None}
+    if store.get("type") == "sqlite":
+        return store
+    entry = _credentials(config).get("online_store") or {}
+    if not isinstance(entry, dict):
+        raise SettingsError("credentials.yml online_store: expected a mapping such as {password: ...} or {username: ..., password: ...}")
+    secrets = {k: v for k, v in entry.items() if k in ("username", "password") and v}
+    if os.environ.get(ONLINE_STORE_PASSWORD_VARIABLE):
+        secrets["password"] = os.environ[ONLINE_STORE_PASSWORD_VARIABLE]
+    return {**store, **secrets}
+
+
+def export_mlflow_credentials(config: Any, server: dict[str, Any]) -> list[str]:
+    """Set the entries of the credentials key ``server.credentials`` names as environment
+    variables (kedro-mlflow's convention), unless the environment sets them; the names set."""
+    name = server.get("credentials")
+    if not name:
+        return []
+    entry = _credentials(config).get(str(name)) or {}
+    if not isinstance(entry, dict):
+        raise SettingsError(f"credentials.yml {name} (mlflow.yml server.credentials): expected a mapping of environment variables")
+    exported = [str(key) for key, value in entry.items() if value is not None and str(key) not in os.environ]
+    for key in exported:
+        os.environ[key] = str(entry[key])
+    return exported
 
 
 def _mlflow_uris(server: dict[str, Any]) -> dict[str, str | None]:
@@ -158,6 +208,7 @@ def load_settings(env: str = "local", conf_source: str | Path | None = None, ove
     except ContractError as error:
         raise SettingsError(str(error)) from None
     server = (config["mlflow"].get("server") or {})
+    export_mlflow_credentials(config, server)  # before any MLflow client is made
     log = serving.get("inference_log") or {}
     return ServingSettings(
         env=env,
@@ -169,7 +220,7 @@ def load_settings(env: str = "local", conf_source: str | Path | None = None, ove
         ),
         contracts=tables,
         lookups=resolve_lookups(parsed_contracts(tables), params.get("training_set") or {}),
-        online_store=serving.get("online_store"),
+        online_store=_online_store(serving.get("online_store"), config),
         aliases=dict(serving.get("aliases") or {"champion": "champion", "challenger": "challenger"}),
         traffic=Traffic(**(serving.get("traffic") or {})),
         max_batch_size=int(serving.get("max_batch_size", 100)),

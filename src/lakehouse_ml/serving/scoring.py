@@ -94,7 +94,9 @@ class ScoringService:
                     self.store, self.store_error = store, None
                 except Exception as error:  # noqa: BLE001 - reported by /ready; payload scoring goes on
                     self.store_error = error_summary(error)
-                    logger.error("serving: online store %s cannot be opened: %s: %s", self.settings.online_store, type(error).__name__, error)
+                    # The store's kind only: its options may carry a password (the error names where it is).
+                    kind = self.settings.online_store.get("type")
+                    logger.error("serving: online store (%s) cannot be opened: %s: %s", kind, type(error).__name__, error)
         return self._lookup
 
     def request_time(self) -> datetime:
