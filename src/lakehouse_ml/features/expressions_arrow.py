@@ -79,9 +79,17 @@ def _nan_rank(values: pa.Array) -> pa.Array:
     return pc.fill_null(pc.if_else(_is_nan(values), pc.if_else(negative, -1, 1), 0), 0)
 
 
+def _has_nan(values: pa.Array) -> bool:
+    return pa.types.is_floating(values.type) and bool(pc.any(pc.is_nan(values)).as_py())
+
+
 def _less(left: pa.Array, right: pa.Array) -> pa.Array:
     """``left < right`` in the engine's order: a NaN is above every number, or below it when its sign
     bit is set (as 0/0 gives); -0.0 equals 0.0. IEEE comparison would say false for any NaN."""
+    if not (_has_nan(left) or _has_nan(right)):
+        # Without a NaN the order is IEEE's (nulls give null): one kernel instead of a dozen, which
+        # is most of a request's rule checks.
+        return pc.less(left, right)
     left_rank, right_rank = _nan_rank(left), _nan_rank(right)
     less = pc.if_else(pc.not_equal(left_rank, right_rank), pc.less(left_rank, right_rank), pc.less(left, right))
     return pc.if_else(pc.and_(pc.is_valid(left), pc.is_valid(right)), less, pa.scalar(None, pa.bool_()))

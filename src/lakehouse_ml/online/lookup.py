@@ -37,7 +37,7 @@ from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.expressions_arrow import to_arrow, value_text
 from lakehouse_ml.features.lookup import FeatureLookup
 from lakehouse_ml.features.on_demand import OnDemandFeature, computable, on_demand_columns, parse_on_demand
-from lakehouse_ml.features.rules import RULES, feature_column, table_rules
+from lakehouse_ml.features.rules import RULES, Rule, feature_column, table_rules
 from lakehouse_ml.features.tables import ENTITY, feature_lookups, parsed_contracts
 from lakehouse_ml.online.store import FOUND, OnlineStore
 
@@ -82,6 +82,7 @@ class OnlineFeatureLookup:
         self.lookups: list[FeatureLookup] = feature_lookups({name: name for name in lookups}, self.contracts, lookups)
         looked_up = [column for lookup in self.lookups for column in lookup.output_columns()]
         self.on_demand = computable(dict(on_demand or {}), looked_up)
+        self._last_rules: tuple[tuple[tuple[str, ...], datetime], list[Rule]] | None = None
 
     @classmethod
     def from_params(
@@ -179,13 +180,20 @@ class OnlineFeatureLookup:
 
     # -------------------------------------------------------- problems (batch inference's rejection reasons)
 
+    def _rules(self, inputs: tuple[str, ...], at: datetime) -> list[Rule]:
+        """The rules of ``inputs`` at ``at``, kept for the next request at the same time (with
+        ``serving.request_time: online_store`` every request has the store's time)."""
+        if self._last_rules is None or self._last_rules[0] != (inputs, at):
+            self._last_rules = ((inputs, at), table_rules(self.contracts, inputs, self.rules, at, self.on_demand))
+        return self._last_rules[1]
+
     def _judge(
         self, ids: list[str], at: datetime, inputs: list[str], values: dict[str, pa.Array], problems: dict[str, list[str]]
     ) -> None:
         """Append, per customer, the reasons batch inference's ``rejection_reasons`` gives: the same
         rules (on-demand features' too), evaluated with Arrow over the looked-up columns."""
         rules = [
-            rule for rule in table_rules(self.contracts, inputs, self.rules, at, self.on_demand)
+            rule for rule in self._rules(tuple(inputs), at)
             if rule.numeric_column is None or _numeric(values[rule.numeric_column].type)
         ]
         if not rules:
