@@ -185,3 +185,35 @@ def test_with_the_online_store_clock_a_store_published_in_the_past_is_fresh_at_i
     assert "customer_activity.feature_ts: freshness expected" in answers["now"].json()["errors"][0]["got"]
     assert answers["online_store"].status_code == 200, answers["online_store"].text
     assert answers["online_store"].json()["predictions"][0]["customer_id"] == "c-past"
+
+
+@pytest.mark.services
+def test_a_redis_store_that_goes_down_gives_503_and_the_service_recovers_when_it_returns(registry, online_store, tmp_path):
+    """Lookups against a stopped Redis are refused as the online store being unavailable (never a
+    500, never its address or password); once the server is back the same request is scored."""
+    from lakehouse_ml.online import open_online_store
+    from tests.services.servers import start_redis
+
+    redis = start_redis(tmp_path / "redis")
+    config = {"type": "redis", "url": redis.url, "password": redis.password, "namespace": "down-test", "socket_timeout": 2}
+    store = open_online_store(config)
+    store.publish(online_store["publish"])
+    store.close()
+    ids = online_store["good"][:3]
+    try:
+        with live_service(serving_settings(tmp_path, None, online_store=config)) as running, running.client() as client:
+            assert client.post("/v1/score/customers", json={"customer_ids": ids}).status_code == 200
+            redis.stop()
+            down = client.post("/v1/score/customers", json={"customer_ids": ids})
+            assert down.status_code == 503, down.text
+            [error] = down.json()["errors"]
+            assert error["field"] == "online_store" and error["problem"] == "unavailable"
+            assert str(redis.port) not in down.text and redis.password not in down.text
+            redis = start_redis(tmp_path / "redis-again", port=redis.port)  # no persistence: publish again
+            store = open_online_store(config)
+            store.publish(online_store["publish"])
+            store.close()
+            again = client.post("/v1/score/customers", json={"customer_ids": ids})
+            assert again.status_code == 200, again.text
+    finally:
+        redis.stop()

@@ -126,8 +126,13 @@ class ScoringService:
         lookup = self.lookup()
         if lookup is None:
             raise ApiProblem(503, [problem("online_store", "unavailable", "an online store published by `kedro run --pipeline publish_online`", self.store_error)])
+        from lakehouse_ml.online import OnlineStoreError
+
         try:
             frame, problems = lookup.vectors(customer_ids, at=self.request_time(), input_columns=list(state.validator.by_name))
+        except OnlineStoreError as error:  # the store's server is down or refuses us: names the store, never secrets
+            logger.error("serving: online lookup failed: %s", error)
+            raise ApiProblem(503, [problem("online_store", "unavailable", "a reachable online store (serving.online_store)", error_summary(error))]) from None
         except ValueError as error:  # the lookups do not produce every model input: a configuration problem
             logger.error("serving: online lookup failed: %s", error)
             raise ApiProblem(503, [problem("online_store", "unavailable", "online features for every model input", error_summary(error))]) from None
