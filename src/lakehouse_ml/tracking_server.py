@@ -44,12 +44,12 @@ class TrackingTarget:
     credentials_setting: str  # e.g. "the 'mlflow_team' entry of conf/team/credentials.yml"
 
 
-def _shown(uri: str) -> str:
-    """The URI without user information (a URL may carry ``user:password@``)."""
+def shown_uri(uri: str) -> str:
+    """An http(s) URI without user information (a URL may carry ``user:password@``); others as they are."""
     parts = urlsplit(uri)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return parts._replace(netloc=netloc).geturl()
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return uri
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def _setting_file(conf_source: Path, envs: list[str], patterns: list[str], key: str) -> str | None:
@@ -105,7 +105,7 @@ def check_tracking_server(target: TrackingTarget, timeout: float = PROBE_TIMEOUT
     """Ask the server one authenticated question; raise ``TrackingServerError`` naming what to fix."""
     import requests
 
-    shown = _shown(target.uri)
+    shown = shown_uri(target.uri)
     auth = (target.username, target.password or "") if target.username else None
     try:
         answer = requests.get(
@@ -164,4 +164,4 @@ class TrackingServerHooks:
         if target is None:
             return
         check_tracking_server(target)
-        logger.info("MLflow tracking server %s answers (user %s)", _shown(target.uri), target.username or "none")
+        logger.info("MLflow tracking server %s answers (user %s)", shown_uri(target.uri), target.username or "none")

@@ -287,6 +287,7 @@ def test_promotion_hot_swap_rollback_and_approval_against_the_server(loops, team
     waiting = _challenger(project, url)
     refused = run_kedro(project, "--env", "team", "--pipeline", "promotion")
     assert refused.returncode != 0 and "approved_by" in log_of(refused), log_of(refused)[-3000:]
+    assert f"MLFLOW_TRACKING_URI={url} python -c" in log_of(refused)  # the approval command names this registry
     with on_server(url) as client:
         assert aliases(client, model_of("team")) == {"champion": champion, "challenger": waiting}
         client.set_model_version_tag(model_of("team"), waiting, "approved_by", "a-reviewer")
