@@ -181,18 +181,20 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(project: Path, env: str, token: str):
-    """`python -m lakehouse_ml.serving --env <env>` on a free port, ready; yields its URL and, once
-    stopped (SIGTERM), its output in ``output[0]``."""
+def serving(project: Path, env: str, token: str, variables: dict[str, str] | None = None):
+    """`python -m lakehouse_ml.serving --env <env>` on a free port (``variables`` added to its
+    environment), ready; yields its URL and, once stopped (SIGTERM), its output in ``output[0]``."""
     import signal
     import time
 
     import httpx
 
     port = _free_port()
+    extra = variables or {}
     variables = {**os.environ, "LAKEHOUSE_ML_ROOT": str(project), "LAKEHOUSE_ML_SERVING_TOKEN": token, "KEDRO_DISABLE_TELEMETRY": "1"}
     for variable in ("SPARK_REMOTE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # the tests' own store
         variables.pop(variable, None)
+    variables.update(extra)
     server = subprocess.Popen(
         [sys.executable, "-m", "lakehouse_ml.serving", "--env", env, "--port", str(port)],
         cwd=project, env=variables, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -213,16 +213,19 @@ class MlflowServer:
                     pass
 
 
-def start_mlflow_server(root: Path, postgres: Postgres, *, port: int | None = None, workers: int = 2) -> MlflowServer:
+def start_mlflow_server(
+    root: Path, postgres: Postgres, *, port: int | None = None, workers: int = 2, database: str = "mlflow",
+) -> MlflowServer:
     """``mlflow server --app-name basic-auth``: runs and registry on ``postgres`` (database
-    ``mlflow``), users on ``mlflow_auth``, artifacts proxied to ``root/artifacts``."""
+    ``database``), users on ``<database>_auth``, artifacts proxied to ``root/artifacts``. Started
+    again with the same ``root``, ``port`` and ``database`` it is the same server (a restart)."""
     root.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     config = root / "basic_auth.ini"
     config.write_text(
         "[mlflow]\n"
         "default_permission = EDIT\n"
-        f"database_uri = {postgres.url('mlflow_auth')}\n"
+        f"database_uri = {postgres.url(database + '_auth')}\n"
         f"admin_username = {MLFLOW_ADMIN}\n"
         f"admin_password = {MLFLOW_ADMIN_PASSWORD}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
@@ -234,7 +237,7 @@ def start_mlflow_server(root: Path, postgres: Postgres, *, port: int | None = No
     with log.open("ab") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
-             "--backend-store-uri", postgres.url("mlflow"), "--artifacts-destination", str(root / "artifacts"),
+             "--backend-store-uri", postgres.url(database), "--artifacts-destination", str(root / "artifacts"),
              "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
             cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
         )

@@ -19,13 +19,23 @@ logger = logging.getLogger(__name__)
 
 
 def approval_instructions(model_name: str, version: str, tags: dict[str, str]) -> str:
-    """How to approve ``version``: what to review and the one-line command that tags it."""
+    """How to approve ``version``: what to review and the one-line command that tags it, on the
+    registry this run uses (a team's tracking server, or the project's SQLite store)."""
+    import mlflow
+
+    from lakehouse_ml.tracking_server import shown_uri
+
+    registry = shown_uri(mlflow.get_registry_uri())
+    as_user = (
+        " with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD set to your own user on that server"
+        if registry.startswith(("http://", "https://")) else ""
+    )
     return (
         f"promotion of {model_name} version {version} needs approval in this environment "
         "(promotion.require_approval is true) and the version has no 'approved_by' tag. Review it "
         f"(gates report: {tags.get('gates_report', 'see the version description')}; description and lineage tags "
-        f"in the MLflow UI under Models > {model_name} > Version {version}), then approve it from the project root:\n"
-        "  MLFLOW_TRACKING_URI=sqlite:///mlflow.db python -c \"from mlflow import MlflowClient; "
+        f"in the MLflow UI under Models > {model_name} > Version {version}), then approve it from the project root{as_user}:\n"
+        f"  MLFLOW_TRACKING_URI={registry} python -c \"from mlflow import MlflowClient; "
         f"MlflowClient().set_model_version_tag('{model_name}', '{version}', 'approved_by', '<your name>')\"\n"
         "and run the promotion pipeline again (kedro run --env <env> --pipeline promotion)."
     )
