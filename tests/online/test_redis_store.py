@@ -219,7 +219,10 @@ def test_the_team_environment_publishes_to_and_serves_from_redis(redis_server, t
     globals_file = conf / "team" / "globals.yml"
     team_globals = yaml.safe_load(globals_file.read_text()) if globals_file.exists() else {}
     globals_file.write_text(yaml.safe_dump({**team_globals, "online_store_url": redis_server.url, "online_store_namespace": namespace}))
-    (conf / "team" / "credentials.yml").write_text(f"online_store:\n  password: {redis_server.password}\n")
+    (conf / "team" / "credentials.yml").write_text(
+        f"online_store:\n  password: {redis_server.password}\n"
+        "optuna_storage:\n  username: optuna\n  password: not-used-here\n"  # the team catalog's other entry
+    )
     config = project_config("team", conf_source=conf)
     catalog = DataCatalog.from_config(config["catalog"], config["credentials"])
     assert redis_server.password not in repr(catalog)
