@@ -63,7 +63,10 @@ def release_identity(tracking_uri: str, environ: Mapping[str, str]) -> dict[str,
     location = urlsplit(tracking_uri)
     username = (environ.get("MLFLOW_TRACKING_USERNAME") or "").strip()
     if username and location.scheme in ("http", "https"):
-        return {"actor": username, "actor_source": f"mlflow_server:{location.netloc}"}
+        # host[:port] only: a URL's netloc may carry user:password@
+        server = location.hostname or ""
+        server = f"[{server}]" if ":" in server else server
+        return {"actor": username, "actor_source": f"mlflow_server:{server}" + (f":{location.port}" if location.port else "")}
     return {"actor": os_user(), "actor_source": "os_user"}
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,7 +40,7 @@ class TrackingTarget:
     uri: str
     uri_setting: str  # e.g. "server.mlflow_tracking_uri in conf/team/mlflow.yml"
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)  # never in a repr (tracebacks, debug logs)
     credentials_setting: str  # e.g. "the 'mlflow_team' entry of conf/team/credentials.yml"
 
 

@@ -13,7 +13,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -37,14 +39,31 @@ def model_of(env: str) -> str:
     return f"{env}.ml.churn_classifier"
 
 
-def _write_env(project: Path, env: str, server_url: str) -> None:
-    """conf/<env>: the team env pointed at ``server_url``; a second env as a copy with its own names."""
+@dataclass(frozen=True)
+class Services:
+    """The team's other services the envs use: the Redis online store and the Optuna PostgreSQL."""
+
+    redis: Any
+    postgres: Any
+
+
+def _write_env(project: Path, env: str, server_url: str, services: Services) -> None:
+    """conf/<env>: the team env pointed at ``server_url`` and ``services``; a second env as a copy
+    with its own names (catalog, model, experiment, online store namespace, study)."""
     folder = project / "conf" / env
     if env != "team":
         shutil.copytree(PROJECT_ROOT / "conf" / "team", folder, ignore=shutil.ignore_patterns("credentials*"))
-        globals_ = yaml.safe_load((folder / "globals.yml").read_text())
+    globals_ = yaml.safe_load((folder / "globals.yml").read_text())
+    if env != "team":
         globals_.update(catalog=env, landing_root=f"data/01_raw/landing/{env}", churn_model_name=model_of(env), kedro_env=env)
-        (folder / "globals.yml").write_text(yaml.safe_dump(globals_))
+    services.postgres.create_database("optuna")
+    globals_.update(
+        online_store_url=services.redis.url, online_store_namespace=f"lakehouse_ml:{env}",
+        postgres_host="127.0.0.1", postgres_port=services.postgres.port,
+    )
+    (folder / "globals.yml").write_text(yaml.safe_dump(globals_))
+    # The services' logins (the MLflow one is each test's choice: write_credentials).
+    (folder / "credentials.yml").write_text(yaml.safe_dump(service_credentials(services)))
     mlflow_yml = (folder / "mlflow.yml").read_text()
     assert DOCUMENTED_URI in mlflow_yml  # the committed file names the documented server
     mlflow_yml = mlflow_yml.replace(DOCUMENTED_URI, server_url).replace("lakehouse_ml_team", f"lakehouse_ml_{env}")
@@ -52,13 +71,21 @@ def _write_env(project: Path, env: str, server_url: str) -> None:
     (folder / "parameters_small_loop.yml").write_text(SMALL_LOOP)
 
 
-def team_project(root: Path, server_url: str, envs: tuple[str, ...] = ENVS) -> Path:
-    """A copy of the project (configuration only) whose team envs track to ``server_url``."""
+def service_credentials(services: Services) -> dict[str, Any]:
+    """credentials.yml entries of the Redis online store and the Optuna storage."""
+    return {
+        "online_store": {"password": services.redis.password},
+        "optuna_storage": {"username": services.postgres.user, "password": services.postgres.password},
+    }
+
+
+def team_project(root: Path, server_url: str, services: Services, envs: tuple[str, ...] = ENVS) -> Path:
+    """A copy of the project (configuration only) whose team envs track to ``server_url`` and use ``services``."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT_ROOT / "pyproject.toml", root)
     shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("credentials*"))
     for env in envs:
-        _write_env(root, env, server_url)
+        _write_env(root, env, server_url, services)
     (root / "src").mkdir()
     (root / "data").mkdir()
     return root
@@ -70,8 +97,10 @@ def as_user(password: str = PASSWORD) -> dict[str, str]:
 
 def write_credentials(project: Path, env: str, password: str) -> None:
     """conf/<env>/credentials.yml with the entry mlflow.yml names (server.credentials)."""
-    entry = {"mlflow_team": {"MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": password}}
-    (project / "conf" / env / "credentials.yml").write_text(yaml.safe_dump(entry))
+    path = project / "conf" / env / "credentials.yml"
+    entries = yaml.safe_load(path.read_text()) if path.exists() else {}
+    entries["mlflow_team"] = {"MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": password}
+    path.write_text(yaml.safe_dump(entries))
 
 
 def no_credentials_in_environment() -> dict[str, str]:
@@ -137,10 +166,10 @@ def team_server(mlflow_server):
 
 
 @pytest.fixture(scope="module")
-def loops(tmp_path_factory, team_server) -> tuple[Path, dict[str, str]]:
+def loops(tmp_path_factory, team_server, redis_server, postgres) -> tuple[Path, dict[str, str]]:
     """The default loop of `team` (credentials from conf/team/credentials.yml) and of `team_b`
     (credentials from the environment), run at the same time in one project copy; their logs."""
-    project = team_project(tmp_path_factory.mktemp("team"), team_server.url)
+    project = team_project(tmp_path_factory.mktemp("team"), team_server.url, Services(redis_server, postgres))
     write_credentials(project, "team", PASSWORD)
     started = {}
     for env, environ in (("team", no_credentials_in_environment()), ("team_b", {**os.environ, **as_user()})):
@@ -195,7 +224,22 @@ def test_the_default_loop_tracks_registers_and_releases_on_the_server(loops, tea
     assert PASSWORD not in logs["team"] + logs["team_b"]
 
 
-def test_two_environments_at_once_keep_their_runs_versions_and_aliases_apart(loops, team_server):
+def test_two_environments_at_once_keep_their_runs_versions_and_aliases_apart(loops, team_server, redis_server, postgres):
+    import optuna
+
+    from lakehouse_ml.online import open_online_store
+
+    for env in ENVS:  # each env's online rows under its own namespace of the one Redis
+        store = open_online_store({"type": "redis", "url": redis_server.url, "password": redis_server.password,
+                                   "namespace": f"lakehouse_ml:{env}"})
+        try:
+            assert store.tables() and all(store.table_state(table)["rows"] > 0 for table in store.tables())
+        finally:
+            store.close()
+    # Each env's own study in the one Optuna database, each with its own n_trials (the small loop's 4).
+    studies = {s.study_name: s for s in optuna.get_all_study_summaries(postgres.url("optuna"))}
+    for env in ENVS:
+        assert studies[f"churn_tuning_v1_{env}"].n_trials == 4, sorted(studies)
     with on_server(team_server.url) as client:
         run_ids, spans = {}, {}
         for env in ENVS:
@@ -240,9 +284,12 @@ def _challenger(project: Path, url: str, env: str = "team") -> str:
 def _servable_challenger(url: str, env: str = "team") -> str:
     """The champion's logged model registered again (tags copied) as the challenger: a new version
     the service can load (the candidates log_candidate makes carry no signature)."""
+    import mlflow
+
     with on_server(url) as client:
         champion = client.get_model_version_by_alias(model_of(env), "champion")
-        version = client.create_model_version(model_of(env), champion.source, champion.run_id, tags=dict(champion.tags)).version
+        # The champion's logged model (source models:/m-<id>) registered again: MLflow's own resolution.
+        version = mlflow.register_model(champion.source, model_of(env), tags=dict(champion.tags)).version
         client.set_registered_model_alias(model_of(env), "challenger", version)
     return str(version)
 
@@ -316,9 +363,9 @@ def test_promotion_hot_swap_rollback_and_approval_against_the_server(loops, team
 
 
 @pytest.fixture(scope="module")
-def bare_project(tmp_path_factory, team_server) -> Path:
+def bare_project(tmp_path_factory, team_server, redis_server, postgres) -> Path:
     """A project copy without data: the checks below refuse the run before any node."""
-    return team_project(tmp_path_factory.mktemp("team_bare"), team_server.url, envs=("team",))
+    return team_project(tmp_path_factory.mktemp("team_bare"), team_server.url, Services(redis_server, postgres), envs=("team",))
 
 
 def test_a_server_that_is_down_fails_fast_naming_the_service_and_the_setting(bare_project):

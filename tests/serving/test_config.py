@@ -133,7 +133,7 @@ def mlflow_environment(monkeypatch):
     return monkeypatch
 
 
-def test_mlflow_credentials_named_by_mlflow_yml_are_exported_unless_the_environment_sets_them(conf, mlflow_environment):
+def test_mlflow_credentials_named_by_mlflow_yml_are_exported_whole_as_a_kedro_run_does(conf, mlflow_environment):
     mlflow_environment.setenv(TOKEN_VARIABLE, "t")
     load_settings("local", conf)  # server.credentials null: nothing exported
     assert "MLFLOW_TRACKING_USERNAME" not in os.environ
@@ -142,8 +142,13 @@ def test_mlflow_credentials_named_by_mlflow_yml_are_exported_unless_the_environm
         "mlflow_team:\n  MLFLOW_TRACKING_USERNAME: alice\n  MLFLOW_TRACKING_PASSWORD: from-credentials\n"
     )
     mlflow_environment.setenv("MLFLOW_TRACKING_PASSWORD", "from-environment")
+    load_settings("local", conf)  # the entry, whole: never alice with another user's password
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "from-credentials"
+    (conf / "local" / "credentials.yml").write_text("other: {}\n")  # no entry: the environment's, as they are
+    mlflow_environment.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+    mlflow_environment.setenv("MLFLOW_TRACKING_PASSWORD", "from-environment")
     load_settings("local", conf)
-    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "from-environment"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "bob" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "from-environment"
 
 
 @pytest.mark.services

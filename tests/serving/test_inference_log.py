@@ -113,9 +113,13 @@ def test_feature_json_of_many_batches_keeps_each_batch_its_own_columns_and_order
     now = datetime.now(timezone.utc)
     champion, challenger = feature_rows(700, seed=3), feature_rows(5, seed=4).drop(columns=["tenure_days"])
     champion.iloc[3, 0] = np.nan  # a missing value is null, not NaN
+    # The same columns, one as float (a payload's numbers): its batches must keep their own text.
+    as_float = champion.astype({"tenure_days": "float64"})
+    assert champion["tenure_days"].dtype.kind == "i"
     batches = []
     for k in range(300):  # more than one conversion chunk, the two column sets interleaved
-        features = challenger.iloc[[k % 5]] if k % 7 == 0 else champion.iloc[2 * k : 2 * k + 2]
+        source = as_float if k % 3 == 0 else champion
+        features = challenger.iloc[[k % 5]] if k % 7 == 0 else source.iloc[2 * k : 2 * k + 2]
         batches.append(LogBatch(
             request_id=f"r{k}", logged_at=now, endpoint="score", role="champion", served=True, model_name="m",
             model_version="1", threshold=0.5, row_indices=list(range(len(features))), customer_ids=[None] * len(features),
@@ -129,3 +133,5 @@ def test_feature_json_of_many_batches_keeps_each_batch_its_own_columns_and_order
     assert logged == expected
     assert json.loads(logged[2])[champion.columns[0]] is None  # batch 1 holds rows 2 and 3
     assert "tenure_days" not in json.loads(logged[0]) and "tenure_days" in json.loads(logged[1])
+    assert isinstance(json.loads(logged[1])["tenure_days"], int)  # batch 1: the int frame
+    assert isinstance(json.loads(logged[5])["tenure_days"], float)  # batch 3: the float one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -201,7 +202,8 @@ def test_a_redis_store_that_goes_down_gives_503_and_the_service_recovers_when_it
     store.close()
     ids = online_store["good"][:3]
     try:
-        with live_service(serving_settings(tmp_path, None, online_store=config)) as running, running.client() as client:
+        settings = serving_settings(tmp_path, None, online_store=config, online_store_retry_s=1.0)
+        with live_service(settings) as running, running.client() as client:
             assert client.post("/v1/score/customers", json={"customer_ids": ids}).status_code == 200
             redis.stop()
             down = client.post("/v1/score/customers", json={"customer_ids": ids})
@@ -209,11 +211,18 @@ def test_a_redis_store_that_goes_down_gives_503_and_the_service_recovers_when_it
             [error] = down.json()["errors"]
             assert error["field"] == "online_store" and error["problem"] == "unavailable"
             assert str(redis.port) not in down.text and redis.password not in down.text
+            # Within online_store_retry_s the store is not asked again: answered at once, not after its timeout.
+            started = time.monotonic()
+            assert client.post("/v1/score/customers", json={"customer_ids": ids}).status_code == 503
+            assert time.monotonic() - started < 0.5
+            assert client.get("/ready").status_code == 503
             redis = start_redis(tmp_path / "redis-again", port=redis.port)  # no persistence: publish again
             store = open_online_store(config)
             store.publish(online_store["publish"])
             store.close()
+            time.sleep(1.1)  # the retry interval
             again = client.post("/v1/score/customers", json={"customer_ids": ids})
             assert again.status_code == 200, again.text
+            assert client.get("/ready").status_code == 200
     finally:
         redis.stop()

@@ -149,7 +149,7 @@ _OPS: dict[str, Callable[[Op, list[pa.Array], pa.Array], pa.Array]] = {
 
 def to_arrow(expr: Expr, table: pa.Table, lookup_time: datetime) -> pa.Array:
     """The expression over every row of ``table``, one value per row."""
-    at = pa.array([lookup_time] * table.num_rows, _STAMP)
+    at = pa.repeat(pa.scalar(lookup_time, _STAMP), table.num_rows)
     return _evaluate(expr, table, at)
 
 
@@ -157,7 +157,7 @@ def _evaluate(expr: Expr, table: pa.Table, at: pa.Array) -> pa.Array:
     if isinstance(expr, Col):
         return table.column(expr.name).combine_chunks()
     if isinstance(expr, Lit):
-        return pa.array([expr.value] * table.num_rows)
+        return pa.repeat(pa.scalar(expr.value), table.num_rows)
     if isinstance(expr, LookupTime):
         return at
     return _OPS[expr.name](expr, [_evaluate(arg, table, at) for arg in expr.args], at)

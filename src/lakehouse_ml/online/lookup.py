@@ -183,9 +183,11 @@ class OnlineFeatureLookup:
     def _rules(self, inputs: tuple[str, ...], at: datetime) -> list[Rule]:
         """The rules of ``inputs`` at ``at``, kept for the next request at the same time (with
         ``serving.request_time: online_store`` every request has the store's time)."""
-        if self._last_rules is None or self._last_rules[0] != (inputs, at):
-            self._last_rules = ((inputs, at), table_rules(self.contracts, inputs, self.rules, at, self.on_demand))
-        return self._last_rules[1]
+        last = self._last_rules  # one read: another thread may replace it meanwhile
+        if last is None or last[0] != (inputs, at):
+            last = ((inputs, at), table_rules(self.contracts, inputs, self.rules, at, self.on_demand))
+            self._last_rules = last
+        return last[1]
 
     def _judge(
         self, ids: list[str], at: datetime, inputs: list[str], values: dict[str, pa.Array], problems: dict[str, list[str]]
@@ -222,9 +224,12 @@ def _positions(mask: pa.Array) -> list[int]:
 
 def _column(rows: pa.Table, name: str | None) -> pa.Array:
     """A column of the read rows; all null when the store has none by that name."""
+    stamp = pa.timestamp("us", tz="UTC")
     if name is not None and name in rows.column_names:
-        return rows.column(name).combine_chunks()
-    return pa.nulls(rows.num_rows, pa.timestamp("us", tz="UTC"))
+        column = rows.column(name).combine_chunks()
+        # A time column published all-null keeps Arrow's null type: it is a column of null times.
+        return pc.cast(column, stamp) if pa.types.is_null(column.type) else column
+    return pa.nulls(rows.num_rows, stamp)
 
 
 def _numeric(data_type: pa.DataType) -> bool:

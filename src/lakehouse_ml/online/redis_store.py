@@ -28,13 +28,13 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 import pandas as pd
 import pyarrow as pa
 import redis
+import redis.lock
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -50,6 +50,7 @@ from lakehouse_ml.online.store import (
     publish_keys,
     publish_plan,
     read_schema,
+    schema_from_bytes,
     utc_from_micros,
 )
 
@@ -59,12 +60,6 @@ _CREDENTIALS = (
     "the password in conf/<env>/credentials.yml `online_store` (the catalog entry's credentials) "
     "or LAKEHOUSE_ML_ONLINE_STORE_PASSWORD (the service)"
 )
-
-
-@lru_cache(maxsize=256)
-def _schema_from(blob: bytes) -> pa.Schema:
-    # The same few schemas are read on every request: parse each once.
-    return pa.ipc.read_schema(pa.py_buffer(blob))
 
 
 def _decoded(rows: list[bytes | None]) -> list[list[Any]]:
@@ -92,7 +87,7 @@ def _json_values(column: pa.ChunkedArray, data_type: pa.DataType) -> list[Any]:
     return column.cast(data_type).to_pylist()
 
 
-def _arrow_column(values: list[Any], data_type: pa.DataType) -> pa.Array:
+def _column_from_json(values: list[Any], data_type: pa.DataType) -> pa.Array:
     """An Arrow array of ``data_type`` from stored JSON values."""
     if pa.types.is_timestamp(data_type):
         return pa.array(values, pa.int64()).cast(data_type)
@@ -188,7 +183,7 @@ class RedisOnlineStore(OnlineStore):
             "contract_hash": state["contract_hash"],
             "as_of": utc_from_micros(state["as_of"]),
             "key_columns": state["key_columns"],
-            "schema": _schema_from(meta[b"schema"]),
+            "schema": schema_from_bytes(meta[b"schema"]),
         }
 
     def _states(self, tables: list[str]) -> dict[str, dict[str, Any] | None]:
@@ -212,7 +207,7 @@ class RedisOnlineStore(OnlineStore):
         """See :meth:`OnlineStore.schema`."""
         with self._errors("reading a schema"):
             blob = self._client.hget(self._meta_key(checked_name(table)), "schema")
-        return None if blob is None else _schema_from(blob)
+        return None if blob is None else schema_from_bytes(blob)
 
     def tables(self) -> list[str]:
         """See :meth:`OnlineStore.tables`."""
@@ -264,14 +259,16 @@ class RedisOnlineStore(OnlineStore):
             if not lock.acquire():
                 raise OnlineStoreError(f"online store {self._where}: another publish held the lock for {self._lock_timeout:.0f} s")
             try:
-                return self._publish(updates, arrows)
+                return self._publish(updates, arrows, lock)
             finally:
                 try:
                     lock.release()
                 except redis.RedisError:
                     pass  # expired or unreachable: it lapses after lock_timeout_s; the publish's own error is what counts
 
-    def _publish(self, updates: dict[str, dict[str, Any]], arrows: dict[str, pa.Table | None]) -> dict[str, dict[str, int]]:
+    def _publish(
+        self, updates: dict[str, dict[str, Any]], arrows: dict[str, pa.Table | None], lock: redis.lock.Lock,
+    ) -> dict[str, dict[str, int]]:
         states = self._states(list(updates))
         published = datetime.now(timezone.utc)
         pipe = self._client.pipeline(transaction=True)
@@ -287,6 +284,14 @@ class RedisOnlineStore(OnlineStore):
                 pipe.hdel(self._rows_key(table), *deleted_keys)
                 pipe.hdel(self._hashes_key(table), *deleted_keys)
             replies[table] = (written or 0, index)
+        if not lock.owned():
+            # The lock lapsed (a publish longer than lock_timeout_s): another publisher may have
+            # read the states this one computed from. Nothing is applied; the next publish redoes it.
+            pipe.reset()
+            raise OnlineStoreError(
+                f"online store {self._where}: the publish took longer than lock_timeout_s ({self._lock_timeout:.0f} s) "
+                "and lost its lock; nothing was applied (raise lock_timeout_s for publishes this large)"
+            )
         results = pipe.execute() if len(pipe) else []
         return {table: {"upserted": written, "deleted": 0 if index is None else int(results[index])} for table, (written, index) in replies.items()}
 
@@ -356,7 +361,7 @@ class RedisOnlineStore(OnlineStore):
             found[table] = {}
             if blob is None:
                 continue
-            schema = _schema_from(blob)
+            schema = schema_from_bytes(blob)
             decoders = [(f.name, _decoder(f.type)) for f in schema]
             for key, stored in zip((k for k, raw in zip(keys, rows) if raw is not None), _decoded(rows)):
                 version, stamp, *values = stored
@@ -374,7 +379,7 @@ class RedisOnlineStore(OnlineStore):
             if blob is None:
                 tables[table] = not_found_table(len(keys))
                 continue
-            target = read_schema(_schema_from(blob))
+            target = read_schema(schema_from_bytes(blob))
             width = len(target) - 1  # version, stamp and the values: _found is computed
             missing = [None] * width
             stored = iter(_decoded(rows))
@@ -386,7 +391,7 @@ class RedisOnlineStore(OnlineStore):
                 version, stamp, *values = next(stored)
                 decoded.append([*values, *missing[len(values) + 2 :], version, stamp])
             columns = list(zip(*decoded)) if decoded else [()] * width
-            arrays = [_arrow_column(list(values), field.type) for values, field in zip(columns, target)]
+            arrays = [_column_from_json(list(values), field.type) for values, field in zip(columns, target)]
             found = pa.array([raw is not None for raw in rows], pa.bool_())
             tables[table] = pa.Table.from_arrays([*arrays, found], schema=target)
         return tables

@@ -321,11 +321,11 @@ def _serialised(schema: pa.Schema) -> bytes:
 
 
 def _deserialised(blob: bytes | None) -> pa.Schema | None:
-    return None if blob is None else _schema_from(blob)
+    return None if blob is None else schema_from_bytes(blob)
 
 
 @functools.lru_cache(maxsize=256)
-def _schema_from(blob: bytes) -> pa.Schema:
+def schema_from_bytes(blob: bytes) -> pa.Schema:
     # Every read parses its tables' schemas: the same few, parsed once.
     return pa.ipc.read_schema(pa.py_buffer(blob))
 

@@ -11,7 +11,6 @@ a caller. Every response carries ``X-Request-ID``; scores carry ``X-Model-Versio
 
 from __future__ import annotations
 
-import gc
 import hmac
 import logging
 import time
@@ -126,10 +125,6 @@ def create_app(settings: ServingSettings) -> FastAPI:  # noqa: C901, PLR0915 - t
     async def lifespan(_: FastAPI):
         await run_in_threadpool(service.start)
         service.limit_threads()  # on the event loop's thread, which runs the model calls
-        # The models, libraries and settings loaded at start live as long as the process: frozen,
-        # the collector stops walking them on every full collection (pauses every request waits for).
-        gc.collect()
-        gc.freeze()
         try:
             yield
         finally:

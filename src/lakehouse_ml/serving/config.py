@@ -83,6 +83,7 @@ class ServingSettings:
     request_time: str = "now"
     shadow_queue: int = 64
     model_threads: int = 1
+    online_store_retry_s: float = 5.0
     tracking_uri: str | None = None
     registry_uri: str | None = None
     host: str = "127.0.0.1"
@@ -102,6 +103,8 @@ class ServingSettings:
                 raise SettingsError(f"serving.{key}: expected a positive integer, got {getattr(self, key)!r}")
         if not isinstance(self.model_threads, int) or self.model_threads < 0:
             raise SettingsError(f"serving.model_threads: expected an integer >= 0 (0 = the libraries' default), got {self.model_threads!r}")
+        if self.online_store_retry_s < 0:
+            raise SettingsError(f"serving.online_store_retry_s: expected >= 0, got {self.online_store_retry_s!r}")
         if self.poll_interval_s < 0:
             raise SettingsError(f"serving.poll_interval_s: expected >= 0 (0 = no polling), got {self.poll_interval_s!r}")
 
@@ -157,14 +160,16 @@ def _online_store(store: dict[str, Any] | None, config: Any) -> dict[str, Any] |
 
 def export_mlflow_credentials(config: Any, server: dict[str, Any]) -> list[str]:
     """Set the entries of the credentials key ``server.credentials`` names as environment
-    variables (kedro-mlflow's convention), unless the environment sets them; the names set."""
+    variables; the names set. The rule of a ``kedro run`` (kedro-mlflow exports the entry over the
+    environment), whole: a user name from one place never meets a password from another. Without
+    the entry, the environment's variables are used as they are."""
     name = server.get("credentials")
     if not name:
         return []
     entry = _credentials(config).get(str(name)) or {}
     if not isinstance(entry, dict):
         raise SettingsError(f"credentials.yml {name} (mlflow.yml server.credentials): expected a mapping of environment variables")
-    exported = [str(key) for key, value in entry.items() if value is not None and str(key) not in os.environ]
+    exported = [str(key) for key, value in entry.items() if value is not None]
     for key in exported:
         os.environ[key] = str(entry[key])
     return exported
@@ -232,6 +237,7 @@ def load_settings(env: str = "local", conf_source: str | Path | None = None, ove
         request_time=str(serving.get("request_time", "now")),
         shadow_queue=int(serving.get("shadow_queue", 64)),
         model_threads=int(serving.get("model_threads", 1)),
+        online_store_retry_s=float(serving.get("online_store_retry_s", 5)),
         **_mlflow_uris(server),
         host=str(serving.get("host", "127.0.0.1")),
         port=int(serving.get("port", 8080)),

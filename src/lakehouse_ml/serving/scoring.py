@@ -46,6 +46,7 @@ class ScoringService:
         self.store: Any = None
         self._lookup: Any = None
         self.store_error: str | None = None  # what responses show: never the message (it may name the store's path)
+        self._store_failed_at: float | None = None  # monotonic time of the store's last failure
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -78,9 +79,14 @@ class ScoringService:
         versions = {role: (state.release(role).version if state.release(role) else None) for role in ("champion", "challenger")}
         self.metrics.set_releases(versions, state.traffic.share if state.traffic.mode == "canary" else 0.0)
 
+    def _store_resting(self) -> bool:
+        """Whether the store failed less than ``online_store_retry_s`` ago (then it is not asked again yet)."""
+        failed = self._store_failed_at
+        return failed is not None and time.monotonic() - failed < self.settings.online_store_retry_s
+
     def lookup(self) -> Any:
         """The online feature lookup, opened on first use (None while the store cannot be opened)."""
-        if self._lookup is not None or not self.settings.online_store:
+        if self._lookup is not None or not self.settings.online_store or self._store_resting():
             return self._lookup
         with self._store_lock:
             if self._lookup is None:
@@ -93,7 +99,7 @@ class ScoringService:
                     )
                     self.store, self.store_error = store, None
                 except Exception as error:  # noqa: BLE001 - reported by /ready; payload scoring goes on
-                    self.store_error = error_summary(error)
+                    self.store_error, self._store_failed_at = error_summary(error), time.monotonic()
                     # The store's kind only: its options may carry a password (the error names where it is).
                     kind = self.settings.online_store.get("type")
                     logger.error("serving: online store (%s) cannot be opened: %s: %s", kind, type(error).__name__, error)
@@ -104,15 +110,24 @@ class ScoringService:
         if self.settings.request_time == "now":
             return datetime.now(timezone.utc)
         published = [state["as_of"] for state in self.store_tables().values() if state and state.get("as_of")]
+        if not published and self.store_error:
+            raise ApiProblem(503, [problem("online_store", "unavailable", "a reachable online store (serving.online_store)", self.store_error)])
         if not published:
             raise ApiProblem(503, [problem("online_store", "unavailable", "an online store published by `kedro run --pipeline publish_online`", "no table published")])
         return max(published)
 
     def store_tables(self) -> dict[str, dict[str, Any] | None]:
         """Each feature table's state in the online store (None: never published)."""
-        if self.lookup() is None:
+        from lakehouse_ml.online import OnlineStoreError
+
+        if self.lookup() is None or self._store_resting():
             return {}
-        return {table: self.store.table_state(table) for table in self.tables}
+        try:
+            return {table: self.store.table_state(table) for table in self.tables}
+        except OnlineStoreError as error:  # a server down: /ready and /version report it, never a 500
+            logger.error("serving: online store state unavailable: %s", error)
+            self.store_error, self._store_failed_at = error_summary(error), time.monotonic()
+            return {}
 
     # ------------------------------------------------------------------ scoring
 
@@ -124,6 +139,8 @@ class ScoringService:
     def score_customers(self, state: ServingState, customer_ids: list[str], request_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Score customers with their online features; (predictions, per-customer errors)."""
         lookup = self.lookup()
+        if lookup is not None and self._store_resting():
+            raise ApiProblem(503, [problem("online_store", "unavailable", "a reachable online store (serving.online_store)", self.store_error)])
         if lookup is None:
             raise ApiProblem(503, [problem("online_store", "unavailable", "an online store published by `kedro run --pipeline publish_online`", self.store_error)])
         from lakehouse_ml.online import OnlineStoreError
@@ -131,11 +148,14 @@ class ScoringService:
         try:
             frame, problems = lookup.vectors(customer_ids, at=self.request_time(), input_columns=list(state.validator.by_name))
         except OnlineStoreError as error:  # the store's server is down or refuses us: names the store, never secrets
-            logger.error("serving: online lookup failed: %s", error)
+            logger.error("serving: online lookup failed: %s (lookups answer 503 for %.0f s)", error, self.settings.online_store_retry_s)
+            self.store_error, self._store_failed_at = error_summary(error), time.monotonic()
             raise ApiProblem(503, [problem("online_store", "unavailable", "a reachable online store (serving.online_store)", error_summary(error))]) from None
         except ValueError as error:  # the lookups do not produce every model input: a configuration problem
             logger.error("serving: online lookup failed: %s", error)
             raise ApiProblem(503, [problem("online_store", "unavailable", "online features for every model input", error_summary(error))]) from None
+        if self._store_failed_at is not None:  # answered again: the store is back
+            self.store_error = self._store_failed_at = None
         refuse = self.settings.on_contract_violation == "refuse"
         errors = [
             {"field": f"customer_ids[{i}]", "problem": "contract", "customer_id": customer,

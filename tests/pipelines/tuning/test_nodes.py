@@ -367,3 +367,23 @@ def test_pipeline_wires_training_set_and_params():
         "training_set@pandas", "params:feature_tables", "params:on_demand_features", "params:tuning", "optuna_storage"
     } <= pipeline.inputs()
     assert pipeline.outputs() == {"tuning_study_result", "tuning_test_cutoffs"}
+
+
+def test_a_running_trial_counts_toward_the_budget_until_it_is_stale():
+    """A RUNNING trial holds its slot while its process may be alive; past stale_trial_after_s (or
+    never, when null) it is a dead process's and frees the slot; finished trials always hold one."""
+    from datetime import datetime, timedelta
+
+    from lakehouse_ml.pipelines.tuning.nodes import _holds_budget
+
+    def trial(state, age_s):
+        return optuna.trial.FrozenTrial(
+            number=0, state=state, value=None, datetime_start=datetime.now() - timedelta(seconds=age_s), datetime_complete=None,
+            params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=0,
+        )
+
+    running = optuna.trial.TrialState.RUNNING
+    assert _holds_budget(trial(running, 10), 3600) and _holds_budget(trial(running, 7200), None)
+    assert not _holds_budget(trial(running, 7200), 3600)
+    assert _holds_budget(trial(optuna.trial.TrialState.PRUNED, 7200), 3600)
+    assert not _holds_budget(trial(optuna.trial.TrialState.FAIL, 10), 3600)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from datetime import datetime
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -298,21 +298,29 @@ def _evaluator(
     return evaluate
 
 
-def _batch_sampler(seed: int, first_number: int) -> optuna.samplers.TPESampler:
-    """A TPE sampler for the batch starting at trial ``first_number``, seeded by the study's seed
-    and that number: the draws then depend on the seed, the trial numbers and the trials in the
-    storage only, not on how many batches this process drew before, so a study interrupted between
-    batches and resumed by another process draws what an uninterrupted run would."""
-    entropy = np.random.SeedSequence([seed, first_number]).generate_state(1)[0]
+def _trial_sampler(seed: int, number: int) -> optuna.samplers.TPESampler:
+    """A TPE sampler for trial ``number``, seeded by the study's seed and that number: the draws
+    then depend on the seed, the trial numbers and the trials in the storage only, not on how many
+    trials this process drew before, so a study interrupted between batches and resumed by another
+    process draws what an uninterrupted run would, and processes sharing a study (each trial
+    number is given once) never draw the same configuration by sharing a seed."""
+    entropy = np.random.SeedSequence([seed, number]).generate_state(1)[0]
     return optuna.samplers.TPESampler(seed=int(entropy))
+
+
+def _seconds(value: Any) -> float | None:
+    """A duration setting in seconds (None: never)."""
+    return None if value is None else float(value)
 
 
 def _holds_budget(trial: optuna.trial.FrozenTrial, stale_after_s: float | None) -> bool:
     """Whether a stored trial takes a slot of ``n_trials``: finished, or running in a live process.
 
-    A trial RUNNING for longer than the run's ``timeout_s`` belongs to a process that died
+    A trial RUNNING for longer than ``tuning.stale_trial_after_s`` belongs to a process that died
     without telling it (killed, or its connection lost): it holds no slot, so a resumed study
-    still reaches ``n_trials``. Without a timeout every RUNNING trial holds its slot.
+    still reaches ``n_trials``. With the setting null every RUNNING trial holds its slot. Optuna
+    stamps a trial's start with its machine's local clock: machines sharing a study need clocks
+    in one time zone.
     """
     if trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
         return True
@@ -325,6 +333,7 @@ def _holds_budget(trial: optuna.trial.FrozenTrial, stale_after_s: float | None) 
 def _optimize_in_batches(
     study: optuna.Study, evaluate, search_space: dict, n_trials: int, timeout_s: float | None, n_jobs: int, callback,
     fit_batch: BatchFitter | None = None, *, budget: int | None = None, seed: int | None = None,
+    stale_after_s: float | None = None,
 ) -> None:
     """Run ``n_trials`` trials, ``n_jobs`` at a time, reproducibly.
 
@@ -333,7 +342,7 @@ def _optimize_in_batches(
     only on the seed and the finished trials, never on thread timing, so ``n_jobs: 2`` reproduces
     a run as exactly as ``n_jobs: 1`` (the median pruner compares with completed trials only,
     which are told between batches). ``timeout_s`` is checked before each batch. With ``seed``,
-    each batch gets its own sampler (:func:`_batch_sampler`), so resuming reproduces too.
+    each trial gets its own sampler (:func:`_trial_sampler`), so resuming reproduces too.
 
     ``budget`` is the study's ``n_trials`` across every process working on it (a shared storage):
     a batch only takes the slots no stored trial holds, and a trial another process asked at the
@@ -359,18 +368,25 @@ def _optimize_in_batches(
             size = min(max(1, n_jobs), n_trials - told)
             if budget is not None:
                 stored = study.get_trials(deepcopy=False)
-                size = min(size, budget - sum(_holds_budget(t, timeout_s) for t in stored))
+                size = min(size, budget - sum(_holds_budget(t, stale_after_s) for t in stored))
                 if size <= 0:
                     break  # the remaining slots are being fitted by other processes
-            if seed is not None:
-                study.sampler = _batch_sampler(seed, len(study.get_trials(deepcopy=False)))
             batch, outcomes, error = [], [], None
             try:
                 for _ in range(size):
+                    # TPE draws twice: the relative (multivariate) draw when the trial is asked, the
+                    # independent one when a parameter is suggested. Seeded for the number the trial
+                    # will get, then again for the number it got (another process may have asked in
+                    # between): one process always has them equal, so resuming reproduces.
+                    predicted = len(study.get_trials(deepcopy=False))
+                    if seed is not None:
+                        study.sampler = _trial_sampler(seed, predicted)
                     trial = study.ask()
+                    if seed is not None and trial.number != predicted:
+                        study.sampler = _trial_sampler(seed, trial.number)
                     batch.append((trial, suggest(trial, search_space)))
                 if budget is not None:
-                    batch = _within_budget(study, batch, budget, timeout_s)
+                    batch = _within_budget(study, batch, budget, stale_after_s)
                 if fit_batch is None:
                     futures = [pool.submit(evaluate_with_share, trial, family, params) for trial, (family, params) in batch]
                     # Every fit ends before any trial is told: a trial whose fit raised fails alone.
@@ -500,8 +516,10 @@ def run_study(
     _refuse_moved_settings(tuning)
     try:
         return _run_study(train, folds, search_space, tuning, parent_run_id, columns or infer_columns(train), fit_batch, storage)
-    except sqlalchemy.exc.DBAPIError as error:
-        raise _storage_failure(storage, error) from error
+    # Optuna's RDB storage reports a lost database as StorageInternalError (SQLAlchemy's error
+    # inside); not chained: the driver's message may echo the connection string.
+    except (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError) as error:
+        raise _storage_failure(storage, error) from None
 
 
 def _run_study(
@@ -516,7 +534,7 @@ def _run_study(
         storage=storage,
         load_if_exists=True,
         direction="maximize",
-        sampler=_batch_sampler(seed, 0),
+        sampler=_trial_sampler(seed, 0),
         pruner=optuna.pruners.MedianPruner(
             n_startup_trials=int(pruner_config.get("n_startup_trials", 5)),
             n_warmup_steps=int(pruner_config.get("n_warmup_steps", 0)),
@@ -535,6 +553,7 @@ def _run_study(
         _progress(n_trials, started),
         fit_batch,
         budget=n_trials,
+        stale_after_s=_seconds(tuning.get("stale_trial_after_s")),
         seed=seed,
     )
     counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in optuna.trial.TrialState}
