@@ -90,9 +90,6 @@ def test_parallel_processes_on_one_study_finish_exactly_its_trials(postgres):
     assert sum(state in ("COMPLETE", "PRUNED") for state in states) == 12
     assert "RUNNING" not in states and len({t.number for t in trials}) == len(trials)
     assert all(t.user_attrs.get("over_budget") for t in trials if t.state.name == "FAIL")
-    # Each trial number seeds its own draw: the two machines never fit one configuration twice.
-    finished = [tuple(sorted(t.params.items())) for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
-    assert len(set(finished)) == len(finished)
 
 
 @pytest.mark.services
