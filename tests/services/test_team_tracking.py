@@ -126,7 +126,8 @@ def on_server(url: str, password: str = PASSWORD) -> Iterator[MlflowClient]:
     """MLflow in this process pointed at ``url`` as the test user; everything put back afterwards."""
     import mlflow
 
-    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    # MLFLOW_EXPERIMENT_ID: mlflow.set_experiment exports the active experiment for subprocesses.
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_EXPERIMENT_ID")
     saved = {k: os.environ.get(k) for k in keys}
     previous, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     os.environ.update({"MLFLOW_TRACKING_URI": url, "MLFLOW_REGISTRY_URI": url, **as_user(password)})
@@ -144,6 +145,11 @@ def on_server(url: str, password: str = PASSWORD) -> Iterator[MlflowClient]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        # An experiment set on the server stays the active one: make the previous one (or the
+        # restored store's default) active again, or later tests log to an id their store lacks.
+        mlflow.set_experiment(experiment_id=saved["MLFLOW_EXPERIMENT_ID"] or "0")
+        if saved["MLFLOW_EXPERIMENT_ID"] is None:
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 def aliases(client: MlflowClient, name: str) -> dict[str, str]:
