@@ -51,6 +51,7 @@ from lakehouse_ml.online.store import (
     publish_plan,
     read_schema,
     schema_from_bytes,
+    upsert_by_publish,
     utc_from_micros,
 )
 
@@ -239,9 +240,7 @@ class RedisOnlineStore(OnlineStore):
     ) -> int:
         """See :meth:`OnlineStore.upsert`. Nothing is written when there are no rows and the
         recorded source version and contract hash are unchanged."""
-        update = {"rows": rows, "source_version": source_version, "key_columns": key_columns,
-                  "contract_hash": contract_hash, "as_of": as_of}
-        return self.publish({table: update})[table]["upserted"]
+        return upsert_by_publish(self, table, rows, source_version, key_columns, contract_hash, as_of)
 
     def delete(self, table: str, keys: list[str]) -> int:
         """See :meth:`OnlineStore.delete`."""

@@ -163,6 +163,16 @@ class OnlineStore(abc.ABC):
         return type(self).__name__
 
 
+def upsert_by_publish(  # noqa: PLR0913
+    store: OnlineStore, table: str, rows: pd.DataFrame, source_version: int,
+    key_columns: list[str] | None, contract_hash: str | None, as_of: datetime | None,
+) -> int:
+    """``upsert`` for a store whose ``publish`` is the one write path: a publish of one table."""
+    update = {"rows": rows, "source_version": source_version, "key_columns": key_columns,
+              "contract_hash": contract_hash, "as_of": as_of}
+    return store.publish({table: update})[table]["upserted"]
+
+
 def read_schema(schema: pa.Schema) -> pa.Schema:
     """The columns :meth:`OnlineStore.read` returns for a table stored with ``schema``."""
     return pa.schema([*schema, pa.field(SOURCE_VERSION, pa.int64()), pa.field(PUBLISHED_AT, _UTC_MICROS), pa.field(FOUND, pa.bool_())])
@@ -454,9 +464,7 @@ class SQLiteOnlineStore(OnlineStore):
     ) -> int:
         """See :meth:`OnlineStore.upsert`. Nothing is written when there are no rows and the
         recorded source version and contract hash are unchanged."""
-        update = {"rows": rows, "source_version": source_version, "key_columns": key_columns,
-                  "contract_hash": contract_hash, "as_of": as_of}
-        return self.publish({table: update})[table]["upserted"]
+        return upsert_by_publish(self, table, rows, source_version, key_columns, contract_hash, as_of)
 
     def delete(self, table: str, keys: list[str]) -> int:
         """See :meth:`OnlineStore.delete`."""
