@@ -79,6 +79,13 @@ class ScoringService:
         versions = {role: (state.release(role).version if state.release(role) else None) for role in ("champion", "challenger")}
         self.metrics.set_releases(versions, state.traffic.share if state.traffic.mode == "canary" else 0.0)
 
+    def _store_failed(self, error: Exception) -> None:
+        """Record a failure of the store: reported by /ready, and not asked again for ``online_store_retry_s``."""
+        self.store_error, self._store_failed_at = error_summary(error), time.monotonic()
+
+    def _unreachable(self) -> ApiProblem:
+        return ApiProblem(503, [problem("online_store", "unavailable", "a reachable online store (serving.online_store)", self.store_error)])
+
     def _store_resting(self) -> bool:
         """Whether the store failed less than ``online_store_retry_s`` ago (then it is not asked again yet)."""
         failed = self._store_failed_at
@@ -99,7 +106,7 @@ class ScoringService:
                     )
                     self.store, self.store_error = store, None
                 except Exception as error:  # noqa: BLE001 - reported by /ready; payload scoring goes on
-                    self.store_error, self._store_failed_at = error_summary(error), time.monotonic()
+                    self._store_failed(error)
                     # The store's kind only: its options may carry a password (the error names where it is).
                     kind = self.settings.online_store.get("type")
                     logger.error("serving: online store (%s) cannot be opened: %s: %s", kind, type(error).__name__, error)
@@ -111,7 +118,7 @@ class ScoringService:
             return datetime.now(timezone.utc)
         published = [state["as_of"] for state in self.store_tables().values() if state and state.get("as_of")]
         if not published and self.store_error:
-            raise ApiProblem(503, [problem("online_store", "unavailable", "a reachable online store (serving.online_store)", self.store_error)])
+            raise self._unreachable()
         if not published:
             raise ApiProblem(503, [problem("online_store", "unavailable", "an online store published by `kedro run --pipeline publish_online`", "no table published")])
         return max(published)
@@ -126,7 +133,7 @@ class ScoringService:
             return {table: self.store.table_state(table) for table in self.tables}
         except OnlineStoreError as error:  # a server down: /ready and /version report it, never a 500
             logger.error("serving: online store state unavailable: %s", error)
-            self.store_error, self._store_failed_at = error_summary(error), time.monotonic()
+            self._store_failed(error)
             return {}
 
     # ------------------------------------------------------------------ scoring
@@ -140,7 +147,7 @@ class ScoringService:
         """Score customers with their online features; (predictions, per-customer errors)."""
         lookup = self.lookup()
         if lookup is not None and self._store_resting():
-            raise ApiProblem(503, [problem("online_store", "unavailable", "a reachable online store (serving.online_store)", self.store_error)])
+            raise self._unreachable()
         if lookup is None:
             raise ApiProblem(503, [problem("online_store", "unavailable", "an online store published by `kedro run --pipeline publish_online`", self.store_error)])
         from lakehouse_ml.online import OnlineStoreError
@@ -149,8 +156,8 @@ class ScoringService:
             frame, problems = lookup.vectors(customer_ids, at=self.request_time(), input_columns=list(state.validator.by_name))
         except OnlineStoreError as error:  # the store's server is down or refuses us: names the store, never secrets
             logger.error("serving: online lookup failed: %s (lookups answer 503 for %.0f s)", error, self.settings.online_store_retry_s)
-            self.store_error, self._store_failed_at = error_summary(error), time.monotonic()
-            raise ApiProblem(503, [problem("online_store", "unavailable", "a reachable online store (serving.online_store)", error_summary(error))]) from None
+            self._store_failed(error)
+            raise self._unreachable() from None
         except ValueError as error:  # the lookups do not produce every model input: a configuration problem
             logger.error("serving: online lookup failed: %s", error)
             raise ApiProblem(503, [problem("online_store", "unavailable", "online features for every model input", error_summary(error))]) from None
