@@ -37,7 +37,8 @@ from lakehouse_ml.features.expressions import (
     text,
     when,
 )
-from lakehouse_ml.features.expressions_arrow import to_arrow, value_text
+from lakehouse_ml.features import expressions_arrow
+from lakehouse_ml.features.expressions_arrow import Batched, evaluate_all, to_arrow, value_text
 from lakehouse_ml.features.expressions_spark import to_spark
 from lakehouse_ml.features.rules import RULES, table_rules
 
@@ -100,11 +101,14 @@ def _same(left: object, right: object) -> bool:
 
 
 def _assert_parity(spark, table: pa.Table, expressions: dict) -> None:
+    """Spark, ``to_arrow`` (each expression alone) and ``evaluate_all`` (all in one plan) agree."""
     engine = spark.createDataFrame(table).select(*[to_spark(expr, F.lit(AT)).alias(name) for name, expr in expressions.items()]).toArrow()
+    planned = evaluate_all(expressions, table, AT)
     for name, expr in expressions.items():
-        expected, got = engine.column(name).to_pylist(), to_arrow(expr, table, AT).to_pylist()
-        differ = [(n, table.slice(n, 1).to_pylist()[0], e, g) for n, (e, g) in enumerate(zip(expected, got)) if not _same(e, g)]
-        assert not differ and len(expected) == len(got), f"{name}: Spark and Arrow differ (row, input, spark, arrow): {differ[:3]}"
+        expected = engine.column(name).to_pylist()
+        for how, got in (("to_arrow", to_arrow(expr, table, AT).to_pylist()), ("evaluate_all", planned[name].to_pylist())):
+            differ = [(n, table.slice(n, 1).to_pylist()[0], e, g) for n, (e, g) in enumerate(zip(expected, got)) if not _same(e, g)]
+            assert not differ and len(expected) == len(got), f"{name}: Spark and {how} differ (row, input, spark, arrow): {differ[:3]}"
 
 
 def _op_names(expr) -> set[str]:
@@ -123,6 +127,37 @@ def test_a_time_rule_compiled_without_a_lookup_time_says_so(spark):
 def test_every_op_and_rule_gives_the_same_values_in_spark_and_arrow_on_edge_cases(spark):
     table = _edge_table()
     _assert_parity(spark, table, {**EXPRESSIONS, **RULE_EXPRESSIONS})
+
+
+def test_expressions_of_one_shape_are_evaluated_once_over_their_columns(monkeypatch):
+    """Range rules on several numbers differ only in their column and bounds: one evaluation over
+    the columns laid end to end gives each rule's values, in its own rows."""
+    table = pa.table({
+        "a": pa.array([1.0, -1.0, None, math.nan]), "b": pa.array([5.0, 500.0, 0.0, NEGATIVE_NAN]),
+        "c": pa.array([0.5, 2.0, None, 1.0]), "n": pa.array([1, -5, 3, None], pa.int64()),
+    })
+    exprs = {
+        "a": or_(is_nan(Col("a")), lt(Col("a"), Lit(0.0)), gt(Col("a"), Lit(10.0))),
+        "b": or_(is_nan(Col("b")), lt(Col("b"), Lit(0.0)), gt(Col("b"), Lit(100.0))),
+        "c": or_(is_nan(Col("c")), lt(Col("c"), Lit(1.0)), gt(Col("c"), Lit(10.0))),
+        "n": or_(is_nan(Col("n")), lt(Col("n"), Lit(0.0)), gt(Col("n"), Lit(10.0))),  # an int column: its own shape
+        "a_again": or_(is_nan(Col("a")), lt(Col("a"), Lit(0.0)), gt(Col("a"), Lit(10.0))),
+        "text": text(Col("a")),
+    }
+    calls: list = []
+    each = expressions_arrow.to_arrow
+    monkeypatch.setattr(expressions_arrow, "to_arrow", lambda expr, t, at: calls.append(t.num_rows) or each(expr, t, at))
+    got = evaluate_all(exprs, table, AT)
+    assert sorted(calls) == [4, 4, 16]  # a, b, c and a_again together; n; text
+    for name, expr in exprs.items():
+        assert got[name].to_pylist() == each(expr, table, AT).to_pylist(), name
+    assert got["b"].to_pylist() == [False, True, False, True]
+
+
+def test_batched_expressions_refuse_a_table_of_another_schema():
+    batched = Batched({"x": not_null(X)}, SCHEMA)
+    with pytest.raises(ValueError, match="schema"):
+        batched.evaluate(pa.table({"t__x": [1.0]}), AT)
 
 
 _doubles = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 89.0, 90.0, -1e-300, NEGATIVE_NAN]))

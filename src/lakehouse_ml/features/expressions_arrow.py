@@ -2,16 +2,21 @@
 
 Each op mirrors its Spark compilation in :mod:`lakehouse_ml.features.expressions_spark` on the
 embedded engine; ``tests/features/test_expressions.py`` runs both over the same rows.
+
+:func:`to_arrow` evaluates one expression; :func:`evaluate_all` evaluates many, those of one shape
+together (a contract's range rule on each of its numbers is one evaluation over all of them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from functools import reduce
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -161,3 +166,103 @@ def _evaluate(expr: Expr, table: pa.Table, at: pa.Array) -> pa.Array:
     if isinstance(expr, LookupTime):
         return at
     return _OPS[expr.name](expr, [_evaluate(arg, table, at) for arg in expr.args], at)
+
+
+def evaluate_all(exprs: Mapping[str, Expr], table: pa.Table, lookup_time: datetime) -> dict[str, pa.Array]:
+    """Every expression over every row of ``table``, each value the one :func:`to_arrow` gives
+    (see :class:`Batched`; keep a ``Batched`` to evaluate the same expressions again)."""
+    return Batched(exprs, table.schema).evaluate(table, lookup_time)
+
+
+@dataclass(frozen=True)
+class _Group:
+    names: tuple[str, ...]
+    template: Expr  # the first member, its varying columns and literals read from slot columns
+    columns: tuple[tuple[str, tuple[str, ...]], ...]  # slot -> each member's column
+    literals: tuple[tuple[str, pa.Array], ...]  # slot -> each member's literal
+
+
+class Batched:
+    """Expressions over tables of one schema, evaluated by shape: expressions with the same ops
+    and params over columns of the same types and literals of the same types (a contract's range
+    rule on each of its numbers) are evaluated once, over their columns laid end to end.
+
+    Every op is element-wise, so each row's value is the one :func:`to_arrow` gives. On a hundred
+    rows the calls, not the kernels, are the cost: a request's two dozen contract rules are then
+    a few dozen kernel calls instead of two hundred.
+    """
+
+    def __init__(self, exprs: Mapping[str, Expr], schema: pa.Schema) -> None:
+        self.schema = schema
+        shapes: dict[Hashable, list[tuple[str, Expr, list[Col | Lit]]]] = {}
+        for name, expr in exprs.items():
+            leaves: list[Col | Lit] = []
+            shapes.setdefault(_shape(expr, schema, leaves), []).append((name, expr, leaves))
+        self.names = tuple(exprs)
+        self.groups = tuple(_group(members) for members in shapes.values())
+
+    def evaluate(self, table: pa.Table, lookup_time: datetime) -> dict[str, pa.Array]:
+        """Every expression over every row of ``table`` (of the schema given)."""
+        if table.schema != self.schema:
+            raise ValueError(f"expressions batched for schema {self.schema} got a table of schema {table.schema}")
+        rows = table.num_rows
+        results: dict[str, pa.Array] = {}
+        for group in self.groups:
+            if not (group.columns or group.literals):  # one member, or members that are one expression
+                value = to_arrow(group.template, table, lookup_time)
+                results.update((name, value) for name in group.names)
+                continue
+            members = len(group.names)
+            stacked = {slot: pa.concat_arrays([table.column(c).combine_chunks() for c in columns]) for slot, columns in group.columns}
+            if group.literals:
+                repeated = np.repeat(np.arange(members), rows)
+                stacked.update((slot, values.take(repeated)) for slot, values in group.literals)
+            value = to_arrow(group.template, pa.table(stacked), lookup_time)
+            results.update((name, value.slice(k * rows, rows)) for k, name in enumerate(group.names))
+        return {name: results[name] for name in self.names}
+
+
+def _group(members: list[tuple[str, Expr, list[Col | Lit]]]) -> _Group:
+    names = tuple(name for name, _, _ in members)
+    template, first = members[0][1], members[0][2]
+    columns, literals = [], []
+    for slot, leaf in enumerate(first):
+        same = [leaves[slot] for _, _, leaves in members]
+        if all(other == leaf for other in same):
+            if isinstance(leaf, Lit) or len(members) == 1:
+                continue  # one literal (or one member): kept in the template
+        if isinstance(leaf, Col):
+            columns.append((f"_{slot}", tuple(c.name for c in same)))
+        else:
+            literals.append((f"_{slot}", pa.array([c.value for c in same], pa.scalar(leaf.value).type)))
+        template = _with_leaf(template, slot, Col(f"_{slot}"))
+    return _Group(names, template, tuple(columns), tuple(literals))
+
+
+def _shape(expr: Expr, schema: pa.Schema, leaves: list[Col | Lit]) -> Hashable:
+    """What must match for expressions to be evaluated together; their columns and literals, in
+    order, are appended to ``leaves``."""
+    if isinstance(expr, Col):
+        leaves.append(expr)
+        return ("col", schema.field(expr.name).type)
+    if isinstance(expr, Lit):
+        leaves.append(expr)
+        return ("lit", pa.scalar(expr.value).type)
+    if isinstance(expr, LookupTime):
+        return ("lookup_time",)
+    return (expr.name, expr.params, tuple(_shape(arg, schema, leaves) for arg in expr.args))
+
+
+def _with_leaf(expr: Expr, slot: int, leaf: Col) -> Expr:
+    """``expr`` with its ``slot``-th column or literal (as :func:`_shape` counts them) replaced."""
+    counter = [0]
+
+    def walk(node: Expr) -> Expr:
+        if isinstance(node, (Col, Lit)):
+            counter[0] += 1
+            return leaf if counter[0] - 1 == slot else node
+        if isinstance(node, Op):
+            return Op(node.name, tuple(walk(arg) for arg in node.args), node.params)
+        return node
+
+    return walk(expr)

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakehouse_ml.features.contracts import FeatureContract
-from lakehouse_ml.features.expressions_arrow import to_arrow, value_text
+from lakehouse_ml.features.expressions_arrow import Batched, to_arrow, value_text
 from lakehouse_ml.features.lookup import FeatureLookup
 from lakehouse_ml.features.on_demand import OnDemandFeature, computable, on_demand_columns, parse_on_demand
 from lakehouse_ml.features.rules import RULES, Rule, feature_column, table_rules
@@ -82,7 +82,7 @@ class OnlineFeatureLookup:
         self.lookups: list[FeatureLookup] = feature_lookups({name: name for name in lookups}, self.contracts, lookups)
         looked_up = [column for lookup in self.lookups for column in lookup.output_columns()]
         self.on_demand = computable(dict(on_demand or {}), looked_up)
-        self._last_rules: tuple[tuple[tuple[str, ...], datetime], list[Rule]] | None = None
+        self._last_checks: tuple[tuple[tuple[str, ...], datetime, pa.Schema], tuple[list[Rule], Batched]] | None = None
 
     @classmethod
     def from_params(
@@ -180,13 +180,19 @@ class OnlineFeatureLookup:
 
     # -------------------------------------------------------- problems (batch inference's rejection reasons)
 
-    def _rules(self, inputs: tuple[str, ...], at: datetime) -> list[Rule]:
-        """The rules of ``inputs`` at ``at``, kept for the next request at the same time (with
-        ``serving.request_time: online_store`` every request has the store's time)."""
-        last = self._last_rules  # one read: another thread may replace it meanwhile
-        if last is None or last[0] != (inputs, at):
-            last = ((inputs, at), table_rules(self.contracts, inputs, self.rules, at, self.on_demand))
-            self._last_rules = last
+    def _checks(self, inputs: tuple[str, ...], at: datetime, schema: pa.Schema) -> tuple[list[Rule], Batched]:
+        """The rules of ``inputs`` at ``at`` that apply to columns of ``schema``, batched; kept for the
+        next request at the same time (with ``serving.request_time: online_store`` every request
+        has the store's time)."""
+        key = (inputs, at, schema)
+        last = self._last_checks  # one read: another thread may replace it meanwhile
+        if last is None or last[0] != key:
+            rules = [
+                rule for rule in table_rules(self.contracts, inputs, self.rules, at, self.on_demand)
+                if rule.numeric_column is None or _numeric(schema.field(rule.numeric_column).type)
+            ]
+            last = (key, (rules, Batched({str(n): rule.breaks for n, rule in enumerate(rules)}, schema)))
+            self._last_checks = last
         return last[1]
 
     def _judge(
@@ -194,25 +200,24 @@ class OnlineFeatureLookup:
     ) -> None:
         """Append, per customer, the reasons batch inference's ``rejection_reasons`` gives: the same
         rules (on-demand features' too), evaluated with Arrow over the looked-up columns."""
-        rules = [
-            rule for rule in self._rules(tuple(inputs), at)
-            if rule.numeric_column is None or _numeric(values[rule.numeric_column].type)
-        ]
-        if not rules:
-            return
         columns = {column: values[column] for column in inputs}
         for table, contract in self.contracts.items():
             stamp = feature_column(table, contract.timestamp_key)
             columns[stamp] = values.get(stamp, pa.nulls(len(ids), pa.timestamp("us", tz="UTC")))
         looked_up = pa.table(columns)
-        for rule in rules:
-            # The promise is checked on every row; the reason text is built only for the rows that
-            # break it (building it for all rows was most of a 100-row lookup's time).
-            broken = _positions(to_arrow(rule.breaks, looked_up, at))
-            if not broken:
+        rules, checks = self._checks(tuple(inputs), at, looked_up.schema)
+        # Every promise is checked on every row, promises of one shape together; the reason text is
+        # built only for the rows that break one (building it for all rows was most of a 100-row
+        # lookup's time).
+        broken = checks.evaluate(looked_up, at)
+        if not any(verdict.true_count for verdict in broken.values()):
+            return
+        for n, rule in enumerate(rules):
+            positions = _positions(broken[str(n)])
+            if not positions:
                 continue
-            reasons = to_arrow(rule.reason(), looked_up.take(broken), at).to_pylist()
-            for position, reason in zip(broken, reasons):
+            reasons = to_arrow(rule.reason(), looked_up.take(positions), at).to_pylist()
+            for position, reason in zip(positions, reasons):
                 if reason is not None:
                     problems[ids[position]].append(reason)
 
