@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from lakehouse_ml.features.contracts import parse_contract
-from lakehouse_ml.online.lookup import OnlineFeatureLookup, value_text
+from lakehouse_ml.online.lookup import NotPublishedError, OnlineFeatureLookup, value_text
 from lakehouse_ml.online.store import SQLiteOnlineStore
 
 UTC = timezone.utc
@@ -175,6 +175,26 @@ def test_bad_requests_say_what_is_wrong(store):
         lookup.vectors(["fresh"], datetime(2026, 3, 1), INPUTS)
     with pytest.raises(ValueError, match=r"unknown \['speed'\]"):
         OnlineFeatureLookup.from_params(store, FEATURE_TABLES, LOOKUPS, rules=["speed"])
+
+
+def test_without_a_time_vectors_are_as_of_the_latest_publish_read_with_the_rows(store, tmp_path):
+    """``at`` None (``serving.request_time: online_store``): the latest as-of of the tables, taken
+    from the read that gives the rows (a publish in between cannot pair new rows with an old time)."""
+    ids = ["fresh", "stale", "now", "known_later", "future", "bad", "nan", "no_profile", "only_profile", "nobody"]
+    lookup = _lookup(store)
+    with pytest.raises(NotPublishedError, match="no table .* has been published with an as-of"):
+        lookup.vectors(ids, None, INPUTS)  # the fixture publishes without an as-of
+    activity = store.read({"customer_activity": ["fresh"]})["customer_activity"].drop_columns(["_source_version", "_published_at", "_found"])
+    store.upsert("customer_activity", activity.to_pandas(), source_version=5, key_columns=["customer_id"], as_of=AT - timedelta(days=1))
+    store.upsert("customer_profile", store.read({"customer_profile": []})["customer_profile"].drop_columns(
+        ["_source_version", "_published_at", "_found"]).to_pandas(), source_version=10, key_columns=["customer_id"], as_of=AT)
+    at_publish, at_given = lookup.vectors(ids, None, INPUTS), lookup.vectors(ids, AT, INPUTS)
+    pd.testing.assert_frame_equal(at_publish[0], at_given[0])
+    assert at_publish[1] == at_given[1]
+    empty = SQLiteOnlineStore(str(tmp_path / "nothing.db"))
+    with pytest.raises(NotPublishedError):
+        _lookup(empty).vectors(["c1"], None, INPUTS)
+    empty.close()
 
 
 def test_a_table_never_published_gives_nulls_typed_from_the_contract(tmp_path):

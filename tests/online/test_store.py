@@ -8,14 +8,14 @@ import hashlib
 import math
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pyarrow as pa
 import pytest
 import redis
 
-from lakehouse_ml.online.store import OnlineStore, OnlineStoreError, SQLiteOnlineStore, open_online_store
+from lakehouse_ml.online.store import OnlineStore, OnlineStoreError, SQLiteOnlineStore, open_online_store, read_as_of
 
 UTC = timezone.utc
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -159,9 +159,10 @@ def test_readers_in_other_threads_see_each_publish_whole(store):
         everyone = pd.DataFrame({"customer_id": keys, "feature_ts": pd.Timestamp("2026-03-01", tz="UTC"), "orders_30d": float(version)})
         # Table u holds every other key, the other half each version: upserts and deletions in one publish.
         half = everyone.iloc[version % 2 :: 2].rename(columns={"orders_30d": "version"})
+        as_of = T0 + timedelta(days=version)
         store.publish({
-            "t": {"rows": everyone, "deleted": [], "source_version": version, "key_columns": ["customer_id"]},
-            "u": {"rows": half, "deleted": keys[(version + 1) % 2 :: 2], "source_version": version, "key_columns": ["customer_id"]},
+            "t": {"rows": everyone, "deleted": [], "source_version": version, "key_columns": ["customer_id"], "as_of": as_of},
+            "u": {"rows": half, "deleted": keys[(version + 1) % 2 :: 2], "source_version": version, "key_columns": ["customer_id"], "as_of": as_of},
         })
 
     def consistent(t_values: set, u_keys: list[str], u_values: set) -> bool:
@@ -180,6 +181,9 @@ def test_readers_in_other_threads_see_each_publish_whole(store):
                 t, u = tables["t"].to_pydict(), tables["u"].to_pydict()
                 u_found = [k for k, f in zip(u["customer_id"], u["_found"]) if f]
                 seen.append(all(t["_found"]) and consistent(set(t["orders_30d"]), u_found, {v for v, f in zip(u["version"], u["_found"]) if f}))
+                # The as-of a read carries is the one published with its rows.
+                version = T0 + timedelta(days=int(t["orders_30d"][0]))
+                seen.append(read_as_of(tables["t"]) == read_as_of(tables["u"]) == version)
         except Exception as error:  # reported below
             errors.append(error)
 
@@ -233,6 +237,9 @@ def test_read_gives_typed_columns_in_request_order(store):
     assert table.column("orders_30d").to_pylist()[2] == 3.0 and table.column("orders_30d").null_count == 3
     assert result["never_published"].to_pydict() == {"_found": [False, False]}
     assert result["empty"].num_rows == 0
+    assert read_as_of(table) == T0 and read_as_of(result["empty"]) is None and read_as_of(result["never_published"]) is None
+    store.upsert("without_as_of", _rows(), source_version=1, key_columns=["customer_id"])
+    assert read_as_of(store.read({"without_as_of": ["c1"]})["without_as_of"]) is None
     no_keys = store.read({"customer_activity": []})["customer_activity"]
     assert no_keys.num_rows == 0 and no_keys.schema == table.schema
 
@@ -260,6 +267,7 @@ def test_the_base_class_read_builds_on_get_many(store):
     store.upsert("a", _rows(), source_version=1, key_columns=["customer_id"])
     default, own = OnlineStore.read(store, {"a": READ_KEYS, "z": ["c1"]}), store.read({"a": READ_KEYS, "z": ["c1"]})
     assert {t: default[t].schema for t in default} == {t: own[t].schema for t in own}
+    assert {t: read_as_of(default[t]) for t in default} == {t: read_as_of(own[t]) for t in own}
     # repr: NaN equals NaN there (Arrow's equality says NaN != NaN).
     assert repr({t: default[t].to_pylist() for t in default}) == repr({t: own[t].to_pylist() for t in own})
 

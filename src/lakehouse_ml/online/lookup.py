@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,7 +40,11 @@ from lakehouse_ml.features.lookup import FeatureLookup
 from lakehouse_ml.features.on_demand import OnDemandFeature, computable, on_demand_columns, parse_on_demand
 from lakehouse_ml.features.rules import RULES, Rule, feature_column, table_rules
 from lakehouse_ml.features.tables import ENTITY, feature_lookups, parsed_contracts
-from lakehouse_ml.online.store import FOUND, OnlineStore
+from lakehouse_ml.online.store import FOUND, OnlineStore, read_as_of
+
+
+class NotPublishedError(LookupError):
+    """A lookup as of the store's publish time, on a store with no table published."""
 
 
 def as_utc(at: datetime | pd.Timestamp | str) -> datetime:
@@ -99,19 +104,28 @@ class OnlineFeatureLookup:
     # -------------------------------------------------------- vectors
 
     def vectors(
-        self, customer_ids: list[str], at: datetime, input_columns: list[str]
+        self, customer_ids: list[str], at: datetime | None, input_columns: list[str]
     ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
         """One row per customer id (request order, index ``customer_id``) with ``input_columns``
-        typed as the training set has them, and ``{customer id: reasons}`` for rows with problems."""
-        at = as_utc(at)
+        typed as the training set has them, and ``{customer id: reasons}`` for rows with problems.
+
+        ``at`` None: as of the store's publish time (the latest ``as_of`` of the tables), read in
+        the same snapshot as the rows; :class:`NotPublishedError` when no table has one."""
+        at = as_utc(at) if at is not None else None
         ids = [str(customer) for customer in customer_ids]
-        missing = [column for column in input_columns if column not in self.output_columns()]
+        produced = set(self.output_columns())
+        missing = [column for column in input_columns if column not in produced]
         if missing:
             raise ValueError(
                 f"online lookup: input columns {missing} are not produced by the training set's lookups "
                 f"(they produce {self.output_columns()}): check training_set.lookups and lookup_defaults"
             )
         stored = self.store.read({lookup.name: ids for lookup in self.lookups})
+        if at is None:
+            published = [as_of for rows in stored.values() if (as_of := read_as_of(rows)) is not None]
+            if not published:
+                raise NotPublishedError(f"online store {self.store.describe()}: no table of {sorted(stored)} has been published with an as-of")
+            at = max(published)
         values: dict[str, pa.Array] = {}
         problems: dict[str, list[str]] = {customer: [] for customer in ids}
         found = pa.array([False] * len(ids))
@@ -162,13 +176,15 @@ class OnlineFeatureLookup:
     def _collect(self, lookup: FeatureLookup, rows: pa.Table, usable: pa.Array, values: dict[str, pa.Array]) -> None:
         """The lookup's output columns, typed as stored: null where no row is used."""
         contract = self.contracts[lookup.name]
+        names = set(rows.column_names)
+        stored = [feature for feature in lookup.feature_names if feature in names]
+        # One take for all columns (a null index gives a null row), not a kernel call per column.
+        chosen = rows.select(stored).take(pc.if_else(usable, pa.array(np.arange(rows.num_rows)), None))
         for feature in lookup.feature_names:
-            if feature in rows.column_names:
-                column = rows.column(feature).combine_chunks()
-                chosen = pc.if_else(usable, column, pa.scalar(None, column.type))
+            if feature in stored:
+                values[f"{lookup.prefix}{feature}"] = chosen.column(feature).combine_chunks()
             else:  # never published: typed from the contract
-                chosen = pa.nulls(rows.num_rows, _fallback_type(contract, feature))
-            values[f"{lookup.prefix}{feature}"] = chosen
+                values[f"{lookup.prefix}{feature}"] = pa.nulls(rows.num_rows, _fallback_type(contract, feature))
 
     def _compute_on_demand(self, at: datetime, values: dict[str, pa.Array]) -> None:
         """The on-demand features over the looked-up columns, as of the request time."""

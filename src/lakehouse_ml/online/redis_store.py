@@ -53,6 +53,7 @@ from lakehouse_ml.online.store import (
     schema_from_bytes,
     upsert_by_publish,
     utc_from_micros,
+    with_as_of,
 )
 
 _KEY_COLUMN = "_key"
@@ -336,16 +337,16 @@ class RedisOnlineStore(OnlineStore):
 
     # -------------------------------------------------------- reads
 
-    def _snapshot(self, requests: dict[str, list[str]]) -> dict[str, tuple[bytes | None, list[bytes | None]]]:
-        """Per table its schema blob and the stored rows of ``keys`` (in order), from one MULTI/EXEC."""
+    def _snapshot(self, requests: dict[str, list[str]]) -> dict[str, tuple[bytes | None, bytes | None, list[bytes | None]]]:
+        """Per table its schema blob, its state and the stored rows of ``keys`` (in order), from one MULTI/EXEC."""
         with self._errors("reading rows"):
             pipe = self._client.pipeline(transaction=True)
             for table, keys in requests.items():
-                pipe.hget(self._meta_key(checked_name(table)), "schema")
+                pipe.hmget(self._meta_key(checked_name(table)), ["schema", "state"])
                 if keys:
                     pipe.hmget(self._rows_key(table), [str(k) for k in keys])
             replies = iter(pipe.execute())
-        return {table: (next(replies), next(replies) if keys else []) for table, keys in requests.items()}
+        return {table: (*next(replies), next(replies) if keys else []) for table, keys in requests.items()}
 
     def get(self, table: str, keys: list[str]) -> dict[str, dict[str, Any]]:
         """See :meth:`OnlineStore.get`."""
@@ -356,7 +357,7 @@ class RedisOnlineStore(OnlineStore):
         snapshot = self._snapshot(requests)
         found: dict[str, dict[str, dict[str, Any]]] = {}
         for table, keys in requests.items():
-            blob, rows = snapshot[table]
+            blob, _, rows = snapshot[table]
             found[table] = {}
             if blob is None:
                 continue
@@ -374,10 +375,11 @@ class RedisOnlineStore(OnlineStore):
         snapshot = self._snapshot(requests)
         tables = {}
         for table, keys in requests.items():
-            blob, rows = snapshot[table]
+            blob, state, rows = snapshot[table]
             if blob is None:
                 tables[table] = not_found_table(len(keys))
                 continue
+            as_of = json.loads(state)["as_of"] if state is not None else None
             target = read_schema(schema_from_bytes(blob))
             width = len(target) - 1  # version, stamp and the values: _found is computed
             missing = [None] * width
@@ -392,7 +394,7 @@ class RedisOnlineStore(OnlineStore):
             columns = list(zip(*decoded)) if decoded else [()] * width
             arrays = [_column_from_json(list(values), field.type) for values, field in zip(columns, target)]
             found = pa.array([raw is not None for raw in rows], pa.bool_())
-            tables[table] = pa.Table.from_arrays([*arrays, found], schema=target)
+            tables[table] = with_as_of(pa.Table.from_arrays([*arrays, found], schema=target), utc_from_micros(as_of))
         return tables
 
     def close(self) -> None:

@@ -53,6 +53,8 @@ ROW_HASH = "_row_hash"
 SOURCE_VERSION = "_source_version"
 PUBLISHED_AT = "_published_at"
 FOUND = "_found"
+# The schema metadata key of a read table that holds the table's as-of (microseconds since the epoch).
+AS_OF = b"as_of"
 _KEY = "_key"
 _META = "_online_tables"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -153,10 +155,17 @@ class OnlineStore(abc.ABC):
     def read(self, requests: dict[str, list[str]]) -> dict[str, pa.Table]:
         """Per table, one row per requested key (request order, duplicates kept): the stored
         schema's columns, ``_source_version``, ``_published_at`` and ``_found`` (False and nulls for
-        a missing key; only ``_found`` for a never published table). This default builds on
-        ``get_many`` and ``schema`` (two reads: not one snapshot)."""
+        a missing key; only ``_found`` for a never published table). Each table carries its
+        ``as_of`` from the same snapshot as its rows (:func:`read_as_of`), so a reader knows the
+        time the rows stand for without a second read. This default builds on ``get_many`` and
+        ``table_state`` (separate reads: not one snapshot)."""
         found = self.get_many(requests)
-        return {table: rows_table(self.schema(table), [found[table].get(str(k)) for k in keys]) for table, keys in requests.items()}
+        tables = {}
+        for table, keys in requests.items():
+            state = self.table_state(table) or {}
+            rows = rows_table(self.schema(table), [found[table].get(str(k)) for k in keys])
+            tables[table] = with_as_of(rows, state.get("as_of"))
+        return tables
 
     def describe(self) -> str:
         """Where the store is, for logs (never credentials)."""
@@ -176,6 +185,17 @@ def upsert_by_publish(  # noqa: PLR0913
 def read_schema(schema: pa.Schema) -> pa.Schema:
     """The columns :meth:`OnlineStore.read` returns for a table stored with ``schema``."""
     return pa.schema([*schema, pa.field(SOURCE_VERSION, pa.int64()), pa.field(PUBLISHED_AT, _UTC_MICROS), pa.field(FOUND, pa.bool_())])
+
+
+def with_as_of(table: pa.Table, as_of: datetime | None) -> pa.Table:
+    """A read table carrying its store table's as-of (see :meth:`OnlineStore.read`)."""
+    return table if as_of is None else table.replace_schema_metadata({AS_OF: str(micros_from_utc(as_of)).encode()})
+
+
+def read_as_of(table: pa.Table) -> datetime | None:
+    """The as-of a read table carries (None: never published, or published without one)."""
+    metadata = table.schema.metadata or {}
+    return utc_from_micros(int(metadata[AS_OF])) if AS_OF in metadata else None
 
 
 def not_found_table(count: int) -> pa.Table:
@@ -601,7 +621,7 @@ class SQLiteOnlineStore(OnlineStore):
         arrays = [_arrow_column(values, field.type) for values, field in zip(columns[1:], target)]
         fetched_table = pa.Table.from_arrays([*arrays, pa.array([True] * len(fetched), pa.bool_())], schema=target)
         table = fetched_table.take(take)
-        return table.set_column(len(target) - 1, FOUND, pc.is_valid(take))
+        return with_as_of(table.set_column(len(target) - 1, FOUND, pc.is_valid(take)), meta["as_of"])
 
     def _read(self, connection: sqlite3.Connection, table: str, keys: list[str]) -> dict[str, dict[str, Any]]:
         meta = self._meta(connection, table)

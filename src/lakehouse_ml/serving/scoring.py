@@ -112,17 +112,6 @@ class ScoringService:
                     logger.error("serving: online store (%s) cannot be opened: %s: %s", kind, type(error).__name__, error)
         return self._lookup
 
-    def request_time(self) -> datetime:
-        """The time online features are looked up at: the wall clock, or the store's publish time (``request_time``)."""
-        if self.settings.request_time == "now":
-            return datetime.now(timezone.utc)
-        published = [state["as_of"] for state in self.store_tables().values() if state and state.get("as_of")]
-        if not published and self.store_error:
-            raise self._unreachable()
-        if not published:
-            raise ApiProblem(503, [problem("online_store", "unavailable", "an online store published by `kedro run --pipeline publish_online`", "no table published")])
-        return max(published)
-
     def store_tables(self) -> dict[str, dict[str, Any] | None]:
         """Each feature table's state in the online store (None: never published)."""
         from lakehouse_ml.online import OnlineStoreError
@@ -151,9 +140,14 @@ class ScoringService:
         if lookup is None:
             raise ApiProblem(503, [problem("online_store", "unavailable", "an online store published by `kedro run --pipeline publish_online`", self.store_error)])
         from lakehouse_ml.online import OnlineStoreError
+        from lakehouse_ml.online.lookup import NotPublishedError
 
+        # "online_store": the time of the store's publish, read with the rows (None); "now": the wall clock.
+        at = None if self.settings.request_time == "online_store" else datetime.now(timezone.utc)
         try:
-            frame, problems = lookup.vectors(customer_ids, at=self.request_time(), input_columns=list(state.validator.by_name))
+            frame, problems = lookup.vectors(customer_ids, at=at, input_columns=list(state.validator.by_name))
+        except NotPublishedError:
+            raise ApiProblem(503, [problem("online_store", "unavailable", "an online store published by `kedro run --pipeline publish_online`", "no table published")]) from None
         except OnlineStoreError as error:  # the store's server is down or refuses us: names the store, never secrets
             logger.error("serving: online lookup failed: %s (lookups answer 503 for %.0f s)", error, self.settings.online_store_retry_s)
             self._store_failed(error)
