@@ -19,7 +19,7 @@ Everything runs on loopback, in one run, bounded by ``--seconds`` per measuremen
    file, inference log flushed to Delta in the work dir): ``POST /v1/score/customers`` (features
    looked up in the online store) and ``POST /v1/score`` (features in the payload); a second
    service, ``--env bench_redis`` (a copy of conf/ whose environment serves from Redis), answers
-   ``POST /v1/score/customers`` from the Redis store.
+   ``POST /v1/score/customers`` from the Redis store (and logs to its own inference log table).
 4. **MLFLOW.** ``mlflow models serve --env-manager local -m models:/dev.ml.churn_classifier/1``:
    ``POST /invocations`` with ``dataframe_split`` payloads of the same rows.
 5. **FLOOR.** The same version loaded in this process (``mlflow.sklearn.load_model``) and
@@ -214,7 +214,12 @@ def redis_conf(workdir: Path, redis: Any) -> Path:
     shutil.copytree(PROJECT_ROOT / "conf", conf, dirs_exist_ok=True)
     (conf / "bench_redis").mkdir(exist_ok=True)
     # path: null unsets the SQLite store's key that the environment's merge would otherwise keep.
-    serving = {"serving": {"online_store": {**redis_store(redis), "path": None}}}
+    # Its own inference log: sharing the first service's Delta table, its flushes would MERGE into a
+    # table grown by the measurements before it (and race that service's last flush).
+    serving = {"serving": {
+        "online_store": {**redis_store(redis), "path": None},
+        "inference_log": {"path": str(workdir / "data/lakehouse/bench_redis/monitoring/inference_log")},
+    }}
     (conf / "bench_redis" / "parameters_serving.yml").write_text(yaml.safe_dump(serving))
     return conf
 

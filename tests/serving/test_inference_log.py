@@ -55,17 +55,45 @@ def _batch(request_id: str, n: int, role: str = "champion") -> LogBatch:
     )
 
 
-def test_a_re_flush_of_the_same_rows_adds_nothing(tmp_path):
+def test_a_write_retried_as_the_version_that_landed_adds_nothing(tmp_path):
     path = str(tmp_path / "inference_log")
     batches = [_batch("r1", 3), _batch("r1", 3, role="challenger"), _batch("r2", 2)]
-    write_rows(path, to_arrow(batches))
-    write_rows(path, to_arrow(batches))  # e.g. a retry after a commit whose acknowledgement was lost
-    write_rows(path, to_arrow(batches[1:] + [_batch("r3", 1)]))
+    table = write_rows(path, to_arrow(batches), "writer-a", 1)
+    write_rows(path, to_arrow(batches), "writer-a", 1)  # a retry after a commit whose acknowledgement was lost
+    write_rows(table, to_arrow(batches), "writer-a", 1)  # the same through the open table
+    write_rows(table, to_arrow([_batch("r3", 1)]), "writer-a", 2)
+    write_rows(path, to_arrow([_batch("r4", 1)]), "writer-b", 1)  # another process: its own versions
     logged = _read(path).sort_values(["request_id", "role", "row_index"])
-    assert len(logged) == 9 and not logged.duplicated(["request_id", "row_index", "role"]).any()
+    assert len(logged) == 10 and not logged.duplicated(["request_id", "row_index", "role"]).any()
     first = logged.iloc[0]
     assert json.loads(first["features"]) == {"x": None, "tier": "basic"} and first["decision"] == 0 and first["log_date"] == "2026-06-01"
     assert list(logged[logged["request_id"] == "r2"]["decision"]) == [0, 1]
+
+
+def test_a_flush_whose_commit_landed_but_failed_is_not_written_twice(tmp_path, monkeypatch):
+    """The write commits, then fails (an acknowledgement lost on the way back): the rows stay
+    pending, and the next flush finds their version in the table instead of appending them again."""
+    import deltalake
+
+    path = str(tmp_path / "inference_log")
+    log = InferenceLog(InferenceLogSettings(path=path, flush_rows=100, flush_interval_s=3600))
+    log.append(_batch("a", 2))
+    assert log.flush() == 2
+    real, lost = deltalake.write_deltalake, []
+
+    def commit_then_fail(*args, **kwargs):
+        real(*args, **kwargs)
+        if not lost:
+            lost.append(True)
+            raise OSError("connection reset before the commit was acknowledged")
+
+    monkeypatch.setattr(deltalake, "write_deltalake", commit_then_fail)
+    log.append(_batch("b", 3))
+    assert log.flush() == 0 and log.pending_rows == 3
+    log.append(_batch("c", 1))
+    assert log.flush() == 4 and log.pending_rows == 0  # b found in the table, c appended
+    logged = _read(path)
+    assert sorted(logged["request_id"]) == ["a", "a", "b", "b", "b", "c"]
 
 
 def test_a_flush_runs_when_enough_rows_wait_and_close_flushes_the_rest(tmp_path):

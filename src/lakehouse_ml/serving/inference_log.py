@@ -1,11 +1,15 @@
-"""The inference log: every scored row, buffered in memory and MERGEd into ``<catalog>.monitoring.inference_log``.
+"""The inference log: every scored row, buffered in memory and appended to ``<catalog>.monitoring.inference_log``.
 
 Requests only append a :class:`LogBatch` (a reference to arrays they already have); turning rows
 into Arrow and JSON happens on the flush thread, off the response path. A flush runs every
 ``flush_rows`` rows or ``flush_interval_s`` seconds and on shutdown, so a crash loses at most the
-unflushed rows. It is a MERGE on (request_id, row_index, role) restricted to the rows' partitions
-(``log_date``), so writing the same rows again (a retry after a lost commit acknowledgement)
-inserts nothing. A failed write keeps the rows for the next flush, up to ``max_buffer_rows``.
+unflushed rows. Each flush is an append recorded in the same Delta commit as a transaction of its
+writer (Delta's ``txn`` action: an id per service process, a version per flush), so a flush that
+failed is retried as the same version and adds nothing when its commit had landed (a lost
+acknowledgement). Rows wait for the next flush while writes fail, up to ``max_buffer_rows``.
+
+An append reads nothing of the table: a MERGE on the row keys cost each flush more as the day's
+partition grew (15 ms, then 100 ms of CPU for 1,000 rows after 60 flushes, taken from requests).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -126,23 +131,23 @@ def to_arrow(batches: list[LogBatch]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=SCHEMA)
 
 
-def write_rows(path: str, table: pa.Table) -> None:
-    """Insert the rows whose (request_id, row_index, role) the table does not hold yet."""
-    from deltalake import DeltaTable, write_deltalake
+def write_rows(target: str | Any, table: pa.Table, writer: str, version: int) -> Any:
+    """Append ``table`` to the Delta table at ``target`` (a path or an open ``DeltaTable``) as
+    transaction ``version`` of ``writer``, unless the table already records that version (the
+    retry of a write whose commit landed). The open table, for the next write."""
+    from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-    if table.num_rows == 0:
-        return
-    if not DeltaTable.is_deltatable(path):
-        write_deltalake(path, table, mode="append", partition_by=["log_date"])
-        return
-    dates = ", ".join(f"'{d}'" for d in sorted(set(table.column("log_date").to_pylist())))
-    keys = " AND ".join(f"t.{key} = s.{key}" for key in KEYS)
-    (
-        DeltaTable(path)
-        .merge(source=table, predicate=f"t.log_date IN ({dates}) AND {keys}", source_alias="s", target_alias="t")
-        .when_not_matched_insert_all()
-        .execute()
-    )
+    commit = CommitProperties(app_transactions=[Transaction(writer, version)])
+    if isinstance(target, str):
+        if not DeltaTable.is_deltatable(target):
+            if not table.num_rows:
+                return target
+            write_deltalake(target, table, mode="append", partition_by=["log_date"], commit_properties=commit)
+            return DeltaTable(target)
+        target = DeltaTable(target)
+    if (target.transaction_version(writer) or 0) < version and table.num_rows:
+        write_deltalake(target, table, mode="append", partition_by=["log_date"], commit_properties=commit)
+    return target
 
 
 class InferenceLog:
@@ -153,6 +158,12 @@ class InferenceLog:
         self._metrics = metrics
         self._pending: list[LogBatch] = []
         self._pending_rows = 0
+        # This process's writer id and the version of its last flush; a failed flush's batches
+        # are retried alone, as the version they were tried as.
+        self.writer = f"lakehouse_ml.serving.inference_log/{uuid.uuid4().hex}"
+        self._version = 0
+        self._retry: tuple[int, list[LogBatch]] | None = None
+        self._table: Any = None  # the open DeltaTable (None: open it from the path)
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
@@ -161,7 +172,7 @@ class InferenceLog:
 
     @property
     def pending_rows(self) -> int:
-        """Rows appended and not flushed yet."""
+        """Rows appended and not flushed yet (those of a failed flush included)."""
         return self._pending_rows
 
     def append(self, batch: LogBatch) -> None:
@@ -176,28 +187,48 @@ class InferenceLog:
     def flush(self) -> int:
         """Write every pending row; on failure keep them for the next flush. The rows written."""
         with self._flush_lock:
+            written = 0
+            if self._retry is not None:
+                version, batches = self._retry
+                if not self._write(batches, version):
+                    self._limit()
+                    return 0
+                self._retry, written = None, sum(len(b) for b in batches)
             with self._lock:
-                batches, self._pending, self._pending_rows = self._pending, [], 0
-            if not batches:
-                return 0
-            rows = sum(len(b) for b in batches)
-            try:
-                write_rows(self.settings.path, to_arrow(batches))
-            except Exception:  # noqa: BLE001 - the rows stay buffered; the service keeps serving
-                logger.exception("inference log: flush of %d rows to %s failed; kept for the next flush", rows, self.settings.path)
-                self._requeue(batches)
-                return 0
-            self._count("flushed", rows)
-            logger.info("inference log: %d rows flushed to %s", rows, self.settings.path)
-            return rows
+                batches, self._pending = self._pending, []
+            if batches:
+                self._version += 1
+                if not self._write(batches, self._version):
+                    self._retry = (self._version, batches)
+                    self._limit()
+                    return written
+                written += sum(len(b) for b in batches)
+            return written
 
-    def _requeue(self, batches: list[LogBatch]) -> None:
+    def _write(self, batches: list[LogBatch], version: int) -> bool:
+        """Append the batches as ``version``; False (logged) when the write failed."""
+        rows = sum(len(b) for b in batches)
+        try:
+            self._table = write_rows(self._table or self.settings.path, to_arrow(batches), self.writer, version)
+        except Exception:  # noqa: BLE001 - the rows stay buffered; the service keeps serving
+            logger.exception("inference log: flush of %d rows to %s failed; kept for the next flush", rows, self.settings.path)
+            self._table = None  # reopened, so that a commit that landed is seen
+            return False
         with self._lock:
-            self._pending = batches + self._pending
-            self._pending_rows += sum(len(b) for b in batches)
-            dropped = 0
-            while self._pending_rows > self.settings.max_buffer_rows and len(self._pending) > 1:
-                oldest = self._pending.pop(0)
+            self._pending_rows -= rows
+        self._count("flushed", rows)
+        logger.info("inference log: %d rows flushed to %s", rows, self.settings.path)
+        return True
+
+    def _limit(self) -> None:
+        """While writes fail, drop the oldest rows beyond ``max_buffer_rows`` (those of the failed flush first)."""
+        dropped = 0
+        with self._lock:
+            while self._pending_rows > self.settings.max_buffer_rows:
+                queue = self._retry[1] if self._retry is not None and len(self._retry[1]) > 1 else self._pending
+                if len(queue) <= 1 and queue is self._pending:
+                    break
+                oldest = queue.pop(0)
                 self._pending_rows -= len(oldest)
                 dropped += len(oldest)
         if dropped:
