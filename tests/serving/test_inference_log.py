@@ -137,7 +137,8 @@ def test_while_flushes_fail_the_oldest_rows_beyond_the_buffer_are_dropped(tmp_pa
 
 
 def test_feature_json_of_many_batches_keeps_each_batch_its_own_columns_and_order():
-    """Batches are converted together per column set; each row keeps its batch's columns, values and place."""
+    """Over many batches of two column sets and two dtypes of a column, each row keeps its batch's
+    columns, values (3 from an int column, 3.0 from a float one) and place."""
     now = datetime.now(timezone.utc)
     champion, challenger = feature_rows(700, seed=3), feature_rows(5, seed=4).drop(columns=["tenure_days"])
     champion.iloc[3, 0] = np.nan  # a missing value is null, not NaN
@@ -145,7 +146,7 @@ def test_feature_json_of_many_batches_keeps_each_batch_its_own_columns_and_order
     as_float = champion.astype({"tenure_days": "float64"})
     assert champion["tenure_days"].dtype.kind == "i"
     batches = []
-    for k in range(300):  # more than one conversion chunk, the two column sets interleaved
+    for k in range(300):  # the two column sets interleaved
         source = as_float if k % 3 == 0 else champion
         features = challenger.iloc[[k % 5]] if k % 7 == 0 else source.iloc[2 * k : 2 * k + 2]
         batches.append(LogBatch(
