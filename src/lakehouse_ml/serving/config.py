@@ -55,7 +55,7 @@ class InferenceLogSettings:
     """Where and how often scored rows are flushed to Delta."""
 
     path: str
-    flush_rows: int = 1000
+    flush_rows: int = 10_000
     flush_interval_s: float = 5.0
     max_buffer_rows: int = 100_000
 
@@ -220,7 +220,7 @@ def load_settings(env: str = "local", conf_source: str | Path | None = None, ove
         model_name=str(config["globals"]["churn_model_name"]),
         token=_token(config, str(serving.get("auth", "required"))),
         inference_log=InferenceLogSettings(
-            path=str(log["path"]), flush_rows=int(log.get("flush_rows", 1000)),
+            path=str(log["path"]), flush_rows=int(log.get("flush_rows", 10_000)),
             flush_interval_s=float(log.get("flush_interval_s", 5)), max_buffer_rows=int(log.get("max_buffer_rows", 100_000)),
         ),
         contracts=tables,
