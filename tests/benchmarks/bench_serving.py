@@ -215,8 +215,8 @@ def redis_conf(workdir: Path, redis: Any) -> Path:
     shutil.copytree(PROJECT_ROOT / "conf", conf, dirs_exist_ok=True)
     (conf / "bench_redis").mkdir(exist_ok=True)
     # path: null unsets the SQLite store's key that the environment's merge would otherwise keep.
-    # Its own inference log: sharing the first service's Delta table, its flushes would MERGE into a
-    # table grown by the measurements before it (and race that service's last flush).
+    # Its own inference log, as a second service would have: sharing the first one's table, its
+    # measurement would also carry that service's last flushes into the same table.
     serving = {"serving": {
         "online_store": {**redis_store(redis), "path": None},
         "inference_log": {"path": str(workdir / "data/lakehouse/bench_redis/monitoring/inference_log")},

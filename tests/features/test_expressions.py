@@ -154,6 +154,20 @@ def test_expressions_of_one_shape_are_evaluated_once_over_their_columns(monkeypa
     assert got["b"].to_pylist() == [False, True, False, True]
 
 
+def test_literals_and_params_that_python_calls_equal_are_kept_apart():
+    """0.0 == -0.0 and 1 == True in Python: expressions that differ only so keep their own values."""
+    table = pa.table({"a": pa.array([1.0, -0.0, 0.0]), "b": pa.array([2.0, 0.0, -0.0])})
+    exprs = {
+        "a_zero": when(gt(Col("a"), Lit(0.0)), Lit(0.0)), "b_negative_zero": when(gt(Col("b"), Lit(0.0)), Lit(-0.0)),
+        "a_text": concat(text(Col("a")), text(Lit(0.0))), "b_text": concat(text(Col("b")), text(Lit(-0.0))),
+        "a_in": is_in(Col("a"), (0.0,)), "b_in": is_in(Col("b"), (-0.0,)),
+    }
+    got = evaluate_all(exprs, table, AT)
+    for name, expr in exprs.items():
+        assert repr(got[name].to_pylist()) == repr(to_arrow(expr, table, AT).to_pylist()), name
+    assert repr(got["b_negative_zero"].to_pylist()) == "[-0.0, None, None]"
+
+
 def test_batched_expressions_refuse_a_table_of_another_schema():
     batched = Batched({"x": not_null(X)}, SCHEMA)
     with pytest.raises(ValueError, match="schema"):

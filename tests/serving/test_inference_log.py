@@ -125,15 +125,49 @@ def test_a_failed_flush_keeps_the_rows_for_the_next_one(tmp_path):
     assert log.flush() == 3 and log.pending_rows == 0
 
 
-@pytest.mark.parametrize("limit", [4])
-def test_while_flushes_fail_the_oldest_rows_beyond_the_buffer_are_dropped(tmp_path, limit):
+def test_while_flushes_fail_the_oldest_rows_beyond_the_buffer_are_dropped(tmp_path):
+    """The failed flush's rows go first: a batch that always fails cannot hold the log up."""
     blocker = tmp_path / "blocker"
     blocker.write_text("")
-    log = InferenceLog(InferenceLogSettings(path=str(blocker / "t"), flush_rows=100, flush_interval_s=3600, max_buffer_rows=limit))
+    log = InferenceLog(InferenceLogSettings(path=str(blocker / "t"), flush_rows=100, flush_interval_s=3600, max_buffer_rows=4))
     for name in "abc":
         log.append(_batch(name, 2))
         log.flush()
     assert log.pending_rows == 4
+    log.settings = InferenceLogSettings(path=str(tmp_path / "inference_log"))
+    assert log.flush() == 4 and log.pending_rows == 0
+    assert sorted(set(_read(str(tmp_path / "inference_log"))["request_id"])) == ["b", "c"]  # a, the oldest, dropped
+
+
+def test_rows_arriving_during_a_flush_do_not_wake_a_second_small_one(tmp_path, monkeypatch):
+    """Rows being written are not counted toward the next flush: a flush is due at flush_rows new rows."""
+    import deltalake
+
+    path = str(tmp_path / "inference_log")
+    log = InferenceLog(InferenceLogSettings(path=path, flush_rows=4, flush_interval_s=3600))
+    real = deltalake.write_deltalake
+
+    def slow_write(*args, **kwargs):
+        log.append(_batch("during", 1))  # a request answered while the flush writes
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(deltalake, "write_deltalake", slow_write)
+    log.append(_batch("a", 4))
+    log._wake.clear()
+    assert log.flush() == 4
+    assert log.pending_rows == 1 and not log._wake.is_set()
+
+
+def test_feature_json_boxes_numpy_values_as_pandas_did():
+    """Values of an object column may be NumPy scalars: written as numbers, as to_dict gave them."""
+    features = pd.DataFrame({"n": pd.Series([np.int64(3), np.float64(2.5), np.bool_(True), None], dtype=object)})
+    batch = LogBatch(
+        request_id="r", logged_at=datetime(2026, 6, 1, tzinfo=timezone.utc), endpoint="score", role="champion", served=True,
+        model_name="m", model_version="1", threshold=None, row_indices=list(range(4)), customer_ids=[None] * 4,
+        features=features, probabilities=np.full(4, 0.5), latency_ms=1.0,
+    )
+    expected = [json.dumps({k: (None if pd.isna(v) else v) for k, v in row.items()}, default=str) for row in features.to_dict("records")]
+    assert to_arrow([batch]).column("features").to_pylist() == expected == ['{"n": 3}', '{"n": 2.5}', '{"n": true}', '{"n": null}']
 
 
 def test_feature_json_of_many_batches_keeps_each_batch_its_own_columns_and_order():

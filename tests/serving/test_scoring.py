@@ -188,6 +188,19 @@ def test_with_the_online_store_clock_a_store_published_in_the_past_is_fresh_at_i
     assert answers["online_store"].json()["predictions"][0]["customer_id"] == "c-past"
 
 
+def test_with_the_online_store_clock_a_store_with_nothing_published_gives_503(registry, tmp_path):
+    """The store's time comes with its rows: a store no table was published to has none, and a
+    lookup is refused as the store being unavailable (not a 500, not a lookup at another time)."""
+    SQLiteOnlineStore(str(tmp_path / "empty.db")).close()
+    settings = serving_settings(tmp_path / "svc", str(tmp_path / "empty.db"), request_time="online_store")
+    with live_service(settings) as running, running.client() as client:
+        response = client.post("/v1/score/customers", json={"customer_ids": ["c-1"]})
+    assert response.status_code == 503, response.text
+    [error] = response.json()["errors"]
+    assert error["field"] == "online_store" and error["got"] == "no table published"
+    assert "publish_online" in error["expected"]
+
+
 @pytest.mark.services
 def test_a_redis_store_that_goes_down_gives_503_and_the_service_recovers_when_it_returns(registry, online_store, tmp_path):
     """Lookups against a stopped Redis are refused as the online store being unavailable (never a

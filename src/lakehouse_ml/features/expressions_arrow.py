@@ -228,7 +228,7 @@ def _group(members: list[tuple[str, Expr, list[Col | Lit]]]) -> _Group:
     columns, literals = [], []
     for slot, leaf in enumerate(first):
         same = [leaves[slot] for _, _, leaves in members]
-        if all(other == leaf for other in same):
+        if all(_identical(other, leaf) for other in same):
             if isinstance(leaf, Lit) or len(members) == 1:
                 continue  # one literal (or one member): kept in the template
         if isinstance(leaf, Col):
@@ -250,7 +250,15 @@ def _shape(expr: Expr, schema: pa.Schema, leaves: list[Col | Lit]) -> Hashable:
         return ("lit", pa.scalar(expr.value).type)
     if isinstance(expr, LookupTime):
         return ("lookup_time",)
-    return (expr.name, expr.params, tuple(_shape(arg, schema, leaves) for arg in expr.args))
+    params = tuple((type(param), repr(param)) for param in expr.params)  # 0.0 == -0.0 and 1 == True: not the same
+    return (expr.name, params, tuple(_shape(arg, schema, leaves) for arg in expr.args))
+
+
+def _identical(left: Col | Lit, right: Col | Lit) -> bool:
+    """The same column, or the same literal down to its type and sign (``0.0 == -0.0`` in Python)."""
+    if isinstance(left, Lit) and isinstance(right, Lit):
+        return (type(left.value), repr(left.value)) == (type(right.value), repr(right.value))
+    return left == right
 
 
 def _with_leaf(expr: Expr, slot: int, leaf: Col) -> Expr:

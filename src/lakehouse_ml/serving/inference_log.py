@@ -1,7 +1,8 @@
 """The inference log: every scored row, buffered in memory and appended to ``<catalog>.monitoring.inference_log``.
 
-Requests only append a :class:`LogBatch` (a reference to arrays they already have); turning rows
-into Arrow and JSON happens on the flush thread, off the response path. A flush runs every
+Requests append a :class:`LogBatch`, its features copied into one array of values
+(:class:`FeatureRows`, tens of microseconds); turning rows into Arrow and JSON happens on the flush
+thread, off the response path. A flush runs every
 ``flush_rows`` rows or ``flush_interval_s`` seconds and on shutdown, so a crash loses at most the
 unflushed rows. Each flush is an append recorded in the same Delta commit as a transaction of its
 writer (Delta's ``txn`` action: an id per service process, a version per flush), so a flush that
@@ -31,9 +32,16 @@ from lakehouse_ml.serving.config import InferenceLogSettings
 
 logger = logging.getLogger(__name__)
 
-KEYS = ("request_id", "row_index", "role")
-# json.dumps(record, default=str) builds an encoder per call: one, shared, gives the same text.
-_ENCODER = json.JSONEncoder(default=str)
+def _json_default(value: Any) -> Any:
+    """A NumPy scalar as the Python value pandas' ``to_dict`` boxed it to; anything else as text."""
+    if isinstance(value, np.generic) and not isinstance(value, (np.datetime64, np.timedelta64)):
+        return value.item()
+    return str(value)
+
+
+# json.dumps(record, default=...) builds an encoder per call: one, shared, gives the same text.
+_ENCODER = json.JSONEncoder(default=_json_default)
+
 SCHEMA = pa.schema([
     pa.field("request_id", pa.string(), nullable=False),
     pa.field("row_index", pa.int32(), nullable=False),
@@ -165,7 +173,8 @@ class InferenceLog:
         self.settings = settings
         self._metrics = metrics
         self._pending: list[LogBatch] = []
-        self._pending_rows = 0
+        self._pending_rows = 0  # every row not written yet: queued, being written, or to retry
+        self._queued_rows = 0  # the rows of _pending only: what makes a flush due
         # This process's writer id and the version of its last flush; a failed flush's batches
         # are retried alone, as the version they were tried as.
         self.writer = f"lakehouse_ml.serving.inference_log/{uuid.uuid4().hex}"
@@ -190,7 +199,9 @@ class InferenceLog:
         with self._lock:
             self._pending.append(batch)
             self._pending_rows += len(batch)
-            due = self._pending_rows >= self.settings.flush_rows
+            self._queued_rows += len(batch)
+            # Rows being written do not count: they would wake a second flush of a few rows.
+            due = self._queued_rows >= self.settings.flush_rows
         if due:
             self._wake.set()
 
@@ -205,7 +216,7 @@ class InferenceLog:
                     return 0
                 self._retry, written = None, sum(len(b) for b in batches)
             with self._lock:
-                batches, self._pending = self._pending, []
+                batches, self._pending, self._queued_rows = self._pending, [], 0
             if batches:
                 self._version += 1
                 if not self._write(batches, self._version):
@@ -231,16 +242,24 @@ class InferenceLog:
         return True
 
     def _limit(self) -> None:
-        """While writes fail, drop the oldest rows beyond ``max_buffer_rows`` (those of the failed flush first)."""
+        """While writes fail, drop the oldest rows beyond ``max_buffer_rows``: those of the failed
+        flush first (a batch that always fails cannot hold the log up for good), the newest batch
+        never. A retry left with fewer rows is still written as its version: a version that landed
+        is skipped whole, one that did not has nothing in the table."""
         dropped = 0
         with self._lock:
             while self._pending_rows > self.settings.max_buffer_rows:
-                queue = self._retry[1] if self._retry is not None and len(self._retry[1]) > 1 else self._pending
-                if len(queue) <= 1 and queue is self._pending:
+                if self._retry is not None and self._retry[1]:
+                    oldest = self._retry[1].pop(0)
+                elif len(self._pending) > 1:
+                    oldest = self._pending.pop(0)
+                    self._queued_rows -= len(oldest)
+                else:
                     break
-                oldest = queue.pop(0)
                 self._pending_rows -= len(oldest)
                 dropped += len(oldest)
+            if self._retry is not None and not self._retry[1]:
+                self._retry = None
         if dropped:
             logger.error("inference log: %d oldest rows dropped (buffer above %d rows)", dropped, self.settings.max_buffer_rows)
             self._count("dropped", dropped)
