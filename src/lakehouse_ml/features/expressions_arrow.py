@@ -250,14 +250,18 @@ def _shape(expr: Expr, schema: pa.Schema, leaves: list[Col | Lit]) -> Hashable:
         return ("lit", pa.scalar(expr.value).type)
     if isinstance(expr, LookupTime):
         return ("lookup_time",)
-    params = tuple((type(param), repr(param)) for param in expr.params)  # 0.0 == -0.0 and 1 == True: not the same
-    return (expr.name, params, tuple(_shape(arg, schema, leaves) for arg in expr.args))
+    return (expr.name, tuple(map(_exact, expr.params)), tuple(_shape(arg, schema, leaves) for arg in expr.args))
+
+
+def _exact(value: Any) -> tuple[type, str]:
+    """A value down to its type and sign: Python has ``0.0 == -0.0`` and ``1 == True``."""
+    return type(value), repr(value)
 
 
 def _identical(left: Col | Lit, right: Col | Lit) -> bool:
-    """The same column, or the same literal down to its type and sign (``0.0 == -0.0`` in Python)."""
+    """The same column, or the same literal (:func:`_exact`)."""
     if isinstance(left, Lit) and isinstance(right, Lit):
-        return (type(left.value), repr(left.value)) == (type(right.value), repr(right.value))
+        return _exact(left.value) == _exact(right.value)
     return left == right
 
 

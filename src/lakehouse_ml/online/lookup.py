@@ -87,6 +87,7 @@ class OnlineFeatureLookup:
         self.lookups: list[FeatureLookup] = feature_lookups({name: name for name in lookups}, self.contracts, lookups)
         looked_up = [column for lookup in self.lookups for column in lookup.output_columns()]
         self.on_demand = computable(dict(on_demand or {}), looked_up)
+        self._produced = frozenset(self.output_columns())
         self._last_checks: tuple[tuple[tuple[str, ...], datetime, pa.Schema], tuple[list[Rule], Batched]] | None = None
 
     @classmethod
@@ -113,8 +114,7 @@ class OnlineFeatureLookup:
         the same snapshot as the rows; :class:`NotPublishedError` when no table has one."""
         at = as_utc(at) if at is not None else None
         ids = [str(customer) for customer in customer_ids]
-        produced = set(self.output_columns())
-        missing = [column for column in input_columns if column not in produced]
+        missing = [column for column in input_columns if column not in self._produced]
         if missing:
             raise ValueError(
                 f"online lookup: input columns {missing} are not produced by the training set's lookups "

@@ -32,6 +32,7 @@ from lakehouse_ml.serving.config import InferenceLogSettings
 
 logger = logging.getLogger(__name__)
 
+
 def _json_default(value: Any) -> Any:
     """A NumPy scalar as the Python value pandas' ``to_dict`` boxed it to; anything else as text."""
     if isinstance(value, np.generic) and not isinstance(value, (np.datetime64, np.timedelta64)):

@@ -86,6 +86,10 @@ class ScoringService:
     def _unreachable(self) -> ApiProblem:
         return ApiProblem(503, [problem("online_store", "unavailable", "a reachable online store (serving.online_store)", self.store_error)])
 
+    @staticmethod
+    def _unpublished(got: str | None) -> ApiProblem:
+        return ApiProblem(503, [problem("online_store", "unavailable", "an online store published by `kedro run --pipeline publish_online`", got)])
+
     def _store_resting(self) -> bool:
         """Whether the store failed less than ``online_store_retry_s`` ago (then it is not asked again yet)."""
         failed = self._store_failed_at
@@ -138,7 +142,7 @@ class ScoringService:
         if lookup is not None and self._store_resting():
             raise self._unreachable()
         if lookup is None:
-            raise ApiProblem(503, [problem("online_store", "unavailable", "an online store published by `kedro run --pipeline publish_online`", self.store_error)])
+            raise self._unpublished(self.store_error)
         from lakehouse_ml.online import OnlineStoreError
         from lakehouse_ml.online.lookup import NotPublishedError
 
@@ -147,7 +151,7 @@ class ScoringService:
         try:
             frame, problems = lookup.vectors(customer_ids, at=at, input_columns=list(state.validator.by_name))
         except NotPublishedError:
-            raise ApiProblem(503, [problem("online_store", "unavailable", "an online store published by `kedro run --pipeline publish_online`", "no table published")]) from None
+            raise self._unpublished("no table published") from None
         except OnlineStoreError as error:  # the store's server is down or refuses us: names the store, never secrets
             logger.error("serving: online lookup failed: %s (lookups answer 503 for %.0f s)", error, self.settings.online_store_retry_s)
             self._store_failed(error)
