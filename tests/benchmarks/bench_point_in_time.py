@@ -162,38 +162,14 @@ def phase_generate(args: argparse.Namespace) -> dict[str, Any]:
         engine.stop()
 
 
-def _instrument_kernel() -> dict[str, Any]:
-    """Count the kernel's calls, CPU time and first/last activity (it runs in-process on Sail)."""
-    from lakehouse_ml.features import _pit_kernel
-
-    stats: dict[str, Any] = {"calls": 0, "cpu": 0.0, "first": None, "last": None}
-    lock = threading.Lock()
-    kernel = _pit_kernel.as_of_bucket
-
-    def timed(table, **params):
-        began, cpu = time.perf_counter(), time.thread_time()
-        result = kernel(table, **params)
-        with lock:
-            stats["calls"] += 1
-            stats["cpu"] += time.thread_time() - cpu
-            stats["first"] = began if stats["first"] is None else min(stats["first"], began)
-            stats["last"] = time.perf_counter()
-        return result
-
-    _pit_kernel.as_of_bucket = timed
-    return stats
-
-
 def phase_ours(args: argparse.Namespace) -> dict[str, Any]:
     from lakehouse_ml.capabilities import portable
     from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
 
-    stats = _instrument_kernel()
     engine, spark = start_engine()
     try:
         timings = []
         for _ in range(args.repeat):
-            stats.update(calls=0, cpu=0.0, first=None, last=None)
             started = time.perf_counter()
             spine = spark.read.format("delta").load(args.spine_path)
             lookup = FeatureLookup(
@@ -206,18 +182,11 @@ def phase_ours(args: argparse.Namespace) -> dict[str, Any]:
                 filter_by_ingested_at=args.mode == "filtered",
                 name="feat",
             )
-            result = build_training_set(spine, [lookup], "entity_id", "ts", num_buckets=args.num_buckets)
+            result = build_training_set(spine, [lookup], "entity_id", "ts")
             # portable(): JVM Spark would write the kernel's strings with a collation delta-rs cannot read.
             portable(result).write.format("delta").mode("overwrite").save(args.out)
             ended = time.perf_counter()
-            timings.append({
-                "seconds": ended - started,
-                "to_first_kernel": (stats["first"] or ended) - started,
-                "kernel_phase": (stats["last"] or ended) - (stats["first"] or ended),
-                "after_last_kernel": ended - (stats["last"] or ended),
-                "kernel_cpu": stats["cpu"],
-                "kernel_calls": stats["calls"],
-            })
+            timings.append({"seconds": ended - started})
         best = min(timings, key=lambda t: t["seconds"])
         return {**best, "cold": timings[0]["seconds"], "all_seconds": [t["seconds"] for t in timings],
                 "peak_mb": peak_rss_mb()}
@@ -445,9 +414,6 @@ def main(argv: list[str] | None = None) -> int:
                     f"peak), duckdb {duck['seconds']:.2f} s (cold {duck['cold']:.2f} s, {duck['peak_mb']:.0f} MB "
                     f"peak), ratio {row['ratio']:.2f} (cold {row['ratio_cold']:.2f}), {verdict} "
                     f"({same['non_null_features'] if same['identical'] else '-'} non-null feature values)\n"
-                    f"      ours (best run): to first kernel {ours['to_first_kernel']:.2f} s, kernel phase "
-                    f"{ours['kernel_phase']:.2f} s ({ours['kernel_calls']} calls, {ours['kernel_cpu']:.2f} s CPU), "
-                    f"sort + write {ours['after_last_kernel']:.2f} s\n"
                     f"      duckdb (best run): load {duck['load']:.2f} s, prepare {duck['prepare']:.2f} s, "
                     f"asof join {duck['asof_join']:.2f} s, write {duck['write']:.2f} s",
                     flush=True,

@@ -1,8 +1,6 @@
 """Point-in-time feature lookups: every acceptance rule by hand, then random frames vs brute force.
 
-Expected values are worked out by hand in the comments. Most tests pass a small ``num_buckets``
-(``BUCKETS``) because on the embedded engine every partition costs a few ms; the default is
-exercised too, and the property test checks that the partition count never changes a result.
+Expected values are worked out by hand in the comments.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from lakehouse_ml.features.lookup import (
 UTC = dt.timezone.utc
 US = dt.timedelta(microseconds=1)
 T0 = dt.datetime(2026, 1, 1, 10, 0, tzinfo=UTC)  # the usual spine cutoff
-BUCKETS = 3
 
 SPINE = "id long, ts timestamp, tag string"
 FEATURES = "id long, feature_ts timestamp, ingested_at timestamp, v long, w string"
@@ -43,8 +40,8 @@ def lookup(source, features=("v",), **kwargs) -> FeatureLookup:
     return FeatureLookup(source=source, feature_names=list(features), **kwargs)
 
 
-def build(spine, lookups, entity_key="id", timestamp_key="ts", buckets=BUCKETS):
-    return build_training_set(spine, lookups, entity_key, timestamp_key, num_buckets=buckets)
+def build(spine, lookups, entity_key="id", timestamp_key="ts"):
+    return build_training_set(spine, lookups, entity_key, timestamp_key)
 
 
 def rows(frame) -> list[tuple]:
@@ -304,8 +301,8 @@ def test_odd_column_names(spark):
 
 
 def test_extreme_timestamps_and_many_keys(spark):
-    # a span of ~10,000 years times 60 keys does not fit the kernel's packed (key, time) int64
-    # directly: it falls back to dense codes and dense instants
+    # the ends of Spark's time range: the sort key 2 * micros + 1 and the packed
+    # (feature_ts, ingested_at) decimal stay exact there
     first, last = dt.datetime(1, 1, 1, tzinfo=UTC), dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
     features = spark.createDataFrame(
         [(k, ts, None, k * 10 + i, None) for k in range(60) for i, ts in enumerate((first, last))], FEATURES
@@ -448,8 +445,6 @@ def test_request_errors_name_the_missing_columns(spark):
         build(spark.sql("SELECT 1L AS id, TIMESTAMP'2026-01-01 00:00:00' AS ts, 1 AS x, 2 AS X"), [lookup(features)])
     with pytest.raises(FeatureLookupError, match="at least one FeatureLookup"):
         build(spine, [])
-    with pytest.raises(FeatureLookupError, match="num_buckets must be a positive integer"):
-        build(spine, [lookup(features)], buckets=0)
 
 
 @pytest.mark.parametrize(
@@ -474,53 +469,6 @@ def test_parse_lookback_window(text, expected):
 def test_parse_lookback_window_rejects(text):
     with pytest.raises(FeatureLookupError):
         parse_lookback_window(text)
-
-
-# ------------------------------------------------------------------ the kernel, without Spark
-
-
-def _kernel_table(keys, times, ings, rids, values):
-    import pyarrow as pa
-
-    return pa.table({
-        "__pit_key0": pa.array(keys, pa.int64()),
-        "__pit_t": pa.array(times, pa.int64()),
-        "__pit_ing": pa.array(ings, pa.int64()),
-        "__pit_rid": pa.array(rids, pa.int64()),
-        "v": pa.array(values, pa.int64()),
-    })
-
-
-def _kernel(table, **options):
-    import pyarrow as pa
-
-    from lakehouse_ml.features import _pit_kernel
-
-    schema = pa.schema([("__pit_rid", pa.int64()), ("out", pa.int64())])
-    params = {"n_keys": 1, "payload": [], "values": ["v"], "outputs": ["out"], "lookback_us": None,
-              "by_availability": False, "schema": schema, **options}
-    return _pit_kernel.as_of_bucket(table, **params).to_pydict()
-
-
-def test_kernel_ignores_null_ingested_at_when_filtering_even_if_not_dropped_upstream():
-    # rows: spine (rid 0) at t=10; features at 5 (ing 6) and 8 (ing NULL)
-    table = _kernel_table([1, 1, 1], [10, 5, 8], [None, 6, None], [0, None, None], [None, 50, 80])
-    assert _kernel(table, by_availability=True)["out"] == [50]
-    assert _kernel(table, by_availability=False)["out"] == [80]
-    only_null = _kernel_table([1, 1], [10, 8], [None, None], [0, None], [None, 80])
-    assert _kernel(only_null, by_availability=True)["out"] == [None]
-
-
-def test_kernel_packs_huge_key_and_time_ranges_exactly():
-    # int64 extremes for times and many distinct keys force both fallbacks of _pack
-    low, high = -(2**62), 2**62
-    keys = list(range(1000)) * 2 + list(range(1000))
-    times = [low] * 1000 + [high] * 1000 + [0] * 1000
-    rids = [None] * 2000 + list(range(1000))
-    values = list(range(1000)) + list(range(1000, 2000)) + [None] * 1000
-    out = _kernel(_kernel_table(keys, times, [None] * 3000, rids, values))
-    assert out["__pit_rid"] == list(range(1000))
-    assert out["out"] == list(range(1000))  # at t=0 only the row at `low` is eligible
 
 
 # --------------------------------------------------------------- property: random vs brute force
@@ -613,12 +561,11 @@ def test_random_frames_match_brute_force(spark, seed):
     ]
     expected_spine = [tuple(_none(v) for v in r) for r in spine_pd[["k1", "k2", "ts", "row"]].itertuples(index=False)]
     expected = [_brute_force(spine_pd, features_pd, keys, lb, flt) for lb, flt in configs]
-    for buckets in (1, 4, None) if seed == 0 else (1 + seed,):
-        result = rows(build_training_set(spine, lookups, keys, "ts", num_buckets=buckets))
-        assert len(result) == len(expected_spine)
-        got_spine = [(r[0], r[1], r[2].replace(tzinfo=UTC) if r[2] else None, r[3]) for r in result]
-        assert got_spine == expected_spine
-        for i in range(len(configs)):
-            got = [(r[4 + 2 * i], r[5 + 2 * i]) for r in result]
-            want = [(_none(v), _none(w)) for v, w in expected[i]]
-            assert got == want, (seed, buckets, configs[i])
+    result = rows(build_training_set(spine, lookups, keys, "ts"))
+    assert len(result) == len(expected_spine)
+    got_spine = [(r[0], r[1], r[2].replace(tzinfo=UTC) if r[2] else None, r[3]) for r in result]
+    assert got_spine == expected_spine
+    for i in range(len(configs)):
+        got = [(r[4 + 2 * i], r[5 + 2 * i]) for r in result]
+        want = [(_none(v), _none(w)) for v, w in expected[i]]
+        assert got == want, (seed, configs[i])

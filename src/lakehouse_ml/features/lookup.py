@@ -43,51 +43,59 @@ The rules, for every spine row and every lookup independently:
    clock; ``DATE`` columns mean midnight UTC at the start of that day (so a spine date sees
    the features stamped up to that midnight, nothing later that day). Other types are rejected.
 
-How it runs (all inside Spark, nothing is collected to the driver): per lookup, the spine rows
-and the eligible feature rows are unioned, hash-partitioned by the lookup key
-(``repartition(num_buckets, *key)``, so every row of a key lands in the same partition) and each
-partition is answered whole by a vectorised as-of search in ``mapInArrow`` (sort, running
-maximum, binary search; see :mod:`lakehouse_ml.features._pit_kernel`): O(n log n) in the rows of
-the partition, whatever the number of feature rows per key or the lookback, and no row pairs are
-ever formed. Both modes use the same search: without ``filter_by_ingested_at`` a row becomes
-eligible at ``feature_ts``, with it at ``max(feature_ts, ingested_at)``; the best eligible row by
-``(feature_ts, ingested_at)`` is then a running maximum (see the kernel's docstring). Each spine
-row carries an id taken once (``monotonically_increasing_id``, in the one plan that reads the
-spine: the spine row itself travels through every lookup, it is never joined back) and the
-result is sorted by it, which restores the spine's order.
+How it runs: engine-native operations only (a window, a join, a sort), so the same plan runs on
+the embedded engine and on a Spark cluster, and no row pairs are ever formed. Per lookup:
 
-Limits: each partition is held in memory by one Python call (raise ``num_buckets`` on a
-cluster); on the embedded engine all partitions of a lookup are filled at once, so one lookup's
-spine + eligible feature rows must fit in memory (~1.8 GB peak for 1e6 + 1e7 rows in
-``tests/benchmarks/bench_point_in_time.py``). The kernel is pickled by reference: executors need
-this package installed, like any of the project's UDFs. Key columns of complex types are
-refused; floating-point keys match by value (-0.0 = 0.0, NaN = NaN, as in Spark joins).
+1. **choose**: the spine rows and the eligible feature rows are unioned and ordered per key by
+   availability time ``a`` (``feature_ts``; with ``filter_by_ingested_at``,
+   ``max(feature_ts, ingested_at)``: a row is eligible at t exactly when ``a <= t``), feature
+   rows before a spine row at the same instant. One running window function gives each spine
+   row the best row available so far: without filtering, rows available later are also better
+   by ``(feature_ts, ingested_at)``, so it is the last one (``last``, rows at one instant ordered
+   by ``ingested_at``); with filtering it is ``max_by`` over ``(feature_ts, ingested_at)``
+   packed into one exact decimal. The answer is that row's id;
+2. **fetch**: the chosen rows' features are joined on that id; the lookback is checked on the
+   chosen row alone (if it is too old, every other eligible row is older still).
+
+Each spine row carries an id taken once (``monotonically_increasing_id``, in the one plan that
+reads the spine): the spine row itself travels through every lookup, it is never joined back,
+and the result is sorted by the id, which restores the spine's order. Cost: one sort of spine +
+feature rows per lookup, one join and the final sort (``tests/benchmarks/bench_point_in_time.py``).
+
+Limits: a feature row's id is also ``monotonically_increasing_id``, and the feature table is read
+twice (to choose, then to fetch the chosen rows): a Delta table, or any DataFrame that reads the
+same rows into the same partitions each time it runs (a scan, with filters and projections),
+qualifies; a DataFrame made by a shuffle (a join, an aggregation, a ``repartition``) may number
+its rows differently on each run, so write it to a table first. Key columns of complex types
+are refused; floating-point keys match by value (-0.0 = 0.0, NaN = NaN, as in Spark joins).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lakehouse_ml.features import _pit_kernel
-
 __all__ = ["FeatureLookup", "FeatureLookupError", "build_training_set", "parse_lookback_window"]
 
-_SPINE = "__pit_spine"
-_RID = _pit_kernel.COLUMNS["rid"]
-_T = _pit_kernel.COLUMNS["t"]
-_ING = _pit_kernel.COLUMNS["ing"]
+_RID = "__pit_rid"
+_FID = "__pit_fid"
+_T = "__pit_t"
+_FT = "__pit_ft"
+_ING = "__pit_ing"
+_SORT = "__pit_sort"
+_RANK = "__pit_rank"
 _MICROS_PER_DAY = 86_400_000_000
-_DEFAULT_BUCKETS = 200
-_EMBEDDED_BUCKETS_PER_CPU = 8
+_MIN_INT64 = -(2**63)
+# (feature_ts, ingested_at) packed as feature_ts * 2**64 + (ingested_at + 2**63): both are
+# microseconds within Spark's time range (|x| < 2**58), so the pair fits 38 digits exactly.
+_PACKED = "decimal(38,0)"
 _INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 _TIME_TYPES = "timestamp, timestamp_ntz or date"
 
@@ -280,10 +288,6 @@ def _quoted(name: str) -> Column:
     return F.col("`" + name.replace("`", "``") + "`")
 
 
-def _field(struct: str, name: str) -> Column:
-    return F.col(struct).getField(name)
-
-
 def _instant_micros(column: Column, data_type: T.DataType) -> Column:
     """Microseconds since the epoch (UTC) of a timestamp / timestamp_ntz / date column."""
     if isinstance(data_type, T.TimestampType):
@@ -333,48 +337,6 @@ def _key_expr(column: Column, data_type: T.DataType, target: T.DataType) -> Colu
     return column
 
 
-def _arrow_schema(schema: T.StructType) -> Any:
-    """The Arrow schema PySpark expects back from an Arrow UDF returning ``schema``."""
-    import pyarrow as pa
-    from pyspark.sql.pandas.types import to_arrow_type
-
-    try:
-        fields = [pa.field(f.name, to_arrow_type(f.dataType, timezone="UTC")) for f in schema.fields]
-    except TypeError:  # PySpark < 4 has no timezone argument (timestamps are UTC there)
-        fields = [pa.field(f.name, to_arrow_type(f.dataType)) for f in schema.fields]
-    return pa.schema(fields)
-
-
-def _partition_function(**params: Any) -> Any:
-    kernel = _pit_kernel.answer_partition
-
-    def answer_partition(batches: Any) -> Any:
-        return kernel(batches, **params)
-
-    return answer_partition
-
-
-def _num_buckets(spine: DataFrame, num_buckets: int | None) -> int:
-    """The partitions to answer each lookup in: ``num_buckets``, else a default for the engine.
-
-    On the embedded engine (Sail in this process) every partition is a concurrent task and a
-    Python call holding its rows: a few per core is fastest (200 costs ~1 s even on tiny data).
-    Elsewhere (a cluster) ``spark.sql.shuffle.partitions``, which operators already size.
-    """
-    if num_buckets is not None:
-        if isinstance(num_buckets, bool) or not isinstance(num_buckets, int) or num_buckets < 1:
-            raise FeatureLookupError(f"num_buckets must be a positive integer, got {num_buckets!r}")
-        return num_buckets
-    from lakehouse_ml.engine import ENGINE
-
-    if ENGINE.running and ENGINE.config is not None and ENGINE.config.mode == "embedded":
-        return _EMBEDDED_BUCKETS_PER_CPU * (os.cpu_count() or 1)
-    try:
-        return max(int(spine.sparkSession.conf.get("spark.sql.shuffle.partitions")), 1)
-    except Exception:  # noqa: BLE001 - any engine without the setting
-        return _DEFAULT_BUCKETS
-
-
 def _check_request(
     spine: DataFrame, lookups: Sequence[FeatureLookup], entity_key: tuple[str, ...], timestamp_key: str
 ) -> None:
@@ -411,18 +373,13 @@ def build_training_set(
     lookups: Sequence[FeatureLookup],
     entity_key: str | list[str],
     timestamp_key: str,
-    *,
-    num_buckets: int | None = None,
 ) -> DataFrame:
     """Return ``spine`` with each lookup's features as of each row's ``timestamp_key``.
 
-    See the module docstring for the rules. ``entity_key`` names the spine's entity column(s):
-    they must exist; each lookup's ``lookup_key`` must name spine columns too (usually the
-    same). ``num_buckets`` is how many hash partitions each lookup is answered in (default: 8
-    per CPU on the embedded engine, ``spark.sql.shuffle.partitions`` elsewhere); a partition's
-    rows are held in memory at once by one Python call, so raise it for very large inputs.
-    Lazy: the inputs' schemas are checked now, nothing runs until the result is written or
-    collected.
+    See the module docstring for the rules and how it runs. ``entity_key`` names the spine's
+    entity column(s): they must exist; each lookup's ``lookup_key`` must name spine columns too
+    (usually the same). Lazy: the inputs' schemas are checked now, nothing runs until the result
+    is written or collected.
 
     Raises:
         FeatureLookupError: missing columns on either side, unknown feature names, key or
@@ -433,39 +390,46 @@ def build_training_set(
         raise FeatureLookupError(f"timestamp_key must be a column name, got {timestamp_key!r}")
     _check_request(spine, lookups, entity_keys, timestamp_key)
     spark = spine.sparkSession
-    buckets = _num_buckets(spine, num_buckets)
 
     spine_schema = spine.schema
-    spine_time = _instant_micros(_field(_SPINE, timestamp_key), spine_schema[timestamp_key].dataType)
+    carried = {c: f"__pit_s{i}" for i, c in enumerate(spine_schema.names)}
+    spine_time = _instant_micros(F.col(carried[timestamp_key]), spine_schema[timestamp_key].dataType)
+    # The id is taken here, in the one plan that reads the spine: the spine row itself travels
+    # through every lookup (never joined back), so a spine whose plan would number its rows
+    # differently on a second evaluation is still answered row for row.
     frame = spine.select(
         F.monotonically_increasing_id().alias(_RID),
-        F.struct(*[_quoted(c) for c in spine_schema.names]).alias(_SPINE),
+        # Flat, not one struct: the embedded engine refuses a union whose sides differ in a nested
+        # field's nullability, and a NULL cast to a struct type would differ from the struct.
+        *[_quoted(c).alias(name) for c, name in carried.items()],
     )
-    payload = [_SPINE]
+    payload = [_RID, *carried.values()]
     for index, lookup in enumerate(lookups):
-        frame, outputs = _apply_lookup(
-            frame, payload, spine_schema, spine_time, lookup, index, spark, buckets
-        )
+        frame, outputs = _apply_lookup(frame, payload, spine_schema, carried, spine_time, lookup, index, spark)
         payload = [*payload, *outputs]
 
     features = [
-        F.col(f"__pit_f{i}_{j}").alias(column)
+        F.col(_value_column(i, j)).alias(column)
         for i, lookup in enumerate(lookups)
         for j, column in enumerate(lookup.output_columns())
     ]
-    spine_columns = [_field(_SPINE, c).alias(c) for c in spine_schema.names]
+    spine_columns = [F.col(name).alias(c) for c, name in carried.items()]
     return frame.orderBy(_RID).select(*spine_columns, *features)
+
+
+def _value_column(lookup: int, feature: int) -> str:
+    return f"__pit_f{lookup}_{feature}"
 
 
 def _apply_lookup(  # noqa: PLR0913
     frame: DataFrame,
     payload: list[str],
     spine_schema: T.StructType,
+    carried: dict[str, str],
     spine_time: Column,
     lookup: FeatureLookup,
     index: int,
     spark: Any,
-    buckets: int,
 ) -> tuple[DataFrame, list[str]]:
     label = lookup.label
     source = lookup.load(spark)
@@ -480,7 +444,7 @@ def _apply_lookup(  # noqa: PLR0913
         _missing([lookup.ingested_at_key], schema, f"the {where}", "ingested_at_key")
         ingested_type = _check_time_column(schema, lookup.ingested_at_key, f"the {where}'s ingested_at_key")
 
-    spine_keys, feature_keys = [], []
+    keys, spine_keys, feature_keys = [], [], []
     for position, key in enumerate(lookup.lookup_key):
         s_type, f_type = spine_schema[key].dataType, schema[key].dataType
         if isinstance(s_type, (T.StructType, T.ArrayType, T.MapType)):
@@ -488,11 +452,11 @@ def _apply_lookup(  # noqa: PLR0913
                 f"lookup '{label}': key column '{key}' has a complex type {s_type.simpleString()}"
             )
         target = _common_key_type(s_type, f_type, key, label)
-        name = _pit_kernel.key_column(position)
-        spine_keys.append(_key_expr(_field(_SPINE, key), s_type, target).alias(name))
+        name = f"__pit_key{position}"
+        keys.append(name)
+        spine_keys.append(_key_expr(F.col(carried[key]), s_type, target).alias(name))
         feature_keys.append(_key_expr(_quoted(key), f_type, target).alias(name))
 
-    values = [f"__pit_f{index}_{j}" for j in range(len(lookup.feature_names))]
     feature_ts = _instant_micros(_quoted(lookup.timestamp_key), feature_time_type)
     ingested = (
         _instant_micros(_quoted(lookup.ingested_at_key), ingested_type)
@@ -505,50 +469,66 @@ def _apply_lookup(  # noqa: PLR0913
     eligible &= _quoted(lookup.timestamp_key).isNotNull()
     if lookup.filter_by_ingested_at:
         eligible &= _quoted(lookup.ingested_at_key).isNotNull()
+    # Taken in the plan that reads the feature table; the chosen rows are fetched by it from a
+    # second read of the same plan (see "Limits" in the module docstring).
+    rows = source.where(eligible).select(
+        "*", F.monotonically_increasing_id().alias(_FID), feature_ts.alias(_FT), ingested.alias(_ING)
+    )
 
-    frame_schema = frame.schema
-    value_types = [schema[f].dataType for f in lookup.feature_names]
+    # One ordered pass per key over the spine and feature rows together. A feature row counts
+    # from its availability time ``a`` (``feature_ts``, or ``max(feature_ts, ingested_at)`` when
+    # filtering); the sort key 2a (feature) / 2t + 1 (spine) puts the rows available at t before
+    # a spine row at t, and ``a`` itself is exact (|micros| < 2**58 for Spark's time range).
+    if lookup.filter_by_ingested_at:
+        available = F.greatest(F.col(_FT), F.col(_ING))
+        # The best row so far is the greatest (feature_ts, ingested_at), not the latest available:
+        # both packed into one exact DECIMAL(38, 0) so the running choice is one max_by.
+        rank = F.col(_FT).cast(_PACKED) * F.lit(str(2**64)).cast(_PACKED) + (
+            F.col(_ING).cast(_PACKED) - F.lit(str(_MIN_INT64)).cast(_PACKED)
+        )
+        order = [_SORT]
+    else:
+        available = F.col(_FT)
+        # Rows available at the same time rank by ingested_at, NULL lowest: the last one wins.
+        rank = F.coalesce(F.col(_ING), F.lit(_MIN_INT64))
+        order = [_SORT, _RANK]
     spine_rows = frame.select(
         *spine_keys,
+        (spine_time * 2 + 1).alias(_SORT),
+        F.lit(None).cast(_PACKED if lookup.filter_by_ingested_at else "bigint").alias(_RANK),
+        F.lit(None).cast("bigint").alias(_FID),
         spine_time.alias(_T),
-        F.lit(None).cast("bigint").alias(_ING),
-        F.col(_RID),
-        *[F.col(c) for c in payload],
-        *[F.lit(None).cast(t).alias(v) for t, v in zip(value_types, values)],
+        *payload,
     )
-    feature_rows = source.where(eligible).select(
+    payload_types = {c: frame.schema[c].dataType for c in payload}
+    feature_rows = rows.select(
         *feature_keys,
-        feature_ts.alias(_T),
-        ingested.alias(_ING),
-        F.lit(None).cast("bigint").alias(_RID),
-        *[F.lit(None).cast(frame_schema[c].dataType).alias(c) for c in payload],
-        *[_quoted(f).alias(v) for f, v in zip(lookup.feature_names, values)],
+        (available * 2).alias(_SORT),
+        rank.alias(_RANK),
+        F.col(_FID),
+        F.lit(None).cast("bigint").alias(_T),
+        *[F.lit(None).cast(t).alias(c) for c, t in payload_types.items()],
     )
-    keys = [_pit_kernel.key_column(p) for p in range(len(lookup.lookup_key))]
-
-    out_schema = T.StructType(
-        [T.StructField(_RID, T.LongType(), True)]
-        + [T.StructField(c, frame_schema[c].dataType, True) for c in payload]
-        + [T.StructField(v, t, True) for v, t in zip(values, value_types)]
-    )
-    answer = _partition_function(
-        n_keys=len(lookup.lookup_key),
-        payload=payload,
-        values=values,
-        outputs=values,
-        lookback_us=(
-            None
-            if lookup.lookback_window is None
-            else lookup.lookback_window // timedelta(microseconds=1)
-        ),
-        by_availability=lookup.filter_by_ingested_at,
-        schema=_arrow_schema(out_schema),
-    )
-    # Hash partitioning by the key puts all rows of a key in one partition; mapInArrow then
-    # answers each partition as a whole (Spark keeps a partition's rows together up to it).
-    result = (
+    so_far = Window.partitionBy(*keys).orderBy(*order).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    best = (
+        F.max_by(_FID, _RANK) if lookup.filter_by_ingested_at else F.last(_FID, ignorenulls=True)
+    ).over(so_far)
+    chosen = (
         spine_rows.unionByName(feature_rows)
-        .repartition(buckets, *keys)
-        .mapInArrow(answer, out_schema)
+        .select(best.alias(_FID), _T, *payload)
+        .where(F.col(_RID).isNotNull())
     )
-    return result, values
+
+    values = [_value_column(index, j) for j in range(len(lookup.feature_names))]
+    fetched = rows.select(
+        F.col(_FID), F.col(_FT), *[_quoted(f).alias(v) for f, v in zip(lookup.feature_names, values)]
+    )
+    answered = chosen.join(fetched, _FID, "left")
+    if lookup.lookback_window is not None:
+        # Only the chosen row needs the check: every other eligible row ranks below it by
+        # feature_ts, so if it is too old, so are they.
+        recent = F.col(_FT) >= F.col(_T) - F.lit(lookup.lookback_window // timedelta(microseconds=1))
+        kept = [F.when(recent, F.col(v)).alias(v) for v in values]
+    else:
+        kept = [F.col(v) for v in values]
+    return answered.select(*payload, *kept), values
