@@ -163,33 +163,50 @@ def phase_generate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def phase_ours(args: argparse.Namespace) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
     from lakehouse_ml.capabilities import portable
     from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
 
     engine, spark = start_engine()
+
+    def training_set():
+        spine = spark.read.format("delta").load(args.spine_path)
+        lookup = FeatureLookup(
+            source=args.features_path,
+            feature_names=list(FEATURES),
+            lookup_key="entity_id",
+            timestamp_key="feature_ts",
+            lookback_window=LOOKBACK,
+            ingested_at_key="ingested_at",
+            filter_by_ingested_at=args.mode == "filtered",
+            name="feat",
+        )
+        return spine, build_training_set(spine, [lookup], "entity_id", "ts")
+
+    def timed(action) -> float:
+        started = time.perf_counter()
+        action()
+        return time.perf_counter() - started
+
     try:
-        timings = []
-        for _ in range(args.repeat):
-            started = time.perf_counter()
-            spine = spark.read.format("delta").load(args.spine_path)
-            lookup = FeatureLookup(
-                source=args.features_path,
-                feature_names=list(FEATURES),
-                lookup_key="entity_id",
-                timestamp_key="feature_ts",
-                lookback_window=LOOKBACK,
-                ingested_at_key="ingested_at",
-                filter_by_ingested_at=args.mode == "filtered",
-                name="feat",
-            )
-            result = build_training_set(spine, [lookup], "entity_id", "ts")
-            # portable(): JVM Spark would write the kernel's strings with a collation delta-rs cannot read.
-            portable(result).write.format("delta").mode("overwrite").save(args.out)
-            ended = time.perf_counter()
-            timings.append({"seconds": ended - started})
-        best = min(timings, key=lambda t: t["seconds"])
-        return {**best, "cold": timings[0]["seconds"], "all_seconds": [t["seconds"] for t in timings],
-                "peak_mb": peak_rss_mb()}
+        # portable(): a cluster's strings may carry a collation delta-rs cannot read.
+        runs = [timed(lambda: portable(training_set()[1]).write.format("delta").mode("overwrite").save(args.out))
+                for _ in range(args.repeat)]
+        report: dict[str, Any] = {"seconds": runs[-1], "cold": runs[0], "all_seconds": runs}
+        if args.profile:
+            # Where the time goes, after the timed runs: the same plan cut short, each cut forced
+            # by an aggregate over all its columns (nothing is written): reading both tables, then
+            # reading and joining (without the final sort), against the whole run above.
+            def forced(frame):
+                return lambda: frame.agg(F.sum(F.xxhash64(*frame.columns))).collect()
+
+            features = spark.read.format("delta").load(args.features_path)
+            spine, result = training_set()
+            read = timed(forced(spine)) + timed(forced(features))
+            joined = timed(forced(result))
+            report["stages"] = {"read": read, "read + join": joined, "read + join + sort + write": runs[-1]}
+        return {**report, "peak_mb": peak_rss_mb()}
     finally:
         engine.stop()
 
@@ -259,8 +276,7 @@ def phase_duckdb(args: argparse.Namespace) -> dict[str, Any]:
             "asof_join": joined - prepared,
             "write": ended - joined,
         })
-    best = min(timings, key=lambda t: t["seconds"])
-    return {**best, "cold": timings[0]["seconds"], "all_seconds": [t["seconds"] for t in timings],
+    return {**timings[-1], "cold": timings[0]["seconds"], "all_seconds": [t["seconds"] for t in timings],
             "peak_mb": peak_rss_mb()}
 
 
@@ -312,10 +328,12 @@ def run_phase(phase: str, args: argparse.Namespace, **options: Any) -> dict[str,
         result_path = handle.name
     command = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--result", result_path,
                "--repeat", str(args.repeat)]
-    if args.num_buckets:
-        command += ["--num-buckets", str(args.num_buckets)]
     for key, value in options.items():
-        command += [f"--{key.replace('_', '-')}", str(value)]
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, bool):
+            command += [flag] if value else []
+        else:
+            command += [flag, str(value)]
     env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
     completed = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
     try:
@@ -341,6 +359,22 @@ def ensure_table(args: argparse.Namespace, kind: str, rows: int, entities: int) 
     return str(path)
 
 
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median run of one engine (by warm seconds), its cold median and largest peak RSS."""
+    failed = [run["failed"] for run in runs if "failed" in run]
+    if failed:
+        return {"failed": failed[0]}
+    ordered = sorted(runs, key=lambda run: run["seconds"])
+    median = ordered[len(ordered) // 2]
+    colds = sorted(run["cold"] for run in runs)
+    return {**median, "cold": colds[len(colds) // 2], "peak_mb": max(run["peak_mb"] for run in runs),
+            "runs": [run["seconds"] for run in runs]}
+
+
+def _listed(seconds: list[float]) -> str:
+    return "/".join(f"{value:.2f}" for value in seconds)
+
+
 def load_average() -> str:
     try:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -354,10 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spine", default="1e5,1e6", help="spine sizes, comma-separated (default 1e5,1e6)")
     parser.add_argument("--features", default="1e6,1e7", help="feature table sizes (default 1e6,1e7)")
     parser.add_argument("--modes", default=",".join(MODES), help="asof and/or filtered (default both)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="fresh processes per engine and case, interleaved (default 3): figures are their medians")
     parser.add_argument("--repeat", type=int, default=2,
-                        help="runs per measurement in one process (default 2): the first is reported as "
-                             "'cold', the fastest as 'best'")
-    parser.add_argument("--num-buckets", type=int, default=None, help="build_training_set num_buckets (default: its own)")
+                        help="measurements per process (default 2): the first is 'cold', the last 'warm'")
+    parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "bench_point_in_time"))
     parser.add_argument("--fresh", action="store_true", help="regenerate the input tables")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
@@ -401,40 +436,61 @@ def main(argv: list[str] | None = None) -> int:
                 tag = f"spine {rows_label(spine_rows)} × features {rows_label(feature_rows)}, {mode}"
                 paths = {"spine_path": spine_path, "features_path": features_path, "mode": mode}
                 ours_out, duck_out = workdir / "out_ours", workdir / "out_duckdb"
-                ours = run_phase("ours", args, out=ours_out, **paths)
-                duck = run_phase("duckdb", args, out=duck_out, **paths)
-                same = run_phase("compare", args, spine_path=ours_out, features_path=duck_out)
+                ours_runs, duck_runs = [], []
+                for run in range(args.runs):
+                    # Interleaved, so a noisy spell of the machine hits both engines alike; the
+                    # last run of ours also times its stages.
+                    ours_runs.append(run_phase("ours", args, out=ours_out, profile=run == args.runs - 1, **paths))
+                    try:
+                        duck_runs.append(run_phase("duckdb", args, out=duck_out, **paths))
+                    except RuntimeError as error:  # e.g. out of memory at 1e8 rows: printed beside ours
+                        duck_runs.append({"failed": str(error).splitlines()[0]})
+                ours, duck = summarise(ours_runs), summarise(duck_runs)
+                ours["stages"] = ours_runs[-1].get("stages", {})
+                failed = duck.get("failed")
+                same = (run_phase("compare", args, spine_path=ours_out, features_path=duck_out) if not failed
+                        else {"identical": None, "non_null_features": "-"})
                 row = {"spine": spine_rows, "features": feature_rows, "mode": mode, "ours": ours, "duckdb": duck,
-                       "compare": same, "ratio": ours["seconds"] / duck["seconds"],
-                       "ratio_cold": ours["cold"] / duck["cold"]}
+                       "compare": same, "ratio": None if failed else ours["seconds"] / duck["seconds"],
+                       "ratio_cold": None if failed else ours["cold"] / duck["cold"]}
                 results.append(row)
-                verdict = "IDENTICAL" if same["identical"] else f"DIFFERENT {same.get('differing_rows') or same.get('reason')}"
+                verdict = ("not compared (DuckDB failed)" if failed else "IDENTICAL" if same["identical"]
+                           else f"DIFFERENT {same.get('differing_rows') or same.get('reason')}")
+                stages = ", ".join(f"{name} {value:.2f} s" for name, value in ours["stages"].items())
+                duck_text = (f"FAILED: {failed}" if failed else
+                             f"{duck['seconds']:.2f} s (cold {duck['cold']:.2f} s, {duck['peak_mb']:.0f} MB peak), "
+                             f"ratio {row['ratio']:.2f} (cold {row['ratio_cold']:.2f})")
                 print(
                     f"  {tag}: ours {ours['seconds']:.2f} s (cold {ours['cold']:.2f} s, {ours['peak_mb']:.0f} MB "
-                    f"peak), duckdb {duck['seconds']:.2f} s (cold {duck['cold']:.2f} s, {duck['peak_mb']:.0f} MB "
-                    f"peak), ratio {row['ratio']:.2f} (cold {row['ratio_cold']:.2f}), {verdict} "
-                    f"({same['non_null_features'] if same['identical'] else '-'} non-null feature values)\n"
-                    f"      duckdb (best run): load {duck['load']:.2f} s, prepare {duck['prepare']:.2f} s, "
-                    f"asof join {duck['asof_join']:.2f} s, write {duck['write']:.2f} s",
+                    f"peak; runs {_listed(ours['runs'])}), duckdb {duck_text}, {verdict} "
+                    f"({same['non_null_features']} non-null feature values)\n"
+                    f"      ours, where the time goes (last run): {stages}\n"
+                    + ("" if failed else
+                       f"      duckdb (median run): load {duck['load']:.2f} s, prepare {duck['prepare']:.2f} s, "
+                       f"asof join {duck['asof_join']:.2f} s, write {duck['write']:.2f} s; runs {_listed(duck['runs'])}"),
                     flush=True,
                 )
 
     print(f"\nload average at the end {load_average()}")
-    print("seconds: best of --repeat runs (cold: the first run in a fresh process); ratio = ours / duckdb; "
-          "MB: peak RSS of the process")
+    print(f"seconds: median over {args.runs} interleaved processes of each one's last of {args.repeat} measurements "
+          "(cold: median of their first); ratio = ours / duckdb; MB: the largest peak RSS of the processes")
     header = (f"{'spine':>6} {'features':>8} {'mode':>8} {'ours s':>7} {'duckdb s':>8} {'ratio':>6} "
               f"{'cold ours':>9} {'cold duck':>9} {'ratio':>6} {'ours MB':>8} {'duckdb MB':>9}  result")
     print(header)
     print("-" * len(header))
     for row in results:
         ours, duck = row["ours"], row["duckdb"]
+        if "failed" in duck:
+            theirs = f"{'failed':>8} {'-':>6} {ours['cold']:9.2f} {'failed':>9} {'-':>6} {ours['peak_mb']:8.0f} {'-':>9}"
+            verdict = "not compared"
+        else:
+            theirs = (f"{duck['seconds']:8.2f} {row['ratio']:6.2f} {ours['cold']:9.2f} {duck['cold']:9.2f} "
+                      f"{row['ratio_cold']:6.2f} {ours['peak_mb']:8.0f} {duck['peak_mb']:9.0f}")
+            verdict = "IDENTICAL" if row["compare"]["identical"] else "DIFFERENT"
         print(f"{rows_label(row['spine']):>6} {rows_label(row['features']):>8} {row['mode']:>8} "
-              f"{ours['seconds']:7.2f} {duck['seconds']:8.2f} {row['ratio']:6.2f} "
-              f"{ours['cold']:9.2f} {duck['cold']:9.2f} {row['ratio_cold']:6.2f} "
-              f"{ours['peak_mb']:8.0f} {duck['peak_mb']:9.0f}  "
-              f"{'IDENTICAL' if row['compare']['identical'] else 'DIFFERENT'}")
+              f"{ours['seconds']:7.2f} {theirs}  {verdict}")
     (workdir / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    return 0 if all(row["compare"]["identical"] for row in results) else 1
+    return 0 if all(row["compare"]["identical"] is not False for row in results) else 1
 
 
 if __name__ == "__main__":

@@ -43,26 +43,28 @@ The rules, for every spine row and every lookup independently:
    clock; ``DATE`` columns mean midnight UTC at the start of that day (so a spine date sees
    the features stamped up to that midnight, nothing later that day). Other types are rejected.
 
-How it runs: engine-native operations only (a window, a join, a sort), so the same plan runs on
+How it runs: engine-native operations only (a window, joins, a sort), so the same plan runs on
 the embedded engine and on a Spark cluster, and no row pairs are ever formed. Per lookup:
 
-1. **choose**: the spine rows and the eligible feature rows are unioned and ordered per key by
-   availability time ``a`` (``feature_ts``; with ``filter_by_ingested_at``,
+1. **choose**: the spine's distinct (key, time) and the eligible feature rows are unioned and
+   ordered per key by availability time ``a`` (``feature_ts``; with ``filter_by_ingested_at``,
    ``max(feature_ts, ingested_at)``: a row is eligible at t exactly when ``a <= t``), feature
-   rows before a spine row at the same instant. One running window function gives each spine
-   row the best row available so far: without filtering, rows available later are also better
+   rows before a spine time at the same instant. One running window function gives each spine
+   time the best row available so far: without filtering, rows available later are also better
    by ``(feature_ts, ingested_at)``, so it is the last one (``last``, rows at one instant ordered
    by ``ingested_at``); with filtering it is ``max_by`` over ``(feature_ts, ingested_at)``
    packed into one exact decimal. The answer is that row's id;
 2. **fetch**: the chosen rows' features are joined on that id; the lookback is checked on the
-   chosen row alone (if it is too old, every other eligible row is older still).
+   chosen row alone (if it is too old, every other eligible row is older still);
+3. the spine is left-joined to each lookup's answers on (key, time) and sorted by an id taken
+   in that same plan, which restores the spine's order. The answer depends only on (key, time),
+   so the spine's other reads only need to give the same set of (key, time), not the same rows
+   in the same order.
 
-Each spine row carries an id taken once (``monotonically_increasing_id``, in the one plan that
-reads the spine): the spine row itself travels through every lookup, it is never joined back,
-and the result is sorted by the id, which restores the spine's order. Cost: one sort of spine +
-feature rows per lookup, one join and the final sort (``tests/benchmarks/bench_point_in_time.py``).
+Cost: one sort of the spine's (key, time) and the feature rows per lookup, two joins and the
+final sort (``tests/benchmarks/bench_point_in_time.py``).
 
-Limits: a feature row's id is also ``monotonically_increasing_id``, and the feature table is read
+Limits: a feature row's id is ``monotonically_increasing_id``, and the feature table is read
 twice (to choose, then to fetch the chosen rows): a Delta table, or any DataFrame that reads the
 same rows into the same partitions each time it runs (a scan, with filters and projections),
 qualifies; a DataFrame made by a shuffle (a join, an aggregation, a ``repartition``) may number
@@ -390,47 +392,49 @@ def build_training_set(
         raise FeatureLookupError(f"timestamp_key must be a column name, got {timestamp_key!r}")
     _check_request(spine, lookups, entity_keys, timestamp_key)
     spark = spine.sparkSession
-
     spine_schema = spine.schema
-    carried = {c: f"__pit_s{i}" for i, c in enumerate(spine_schema.names)}
-    spine_time = _instant_micros(F.col(carried[timestamp_key]), spine_schema[timestamp_key].dataType)
-    # The id is taken here, in the one plan that reads the spine: the spine row itself travels
-    # through every lookup (never joined back), so a spine whose plan would number its rows
-    # differently on a second evaluation is still answered row for row.
-    frame = spine.select(
-        F.monotonically_increasing_id().alias(_RID),
-        # Flat, not one struct: the embedded engine refuses a union whose sides differ in a nested
-        # field's nullability, and a NULL cast to a struct type would differ from the struct.
-        *[_quoted(c).alias(name) for c, name in carried.items()],
-    )
-    payload = [_RID, *carried.values()]
+    spine_time = _instant_micros(_quoted(timestamp_key), spine_schema[timestamp_key].dataType).alias(_T)
+
+    # The id is taken in the plan that gives the result's rows; the answers are joined to those
+    # rows by (key, time), so the other reads of the spine only need to give the same *set* of
+    # (key, time): a spine whose plan numbers its rows differently on each run is still exact.
+    frame = spine.select("*", F.monotonically_increasing_id().alias(_RID), spine_time)
     for index, lookup in enumerate(lookups):
-        frame, outputs = _apply_lookup(frame, payload, spine_schema, carried, spine_time, lookup, index, spark)
-        payload = [*payload, *outputs]
+        answers, keys = _answers(spine, spine_schema, spine_time, lookup, index, spark)
+        frame = frame.select("*", *[key.spine.alias(key.name) for key in keys]).join(
+            answers, [*[key.name for key in keys], _T], "left"
+        )
 
     features = [
         F.col(_value_column(i, j)).alias(column)
         for i, lookup in enumerate(lookups)
         for j, column in enumerate(lookup.output_columns())
     ]
-    spine_columns = [F.col(name).alias(c) for c, name in carried.items()]
-    return frame.orderBy(_RID).select(*spine_columns, *features)
+    return frame.orderBy(_RID).select(*[_quoted(c) for c in spine_schema.names], *features)
 
 
 def _value_column(lookup: int, feature: int) -> str:
     return f"__pit_f{lookup}_{feature}"
 
 
-def _apply_lookup(  # noqa: PLR0913
-    frame: DataFrame,
-    payload: list[str],
+@dataclass(frozen=True)
+class _Key:
+    """A lookup key column as both sides hold it for the join (same type, -0.0 as 0.0)."""
+
+    name: str
+    spine: Column
+    feature: Column
+
+
+def _answers(  # noqa: PLR0913
+    spine: DataFrame,
     spine_schema: T.StructType,
-    carried: dict[str, str],
     spine_time: Column,
     lookup: FeatureLookup,
     index: int,
     spark: Any,
-) -> tuple[DataFrame, list[str]]:
+) -> tuple[DataFrame, list[_Key]]:
+    """One lookup's features for every distinct (key, time) of the spine, and its key columns."""
     label = lookup.label
     source = lookup.load(spark)
     schema = source.schema
@@ -444,7 +448,7 @@ def _apply_lookup(  # noqa: PLR0913
         _missing([lookup.ingested_at_key], schema, f"the {where}", "ingested_at_key")
         ingested_type = _check_time_column(schema, lookup.ingested_at_key, f"the {where}'s ingested_at_key")
 
-    keys, spine_keys, feature_keys = [], [], []
+    keys = []
     for position, key in enumerate(lookup.lookup_key):
         s_type, f_type = spine_schema[key].dataType, schema[key].dataType
         if isinstance(s_type, (T.StructType, T.ArrayType, T.MapType)):
@@ -452,10 +456,12 @@ def _apply_lookup(  # noqa: PLR0913
                 f"lookup '{label}': key column '{key}' has a complex type {s_type.simpleString()}"
             )
         target = _common_key_type(s_type, f_type, key, label)
-        name = f"__pit_key{position}"
-        keys.append(name)
-        spine_keys.append(_key_expr(F.col(carried[key]), s_type, target).alias(name))
-        feature_keys.append(_key_expr(_quoted(key), f_type, target).alias(name))
+        keys.append(_Key(
+            name=f"__pit_l{index}_key{position}",
+            spine=_key_expr(_quoted(key), s_type, target),
+            feature=_key_expr(_quoted(key), f_type, target),
+        ))
+    names = [key.name for key in keys]
 
     feature_ts = _instant_micros(_quoted(lookup.timestamp_key), feature_time_type)
     ingested = (
@@ -469,16 +475,23 @@ def _apply_lookup(  # noqa: PLR0913
     eligible &= _quoted(lookup.timestamp_key).isNotNull()
     if lookup.filter_by_ingested_at:
         eligible &= _quoted(lookup.ingested_at_key).isNotNull()
-    # Taken in the plan that reads the feature table; the chosen rows are fetched by it from a
-    # second read of the same plan (see "Limits" in the module docstring).
+    # The id is taken in the plan that reads the feature table; the chosen rows are fetched by it
+    # from a second read of the same plan (see "Limits" in the module docstring).
     rows = source.where(eligible).select(
-        "*", F.monotonically_increasing_id().alias(_FID), feature_ts.alias(_FT), ingested.alias(_ING)
+        *[key.feature.alias(key.name) for key in keys],
+        F.monotonically_increasing_id().alias(_FID),
+        feature_ts.alias(_FT),
+        ingested.alias(_ING),
+        *[_quoted(f).alias(_value_column(index, j)) for j, f in enumerate(lookup.feature_names)],
     )
+    # A NULL key or time never matches: such spine rows are left out here and get NULLs.
+    asked = spine.select(*[key.spine.alias(key.name) for key in keys], spine_time).dropna().distinct()
 
-    # One ordered pass per key over the spine and feature rows together. A feature row counts
-    # from its availability time ``a`` (``feature_ts``, or ``max(feature_ts, ingested_at)`` when
-    # filtering); the sort key 2a (feature) / 2t + 1 (spine) puts the rows available at t before
-    # a spine row at t, and ``a`` itself is exact (|micros| < 2**58 for Spark's time range).
+    # One ordered pass per key over the asked (key, time) and the feature rows together. A
+    # feature row counts from its availability time ``a`` (``feature_ts``, or
+    # ``max(feature_ts, ingested_at)`` when filtering); the sort key 2a (feature) / 2t + 1 (spine)
+    # puts the rows available at t before a spine time t, and is exact (|micros| < 2**58 in
+    # Spark's time range).
     if lookup.filter_by_ingested_at:
         available = F.greatest(F.col(_FT), F.col(_ING))
         # The best row so far is the greatest (feature_ts, ingested_at), not the latest available:
@@ -492,38 +505,33 @@ def _apply_lookup(  # noqa: PLR0913
         # Rows available at the same time rank by ingested_at, NULL lowest: the last one wins.
         rank = F.coalesce(F.col(_ING), F.lit(_MIN_INT64))
         order = [_SORT, _RANK]
-    spine_rows = frame.select(
-        *spine_keys,
-        (spine_time * 2 + 1).alias(_SORT),
-        F.lit(None).cast(_PACKED if lookup.filter_by_ingested_at else "bigint").alias(_RANK),
+    rank_type = _PACKED if lookup.filter_by_ingested_at else "bigint"
+    spine_rows = asked.select(
+        *names,
+        (F.col(_T) * 2 + 1).alias(_SORT),
+        F.lit(None).cast(rank_type).alias(_RANK),
         F.lit(None).cast("bigint").alias(_FID),
-        spine_time.alias(_T),
-        *payload,
+        F.col(_T),
     )
-    payload_types = {c: frame.schema[c].dataType for c in payload}
     feature_rows = rows.select(
-        *feature_keys,
+        *names,
         (available * 2).alias(_SORT),
         rank.alias(_RANK),
         F.col(_FID),
         F.lit(None).cast("bigint").alias(_T),
-        *[F.lit(None).cast(t).alias(c) for c, t in payload_types.items()],
     )
-    so_far = Window.partitionBy(*keys).orderBy(*order).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    so_far = Window.partitionBy(*names).orderBy(*order).rowsBetween(Window.unboundedPreceding, Window.currentRow)
     best = (
         F.max_by(_FID, _RANK) if lookup.filter_by_ingested_at else F.last(_FID, ignorenulls=True)
     ).over(so_far)
     chosen = (
         spine_rows.unionByName(feature_rows)
-        .select(best.alias(_FID), _T, *payload)
-        .where(F.col(_RID).isNotNull())
+        .select(*names, _T, best.alias(_FID))
+        .where(F.col(_T).isNotNull())
     )
 
     values = [_value_column(index, j) for j in range(len(lookup.feature_names))]
-    fetched = rows.select(
-        F.col(_FID), F.col(_FT), *[_quoted(f).alias(v) for f, v in zip(lookup.feature_names, values)]
-    )
-    answered = chosen.join(fetched, _FID, "left")
+    answered = chosen.join(rows.select(_FID, _FT, *values), _FID, "left")
     if lookup.lookback_window is not None:
         # Only the chosen row needs the check: every other eligible row ranks below it by
         # feature_ts, so if it is too old, so are they.
@@ -531,4 +539,4 @@ def _apply_lookup(  # noqa: PLR0913
         kept = [F.when(recent, F.col(v)).alias(v) for v in values]
     else:
         kept = [F.col(v) for v in values]
-    return answered.select(*payload, *kept), values
+    return answered.select(*names, _T, *kept), keys
