@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -162,9 +163,29 @@ def phase_generate(args: argparse.Namespace) -> dict[str, Any]:
         engine.stop()
 
 
-def phase_ours(args: argparse.Namespace) -> dict[str, Any]:
-    from pyspark.sql import functions as F
+_ELAPSED = re.compile(r"^\s*(\w+): .*?elapsed_compute=([\d.]+)(ns|µs|us|ms|s)\b")
+_UNIT_SECONDS = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 
+
+def operator_seconds(spark, frame) -> dict[str, float]:
+    """Where the time goes: compute seconds per kind of physical operator, summed over the plan's
+    operators and partitions (CPU time, so it may exceed wall time), from the embedded engine's
+    ``EXPLAIN ANALYZE``; empty where the engine has none (a JVM cluster)."""
+    frame.createOrReplaceTempView("bench_point_in_time")
+    try:
+        plan = spark.sql("EXPLAIN ANALYZE SELECT * FROM bench_point_in_time").collect()[0][0]
+    except Exception:  # noqa: BLE001 - JVM Spark has no EXPLAIN ANALYZE
+        return {}
+    seconds: dict[str, float] = {}
+    for line in plan.splitlines():
+        match = _ELAPSED.match(line)
+        if match:
+            name = match.group(1).removesuffix("Exec")
+            seconds[name] = seconds.get(name, 0.0) + float(match.group(2)) * _UNIT_SECONDS[match.group(3)]
+    return dict(sorted(seconds.items(), key=lambda item: -item[1])[:6])
+
+
+def phase_ours(args: argparse.Namespace) -> dict[str, Any]:
     from lakehouse_ml.capabilities import portable
     from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
 
@@ -195,17 +216,7 @@ def phase_ours(args: argparse.Namespace) -> dict[str, Any]:
                 for _ in range(args.repeat)]
         report: dict[str, Any] = {"seconds": runs[-1], "cold": runs[0], "all_seconds": runs}
         if args.profile:
-            # Where the time goes, after the timed runs: the same plan cut short, each cut forced
-            # by an aggregate over all its columns (nothing is written): reading both tables, then
-            # reading and joining (without the final sort), against the whole run above.
-            def forced(frame):
-                return lambda: frame.agg(F.sum(F.xxhash64(*frame.columns))).collect()
-
-            features = spark.read.format("delta").load(args.features_path)
-            spine, result = training_set()
-            read = timed(forced(spine)) + timed(forced(features))
-            joined = timed(forced(result))
-            report["stages"] = {"read": read, "read + join": joined, "read + join + sort + write": runs[-1]}
+            report["stages"] = operator_seconds(spark, training_set()[1])
         return {**report, "peak_mb": peak_rss_mb()}
     finally:
         engine.stop()
@@ -464,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"  {tag}: ours {ours['seconds']:.2f} s (cold {ours['cold']:.2f} s, {ours['peak_mb']:.0f} MB "
                     f"peak; runs {_listed(ours['runs'])}), duckdb {duck_text}, {verdict} "
                     f"({same['non_null_features']} non-null feature values)\n"
-                    f"      ours, where the time goes (last run): {stages}\n"
+                    f"      ours, where the time goes (last run, compute seconds per operator, summed over threads): {stages}\n"
                     + ("" if failed else
                        f"      duckdb (median run): load {duck['load']:.2f} s, prepare {duck['prepare']:.2f} s, "
                        f"asof join {duck['asof_join']:.2f} s, write {duck['write']:.2f} s; runs {_listed(duck['runs'])}"),
