@@ -170,7 +170,8 @@ def measure_pit(args: argparse.Namespace, workdir: Path, url: str | None) -> dic
         child([sys.executable, script, "--spine", args.spine, "--features", args.features, "--modes", "asof",
                "--runs", "1", "--repeat", "2", "--workdir", str(pit_dir)], PROJECT_ROOT)
         row = json.loads((pit_dir / "results.json").read_text())[0]
-        return {**row["ours"], "duckdb": row["duckdb"]["seconds"], "identical": row["compare"]["identical"]}
+        return {**row["ours"], "duckdb": row["duckdb"].get("seconds", float("nan")),
+                "identical": row["compare"]["identical"]}
     spine = next(pit_dir.glob(f"spine_{int(float(args.spine))}_e*"))
     features = next(pit_dir.glob(f"features_{int(float(args.features))}_e*"))
     out = workdir / f"pit_{time.time_ns()}"

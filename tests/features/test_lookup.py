@@ -284,11 +284,80 @@ def test_multiple_lookups_with_default_explicit_and_empty_prefixes(spark):
     assert [r[3:] for r in rows(result)] == [(11, "a1", 11, 0.5), (None, None, None, 0.5), (None, None, None, None)]
 
 
-def test_default_number_of_partitions(spark):
+def test_spine_order_is_kept_whatever_the_keys(spark):
     features = spark.createDataFrame([(k, at(hours=-k), None, k, None) for k in range(1, 6)], FEATURES)
     spine = spark.createDataFrame([(k, T0, None) for k in (5, 3, 1, 4, 2, 9)], SPINE)
     result = build_training_set(spine, [lookup(features)], "id", "ts")
     assert column(result, "ft__v") == [5, 3, 1, 4, 2, None]
+
+
+def test_floating_point_keys_match_by_value(spark):
+    # NaN matches NaN and -0.0 matches 0.0, as in Spark joins; NULL matches nothing
+    nan = float("nan")
+    features = spark.createDataFrame(
+        [(nan, at(hours=-1), 1), (0.0, at(hours=-1), 2), (1.5, at(hours=-1), 3), (None, at(hours=-1), 4)],
+        "id double, feature_ts timestamp, v long",
+    )
+    spine = spark.createDataFrame([(k, T0) for k in (nan, 0.0, -0.0, 1.5, None)], "id double, ts timestamp")
+    assert column(build(spine, [lookup(features)]), "ft__v") == [1, 2, 2, 3, None]
+
+
+def test_ties_on_feature_ts_when_filtering_take_the_latest_ingested_that_is_known(spark):
+    features = spark.createDataFrame(
+        [
+            (1, at(hours=-3), at(hours=-2), 1, "a"),
+            (1, at(hours=-3), at(hours=-1), 2, "b"),
+            (1, at(hours=-3), at(hours=1), 3, "c"),  # known only after the cutoff
+            (1, at(hours=-4), at(minutes=-1), 4, "d"),  # known later than the others, but older
+        ],
+        FEATURES,
+    )
+    spine = spark.createDataFrame([(1, T0, None), (1, at(hours=-1, microseconds=-1), None)], SPINE)
+    result = build(spine, [lookup(features, ("v", "w"), ingested_at_key="ingested_at", filter_by_ingested_at=True)])
+    assert [r[3:] for r in rows(result)] == [(2, "b"), (1, "a")]
+
+
+def test_rows_tied_on_key_time_and_ingested_at_give_one_whole_row(spark):
+    features = spark.createDataFrame(
+        [(1, at(hours=-1), at(hours=-1), 1, "a"), (1, at(hours=-1), at(hours=-1), 2, "b")], FEATURES
+    )
+    spine = spark.createDataFrame([(1, T0, "x"), (1, T0, "y")], SPINE)
+    for filtered in (False, True):
+        result = rows(build(spine, [lookup(features, ("v", "w"), ingested_at_key="ingested_at",
+                                           filter_by_ingested_at=filtered)]))
+        assert [r[2] for r in result] == ["x", "y"]
+        assert all(r[3:] in ((1, "a"), (2, "b")) for r in result)
+
+
+def test_far_instants_are_exact(spark):
+    # far outside Spark's calendar (2**62 microseconds is about year 148,000): still ordered exactly
+    features = spark.sql(
+        "SELECT 1L AS id, timestamp_micros(4611686018427387904L) AS feature_ts, 9L AS v "
+        "UNION ALL SELECT 1L, timestamp_micros(-4611686018427387904L), 7L"
+    )
+    spine = spark.createDataFrame([(1, T0)], "id long, ts timestamp")
+    assert column(build(spine, [lookup(features)]), "ft__v") == [7]
+    unlimited = lookup(features, lookback_window=dt.timedelta.max)
+    assert column(build(spine, [unlimited]), "ft__v") == [7]
+
+
+def test_a_multi_file_delta_table_is_read_consistently(spark, tmp_path):
+    # appended in eight commits, so the table is eight files an engine may read in any order and
+    # number differently on each read (as Sail does at this size): the answers must not depend on it
+    path, n = str(tmp_path / "daily"), 50_000
+    for part in range(8):
+        spark.range(n).select(
+            F.col("id"),
+            F.lit(at(hours=-(part + 1))).alias("feature_ts"),
+            F.lit(at(hours=-(part + 1))).alias("ingested_at"),
+            (F.col("id") + 1_000_000 * part).alias("v"),
+            F.lit(f"p{part}").alias("w"),
+        ).write.format("delta").mode("append").save(path)
+    spine = spark.range(n).select(F.col("id"), F.lit(at(hours=-2)).alias("ts"))
+    result = build(spine, [FeatureLookup(path, ["v", "w"], "id", "feature_ts", ingested_at_key="ingested_at")])
+    wrong = result.where((F.col("daily__v") != F.col("id") + 1_000_000) | (F.col("daily__w") != "p1"))
+    assert result.count() == n
+    assert wrong.count() == 0
 
 
 def test_odd_column_names(spark):
@@ -445,6 +514,8 @@ def test_request_errors_name_the_missing_columns(spark):
         build(spark.sql("SELECT 1L AS id, TIMESTAMP'2026-01-01 00:00:00' AS ts, 1 AS x, 2 AS X"), [lookup(features)])
     with pytest.raises(FeatureLookupError, match="at least one FeatureLookup"):
         build(spine, [])
+    with pytest.raises(FeatureLookupError, match=r"column\(s\) \['__pit_t'\]: names starting with '__pit_'"):
+        build(spine.withColumn("__pit_t", F.lit(1)), [lookup(features)])
 
 
 @pytest.mark.parametrize(

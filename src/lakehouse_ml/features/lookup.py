@@ -49,27 +49,25 @@ the embedded engine and on a Spark cluster, and no row pairs are ever formed. Pe
 1. **choose**: the spine's distinct (key, time) and the eligible feature rows are unioned and
    ordered per key by availability time ``a`` (``feature_ts``; with ``filter_by_ingested_at``,
    ``max(feature_ts, ingested_at)``: a row is eligible at t exactly when ``a <= t``), feature
-   rows before a spine time at the same instant. One running window function gives each spine
-   time the best row available so far: without filtering, rows available later are also better
-   by ``(feature_ts, ingested_at)``, so it is the last one (``last``, rows at one instant ordered
-   by ``ingested_at``); with filtering it is ``max_by`` over ``(feature_ts, ingested_at)``
-   packed into one exact decimal. The answer is that row's id;
-2. **fetch**: the chosen rows' features are joined on that id; the lookback is checked on the
+   rows before a spine time at the same instant. Each feature row's rank is its
+   ``(feature_ts, ingested_at)`` packed into one exact decimal (NULL ``ingested_at`` lowest), so
+   the best row available at a spine time is the running maximum of the rank;
+2. **fetch**: the chosen row's features are joined on (key, rank); rows tied on both are
+   interchangeable, so one whole row is kept per (key, time). The lookback is checked on the
    chosen row alone (if it is too old, every other eligible row is older still);
-3. the spine is left-joined to each lookup's answers on (key, time) and sorted by an id taken
-   in that same plan, which restores the spine's order. The answer depends only on (key, time),
-   so the spine's other reads only need to give the same set of (key, time), not the same rows
-   in the same order.
+3. the spine is left-joined to each lookup's answers on (key, time) and sorted by a row id
+   taken in that same plan, which restores the spine's order.
+
+The answer depends only on the values read, never on how an engine numbers or orders rows: each
+input may be read more than once, and only has to give the same rows each time.
 
 Cost: one sort of the spine's (key, time) and the feature rows per lookup, two joins and the
 final sort (``tests/benchmarks/bench_point_in_time.py``).
 
-Limits: a feature row's id is ``monotonically_increasing_id``, and the feature table is read
-twice (to choose, then to fetch the chosen rows): a Delta table, or any DataFrame that reads the
-same rows into the same partitions each time it runs (a scan, with filters and projections),
-qualifies; a DataFrame made by a shuffle (a join, an aggregation, a ``repartition``) may number
-its rows differently on each run, so write it to a table first. Key columns of complex types
-are refused; floating-point keys match by value (-0.0 = 0.0, NaN = NaN, as in Spark joins).
+Limits: feature times must lie within ±2**62 microseconds of 1970 (±146,000 years; Spark's own
+timestamps span years 1-9999), and a lookback of 2**62 microseconds or more is no limit. Key columns of complex types are refused; floating-point keys
+match by value (-0.0 = 0.0, NaN = NaN, as in Spark joins). Spine columns may not start with
+``__pit_`` (the lookup's own columns).
 """
 
 from __future__ import annotations
@@ -86,18 +84,22 @@ from pyspark.sql import types as T
 
 __all__ = ["FeatureLookup", "FeatureLookupError", "build_training_set", "parse_lookback_window"]
 
+_PREFIX = "__pit_"
 _RID = "__pit_rid"
-_FID = "__pit_fid"
 _T = "__pit_t"
 _FT = "__pit_ft"
 _ING = "__pit_ing"
-_SORT = "__pit_sort"
+_AT = "__pit_at"
+_KIND = "__pit_kind"
 _RANK = "__pit_rank"
+_DUP = "__pit_dup"
 _MICROS_PER_DAY = 86_400_000_000
 _MIN_INT64 = -(2**63)
-# (feature_ts, ingested_at) packed as feature_ts * 2**64 + (ingested_at + 2**63): both are
-# microseconds within Spark's time range (|x| < 2**58), so the pair fits 38 digits exactly.
+# (feature_ts, ingested_at) packed as feature_ts * 2**64 + (ingested_at + 2**63): exact in 38
+# digits for feature times within ±2**62 µs (±146,000 years; Spark's own range is years 1-9999).
 _PACKED = "decimal(38,0)"
+# A lookback this long (146,000 years) or longer is no limit (and would overflow the check).
+_UNLIMITED_US = 2**62
 _INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 _TIME_TYPES = "timestamp, timestamp_ntz or date"
 
@@ -343,6 +345,12 @@ def _check_request(
     spine: DataFrame, lookups: Sequence[FeatureLookup], entity_key: tuple[str, ...], timestamp_key: str
 ) -> None:
     schema = spine.schema
+    reserved = [c for c in schema.names if c.lower().startswith(_PREFIX)]
+    if reserved:
+        raise FeatureLookupError(
+            f"the spine has column(s) {reserved}: names starting with '{_PREFIX}' are the lookup's "
+            "own; rename them"
+        )
     duplicated = sorted({c for c in schema.names if [n.lower() for n in schema.names].count(c.lower()) > 1})
     if duplicated:
         raise FeatureLookupError(f"the spine has duplicate column names {duplicated}")
@@ -475,67 +483,55 @@ def _answers(  # noqa: PLR0913
     eligible &= _quoted(lookup.timestamp_key).isNotNull()
     if lookup.filter_by_ingested_at:
         eligible &= _quoted(lookup.ingested_at_key).isNotNull()
-    # The id is taken in the plan that reads the feature table; the chosen rows are fetched by it
-    # from a second read of the same plan (see "Limits" in the module docstring).
+    values = [_value_column(index, j) for j in range(len(lookup.feature_names))]
     rows = source.where(eligible).select(
         *[key.feature.alias(key.name) for key in keys],
-        F.monotonically_increasing_id().alias(_FID),
         feature_ts.alias(_FT),
-        ingested.alias(_ING),
-        *[_quoted(f).alias(_value_column(index, j)) for j, f in enumerate(lookup.feature_names)],
+        # NULL lowest: below every instant
+        F.coalesce(ingested, F.lit(_MIN_INT64)).alias(_ING),
+        *[_quoted(f).alias(v) for f, v in zip(lookup.feature_names, values)],
     )
-    # A NULL key or time never matches: such spine rows are left out here and get NULLs.
-    asked = spine.select(*[key.spine.alias(key.name) for key in keys], spine_time).dropna().distinct()
+    # A NULL key or time never matches: such spine rows are left out here and get NULLs (an
+    # explicit test: dropna() would also drop NaN keys, which match).
+    asked = spine.select(*[key.spine.alias(key.name) for key in keys], spine_time)
+    for column in [*names, _T]:
+        asked = asked.where(F.col(column).isNotNull())
 
-    # One ordered pass per key over the asked (key, time) and the feature rows together. A
-    # feature row counts from its availability time ``a`` (``feature_ts``, or
-    # ``max(feature_ts, ingested_at)`` when filtering); the sort key 2a (feature) / 2t + 1 (spine)
-    # puts the rows available at t before a spine time t, and is exact (|micros| < 2**58 in
-    # Spark's time range).
-    if lookup.filter_by_ingested_at:
-        available = F.greatest(F.col(_FT), F.col(_ING))
-        # The best row so far is the greatest (feature_ts, ingested_at), not the latest available:
-        # both packed into one exact DECIMAL(38, 0) so the running choice is one max_by.
-        rank = F.col(_FT).cast(_PACKED) * F.lit(str(2**64)).cast(_PACKED) + (
-            F.col(_ING).cast(_PACKED) - F.lit(str(_MIN_INT64)).cast(_PACKED)
-        )
-        order = [_SORT]
-    else:
-        available = F.col(_FT)
-        # Rows available at the same time rank by ingested_at, NULL lowest: the last one wins.
-        rank = F.coalesce(F.col(_ING), F.lit(_MIN_INT64))
-        order = [_SORT, _RANK]
-    rank_type = _PACKED if lookup.filter_by_ingested_at else "bigint"
-    spine_rows = asked.select(
-        *names,
-        (F.col(_T) * 2 + 1).alias(_SORT),
-        F.lit(None).cast(rank_type).alias(_RANK),
-        F.lit(None).cast("bigint").alias(_FID),
-        F.col(_T),
+    # One ordered pass per key over the asked (key, time) and the feature rows together, by
+    # availability time (``feature_ts``; when filtering ``max(feature_ts, ingested_at)``, since
+    # both must be <= t), feature rows before a spine time at the same instant. The best row
+    # available so far is the greatest (feature_ts, ingested_at): the running maximum of the pair
+    # packed into one exact decimal, which with the key also names the row.
+    available = F.greatest(F.col(_FT), F.col(_ING)) if lookup.filter_by_ingested_at else F.col(_FT)
+    rank = F.col(_FT).cast(_PACKED) * F.lit(str(2**64)).cast(_PACKED) + (
+        F.col(_ING).cast(_PACKED) - F.lit(str(_MIN_INT64)).cast(_PACKED)
+    )
+    spine_rows = asked.distinct().select(
+        *names, F.col(_T).alias(_AT), F.lit(1).alias(_KIND), F.lit(None).cast(_PACKED).alias(_RANK), F.col(_T)
     )
     feature_rows = rows.select(
-        *names,
-        (available * 2).alias(_SORT),
-        rank.alias(_RANK),
-        F.col(_FID),
-        F.lit(None).cast("bigint").alias(_T),
+        *names, available.alias(_AT), F.lit(0).alias(_KIND), rank.alias(_RANK), F.lit(None).cast("bigint").alias(_T)
     )
-    so_far = Window.partitionBy(*names).orderBy(*order).rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    best = (
-        F.max_by(_FID, _RANK) if lookup.filter_by_ingested_at else F.last(_FID, ignorenulls=True)
-    ).over(so_far)
+    so_far = Window.partitionBy(*names).orderBy(_AT, _KIND).rowsBetween(Window.unboundedPreceding, Window.currentRow)
     chosen = (
         spine_rows.unionByName(feature_rows)
-        .select(*names, _T, best.alias(_FID))
-        .where(F.col(_T).isNotNull())
+        .select(*names, _T, F.max(_RANK).over(so_far).alias(_RANK))
+        .where(F.col(_T).isNotNull() & F.col(_RANK).isNotNull())
     )
 
-    values = [_value_column(index, j) for j in range(len(lookup.feature_names))]
-    answered = chosen.join(rows.select(_FID, _FT, *values), _FID, "left")
-    if lookup.lookback_window is not None:
+    # The chosen row's features, by (key, rank). Rows tied on both are interchangeable: one whole
+    # row is kept per spine (key, time).
+    one_per_time = Window.partitionBy(*names, _T).orderBy(_FT)
+    answered = (
+        chosen.join(rows.select(*names, rank.alias(_RANK), _FT, *values), [*names, _RANK])
+        .withColumn(_DUP, F.row_number().over(one_per_time))
+        .where(F.col(_DUP) == 1)
+    )
+    lookback = None if lookup.lookback_window is None else lookup.lookback_window // timedelta(microseconds=1)
+    if lookback is not None and lookback < _UNLIMITED_US:
         # Only the chosen row needs the check: every other eligible row ranks below it by
         # feature_ts, so if it is too old, so are they.
-        recent = F.col(_FT) >= F.col(_T) - F.lit(lookup.lookback_window // timedelta(microseconds=1))
+        recent = F.col(_FT) >= F.col(_T) - F.lit(lookback)
         kept = [F.when(recent, F.col(v)).alias(v) for v in values]
     else:
         kept = [F.col(v) for v in values]
