@@ -359,20 +359,39 @@ def classify_records(typed: DataFrame, silver_current: DataFrame, fields: list[s
     Rows are ordered per event_id by delivery (the current silver row first): a row equal to its
     predecessor is a duplicate, a different one an update, one without predecessor an insert.
     The last delivered version wins (``_upsert``) unless it equals the current silver row.
+
+    Only the event_ids delivered more than once or already in silver need that order: every other
+    row is an insert and its own upsert. The window (a sort of everything it is given, in memory on
+    Sail) sees only those, not the whole run.
     """
-    rows = (
-        typed.filter(F.size("_failed_checks") == 0)
-        .withColumn("_record_hash", _record_hash(fields))
-        .withColumn("_order", F.lit(1))
+    valid = typed.filter(F.size("_failed_checks") == 0)
+    deliveries = valid.groupBy("event_id").agg(F.count(F.lit(1)).alias("_deliveries"))
+    ordered = (
+        deliveries.join(silver_current.select("event_id", F.col("_record_hash").alias("_current_hash")), "event_id", "left")
+        .filter((F.col("_deliveries") > 1) | F.col("_current_hash").isNotNull())
+        .select("event_id", "_current_hash", F.lit(True).alias("_ordered"))
     )
-    current = silver_current.select(
-        "event_id", F.col("_record_hash").alias("_current_hash")
-    ).join(rows.select("event_id").distinct(), "event_id")
+    columns = [*fields, *METADATA_COLUMNS, "_unexpected_columns"]
+    # The small side first: the engine builds its hash table from the left input of these joins.
+    single = (
+        ordered.join(valid, "event_id", "right")
+        .filter(F.col("_ordered").isNull())
+        .withColumn("_record_hash", _record_hash(fields))
+        .select(*columns, F.lit("inserted").alias("_outcome"), F.lit(True).alias("_upsert"))
+    )
+    in_order = _classify_in_order(ordered.join(valid, "event_id"), ordered, fields, columns)
+    return single.unionByName(in_order)
+
+
+def _classify_in_order(rows: DataFrame, ordered: DataFrame, fields: list[str], columns: list[str]) -> DataFrame:
+    """Classify rows in delivery order per event_id; ``ordered`` holds their event_ids with the
+    silver row's ``_current_hash`` (null if none), and ``rows`` carry it too."""
+    rows = rows.withColumn("_record_hash", _record_hash(fields)).select(*columns, "_current_hash", F.lit(1).alias("_order"))
     # Typed nulls for the columns a silver predecessor does not carry (an untyped null column
     # in a union loses its array/map type on some engines).
-    predecessors = current.select(
+    predecessors = ordered.filter(F.col("_current_hash").isNotNull()).select(
         *[
-            F.col("event_id") if c == "event_id"
+            F.col(c) if c in ("event_id", "_current_hash")
             else F.col("_current_hash").alias(c) if c == "_record_hash"
             else F.lit(0).alias(c) if c == "_order"
             else F.lit(None).cast(rows.schema[c].dataType).alias(c)
@@ -389,7 +408,6 @@ def classify_records(typed: DataFrame, silver_current: DataFrame, fields: list[s
             F.row_number().over(by_event.orderBy(*[F.desc(c) for c in delivery_order])),
         )
         .filter(F.col("_order") == 1)
-        .join(current, "event_id", "left")
     )
     outcome = (
         F.when(F.col("_previous_hash").isNull(), "inserted")
@@ -399,9 +417,7 @@ def classify_records(typed: DataFrame, silver_current: DataFrame, fields: list[s
     upsert = (F.col("_position") == 1) & (
         F.col("_current_hash").isNull() | (F.col("_current_hash") != F.col("_record_hash"))
     )
-    return chain.select(
-        *fields, *METADATA_COLUMNS, "_unexpected_columns", outcome.alias("_outcome"), upsert.alias("_upsert"),
-    )
+    return chain.select(*columns, outcome.alias("_outcome"), upsert.alias("_upsert"))
 
 
 def silver_before_batches(silver: DeltaVersions, batch_ids: list[str], source: str) -> DataFrame:
