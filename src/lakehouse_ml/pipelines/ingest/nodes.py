@@ -341,7 +341,10 @@ def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
 def type_batch(bronze: DataFrame, batch_ids: list[str], source: dict[str, Any]) -> DataFrame:
     """Type this run's bronze rows and attach their failed checks (materialised once, to Delta)."""
     batch = bronze.filter(F.col("_batch_id").isin(batch_ids)) if batch_ids else bronze.limit(0)
-    return type_records(batch, source)
+    typed = type_records(batch, source)
+    # Only a quarantined row needs its raw line again (bronze keeps them all): the rest would make
+    # the work table about twice as big to write and read.
+    return typed.withColumn("_raw", F.when(F.size("_failed_checks") > 0, F.col("_raw"))).drop("_header")
 
 
 # ---------------------------------------------------------------- typed records → silver
@@ -626,7 +629,8 @@ def gold_changed_days(
         since = None if full_rebuild else reflected.get(name)
         if since is not None and since == versions.version:
             continue
-        changed = changed_rows(versions.at(since), versions.current, SILVER_CHANGE_COLUMNS)
+        # Counted whole: a diff against nothing would be a distinct of every silver row.
+        changed = versions.current if since is None else changed_rows(versions.at(since), versions.current, SILVER_CHANGE_COLUMNS)
         days |= {row["d"] for row in changed.select(F.to_date("event_ts").alias("d")).distinct().collect()}
     spark = next(iter(silver.values())).current.sparkSession
     # Collected once (a few hundred days at most): the frame is used by several writes' actions.
