@@ -72,7 +72,8 @@ def kedro(project: Path, args: list[str], crash_after: int = 0, timeout: int = 9
         **os.environ,
         "LAKEHOUSE_ML_ROOT": str(project),
         "KEDRO_DISABLE_TELEMETRY": "1",
-        "PYTHONPATH": os.pathsep.join([str(_plugin_path(project.parent)), str(PROJECT_ROOT)]),
+        # This tree's source before any installed copy (a worktree's venv may install another).
+        "PYTHONPATH": os.pathsep.join([str(_plugin_path(project.parent)), str(PROJECT_ROOT), str(PROJECT_ROOT / "src")]),
         "CRASH_AFTER_COMMIT": str(crash_after),
         "CRASH_COUNT_FILE": str(project / "commits.log"),
     }
