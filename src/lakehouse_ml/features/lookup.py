@@ -65,9 +65,9 @@ Cost: one sort of the spine's (key, time) and the feature rows per lookup, two j
 final sort (``tests/benchmarks/bench_point_in_time.py``).
 
 Limits: feature times must lie within ±2**62 microseconds of 1970 (±146,000 years; Spark's own
-timestamps span years 1-9999), and a lookback of 2**62 microseconds or more is no limit. Key columns of complex types are refused; floating-point keys
-match by value (-0.0 = 0.0, NaN = NaN, as in Spark joins). Spine columns may not start with
-``__pit_`` (the lookup's own columns).
+timestamps span years 1-9999), and a lookback of 2**62 microseconds or more is no limit. Key
+columns of complex types are refused; floating-point keys match by value (-0.0 = 0.0, NaN = NaN,
+as in Spark joins). Spine columns may not start with ``__pit_`` (the lookup's own columns).
 """
 
 from __future__ import annotations
@@ -491,8 +491,8 @@ def _answers(  # noqa: PLR0913
         F.coalesce(ingested, F.lit(_MIN_INT64)).alias(_ING),
         *[_quoted(f).alias(v) for f, v in zip(lookup.feature_names, values)],
     )
-    # A NULL key or time never matches: such spine rows are left out here and get NULLs (an
-    # explicit test: dropna() would also drop NaN keys, which match).
+    # A NULL key or time never matches: such spine rows are left out here and get NULLs
+    # (isNotNull, not dropna(), which would also drop NaN keys, and those match).
     asked = spine.select(*[key.spine.alias(key.name) for key in keys], spine_time)
     for column in [*names, _T]:
         asked = asked.where(F.col(column).isNotNull())
