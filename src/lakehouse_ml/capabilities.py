@@ -2,7 +2,7 @@
 
 The project runs on two engines behind the same PySpark API: Sail (pysail, the embedded default)
 and JVM Apache Spark with delta-spark (classic mode, or a cluster over Spark Connect). Each
-difference found between them is decided here, listed in docs/cluster.md ("Where the engines
+difference found between them is decided here, listed in docs/pages/cluster.md ("Where the engines
 differ, and what the code does about it") and tested on both (``tests/test_capabilities.py``, which ``tests/cluster`` runs again
 against the local cluster):
 

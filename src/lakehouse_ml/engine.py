@@ -1,6 +1,6 @@
 """The Spark engine: one Spark Connect session per process, started from ``conf/<env>/spark.yml``.
 
-Three modes (docs/engine.md: what the embedded engine lacks, and what the code does about it):
+Three modes (docs/pages/engine.md: what the embedded engine lacks, and what the code does about it):
 
 - ``embedded``: pysail's Spark Connect server in this process on a free loopback port;
 - ``remote``: an existing Spark Connect endpoint (``SPARK_REMOTE`` or ``remote.url``);

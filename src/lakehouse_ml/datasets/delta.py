@@ -1,7 +1,7 @@
 """Delta Lake tables as Kedro datasets: Spark (read/write through Spark Connect) and pandas.
 
 kedro-datasets' Spark datasets read and write Delta over Spark Connect but cannot upsert, and
-their ``exists()`` is wrong on Connect (see README "Engine notes"). ``SparkDeltaDataset`` adds:
+their ``exists()`` is wrong on Connect (see docs/pages/engine.md). ``SparkDeltaDataset`` adds:
 
 - write modes ``overwrite``, ``append``, ``merge`` (SQL ``MERGE INTO`` on ``merge_keys``) and
   ``replace`` (Delta ``replaceWhere`` on the values of ``replace_keys`` present in the data);
@@ -272,7 +272,7 @@ class PandasDeltaDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
     Reads with delta-rs' own engine (``QueryBuilder``, DataFusion in Rust), not through a pyarrow
     dataset over delta-rs' Python filesystem handler: that path leaves pyarrow I/O threads that
     can abort the interpreter at exit (SIGABRT, "terminate called without an active
-    exception"), intermittently even with ``use_threads=False``; see README "Engine notes".
+    exception"), intermittently even with ``use_threads=False``; see docs/pages/engine.md.
     """
 
     def __init__(
