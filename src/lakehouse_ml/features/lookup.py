@@ -507,25 +507,26 @@ def _answers(  # noqa: PLR0913
         F.col(_ING).cast(_PACKED) - F.lit(str(_MIN_INT64)).cast(_PACKED)
     )
     spine_rows = asked.distinct().select(
-        *names, F.col(_T).alias(_AT), F.lit(1).alias(_KIND), F.lit(None).cast(_PACKED).alias(_RANK), F.col(_T)
+        *names, F.col(_T).alias(_AT), F.lit(1).alias(_KIND), F.lit(None).cast(_PACKED).alias(_RANK)
     )
-    feature_rows = rows.select(
-        *names, available.alias(_AT), F.lit(0).alias(_KIND), rank.alias(_RANK), F.lit(None).cast("bigint").alias(_T)
-    )
+    feature_rows = rows.select(*names, available.alias(_AT), F.lit(0).alias(_KIND), rank.alias(_RANK))
     so_far = Window.partitionBy(*names).orderBy(_AT, _KIND).rowsBetween(Window.unboundedPreceding, Window.currentRow)
     chosen = (
         spine_rows.unionByName(feature_rows)
-        .select(*names, _T, F.max(_RANK).over(so_far).alias(_RANK))
-        .where(F.col(_T).isNotNull() & F.col(_RANK).isNotNull())
+        .select(*names, _KIND, F.col(_AT).alias(_T), F.max(_RANK).over(so_far).alias(_RANK))
+        .where((F.col(_KIND) == 1) & F.col(_RANK).isNotNull())
+        .drop(_KIND)
     )
 
     # The chosen row's features, by (key, rank). Rows tied on both are interchangeable: one whole
-    # row is kept per spine (key, time).
-    one_per_time = Window.partitionBy(*names, _T).orderBy(_FT)
+    # row is kept per spine (key, time), the first of each run of equal times in a key's
+    # partition (a window partitioned by (key, time) would pay for a partition per spine time:
+    # seconds per million on Sail).
+    previous = F.lag(_T).over(Window.partitionBy(*names).orderBy(_T))
     answered = (
         chosen.join(rows.select(*names, rank.alias(_RANK), _FT, *values), [*names, _RANK])
-        .withColumn(_DUP, F.row_number().over(one_per_time))
-        .where(F.col(_DUP) == 1)
+        .withColumn(_DUP, previous)
+        .where(F.col(_DUP).isNull() | (F.col(_DUP) != F.col(_T)))
     )
     lookback = None if lookup.lookback_window is None else lookup.lookback_window // timedelta(microseconds=1)
     if lookback is not None and lookback < _UNLIMITED_US:
