@@ -20,7 +20,9 @@ def create_pipeline(**kwargs) -> Pipeline:
     return release + Pipeline(
         [
             node(
-                name_the_champion, ["auto_promotion_model_registry@after", "params:registry"], "champion_model@released",
+                func=name_the_champion,
+                inputs=["auto_promotion_model_registry@after", "params:registry"],
+                outputs="champion_model@released",
                 name="name_the_champion",
             )
         ],

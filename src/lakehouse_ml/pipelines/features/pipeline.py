@@ -22,7 +22,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             node(
-                stage_refreshes,
+                func=stage_refreshes,
                 inputs={
                     "current": "feature_tables.current",
                     "refreshes": "feature_refreshes",
@@ -34,13 +34,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="stage_refreshes",
             ),
             node(
-                validate_refreshes,
+                func=validate_refreshes,
                 inputs=["feature_tables.staged", "feature_refresh_plans", "params:feature_tables"],
                 outputs=["feature_tables@spark", "feature_summaries", "feature_metrics"],
                 name="validate_refreshes",
             ),
             node(
-                record_refreshes,
+                func=record_refreshes,
                 inputs=[
                     "feature_tables.staged", "feature_refresh_plans", "feature_summaries", "feature_tables@info",
                     "feature_refreshes", "params:feature_tables",

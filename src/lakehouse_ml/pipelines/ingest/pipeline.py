@@ -26,25 +26,25 @@ def _source_pipeline() -> Pipeline:
     return Pipeline(
         [
             node(
-                land_deliveries,
+                func=land_deliveries,
                 inputs=["landing", "ingest_log", "params:source", "params:ingest"],
                 outputs=["bronze", "batch_ids"],
                 name="land_deliveries",
             ),
             node(
-                type_batch,
+                func=type_batch,
                 inputs=["bronze", "batch_ids", "params:source"],
                 outputs="typed_records",
                 name="type_batch",
             ),
             node(
-                split_batch,
+                func=split_batch,
                 inputs=["typed_records", "silver_versions", "batch_ids", "params:source", "params:ingest"],
                 outputs=["quarantine", "classified_records"],
                 name="split_batch",
             ),
             node(
-                reconcile_to_silver,
+                func=reconcile_to_silver,
                 inputs=[
                     "classified_records", "quarantine", "bronze", "batch_ids",
                     "params:source", "params:ingest",
@@ -82,7 +82,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     gold = Pipeline(
         [
             node(
-                build_daily_activity,
+                func=build_daily_activity,
                 inputs={
                     **{s: f"{s}_silver@versions" for s in ACTIVITY_SOURCES},
                     "gold_table": "customer_daily_activity.versions",
@@ -94,7 +94,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="build_daily_activity",
             ),
             node(
-                report_ingest,
+                func=report_ingest,
                 inputs=[f"{s}_batch_audit" for s in SOURCES],
                 outputs="ingest_summary",
                 name="report_ingest",

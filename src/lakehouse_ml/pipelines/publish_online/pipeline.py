@@ -10,15 +10,20 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             node(
-                plan_online_publish,
-                [
+                func=plan_online_publish,
+                inputs=[
                     "feature_tables@spark", "feature_tables@info", "online_store_published", "params:feature_tables",
                     "params:training_set", "params:publish_online",
                 ],
-                ["online_store", "online_publish_summary"],
+                outputs=["online_store", "online_publish_summary"],
                 name="plan_online_publish",
             ),
-            node(report_online_publish, ["online_store", "online_publish_summary"], None, name="report_online_publish"),
+            node(
+                func=report_online_publish,
+                inputs=["online_store", "online_publish_summary"],
+                outputs=None,
+                name="report_online_publish",
+            ),
         ],
         tags=["publish_online"],
     )

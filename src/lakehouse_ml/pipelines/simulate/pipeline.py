@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kedro.pipeline import Node, Pipeline
+from kedro.pipeline import Pipeline, node
 
 from .nodes import simulate_business
 
@@ -20,7 +20,7 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
     """Simulate the business once and deliver every source's daily files."""
     return Pipeline(
         [
-            Node(
+            node(
                 func=simulate_business,
                 inputs="params:simulate",
                 outputs=OUTPUTS,
