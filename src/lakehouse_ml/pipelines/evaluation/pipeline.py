@@ -10,11 +10,12 @@ from lakehouse_ml.pipelines.evaluation.nodes import (
     profile_monitoring_baseline,
     score_test_window,
 )
+from lakehouse_ml.pipelines.stage import as_stage
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the evaluation pipeline."""
-    return Pipeline(
+    stage = Pipeline(
         [
             node(
                 func=score_test_window,
@@ -49,3 +50,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["evaluation"],
     )
+    return as_stage("evaluation", stage)

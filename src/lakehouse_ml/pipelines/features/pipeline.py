@@ -9,6 +9,7 @@ from kedro.pipeline import Pipeline, node
 
 from lakehouse_ml.pipelines.features.nodes import record_refreshes, stage_refreshes, validate_refreshes
 from lakehouse_ml.pipelines.ingest.pipeline import SOURCES
+from lakehouse_ml.pipelines.stage import as_stage
 
 # The lakehouse tables a contract may name as its `source`, by that name: what ingest writes.
 SOURCE_TABLES = {
@@ -19,7 +20,7 @@ SOURCE_TABLES = {
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the features pipeline."""
-    return Pipeline(
+    stage = Pipeline(
         [
             node(
                 func=stage_refreshes,
@@ -52,3 +53,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["features"],
     )
+    return as_stage("features", stage)

@@ -12,11 +12,12 @@ from lakehouse_ml.pipelines.inference.nodes import (
     select_predictions,
     select_rejections,
 )
+from lakehouse_ml.pipelines.stage import as_stage
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the inference pipeline."""
-    return Pipeline(
+    stage = Pipeline(
         [
             node(
                 func=build_scoring_spine,
@@ -70,3 +71,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["inference"],
     )
+    return as_stage("inference", stage)

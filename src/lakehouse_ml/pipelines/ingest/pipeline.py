@@ -10,6 +10,7 @@ from lakehouse_ml.pipelines.ingest.nodes import (
     split_batch,
     type_batch,
 )
+from lakehouse_ml.pipelines.stage import as_stage
 
 # Every source the project knows. Only orders must be delivered: a source without landing files
 # yields empty (but existing) bronze/silver tables and the loop runs without it.
@@ -102,4 +103,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["ingest"],
     )
-    return per_source + gold
+    return as_stage("ingest", per_source + gold)

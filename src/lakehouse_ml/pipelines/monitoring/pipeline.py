@@ -19,11 +19,12 @@ from lakehouse_ml.pipelines.monitoring.nodes import (
     summarise_monitoring,
 )
 from lakehouse_ml.registry import record_alias_moves
+from lakehouse_ml.pipelines.stage import as_stage
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the monitoring pipeline."""
-    return Pipeline(
+    stage = Pipeline(
         [
             node(
                 func=collect_served_rows,
@@ -110,3 +111,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["monitoring"],
     )
+    return as_stage("monitoring", stage)

@@ -3,11 +3,12 @@
 from kedro.pipeline import Pipeline, node
 
 from lakehouse_ml.pipelines.publish_online.nodes import plan_online_publish, report_online_publish
+from lakehouse_ml.pipelines.stage import as_stage
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the publish_online pipeline."""
-    return Pipeline(
+    stage = Pipeline(
         [
             node(
                 func=plan_online_publish,
@@ -27,3 +28,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["publish_online"],
     )
+    return as_stage("publish_online", stage)

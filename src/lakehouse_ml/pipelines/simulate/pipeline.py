@@ -6,6 +6,8 @@ from typing import Any
 
 from kedro.pipeline import Pipeline, node
 
+from lakehouse_ml.pipelines.stage import as_stage
+
 from .nodes import simulate_business
 
 OUTPUTS = [
@@ -18,7 +20,7 @@ OUTPUTS = [
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
     """Simulate the business once and deliver every source's daily files."""
-    return Pipeline(
+    stage = Pipeline(
         [
             node(
                 func=simulate_business,
@@ -29,3 +31,4 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
             )
         ]
     )
+    return as_stage("simulate", stage)

@@ -10,13 +10,14 @@ from lakehouse_ml.pipelines.training.nodes import (
     plan_candidate,
     refit_candidate,
 )
+from lakehouse_ml.pipelines.stage import as_stage
 
 CANDIDATE_PLOTS = ("roc_plot", "pr_plot", "calibration_plot", "confusion_matrix_plot", "feature_importance_plot")
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the training pipeline."""
-    return Pipeline(
+    stage = Pipeline(
         [
             node(
                 func=plan_candidate,
@@ -62,3 +63,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["training"],
     )
+    return as_stage("training", stage)

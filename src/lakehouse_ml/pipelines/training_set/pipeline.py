@@ -8,11 +8,12 @@ from lakehouse_ml.pipelines.training_set.nodes import (
     check_point_in_time,
     leakage_demo,
 )
+from lakehouse_ml.pipelines.stage import as_stage
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the training_set pipeline."""
-    return Pipeline(
+    stage = Pipeline(
         [
             node(
                 func=build_label_spine,
@@ -45,3 +46,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["training_set"],
     )
+    return as_stage("training_set", stage)

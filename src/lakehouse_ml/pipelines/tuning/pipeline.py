@@ -3,11 +3,12 @@
 from kedro.pipeline import Pipeline, node
 
 from lakehouse_ml.pipelines.tuning.nodes import prepare_tuning, tune
+from lakehouse_ml.pipelines.stage import as_stage
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the tuning pipeline."""
-    return Pipeline(
+    stage = Pipeline(
         [
             node(
                 func=prepare_tuning,
@@ -24,3 +25,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["tuning"],
     )
+    return as_stage("tuning", stage)
