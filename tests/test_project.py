@@ -29,7 +29,7 @@ def test_pipelines_are_registered_and_default_runs_the_loop(registry):
     assert {n.name for n in registry["simulate"].nodes} <= {n.name for n in default.nodes}
     assert {n.name for n in registry["ingest"].nodes} <= {n.name for n in default.nodes}
     assert {n.name for n in registry["training"].nodes} <= {n.name for n in default.nodes}
-    assert "tune" in {n.name for n in default.nodes}
+    assert "tuning.tune" in {n.name for n in default.nodes}
 
 
 def _resolved_datasets(registry, env="local"):
@@ -83,24 +83,51 @@ def test_mlflow_is_configured_per_environment(env, catalog_name):
     assert mlflow_config["tracking"]["run"]["nested"] is False  # see conf/base/mlflow.yml
 
 
+# kedro-viz's layer bands, in the order the loop fills them.
+LAYERS = (
+    "landing", "bronze", "quarantine", "silver", "gold", "features", "model_input", "models", "model_output",
+    "monitoring", "reporting",
+)
+
+
 def test_kedro_viz_layers_form_no_cycle(registry):
-    """kedro-viz disables its layer view when layers form a cycle."""
-    catalog_config = project_config("local")["catalog"]
-    catalog = DataCatalog.from_config(catalog_config)
+    """kedro-viz disables its layer view when layers form a cycle in any registered pipeline. It
+    gives every variant of a transcoded dataset one layer and orders layers through the datasets
+    that have none, so this check does too."""
+    catalog = DataCatalog.from_config(project_config("local")["catalog"])
 
     def layer(name):
-        dataset = catalog.get(name.split("@")[0] + ("@" + name.split("@")[1] if "@" in name else ""))
-        metadata = getattr(dataset, "metadata", None) or {}
+        metadata = getattr(catalog.get(name), "metadata", None) or {}
         return (metadata.get("kedro-viz") or {}).get("layer")
 
-    graph = nx.DiGraph()
-    for node in registry["__default__"].nodes:
-        for source in filter(None, map(layer, node.inputs)):
-            for target in filter(None, map(layer, node.outputs)):
-                if source != target:
-                    graph.add_edge(source, target)
-    assert nx.is_directed_acyclic_graph(graph), list(nx.simple_cycles(graph))
-    assert list(nx.topological_sort(graph))[0] == "landing"
+    for pipeline_name, pipe in registry.items():
+        datasets = nx.DiGraph()
+        for node in pipe.nodes:
+            datasets.add_edges_from((i.split("@")[0], o.split("@")[0]) for i in node.inputs for o in node.outputs)
+        layers: dict[str, str] = {}
+        for name in pipe.datasets():
+            if (found := layer(name)) is not None:
+                assert layers.setdefault(name.split("@")[0], found) == found, f"{name}: variants in two layers"
+        assert set(layers.values()) <= set(LAYERS), set(layers.values()) - set(LAYERS)
+        bands = nx.DiGraph()
+        for base, band in layers.items():
+            bands.add_edges_from((band, layers[d]) for d in nx.descendants(datasets, base) if layers.get(d, band) != band)
+        assert nx.is_directed_acyclic_graph(bands), (pipeline_name, list(nx.simple_cycles(bands)))
+        assert all(LAYERS.index(a) < LAYERS.index(b) for a, b in bands.edges), (pipeline_name, sorted(bands.edges))
+
+
+def test_each_stage_is_a_modular_pipeline_of_its_name(registry):
+    """kedro-viz collapses the graph to stages through the nodes' namespaces."""
+    from lakehouse_ml.pipeline_registry import DEFAULT_PIPELINES
+
+    def stages(name):
+        return {node.namespace.split(".")[0] for node in registry[name].nodes if node.namespace}
+
+    for name in set(registry) - {"__default__", "retrain"}:
+        assert stages(name) == {name}, name
+    assert all(node.namespace for node in registry["__default__"].nodes)
+    assert stages("__default__") == set(DEFAULT_PIPELINES)
+    assert stages("retrain") == {"training_set", "tuning", "training", "evaluation", "registration"}
 
 
 def test_no_code_resolves_a_latest_model_version():

@@ -783,3 +783,47 @@ def test_replace_with_many_distinct_key_values(tmp_path):
     assert result.returncode == 0, f"exit code {result.returncode}"
     # keys 0..4 kept, 5..734 replaced by one row each: 5 + 730 rows in version 1
     assert result.stdout.strip().splitlines()[-1] == "1 735"
+
+
+# ----------------------------------------------------------------------------------- kedro-viz preview
+
+
+def test_preview_reads_the_first_rows_without_spark(tmp_path, monkeypatch):
+    """kedro-viz's table preview: columns, index and rows as plain values, read by delta-rs alone."""
+    from deltalake import write_deltalake
+
+    from lakehouse_ml.datasets import PandasFrameDeltaDataset
+
+    def no_spark():
+        raise AssertionError("a preview must not start Spark")
+
+    monkeypatch.setattr("lakehouse_ml.datasets.delta.get_spark", no_spark)
+    monkeypatch.setattr("lakehouse_ml.datasets.frames.get_spark", no_spark)
+    path = str(tmp_path / "t")
+    first = pd.DataFrame({
+        "id": [1, 2, 3], "v": ["a", "b", None], "flags": [["x"], [], ["y", "z"]],
+        "ts": pd.to_datetime(["2026-01-01 10:00", "2026-01-02 11:00", "2026-01-03 12:00"], utc=True),
+    })
+    write_deltalake(path, first)
+    write_deltalake(path, first.assign(id=[4, 5, 6]), mode="append")
+
+    preview = SparkDeltaDataset(filepath=path).preview(nrows=2)
+    assert preview["columns"] == ["id", "v", "flags", "ts"] and preview["index"] == [0, 1]
+    assert len(preview["data"]) == 2
+    written = {(1, "a", ("x",)), (2, "b", ()), (3, None, ("y", "z")), (4, "a", ("x",)), (5, "b", ()), (6, None, ("y", "z"))}
+    assert {(r[0], r[1], tuple(r[2])) for r in preview["data"]} <= written
+    json.dumps(preview, default=str)  # what kedro-viz sends
+
+    old = PandasDeltaDataset(filepath=path, version=0, columns=["v", "id"]).preview(nrows=10)
+    assert old["columns"] == ["v", "id"] and sorted(old["data"], key=lambda r: r[1]) == [["a", 1], ["b", 2], [None, 3]]
+    assert len(PandasFrameDeltaDataset(filepath=path, schema="id long").preview()["data"]) == 5
+
+    # kedro-viz picks the preview's kind from the return annotation's name.
+    import inspect
+
+    assert "TablePreview" in str(inspect.signature(SparkDeltaDataset.preview).return_annotation)
+
+
+def test_preview_of_a_missing_table_raises_naming_the_path(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist yet"):
+        PandasDeltaDataset(filepath=str(tmp_path / "absent")).preview()

@@ -205,7 +205,7 @@ def test_the_default_loop_tracks_registers_and_releases_on_the_server(loops, tea
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         assert parents[0].info.user_id == USER  # the server's authenticated user, not the OS user
         nodes = {r.data.tags["node"] for r in children}
-        assert {"refit_candidate", "log_candidate", "evaluate_candidate"} <= nodes, sorted(nodes)
+        assert {"training.refit_candidate", "training.log_candidate", "training.evaluate_candidate"} <= nodes, sorted(nodes)
         assert {r.data.tags["env"] for r in children} == {"team"}
         # Artifacts are stored by the server and read back through it.
         assert all(r.info.artifact_uri.startswith("mlflow-artifacts:") for r in runs)
@@ -458,7 +458,7 @@ def test_a_server_lost_mid_run_fails_the_run_and_moves_no_alias(loops, postgres,
         def watch() -> None:
             for line in process.stdout:
                 lines.append(line)
-                if "Completed node: refit_candidate" in line and not killed.is_set():
+                if "Completed node: training.refit_candidate" in line and not killed.is_set():
                     server.stop()
                     killed.set()
 
@@ -469,7 +469,7 @@ def test_a_server_lost_mid_run_fails_the_run_and_moves_no_alias(loops, postgres,
         log = " ".join("".join(lines).split())
         assert killed.is_set(), log[-4000:]
         assert process.returncode != 0, log[-4000:]
-        assert "Completed node: log_candidate" not in log
+        assert "Completed node: training.log_candidate" not in log
 
         server = start_mlflow_server(root, postgres, port=server.port, database="mlflow_lost")  # the same server again
         with on_server(server.url) as client:

@@ -10,6 +10,8 @@ their ``exists()`` is wrong on Connect (see docs/pages/engine.md). ``SparkDeltaD
   table exists, so re-running on unchanged input adds no table version; the first save always
   creates the table, even when empty;
 - ``exists()`` through the Delta log (``deltalake``), and time travel via ``load_args``.
+
+Both offer kedro-viz a ``preview()``: the first rows, read with ``deltalake`` (no Spark session).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 from deltalake import DeltaTable, QueryBuilder, write_deltalake
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
+from kedro_datasets._typing import TablePreview  # the type kedro-viz's docs name for table previews
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -59,6 +62,25 @@ def _sql_literal(value: str, data_type: str) -> str:
 
 def _quote(column: str) -> str:
     return "`" + column.replace("`", "``") + "`"
+
+
+def preview_table(
+    filepath: str, nrows: int, *, version: int | None = None, columns: list[str] | None = None
+) -> TablePreview:
+    """The first ``nrows`` rows of a Delta table as kedro-viz's table preview (``columns``, ``index``,
+    ``data``), read with delta-rs' own engine: only the files the limit needs, no Spark session.
+
+    Values are plain Python (lists stay lists, timestamps datetimes) so the preview serialises as JSON.
+    """
+    uri = table_uri(filepath)
+    if not DeltaTable.is_deltatable(uri):
+        raise DatasetError(f"Delta table '{filepath}' does not exist yet: run the pipeline that writes it first")
+    table = DeltaTable(uri, version=version)
+    selected = ", ".join(_quoted(c) for c in columns) if columns else "*"
+    batches = QueryBuilder().register("t", table).execute(f"SELECT {selected} FROM t LIMIT {int(nrows)}")
+    rows = pa.table(batches).to_pylist()
+    names = list(columns) if columns else [field.name for field in table.schema().to_arrow()]
+    return TablePreview({"columns": names, "index": list(range(len(rows))), "data": [[row[c] for c in names] for row in rows]})
 
 
 class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
@@ -131,6 +153,10 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
                 "writes it first"
             )
         return get_spark().read.format("delta").options(**self._load_args).load(self._uri)
+
+    def preview(self, nrows: int = 5) -> TablePreview:
+        """The table's first ``nrows`` rows for kedro-viz (see ``preview_table``)."""
+        return preview_table(self._filepath, nrows)
 
     def save(self, data: DataFrame) -> None:
         """Write ``data`` according to the write mode (see the module docstring)."""
@@ -313,6 +339,10 @@ class PandasDeltaDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         if self._columns:
             schema = pa.schema([schema.field(name) for name in self._columns])
         return pa.table(batches).cast(schema).to_pandas(use_threads=False)
+
+    def preview(self, nrows: int = 5) -> TablePreview:
+        """The first ``nrows`` rows (of ``version`` and ``columns`` when set) for kedro-viz."""
+        return preview_table(self._filepath, nrows, version=self._version, columns=self._columns)
 
     def save(self, data: pd.DataFrame) -> None:
         """Write ``data`` with delta-rs (``save_args.mode``: overwrite or append)."""

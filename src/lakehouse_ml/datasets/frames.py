@@ -7,8 +7,9 @@ from typing import Any
 
 import pandas as pd
 from kedro.io.core import AbstractDataset
+from kedro_datasets._typing import TablePreview
 
-from lakehouse_ml.datasets.delta import PandasDeltaDataset, SparkDeltaDataset
+from lakehouse_ml.datasets.delta import PandasDeltaDataset, SparkDeltaDataset, preview_table
 from lakehouse_ml.engine import get_spark
 
 
@@ -32,6 +33,10 @@ class PandasFrameDeltaDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         if not self._reader._exists():
             return get_spark().createDataFrame([], self._schema).toPandas()
         return self._reader.load()
+
+    def preview(self, nrows: int = 5) -> TablePreview:
+        """The first ``nrows`` rows for kedro-viz (see ``lakehouse_ml.datasets.delta.preview_table``)."""
+        return preview_table(self._filepath, nrows)
 
     def save(self, data: pd.DataFrame) -> None:
         """Write ``data`` (columns in the schema's order) through Spark."""

@@ -67,7 +67,7 @@ def _mine(frame: pd.DataFrame, day: date, version: str) -> pd.DataFrame:
 def test_the_champion_is_read_by_one_node_only():
     """One resolution of the alias per run: a second reader could see a moved alias."""
     readers = [n.name for n in inference_pipeline().nodes if any(i.startswith("champion_model@") for i in n.inputs)]
-    assert readers == ["score_scoring_rows"]
+    assert readers == ["inference.score_scoring_rows"]
 
 
 def test_predictions_name_their_version_and_equal_the_model_on_the_training_set_features(lakehouse, monkeypatch):

@@ -194,7 +194,7 @@ def test_pipeline_outputs_exactly_the_four_landing_datasets():
     }
     assert pipe.inputs() == {"params:simulate"}
     [node] = pipe.nodes
-    assert node.name == "simulate_business"
+    assert node.name == "simulate.simulate_business"
     assert "simulate" in node.tags
 
 

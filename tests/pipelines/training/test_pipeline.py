@@ -127,7 +127,7 @@ def test_run_tree_parent_child_per_node_grandchild_per_trial(project):
         assert child.data.tags["git_sha"] and child.data.tags["run_type"] == "pipeline"
         assert child.data.metrics["duration_s"] >= 0
 
-    trials = _children(client, children["tune"].info.run_id)
+    trials = _children(client, children["tuning.tune"].info.run_id)
     assert len(trials) == N_TRIALS
     for trial in trials.values():
         state = trial.data.tags["optuna.state"]
@@ -137,7 +137,7 @@ def test_run_tree_parent_child_per_node_grandchild_per_trial(project):
         assert ("mean_roc_auc" in trial.data.metrics) == (state == "COMPLETE")
     # No trial run hangs under any other node (Optuna threads must not lose their parent).
     for name, child in children.items():
-        if name != "tune":
+        if name != "tuning.tune":
             assert not _children(client, child.info.run_id), name
 
 
@@ -145,7 +145,7 @@ def test_delta_inputs_are_recorded_with_their_versions(project):
     client, (parent_id, _) = project["client"], project["runs"]
     version = DeltaTable(str(project["root"] / "data/lakehouse/dev/ml/training_set")).version()
     children = _children(client, parent_id)
-    for name in ("prepare_tuning", "plan_candidate", "refit_candidate", "log_candidate"):
+    for name in ("tuning.prepare_tuning", "training.plan_candidate", "training.refit_candidate", "training.log_candidate"):
         inputs = children[name].inputs.dataset_inputs
         tables = {i.dataset.name: json.loads(i.dataset.source)["delta_table_version"] for i in inputs}
         assert tables == {"dev.ml.training_set": version}, (name, tables)
@@ -155,7 +155,7 @@ def test_candidate_run_holds_model_metrics_and_artifacts(project):
     client, root = project["client"], project["root"]
     pointer = json.loads((root / "data/06_models/dev/candidate.json").read_text())
     candidate = client.get_run(pointer["run_id"])
-    assert candidate.data.tags["mlflow.runName"] == "log_candidate"
+    assert candidate.data.tags["mlflow.runName"] == "training.log_candidate"
     assert candidate.data.tags["mlflow.parentRunId"] == project["runs"][1]  # the latest session wrote the pointer
 
     assert CANDIDATE_ARTIFACTS <= _artifacts(client, candidate.info.run_id)
@@ -201,7 +201,7 @@ def test_same_seed_same_tables_reproduce_best_trial_and_test_metrics(project):
     results = []
     for parent_id in (first, second):
         children = _children(client, parent_id)
-        candidate = children["log_candidate"]
+        candidate = children["training.log_candidate"]
         best = mlflow.artifacts.load_dict(f"runs:/{candidate.info.run_id}/reports/provenance.json")
         results.append((best["study"]["best_params"], best["study"]["best_value"], candidate.data.metrics))
     (params_a, value_a, metrics_a), (params_b, value_b, metrics_b) = results

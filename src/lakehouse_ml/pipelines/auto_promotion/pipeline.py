@@ -5,6 +5,7 @@ ml.model_promotions rows; then the champion it leaves, for batch inference to wa
 from kedro.pipeline import Pipeline, node
 
 from lakehouse_ml.pipelines.promotion.nodes import name_the_champion, plan_automatic_promotion
+from lakehouse_ml.pipelines.stage import as_stage
 from lakehouse_ml.registry import release_pipeline
 
 
@@ -17,12 +18,15 @@ def create_pipeline(**kwargs) -> Pipeline:
     )
     # `champion_model@released` shares its base name with inference's `champion_model@…` inputs, so
     # in the default run Kedro resolves the champion for scoring only after this step.
-    return release + Pipeline(
+    stage = release + Pipeline(
         [
             node(
-                name_the_champion, ["auto_promotion_model_registry@after", "params:registry"], "champion_model@released",
+                func=name_the_champion,
+                inputs=["auto_promotion_model_registry@after", "params:registry"],
+                outputs="champion_model@released",
                 name="name_the_champion",
             )
         ],
         tags=["auto_promotion", "release"],
     )
+    return as_stage("auto_promotion", stage)

@@ -10,42 +10,44 @@ from lakehouse_ml.pipelines.evaluation.nodes import (
     profile_monitoring_baseline,
     score_test_window,
 )
+from lakehouse_ml.pipelines.stage import as_stage
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the evaluation pipeline."""
-    return Pipeline(
+    stage = Pipeline(
         [
             node(
-                score_test_window,
-                ["candidate@model", "champion_model_for_evaluation", "training_set@pandas", "training_set_spec", "params:training"],
-                ["evaluation_scores", "evaluation_context"],
+                func=score_test_window,
+                inputs=["candidate@model", "champion_model_for_evaluation", "training_set@pandas", "training_set_spec", "params:training"],
+                outputs=["evaluation_scores", "evaluation_context"],
                 name="score_test_window",
             ),
             node(
-                check_serving_readiness,
-                [
+                func=check_serving_readiness,
+                inputs=[
                     "candidate@model", "champion_model_for_evaluation", "training_set@pandas",
                     "params:feature_tables", "params:on_demand_features", "params:evaluation",
                 ],
-                "serving_readiness",
+                outputs="serving_readiness",
                 name="check_serving_readiness",
             ),
             node(
-                apply_gates,
-                ["evaluation_scores", "evaluation_context", "serving_readiness", "params:evaluation", "params:training"],
-                ["evaluation_report", "evaluation_metrics"],
+                func=apply_gates,
+                inputs=["evaluation_scores", "evaluation_context", "serving_readiness", "params:evaluation", "params:training"],
+                outputs=["evaluation_report", "evaluation_metrics"],
                 name="apply_gates",
             ),
             node(
-                profile_monitoring_baseline,
-                [
+                func=profile_monitoring_baseline,
+                inputs=[
                     "candidate@model", "training_set@spark", "evaluation_scores", "evaluation_context",
                     "params:feature_tables", "params:monitoring", "params:training",
                 ],
-                "monitoring_baselines@write",
+                outputs="monitoring_baselines@write",
                 name="profile_monitoring_baseline",
             ),
         ],
         tags=["evaluation"],
     )
+    return as_stage("evaluation", stage)

@@ -9,6 +9,7 @@ from kedro.pipeline import Pipeline, node
 
 from lakehouse_ml.pipelines.features.nodes import record_refreshes, stage_refreshes, validate_refreshes
 from lakehouse_ml.pipelines.ingest.pipeline import SOURCES
+from lakehouse_ml.pipelines.stage import as_stage
 
 # The lakehouse tables a contract may name as its `source`, by that name: what ingest writes.
 SOURCE_TABLES = {
@@ -19,10 +20,10 @@ SOURCE_TABLES = {
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the features pipeline."""
-    return Pipeline(
+    stage = Pipeline(
         [
             node(
-                stage_refreshes,
+                func=stage_refreshes,
                 inputs={
                     "current": "feature_tables.current",
                     "refreshes": "feature_refreshes",
@@ -34,13 +35,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="stage_refreshes",
             ),
             node(
-                validate_refreshes,
+                func=validate_refreshes,
                 inputs=["feature_tables.staged", "feature_refresh_plans", "params:feature_tables"],
                 outputs=["feature_tables@spark", "feature_summaries", "feature_metrics"],
                 name="validate_refreshes",
             ),
             node(
-                record_refreshes,
+                func=record_refreshes,
                 inputs=[
                     "feature_tables.staged", "feature_refresh_plans", "feature_summaries", "feature_tables@info",
                     "feature_refreshes", "params:feature_tables",
@@ -52,3 +53,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["features"],
     )
+    return as_stage("features", stage)

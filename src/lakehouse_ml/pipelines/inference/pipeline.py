@@ -12,46 +12,63 @@ from lakehouse_ml.pipelines.inference.nodes import (
     select_predictions,
     select_rejections,
 )
+from lakehouse_ml.pipelines.stage import as_stage
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the inference pipeline."""
-    return Pipeline(
+    stage = Pipeline(
         [
             node(
-                build_scoring_spine,
-                ["orders_silver@spark", "params:inference", "params:training_set"],
-                ["scoring_spine", "scoring_time"],
+                func=build_scoring_spine,
+                inputs=["orders_silver@spark", "params:inference", "params:training_set"],
+                outputs=["scoring_spine", "scoring_time"],
                 name="build_scoring_spine",
             ),
             node(
-                look_up_scoring_features,
-                [
+                func=look_up_scoring_features,
+                inputs=[
                     "scoring_spine", "feature_tables@spark", "scoring_time", "params:feature_tables",
                     "params:on_demand_features", "params:training_set",
                 ],
-                "scoring_features",
+                outputs="scoring_features",
                 name="look_up_scoring_features",
             ),
             node(
-                score_scoring_rows,
-                [
+                func=score_scoring_rows,
+                inputs=[
                     # The only consumer of the champion: its alias is resolved once per run.
                     "scoring_features", "champion_model@sklearn", "scoring_time", "feature_tables@info",
                     "orders_silver@info", "params:feature_tables", "params:on_demand_features", "params:inference",
                 ],
-                ["inference_scored_rows", "inference_release"],
+                outputs=["inference_scored_rows", "inference_release"],
                 name="score_scoring_rows",
             ),
-            node(check_scoring_rows, ["inference_scored_rows", "inference_release", "params:inference"], "inference_summary", name="check_scoring_rows"),
-            node(select_predictions, ["inference_scored_rows", "inference_summary"], "churn_predictions", name="select_predictions"),
             node(
-                select_rejections,
-                ["inference_scored_rows", "rejected_predictions_recorded", "inference_summary"],
-                "rejected_predictions",
+                func=check_scoring_rows,
+                inputs=["inference_scored_rows", "inference_release", "params:inference"],
+                outputs="inference_summary",
+                name="check_scoring_rows",
+            ),
+            node(
+                func=select_predictions,
+                inputs=["inference_scored_rows", "inference_summary"],
+                outputs="churn_predictions",
+                name="select_predictions",
+            ),
+            node(
+                func=select_rejections,
+                inputs=["inference_scored_rows", "rejected_predictions_recorded", "inference_summary"],
+                outputs="rejected_predictions",
                 name="select_rejections",
             ),
-            node(report_inference, ["churn_predictions", "inference_summary"], "inference_metrics", name="report_inference"),
+            node(
+                func=report_inference,
+                inputs=["churn_predictions", "inference_summary"],
+                outputs="inference_metrics",
+                name="report_inference",
+            ),
         ],
         tags=["inference"],
     )
+    return as_stage("inference", stage)

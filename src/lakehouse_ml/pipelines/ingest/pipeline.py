@@ -10,6 +10,7 @@ from lakehouse_ml.pipelines.ingest.nodes import (
     split_batch,
     type_batch,
 )
+from lakehouse_ml.pipelines.stage import as_stage
 
 # Every source the project knows. Only orders must be delivered: a source without landing files
 # yields empty (but existing) bronze/silver tables and the loop runs without it.
@@ -26,25 +27,25 @@ def _source_pipeline() -> Pipeline:
     return Pipeline(
         [
             node(
-                land_deliveries,
+                func=land_deliveries,
                 inputs=["landing", "ingest_log", "params:source", "params:ingest"],
                 outputs=["bronze", "batch_ids"],
                 name="land_deliveries",
             ),
             node(
-                type_batch,
+                func=type_batch,
                 inputs=["bronze", "batch_ids", "params:source"],
                 outputs="typed_records",
                 name="type_batch",
             ),
             node(
-                split_batch,
+                func=split_batch,
                 inputs=["typed_records", "silver_versions", "batch_ids", "params:source", "params:ingest"],
                 outputs=["quarantine", "classified_records"],
                 name="split_batch",
             ),
             node(
-                reconcile_to_silver,
+                func=reconcile_to_silver,
                 inputs=[
                     "classified_records", "quarantine", "bronze", "batch_ids",
                     "params:source", "params:ingest",
@@ -82,7 +83,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     gold = Pipeline(
         [
             node(
-                build_daily_activity,
+                func=build_daily_activity,
                 inputs={
                     **{s: f"{s}_silver@versions" for s in ACTIVITY_SOURCES},
                     "gold_table": "customer_daily_activity.versions",
@@ -94,7 +95,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="build_daily_activity",
             ),
             node(
-                report_ingest,
+                func=report_ingest,
                 inputs=[f"{s}_batch_audit" for s in SOURCES],
                 outputs="ingest_summary",
                 name="report_ingest",
@@ -102,4 +103,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["ingest"],
     )
-    return per_source + gold
+    return as_stage("ingest", per_source + gold)

@@ -19,63 +19,96 @@ from lakehouse_ml.pipelines.monitoring.nodes import (
     summarise_monitoring,
 )
 from lakehouse_ml.registry import record_alias_moves
+from lakehouse_ml.pipelines.stage import as_stage
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the monitoring pipeline."""
-    return Pipeline(
+    stage = Pipeline(
         [
             node(
-                collect_served_rows, ["churn_predictions", "inference_log@monitoring", "params:monitoring"], "served_rows",
+                func=collect_served_rows,
+                inputs=["churn_predictions", "inference_log@monitoring", "params:monitoring"],
+                outputs="served_rows",
                 name="collect_served_rows",
             ),
             node(
-                served_baselines, ["served_rows", "monitoring_baselines@read", "model_registry"],
-                ["served_baselines", "monitoring_scope"], name="served_baselines",
+                func=served_baselines,
+                inputs=["served_rows", "monitoring_baselines@read", "model_registry"],
+                outputs=["served_baselines", "monitoring_scope"],
+                name="served_baselines",
             ),
-            node(served_inputs, ["served_rows", "served_baselines"], "served_inputs", name="served_inputs"),
-            node(compute_drift, ["served_inputs", "served_baselines", "params:monitoring"], "drift_metrics", name="compute_drift"),
-            node(label_served_rows, ["served_rows", "orders_silver@spark", "params:training_set"], "labeled_served_rows", name="label_served_rows"),
             node(
-                compute_performance, ["labeled_served_rows", "served_baselines", "params:monitoring"], "performance_metrics",
+                func=served_inputs,
+                inputs=["served_rows", "served_baselines"],
+                outputs="served_inputs",
+                name="served_inputs",
+            ),
+            node(
+                func=compute_drift,
+                inputs=["served_inputs", "served_baselines", "params:monitoring"],
+                outputs="drift_metrics",
+                name="compute_drift",
+            ),
+            node(
+                func=label_served_rows,
+                inputs=["served_rows", "orders_silver@spark", "params:training_set"],
+                outputs="labeled_served_rows",
+                name="label_served_rows",
+            ),
+            node(
+                func=compute_performance,
+                inputs=["labeled_served_rows", "served_baselines", "params:monitoring"],
+                outputs="performance_metrics",
                 name="compute_performance",
             ),
             node(
-                compute_data_quality,
-                ["served_rows", "drift_metrics", "rejected_predictions", "served_baselines", "monitoring_scope", "params:monitoring"],
-                "data_quality", name="compute_data_quality",
+                func=compute_data_quality,
+                inputs=["served_rows", "drift_metrics", "rejected_predictions", "served_baselines", "monitoring_scope", "params:monitoring"],
+                outputs="data_quality",
+                name="compute_data_quality",
             ),
             node(
-                decide_actions,
-                [
+                func=decide_actions,
+                inputs=[
                     "drift_metrics", "performance_metrics", "data_quality", "monitoring_scope", "monitoring_actions_recorded",
                     "model_promotions@monitoring", "model_registry",
                     "params:registry", "params:monitoring_rules", "params:monitoring", "release_context",
                 ],
-                "monitoring_decisions", name="decide_actions",
+                outputs="monitoring_decisions",
+                name="decide_actions",
             ),
             node(
-                plan_monitoring_actions, ["monitoring_decisions", "model_registry", "params:registry", "release_governance"],
-                ["monitoring_model_registry@actions", "monitoring_event", "retrain_request", "monitoring_outcome"],
+                func=plan_monitoring_actions,
+                inputs=["monitoring_decisions", "model_registry", "params:registry", "release_governance"],
+                outputs=["monitoring_model_registry@actions", "monitoring_event", "retrain_request", "monitoring_outcome"],
                 name="plan_monitoring_actions",
             ),
             node(
-                record_alias_moves, ["monitoring_event", "monitoring_model_registry@after", "release_context", "release_governance"],
-                "monitoring_model_promotions", name="audit_monitoring",
+                func=record_alias_moves,
+                inputs=["monitoring_event", "monitoring_model_registry@after", "release_context", "release_governance"],
+                outputs="monitoring_model_promotions",
+                name="audit_monitoring",
             ),
             node(
-                record_actions, ["monitoring_decisions", "monitoring_outcome", "monitoring_model_registry@after"],
-                "monitoring_actions", name="record_actions",
+                func=record_actions,
+                inputs=["monitoring_decisions", "monitoring_outcome", "monitoring_model_registry@after"],
+                outputs="monitoring_actions",
+                name="record_actions",
             ),
             node(
-                build_monitoring_report,
-                ["drift_metrics", "performance_metrics", "data_quality", "monitoring_actions", "monitoring_scope", "release_context"],
-                ["monitoring_report_figures", "monitoring_report_html"], name="build_monitoring_report",
+                func=build_monitoring_report,
+                inputs=["drift_metrics", "performance_metrics", "data_quality", "monitoring_actions", "monitoring_scope", "release_context"],
+                outputs=["monitoring_report_figures", "monitoring_report_html"],
+                name="build_monitoring_report",
             ),
             node(
-                summarise_monitoring, ["drift_metrics", "performance_metrics", "data_quality", "monitoring_actions", "monitoring_scope"],
-                "monitoring_metrics", name="summarise_monitoring",
+                func=summarise_monitoring,
+                inputs=["drift_metrics", "performance_metrics", "data_quality", "monitoring_actions", "monitoring_scope"],
+                outputs="monitoring_metrics",
+                name="summarise_monitoring",
             ),
         ],
         tags=["monitoring"],
     )
+    return as_stage("monitoring", stage)

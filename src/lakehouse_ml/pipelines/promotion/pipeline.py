@@ -5,9 +5,11 @@ champion, challenger removed), refused without approval where required, by the r
 from kedro.pipeline import Pipeline
 
 from lakehouse_ml.pipelines.promotion.nodes import plan_promotion
+from lakehouse_ml.pipelines.stage import as_stage
 from lakehouse_ml.registry import release_pipeline
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the promotion pipeline."""
-    return release_pipeline("promotion", plan_promotion, ["model_registry", "params:registry", "params:promotion", "release_governance"])
+    stage = release_pipeline("promotion", plan_promotion, ["model_registry", "params:registry", "params:promotion", "release_governance"])
+    return as_stage("promotion", stage)

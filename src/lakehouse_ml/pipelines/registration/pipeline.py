@@ -4,13 +4,15 @@ the challenger alias if it passed) → one ml.model_promotions row per alias mov
 from kedro.pipeline import Pipeline
 
 from lakehouse_ml.pipelines.registration.nodes import plan_registration
+from lakehouse_ml.pipelines.stage import as_stage
 from lakehouse_ml.registry import release_pipeline
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the registration pipeline."""
-    return release_pipeline(
+    stage = release_pipeline(
         "registration", plan_registration,
         ["candidate@pointer", "candidate@run", "evaluation_report", "model_registry", "params:registry", "params:registration",
          "release_governance"],
     )
+    return as_stage("registration", stage)

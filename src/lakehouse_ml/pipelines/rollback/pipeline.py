@@ -4,9 +4,11 @@ removed) → ml.model_promotions rows."""
 from kedro.pipeline import Pipeline
 
 from lakehouse_ml.pipelines.rollback.nodes import plan_rollback
+from lakehouse_ml.pipelines.stage import as_stage
 from lakehouse_ml.registry import release_pipeline
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the rollback pipeline."""
-    return release_pipeline("rollback", plan_rollback, ["model_registry", "params:registry", "params:rollback", "release_governance"])
+    stage = release_pipeline("rollback", plan_rollback, ["model_registry", "params:registry", "params:rollback", "release_governance"])
+    return as_stage("rollback", stage)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kedro.pipeline import Node, Pipeline
+from kedro.pipeline import Pipeline, node
+
+from lakehouse_ml.pipelines.stage import as_stage
 
 from .nodes import simulate_business
 
@@ -18,9 +20,9 @@ OUTPUTS = [
 
 def create_pipeline(**kwargs: Any) -> Pipeline:
     """Simulate the business once and deliver every source's daily files."""
-    return Pipeline(
+    stage = Pipeline(
         [
-            Node(
+            node(
                 func=simulate_business,
                 inputs="params:simulate",
                 outputs=OUTPUTS,
@@ -29,3 +31,4 @@ def create_pipeline(**kwargs: Any) -> Pipeline:
             )
         ]
     )
+    return as_stage("simulate", stage)

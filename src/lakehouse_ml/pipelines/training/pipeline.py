@@ -10,40 +10,46 @@ from lakehouse_ml.pipelines.training.nodes import (
     plan_candidate,
     refit_candidate,
 )
+from lakehouse_ml.pipelines.stage import as_stage
 
 CANDIDATE_PLOTS = ("roc_plot", "pr_plot", "calibration_plot", "confusion_matrix_plot", "feature_importance_plot")
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the training pipeline."""
-    return Pipeline(
+    stage = Pipeline(
         [
             node(
-                plan_candidate,
-                ["training_set@pandas", "tuning_study_result", "params:feature_tables", "params:on_demand_features", "params:tuning"],
-                "candidate_plan",
+                func=plan_candidate,
+                inputs=["training_set@pandas", "tuning_study_result", "params:feature_tables", "params:on_demand_features", "params:tuning"],
+                outputs="candidate_plan",
                 name="plan_candidate",
             ),
             node(
-                choose_operating_threshold,
-                ["training_set@pandas", "candidate_plan", "params:training"],
-                "operating_threshold",
+                func=choose_operating_threshold,
+                inputs=["training_set@pandas", "candidate_plan", "params:training"],
+                outputs="operating_threshold",
                 name="choose_operating_threshold",
             ),
-            node(refit_candidate, ["training_set@pandas", "candidate_plan", "params:training"], "candidate_fit", name="refit_candidate"),
             node(
-                evaluate_candidate,
-                ["candidate_fit", "training_set@pandas", "candidate_plan", "operating_threshold", "params:training"],
-                ["candidate_test_scores", "candidate_evaluation"],
+                func=refit_candidate,
+                inputs=["training_set@pandas", "candidate_plan", "params:training"],
+                outputs="candidate_fit",
+                name="refit_candidate",
+            ),
+            node(
+                func=evaluate_candidate,
+                inputs=["candidate_fit", "training_set@pandas", "candidate_plan", "operating_threshold", "params:training"],
+                outputs=["candidate_test_scores", "candidate_evaluation"],
                 name="evaluate_candidate",
             ),
             node(
-                log_candidate,
-                [
+                func=log_candidate,
+                inputs=[
                     "candidate_fit", "candidate_plan", "operating_threshold", "candidate_test_scores",
                     "candidate_evaluation", "tuning_study_result", "training_set_spec", "params:training",
                 ],
-                {
+                outputs={
                     "model": "candidate_model",
                     "metrics": "candidate_metrics",
                     **{plot: f"candidate_{plot}" for plot in CANDIDATE_PLOTS},
@@ -57,3 +63,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         ],
         tags=["training"],
     )
+    return as_stage("training", stage)

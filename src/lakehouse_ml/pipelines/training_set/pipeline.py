@@ -8,15 +8,21 @@ from lakehouse_ml.pipelines.training_set.nodes import (
     check_point_in_time,
     leakage_demo,
 )
+from lakehouse_ml.pipelines.stage import as_stage
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the training_set pipeline."""
-    return Pipeline(
+    stage = Pipeline(
         [
-            node(build_label_spine, ["orders_silver@spark", "params:training_set.spine"], "label_spine", name="build_label_spine"),
             node(
-                assemble_training_set,
+                func=build_label_spine,
+                inputs=["orders_silver@spark", "params:training_set.spine"],
+                outputs="label_spine",
+                name="build_label_spine",
+            ),
+            node(
+                func=assemble_training_set,
                 inputs=[
                     "label_spine", "feature_tables@spark", "orders_silver@info", "feature_tables@info",
                     "training_set_recorded", "params:feature_tables", "params:on_demand_features", "params:training_set",
@@ -26,17 +32,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="assemble_training_set",
             ),
             node(
-                check_point_in_time,
-                ["training_set@spark", "params:feature_tables", "params:training_set"],
-                "point_in_time_proof",
+                func=check_point_in_time,
+                inputs=["training_set@spark", "params:feature_tables", "params:training_set"],
+                outputs="point_in_time_proof",
                 name="check_point_in_time",
             ),
             node(
-                leakage_demo,
-                ["training_set@spark", "label_spine", "feature_tables@spark", "params:feature_tables", "params:training_set"],
-                "leakage_demo_metrics",
+                func=leakage_demo,
+                inputs=["training_set@spark", "label_spine", "feature_tables@spark", "params:feature_tables", "params:training_set"],
+                outputs="leakage_demo_metrics",
                 name="leakage_demo",
             ),
         ],
         tags=["training_set"],
     )
+    return as_stage("training_set", stage)

@@ -3,24 +3,26 @@
 from kedro.pipeline import Pipeline, node
 
 from lakehouse_ml.pipelines.tuning.nodes import prepare_tuning, tune
+from lakehouse_ml.pipelines.stage import as_stage
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the tuning pipeline."""
-    return Pipeline(
+    stage = Pipeline(
         [
             node(
-                prepare_tuning,
-                ["training_set@pandas", "params:feature_tables", "params:on_demand_features", "params:tuning"],
-                ["tuning_train", "tuning_folds", "tuning_test_cutoffs", "tuning_columns"],
+                func=prepare_tuning,
+                inputs=["training_set@pandas", "params:feature_tables", "params:on_demand_features", "params:tuning"],
+                outputs=["tuning_train", "tuning_folds", "tuning_test_cutoffs", "tuning_columns"],
                 name="prepare_tuning",
             ),
             node(
-                tune,
-                ["tuning_train", "tuning_folds", "tuning_columns", "params:tuning", "optuna_storage"],
-                "tuning_study_result",
+                func=tune,
+                inputs=["tuning_train", "tuning_folds", "tuning_columns", "params:tuning", "optuna_storage"],
+                outputs="tuning_study_result",
                 name="tune",
             ),
         ],
         tags=["tuning"],
     )
+    return as_stage("tuning", stage)
