@@ -1,4 +1,5 @@
-"""Shared fixtures: one embedded Spark engine for the whole test session (the users' engine)."""
+"""Shared fixtures: one embedded Spark engine for the whole test session (the users' engine);
+the rule that marks whole categories `slow` (the fast lane is `pytest -m "not slow"`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ TESTS = Path(__file__).resolve().parent
 # ------------------------------------------------------------- the fast lane: pytest -m "not slow"
 # `slow` is given by rule to whole categories, so the lane starts no server (the fixtures below
 # start theirs only when a selected test asks for them) and runs no pipeline end to end:
-SLOW_MARKERS = ("e2e", "cluster", "services")  # the kedro CLI in a subprocess, the Spark cluster, the team servers
+SLOW_MARKERS = ("e2e", "cluster", "services")  # kedro CLI in a subprocess, Spark cluster, team servers
 SLOW_FOLDERS = ("cluster", "crash", "properties", "services")  # tests/<folder>/: whole categories
 SERVER_FIXTURES = frozenset({"spark_cluster", "postgres", "redis_server", "mlflow_server"})
 
@@ -34,7 +35,8 @@ def is_slow_by_rule(item: pytest.Item) -> bool:
     if parts and parts[0] in SLOW_FOLDERS:
         return True
     # tests/pipelines/<stage>/test_pipeline.py runs the stage's pipeline on the engine, often
-    # several times; the stage's nodes are covered by test_nodes.py in the fast lane.
+    # several times; the stage's nodes keep their test_nodes.py in the fast lane (evaluation
+    # has none: its nodes run only here).
     return len(parts) == 3 and parts[0] == "pipelines" and parts[2] == "test_pipeline.py"
 
 
