@@ -1,4 +1,5 @@
-"""Shared fixtures: one embedded Spark engine for the whole test session (the users' engine)."""
+"""Shared fixtures: one embedded Spark engine for the whole test session (the users' engine);
+the rule that marks whole categories `slow` (the fast lane is `pytest -m "not slow"`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,41 @@ import pytest
 from lakehouse_ml.engine import ENGINE, EngineConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+# ------------------------------------------------------------- the fast lane: pytest -m "not slow"
+# `slow` is given by rule to whole categories, so the lane starts no server (the fixtures below
+# start theirs only when a selected test asks for them) and runs no pipeline end to end:
+SLOW_MARKERS = ("e2e", "cluster", "services")  # kedro CLI in a subprocess, Spark cluster, team servers
+SLOW_FOLDERS = ("cluster", "crash", "properties", "services")  # tests/<folder>/: whole categories
+SERVER_FIXTURES = frozenset({"spark_cluster", "postgres", "redis_server", "mlflow_server"})
+
+
+def is_slow_by_rule(item: pytest.Item) -> bool:
+    """Whether ``item`` belongs to a slow category (individual slow tests carry their own mark)."""
+    if any(item.get_closest_marker(name) for name in SLOW_MARKERS):
+        return True
+    if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    # Property-based tests (Hypothesis) run their body for many generated examples.
+    if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+        return True
+    parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
+    if parts and parts[0] in SLOW_FOLDERS:
+        return True
+    # tests/pipelines/<stage>/test_pipeline.py runs the stage's pipeline on the engine, often
+    # several times; the stage's nodes keep their test_nodes.py in the fast lane (evaluation
+    # has none: its nodes run only here).
+    return len(parts) == 3 and parts[0] == "pipelines" and parts[2] == "test_pipeline.py"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Adds ``slow`` to every test of a slow category; it never deselects anything itself."""
+    for item in items:
+        if not item.get_closest_marker("slow") and is_slow_by_rule(item):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -589,6 +589,7 @@ CRASH_CHILD = """
 """
 
 
+@pytest.mark.slow  # a writer process killed mid-write
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("mode", ["append", "overwrite"])
 def test_write_killed_with_sigkill_leaves_the_table_unchanged(spark, tmp_path, mode):
@@ -697,6 +698,7 @@ def test_write_failing_midway_by_exception_leaves_the_table_unchanged(spark, tmp
 # ---------------------------------------------------------------- pandas reads in a process
 
 
+@pytest.mark.slow  # six reader processes, two at a time
 def test_pandas_read_of_a_multi_file_table_exits_cleanly(spark, tmp_path):
     path = tmp_path / "multi"
     ds = SparkDeltaDataset(filepath=str(path), write_mode="append")
@@ -745,6 +747,7 @@ def test_pandas_read_of_a_multi_file_table_exits_cleanly(spark, tmp_path):
 # ----------------------------------------------------------------- replace and time zones
 
 
+@pytest.mark.slow  # an engine in a child process with another TZ
 def test_replace_on_a_timestamp_key_outside_utc(tmp_path):
     code = f"""
         import json
@@ -765,6 +768,7 @@ def test_replace_on_a_timestamp_key_outside_utc(tmp_path):
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [2, 9]
 
 
+@pytest.mark.slow  # an engine in a child process
 def test_replace_with_many_distinct_key_values(tmp_path):
     code = f"""
         from lakehouse_ml.datasets import SparkDeltaDataset

@@ -31,7 +31,9 @@ def _rows(n: int, seed: int) -> pd.DataFrame:
     return frame
 
 
-@pytest.mark.parametrize("family", ["logistic_regression", "hist_gradient_boosting", "random_forest"])
+@pytest.mark.parametrize(
+    "family", ["logistic_regression", pytest.param("hist_gradient_boosting", marks=pytest.mark.slow), "random_forest"]  # ~5 s fitting
+)
 def test_the_compiled_path_scores_exactly_as_the_pipeline(family):
     train = _rows(400, seed=1)
     labels = (train["orders_30d"] < 2).astype(int)

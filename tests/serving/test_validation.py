@@ -286,6 +286,7 @@ def _bodies(draw, row: dict) -> tuple[str, bytes]:
     return draw(st.sampled_from(["/v1/score", "/v1/score/customers"])), draw(st.binary(max_size=64))
 
 
+@pytest.mark.slow  # property-based (Hypothesis, 200 requests); the rule in tests/conftest.py sees only decorated tests
 def test_fuzzed_payloads_never_get_a_5xx(live, row):
     client = live.client()
 

@@ -252,6 +252,7 @@ def _classify(spark, lines_by_delivery, silver=None):
     return classified, classified.filter("_upsert")
 
 
+@pytest.mark.slow  # ~7 s of engine CPU
 def test_dedupe_labels_duplicates_corrections_and_inserts(spark):
     outcomes, upserts = _classify(spark, {
         "2026-01-02": [order("e1"), order("e1"), order("e2")],
@@ -264,6 +265,7 @@ def test_dedupe_labels_duplicates_corrections_and_inserts(spark):
     assert winners == {"e1": 12.0, "e2": 10.0}  # latest delivery wins
 
 
+@pytest.mark.slow  # ~5 s of engine CPU
 def test_dedupe_against_existing_silver(spark):
     _, first = _classify(spark, {"2026-01-02": [order("e1"), order("e2")]})
     silver = first.select("event_id", "event_ts", "_record_hash", "_batch_id")
@@ -274,6 +276,7 @@ def test_dedupe_against_existing_silver(spark):
     assert sorted(r["event_id"] for r in upserts.collect()) == ["e2", "e3"]  # unchanged e1 is not rewritten
 
 
+@pytest.mark.slow  # ~5 s of engine CPU
 def test_reconcile_balances_every_batch(spark):
     lines = [order("e1"), order("e1"), "{oops", order("e2", event_ts="2025-12-30T09:00:00Z"), order("e3", amount=-1.0)]
     bronze = bronze_rows(spark, lines)
@@ -288,6 +291,7 @@ def test_reconcile_balances_every_batch(spark):
     assert upserts.count() == 2
 
 
+@pytest.mark.slow  # ~14 s of engine CPU (the walk back over silver's versions)
 def test_a_batch_retried_after_its_silver_commit_is_classified_as_before_it(spark):
     """Killed between silver's MERGE and the audit row: the retry must not call its own rows duplicates."""
     batch = ["orders/2026-01-05/orders"]

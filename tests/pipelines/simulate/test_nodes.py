@@ -472,6 +472,7 @@ def test_channel_mix_shifts_acquisition_to_paid_search():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a 3,000-customer, 120-day feed
 def test_churn_emerges_from_behaviour():
     """Customers who stop ordering were visiting less, fading and complaining more beforehand."""
     texts = feed(n_customers=3000, n_days=120, faults=NO_FAULTS)
@@ -515,6 +516,7 @@ def _auc(scores: list[float], labels: list[bool]) -> float:
     return wins / (len(pos) * len(neg))
 
 
+@pytest.mark.slow  # a 3,000-customer, 120-day feed
 def test_point_in_time_leakage_inflates_offline_metrics():
     """Sessions before a cutoff predict "no order in 30 days"; peeking past it scores higher."""
     texts = feed(n_customers=3000, n_days=120, faults=NO_FAULTS)
