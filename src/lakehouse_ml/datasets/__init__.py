@@ -15,7 +15,7 @@ from lakehouse_ml.datasets.mlflow_model import (
 from lakehouse_ml.datasets.online_store import OnlineStoreDataset
 from lakehouse_ml.datasets.optuna_storage import OptunaStorageDataset
 from lakehouse_ml.datasets.simulated_landing import SimulatedLandingDataset
-from lakehouse_ml.datasets.registry import AuditTableDataset, CandidateRunDataset, ModelRegistryDataset, ReleaseContextDataset
+from lakehouse_ml.datasets.model_registry import AuditTableDataset, CandidateRunDataset, ModelRegistryDataset, ReleaseContextDataset
 
 __all__ = [
     "AuditTableDataset",

@@ -20,8 +20,9 @@ from lakehouse_ml.features.lookup import FeatureLookup
 logger = logging.getLogger(__name__)
 
 LOOKUP_KEYS = ("features", "lookback_window", "filter_by_ingested_at")
-# The entity every spine, scoring request and online vector is keyed by.
-ENTITY = "customer_id"
+# The entity every spine, scoring request and online vector is keyed by; a training set row's
+# time (features are looked up as of it) and its label.
+ENTITY, CUTOFF, LABEL = "customer_id", "cutoff_ts", "churned"
 
 
 def contract_configs(feature_tables: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -29,18 +29,16 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakehouse_ml.features.tables import ENTITY
 from lakehouse_ml.monitoring.baseline import slice_value
 from lakehouse_ml.monitoring.drift import feature_drift, js_distance, level, prediction_drift, psi
 from lakehouse_ml.monitoring.performance import performance_from_histogram, score_histogram
 from lakehouse_ml.monitoring.report import monitoring_report
 from lakehouse_ml.monitoring.rules import evaluate_rules, resolve_actions, validate_rules
-from lakehouse_ml.pipelines.promotion.nodes import BLOCK_TAG
-from lakehouse_ml.pipelines.rollback.nodes import plan_rollback
-from lakehouse_ml.registry import ReleaseRefusedError, release_event
+from lakehouse_ml.release import BLOCK_TAG, ReleaseRefusedError, plan_rollback, release_event
 
 logger = logging.getLogger(__name__)
 
-ENTITY = "customer_id"
 PREDICTION = "__prediction__"
 WINDOW = ["window_start", "window_end"]
 GROUP = [*WINDOW, "source", "model_name", "model_version"]

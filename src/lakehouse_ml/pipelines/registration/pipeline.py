@@ -4,7 +4,7 @@ the challenger alias if it passed) → one ml.model_promotions row per alias mov
 from kedro.pipeline import Pipeline
 
 from lakehouse_ml.pipelines.registration.nodes import plan_registration
-from lakehouse_ml.registry import release_pipeline
+from lakehouse_ml.release import release_pipeline
 
 
 def create_pipeline(**kwargs) -> Pipeline:

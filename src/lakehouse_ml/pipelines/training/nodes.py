@@ -34,16 +34,9 @@ from lakehouse_ml.modeling.plots import (
     pr_figure,
     roc_figure,
 )
-from lakehouse_ml.features.tables import contract_configs
-from lakehouse_ml.pipelines.tuning.nodes import (
-    CUTOFF,
-    ENTITY,
-    LABEL,
-    build_model_pipeline,
-    feature_columns,
-    in_key_order,
-    time_folds,
-)
+from lakehouse_ml.features.tables import CUTOFF, ENTITY, LABEL, contract_configs
+from lakehouse_ml.modeling.folds import in_key_order, time_folds
+from lakehouse_ml.modeling.models import build_model_pipeline, feature_columns
 
 logger = logging.getLogger(__name__)
 
