@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lakehouse_ml.features.contracts import ContractError, FeatureContract, parse_contract
-from lakehouse_ml.features.lookup import FeatureLookup
+
+if TYPE_CHECKING:
+    from lakehouse_ml.features.lookup import FeatureLookup
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,9 @@ def feature_lookups(
 ) -> list[FeatureLookup]:
     """One ``FeatureLookup`` per resolved lookup (see :func:`resolve_lookups`), with its chosen row's
     times for the guards; ``tables`` maps a table name to its rows (or anything a lookup can read)."""
+    # Imported here: it needs Spark, and the scoring service reads this module's contracts without it.
+    from lakehouse_ml.features.lookup import FeatureLookup
+
     result = []
     for name, config in lookups.items():
         contract = contracts[name]

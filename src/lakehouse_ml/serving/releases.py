@@ -100,7 +100,7 @@ class ReleaseError(RuntimeError):
 
 def load_release(model_name: str, alias: str, role: str) -> ModelRelease | None:
     """Resolve ``alias`` to a version and load it (sklearn flavor); None when the alias does not exist."""
-    from lakehouse_ml.datasets import RegisteredModelAliasDataset
+    from lakehouse_ml.datasets.mlflow_model import RegisteredModelAliasDataset
 
     entry = RegisteredModelAliasDataset(model_name=model_name, alias=alias, required=False, flavor="sklearn").load()
     if entry is None:
