@@ -23,7 +23,7 @@ from lakehouse_ml.modeling.compiled import compile_pipeline
 from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.on_demand import OnDemandFeature
 from lakehouse_ml.serving.config import Traffic
-from lakehouse_ml.serving.validation import RequestValidator, error_summary, input_fields
+from lakehouse_ml.serving.request_validation import RequestValidator, error_summary, input_fields
 
 logger = logging.getLogger(__name__)
 
