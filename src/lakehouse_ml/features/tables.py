@@ -25,6 +25,8 @@ LOOKUP_KEYS = ("features", "lookback_window", "filter_by_ingested_at")
 # The entity every spine, scoring request and online vector is keyed by; a training set row's
 # time (features are looked up as of it) and its label.
 ENTITY, CUTOFF, LABEL = "customer_id", "cutoff_ts", "churned"
+# The training set table's property holding its spec: what rebuilds it exactly, and what training reads back.
+SPEC_PROPERTY = "lakehouse_ml.training_set.spec"
 
 
 def contract_configs(feature_tables: Mapping[str, Any] | None) -> dict[str, Any]:
