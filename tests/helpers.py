@@ -20,7 +20,7 @@ from mlflow.models import infer_signature
 from omegaconf import OmegaConf
 
 from lakehouse_ml.governance import ConfigLayout, release_governance
-from lakehouse_ml.pipelines.tuning.nodes import build_model_pipeline, feature_columns
+from lakehouse_ml.modeling.models import build_model_pipeline, feature_columns
 from lakehouse_ml.configuration import CONFIG_LOADER_ARGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -30,9 +30,9 @@ from lakehouse_ml.capabilities import (
     json_text,
     portable,
     python_runs_on_executors,
-    rounded,
 )
 from lakehouse_ml.datasets import PandasDeltaDataset, SparkDeltaDataset
+from lakehouse_ml.features.expressions_spark import rounded
 from lakehouse_ml.lakehouse import table_history
 from tests.conftest import REMOTE_ENV
 

@@ -479,7 +479,7 @@ def test_prod_refuses_an_actor_parameter_and_a_promotion_by_its_approver(release
 def test_a_prod_promotion_records_actor_host_and_policy_also_in_an_existing_audit_table(release_project):
     from deltalake import write_deltalake
 
-    from lakehouse_ml.registry import AUDIT_COLUMNS
+    from lakehouse_ml.release import AUDIT_COLUMNS
 
     # ml.model_promotions as written before release governance: the 13 columns of then, one row.
     table = release_project / "data/lakehouse/prod/ml/model_promotions"

@@ -28,7 +28,7 @@ from lakehouse_ml.governance import (
     release_policy,
 )
 from lakehouse_ml.hooks import GovernanceHooks
-from lakehouse_ml.registry import AUDIT_COLUMNS, record_alias_moves, release_event
+from lakehouse_ml.release import AUDIT_COLUMNS, record_alias_moves, release_event
 from tests.helpers import PROJECT_ROOT, project_config
 from tests.pipelines.registration.releases import CONTEXT, GOVERNANCE, state, version
 

@@ -121,16 +121,6 @@ def portable(data: DataFrame) -> DataFrame:
     return data.select(*columns) if changed else data
 
 
-def rounded(column: Column, digits: int) -> Column:
-    """``column`` (a double) rounded to ``digits`` decimals, halves away from zero, alike on every engine."""
-    # Imported here: the engine imports this module, and the features package imports the engine.
-    from lakehouse_ml.features.expressions import ROUNDING_SCALE
-
-    exact = F.round(column.try_cast(f"decimal(38,{ROUNDING_SCALE})"), digits).cast("double")
-    # NaN, infinities and magnitudes beyond 1e29 have no such decimal: they round as doubles.
-    return F.coalesce(exact, F.round(column, digits))
-
-
 JSON_TIMESTAMP_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
 
 

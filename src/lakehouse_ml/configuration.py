@@ -2,7 +2,11 @@
 and tests, which load the configuration without starting a Kedro session (no hooks, no engine)."""
 
 import os
+import warnings
 from pathlib import Path
+from typing import Any
+
+from kedro.config import OmegaConfigLoader
 
 # The project root: ``src/lakehouse_ml/configuration.py`` → two levels up (the project is installed
 # editable, as README says), or LAKEHOUSE_ML_ROOT (tests run copies of the project elsewhere).
@@ -32,3 +36,14 @@ CONFIG_LOADER_ARGS = {
         "project_root": project_root,
     },
 }
+
+
+class ProjectConfigLoader(OmegaConfigLoader):
+    """Kedro's ``OmegaConfigLoader``, without OmegaConf's deprecation warning about Kedro's own calls."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Kedro 1.7 itself calls OmegaConf's deprecated register_new_resolver on every run (when
+        # the loader is made, then on each read); the warning is not actionable here and buries the
+        # run's own log. Filtered when the project's loader is made, not when its settings are imported.
+        warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
+        super().__init__(*args, **kwargs)

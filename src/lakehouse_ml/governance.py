@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from omegaconf import OmegaConf
 
-from lakehouse_ml.registry import ReleaseRefusedError
+from lakehouse_ml.release import ReleaseRefusedError
 
 # The block holding the policy's own definition. Protected whatever it lists, so no run can
 # empty or shorten the list from the command line; an environment changes it in its files.

@@ -1,5 +1,5 @@
-"""Project hooks: the Spark engine's lifecycle around Kedro sessions and runs, one writing run per
-lakehouse catalog, and release governance."""
+"""Project hooks: logging set-up, the Spark engine's lifecycle around Kedro sessions and runs, one
+writing run per lakehouse catalog, and release governance."""
 
 from __future__ import annotations
 
@@ -25,6 +25,18 @@ def _interactive() -> bool:
     """Whether we run inside IPython/Jupyter, where the session must outlive a single run."""
     shell = sys.modules.get("IPython")
     return bool(shell and shell.get_ipython())
+
+
+class LoggingHooks:
+    """Route Optuna's log records through Kedro's logging, where ``conf/logging.yml`` sets their level."""
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self) -> None:
+        """Optuna logs through its own stderr handler by default: hand its records to the root logger instead."""
+        import optuna
+
+        optuna.logging.disable_default_handler()
+        optuna.logging.enable_propagation()
 
 
 class _HeldForTheRun:

@@ -34,10 +34,11 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from lakehouse_ml.features.contracts import CONTRACT_HASH_PROPERTY
+
 logger = logging.getLogger(__name__)
 
 PROJECT = "lakehouse_ml"
-CONTRACT_HASH_PROPERTY = "lakehouse_ml.contract.hash"
 PARENT_TAG = "mlflow.parentRunId"
 ENVIRONMENT_PACKAGES = (
     "kedro", "kedro-datasets", "kedro-mlflow", "mlflow", "pyspark", "pysail", "deltalake",

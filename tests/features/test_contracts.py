@@ -12,11 +12,11 @@ import yaml
 from lakehouse_ml.features.contracts import ContractError, NullPolicy, parse_contract, parse_duration
 from tests.conftest import PROJECT_ROOT
 
-FEATURE_TABLES = PROJECT_ROOT / "conf" / "base" / "feature_tables"
+FEATURE_TABLES_DIR = PROJECT_ROOT / "conf" / "base" / "feature_tables"
 
 
 def _raw(table: str) -> dict[str, Any]:
-    return yaml.safe_load((FEATURE_TABLES / f"{table}.yml").read_text())["feature_tables"][table]
+    return yaml.safe_load((FEATURE_TABLES_DIR / f"{table}.yml").read_text())["feature_tables"][table]
 
 
 # --- the real contracts ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from lakehouse_ml.modeling.compiled import check_rows, compile_pipeline
-from lakehouse_ml.pipelines.tuning.nodes import build_model_pipeline
+from lakehouse_ml.modeling.models import build_model_pipeline
 
 NUMERIC = ["orders_30d", "days_since_last_order", "price"]
 CATEGORICAL = ["plan_tier", "country"]

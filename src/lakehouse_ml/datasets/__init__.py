@@ -1,42 +1,47 @@
 """Datasets of this project: Delta tables (Spark, pandas, metadata, versions), landing deliveries and
-every feature table as one mapping, MLflow models with a signature computed by the node, the model registry, the online store, the Optuna study storage."""
+every feature table as one mapping, MLflow models with a signature computed by the node, the model registry, the online store, the Optuna study storage.
 
-from lakehouse_ml.datasets.delta import DeltaMetadataDataset, PandasDeltaDataset, SparkDeltaDataset
-from lakehouse_ml.datasets.delta_versions import DeltaVersions, SparkDeltaVersionsDataset
-from lakehouse_ml.datasets.feature_tables import FeatureTableInfoDataset, FeatureTablesDataset
-from lakehouse_ml.datasets.frames import PandasFrameDeltaDataset
-from lakehouse_ml.datasets.kedro_run import KedroRunDataset
-from lakehouse_ml.datasets.landing import LandingDataset, LandingFileDataset
-from lakehouse_ml.datasets.mlflow_model import (
-    CandidateModelDataset,
-    MlflowSignedModelDataset,
-    RegisteredModelAliasDataset,
-)
-from lakehouse_ml.datasets.online_store import OnlineStoreDataset
-from lakehouse_ml.datasets.optuna_storage import OptunaStorageDataset
-from lakehouse_ml.datasets.simulated_landing import SimulatedLandingDataset
-from lakehouse_ml.datasets.registry import AuditTableDataset, CandidateRunDataset, ModelRegistryDataset, ReleaseContextDataset
+Each class is imported from its module when first named (``lakehouse_ml.datasets.SparkDeltaDataset``,
+as the catalog names them): the scoring service loads its model through one of them without
+importing the Spark engine or kedro-mlflow that others need.
+"""
 
-__all__ = [
-    "AuditTableDataset",
-    "CandidateModelDataset",
-    "CandidateRunDataset",
-    "DeltaMetadataDataset",
-    "DeltaVersions",
-    "FeatureTableInfoDataset",
-    "FeatureTablesDataset",
-    "KedroRunDataset",
-    "LandingDataset",
-    "LandingFileDataset",
-    "MlflowSignedModelDataset",
-    "ModelRegistryDataset",
-    "OnlineStoreDataset",
-    "OptunaStorageDataset",
-    "PandasDeltaDataset",
-    "PandasFrameDeltaDataset",
-    "RegisteredModelAliasDataset",
-    "ReleaseContextDataset",
-    "SimulatedLandingDataset",
-    "SparkDeltaDataset",
-    "SparkDeltaVersionsDataset",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_MODULES = {
+    "AuditTableDataset": "model_registry",
+    "CandidateModelDataset": "mlflow_model",
+    "CandidateRunDataset": "model_registry",
+    "DeltaMetadataDataset": "delta",
+    "DeltaVersions": "delta_versions",
+    "FeatureTableInfoDataset": "feature_tables",
+    "FeatureTablesDataset": "feature_tables",
+    "KedroRunDataset": "kedro_run",
+    "LandingDataset": "landing",
+    "LandingFileDataset": "landing",
+    "MlflowSignedModelDataset": "signed_model",
+    "ModelRegistryDataset": "model_registry",
+    "OnlineStoreDataset": "online_store",
+    "OptunaStorageDataset": "optuna_storage",
+    "PandasDeltaDataset": "delta",
+    "PandasFrameDeltaDataset": "frames",
+    "RegisteredModelAliasDataset": "mlflow_model",
+    "ReleaseContextDataset": "model_registry",
+    "SimulatedLandingDataset": "simulated_landing",
+    "SparkDeltaDataset": "delta",
+    "SparkDeltaVersionsDataset": "delta_versions",
+}
+__all__ = sorted(_MODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

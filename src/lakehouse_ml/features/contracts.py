@@ -17,6 +17,8 @@ from datetime import timedelta
 from typing import Any
 
 TIME_SEMANTICS = ("event_time", "ingestion_time")
+# The Delta table property a run reads to record which contract built the table it reads.
+CONTRACT_HASH_PROPERTY = "lakehouse_ml.contract.hash"
 # How a table's rows are computed from its source (pipelines/features/kinds.py), and the ``compute``
 # keys each kind understands:
 # - daily_windows: trailing windows of whole days over a daily table (``activity_date``,
@@ -139,7 +141,7 @@ class FeatureContract:
         """Delta table properties that carry the contract with the table."""
         return {
             "lakehouse_ml.contract.table": self.table,
-            "lakehouse_ml.contract.hash": self.hash,
+            CONTRACT_HASH_PROPERTY: self.hash,
             "lakehouse_ml.contract.owner": self.owner,
             "lakehouse_ml.contract.entity_keys": ",".join(self.entity_keys),
             "lakehouse_ml.contract.timestamp_key": self.timestamp_key,

@@ -15,7 +15,7 @@ Semantics shared by both backends (Spark's three-valued logic):
   to 0.0, as the embedded engine does (IEEE would call every comparison with NaN false);
 - ``text`` renders a value as the embedded engine's cast to string does, ``"null"`` for a null;
 - ``age_days(stamp)`` is ``(lookup time - stamp)`` in days, rounded to 2 decimals as
-  ``capabilities.rounded`` does on every engine (to 9 decimals, then halves away from zero);
+  ``expressions_spark.rounded`` does on every engine (to 9 decimals, then halves away from zero);
 - ``days_between(start, end)`` counts the UTC midnights from ``start``'s date to ``end``'s (whole
   days, negative when ``end`` is earlier; the engine's session time zone is UTC).
 """
@@ -28,7 +28,7 @@ from typing import Any, Union
 
 MICROS_PER_DAY = 86_400_000_000
 # Decimal places a double is reduced to before it is rounded, so that every engine and the Arrow
-# backend round alike (lakehouse_ml.capabilities.rounded says why).
+# backend round alike (expressions_spark.rounded says why).
 ROUNDING_SCALE = 9
 
 

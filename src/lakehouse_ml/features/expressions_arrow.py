@@ -115,7 +115,7 @@ def _older_than(op: Op, args: list[pa.Array], at: pa.Array) -> pa.Array:
 
 def _age_days(stamps: pa.Array, at: pa.Array) -> pa.Array:
     days = pc.divide(pc.cast(pc.subtract(_micros(at), _micros(stamps)), pa.float64(), safe=False), float(MICROS_PER_DAY))
-    # As capabilities.rounded does on the engines: to 9 decimals, then halves away from zero.
+    # As expressions_spark.rounded does on the engines: to 9 decimals, then halves away from zero.
     exact = pc.cast(days, pa.decimal128(38, ROUNDING_SCALE), safe=False)
     # Through the decimal's text: Arrow's decimal-to-double cast is not correctly rounded (3.01
     # came back as 3.0100000000000002), the parse of its text is.

@@ -8,8 +8,14 @@ from functools import reduce
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from lakehouse_ml.capabilities import rounded
-from lakehouse_ml.features.expressions import MICROS_PER_DAY, Col, Expr, Lit, LookupTime, Op
+from lakehouse_ml.features.expressions import MICROS_PER_DAY, ROUNDING_SCALE, Col, Expr, Lit, LookupTime, Op
+
+
+def rounded(column: Column, digits: int) -> Column:
+    """``column`` (a double) rounded to ``digits`` decimals, halves away from zero, alike on every engine."""
+    exact = F.round(column.try_cast(f"decimal(38,{ROUNDING_SCALE})"), digits).cast("double")
+    # NaN, infinities and magnitudes beyond 1e29 have no such decimal: they round as doubles.
+    return F.coalesce(exact, F.round(column, digits))
 
 
 def column_named(name: str) -> Column:

@@ -12,16 +12,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lakehouse_ml.features.contracts import ContractError, FeatureContract, parse_contract
-from lakehouse_ml.features.lookup import FeatureLookup
+
+if TYPE_CHECKING:
+    from lakehouse_ml.features.lookup import FeatureLookup
 
 logger = logging.getLogger(__name__)
 
 LOOKUP_KEYS = ("features", "lookback_window", "filter_by_ingested_at")
-# The entity every spine, scoring request and online vector is keyed by.
-ENTITY = "customer_id"
+# The entity every spine, scoring request and online vector is keyed by; a training set row's
+# time (features are looked up as of it) and its label.
+ENTITY, CUTOFF, LABEL = "customer_id", "cutoff_ts", "churned"
+# The training set table's property holding its spec: what rebuilds it exactly, and what training reads back.
+SPEC_PROPERTY = "lakehouse_ml.training_set.spec"
 
 
 def contract_configs(feature_tables: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -96,6 +101,9 @@ def feature_lookups(
 ) -> list[FeatureLookup]:
     """One ``FeatureLookup`` per resolved lookup (see :func:`resolve_lookups`), with its chosen row's
     times for the guards; ``tables`` maps a table name to its rows (or anything a lookup can read)."""
+    # Imported here: it needs Spark, and the scoring service reads this module's contracts without it.
+    from lakehouse_ml.features.lookup import FeatureLookup
+
     result = []
     for name, config in lookups.items():
         contract = contracts[name]

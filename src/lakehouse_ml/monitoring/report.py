@@ -44,10 +44,10 @@ from matplotlib.patches import Rectangle
 
 from lakehouse_ml.modeling.plots import _axes
 from lakehouse_ml.monitoring.drift import MAIN_METRIC
+from lakehouse_ml.monitoring.rules import SOURCES
 
 NO_DATA = "no data"
 PREDICTION_FEATURE = "__prediction__"
-SOURCES = ("batch", "online")
 MAIN_METRICS = tuple(MAIN_METRIC.values())
 PREDICTION_METRICS = ("positive_rate", "positive_rate_change")
 SIGNAL_COLUMNS = ("window_start", "slice", "feature", "metric", "value", "warn", "act")

@@ -6,7 +6,7 @@
 turns them into model input vectors with the training set's definitions.
 """
 
-from lakehouse_ml.online.lookup import OnlineFeatureLookup
+from lakehouse_ml.online.vectors import OnlineFeatureLookup
 from lakehouse_ml.online.store import OnlineStore, OnlineStoreError, SQLiteOnlineStore, open_online_store
 
 __all__ = ["OnlineFeatureLookup", "OnlineStore", "OnlineStoreError", "SQLiteOnlineStore", "open_online_store"]

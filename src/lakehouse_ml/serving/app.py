@@ -29,9 +29,9 @@ from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lakehouse_ml.serving.config import TRAFFIC_MODES, ServingSettings, Traffic
-from lakehouse_ml.serving.metrics import ServingMetrics
+from lakehouse_ml.serving.prometheus import ServingMetrics
 from lakehouse_ml.serving.scoring import ScoringService
-from lakehouse_ml.serving.validation import ApiProblem, problem
+from lakehouse_ml.serving.request_validation import ApiProblem, problem
 
 logger = logging.getLogger("lakehouse_ml.serving.requests")
 

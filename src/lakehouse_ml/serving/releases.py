@@ -23,7 +23,7 @@ from lakehouse_ml.modeling.compiled import compile_pipeline
 from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.on_demand import OnDemandFeature
 from lakehouse_ml.serving.config import Traffic
-from lakehouse_ml.serving.validation import RequestValidator, error_summary, input_fields
+from lakehouse_ml.serving.request_validation import RequestValidator, error_summary, input_fields
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class ReleaseError(RuntimeError):
 
 def load_release(model_name: str, alias: str, role: str) -> ModelRelease | None:
     """Resolve ``alias`` to a version and load it (sklearn flavor); None when the alias does not exist."""
-    from lakehouse_ml.datasets import RegisteredModelAliasDataset
+    from lakehouse_ml.datasets.mlflow_model import RegisteredModelAliasDataset
 
     entry = RegisteredModelAliasDataset(model_name=model_name, alias=alias, required=False, flavor="sklearn").load()
     if entry is None:

@@ -17,9 +17,9 @@ from lakehouse_ml.features.contracts import parse_contract
 from lakehouse_ml.features.on_demand import parse_on_demand
 from lakehouse_ml.serving.config import ServingSettings
 from lakehouse_ml.serving.inference_log import InferenceLog, LogBatch
-from lakehouse_ml.serving.metrics import ServingMetrics
+from lakehouse_ml.serving.prometheus import ServingMetrics
 from lakehouse_ml.serving.releases import ModelRelease, Releases, ServingState
-from lakehouse_ml.serving.validation import ApiProblem, CustomerIdsValidator, error_summary, problem
+from lakehouse_ml.serving.request_validation import ApiProblem, CustomerIdsValidator, error_summary, problem
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class ScoringService:
         if lookup is None:
             raise self._unpublished(self.store_error)
         from lakehouse_ml.online import OnlineStoreError
-        from lakehouse_ml.online.lookup import NotPublishedError
+        from lakehouse_ml.online.vectors import NotPublishedError
 
         # "online_store": the time of the store's publish, read with the rows (None); "now": the wall clock.
         at = None if self.settings.request_time == "online_store" else datetime.now(timezone.utc)

@@ -24,7 +24,7 @@ from lakehouse_ml.pipelines.monitoring.pipeline import create_pipeline as monito
 from lakehouse_ml.pipelines.promotion.pipeline import create_pipeline as promotion_pipeline
 from lakehouse_ml.pipelines.simulate.pipeline import create_pipeline as simulate_pipeline
 from lakehouse_ml.pipelines.training_set.pipeline import create_pipeline as training_set_pipeline
-from lakehouse_ml.registry import ReleaseRefusedError
+from lakehouse_ml.release import ReleaseRefusedError
 from lakehouse_ml.serving.inference_log import SCHEMA as LOG_SCHEMA
 from tests.helpers import MODEL_NAME, delete_model, merged_parameters, register_version, run_pipeline
 from tests.pipelines.monitoring.lifecycle import write_baseline

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lakehouse_ml.pipelines.promotion.nodes import name_the_champion, plan_automatic_promotion, plan_promotion
-from lakehouse_ml.registry import ReleaseRefusedError, release_tags
+from lakehouse_ml.pipelines.auto_promotion.nodes import name_the_champion, plan_automatic_promotion
+from lakehouse_ml.pipelines.promotion.nodes import plan_promotion
+from lakehouse_ml.release import ReleaseRefusedError, release_tags
 from tests.pipelines.registration.releases import GOVERNANCE, REGISTRY, state, version
 
 DEV = {"require_approval": False, "forbid_self_approval": False, "reason": "promote challenger after passing gates", "auto_promote": True, "auto_reason": "automatic"}

@@ -24,7 +24,7 @@ from lakehouse_ml.pipelines.inference.nodes import RULES, build_scoring_spine, l
 from lakehouse_ml.pipelines.ingest.pipeline import create_pipeline as ingest_pipeline
 from lakehouse_ml.pipelines.publish_online.pipeline import create_pipeline as publish_pipeline
 from lakehouse_ml.pipelines.simulate.pipeline import create_pipeline as simulate_pipeline
-from lakehouse_ml.pipelines.tuning.nodes import feature_columns
+from lakehouse_ml.modeling.models import feature_columns
 from tests.helpers import project_config, run_pipeline
 from tests.pipelines.inference.test_pipeline import PARAMS
 

@@ -16,7 +16,7 @@ from deltalake import DeltaTable
 from sklearn.linear_model import LogisticRegression
 
 from lakehouse_ml.datasets import ModelRegistryDataset, PandasDeltaDataset
-from lakehouse_ml.registry import empty_registry_state
+from lakehouse_ml.release import empty_registry_state
 from tests.helpers import run_pipeline
 
 REGISTRY = {

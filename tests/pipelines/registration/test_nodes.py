@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from lakehouse_ml.pipelines.registration.nodes import candidate_fingerprint, lineage_tags, plan_registration
-from lakehouse_ml.registry import REGISTERED, release_tags
+from lakehouse_ml.release import REGISTERED, release_tags
 from tests.pipelines.registration.releases import GOVERNANCE, REGISTRY, candidate_pointer, gates_report, provenance, state, version
 
 REGISTRATION = {

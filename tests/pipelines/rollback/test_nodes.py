@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lakehouse_ml.pipelines.rollback.nodes import plan_rollback
-from lakehouse_ml.registry import ReleaseRefusedError, release_tags
+from lakehouse_ml.release import ReleaseRefusedError, release_tags
 from tests.pipelines.registration.releases import GOVERNANCE, REGISTRY, state, version
 
 ROLLBACK = {"reason": "latency regression"}

@@ -8,7 +8,7 @@ import pytest
 from lakehouse_ml.pipelines.promotion.pipeline import create_pipeline as promotion
 from lakehouse_ml.pipelines.registration.pipeline import create_pipeline as registration
 from lakehouse_ml.pipelines.rollback.pipeline import create_pipeline as rollback
-from lakehouse_ml.registry import ReleaseRefusedError
+from lakehouse_ml.release import ReleaseRefusedError
 from tests.pipelines.registration.releases import audit_rows, log_candidate, registry_state, run_release
 
 

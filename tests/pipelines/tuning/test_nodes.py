@@ -9,15 +9,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from lakehouse_ml.modeling.folds import time_folds
 from lakehouse_ml.modeling.guards import TrainingDataError
-from lakehouse_ml.pipelines.tuning.nodes import (
-    FAMILIES,
-    build_model_pipeline,
-    feature_columns,
-    prepare_tuning,
-    run_study,
-    time_folds,
-)
+from lakehouse_ml.modeling.models import FAMILIES, build_model_pipeline, feature_columns
+from lakehouse_ml.pipelines.tuning.nodes import prepare_tuning, run_study
 from lakehouse_ml.pipelines.tuning.pipeline import create_pipeline
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

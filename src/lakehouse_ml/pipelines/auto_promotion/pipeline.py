@@ -4,9 +4,9 @@ ml.model_promotions rows; then the champion it leaves, for batch inference to wa
 
 from kedro.pipeline import Pipeline, node
 
-from lakehouse_ml.pipelines.promotion.nodes import name_the_champion, plan_automatic_promotion
+from lakehouse_ml.pipelines.auto_promotion.nodes import name_the_champion, plan_automatic_promotion
 from lakehouse_ml.pipelines.stage import as_stage
-from lakehouse_ml.registry import release_pipeline
+from lakehouse_ml.release import release_pipeline
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -29,8 +29,9 @@ from lakehouse_ml.modeling.gates import (
 )
 from lakehouse_ml.modeling.metrics import binary_metrics, slice_metrics, slice_specs, slice_values
 from lakehouse_ml.monitoring.baseline import build_monitoring_baseline, servable_rows
-from lakehouse_ml.features.tables import contract_configs, parsed_contracts
-from lakehouse_ml.pipelines.tuning.nodes import CUTOFF, ENTITY, LABEL, feature_columns, in_key_order
+from lakehouse_ml.features.tables import CUTOFF, ENTITY, LABEL, contract_configs, parsed_contracts
+from lakehouse_ml.modeling.folds import in_key_order
+from lakehouse_ml.modeling.models import feature_columns
 
 logger = logging.getLogger(__name__)
 

@@ -31,9 +31,8 @@ from lakehouse_ml.features.expressions_spark import to_spark
 from lakehouse_ml.features.lookup import build_training_set, eligible_at
 from lakehouse_ml.features.on_demand import OnDemandFeature, looked_up_on_demand, parse_on_demand, with_on_demand_features
 from lakehouse_ml.features.rules import RULES, table_rules
-from lakehouse_ml.features.tables import feature_lookups, parsed_contracts, resolve_lookups
+from lakehouse_ml.features.tables import CUTOFF, ENTITY, feature_lookups, parsed_contracts, resolve_lookups
 from lakehouse_ml.pipelines.inference._scoring import scoring_function
-from lakehouse_ml.pipelines.training_set.nodes import CUTOFF, ENTITY
 
 logger = logging.getLogger(__name__)
 

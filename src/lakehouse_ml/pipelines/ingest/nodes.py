@@ -22,7 +22,8 @@ from pyspark.sql.types import MapType, StringType, StructField, StructType
 
 from lakehouse_ml.datasets.delta_versions import DeltaVersions
 from lakehouse_ml.datasets.landing import LandingDeliveries
-from lakehouse_ml.capabilities import json_text, rounded
+from lakehouse_ml.capabilities import json_text
+from lakehouse_ml.features.expressions_spark import rounded
 from lakehouse_ml.lakehouse import changed_rows, with_deletes
 from lakehouse_ml.pipelines.ingest.schemas import SCHEMAS, canonical_columns, spark_failures, spark_type
 

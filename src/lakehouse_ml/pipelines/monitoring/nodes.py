@@ -29,19 +29,16 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lakehouse_ml.features.tables import ENTITY
 from lakehouse_ml.monitoring.baseline import slice_value
 from lakehouse_ml.monitoring.drift import feature_drift, js_distance, level, prediction_drift, psi
 from lakehouse_ml.monitoring.performance import performance_from_histogram, score_histogram
-from lakehouse_ml.monitoring.report import monitoring_report
+from lakehouse_ml.monitoring.report import PREDICTION_FEATURE, monitoring_report
 from lakehouse_ml.monitoring.rules import evaluate_rules, resolve_actions, validate_rules
-from lakehouse_ml.pipelines.promotion.nodes import BLOCK_TAG
-from lakehouse_ml.pipelines.rollback.nodes import plan_rollback
-from lakehouse_ml.registry import ReleaseRefusedError, release_event
+from lakehouse_ml.release import BLOCK_TAG, ReleaseRefusedError, plan_rollback, release_event
 
 logger = logging.getLogger(__name__)
 
-ENTITY = "customer_id"
-PREDICTION = "__prediction__"
 WINDOW = ["window_start", "window_end"]
 GROUP = [*WINDOW, "source", "model_name", "model_version"]
 SLICED = [*GROUP, "slice", "slice_value"]
@@ -240,15 +237,15 @@ def _prediction_signals(drift: pd.DataFrame, rate_limits: Mapping[str, float]) -
     for row in drift.to_dict("records"):
         n = {"n_rows": row["n_current"]}
         details = json.dumps({"log_base": row["log_base"], "shares": row["shares"], "threshold": row["threshold"]})
-        rows.append(_signal(row, SLICED, PREDICTION, "psi", row["psi"], warn=row["warn"], act=row["act"], status=row["status"], **n, details=details))
+        rows.append(_signal(row, SLICED, PREDICTION_FEATURE, "psi", row["psi"], warn=row["warn"], act=row["act"], status=row["status"], **n, details=details))
         change = row["positive_rate_change"]
         status = level(None if change is None else abs(change), rate_limits["warn"], rate_limits["act"])
         rows.append(_signal(
-            row, SLICED, PREDICTION, "positive_rate_change", change, warn=rate_limits["warn"], act=rate_limits["act"],
+            row, SLICED, PREDICTION_FEATURE, "positive_rate_change", change, warn=rate_limits["warn"], act=rate_limits["act"],
             status=status, **n, details=json.dumps({"baseline": row["positive_rate_baseline"], "absolute": True}),
         ))
-        rows.append(_signal(row, SLICED, PREDICTION, "positive_rate", row["positive_rate_current"], **n, details=None))
-        rows.append(_signal(row, SLICED, PREDICTION, "wasserstein_norm", row["wasserstein_norm"], **n, details=None))
+        rows.append(_signal(row, SLICED, PREDICTION_FEATURE, "positive_rate", row["positive_rate_current"], **n, details=None))
+        rows.append(_signal(row, SLICED, PREDICTION_FEATURE, "wasserstein_norm", row["wasserstein_norm"], **n, details=None))
     return rows
 
 
@@ -495,7 +492,7 @@ def _rejection_quality(served: DataFrame, rejected: DataFrame, window_days: int,
 def _input_quality(drift: pd.DataFrame, baselines: Mapping[str, Any], limits: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Per window and input (from the drift rows of slice 'all'): null-rate increase over the baseline,
     share of categories the baseline never had."""
-    inputs = drift[(drift["slice"] == "all") & (drift["feature"] != PREDICTION)]
+    inputs = drift[(drift["slice"] == "all") & (drift["feature"] != PREDICTION_FEATURE)]
     nulls = inputs[inputs["metric"] == "null_share"].set_index([*GROUP, "feature"])["value"]
     rows = []
     for row in inputs[inputs["metric"].isin(["psi", "js_distance"])].to_dict("records"):

@@ -18,8 +18,8 @@ from lakehouse_ml.pipelines.monitoring.nodes import (
     served_inputs,
     summarise_monitoring,
 )
-from lakehouse_ml.registry import record_alias_moves
 from lakehouse_ml.pipelines.stage import as_stage
+from lakehouse_ml.release import record_alias_moves
 
 
 def create_pipeline(**kwargs) -> Pipeline:

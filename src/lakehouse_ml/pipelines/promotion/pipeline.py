@@ -6,7 +6,7 @@ from kedro.pipeline import Pipeline
 
 from lakehouse_ml.pipelines.promotion.nodes import plan_promotion
 from lakehouse_ml.pipelines.stage import as_stage
-from lakehouse_ml.registry import release_pipeline
+from lakehouse_ml.release import release_pipeline
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 
 from lakehouse_ml.capabilities import json_text
 from lakehouse_ml.features.lookup import FeatureLookup, eligible_at
-from lakehouse_ml.online.lookup import as_utc
+from lakehouse_ml.online.vectors import as_utc
 from lakehouse_ml.online.store import KEY_SEPARATOR, ROW_HASH, utc_from_micros
 from lakehouse_ml.features.tables import feature_lookups, parsed_contracts, resolve_lookups
 

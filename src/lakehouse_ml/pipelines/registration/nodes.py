@@ -13,7 +13,7 @@ import json
 import logging
 from typing import Any
 
-from lakehouse_ml.registry import REGISTERED, alias_moves, check_model, release_event, release_tags, version_of_run
+from lakehouse_ml.release import REGISTERED, alias_moves, check_model, release_event, release_tags, version_of_run
 from lakehouse_ml.tracking import PARENT_TAG, table_name_from_path
 
 logger = logging.getLogger(__name__)

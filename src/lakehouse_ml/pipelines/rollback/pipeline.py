@@ -5,7 +5,7 @@ from kedro.pipeline import Pipeline
 
 from lakehouse_ml.pipelines.rollback.nodes import plan_rollback
 from lakehouse_ml.pipelines.stage import as_stage
-from lakehouse_ml.registry import release_pipeline
+from lakehouse_ml.release import release_pipeline
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -34,22 +34,14 @@ from lakehouse_ml.modeling.plots import (
     pr_figure,
     roc_figure,
 )
-from lakehouse_ml.features.tables import contract_configs
-from lakehouse_ml.pipelines.tuning.nodes import (
-    CUTOFF,
-    ENTITY,
-    LABEL,
-    build_model_pipeline,
-    feature_columns,
-    in_key_order,
-    time_folds,
-)
+from lakehouse_ml.features.tables import CUTOFF, ENTITY, LABEL, SPEC_PROPERTY, contract_configs
+from lakehouse_ml.modeling.folds import in_key_order, time_folds
+from lakehouse_ml.modeling.models import build_model_pipeline, feature_columns
 
 logger = logging.getLogger(__name__)
 
 SCORE = "score"
 SLICE_METRICS = ["roc_auc", "pr_auc", "log_loss", "brier", "calibration_error", "precision", "recall", "positive_rate"]
-SPEC_PROPERTY = "lakehouse_ml.training_set.spec"
 
 
 def _iso(values: list[Any]) -> list[str]:

@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
 from lakehouse_ml.features.on_demand import definitions, looked_up_on_demand, parse_on_demand, with_on_demand_features
-from lakehouse_ml.features.tables import ENTITY, feature_lookups, parsed_contracts, resolve_lookups
+from lakehouse_ml.features.tables import CUTOFF, ENTITY, LABEL, SPEC_PROPERTY, feature_lookups, parsed_contracts, resolve_lookups
 from lakehouse_ml.modeling.guards import (
     LookupCoverage,
     coverage_problem,
@@ -37,9 +37,6 @@ from lakehouse_ml.modeling.guards import (
 )
 
 logger = logging.getLogger(__name__)
-
-CUTOFF, LABEL = "cutoff_ts", "churned"
-SPEC_PROPERTY = "lakehouse_ml.training_set.spec"
 
 
 # ---------------------------------------------------------------- label spine

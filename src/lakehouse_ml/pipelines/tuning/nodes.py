@@ -1,4 +1,4 @@
-"""Tuning nodes: rolling-origin folds over cutoffs, model pipelines per family, an Optuna study.
+"""Tuning nodes: an Optuna study over the model families (folds: ``modeling.folds``, models: ``modeling.models``).
 
 Each Optuna trial is logged as its own nested MLflow run, created with the client under an explicit
 parent (``mlflow.parentRunId``), never through the thread-local fluent run stack, so trials fitted
@@ -19,150 +19,25 @@ import numpy as np
 import optuna
 import pandas as pd
 import sqlalchemy.exc
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from lakehouse_ml.features.contracts import parse_contract
-from lakehouse_ml.features.on_demand import parse_on_demand
-from lakehouse_ml.modeling.guards import constant_features, cutoffs_problem, feature_problem, raise_problems
-from lakehouse_ml.features.tables import contract_configs
+from lakehouse_ml.features.tables import CUTOFF, LABEL, contract_configs
+from lakehouse_ml.modeling.folds import Fold, in_key_order, time_folds
+from lakehouse_ml.modeling.guards import constant_features, feature_problem, raise_problems
+from lakehouse_ml.modeling.models import build_model_pipeline, feature_columns, infer_columns
+from lakehouse_ml.tracking import PARENT_TAG
+
+# Models registered before the model's construction moved to lakehouse_ml.modeling.models were
+# pickled with these transformers under this module's name: keep that name loadable.
+from lakehouse_ml.modeling.models import as_category, as_float  # noqa: F401, E402
 
 logger = logging.getLogger(__name__)
 
-ENTITY, CUTOFF, LABEL = "customer_id", "cutoff_ts", "churned"
-FAMILIES = ("logistic_regression", "hist_gradient_boosting", "random_forest")
-PARENT_TAG = "mlflow.parentRunId"
-Fold = tuple[list[Any], list[Any]]
 # Fits a batch of drawn (family, params) elsewhere: per configuration, its fold scores (an
 # iterable that raises ValueError where the fit failed) and the fit's duration in seconds.
 BatchFitter = Callable[[list[tuple[str, dict[str, Any]]]], list[tuple[Iterable[float], float]]]
-
-
-# ---------------------------------------------------------------- folds
-
-
-def time_folds(cutoffs: list, n_folds: int, test_cutoffs: int, gap_cutoffs: int = 0) -> tuple[list[Fold], list[Any]]:
-    """Rolling-origin (train, validation) cutoff folds and the held-out final test cutoffs.
-
-    The last ``test_cutoffs`` sorted distinct cutoffs are the test window and appear in no fold.
-    The remaining cutoffs end in ``n_folds`` equal validation blocks; fold k trains on every
-    cutoff strictly before its block, minus the ``gap_cutoffs`` just before it (labels of those
-    look past the validation cutoff when the label horizon is longer than the cutoff spacing).
-    Fewer than ``test_cutoffs + gap_cutoffs + n_folds + 1`` distinct cutoffs fail, naming the
-    settings to change.
-    """
-    ordered = sorted(set(cutoffs))
-    raise_problems([cutoffs_problem(len(ordered), n_folds, test_cutoffs, gap_cutoffs)], "time_folds")
-    tuning = ordered[: len(ordered) - test_cutoffs]
-    test = ordered[len(ordered) - test_cutoffs:]
-    size = (len(tuning) - gap_cutoffs) // (n_folds + 1)
-    folds = []
-    for k in range(n_folds):
-        start = len(tuning) - (n_folds - k) * size
-        folds.append((tuning[: start - gap_cutoffs], tuning[start: start + size]))
-    return folds, test
-
-
-def in_key_order(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows sorted by cutoff and customer: a Delta read has no row order, and fits that subsample
-    (early stopping, bootstrap) would otherwise differ between two reads of the same version."""
-    return frame.sort_values([CUTOFF, ENTITY], kind="stable").reset_index(drop=True)
-
-
-# ---------------------------------------------------------------- features and models
-
-
-def feature_columns(
-    columns: list[str], contracts: dict[str, dict[str, Any]], on_demand: dict[str, Any] | None
-) -> dict[str, Any]:
-    """Numeric and categorical feature columns present in the frame, with their impute values: the
-    contracts' features, then the on-demand features (``on_demand_features``, numeric unless their
-    type is category)."""
-    numeric, categorical, imputation = [], [], {}
-    for table, raw in contracts.items():
-        contract = parse_contract(table, raw)
-        if not contract.enabled:
-            continue
-        for name in contract.feature_names:
-            spec, column = contract.feature(name), f"{table}__{name}"
-            if column not in columns or spec.unit == "timestamp":
-                continue
-            (categorical if spec.unit == "category" else numeric).append(column)
-            if spec.null_policy.action == "impute":
-                imputation[column] = spec.null_policy.value
-    for name, feature in parse_on_demand(on_demand).items():
-        if name not in columns:
-            continue
-        (numeric if feature.numeric else categorical).append(name)
-        if feature.null_policy.action == "impute":
-            imputation[name] = feature.null_policy.value
-    return {"numeric": numeric, "categorical": categorical, "imputation": imputation}
-
-
-def as_float(values: Any) -> np.ndarray:
-    """Numeric values as floats, None becoming NaN (an all-null column arrives as objects)."""
-    return np.asarray(values, dtype=float)
-
-
-def as_category(values: Any) -> pd.DataFrame:
-    """Categorical values as strings with every null (None, NaN, pd.NA) as NaN, which SimpleImputer sees."""
-    return pd.DataFrame(values).astype(object).map(lambda v: np.nan if pd.isna(v) else str(v))
-
-
-def _numeric_imputers(numeric: list[str], imputation: dict[str, Any]) -> list[tuple[str, Pipeline, list[str]]]:
-    """Constant fill with the contract's impute value where given, median otherwise: one branch per fill.
-
-    One branch per column made a single-row prediction spend ~20 ms in the ColumnTransformer's
-    per-branch overhead; grouped by fill value the same transform takes a fraction of that.
-    """
-    groups: dict[str, tuple[SimpleImputer, list[str]]] = {}
-    for column in numeric:
-        if column in imputation:
-            key = f"fill_{imputation[column]!r}"
-            imputer = SimpleImputer(strategy="constant", fill_value=imputation[column], keep_empty_features=True)
-        else:
-            key, imputer = "median", SimpleImputer(strategy="median", keep_empty_features=True)
-        groups.setdefault(key, (imputer, []))[1].append(column)
-    return [
-        (f"num_{key}", make_pipeline(FunctionTransformer(as_float, feature_names_out="one-to-one"), imputer), columns)
-        for key, (imputer, columns) in groups.items()
-    ]
-
-
-def _estimator(family: str, params: dict[str, Any]) -> Any:
-    """The classifier of ``family`` with ``params``."""
-    if family == "logistic_regression":
-        return LogisticRegression(max_iter=1000, **params)
-    if family == "hist_gradient_boosting":
-        return HistGradientBoostingClassifier(**params)
-    if family == "random_forest":
-        return RandomForestClassifier(**params)
-    raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
-
-
-def build_model_pipeline(
-    family: str, params: dict, numeric: list[str], categorical: list[str], imputation: dict[str, Any]
-) -> Pipeline:
-    """Imputation (+ one-hot, + scaling for logistic regression) followed by the family's classifier."""
-    estimator = _estimator(family, params)
-    numeric_steps = _numeric_imputers(numeric, imputation)
-    categorical_step = make_pipeline(
-        FunctionTransformer(as_category, feature_names_out="one-to-one"),
-        SimpleImputer(strategy="constant", fill_value="unknown"),
-        OneHotEncoder(handle_unknown="ignore", sparse_output=False),
-    )
-    transformers = [*numeric_steps, *([("cat", categorical_step, categorical)] if categorical else [])]
-    preprocess = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
-    steps = [("preprocess", preprocess)]
-    if family == "logistic_regression":
-        steps.append(("scale", StandardScaler()))
-    return Pipeline([*steps, ("model", estimator)])
 
 
 # ---------------------------------------------------------------- the study
@@ -232,14 +107,6 @@ class _TrialRun:
         self.client.set_tag(self.run_id, "optuna.state", state)
         status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
         self.client.set_terminated(self.run_id, status=status)
-
-
-def infer_columns(train: pd.DataFrame) -> dict[str, Any]:
-    """Without contracts: non-numeric columns are categorical, numeric ones median-imputed."""
-    candidates = [c for c in train.columns if c not in (ENTITY, CUTOFF, LABEL)]
-    numeric = [c for c in candidates if pd.api.types.is_numeric_dtype(train[c]) and not pd.api.types.is_bool_dtype(train[c])]
-    categorical = [c for c in candidates if c not in numeric and not pd.api.types.is_datetime64_any_dtype(train[c])]
-    return {"numeric": numeric, "categorical": categorical, "imputation": {}}
 
 
 def fold_scores(

@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 from kedro.io.core import DatasetError
 
 from lakehouse_ml.datasets import AuditTableDataset, ModelRegistryDataset, ReleaseContextDataset
-from lakehouse_ml.registry import (
+from lakehouse_ml.release import (
     AUDIT_COLUMNS,
     REGISTERED,
     alias_moves,

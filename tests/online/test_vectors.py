@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from lakehouse_ml.features.contracts import parse_contract
-from lakehouse_ml.online.lookup import NotPublishedError, OnlineFeatureLookup, value_text
+from lakehouse_ml.online.vectors import NotPublishedError, OnlineFeatureLookup, value_text
 from lakehouse_ml.online.store import SQLiteOnlineStore
 
 UTC = timezone.utc

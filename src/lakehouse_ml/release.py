@@ -1,4 +1,4 @@
-"""The release vocabulary shared by the registration, promotion and rollback pipelines.
+"""The release vocabulary and plans shared by the registration, promotion, rollback and monitoring pipelines.
 
 A registry *state* is what ``lakehouse_ml.datasets.ModelRegistryDataset`` loads: ``{name, exists,
 aliases: {alias: version}, versions: {version: {version, run_id, source, status, description,
@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 # A version number that does not exist yet: the one the preceding "register" action creates.
 REGISTERED = "$registered"
+BLOCK_TAG = "promotion_blocked"  # set by monitoring's block_promotion action
 AUDIT_COLUMNS = [
     "event_id", "event_ts", "model_name", "action", "alias", "from_version", "to_version",
     "actor", "approved_by", "reason", "gate_report", "catalog", "kedro_run_id",
@@ -149,6 +150,132 @@ def record_alias_moves(
     frame = pd.DataFrame(rows, columns=AUDIT_COLUMNS)
     text = [c for c in AUDIT_COLUMNS if c != "event_ts"]
     return frame.astype({c: "string" for c in text}).astype({"event_ts": "datetime64[us, UTC]"})
+
+
+# ---------------------------------------------------------------- release plans
+
+
+def approval_instructions(model_name: str, version: str, tags: dict[str, str]) -> str:
+    """How to approve ``version``: what to review and the one-line command that tags it, on the
+    registry this run uses (a team's tracking server, or the project's SQLite store)."""
+    import mlflow
+
+    from lakehouse_ml.tracking_server import shown_uri
+
+    registry = shown_uri(mlflow.get_registry_uri())
+    as_user = (
+        " with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD set to your own user on that server"
+        if registry.startswith(("http://", "https://")) else ""
+    )
+    return (
+        f"promotion of {model_name} version {version} needs approval in this environment "
+        "(promotion.require_approval is true) and the version has no 'approved_by' tag. Review it "
+        f"(gates report: {tags.get('gates_report', 'see the version description')}; description and lineage tags "
+        f"in the MLflow UI under Models > {model_name} > Version {version}), then approve it from the project root{as_user}:\n"
+        f"  MLFLOW_TRACKING_URI={registry} python -c \"from mlflow import MlflowClient; "
+        f"MlflowClient().set_model_version_tag('{model_name}', '{version}', 'approved_by', '<your name>')\"\n"
+        "and run the promotion pipeline again (kedro run --env <env> --pipeline promotion)."
+    )
+
+
+def blocked_instructions(model_name: str, version: str, tags: dict[str, str]) -> str:
+    """Why a challenger is blocked, and how to release the block once the cause is fixed."""
+    return (
+        f"{model_name} version {version} is blocked from promotion: {tags.get(BLOCK_TAG)}. Once the upstream data is "
+        f"fixed (or the challenger retrained on good data), remove the block: python -c \"from mlflow import MlflowClient; "
+        f"MlflowClient().delete_model_version_tag('{model_name}', '{version}', '{BLOCK_TAG}')\""
+    )
+
+
+def _same_person(approver: str, actor: str) -> bool:
+    # Approvers type their name into a tag: "Alice " must not pass for someone other than "alice".
+    return approver.strip().casefold() == actor.strip().casefold()
+
+
+def plan_promotion(
+    registry_state: dict[str, Any], registry: dict[str, Any], promotion: dict[str, Any], governance: dict[str, Any],
+    via: str = "promotion",
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Alias moves promoting the challenger to champion (its version tagged with who, where and under
+    which policy), refused when the state or policy forbids it.
+
+    The old champion (if any) becomes ``previous_champion``, and the promoted version loses the
+    ``challenger`` alias: a challenger is a version waiting for promotion, so promoting twice in a
+    row is refused ("nothing to promote") instead of silently re-promoting. Where
+    ``promotion.require_approval`` is true (staging, prod) the version needs an ``approved_by`` tag;
+    where ``promotion.forbid_self_approval`` is true (prod) the approver cannot be the actor. The
+    actor is the run's governance record (the identity the process runs as), never a parameter.
+    """
+    name = check_model(registry_state, registry)
+    aliases, current = registry["aliases"], registry_state["aliases"]
+    challenger, champion = current.get(aliases["challenger"]), current.get(aliases["champion"])
+    if challenger is None:
+        raise ReleaseRefusedError(
+            f"nothing to promote: {name} has no '{aliases['challenger']}' alias. A candidate gets it when it "
+            "passes the gates: kedro run --pipeline evaluation, then kedro run --pipeline registration"
+        )
+    if challenger == champion:
+        raise ReleaseRefusedError(f"{name} version {challenger} is already '{aliases['champion']}'")
+    tags = registry_state["versions"][challenger]["tags"]
+    if tags.get("validation_status") != "passed":
+        raise ReleaseRefusedError(
+            f"{name} version {challenger} holds '{aliases['challenger']}' but its validation_status is "
+            f"{tags.get('validation_status')!r}: only a version that passed the gates is promoted"
+        )
+    if tags.get(BLOCK_TAG):
+        raise ReleaseRefusedError(blocked_instructions(name, challenger, tags))
+    if promotion["require_approval"] and not tags.get("approved_by"):
+        raise ReleaseRefusedError(approval_instructions(name, challenger, tags))
+    actor = governance["actor"]
+    if promotion["require_approval"] and promotion.get("forbid_self_approval") and _same_person(tags["approved_by"], actor):
+        raise ReleaseRefusedError(
+            f"{name} version {challenger} was approved by '{tags['approved_by']}', who is also promoting it "
+            f"(the actor is the identity this run has: '{actor}', {governance['actor_source']}): "
+            "promotion.forbid_self_approval requires a second person. Someone other than the approver runs "
+            "the promotion, as themselves"
+        )
+    targets = {aliases["previous_champion"]: champion} if champion else {}
+    targets |= {aliases["champion"]: challenger, aliases["challenger"]: None}
+    actions, moves = alias_moves(registry_state, targets)
+    actions += tag_actions(challenger, release_tags("promotion", governance, via))
+    logger.info(
+        "promotion: %s version %s becomes '%s' (%s)", name, challenger, aliases["champion"],
+        f"was version {champion}" if champion else "first champion",
+    )
+    event = release_event(
+        "promote", name, moves, reason=promotion["reason"], approved_by=tags.get("approved_by"),
+        gate_report=tags.get("gates_report"), via=via,
+    )
+    return actions, event
+
+
+def plan_rollback(
+    registry_state: dict[str, Any], registry: dict[str, Any], rollback: dict[str, Any], governance: dict[str, Any],
+    via: str = "rollback",
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Alias moves restoring the previous champion (its version tagged with who, where and under which
+    policy), refused when there is none. ``via``: the pipeline that rolls back (``monitoring`` for its rule).
+
+    ``previous_champion`` is used up: it is removed, so a second rollback in a row is refused rather
+    than flipping between two versions; the version rolled back from keeps no alias.
+    """
+    name = check_model(registry_state, registry)
+    aliases, current = registry["aliases"], registry_state["aliases"]
+    previous, champion = current.get(aliases["previous_champion"]), current.get(aliases["champion"])
+    if previous is None:
+        raise ReleaseRefusedError(
+            f"nothing to roll back to: {name} has no '{aliases['previous_champion']}' alias (a promotion that "
+            "replaces a champion sets it; a rollback uses it up). Promote a challenger instead, or point "
+            f"'{aliases['champion']}' at an explicit version with MlflowClient().set_registered_model_alias"
+        )
+    actions, moves = alias_moves(registry_state, {aliases["champion"]: previous, aliases["previous_champion"]: None})
+    actions += tag_actions(previous, release_tags("rollback", governance, via))
+    logger.warning("rollback: %s '%s' goes back from version %s to version %s", name, aliases["champion"], champion, previous)
+    event = release_event(
+        "rollback", name, moves, reason=rollback["reason"],
+        gate_report=registry_state["versions"][previous]["tags"].get("gates_report"), via=via,
+    )
+    return actions, event
 
 
 def release_pipeline(step: str, plan: Callable[..., tuple[list, dict]], inputs: list[str]) -> Pipeline:

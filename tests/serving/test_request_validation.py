@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from lakehouse_ml.features.contracts import parse_contract
 from lakehouse_ml.features.on_demand import parse_on_demand
-from lakehouse_ml.serving.validation import ApiProblem, RequestValidator, input_fields
+from lakehouse_ml.serving.request_validation import ApiProblem, RequestValidator, input_fields
 from tests.serving.conftest import TOKEN, contracts, feature_rows
 from tests.serving.test_scoring import json_rows
 

@@ -14,7 +14,7 @@ from deltalake import write_deltalake
 from kedro.io.core import AbstractDataset, DatasetError
 
 from lakehouse_ml.datasets.delta import PandasDeltaDataset
-from lakehouse_ml.registry import REGISTERED, empty_registry_state
+from lakehouse_ml.release import REGISTERED, empty_registry_state
 
 logger = logging.getLogger(__name__)
 
