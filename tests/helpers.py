@@ -19,9 +19,9 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 from omegaconf import OmegaConf
 
+from lakehouse_ml.configuration import CONFIG_LOADER_ARGS
 from lakehouse_ml.governance import ConfigLayout, release_governance
 from lakehouse_ml.modeling.models import build_model_pipeline, feature_columns
-from lakehouse_ml.configuration import CONFIG_LOADER_ARGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,7 +135,7 @@ def merged_parameters(runtime: dict[str, Any] | None = None) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.merge(project_config()["parameters"], runtime or {}))
 
 
-def register_version(  # noqa: PLR0913
+def register_version(
     training_set: pd.DataFrame, train_cutoffs, *, threshold: float = 0.3, alias: str | None = None,
     regularisation: float = 1.0, params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:

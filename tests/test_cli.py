@@ -19,7 +19,6 @@ from deltalake import DeltaTable
 from lakehouse_ml.datasets import PandasDeltaDataset
 from lakehouse_ml.governance import os_user, policy_sha256
 from lakehouse_ml.pipelines.training_set.nodes import SPEC_PROPERTY
-
 from tests.helpers import PROJECT_ROOT
 from tests.pipelines.registration.releases import audit_rows, log_candidate, registry_state, release_store, run_release  # noqa: F401 (fixture)
 
@@ -418,7 +417,7 @@ def _online_state(project: Path, table: str) -> dict | None:
 
 
 @pytest.fixture
-def release_project(release_store, monkeypatch) -> Path:
+def release_project(release_store, monkeypatch) -> Path:  # noqa: F811 - the fixture imported above
     """A copy of the project's configuration in the release store's folder (data, mlflow.db)."""
     shutil.copy(PROJECT_ROOT / "pyproject.toml", release_store)
     shutil.copytree(PROJECT_ROOT / "conf", release_store / "conf", ignore=shutil.ignore_patterns("credentials*"))

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import project_config
 from lakehouse_ml.engine import (
     MODES,
     EngineConfig,
@@ -30,6 +29,7 @@ from lakehouse_ml.engine import (
     java_executable,
     missing_classic_jars,
 )
+from tests.helpers import project_config
 
 
 def child_env(**extra: str) -> dict[str, str]:

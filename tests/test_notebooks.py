@@ -25,7 +25,6 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 
 from lakehouse_ml.datasets import PandasDeltaDataset
-
 from tests.helpers import PROJECT_ROOT
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "explore_silver_and_extend_pipeline.ipynb"

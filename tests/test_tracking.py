@@ -149,7 +149,7 @@ def test_one_child_run_per_node_with_tags_metrics_inputs_and_environment(store, 
     assert set(children) == {"metrics_a", "metrics_b", "combine"}
     # Nothing else was created: no stray runs from metric datasets saved outside a run.
     assert len(_all_runs(store)) == 4
-    for name, run in children.items():
+    for run in children.values():
         tags = run.data.tags
         assert run.info.status == "FINISHED"
         assert tags["mlflow.parentRunId"] == parent.info.run_id

@@ -17,6 +17,7 @@ cache as classic mode (``conf/base/spark.yml`` ``classic.delta_package`` / ``cla
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -30,7 +31,6 @@ from pathlib import Path
 import pyspark
 
 from lakehouse_ml import capabilities
-
 from lakehouse_ml.engine import (
     DEFAULT_IVY_DIR,
     DELTA_PACKAGE_EXCLUDES,
@@ -254,7 +254,7 @@ def connect_server_argv(config: ClusterConfig) -> list[str]:
     for key, value in conf.items():
         argv += ["--conf", f"{key}={value}"]
     # spark-internal: the server's classes are in pyspark/jars already (spark-connect_2.13-*.jar).
-    return argv + ["spark-internal"]
+    return [*argv, "spark-internal"]
 
 
 def start(config: ClusterConfig) -> dict[str, dict]:
@@ -364,10 +364,8 @@ def _stop_processes(processes: dict[str, dict], timeout: float = 30.0) -> list[s
 def _reap(pid: int) -> None:
     # When this process started the child (start() failing, or tests), it must be reaped or it
     # stays a zombie that still looks alive to os.kill(pid, 0).
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def stop(config: ClusterConfig) -> list[str]:

@@ -11,11 +11,12 @@ from deltalake import DeltaTable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from lakehouse_ml.datasets.delta import table_uri
+
 # The delete marker of a MERGE source: true rows are deleted from the target (SparkDeltaDataset's
 # ``merge_delete_column``).
 DELETED = "_deleted"
 
-from lakehouse_ml.datasets.delta import table_uri
 
 
 def table_version(filepath: str) -> int | None:

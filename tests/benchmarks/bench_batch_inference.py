@@ -56,7 +56,7 @@ for entry in (PROJECT_ROOT, PROJECT_ROOT / "src"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
-from kedro.framework.hooks.markers import hook_impl
+from kedro.framework.hooks.markers import hook_impl  # noqa: E402 - after the sys.path set-up above
 
 MODEL_NAME = "dev.ml.churn_classifier"
 LAKE = Path("data/lakehouse/dev")

@@ -105,8 +105,8 @@ def phase_tuning(args: argparse.Namespace) -> dict[str, Any]:
     import optuna
 
     from lakehouse_ml.engine import ENGINE, EngineConfig
-    from lakehouse_ml.pipelines.tuning.executors import batch_fitter
     from lakehouse_ml.modeling.folds import time_folds
+    from lakehouse_ml.pipelines.tuning.executors import batch_fitter
     from lakehouse_ml.pipelines.tuning.nodes import run_study
     from tests.helpers import project_config
 

@@ -274,7 +274,7 @@ def phase_ingest(env: str) -> dict[str, Any]:
     for source in SOURCES:
         rows = audit[audit["source"] == source]
         per_source[source] = {
-            "batches": int(len(rows)),
+            "batches": len(rows),
             "bronze_rows": int(rows["bronze_rows"].sum()),
             **{o: int(rows[o].sum()) for o in OUTCOMES},
             "balanced": bool(rows["balanced"].all()),
@@ -772,7 +772,7 @@ class BaselineSource:
         return rows
 
 
-def BRONZE_ARROW_SCHEMA():  # noqa: N802 (a function so pyarrow is imported lazily)
+def BRONZE_ARROW_SCHEMA():
     import pyarrow as pa
 
     return pa.schema([
@@ -901,7 +901,7 @@ def phase_baseline(env: str, chunk_rows: int) -> dict[str, Any]:
     }
 
 
-def QUARANTINE_ARROW_SCHEMA():  # noqa: N802
+def QUARANTINE_ARROW_SCHEMA():
     import pyarrow as pa
 
     return pa.schema([
@@ -962,7 +962,7 @@ def phase_compare(env: str) -> dict[str, Any]:
         entry["quarantine_examples_only_in_baseline"] = merged.loc[merged["_merge"] == "right_only", ["_raw", "_checks_baseline"]].head(3).values.tolist()
         both = merged[merged["_merge"] == "both"]
         message_diff = both[both["_checks_ingest"] != both["_checks_baseline"]]
-        entry["quarantine_message_differences"] = int(len(message_diff))
+        entry["quarantine_message_differences"] = len(message_diff)
         entry["quarantine_message_examples"] = message_diff[["_checks_ingest", "_checks_baseline"]].head(3).values.tolist()
         report[source] = entry
     return report

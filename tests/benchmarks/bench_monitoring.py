@@ -135,8 +135,8 @@ def logged_predictions(rows: int, seed: int, drifted: bool) -> pd.DataFrame:
 
 def write_windows(workdir: Path, rows: int) -> tuple[str, str]:
     """The baseline and current windows of ``rows`` rows as Delta tables; their paths."""
-    from deltalake import write_deltalake
     import pyarrow as pa
+    from deltalake import write_deltalake
 
     paths = []
     for name, seed, drifted in (("baseline", 1, False), ("current", 2, True)):

@@ -42,7 +42,7 @@ same rows.
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+import contextlib
 import os
 import shutil
 import signal
@@ -54,6 +54,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +78,8 @@ def _free_port() -> int:
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -182,7 +181,7 @@ def prepare(workdir: Path, family: str, customers: int, redis: Any) -> dict[str,
     mlflow.set_experiment("bench_serving")
     training = feature_rows(5000, seed=1)
     started = time.perf_counter()
-    version, model = register_version(training, family, FAMILY_PARAMS[family])
+    version, _model = register_version(training, family, FAMILY_PARAMS[family])
     MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", version)
     print(f"model: {family} fitted, logged and registered as {MODEL_NAME} version {version} in {time.perf_counter() - started:.1f}s")
 
@@ -263,7 +262,7 @@ def check_agreement(setup: dict[str, Any], model: Any, service: str, mlflow_url:
     return float(max(np.max(np.abs(np.array(x) - floor)) for x in (online, payload, served)))
 
 
-def main() -> int:  # noqa: PLR0915
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of every measurement; medians reported (default 3)")

@@ -648,7 +648,7 @@ def test_write_killed_with_sigkill_leaves_the_table_unchanged(spark, tmp_path, m
     # The table still takes writes, in both Spark and delta-rs.
     ds.save(wide(spark.range(100, 103)))
     assert table_version(str(path)) == 1
-    assert sorted(r.id for r in ds.load().select("id").collect()) == list(range(50)) + [100, 101, 102]
+    assert sorted(r.id for r in ds.load().select("id").collect()) == [*list(range(50)), 100, 101, 102]
     assert len(PandasDeltaDataset(filepath=str(path)).load()) == 53
 
 

@@ -299,7 +299,7 @@ def test_loose_declarations_are_refused_with_the_table_and_key(spec_factory=None
         "entity_keys": ("entity_keys", "customer_id", "expected a non-empty list"),
         "enabled": ("enabled", "false", "expected true or false"),
     }
-    for key, (field, value, message) in cases.items():
+    for _key, (field, value, message) in cases.items():
         broken = _copy.deepcopy(raw)
         broken[field] = value
         with pytest.raises(ContractError, match=f"customer_profile.*{field}.*{message}"):

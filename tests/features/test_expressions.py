@@ -10,10 +10,11 @@ from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
-from pyspark.sql import functions as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pyspark.sql import functions as F
 
+from lakehouse_ml.features import expressions_arrow
 from lakehouse_ml.features.contracts import parse_contract
 from lakehouse_ml.features.expressions import (
     OPS,
@@ -37,7 +38,6 @@ from lakehouse_ml.features.expressions import (
     text,
     when,
 )
-from lakehouse_ml.features import expressions_arrow
 from lakehouse_ml.features.expressions_arrow import Batched, evaluate_all, to_arrow, value_text
 from lakehouse_ml.features.expressions_spark import to_spark
 from lakehouse_ml.features.rules import RULES, table_rules
@@ -47,7 +47,7 @@ AT = datetime(2026, 3, 1, tzinfo=UTC)
 SCHEMA = pa.schema([
     ("t__x", pa.float64()), ("t__i", pa.int32()), ("t__s", pa.string()), ("t__feature_ts", pa.timestamp("us", tz="UTC")),
 ])
-X, I, S, TS = (Col(name) for name in SCHEMA.names)
+X, I, S, TS = (Col(name) for name in SCHEMA.names)  # noqa: E741 - the schema's columns x, i, s, ts
 
 EXPRESSIONS = {
     "is_null": is_null(X), "not_null": not_null(S), "is_nan_x": is_nan(X), "is_nan_i": is_nan(I),

@@ -46,7 +46,7 @@ def test_the_project_declares_tenure_from_signup_to_the_lookup_time():
 
 def test_features_are_in_name_order_and_a_null_removes_one():
     features = parse_on_demand({"b": TENURE, "a": {**TENURE, "type": "number"}, "gone": None})
-    assert list(features) == ["a", "b"] and not features["a"] == features["b"]
+    assert list(features) == ["a", "b"] and features["a"] != features["b"]
     assert definitions(features)["b"] == TENURE
     assert parse_on_demand(None) == {}
 

@@ -84,7 +84,7 @@ def test_signature_gate_breaking_and_allowed_changes():
     assert verdicts == {"a": True, "b": False, "c": False, "c_renamed": False, "d": True}
     assert "c (double) removed or renamed vs champion version 3" in gate["detail"]
     assert "b: type long vs string in champion version 3" in gate["detail"]
-    same = signature_gate(serving + [{"name": "e", "type": "double", "required": False}], serving, "x")
+    same = signature_gate([*serving, {"name": "e", "type": "double", "required": False}], serving, "x")
     assert same["passed"]  # a new optional column is allowed
 
 

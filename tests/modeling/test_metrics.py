@@ -328,10 +328,10 @@ def _slice_frame() -> pd.DataFrame:
     'free' = 4 negatives. tenure: the first 6 rows under 90 days, the last 6 at 90 or more."""
     return pd.DataFrame(
         {
-            "label": Y + [1, 0] + [0, 0, 0, 0],
-            "score": P + [0.6, 0.3] + [0.2, 0.1, 0.3, 0.4],
+            "label": [*Y, 1, 0, 0, 0, 0, 0],
+            "score": [*P, 0.6, 0.3, 0.2, 0.1, 0.3, 0.4],
             "plan": ["Premium Plus/EU"] * 6 + ["basic"] * 2 + ["free"] * 4,
-            "tenure": [10, 20, 30, 40, 50, 60] + [100, 200, 300, 400, 500, 600],
+            "tenure": [10, 20, 30, 40, 50, 60, 100, 200, 300, 400, 500, 600],
         }
     )
 

@@ -93,7 +93,7 @@ def drift_frame() -> pd.DataFrame:
 def test_drift_heatmap_cells_ranking_and_act_outlines():
     figure = drift_over_time(drift_frame())
     render(figure)
-    heat, lines, colorbar = figure.axes
+    heat, _lines, colorbar = figure.axes
     assert [label.get_text() for label in heat.get_yticklabels()] == ["age", "country", "tenure"]
     assert [label.get_text() for label in heat.get_xticklabels()] == ["2026-01-05", "2026-01-12", "2026-01-19"]
     np.testing.assert_allclose(

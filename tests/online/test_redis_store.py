@@ -4,6 +4,7 @@ lost in the middle of a publish leaving the previous publish served whole."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import socket
@@ -153,10 +154,8 @@ class _CuttingProxy:
         except OSError:
             pass
         for end in (source, sink):
-            try:
+            with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             end.close()
 
     def close(self) -> None:

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pytest
 
 from lakehouse_ml.features.contracts import parse_contract
-from lakehouse_ml.online.vectors import NotPublishedError, OnlineFeatureLookup, value_text
 from lakehouse_ml.online.store import SQLiteOnlineStore
+from lakehouse_ml.online.vectors import NotPublishedError, OnlineFeatureLookup, value_text
 
 UTC = timezone.utc
 AT = datetime(2026, 3, 1, tzinfo=UTC)

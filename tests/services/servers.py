@@ -8,6 +8,7 @@ whose ``stop()`` ends it. PostgreSQL refuses to run as root, so under root it ru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -186,7 +187,7 @@ class MlflowServer:
 
     def add_user(self, username: str, password: str) -> None:
         """Create a user with the server's default permission (EDIT here) through the auth API."""
-        from mlflow.server.auth.client import AuthServiceClient  # noqa: PLC0415 (MLflow's own client)
+        from mlflow.server.auth.client import AuthServiceClient
 
         previous = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
         os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = MLFLOW_ADMIN, MLFLOW_ADMIN_PASSWORD
@@ -207,10 +208,8 @@ class MlflowServer:
                 os.killpg(self.process.pid, signal.SIGTERM)
                 self.process.wait(timeout=30)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 def start_mlflow_server(

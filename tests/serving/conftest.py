@@ -24,11 +24,11 @@ import pandas as pd
 import pytest
 import uvicorn
 from mlflow import MlflowClient
-from mlflow.tracking import fluent
 from mlflow.models import infer_signature
+from mlflow.tracking import fluent
 
-from lakehouse_ml.online import SQLiteOnlineStore, open_online_store
 from lakehouse_ml.modeling.models import build_model_pipeline, feature_columns
+from lakehouse_ml.online import SQLiteOnlineStore, open_online_store
 from lakehouse_ml.serving import create_app, load_settings
 from lakehouse_ml.serving.config import TOKEN_VARIABLE, InferenceLogSettings, ServingSettings, Traffic
 from tests.helpers import project_config

@@ -8,7 +8,13 @@ import shutil
 import pytest
 
 from lakehouse_ml.features.on_demand import parse_on_demand
-from lakehouse_ml.serving.config import ONLINE_STORE_PASSWORD_VARIABLE, TOKEN_VARIABLE, SettingsError, Traffic, load_settings
+from lakehouse_ml.serving.config import (
+    ONLINE_STORE_PASSWORD_VARIABLE,
+    TOKEN_VARIABLE,
+    SettingsError,
+    Traffic,
+    load_settings,
+)
 from tests.helpers import PROJECT_ROOT
 
 

@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from lakehouse_ml.datasets import PandasDeltaDataset
 from lakehouse_ml.serving.config import InferenceLogSettings

@@ -93,7 +93,7 @@ class FeatureTablesDataset(AbstractDataset[Mapping[str, Mapping[str, Any]], Feat
     existing table as it is (work tables whose rows are told apart by refresh id).
     """
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         *,
         filepath: str,

@@ -45,7 +45,7 @@ class KedroRunDataset(AbstractDataset[dict[str, Any] | None, None]):
         cwd = Path(self._project_path or Path.cwd())
         logger.warning("starting `kedro run --pipelines %s --env %s` in %s: %s", self._pipeline, self._env, cwd, data.get("reason"))
         started = time.perf_counter()
-        result = subprocess.run(self.command(), cwd=cwd, capture_output=True, text=True, check=False)  # noqa: S603
+        result = subprocess.run(self.command(), cwd=cwd, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - started
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])

@@ -141,7 +141,7 @@ class CandidateRunDataset(AbstractDataset[None, dict[str, Any]]):
         run_id = json.loads(path.read_text())["run_id"]
         try:
             provenance = mlflow.artifacts.load_dict(f"runs:/{run_id}/{self._provenance}")
-        except Exception as error:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+        except Exception as error:
             raise DatasetError(f"candidate run {run_id} has no '{self._provenance}' artifact: {error}") from error
         return {"run_id": run_id, "tags": dict(MlflowClient().get_run(run_id).data.tags), "provenance": provenance}
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Union
+from typing import Any
 
 MICROS_PER_DAY = 86_400_000_000
 # Decimal places a double is reduced to before it is rounded, so that every engine and the Arrow
@@ -60,7 +60,7 @@ class Op:
     params: tuple[Any, ...] = ()
 
 
-Expr = Union[Col, Lit, LookupTime, Op]
+Expr = Col | Lit | LookupTime | Op
 
 # op name -> its number of expression arguments (None: any number)
 OPS: dict[str, int | None] = {

@@ -45,7 +45,7 @@ def value_text(value: Any) -> str:
 
 
 def _double_text(value: float) -> str:
-    if value != value:  # noqa: PLR0124 - NaN
+    if value != value:
         return "NaN"
     if value in (float("inf"), float("-inf")):
         return "inf" if value > 0 else "-inf"
@@ -228,9 +228,8 @@ def _group(members: list[tuple[str, Expr, list[Col | Lit]]]) -> _Group:
     columns, literals = [], []
     for slot, leaf in enumerate(first):
         same = [leaves[slot] for _, _, leaves in members]
-        if all(_identical(other, leaf) for other in same):
-            if isinstance(leaf, Lit) or len(members) == 1:
-                continue  # one literal (or one member): kept in the template
+        if all(_identical(other, leaf) for other in same) and (isinstance(leaf, Lit) or len(members) == 1):
+            continue  # one literal (or one member): kept in the template
         if isinstance(leaf, Col):
             columns.append((f"_{slot}", tuple(c.name for c in same)))
         else:

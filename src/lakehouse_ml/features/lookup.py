@@ -434,7 +434,7 @@ class _Key:
     feature: Column
 
 
-def _answers(  # noqa: PLR0913
+def _answers(
     spine: DataFrame,
     spine_schema: T.StructType,
     spine_time: Column,

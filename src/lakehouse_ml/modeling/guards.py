@@ -27,9 +27,9 @@ import pandas as pd
 
 __all__ = [
     "CAUSES",
-    "constant_features",
     "LookupCoverage",
     "TrainingDataError",
+    "constant_features",
     "coverage_problem",
     "cutoffs_problem",
     "feature_problem",
@@ -108,9 +108,9 @@ def _cause_advice(coverage: LookupCoverage, cause: str) -> str:
         )
     if cause == "stamped_after_cutoff":
         return (
-            f"the feature table's history starts after these cutoffs: every row of these keys is stamped "
-            f"(feature_ts) after the cutoff. Change: start the cutoffs later (training_set.spine.first_cutoff "
-            f"or warmup_days) or backfill the feature table (features.backfill)"
+            "the feature table's history starts after these cutoffs: every row of these keys is stamped "
+            "(feature_ts) after the cutoff. Change: start the cutoffs later (training_set.spine.first_cutoff "
+            "or warmup_days) or backfill the feature table (features.backfill)"
         )
     if cause == "outside_lookback_window":
         return (

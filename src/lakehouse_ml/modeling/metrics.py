@@ -218,7 +218,7 @@ def slice_metrics(
         report[name] = {}
         for value in sorted(values.unique()):
             rows = frame[values == value]
-            entry: dict[str, Any] = {"rows": int(len(rows)), "positives": int(rows[label].sum())}
+            entry: dict[str, Any] = {"rows": len(rows), "positives": int(rows[label].sum())}
             if len(rows) < min_rows:
                 entry["skipped"] = f"fewer than {min_rows} rows"
             elif not 0 < entry["positives"] < len(rows):

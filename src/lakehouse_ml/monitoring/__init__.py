@@ -16,8 +16,8 @@ from lakehouse_ml.monitoring.drift import (
     numeric_baseline,
     prediction_drift,
     psi,
-    score_baseline,
     quantile_wasserstein,
+    score_baseline,
 )
 
 __all__ = [
@@ -31,6 +31,6 @@ __all__ = [
     "numeric_baseline",
     "prediction_drift",
     "psi",
-    "score_baseline",
     "quantile_wasserstein",
+    "score_baseline",
 ]

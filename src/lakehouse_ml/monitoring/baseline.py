@@ -18,6 +18,7 @@ model or time-travelling the training set:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -93,7 +94,7 @@ def slice_value(spec: Mapping[str, Any] | str, value: Column | None = None) -> C
     edges = [float(e) for e in spec["edges"]]
     number = value.cast("double")
     bucket = F.lit(bucket_label(edges[-1], None))
-    for low, high in reversed(list(zip(edges, edges[1:]))):
+    for low, high in reversed(list(itertools.pairwise(edges))):
         bucket = F.when(number < F.lit(high), F.lit(bucket_label(low, high))).otherwise(bucket)
     named = F.when(number.isNull() | F.isnan(number), F.lit(UNKNOWN)).otherwise(bucket)
     # Never null anyway; the embedded engine types CASE WHEN as nullable, and an array of slice
@@ -122,7 +123,7 @@ def _slice_baselines(
     return found
 
 
-def build_monitoring_baseline(  # noqa: PLR0913
+def build_monitoring_baseline(
     training_rows: DataFrame, inputs: Sequence[str], test_scores: DataFrame, threshold: float,
     *, slices: Mapping[str, Mapping[str, Any]] | None = None, min_slice_rows: int = 200, min_positives: int = 30,
     min_negatives: int = 30,

@@ -288,7 +288,7 @@ def performance_over_time(performance: pd.DataFrame) -> Figure:
     or negatives).
     """
     title = "ROC AUC per window"
-    rows = _slice_all(performance, SIGNAL_COLUMNS + ("basis",), "performance", "performance_over_time")
+    rows = _slice_all(performance, (*SIGNAL_COLUMNS, "basis"), "performance", "performance_over_time")
     realized = (rows["metric"] == "roc_auc") & (rows["basis"] == "realized")
     estimated = rows["metric"].isin(("roc_auc", "estimated_roc_auc")) & (rows["basis"] == "estimated")
     rows = rows[realized | estimated].assign(metric="roc_auc")  # one metric, two bases: one set of lines

@@ -6,7 +6,7 @@
 turns them into model input vectors with the training set's definitions.
 """
 
-from lakehouse_ml.online.vectors import OnlineFeatureLookup
 from lakehouse_ml.online.store import OnlineStore, OnlineStoreError, SQLiteOnlineStore, open_online_store
+from lakehouse_ml.online.vectors import OnlineFeatureLookup
 
 __all__ = ["OnlineFeatureLookup", "OnlineStore", "OnlineStoreError", "SQLiteOnlineStore", "open_online_store"]

@@ -99,7 +99,7 @@ def _column_from_json(values: list[Any], data_type: pa.DataType) -> pa.Array:
 class RedisOnlineStore(OnlineStore):
     """Latest feature rows per key on a Redis server (see the module docstring for the layout)."""
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         url: str,
         *,
@@ -229,7 +229,7 @@ class RedisOnlineStore(OnlineStore):
 
     # -------------------------------------------------------- writes
 
-    def upsert(  # noqa: PLR0913
+    def upsert(
         self,
         table: str,
         rows: pd.DataFrame,
@@ -261,7 +261,7 @@ class RedisOnlineStore(OnlineStore):
             try:
                 return self._publish(updates, arrows, lock)
             finally:
-                try:
+                try:  # noqa: SIM105 - the why belongs next to the pass
                     lock.release()
                 except redis.RedisError:
                     pass  # expired or unreachable: it lapses after lock_timeout_s; the publish's own error is what counts
@@ -295,7 +295,7 @@ class RedisOnlineStore(OnlineStore):
         results = pipe.execute() if len(pipe) else []
         return {table: {"upserted": written, "deleted": 0 if index is None else int(results[index])} for table, (written, index) in replies.items()}
 
-    def _queue_upsert(  # noqa: PLR0913
+    def _queue_upsert(
         self,
         pipe: redis.client.Pipeline,
         table: str,

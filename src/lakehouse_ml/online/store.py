@@ -89,7 +89,7 @@ class OnlineStore(abc.ABC):
     """Latest feature rows per key, per feature table (see the module docstring)."""
 
     @abc.abstractmethod
-    def upsert(  # noqa: PLR0913
+    def upsert(
         self,
         table: str,
         rows: pd.DataFrame,
@@ -172,7 +172,7 @@ class OnlineStore(abc.ABC):
         return type(self).__name__
 
 
-def upsert_by_publish(  # noqa: PLR0913
+def upsert_by_publish(
     store: OnlineStore, table: str, rows: pd.DataFrame, source_version: int,
     key_columns: list[str] | None, contract_hash: str | None, as_of: datetime | None,
 ) -> int:
@@ -251,7 +251,7 @@ def publish_keys(table: str, arrow: pa.Table, keys: list[str]) -> list[str]:
     return store_keys
 
 
-def publish_plan(  # noqa: PLR0913
+def publish_plan(
     table: str,
     arrow: pa.Table,
     recorded: dict[str, Any] | None,
@@ -472,7 +472,7 @@ class SQLiteOnlineStore(OnlineStore):
 
     # -------------------------------------------------------- writes
 
-    def upsert(  # noqa: PLR0913
+    def upsert(
         self,
         table: str,
         rows: pd.DataFrame,
@@ -544,7 +544,7 @@ class SQLiteOnlineStore(OnlineStore):
                 connection.execute(f"ALTER TABLE {_ident(table)} ADD COLUMN {_ident(field.name)} {_sql_type(field.type)}")
 
     @staticmethod
-    def _write_rows(  # noqa: PLR0913
+    def _write_rows(
         connection: sqlite3.Connection,
         table: str,
         arrow: pa.Table,

@@ -30,8 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lakehouse_ml.serving.config import TRAFFIC_MODES, ServingSettings, Traffic
 from lakehouse_ml.serving.prometheus import ServingMetrics
-from lakehouse_ml.serving.scoring import ScoringService
 from lakehouse_ml.serving.request_validation import ApiProblem, problem
+from lakehouse_ml.serving.scoring import ScoringService
 
 logger = logging.getLogger("lakehouse_ml.serving.requests")
 
@@ -116,7 +116,7 @@ class TrafficRequest(BaseModel):
     share: StrictFloat | StrictInt = Field(0.0, ge=0, le=1)
 
 
-def create_app(settings: ServingSettings) -> FastAPI:  # noqa: C901, PLR0915 - the routes are closures over the service
+def create_app(settings: ServingSettings) -> FastAPI:
     """The scoring service for ``settings``; releases load on startup, the log flushes on shutdown."""
     metrics = ServingMetrics()
     service = ScoringService(settings, metrics)

@@ -232,7 +232,7 @@ class InferenceLog:
         rows = sum(len(b) for b in batches)
         try:
             self._table = write_rows(self._table or self.settings.path, to_arrow(batches), self.writer, version)
-        except Exception:  # noqa: BLE001 - the rows stay buffered; the service keeps serving
+        except Exception:
             logger.exception("inference log: flush of %d rows to %s failed; kept for the next flush", rows, self.settings.path)
             self._table = None  # reopened, so that a commit that landed is seen
             return False

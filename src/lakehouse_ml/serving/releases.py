@@ -12,16 +12,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from lakehouse_ml.modeling.compiled import compile_pipeline
 from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.on_demand import OnDemandFeature
+from lakehouse_ml.modeling.compiled import compile_pipeline
 from lakehouse_ml.serving.config import Traffic
 from lakehouse_ml.serving.request_validation import RequestValidator, error_summary, input_fields
 
@@ -236,7 +237,7 @@ class Releases:
             while not self._stop.wait(interval_s):
                 try:
                     self.refresh()
-                except Exception:  # noqa: BLE001 - the next poll tries again; serving goes on
+                except Exception:
                     logger.exception("serving: alias poll failed")
 
         self._thread = threading.Thread(target=poll, name="serving-alias-poll", daemon=True)

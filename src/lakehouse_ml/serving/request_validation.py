@@ -17,7 +17,16 @@ from typing import Annotated, Any, Literal, Optional
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError, create_model
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    create_model,
+)
 
 from lakehouse_ml.features.contracts import FeatureContract, FeatureSpec
 from lakehouse_ml.features.on_demand import OnDemandFeature
@@ -115,7 +124,7 @@ def _annotation(spec: InputField) -> tuple[Any, Any]:
             constraints["allow_inf_nan"] = False
     elif spec.kind == "string" and spec.allowed is None:  # allowed values bound a string already
         constraints = {"max_length": spec.max_length}
-    annotation = Optional[base] if spec.nullable else base
+    annotation = Optional[base] if spec.nullable else base  # noqa: UP045 - base is a value here, not a written annotation
     return annotation, Field(... if spec.required else None, **{k: v for k, v in constraints.items() if v is not None})
 
 
@@ -181,7 +190,7 @@ class RequestValidator:
         self.max_batch_size, self.max_string_length = max_batch_size, max_string_length
         row_fields = {spec.name: _annotation(spec) for spec in fields}
         self.row_model = create_model(
-            "ScoreRow", __config__=_STRICT, customer_id=(Optional[StrictStr], Field(None, max_length=max_string_length)), **row_fields
+            "ScoreRow", __config__=_STRICT, customer_id=(StrictStr | None, Field(None, max_length=max_string_length)), **row_fields
         )
         self.request_model = create_model(
             "ScoreRequest", __config__=_STRICT, rows=(list[self.row_model], Field(min_length=1, max_length=max_batch_size))

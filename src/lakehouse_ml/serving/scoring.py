@@ -178,7 +178,7 @@ class ScoringService:
         flags = None if refuse else [problems.get(customer, []) for customer in ids]
         return self._score(state, frame.reset_index(drop=True), ids, request_id, "score_customers", keep, flags), errors
 
-    def _score(  # noqa: PLR0913
+    def _score(
         self, state: ServingState, frame: pd.DataFrame, customer_ids: list[str | None], request_id: str, endpoint: str,
         row_indices: list[int] | None = None, flags: list[list[str]] | None = None,
     ) -> list[dict[str, Any]]:
@@ -226,7 +226,7 @@ class ScoringService:
             with self._shadow_lock:
                 self._shadow_waiting -= 1
 
-    def _shadow_score(  # noqa: PLR0913
+    def _shadow_score(
         self, challenger: ModelRelease, frame: pd.DataFrame, customer_ids: list[str | None], rows: list[int],
         request_id: str, endpoint: str, logged_at: datetime,
     ) -> None:

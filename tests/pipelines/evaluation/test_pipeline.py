@@ -16,9 +16,9 @@ from mlflow.models import infer_signature
 from sklearn.linear_model import LogisticRegression
 
 from lakehouse_ml.datasets import ModelRegistryDataset, PandasDeltaDataset
+from lakehouse_ml.modeling.models import build_model_pipeline
 from lakehouse_ml.pipelines.evaluation.pipeline import create_pipeline
 from lakehouse_ml.pipelines.registration.pipeline import create_pipeline as registration_pipeline
-from lakehouse_ml.modeling.models import build_model_pipeline
 from tests.helpers import run_pipeline, small_training_set
 
 CUTOFFS = list(pd.date_range("2026-01-05", periods=6, freq="7D", tz="UTC"))

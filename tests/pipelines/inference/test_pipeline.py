@@ -17,11 +17,11 @@ from deltalake import DeltaTable
 from mlflow import MlflowClient
 
 from lakehouse_ml.datasets import PandasDeltaDataset
+from lakehouse_ml.pipeline_registry import default_pipeline
 from lakehouse_ml.pipelines.features.pipeline import create_pipeline as features_pipeline
 from lakehouse_ml.pipelines.inference.pipeline import create_pipeline as inference_pipeline
 from lakehouse_ml.pipelines.ingest.pipeline import create_pipeline as ingest_pipeline
 from lakehouse_ml.pipelines.simulate.pipeline import create_pipeline as simulate_pipeline
-from lakehouse_ml.pipeline_registry import default_pipeline
 from lakehouse_ml.pipelines.training_set.pipeline import create_pipeline as training_set_pipeline
 from tests.helpers import MODEL_NAME, delete_model, register_version, run_pipeline
 

@@ -228,7 +228,7 @@ def test_executed_actions_roll_back_through_the_registry_and_block_the_challenge
     rollback = moves[(moves["action"] == "rollback") & (moves["alias"] == "champion")].iloc[0]
     # The rule's rollback is done by whoever runs monitoring (the OS user here), via monitoring.
     assert (rollback["from_version"], rollback["to_version"], rollback["actor"], rollback["via"]) == ("2", "1", os_user(), "monitoring")
-    assert "monitoring rule test_rollback: 1 of the last 1 windows up to 2026-03-01" == rollback["reason"]
+    assert rollback["reason"] == "monitoring rule test_rollback: 1 of the last 1 windows up to 2026-03-01"
     actions = _read("monitoring/actions").set_index("rule")
     assert actions.loc["test_rollback", "status"] == "executed" and actions.loc["test_block_promotion", "target_version"] == "3"
     evidence = json.loads(actions.loc["test_rollback", "evidence"])

@@ -18,13 +18,18 @@ from deltalake import DeltaTable
 from lakehouse_ml.datasets import PandasDeltaDataset
 from lakehouse_ml.features.on_demand import parse_on_demand
 from lakehouse_ml.features.tables import parsed_contracts, resolve_lookups
+from lakehouse_ml.modeling.models import feature_columns
 from lakehouse_ml.online import OnlineFeatureLookup, SQLiteOnlineStore
 from lakehouse_ml.pipelines.features.pipeline import create_pipeline as features_pipeline
-from lakehouse_ml.pipelines.inference.nodes import RULES, build_scoring_spine, look_up_scoring_features, rejection_reasons
+from lakehouse_ml.pipelines.inference.nodes import (
+    RULES,
+    build_scoring_spine,
+    look_up_scoring_features,
+    rejection_reasons,
+)
 from lakehouse_ml.pipelines.ingest.pipeline import create_pipeline as ingest_pipeline
 from lakehouse_ml.pipelines.publish_online.pipeline import create_pipeline as publish_pipeline
 from lakehouse_ml.pipelines.simulate.pipeline import create_pipeline as simulate_pipeline
-from lakehouse_ml.modeling.models import feature_columns
 from tests.helpers import project_config, run_pipeline
 from tests.pipelines.inference.test_pipeline import PARAMS
 

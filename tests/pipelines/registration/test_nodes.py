@@ -9,7 +9,15 @@ import pytest
 
 from lakehouse_ml.pipelines.registration.nodes import candidate_fingerprint, lineage_tags, plan_registration
 from lakehouse_ml.release import REGISTERED, release_tags
-from tests.pipelines.registration.releases import GOVERNANCE, REGISTRY, candidate_pointer, gates_report, provenance, state, version
+from tests.pipelines.registration.releases import (
+    GOVERNANCE,
+    REGISTRY,
+    candidate_pointer,
+    gates_report,
+    provenance,
+    state,
+    version,
+)
 
 REGISTRATION = {
     "register_failed": True,

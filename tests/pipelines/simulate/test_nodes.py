@@ -9,7 +9,7 @@ import json
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -72,7 +72,7 @@ def materialise(params: dict) -> dict[str, dict[str, str]]:
     }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cached(key: str) -> dict[str, dict[str, str]]:
     """Materialised feed for a JSON-encoded parameter override (shared across tests)."""
     return materialise(make_params(**json.loads(key)))

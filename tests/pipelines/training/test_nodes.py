@@ -12,9 +12,9 @@ from matplotlib.figure import Figure
 
 from lakehouse_ml.pipelines.training.nodes import (
     SPEC_PROPERTY,
+    _signature,
     choose_operating_threshold,
     evaluate_candidate,
-    _signature,
     log_candidate,
     plan_candidate,
     refit_candidate,

@@ -30,7 +30,7 @@ SEARCH_SPACE = {
 
 def test_time_folds_hand_checked():
     """10 cutoffs, 2 test, 3 folds: blocks of 2 from the 8 tuning cutoffs, trained on all before."""
-    folds, test = time_folds(list(range(9, -1, -1)) + [3, 3], n_folds=3, test_cutoffs=2)
+    folds, test = time_folds([*list(range(9, -1, -1)), 3, 3], n_folds=3, test_cutoffs=2)
     assert test == [8, 9]
     assert folds == [([0, 1], [2, 3]), ([0, 1, 2, 3], [4, 5]), ([0, 1, 2, 3, 4, 5], [6, 7])]
 
@@ -210,9 +210,9 @@ def test_a_failing_configuration_ends_as_failed_and_the_study_goes_on(tmp_path):
 def test_an_error_in_one_parallel_trial_fails_it_alone_and_stops_the_run(tmp_path, monkeypatch):
     """Not a configuration that cannot be scored but a raise (a bug, a lost store): the run stops,
     the trial that raised is FAIL, its batch neighbour keeps its real outcome, none stays RUNNING."""
-    from lakehouse_ml.pipelines.tuning import nodes
-
     import threading
+
+    from lakehouse_ml.pipelines.tuning import nodes
 
     real, calls, lock = nodes.fold_scores, [], threading.Lock()
 

@@ -14,11 +14,13 @@ import time
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from threadpoolctl import threadpool_limits
 
+from lakehouse_ml.features.tables import CUTOFF, ENTITY, LABEL, contract_configs, parsed_contracts
+from lakehouse_ml.modeling.folds import in_key_order
 from lakehouse_ml.modeling.gates import (
     absolute_limits_gate,
     champion_comparison_gate,
@@ -28,10 +30,8 @@ from lakehouse_ml.modeling.gates import (
     smoke_test_gate,
 )
 from lakehouse_ml.modeling.metrics import binary_metrics, slice_metrics, slice_specs, slice_values
-from lakehouse_ml.monitoring.baseline import build_monitoring_baseline, servable_rows
-from lakehouse_ml.features.tables import CUTOFF, ENTITY, LABEL, contract_configs, parsed_contracts
-from lakehouse_ml.modeling.folds import in_key_order
 from lakehouse_ml.modeling.models import feature_columns
+from lakehouse_ml.monitoring.baseline import build_monitoring_baseline, servable_rows
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def _latency_ms(model: Any, frame: pd.DataFrame, repeats: int, rounds: int) -> d
             measured.append(timings)
     best = min(measured, key=lambda timings: np.percentile(timings, 95))
     return {"p50": float(np.percentile(best, 50)), "p95": float(np.percentile(best, 95)), "max": float(max(best)),
-            "rows": int(len(frame)), "repeats": int(repeats),
+            "rows": len(frame), "repeats": int(repeats),
             "round_p95s": [round(float(np.percentile(t, 95)), 3) for t in measured]}
 
 
@@ -259,7 +259,7 @@ BASELINE_COLUMNS = (
 )
 
 
-def profile_monitoring_baseline(  # noqa: PLR0913
+def profile_monitoring_baseline(
     candidate: dict[str, Any], training_set: DataFrame, scores: pd.DataFrame, context: dict[str, Any],
     feature_tables: dict[str, Any], monitoring: dict[str, Any], training: dict[str, Any],
 ) -> DataFrame:

@@ -20,8 +20,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakehouse_ml.datasets.delta_versions import DeltaVersions
-from lakehouse_ml.features.expressions_spark import rounded
 from lakehouse_ml.features.contracts import FeatureContract, FeatureSpec
+from lakehouse_ml.features.expressions_spark import rounded
 from lakehouse_ml.lakehouse import changed_rows, with_deletes
 
 # What tells two versions of an entity's silver rows apart (generic silver columns).

@@ -152,7 +152,7 @@ def stage_refreshes(
             continue
         source = _source(sources, contract)
         plan = plan_refresh(source, refreshes, contract, features)
-        rows, plan = KINDS[contract.kind](source, current[name] if name in current else None, contract, plan)
+        rows, plan = KINDS[contract.kind](source, current.get(name), contract, plan)
         staged[name], plans[name] = {"rows": _staged(rows, plan)}, plan
     return staged, plans
 

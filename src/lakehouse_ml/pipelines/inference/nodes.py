@@ -29,7 +29,12 @@ from lakehouse_ml.capabilities import json_text
 from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.expressions_spark import to_spark
 from lakehouse_ml.features.lookup import build_training_set, eligible_at
-from lakehouse_ml.features.on_demand import OnDemandFeature, looked_up_on_demand, parse_on_demand, with_on_demand_features
+from lakehouse_ml.features.on_demand import (
+    OnDemandFeature,
+    looked_up_on_demand,
+    parse_on_demand,
+    with_on_demand_features,
+)
 from lakehouse_ml.features.rules import RULES, table_rules
 from lakehouse_ml.features.tables import CUTOFF, ENTITY, feature_lookups, parsed_contracts, resolve_lookups
 from lakehouse_ml.pipelines.inference._scoring import scoring_function
@@ -116,7 +121,7 @@ def look_up_scoring_features(
 # ---------------------------------------------------------------- contract checks and scoring
 
 
-def rejection_reasons(  # noqa: PLR0913
+def rejection_reasons(
     frame: DataFrame, contracts: dict[str, FeatureContract], inputs: list[str], scoring_ts: datetime, rules: list[str],
     on_demand: dict[str, OnDemandFeature] | None = None,
 ) -> Column:
@@ -160,7 +165,7 @@ def _no_champion(scoring: dict[str, Any]) -> dict[str, Any]:
     return {"name": "", "version": "", "alias": "", "run_id": "", "operating_threshold": 1.0, "input_columns": [], "model": None}
 
 
-def score_scoring_rows(  # noqa: PLR0913
+def score_scoring_rows(
     features: DataFrame,
     champion: dict[str, Any] | None,
     scoring: dict[str, Any],

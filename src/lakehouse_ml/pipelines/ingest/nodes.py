@@ -20,9 +20,9 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import MapType, StringType, StructField, StructType
 
+from lakehouse_ml.capabilities import json_text
 from lakehouse_ml.datasets.delta_versions import DeltaVersions
 from lakehouse_ml.datasets.landing import LandingDeliveries
-from lakehouse_ml.capabilities import json_text
 from lakehouse_ml.features.expressions_spark import rounded
 from lakehouse_ml.lakehouse import changed_rows, with_deletes
 from lakehouse_ml.pipelines.ingest.schemas import SCHEMAS, canonical_columns, spark_failures, spark_type
@@ -563,7 +563,7 @@ def check_audit(audit: pd.DataFrame, gate: dict[str, Any]) -> None:
         )
 
 
-def reconcile_to_silver(  # noqa: PLR0913
+def reconcile_to_silver(
     classified: DataFrame,
     quarantine: DataFrame,
     bronze: DataFrame,

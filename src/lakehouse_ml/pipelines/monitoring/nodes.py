@@ -441,7 +441,7 @@ def _key_counts(served: DataFrame) -> dict[tuple, dict[str, int]]:
     return found
 
 
-def _quality_row(  # noqa: PLR0913
+def _quality_row(
     group: Mapping[str, Any], metric: str, value: float | None, limits: Mapping[str, float] | None, n: int,
     feature: str | None = None, details: Any = None,
 ) -> dict[str, Any]:
@@ -509,7 +509,7 @@ def _input_quality(drift: pd.DataFrame, baselines: Mapping[str, Any], limits: Ma
     return rows
 
 
-def compute_data_quality(  # noqa: PLR0913
+def compute_data_quality(
     served: DataFrame, drift: pd.DataFrame, rejected: DataFrame, baselines: dict[str, dict[str, Any]],
     scope: dict[str, Any], monitoring: dict[str, Any],
 ) -> pd.DataFrame:
@@ -668,7 +668,7 @@ def record_actions(decided: pd.DataFrame, outcome: dict[str, Any], registry_afte
 # ---------------------------------------------------------------- report and summary
 
 
-def build_monitoring_report(  # noqa: PLR0913
+def build_monitoring_report(
     drift: pd.DataFrame, performance: pd.DataFrame, quality: pd.DataFrame, actions: pd.DataFrame, scope: dict[str, Any],
     context: dict[str, Any],
 ) -> tuple[dict[str, Any], str]:

@@ -32,9 +32,9 @@ from pyspark.sql import functions as F
 
 from lakehouse_ml.capabilities import json_text
 from lakehouse_ml.features.lookup import FeatureLookup, eligible_at
-from lakehouse_ml.online.vectors import as_utc
-from lakehouse_ml.online.store import KEY_SEPARATOR, ROW_HASH, utc_from_micros
 from lakehouse_ml.features.tables import feature_lookups, parsed_contracts, resolve_lookups
+from lakehouse_ml.online.store import KEY_SEPARATOR, ROW_HASH, utc_from_micros
+from lakehouse_ml.online.vectors import as_utc
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _collect(changes: DataFrame) -> tuple[pd.DataFrame, list[str], int]:
     return rows, frame.loc[deleted, _KEY].astype(str).tolist(), new
 
 
-def plan_online_publish(  # noqa: PLR0913
+def plan_online_publish(
     tables: Mapping[str, DataFrame],
     infos: Mapping[str, dict[str, Any]],
     published: dict[str, Any],

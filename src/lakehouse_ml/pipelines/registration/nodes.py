@@ -82,7 +82,7 @@ def describe_version(candidate: dict[str, Any], report: dict[str, Any], registra
     ])
 
 
-def plan_registration(  # noqa: PLR0913
+def plan_registration(
     candidate: dict[str, Any], candidate_run: dict[str, Any], report: dict[str, Any], registry_state: dict[str, Any],
     registry: dict[str, Any], registration: dict[str, Any], governance: dict[str, Any],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:

@@ -140,7 +140,8 @@ def _initial_state(cfg: SimConfig, pop: Population, first_day: int) -> _State:
     )
 
 
-def _visits(cfg: SimConfig, r: _Rates, st: _State, rng: np.random.Generator, live: np.ndarray,
+def _visits(  # noqa: PLR0913 - the day's state is passed explicitly, never held in globals
+    cfg: SimConfig, r: _Rates, st: _State, rng: np.random.Generator, live: np.ndarray,
             lo: np.ndarray, day: int, orders: _Buffer, sessions: _Buffer) -> None:
     """Orders and sessions of one day: both scale with engagement; churned customers trickle."""
     act = cfg.activity

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 

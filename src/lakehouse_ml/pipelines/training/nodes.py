@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from sklearn.inspection import permutation_importance
 
+from lakehouse_ml.features.tables import CUTOFF, ENTITY, LABEL, SPEC_PROPERTY, contract_configs
+from lakehouse_ml.modeling.folds import in_key_order, time_folds
 from lakehouse_ml.modeling.metrics import (
     binary_metrics,
     choose_threshold,
@@ -26,6 +28,7 @@ from lakehouse_ml.modeling.metrics import (
     slice_specs,
     slice_values,
 )
+from lakehouse_ml.modeling.models import build_model_pipeline, feature_columns
 from lakehouse_ml.modeling.plots import (
     calibration_figure,
     confusion_figure,
@@ -34,9 +37,6 @@ from lakehouse_ml.modeling.plots import (
     pr_figure,
     roc_figure,
 )
-from lakehouse_ml.features.tables import CUTOFF, ENTITY, LABEL, SPEC_PROPERTY, contract_configs
-from lakehouse_ml.modeling.folds import in_key_order, time_folds
-from lakehouse_ml.modeling.models import build_model_pipeline, feature_columns
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def refit_candidate(training_set: pd.DataFrame, plan: dict[str, Any], training: 
     numeric = [c for c in plan["columns"]["numeric"] if c in example.columns]
     example[numeric] = example[numeric].astype("float64")
     logger.info("candidate: %s refit on %d rows in %.1fs", plan["family"], len(rows), time.monotonic() - started)
-    return {"model": model, "input_example": example, "train_rows": int(len(rows)), "train_positive_rate": float(rows[LABEL].mean())}
+    return {"model": model, "input_example": example, "train_rows": len(rows), "train_positive_rate": float(rows[LABEL].mean())}
 
 
 def _importance(model: Any, rows: pd.DataFrame, features: list[str], config: dict[str, Any], seed: int) -> dict[str, dict[str, float]]:

@@ -3,6 +3,7 @@ evaluation → the candidate run (model, metrics, plots, reports)."""
 
 from kedro.pipeline import Pipeline, node
 
+from lakehouse_ml.pipelines.stage import as_stage
 from lakehouse_ml.pipelines.training.nodes import (
     choose_operating_threshold,
     evaluate_candidate,
@@ -10,7 +11,6 @@ from lakehouse_ml.pipelines.training.nodes import (
     plan_candidate,
     refit_candidate,
 )
-from lakehouse_ml.pipelines.stage import as_stage
 
 CANDIDATE_PLOTS = ("roc_plot", "pr_plot", "calibration_plot", "confusion_matrix_plot", "feature_importance_plot")
 

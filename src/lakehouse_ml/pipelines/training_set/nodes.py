@@ -25,8 +25,22 @@ from sklearn.preprocessing import StandardScaler
 
 from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
-from lakehouse_ml.features.on_demand import definitions, looked_up_on_demand, parse_on_demand, with_on_demand_features
-from lakehouse_ml.features.tables import CUTOFF, ENTITY, LABEL, SPEC_PROPERTY, feature_lookups, parsed_contracts, resolve_lookups
+from lakehouse_ml.features.on_demand import (
+    OnDemandFeature,
+    definitions,
+    looked_up_on_demand,
+    parse_on_demand,
+    with_on_demand_features,
+)
+from lakehouse_ml.features.tables import (
+    CUTOFF,
+    ENTITY,
+    LABEL,
+    SPEC_PROPERTY,
+    feature_lookups,
+    parsed_contracts,
+    resolve_lookups,
+)
 from lakehouse_ml.modeling.guards import (
     LookupCoverage,
     coverage_problem,
@@ -103,7 +117,7 @@ def training_set_spec(
     }
 
 
-def assemble_training_set(  # noqa: PLR0913
+def assemble_training_set(
     spine_rows: DataFrame,
     tables: Mapping[str, DataFrame],
     orders_info: dict[str, Any],

@@ -2,13 +2,13 @@
 
 from kedro.pipeline import Pipeline, node
 
+from lakehouse_ml.pipelines.stage import as_stage
 from lakehouse_ml.pipelines.training_set.nodes import (
     assemble_training_set,
     build_label_spine,
     check_point_in_time,
     leakage_demo,
 )
-from lakehouse_ml.pipelines.stage import as_stage
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -26,12 +26,11 @@ from threadpoolctl import threadpool_limits
 from lakehouse_ml.features.tables import CUTOFF, LABEL, contract_configs
 from lakehouse_ml.modeling.folds import Fold, in_key_order, time_folds
 from lakehouse_ml.modeling.guards import constant_features, feature_problem, raise_problems
-from lakehouse_ml.modeling.models import build_model_pipeline, feature_columns, infer_columns
-from lakehouse_ml.tracking import PARENT_TAG
 
 # Models registered before the model's construction moved to lakehouse_ml.modeling.models were
 # pickled with these transformers under this module's name: keep that name loadable.
-from lakehouse_ml.modeling.models import as_category, as_float  # noqa: F401, E402
+from lakehouse_ml.modeling.models import as_category, as_float, build_model_pipeline, feature_columns, infer_columns  # noqa: F401
+from lakehouse_ml.tracking import PARENT_TAG
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +196,7 @@ def _holds_budget(trial: optuna.trial.FrozenTrial, stale_after_s: float | None) 
     return stale_after_s is None or started is None or (datetime.now() - started).total_seconds() < stale_after_s
 
 
-def _optimize_in_batches(
+def _optimize_in_batches(  # noqa: PLR0913 - the study loop's budget, pool and callbacks, passed explicitly
     study: optuna.Study, evaluate, search_space: dict, n_trials: int, timeout_s: float | None, n_jobs: int, callback,
     fit_batch: BatchFitter | None = None, *, budget: int | None = None, seed: int | None = None,
     stale_after_s: float | None = None,
@@ -265,7 +264,7 @@ def _optimize_in_batches(
                     # pruner then sees the same completed trials on both paths.
                     for (trial, (family, params)), (scores, duration_s) in zip(batch, fitted):
                         outcomes.append(evaluate(trial, family, params, scores, duration_s))
-            except BaseException as raised:
+            except BaseException as raised:  # noqa: BLE001 - re-raised after the finished trials are recorded
                 error = raised
             for index, (trial, _) in enumerate(batch):
                 outcome = outcomes[index] if index < len(outcomes) else None

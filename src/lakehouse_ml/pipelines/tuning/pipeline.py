@@ -2,8 +2,8 @@
 
 from kedro.pipeline import Pipeline, node
 
-from lakehouse_ml.pipelines.tuning.nodes import prepare_tuning, tune
 from lakehouse_ml.pipelines.stage import as_stage
+from lakehouse_ml.pipelines.tuning.nodes import prepare_tuning, tune
 
 
 def create_pipeline(**kwargs) -> Pipeline:
