@@ -65,7 +65,9 @@ def run_pipeline(
     params = OmegaConf.to_container(OmegaConf.merge(config["parameters"], runtime_params or {}))
     for name, value in _flatten_params(params).items():
         catalog[name] = value
-    catalog["release_governance"] = release_governance(params, ConfigLayout.of(config), mlflow.get_tracking_uri(), os.environ)
+    catalog["release_governance"] = release_governance(
+        params, ConfigLayout.of(config), mlflow.get_tracking_uri(), os.environ
+    )
     try:
         return SequentialRunner().run(pipeline, catalog)
     finally:
@@ -112,15 +114,19 @@ def small_training_set(cutoffs: list, per_cutoff: int = 60) -> pd.DataFrame:
     for cutoff in cutoffs:
         orders = rng.poisson(3, per_cutoff).astype(float)
         churned = (rng.random(per_cutoff) < 1 / (1 + np.exp(orders - 2))).astype("int32")
-        rows.append(pd.DataFrame({
-            "customer_id": [f"c{i:03d}" for i in range(per_cutoff)],
-            "cutoff_ts": cutoff,
-            "churned": churned,
-            "customer_activity__orders_30d": orders,
-            "customer_profile__country": rng.choice(["DE", "FR"], per_cutoff),
-            "customer_profile__plan_tier": rng.choice(["basic", "premium", None], per_cutoff),
-            "tenure_days": rng.integers(1, 300, per_cutoff).astype(float),
-        }))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "customer_id": [f"c{i:03d}" for i in range(per_cutoff)],
+                    "cutoff_ts": cutoff,
+                    "churned": churned,
+                    "customer_activity__orders_30d": orders,
+                    "customer_profile__country": rng.choice(["DE", "FR"], per_cutoff),
+                    "customer_profile__plan_tier": rng.choice(["basic", "premium", None], per_cutoff),
+                    "tenure_days": rng.integers(1, 300, per_cutoff).astype(float),
+                }
+            )
+        )
     # Shuffled, as a Delta read may return rows in any order.
     return pd.concat(rows).sample(frac=1.0, random_state=1).reset_index(drop=True)
 
@@ -136,8 +142,13 @@ def merged_parameters(runtime: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def register_version(
-    training_set: pd.DataFrame, train_cutoffs, *, threshold: float = 0.3, alias: str | None = None,
-    regularisation: float = 1.0, params: dict[str, Any] | None = None,
+    training_set: pd.DataFrame,
+    train_cutoffs,
+    *,
+    threshold: float = 0.3,
+    alias: str | None = None,
+    regularisation: float = 1.0,
+    params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit a logistic regression on ``train_cutoffs`` of ``training_set`` and register it (``alias`` set when given)."""
     params = params or merged_parameters()
@@ -152,13 +163,20 @@ def register_version(
     example = train[inputs].head(3)
     with mlflow.start_run() as run:
         mlflow.sklearn.log_model(
-            model, name="model", signature=infer_signature(example, model.predict_proba(example)),
-            pyfunc_predict_fn="predict_proba", serialization_format="cloudpickle",
+            model,
+            name="model",
+            signature=infer_signature(example, model.predict_proba(example)),
+            pyfunc_predict_fn="predict_proba",
+            serialization_format="cloudpickle",
             pip_requirements=["scikit-learn"],  # not inferred: that spawns a Python subprocess (~2 s)
         )
     client = MlflowClient()
     version = str(mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL_NAME).version)
-    for key, value in (("run_id", run.info.run_id), ("validation_status", "passed"), ("operating_threshold", str(threshold))):
+    for key, value in (
+        ("run_id", run.info.run_id),
+        ("validation_status", "passed"),
+        ("operating_threshold", str(threshold)),
+    ):
         client.set_model_version_tag(MODEL_NAME, version, key, value)
     if alias:
         client.set_registered_model_alias(MODEL_NAME, alias, version)

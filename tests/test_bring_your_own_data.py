@@ -76,7 +76,14 @@ def purchases(seed: int = 11) -> pd.DataFrame:
         day = int(rng.integers(0, 2 * 365))
         last = day + int(rng.geometric(1 / 240))
         while day < min(last, DAYS - 1):
-            rows.append((f"{number:05d}", FIRST_DAY + timedelta(days=day), int(rng.integers(1, 6)), round(float(rng.gamma(2, 15)), 2)))
+            rows.append(
+                (
+                    f"{number:05d}",
+                    FIRST_DAY + timedelta(days=day),
+                    int(rng.integers(1, 6)),
+                    round(float(rng.gamma(2, 15)), 2),
+                )
+            )
             day += int(rng.geometric(1 / 21))
     return pd.DataFrame(rows, columns=["cust_no", "day", "n_items", "revenue"]).sort_values(["day", "cust_no"])
 
@@ -96,7 +103,9 @@ def project(root: Path, env: str, extra: str) -> Path:
     (conf / "catalog.yml").write_text(OPTIONAL_SOURCES)
     (conf / "parameters_loop.yml").write_text(LOOP)
     (conf / "parameters_ingest.yml").write_text(SOURCE + extra)
-    (conf / "feature_tables" / "customer_profile.yml").write_text("feature_tables:\n  customer_profile:\n    enabled: false\n")
+    (conf / "feature_tables" / "customer_profile.yml").write_text(
+        "feature_tables:\n  customer_profile:\n    enabled: false\n"
+    )
     (root / "src").mkdir()
     return root
 
@@ -106,7 +115,11 @@ def kedro_run(root: Path, env: str) -> str:
     variables.pop("SPARK_REMOTE", None)
     result = subprocess.run(
         [str(Path(sys.executable).with_name("kedro")), "run", "--env", env],
-        cwd=root, env=variables, capture_output=True, text=True, timeout=900,
+        cwd=root,
+        env=variables,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
@@ -120,7 +133,11 @@ def table(root: Path, name: str) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def daily(tmp_path_factory) -> tuple[Path, str]:
     """Three years of daily folders; each delivers the previous day's orders (an empty day: a header)."""
-    root = project(tmp_path_factory.mktemp("daily"), "daily", "      event_id_from: {hash: [customer_id, event_ts, items, amount]}\n")
+    root = project(
+        tmp_path_factory.mktemp("daily"),
+        "daily",
+        "      event_id_from: {hash: [customer_id, event_ts, items, amount]}\n",
+    )
     frame = purchases()
     for offset in range(1, DAYS + 1):
         delivered = FIRST_DAY + timedelta(days=offset)
@@ -146,7 +163,10 @@ def test_daily_folders_over_three_years_run_the_whole_loop(daily):
     orders = purchases()
     audit = table(root, "monitoring/ingest_audit")
     assert len(audit) == DAYS and audit["bronze_rows"].sum() == len(orders)  # one audit row per file
-    assert len(table(root, "silver/orders")) == len(orders.drop_duplicates()) and len(table(root, "quarantine/orders")) == 0
+    assert (
+        len(table(root, "silver/orders")) == len(orders.drop_duplicates())
+        and len(table(root, "quarantine/orders")) == 0
+    )
     training_set = table(root, "ml/training_set")
     assert training_set["cutoff_ts"].nunique() > 60 and 0 < training_set["churned"].mean() < 1
     assert "are left out of the model: customer_activity__sessions_7d = 0.0" in log  # orders only

@@ -100,8 +100,22 @@ def test_udf_string_results_are_written_as_plain_strings_that_delta_rs_opens(spa
 
 def test_rounded_rounds_alike_on_every_engine_where_round_of_a_double_differs(spark):
     """JVM Spark gave 22.81 for the first value and 1.01 for the second; Sail 22.82 and 1.0."""
-    values = [22.814999999999998, 1.005, 2.675, 0.125, -1.005, -0.125, 1.0049999999, 1.00499999, 184.79, None,
-              math.inf, -math.inf, 1e30, math.nan]
+    values = [
+        22.814999999999998,
+        1.005,
+        2.675,
+        0.125,
+        -1.005,
+        -0.125,
+        1.0049999999,
+        1.00499999,
+        184.79,
+        None,
+        math.inf,
+        -math.inf,
+        1e30,
+        math.nan,
+    ]
     frame = spark.createDataFrame([(v,) for v in values], "x double")
     got = [row[0] for row in frame.select(rounded(F.col("x"), 2)).collect()]
     assert got[:-1] == [22.82, 1.01, 2.68, 0.13, -1.01, -0.13, 1.01, 1.0, 184.79, None, math.inf, -math.inf, 1e30]
@@ -148,8 +162,9 @@ def test_the_commit_that_created_a_table_reads_as_creation_on_either_engine(spar
 def test_a_jvm_spark_without_delta_is_refused_naming_the_extension_and_how_to_add_it(tmp_path):
     """A real JVM Spark started without delta-spark (classic pyspark, in a child process)."""
     script = tmp_path / "child.py"
-    script.write_text(textwrap.dedent(
-        """
+    script.write_text(
+        textwrap.dedent(
+            """
         import json
         from pyspark.sql import SparkSession
         from lakehouse_ml.capabilities import EngineCapabilityError, check_delta, engine_of
@@ -163,7 +178,8 @@ def test_a_jvm_spark_without_delta_is_refused_naming_the_extension_and_how_to_ad
         spark.stop()
         print(json.dumps(out))
         """
-    ))
+        )
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")}
     result = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280

@@ -48,9 +48,17 @@ inference: {max_rejected_rate: 0.5}
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def kedro(project: Path, *args: str, timeout: int = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def kedro(
+    project: Path, *args: str, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run the kedro CLI of this environment in ``project`` (with ``env`` added to the environment); return the result."""
-    env = {**os.environ, **(env or {}), "LAKEHOUSE_ML_ROOT": str(project), "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        **(env or {}),
+        "LAKEHOUSE_ML_ROOT": str(project),
+        "KEDRO_DISABLE_TELEMETRY": "1",
+        "COLUMNS": "200",
+    }
     env.pop("SPARK_REMOTE", None)
     kedro_bin = Path(sys.executable).with_name("kedro")
     result = subprocess.run(
@@ -89,8 +97,16 @@ def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
     assert "Spark engine stopped" in log
 
     tables = versions(project, "dev")
-    for table in ("bronze/orders", "silver/orders", "quarantine/orders", "gold/customer_daily_activity",
-                  "monitoring/ingest_audit", "silver/customers", "silver/sessions", "silver/tickets"):
+    for table in (
+        "bronze/orders",
+        "silver/orders",
+        "quarantine/orders",
+        "gold/customer_daily_activity",
+        "monitoring/ingest_audit",
+        "silver/customers",
+        "silver/sessions",
+        "silver/tickets",
+    ):
         assert table in tables, table
     audit = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/monitoring/ingest_audit")).load()
     assert audit["balanced"].all()
@@ -112,7 +128,9 @@ def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
     assert gates["passed"], gates["summary"]
     moves = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/ml/model_promotions")).load()
     assert sorted(zip(moves["action"], moves["alias"], moves["to_version"].fillna("-"))) == [
-        ("promote", "challenger", "-"), ("promote", "champion", "1"), ("register_challenger", "challenger", "1"),
+        ("promote", "challenger", "-"),
+        ("promote", "champion", "1"),
+        ("register_challenger", "challenger", "1"),
     ]
     assert "automatic promotion in the default run (promotion.auto_promote)" in set(moves["reason"])
     predictions = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/ml/churn_predictions")).load()
@@ -140,21 +158,35 @@ def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
     # Unchanged input: no table changes and no new release; batch scoring replaces its own rows,
     # monitoring its windows' metrics, and the refit candidate has its own baseline.
     rescored = {
-        "ml/churn_predictions", "ml/rejected_predictions", "_work/inference_scored_rows", "_work/monitoring_served_inputs",
-        "monitoring/baselines", "monitoring/drift_metrics", "monitoring/performance_metrics", "monitoring/data_quality",
+        "ml/churn_predictions",
+        "ml/rejected_predictions",
+        "_work/inference_scored_rows",
+        "_work/monitoring_served_inputs",
+        "monitoring/baselines",
+        "monitoring/drift_metrics",
+        "monitoring/performance_metrics",
+        "monitoring/data_quality",
     }
     assert {t: v for t, v in versions(project, "dev").items() if t not in rescored} == {
         t: v for t, v in tables.items() if t not in rescored
     }
     again = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/ml/churn_predictions")).load()
-    assert len(again) == len(predictions) and not again.duplicated(["customer_id", "scoring_date", "model_version"]).any()
+    assert (
+        len(again) == len(predictions) and not again.duplicated(["customer_id", "scoring_date", "model_version"]).any()
+    )
 
 
 def test_staging_environment_never_touches_dev_tables(project):
     before = versions(project, "dev")
     result = kedro(
-        project, "run", "--env", "staging", "--pipelines", "simulate,ingest",
-        "--params", "simulate.n_customers=100,simulate.n_days=7",
+        project,
+        "run",
+        "--env",
+        "staging",
+        "--pipelines",
+        "simulate,ingest",
+        "--params",
+        "simulate.n_customers=100,simulate.n_days=7",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert versions(project, "staging")["silver/orders"] == 0
@@ -190,13 +222,22 @@ def serving(project: Path, env: str, token: str, variables: dict[str, str] | Non
 
     port = _free_port()
     extra = variables or {}
-    variables = {**os.environ, "LAKEHOUSE_ML_ROOT": str(project), "LAKEHOUSE_ML_SERVING_TOKEN": token, "KEDRO_DISABLE_TELEMETRY": "1"}
+    variables = {
+        **os.environ,
+        "LAKEHOUSE_ML_ROOT": str(project),
+        "LAKEHOUSE_ML_SERVING_TOKEN": token,
+        "KEDRO_DISABLE_TELEMETRY": "1",
+    }
     for variable in ("SPARK_REMOTE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # the tests' own store
         variables.pop(variable, None)
     variables.update(extra)
     server = subprocess.Popen(
         [sys.executable, "-m", "lakehouse_ml.serving", "--env", env, "--port", str(port)],
-        cwd=project, env=variables, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=project,
+        env=variables,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url, output = f"http://127.0.0.1:{port}", []
     try:
@@ -229,8 +270,10 @@ def test_the_documented_serve_command_serves_the_champion_and_logs_to_delta(proj
     with serving(project, "local", token) as (url, output):
         assert httpx.post(f"{url}/v1/score/customers", json={"customer_ids": customers}, timeout=10).status_code == 401
         answer = httpx.post(
-            f"{url}/v1/score/customers", json={"customer_ids": customers},
-            headers={"Authorization": f"Bearer {token}"}, timeout=10,
+            f"{url}/v1/score/customers",
+            json={"customer_ids": customers},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
         )
         assert answer.status_code == 200, answer.text
         body = answer.json()
@@ -242,7 +285,9 @@ def test_the_documented_serve_command_serves_the_champion_and_logs_to_delta(proj
         assert set(httpx.get(f"{url}/version", timeout=5).json()) == {"service"}  # no token: the package version only
         version = httpx.get(f"{url}/version", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
         assert "dev.ml.churn_classifier" in json.dumps(version)
-        assert str(project) not in json.dumps(version) and "online_store.db" not in json.dumps(version)  # no local paths
+        assert str(project) not in json.dumps(version) and "online_store.db" not in json.dumps(
+            version
+        )  # no local paths
     assert token not in output[0]  # no secret in the logs
     log = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/monitoring/inference_log")).load()
     assert set(log["customer_id"]) >= set(scored), output[0][-3000:]
@@ -261,7 +306,11 @@ ORDERS_ONLY_CATALOG = "\n".join(
   filename_suffix: {suffix}
   dataset: {{type: lakehouse_ml.datasets.LandingFileDataset, file_format: {fmt}}}
 """
-    for source, suffix, fmt in (("customers", ".csv", "csv"), ("sessions", ".jsonl", "json"), ("tickets", ".csv", "csv"))
+    for source, suffix, fmt in (
+        ("customers", ".csv", "csv"),
+        ("sessions", ".jsonl", "json"),
+        ("tickets", ".csv", "csv"),
+    )
 )
 
 
@@ -284,7 +333,12 @@ feature_tables:
       net_spend_56d: {window: 56 days, unit: EUR, freshness: 2 days, null_policy: {impute: 0}, range: [0, null], compute: {sum: net_amount_eur}}
       spend_per_order_56d: {window: 56 days, unit: EUR, freshness: 2 days, null_policy: keep, range: [0, null], compute: {ratio: [net_spend_56d, orders_56d]}}
 """
-RHYTHM = ["order_rhythm__orders_14d", "order_rhythm__orders_56d", "order_rhythm__net_spend_56d", "order_rhythm__spend_per_order_56d"]
+RHYTHM = [
+    "order_rhythm__orders_14d",
+    "order_rhythm__orders_56d",
+    "order_rhythm__net_spend_56d",
+    "order_rhythm__spend_per_order_56d",
+]
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +352,9 @@ def orders_only(tmp_path_factory) -> Path:
     (env / "parameters_small_loop.yml").write_text(SMALL_LOOP)
     (env / "catalog.yml").write_text(ORDERS_ONLY_CATALOG)
     (env / "feature_tables").mkdir()
-    (env / "feature_tables" / "customer_profile.yml").write_text("feature_tables:\n  customer_profile:\n    enabled: false\n")
+    (env / "feature_tables" / "customer_profile.yml").write_text(
+        "feature_tables:\n  customer_profile:\n    enabled: false\n"
+    )
     (env / "feature_tables" / "order_rhythm.yml").write_text(ORDER_RHYTHM)
     (copy / "src").mkdir()
     (copy / "data").mkdir()
@@ -342,8 +398,10 @@ def test_the_default_loop_runs_with_only_orders_delivered(orders_only_run):
     customers = sorted(predictions["customer_id"])[:3]
     with serving(project, "orders_only", "orders-only-token") as (url, _):
         answer = httpx.post(
-            f"{url}/v1/score/customers", json={"customer_ids": customers},
-            headers={"Authorization": "Bearer orders-only-token"}, timeout=10,
+            f"{url}/v1/score/customers",
+            json={"customer_ids": customers},
+            headers={"Authorization": "Bearer orders-only-token"},
+            timeout=10,
         )
     assert answer.status_code == 200, answer.text
     assert {p["model_version"] for p in answer.json()["predictions"]} == {"1"}, answer.json()
@@ -356,7 +414,9 @@ def test_a_table_declared_in_an_environment_goes_through_the_whole_loop(orders_o
 
     project, _ = orders_only_run
     lake = project / "data/lakehouse/dev"
-    contract = parsed_contracts(project_config("orders_only", conf_source=project / "conf")["parameters"]["feature_tables"])["order_rhythm"]
+    contract = parsed_contracts(
+        project_config("orders_only", conf_source=project / "conf")["parameters"]["feature_tables"]
+    )["order_rhythm"]
     # Built, validated and stamped with its contract; its refresh recorded.
     table = DeltaTable(str(lake / "features/order_rhythm"))
     assert table.metadata().configuration["lakehouse_ml.contract.hash"] == contract.hash
@@ -369,7 +429,11 @@ def test_a_table_declared_in_an_environment_goes_through_the_whole_loop(orders_o
     assert set(RHYTHM) <= set(training_set.columns) and training_set["order_rhythm__orders_56d"].notna().any()
     spec = json.loads(DeltaTable(str(lake / "ml/training_set")).metadata().configuration[SPEC_PROPERTY])
     assert spec["sources"]["order_rhythm"]["contract_hash"] == contract.hash
-    assert spec["lookups"]["order_rhythm"] == {"features": contract.feature_names, "lookback_window": None, "filter_by_ingested_at": True}
+    assert spec["lookups"]["order_rhythm"] == {
+        "features": contract.feature_names,
+        "lookback_window": None,
+        "filter_by_ingested_at": True,
+    }
     # Published online, scored in batch with its version recorded, monitored for drift.
     state = _online_state(project, "order_rhythm")
     assert state is not None and state["contract_hash"] == contract.hash, state
@@ -383,7 +447,13 @@ def test_a_table_declared_in_an_environment_goes_through_the_whole_loop(orders_o
     before = DeltaTable(str(lake / "features/customer_activity")).version()
     days = (rows["feature_ts"] - pd.Timedelta(days=1)).dt.date
     result = kedro(
-        project, "run", "--env", "orders_only", "--pipeline", "features", "--params",
+        project,
+        "run",
+        "--env",
+        "orders_only",
+        "--pipeline",
+        "features",
+        "--params",
         f"features.backfill.start={days.min()},features.backfill.end={days.max()},features.backfill.tables=[order_rhythm]",
         timeout=600,
     )
@@ -447,7 +517,16 @@ def _refused(result: subprocess.CompletedProcess) -> str:
 
 def test_staging_refuses_a_command_line_override_of_promotion_approval(release_project):
     _challenger(release_project, "staging")  # not approved: the override would have promoted it
-    result = kedro(release_project, "run", "--env", "staging", "--pipeline", "promotion", "--params", "promotion.require_approval=false")
+    result = kedro(
+        release_project,
+        "run",
+        "--env",
+        "staging",
+        "--pipeline",
+        "promotion",
+        "--params",
+        "promotion.require_approval=false",
+    )
     log = _refused(result)
     assert (
         "promotion.require_approval is release policy of env 'staging' and cannot be overridden at run time; "
@@ -460,8 +539,13 @@ def test_staging_refuses_a_command_line_override_of_promotion_approval(release_p
 def test_prod_refuses_an_actor_parameter_and_a_promotion_by_its_approver(release_project):
     _challenger(release_project, "prod", approved_by=os_user())
     # Naming another actor was how the approver could promote their own approval.
-    result = kedro(release_project, "run", "--env", "prod", "--pipeline", "promotion", "--params", "promotion.actor=someone-else")
-    assert "promotion.actor cannot be set (--params promotion.actor): the actor of a release is the identity this process runs as" in _refused(result)
+    result = kedro(
+        release_project, "run", "--env", "prod", "--pipeline", "promotion", "--params", "promotion.actor=someone-else"
+    )
+    assert (
+        "promotion.actor cannot be set (--params promotion.actor): the actor of a release is the identity this process runs as"
+        in _refused(result)
+    )
     assert registry_state("prod")["aliases"] == {"challenger": "1"}
 
     # Nor do the variables a user sets make them someone else (a local store authenticates nobody).
@@ -469,7 +553,10 @@ def test_prod_refuses_an_actor_parameter_and_a_promotion_by_its_approver(release
     result = kedro(release_project, "run", "--env", "prod", "--pipeline", "promotion", env=spoofed)
     log = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
-    assert f"was approved by '{os_user()}', who is also promoting it (the actor is the identity this run has: '{os_user()}', os_user)" in log
+    assert (
+        f"was approved by '{os_user()}', who is also promoting it (the actor is the identity this run has: '{os_user()}', os_user)"
+        in log
+    )
     assert "promotion.forbid_self_approval requires a second person" in log
     assert registry_state("prod")["aliases"] == {"challenger": "1"}
     assert [row["action"] for row in audit_rows(release_project, "prod")] == ["register_challenger"]
@@ -482,24 +569,54 @@ def test_a_prod_promotion_records_actor_host_and_policy_also_in_an_existing_audi
 
     # ml.model_promotions as written before release governance: the 13 columns of then, one row.
     table = release_project / "data/lakehouse/prod/ml/model_promotions"
-    earlier = {c: [None] for c in AUDIT_COLUMNS[:13]} | {"event_id": ["e0"], "action": ["promote"], "actor": ["old-actor"]}
-    write_deltalake(str(table), pd.DataFrame(earlier).astype("string").assign(event_ts=pd.Timestamp("2026-01-01", tz="UTC")).astype({"event_ts": "datetime64[us, UTC]"}))
+    earlier = {c: [None] for c in AUDIT_COLUMNS[:13]} | {
+        "event_id": ["e0"],
+        "action": ["promote"],
+        "actor": ["old-actor"],
+    }
+    write_deltalake(
+        str(table),
+        pd.DataFrame(earlier)
+        .astype("string")
+        .assign(event_ts=pd.Timestamp("2026-01-01", tz="UTC"))
+        .astype({"event_ts": "datetime64[us, UTC]"}),
+    )
     _challenger(release_project, "prod", approved_by="a-reviewer")
 
-    result = kedro(release_project, "run", "--env", "prod", "--pipeline", "promotion", "--params", "promotion.reason=June release")
+    result = kedro(
+        release_project, "run", "--env", "prod", "--pipeline", "promotion", "--params", "promotion.reason=June release"
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert registry_state("prod")["aliases"] == {"champion": "1"}
-    rows = [row for row in audit_rows(release_project, "prod") if row["action"] == "promote" and row["event_id"] != "e0"]
+    rows = [
+        row for row in audit_rows(release_project, "prod") if row["action"] == "promote" and row["event_id"] != "e0"
+    ]
     assert {(row["alias"], row["to_version"]) for row in rows} == {("champion", "1"), ("challenger", None)}
     for row in rows:
-        assert (row["actor"], row["actor_source"], row["host"], row["via"]) == (os_user(), "os_user", socket.gethostname(), "promotion")
-        assert (row["approved_by"], row["reason"], row["catalog"]) == ("a-reviewer", "June release", "prod") and row["kedro_run_id"]
+        assert (row["actor"], row["actor_source"], row["host"], row["via"]) == (
+            os_user(),
+            "os_user",
+            socket.gethostname(),
+            "promotion",
+        )
+        assert (row["approved_by"], row["reason"], row["catalog"]) == ("a-reviewer", "June release", "prod") and row[
+            "kedro_run_id"
+        ]
         policy = json.loads(row["policy"])
         assert policy["env"] == "prod" and row["policy_sha256"] == policy_sha256(policy)
-        assert policy["settings"]["promotion.forbid_self_approval"] is True and policy["settings"]["promotion.require_approval"] is True
+        assert (
+            policy["settings"]["promotion.forbid_self_approval"] is True
+            and policy["settings"]["promotion.require_approval"] is True
+        )
         assert policy["sources"]["promotion.forbid_self_approval"][0] == "conf/prod/parameters_promotion.yml"
     [old] = [row for row in audit_rows(release_project, "prod") if row["event_id"] == "e0"]
-    assert old["actor"] == "old-actor" and old["host"] is None and old["policy"] is None  # the table evolved, its rows kept
+    assert (
+        old["actor"] == "old-actor" and old["host"] is None and old["policy"] is None
+    )  # the table evolved, its rows kept
     tags = registry_state("prod")["versions"]["1"]["tags"]
-    assert (tags["promotion.actor"], tags["promotion.host"], tags["promotion.policy_sha256"]) == (os_user(), socket.gethostname(), rows[0]["policy_sha256"])
+    assert (tags["promotion.actor"], tags["promotion.host"], tags["promotion.policy_sha256"]) == (
+        os_user(),
+        socket.gethostname(),
+        rows[0]["policy_sha256"],
+    )
     assert json.loads(tags["promotion.policy"])["promotion.forbid_self_approval"] is True

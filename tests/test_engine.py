@@ -53,9 +53,7 @@ def run_child(tmp_path: Path, code: str, timeout: float = 60, **env: str) -> tup
         timeout=timeout,
     )
     elapsed = time.monotonic() - started
-    assert result.returncode == 0, (
-        f"child exited with {result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}"
-    )
+    assert result.returncode == 0, f"child exited with {result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}"
     return json.loads(result.stdout.strip().splitlines()[-1]), elapsed
 
 
@@ -238,9 +236,7 @@ def test_classic_jars_come_from_maven_into_a_cache_unless_listed(tmp_path):
 
     jar = tmp_path / "delta.jar"
     jar.write_bytes(b"")
-    assert classic_jar_conf(EngineConfig(mode="classic", classic_jars=(str(jar),))) == {
-        "spark.jars": str(jar)
-    }
+    assert classic_jar_conf(EngineConfig(mode="classic", classic_jars=(str(jar),))) == {"spark.jars": str(jar)}
 
 
 @pytest.mark.slow

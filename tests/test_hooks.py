@@ -58,9 +58,7 @@ def run_scenario(tmp_path: Path, body: str) -> dict:
         text=True,
         timeout=60,
     )
-    assert result.returncode == 0, (
-        f"scenario exited with {result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}"
-    )
+    assert result.returncode == 0, f"scenario exited with {result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}"
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -193,4 +191,3 @@ def test_hook_leaves_the_session_fixture_running(spark):
 
     assert ENGINE.running and ENGINE.session is spark
     assert spark.range(3).count() == 3
-

@@ -47,14 +47,10 @@ def project(tmp_path_factory) -> Path:
     """A copy of the project with a small lakehouse built by the real `kedro run`."""
     copy = tmp_path_factory.mktemp("notebook_project")
     shutil.copy(PROJECT_ROOT / "pyproject.toml", copy)
-    shutil.copytree(
-        PROJECT_ROOT / "conf", copy / "conf", ignore=shutil.ignore_patterns("local", "credentials*")
-    )
+    shutil.copytree(PROJECT_ROOT / "conf", copy / "conf", ignore=shutil.ignore_patterns("local", "credentials*"))
     (copy / "conf" / "local").mkdir()
     shutil.copy(PROJECT_ROOT / "conf" / "local" / "README.md", copy / "conf" / "local")
-    shutil.copytree(
-        PROJECT_ROOT / "notebooks", copy / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints")
-    )
+    shutil.copytree(PROJECT_ROOT / "notebooks", copy / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     # Kedro insists that the source folder exists inside the project (a symlink resolves outside
     # it and is refused); the package itself is imported from the installed project.
     (copy / "src").mkdir()
@@ -68,7 +64,9 @@ def project(tmp_path_factory) -> Path:
             text=True,
             timeout=180,
         )
-        assert result.returncode == 0, f"kedro run --params {params} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        assert result.returncode == 0, (
+            f"kedro run --params {params} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return copy
 
 
@@ -78,11 +76,15 @@ def kernel_specs(tmp_path_factory) -> KernelSpecManager:
     kernels = tmp_path_factory.mktemp("kernels")
     spec = kernels / KERNEL_NAME
     spec.mkdir()
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "lakehouse_ml tests",
-        "language": "python",
-    }))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "lakehouse_ml tests",
+                "language": "python",
+            }
+        )
+    )
     return KernelSpecManager(kernel_dirs=[str(kernels)])
 
 
@@ -146,7 +148,10 @@ def test_notebook_runs_against_the_project_lakehouse(project, kernel_specs, star
 
     # The project was found from the working directory, and it is the copy.
     assert f"project:   {project.resolve()}\n" in printed
-    assert "pipelines: ['__default__', 'auto_promotion', 'evaluation', 'features', 'inference', 'ingest', 'monitoring', 'promotion', 'publish_online', 'registration', 'retrain', 'rollback', 'simulate', 'training', 'training_set', 'tuning']" in printed
+    assert (
+        "pipelines: ['__default__', 'auto_promotion', 'evaluation', 'features', 'inference', 'ingest', 'monitoring', 'promotion', 'publish_online', 'registration', 'retrain', 'rollback', 'simulate', 'training', 'training_set', 'tuning']"
+        in printed
+    )
     # Spark, pandas (transcoding) and the new node's weekly totals agree with deltalake.
     assert f"orders_silver rows (Spark): {rows}\n" in printed
     assert f"orders_silver rows (pandas): {rows}\n" in printed

@@ -35,7 +35,9 @@ def test_pipelines_are_registered_and_default_runs_the_loop(registry):
 def _resolved_datasets(registry, env="local"):
     catalog = DataCatalog.from_config(project_config(env)["catalog"])
     names = registry["__default__"].datasets()
-    return {name: catalog.get(name) for name in names if not name.startswith("params:") and catalog.get(name) is not None}
+    return {
+        name: catalog.get(name) for name in names if not name.startswith("params:") and catalog.get(name) is not None
+    }
 
 
 @pytest.mark.parametrize("env,catalog_name", [("local", "dev"), ("staging", "staging"), ("prod", "prod")])
@@ -85,8 +87,17 @@ def test_mlflow_is_configured_per_environment(env, catalog_name):
 
 # kedro-viz's layer bands, in the order the loop fills them.
 LAYERS = (
-    "landing", "bronze", "quarantine", "silver", "gold", "features", "model_input", "models", "model_output",
-    "monitoring", "reporting",
+    "landing",
+    "bronze",
+    "quarantine",
+    "silver",
+    "gold",
+    "features",
+    "model_input",
+    "models",
+    "model_output",
+    "monitoring",
+    "reporting",
 )
 
 
@@ -111,7 +122,9 @@ def test_kedro_viz_layers_form_no_cycle(registry):
         assert set(layers.values()) <= set(LAYERS), set(layers.values()) - set(LAYERS)
         bands = nx.DiGraph()
         for base, band in layers.items():
-            bands.add_edges_from((band, layers[d]) for d in nx.descendants(datasets, base) if layers.get(d, band) != band)
+            bands.add_edges_from(
+                (band, layers[d]) for d in nx.descendants(datasets, base) if layers.get(d, band) != band
+            )
         assert nx.is_directed_acyclic_graph(bands), (pipeline_name, list(nx.simple_cycles(bands)))
         assert all(LAYERS.index(a) < LAYERS.index(b) for a, b in bands.edges), (pipeline_name, sorted(bands.edges))
 
@@ -162,13 +175,25 @@ def test_each_feature_tables_file_declares_the_table_it_is_named_after():
             got = f"top-level keys {sorted(content)}" if isinstance(content, dict) else repr(content)
             if isinstance(tables, dict):
                 got += f", tables {sorted(tables)}"
-            problems.append(f"{path.relative_to(PROJECT_ROOT)}: expected exactly `feature_tables: {{{path.stem}: ...}}`, got {got}")
+            problems.append(
+                f"{path.relative_to(PROJECT_ROOT)}: expected exactly `feature_tables: {{{path.stem}: ...}}`, got {got}"
+            )
     assert not problems, "\n".join(problems)
 
 
 # Layers point one way: pipelines -> libraries -> engine. Libraries never import pipelines; the
 # scoring service runs without Kedro's settings, hooks or the engine (it reads the online store).
-LIBRARIES = ("features", "online", "serving", "monitoring", "modeling", "datasets", "lakehouse.py", "release.py", "governance.py")
+LIBRARIES = (
+    "features",
+    "online",
+    "serving",
+    "monitoring",
+    "modeling",
+    "datasets",
+    "lakehouse.py",
+    "release.py",
+    "governance.py",
+)
 FORBIDDEN = {
     "lakehouse_ml.pipelines": LIBRARIES,
     "lakehouse_ml.settings": LIBRARIES,

@@ -36,8 +36,14 @@ NAME = REGISTRY["model_name"]
 
 
 def test_alias_moves_point_aliases_at_targets_and_skip_unchanged_ones():
-    current = state(version("1", aliases=("previous_champion",)), version("2", aliases=("champion",)), version("3", aliases=("challenger",)))
-    actions, moves = alias_moves(current, {"previous_champion": "2", "champion": "3", "challenger": None, "other": None})
+    current = state(
+        version("1", aliases=("previous_champion",)),
+        version("2", aliases=("champion",)),
+        version("3", aliases=("challenger",)),
+    )
+    actions, moves = alias_moves(
+        current, {"previous_champion": "2", "champion": "3", "challenger": None, "other": None}
+    )
     assert actions == [
         {"action": "set_alias", "alias": "previous_champion", "version": "2"},
         {"action": "set_alias", "alias": "champion", "version": "3"},
@@ -62,24 +68,53 @@ def test_version_of_run_finds_a_version_by_its_run_or_run_id_tag():
 
 def test_check_model_refuses_a_catalog_entry_of_another_model():
     assert check_model(state(), REGISTRY) == NAME
-    with pytest.raises(ValueError, match="registry entry is model 'prod.ml.churn_classifier' but params:registry names 'dev"):
+    with pytest.raises(
+        ValueError, match="registry entry is model 'prod.ml.churn_classifier' but params:registry names 'dev"
+    ):
         check_model(state(name="prod.ml.churn_classifier"), REGISTRY)
 
 
 def test_audit_rows_resolve_the_registered_version_and_name_who_when_why_where_and_under_which_policy():
     event = release_event(
-        "register_challenger", NAME, [{"alias": "challenger", "from_version": "1", "to_version": REGISTERED}],
-        reason="passed", gate_report="runs:/e/reports/gates.json", via="registration",
+        "register_challenger",
+        NAME,
+        [{"alias": "challenger", "from_version": "1", "to_version": REGISTERED}],
+        reason="passed",
+        gate_report="runs:/e/reports/gates.json",
+        via="registration",
     )
     frame = record_alias_moves(event, state(version("1"), version("2", aliases=("challenger",))), CONTEXT, GOVERNANCE)
     assert list(frame.columns) == AUDIT_COLUMNS and len(frame) == 1
     row = frame.iloc[0].to_dict()
-    assert {k: row[k] for k in ("action", "alias", "from_version", "to_version", "actor", "reason", "gate_report", "catalog", "kedro_run_id")} == {
-        "action": "register_challenger", "alias": "challenger", "from_version": "1", "to_version": "2", "actor": "ci",
-        "reason": "passed", "gate_report": "runs:/e/reports/gates.json", "catalog": "dev", "kedro_run_id": "k1",
+    assert {
+        k: row[k]
+        for k in (
+            "action",
+            "alias",
+            "from_version",
+            "to_version",
+            "actor",
+            "reason",
+            "gate_report",
+            "catalog",
+            "kedro_run_id",
+        )
+    } == {
+        "action": "register_challenger",
+        "alias": "challenger",
+        "from_version": "1",
+        "to_version": "2",
+        "actor": "ci",
+        "reason": "passed",
+        "gate_report": "runs:/e/reports/gates.json",
+        "catalog": "dev",
+        "kedro_run_id": "k1",
     }
     assert {k: row[k] for k in ("actor_source", "via", "host", "policy_sha256")} == {
-        "actor_source": "os_user", "via": "registration", "host": "build-01", "policy_sha256": "0123456789abcdef",
+        "actor_source": "os_user",
+        "via": "registration",
+        "host": "build-01",
+        "policy_sha256": "0123456789abcdef",
     }
     assert json.loads(row["policy"]) == GOVERNANCE["policy"]
     assert row["event_ts"] == pd.Timestamp(CONTEXT["at"]) and pd.isna(row["approved_by"])
@@ -89,16 +124,25 @@ def test_audit_rows_resolve_the_registered_version_and_name_who_when_why_where_a
 
 
 def test_audit_rows_take_the_actor_from_the_governance_record_and_record_removed_aliases():
-    event = release_event("promote", NAME, [{"alias": "challenger", "from_version": "2", "to_version": None}], approved_by="bob")
-    row = record_alias_moves(event, state(version("2", aliases=("champion",))), CONTEXT, {**GOVERNANCE, "actor": "alice"}).iloc[0]
-    assert (row["actor"], row["approved_by"], row["from_version"]) == ("alice", "bob", "2") and pd.isna(row["to_version"])
+    event = release_event(
+        "promote", NAME, [{"alias": "challenger", "from_version": "2", "to_version": None}], approved_by="bob"
+    )
+    row = record_alias_moves(
+        event, state(version("2", aliases=("champion",))), CONTEXT, {**GOVERNANCE, "actor": "alice"}
+    ).iloc[0]
+    assert (row["actor"], row["approved_by"], row["from_version"]) == ("alice", "bob", "2") and pd.isna(
+        row["to_version"]
+    )
 
 
 def test_release_tags_name_who_where_how_and_the_policy_of_a_step():
     tags = release_tags("promotion", GOVERNANCE, "promotion")
     assert {k: v for k, v in tags.items() if k != "promotion.policy"} == {
-        "promotion.actor": "ci", "promotion.actor_source": "os_user", "promotion.host": "build-01",
-        "promotion.via": "promotion", "promotion.policy_sha256": "0123456789abcdef",
+        "promotion.actor": "ci",
+        "promotion.actor_source": "os_user",
+        "promotion.host": "build-01",
+        "promotion.via": "promotion",
+        "promotion.policy_sha256": "0123456789abcdef",
     }
     assert json.loads(tags["promotion.policy"]) == {"env": "local", "promotion.require_approval": False}
 
@@ -127,20 +171,34 @@ def test_registry_dataset_loads_an_unknown_model_as_empty():
 def test_registry_dataset_applies_actions_in_order(tmp_path):
     run_id = log_candidate(tmp_path)
     registry = ModelRegistryDataset(model_name=NAME)
-    registry.save([
-        {"action": "register", "model_uri": f"runs:/{run_id}/model", "description": "first", "tags": {"run_id": run_id}},
-        {"action": "set_alias", "alias": "challenger", "version": REGISTERED},
-        {"action": "set_version_tag", "version": REGISTERED, "key": "approved_by", "value": "bob"},
-    ])
-    registry.save([
-        {"action": "register", "model_uri": f"runs:/{run_id}/model", "description": "second", "tags": {}},
-        {"action": "set_alias", "alias": "champion", "version": "1"},
-        {"action": "delete_alias", "alias": "challenger"},
-    ])
+    registry.save(
+        [
+            {
+                "action": "register",
+                "model_uri": f"runs:/{run_id}/model",
+                "description": "first",
+                "tags": {"run_id": run_id},
+            },
+            {"action": "set_alias", "alias": "challenger", "version": REGISTERED},
+            {"action": "set_version_tag", "version": REGISTERED, "key": "approved_by", "value": "bob"},
+        ]
+    )
+    registry.save(
+        [
+            {"action": "register", "model_uri": f"runs:/{run_id}/model", "description": "second", "tags": {}},
+            {"action": "set_alias", "alias": "champion", "version": "1"},
+            {"action": "delete_alias", "alias": "challenger"},
+        ]
+    )
     loaded = registry.load()
     assert loaded["exists"] and loaded["aliases"] == {"champion": "1"}
     first, second = loaded["versions"]["1"], loaded["versions"]["2"]
-    assert (first["run_id"], first["description"], first["status"], first["aliases"]) == (run_id, "first", "READY", ["champion"])
+    assert (first["run_id"], first["description"], first["status"], first["aliases"]) == (
+        run_id,
+        "first",
+        "READY",
+        ["champion"],
+    )
     assert first["tags"] == {"run_id": run_id, "approved_by": "bob"}
     assert (second["description"], second["aliases"]) == ("second", [])
 

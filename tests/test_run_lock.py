@@ -23,7 +23,9 @@ HOLDER = {"pipelines": "ingest", "env": "local", "pid": 4242, "host": "box", "st
 def test_a_second_lock_is_refused_naming_the_holder_until_released(tmp_path):
     first, second = RunLock(tmp_path / "dev"), RunLock(tmp_path / "dev")
     first.acquire(HOLDER)
-    with pytest.raises(LakehouseBusy, match=r"kedro run of ingest \(env local, pid 4242 on box, started 2026-12-05T01:00:00"):
+    with pytest.raises(
+        LakehouseBusy, match=r"kedro run of ingest \(env local, pid 4242 on box, started 2026-12-05T01:00:00"
+    ):
         second.acquire({**HOLDER, "pid": 1})
     assert not second.held
     first.release()
@@ -58,7 +60,9 @@ def test_a_lost_commit_race_names_the_table_and_the_cause(tmp_path, spark, monke
         raise RuntimeError("Failed to commit transaction: 0")
 
     monkeypatch.setattr(table, "_merge", lost_race)
-    with pytest.raises(DatasetError, match=r"t': another writer committed to this table while this run's merge was being committed"):
+    with pytest.raises(
+        DatasetError, match=r"t': another writer committed to this table while this run's merge was being committed"
+    ):
         table.save(spark.range(3))
 
 
@@ -77,11 +81,17 @@ def test_kedro_run_is_refused_while_another_run_holds_the_lakehouse(tmp_path):
         env.pop("LAKEHOUSE_ML_RUN_LOCK", None)
         result = subprocess.run(
             [str(Path(sys.executable).with_name("kedro")), "run", "--pipeline", "ingest"],
-            cwd=project, env=env, capture_output=True, text=True, timeout=300,
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
     finally:
         lock.release()
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "another run is writing the lakehouse" in output and "pid 4242 on box" in output, output[-3000:]
-    assert sorted(p.name for p in (project / "data" / "lakehouse" / "dev").iterdir()) == ["_run.lock"]  # nothing written
+    assert sorted(p.name for p in (project / "data" / "lakehouse" / "dev").iterdir()) == [
+        "_run.lock"
+    ]  # nothing written

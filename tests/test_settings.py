@@ -18,7 +18,8 @@ def _run(code: str) -> str:
 
 
 def test_importing_the_settings_changes_no_warning_filter_nor_optuna_logging():
-    assert _run("""
+    assert (
+        _run("""
         import warnings
         import optuna
         before = list(warnings.filters)
@@ -27,11 +28,14 @@ def test_importing_the_settings_changes_no_warning_filter_nor_optuna_logging():
         import lakehouse_ml.settings
         ours = [f for f in warnings.filters if f not in before and "register_new_resolver" in str(f[1])]
         print(ours == [] and logger.handlers == handlers and logger.propagate == propagate)
-    """) == "True"
+    """)
+        == "True"
+    )
 
 
 def test_the_hook_routes_optuna_through_logging_and_the_loader_quiets_kedros_own_deprecation():
-    assert _run("""
+    assert (
+        _run("""
         import warnings
         import optuna
         from lakehouse_ml.configuration import CONFIG_LOADER_ARGS, ProjectConfigLoader
@@ -44,4 +48,6 @@ def test_the_hook_routes_optuna_through_logging_and_the_loader_quiets_kedros_own
             loader = ProjectConfigLoader(conf_source="conf", **CONFIG_LOADER_ARGS)
             loader["parameters"]
         print(logger.propagate, logger.handlers == [], [str(w.message) for w in seen if "register_new_resolver" in str(w.message)])
-    """) == "True True []"
+    """)
+        == "True True []"
+    )

@@ -71,7 +71,9 @@ def table(tmp_path):
     write_deltalake(str(path), pd.DataFrame({"x": [1, 2]}))
     write_deltalake(str(path), pd.DataFrame({"x": [3]}), mode="append")
     # As the feature pipelines stamp contracts (DeltaMetadataDataset): version 2.
-    DeltaTable(str(path)).alter.set_table_properties({"lakehouse_ml.contract.hash": CONTRACT_HASH}, raise_if_not_exists=False)
+    DeltaTable(str(path)).alter.set_table_properties(
+        {"lakehouse_ml.contract.hash": CONTRACT_HASH}, raise_if_not_exists=False
+    )
     return path
 
 
@@ -116,9 +118,7 @@ def _run(runner, pipeline, catalog, hooks=None):
 
 def _children(client: MlflowClient, parent_id: str) -> dict[str, mlflow.entities.Run]:
     parent = client.get_run(parent_id)
-    runs = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
-    )
+    runs = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
     return {run.info.run_name: run for run in runs}
 
 
@@ -210,8 +210,12 @@ def test_thread_runner_puts_parallel_nodes_in_sibling_runs(store, table):
 @pytest.mark.parametrize("runner", [SequentialRunner, lambda: ThreadRunner(max_workers=2)])
 def test_failing_node_is_failed_with_error_class_and_first_line(store, table, runner):
     catalog = _catalog(table)
-    pipeline = Pipeline([node(metrics_b, "t", ["metrics_b", "total"], name="metrics_b"),
-                         node(explode, "total", "result", name="explode")])
+    pipeline = Pipeline(
+        [
+            node(metrics_b, "t", ["metrics_b", "total"], name="metrics_b"),
+            node(explode, "total", "result", name="explode"),
+        ]
+    )
     parent = mlflow.start_run()
     with pytest.raises(ValueError, match="boom"):
         _run(runner(), pipeline, catalog)

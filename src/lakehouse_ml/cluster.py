@@ -182,9 +182,7 @@ def _launch(config: ClusterConfig, name: str, cls: str, argv: list[str]) -> dict
     return {"pid": process.pid, "cls": cls, "log": str(log)}
 
 
-def _wait_for(
-    what: str, ready, entry: dict, deadline: float, hint: str = ""
-) -> None:
+def _wait_for(what: str, ready, entry: dict, deadline: float, hint: str = "") -> None:
     """Poll ``ready()`` until it holds; fail naming the log if the process dies or time runs out."""
     while time.monotonic() < deadline:
         if ready():
@@ -263,8 +261,7 @@ def start(config: ClusterConfig) -> dict[str, dict]:
     java_executable()  # names JAVA_HOME / PATH if there is no Java
     if any(_ours(e) for e in read_pids(config).values()):
         raise ClusterError(
-            f"a cluster from {config.pid_file} is already running; "
-            "stop it first (python -m lakehouse_ml.cluster stop)"
+            f"a cluster from {config.pid_file} is already running; stop it first (python -m lakehouse_ml.cluster stop)"
         )
     for what, port in (("master", config.master_port), ("Spark Connect", config.connect_port)):
         if port_answers(port):
@@ -295,8 +292,7 @@ def start(config: ClusterConfig) -> dict[str, dict]:
             config,
             "master",
             MASTER_CLASS,
-            [spark_class, MASTER_CLASS, "--host", HOST, "--port", str(config.master_port),
-             "--webui-port", "0"],
+            [spark_class, MASTER_CLASS, "--host", HOST, "--port", str(config.master_port), "--webui-port", "0"],
         )
         record()
         _wait_for("master", lambda: port_answers(config.master_port), processes["master"], deadline)
@@ -307,9 +303,21 @@ def start(config: ClusterConfig) -> dict[str, dict]:
                 config,
                 f"worker-{i}",
                 WORKER_CLASS,
-                [spark_class, WORKER_CLASS, "--host", HOST, "--webui-port", "0",
-                 "--cores", str(config.worker_cores), "--memory", config.worker_memory,
-                 "--work-dir", str(work_dir), config.master_url],
+                [
+                    spark_class,
+                    WORKER_CLASS,
+                    "--host",
+                    HOST,
+                    "--webui-port",
+                    "0",
+                    "--cores",
+                    str(config.worker_cores),
+                    "--memory",
+                    config.worker_memory,
+                    "--work-dir",
+                    str(work_dir),
+                    config.master_url,
+                ],
             )
             record()
         for i in range(1, config.workers + 1):
@@ -320,9 +328,7 @@ def start(config: ClusterConfig) -> dict[str, dict]:
                 entry,
                 deadline,
             )
-        processes["connect"] = _launch(
-            config, "connect", CONNECT_SERVER_CLASS, connect_server_argv(config)
-        )
+        processes["connect"] = _launch(config, "connect", CONNECT_SERVER_CLASS, connect_server_argv(config))
         record()
         _wait_for(
             f"Spark Connect server on port {config.connect_port}",
@@ -413,15 +419,21 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: ``start``, ``stop`` or ``status`` of the local cluster; one summary line each."""
     parser = argparse.ArgumentParser(prog="python -m lakehouse_ml.cluster", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=("start", "stop", "status"))
-    parser.add_argument("--state-dir", default=os.environ.get("LAKEHOUSE_CLUSTER_DIR", "data/cluster"),
-                        help="pids and logs (default data/cluster, or $LAKEHOUSE_CLUSTER_DIR)")
+    parser.add_argument(
+        "--state-dir",
+        default=os.environ.get("LAKEHOUSE_CLUSTER_DIR", "data/cluster"),
+        help="pids and logs (default data/cluster, or $LAKEHOUSE_CLUSTER_DIR)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-cores", type=int, default=1)
     parser.add_argument("--worker-memory", default="1g")
     parser.add_argument("--master-port", type=int, default=7077)
     parser.add_argument("--connect-port", type=int, default=15002)
-    parser.add_argument("--delta-package", default=None,
-                        help="Maven coordinate of delta-spark (default: spark.yml classic.delta_package)")
+    parser.add_argument(
+        "--delta-package",
+        default=None,
+        help="Maven coordinate of delta-spark (default: spark.yml classic.delta_package)",
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for start")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

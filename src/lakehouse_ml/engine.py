@@ -98,9 +98,7 @@ class EngineConfig:
         """Build the config from the ``spark`` configuration dict, checking the mode."""
         mode = str(config.get("mode", "embedded"))
         if mode not in MODES:
-            raise EngineError(
-                f"spark.yml: mode must be one of {', '.join(MODES)}, got {mode!r}"
-            )
+            raise EngineError(f"spark.yml: mode must be one of {', '.join(MODES)}, got {mode!r}")
         embedded = config.get("embedded") or {}
         classic = config.get("classic") or {}
         remote = config.get("remote") or {}

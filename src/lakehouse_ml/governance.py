@@ -66,7 +66,10 @@ def release_identity(tracking_uri: str, environ: Mapping[str, str]) -> dict[str,
         # host[:port] only: a URL's netloc may carry user:password@
         server = location.hostname or ""
         server = f"[{server}]" if ":" in server else server
-        return {"actor": username, "actor_source": f"mlflow_server:{server}" + (f":{location.port}" if location.port else "")}
+        return {
+            "actor": username,
+            "actor_source": f"mlflow_server:{server}" + (f":{location.port}" if location.port else ""),
+        }
     return {"actor": os_user(), "actor_source": "os_user"}
 
 
@@ -104,8 +107,10 @@ class ConfigLayout:
             for each in (pattern, f"{pattern}/*") if pattern.endswith("**") else (pattern,):
                 found.update(folder.glob(each))
         return sorted(
-            path for path in found
-            if path.is_file() and path.suffix in CONFIG_SUFFIXES
+            path
+            for path in found
+            if path.is_file()
+            and path.suffix in CONFIG_SUFFIXES
             and not any(part.startswith(".") for part in path.relative_to(folder).parts)
         )
 
@@ -169,7 +174,9 @@ def _leaves(params: Any, prefix: str = "") -> Iterator[str]:
 
 def _touches(runtime_key: str, protected: str) -> bool:
     """Whether setting ``runtime_key`` changes ``protected``: the same key, a block holding it, or a key inside it."""
-    return runtime_key == protected or protected.startswith(runtime_key + ".") or runtime_key.startswith(protected + ".")
+    return (
+        runtime_key == protected or protected.startswith(runtime_key + ".") or runtime_key.startswith(protected + ".")
+    )
 
 
 def _listed(parameters: dict[str, Any], name: str) -> list[str]:

@@ -118,7 +118,9 @@ class GovernanceHooks:
             return
         import mlflow
 
-        catalog["release_governance"] = release_governance(self._parameters, self._layout, mlflow.get_tracking_uri(), os.environ)
+        catalog["release_governance"] = release_governance(
+            self._parameters, self._layout, mlflow.get_tracking_uri(), os.environ
+        )
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
@@ -161,10 +163,16 @@ class RunLockHooks(_HeldForTheRun):
         if self._lock is None or self._nested():
             return
         pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
-        self._lock.acquire({
-            "pipelines": ",".join(pipelines), "env": self._env, "pid": os.getpid(), "host": socket.gethostname(),
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "session_id": run_params.get("session_id"),
-        })
+        self._lock.acquire(
+            {
+                "pipelines": ",".join(pipelines),
+                "env": self._env,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "session_id": run_params.get("session_id"),
+            }
+        )
         os.environ[LOCK_VARIABLE] = str(self._lock.path)
 
     def _nested(self) -> bool:

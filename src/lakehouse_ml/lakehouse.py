@@ -18,7 +18,6 @@ from lakehouse_ml.datasets.delta import table_uri
 DELETED = "_deleted"
 
 
-
 def table_version(filepath: str) -> int | None:
     """Return the current version of the Delta table at ``filepath``, or ``None`` if absent."""
     uri = table_uri(filepath)

@@ -11,10 +11,19 @@ from kedro.pipeline import Pipeline, pipeline
 # rollback also run on their own; `retrain` (a new challenger from the current data, never a
 # promotion) is what monitoring's retrain action runs.
 DEFAULT_PIPELINES = (
-    "simulate", "ingest", "features", "publish_online", "training_set", "tuning", "training", "evaluation", "registration",
-    "auto_promotion", "inference", "monitoring",
+    "simulate",
+    "ingest",
+    "features",
+    "publish_online",
+    "training_set",
+    "tuning",
+    "training",
+    "evaluation",
+    "registration",
+    "auto_promotion",
+    "inference",
+    "monitoring",
 )
-
 
 
 def default_pipeline(pipelines: dict[str, Pipeline]) -> Pipeline:

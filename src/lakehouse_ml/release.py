@@ -28,10 +28,25 @@ logger = logging.getLogger(__name__)
 REGISTERED = "$registered"
 BLOCK_TAG = "promotion_blocked"  # set by monitoring's block_promotion action
 AUDIT_COLUMNS = [
-    "event_id", "event_ts", "model_name", "action", "alias", "from_version", "to_version",
-    "actor", "approved_by", "reason", "gate_report", "catalog", "kedro_run_id",
+    "event_id",
+    "event_ts",
+    "model_name",
+    "action",
+    "alias",
+    "from_version",
+    "to_version",
+    "actor",
+    "approved_by",
+    "reason",
+    "gate_report",
+    "catalog",
+    "kedro_run_id",
     # Added with release governance: earlier rows of an existing table read null here.
-    "actor_source", "via", "host", "policy_sha256", "policy",
+    "actor_source",
+    "via",
+    "host",
+    "policy_sha256",
+    "policy",
 ]
 
 
@@ -58,7 +73,9 @@ def version_of_run(state: dict[str, Any], run_id: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
-def alias_moves(state: dict[str, Any], targets: dict[str, str | None]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def alias_moves(
+    state: dict[str, Any], targets: dict[str, str | None]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The actions pointing each alias at its target version (``None`` removes it), and the moves they make."""
     actions, moves = [], []
     for alias, version in targets.items():
@@ -95,13 +112,17 @@ def release_tags(step: str, governance: dict[str, Any], via: str) -> dict[str, s
         f"{step}.host": governance["host"],
         f"{step}.via": via,
         f"{step}.policy_sha256": governance["policy_sha256"],
-        f"{step}.policy": json.dumps({"env": governance["policy"]["env"], **governance["policy"]["settings"]}, sort_keys=True),
+        f"{step}.policy": json.dumps(
+            {"env": governance["policy"]["env"], **governance["policy"]["settings"]}, sort_keys=True
+        ),
     }
 
 
 def tag_actions(version: str, tags: dict[str, str]) -> list[dict[str, Any]]:
     """``set_version_tag`` actions writing ``tags`` on ``version``."""
-    return [{"action": "set_version_tag", "version": version, "key": key, "value": value} for key, value in tags.items()]
+    return [
+        {"action": "set_version_tag", "version": version, "key": key, "value": value} for key, value in tags.items()
+    ]
 
 
 def record_alias_moves(
@@ -122,29 +143,39 @@ def record_alias_moves(
                 "was the registry changed concurrently? Check the registry before releasing again"
             )
         key = f"{event['model_name']}|{context['at'].isoformat()}|{number}|{alias}"
-        rows.append({
-            "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, key)),
-            "event_ts": context["at"],
-            "model_name": event["model_name"],
-            "action": event["action"],
-            "alias": alias,
-            "from_version": move["from_version"],
-            "to_version": actual,
-            "actor": governance["actor"],
-            "approved_by": event["approved_by"],
-            "reason": event["reason"],
-            "gate_report": event["gate_report"],
-            "catalog": context["catalog"],
-            "kedro_run_id": context["kedro_run_id"],
-            "actor_source": governance["actor_source"],
-            "via": event["via"],
-            "host": governance["host"],
-            "policy_sha256": governance["policy_sha256"],
-            "policy": json.dumps(governance["policy"], sort_keys=True, default=str),
-        })
+        rows.append(
+            {
+                "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, key)),
+                "event_ts": context["at"],
+                "model_name": event["model_name"],
+                "action": event["action"],
+                "alias": alias,
+                "from_version": move["from_version"],
+                "to_version": actual,
+                "actor": governance["actor"],
+                "approved_by": event["approved_by"],
+                "reason": event["reason"],
+                "gate_report": event["gate_report"],
+                "catalog": context["catalog"],
+                "kedro_run_id": context["kedro_run_id"],
+                "actor_source": governance["actor_source"],
+                "via": event["via"],
+                "host": governance["host"],
+                "policy_sha256": governance["policy_sha256"],
+                "policy": json.dumps(governance["policy"], sort_keys=True, default=str),
+            }
+        )
         logger.info(
-            "audit: %s %s@%s %s -> %s by %s (%s) on %s via %s, policy %s", event["action"], event["model_name"], alias,
-            move["from_version"], actual, governance["actor"], governance["actor_source"], governance["host"], event["via"],
+            "audit: %s %s@%s %s -> %s by %s (%s) on %s via %s, policy %s",
+            event["action"],
+            event["model_name"],
+            alias,
+            move["from_version"],
+            actual,
+            governance["actor"],
+            governance["actor_source"],
+            governance["host"],
+            event["via"],
             governance["policy_sha256"],
         )
     frame = pd.DataFrame(rows, columns=AUDIT_COLUMNS)
@@ -165,14 +196,15 @@ def approval_instructions(model_name: str, version: str, tags: dict[str, str]) -
     registry = shown_uri(mlflow.get_registry_uri())
     as_user = (
         " with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD set to your own user on that server"
-        if registry.startswith(("http://", "https://")) else ""
+        if registry.startswith(("http://", "https://"))
+        else ""
     )
     return (
         f"promotion of {model_name} version {version} needs approval in this environment "
         "(promotion.require_approval is true) and the version has no 'approved_by' tag. Review it "
         f"(gates report: {tags.get('gates_report', 'see the version description')}; description and lineage tags "
         f"in the MLflow UI under Models > {model_name} > Version {version}), then approve it from the project root{as_user}:\n"
-        f"  MLFLOW_TRACKING_URI={registry} python -c \"from mlflow import MlflowClient; "
+        f'  MLFLOW_TRACKING_URI={registry} python -c "from mlflow import MlflowClient; '
         f"MlflowClient().set_model_version_tag('{model_name}', '{version}', 'approved_by', '<your name>')\"\n"
         "and run the promotion pipeline again (kedro run --env <env> --pipeline promotion)."
     )
@@ -182,7 +214,7 @@ def blocked_instructions(model_name: str, version: str, tags: dict[str, str]) ->
     """Why a challenger is blocked, and how to release the block once the cause is fixed."""
     return (
         f"{model_name} version {version} is blocked from promotion: {tags.get(BLOCK_TAG)}. Once the upstream data is "
-        f"fixed (or the challenger retrained on good data), remove the block: python -c \"from mlflow import MlflowClient; "
+        f'fixed (or the challenger retrained on good data), remove the block: python -c "from mlflow import MlflowClient; '
         f"MlflowClient().delete_model_version_tag('{model_name}', '{version}', '{BLOCK_TAG}')\""
     )
 
@@ -193,7 +225,10 @@ def _same_person(approver: str, actor: str) -> bool:
 
 
 def plan_promotion(
-    registry_state: dict[str, Any], registry: dict[str, Any], promotion: dict[str, Any], governance: dict[str, Any],
+    registry_state: dict[str, Any],
+    registry: dict[str, Any],
+    promotion: dict[str, Any],
+    governance: dict[str, Any],
     via: str = "promotion",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Alias moves promoting the challenger to champion (its version tagged with who, where and under
@@ -227,7 +262,11 @@ def plan_promotion(
     if promotion["require_approval"] and not tags.get("approved_by"):
         raise ReleaseRefusedError(approval_instructions(name, challenger, tags))
     actor = governance["actor"]
-    if promotion["require_approval"] and promotion.get("forbid_self_approval") and _same_person(tags["approved_by"], actor):
+    if (
+        promotion["require_approval"]
+        and promotion.get("forbid_self_approval")
+        and _same_person(tags["approved_by"], actor)
+    ):
         raise ReleaseRefusedError(
             f"{name} version {challenger} was approved by '{tags['approved_by']}', who is also promoting it "
             f"(the actor is the identity this run has: '{actor}', {governance['actor_source']}): "
@@ -239,18 +278,29 @@ def plan_promotion(
     actions, moves = alias_moves(registry_state, targets)
     actions += tag_actions(challenger, release_tags("promotion", governance, via))
     logger.info(
-        "promotion: %s version %s becomes '%s' (%s)", name, challenger, aliases["champion"],
+        "promotion: %s version %s becomes '%s' (%s)",
+        name,
+        challenger,
+        aliases["champion"],
         f"was version {champion}" if champion else "first champion",
     )
     event = release_event(
-        "promote", name, moves, reason=promotion["reason"], approved_by=tags.get("approved_by"),
-        gate_report=tags.get("gates_report"), via=via,
+        "promote",
+        name,
+        moves,
+        reason=promotion["reason"],
+        approved_by=tags.get("approved_by"),
+        gate_report=tags.get("gates_report"),
+        via=via,
     )
     return actions, event
 
 
 def plan_rollback(
-    registry_state: dict[str, Any], registry: dict[str, Any], rollback: dict[str, Any], governance: dict[str, Any],
+    registry_state: dict[str, Any],
+    registry: dict[str, Any],
+    rollback: dict[str, Any],
+    governance: dict[str, Any],
     via: str = "rollback",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Alias moves restoring the previous champion (its version tagged with who, where and under which
@@ -270,10 +320,16 @@ def plan_rollback(
         )
     actions, moves = alias_moves(registry_state, {aliases["champion"]: previous, aliases["previous_champion"]: None})
     actions += tag_actions(previous, release_tags("rollback", governance, via))
-    logger.warning("rollback: %s '%s' goes back from version %s to version %s", name, aliases["champion"], champion, previous)
+    logger.warning(
+        "rollback: %s '%s' goes back from version %s to version %s", name, aliases["champion"], champion, previous
+    )
     event = release_event(
-        "rollback", name, moves, reason=rollback["reason"],
-        gate_report=registry_state["versions"][previous]["tags"].get("gates_report"), via=via,
+        "rollback",
+        name,
+        moves,
+        reason=rollback["reason"],
+        gate_report=registry_state["versions"][previous]["tags"].get("gates_report"),
+        via=via,
     )
     return actions, event
 
@@ -284,8 +340,10 @@ def release_pipeline(step: str, plan: Callable[..., tuple[list, dict]], inputs: 
         [
             node(plan, inputs, [f"{step}_model_registry@actions", f"{step}_event"], name=f"plan_{step}"),
             node(
-                record_alias_moves, [f"{step}_event", f"{step}_model_registry@after", "release_context", "release_governance"],
-                f"{step}_model_promotions", name=f"audit_{step}",
+                record_alias_moves,
+                [f"{step}_event", f"{step}_model_registry@after", "release_context", "release_governance"],
+                f"{step}_model_promotions",
+                name=f"audit_{step}",
             ),
         ],
         tags=[step, "release"],

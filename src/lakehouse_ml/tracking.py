@@ -41,8 +41,17 @@ logger = logging.getLogger(__name__)
 PROJECT = "lakehouse_ml"
 PARENT_TAG = "mlflow.parentRunId"
 ENVIRONMENT_PACKAGES = (
-    "kedro", "kedro-datasets", "kedro-mlflow", "mlflow", "pyspark", "pysail", "deltalake",
-    "pandas", "scikit-learn", "optuna", "pandera",
+    "kedro",
+    "kedro-datasets",
+    "kedro-mlflow",
+    "mlflow",
+    "pyspark",
+    "pysail",
+    "deltalake",
+    "pandas",
+    "scikit-learn",
+    "optuna",
+    "pandera",
 )
 _TAG_KEY_INVALID = re.compile(r"[^\w\-. /:]")
 
@@ -56,8 +65,12 @@ def git_sha(path: str | os.PathLike | None = None) -> str:
     """The commit checked out at ``path`` (default: cwd), or ``unknown`` outside a git checkout."""
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=str(path) if path else None,
-            capture_output=True, text=True, timeout=10, check=True,
+            ["git", "rev-parse", "HEAD"],
+            cwd=str(path) if path else None,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         )
         return result.stdout.strip() or "unknown"
     except Exception:  # noqa: BLE001 - no git, not a checkout, bad path: all "unknown"
@@ -279,7 +292,9 @@ class NodeRunHooks:
         }
         run = self._client.create_run(self._experiment_id, tags=tags, run_name=node.name)
         child = _Child(
-            run_id=run.info.run_id, started=time.perf_counter(), thread=threading.get_ident(),
+            run_id=run.info.run_id,
+            started=time.perf_counter(),
+            thread=threading.get_ident(),
             pending=set(node.outputs),
         )
         self._children[node.name] = child
@@ -343,7 +358,8 @@ class NodeRunHooks:
                 continue
             dataset = mlflow.data.meta_dataset.MetaDataset(
                 source=_delta_source(info["path"], info["version"]),
-                name=info["table"], digest=str(info["version"]),
+                name=info["table"],
+                digest=str(info["version"]),
             )
             input_tags = [InputTag(MLFLOW_DATASET_CONTEXT, node.name), InputTag("version", str(info["version"]))]
             key = _tag_key(f"input.{name}")

@@ -70,8 +70,13 @@ def _setting_file(conf_source: Path, envs: list[str], patterns: list[str], key: 
 
 
 def tracking_target(
-    mlflow_conf: Mapping[str, Any], credentials: Mapping[str, Any], environ: Mapping[str, str], *,
-    conf_source: Path, envs: list[str], patterns: list[str],
+    mlflow_conf: Mapping[str, Any],
+    credentials: Mapping[str, Any],
+    environ: Mapping[str, str],
+    *,
+    conf_source: Path,
+    envs: list[str],
+    patterns: list[str],
 ) -> TrackingTarget | None:
     """The server a session of this configuration tracks to (``None`` unless it is http(s)).
 
@@ -109,7 +114,10 @@ def check_tracking_server(target: TrackingTarget, timeout: float = PROBE_TIMEOUT
     auth = (target.username, target.password or "") if target.username else None
     try:
         answer = requests.get(
-            target.uri.rstrip("/") + PROBE_PATH, params={"max_results": 1}, auth=auth, timeout=timeout,
+            target.uri.rstrip("/") + PROBE_PATH,
+            params={"max_results": 1},
+            auth=auth,
+            timeout=timeout,
         )
     except requests.RequestException as error:
         raise TrackingServerError(
@@ -158,8 +166,12 @@ class TrackingServerHooks:
         env = loader.env or loader.default_run_env
         envs = [env, loader.base_env] if env and env != loader.base_env else [loader.base_env]
         target = tracking_target(
-            mlflow_conf, credentials, os.environ, conf_source=Path(loader.conf_source),
-            envs=envs, patterns=list(loader.config_patterns.get("mlflow", ["mlflow*"])),
+            mlflow_conf,
+            credentials,
+            os.environ,
+            conf_source=Path(loader.conf_source),
+            envs=envs,
+            patterns=list(loader.config_patterns.get("mlflow", ["mlflow*"])),
         )
         if target is None:
             return

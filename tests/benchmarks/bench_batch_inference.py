@@ -60,7 +60,11 @@ from kedro.framework.hooks.markers import hook_impl  # noqa: E402 - after the sy
 
 MODEL_NAME = "dev.ml.churn_classifier"
 LAKE = Path("data/lakehouse/dev")
-TABLES = {"orders": "silver/orders", "customer_activity": "features/customer_activity", "customer_profile": "features/customer_profile"}
+TABLES = {
+    "orders": "silver/orders",
+    "customer_activity": "features/customer_activity",
+    "customer_profile": "features/customer_profile",
+}
 
 
 # ---------------------------------------------------------------- set-up
@@ -88,8 +92,11 @@ def register_champion(model_dir: Path, threshold: float) -> str:
     mlflow.set_experiment("bench_batch_inference")
     with mlflow.start_run() as run:
         mlflow.sklearn.log_model(
-            model, name="model", signature=Model.load(str(model_dir)).signature,
-            pyfunc_predict_fn="predict_proba", serialization_format="cloudpickle",
+            model,
+            name="model",
+            signature=Model.load(str(model_dir)).signature,
+            pyfunc_predict_fn="predict_proba",
+            serialization_format="cloudpickle",
         )
     client = MlflowClient()
     version = mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL_NAME).version
@@ -112,9 +119,14 @@ def prepare_inputs(run_dir: Path, source: Path, scale: int, spark: Any) -> dict[
             continue
         frame = spark.read.format("delta").load(str((source / table).resolve()))
         copy = F.col("_copy")
-        suffixed = {c: F.when(copy == 0, F.col(c)).otherwise(F.concat(F.col(c), F.lit("~"), copy.cast("string")))
-                    for c in ("customer_id", "event_id") if c in frame.columns}
-        replicated = frame.crossJoin(spark.range(scale).withColumnRenamed("id", "_copy")).withColumns(suffixed).drop("_copy")
+        suffixed = {
+            c: F.when(copy == 0, F.col(c)).otherwise(F.concat(F.col(c), F.lit("~"), copy.cast("string")))
+            for c in ("customer_id", "event_id")
+            if c in frame.columns
+        }
+        replicated = (
+            frame.crossJoin(spark.range(scale).withColumnRenamed("id", "_copy")).withColumns(suffixed).drop("_copy")
+        )
         replicated.write.format("delta").mode("overwrite").save(str(target.resolve()))
         rows[name] = spark.read.format("delta").load(str(target.resolve())).count()
     return {"seconds": time.perf_counter() - started, "rows": rows}
@@ -227,7 +239,10 @@ def measure_scale(scale: int, run_dir: Path, args: argparse.Namespace, spark: An
     os.chdir(run_dir)
     prepared = prepare_inputs(run_dir, Path(args.source), scale, spark)
     if prepared["rows"]:
-        print(f"  replicated x{scale} in {prepared['seconds']:.1f} s: " + ", ".join(f"{k} {v:,}" for k, v in prepared["rows"].items()))
+        print(
+            f"  replicated x{scale} in {prepared['seconds']:.1f} s: "
+            + ", ".join(f"{k} {v:,}" for k, v in prepared["rows"].items())
+        )
     walls, node_spans = [], defaultdict(list)
     for repeat in range(args.repeats):
         wall, spans = run_inference()
@@ -238,29 +253,49 @@ def measure_scale(scale: int, run_dir: Path, args: argparse.Namespace, spark: An
     predictions = PandasDeltaDataset(filepath=str(LAKE / "ml/churn_predictions")).load()
     rows = PandasDeltaDataset(filepath=str(LAKE / "_work/inference_scored_rows"), columns=["_rejected"]).load()
     started = time.perf_counter()
-    champion = RegisteredModelAliasDataset(model_name=MODEL_NAME, alias="champion", flavor="sklearn", require_threshold=True).load()
+    champion = RegisteredModelAliasDataset(
+        model_name=MODEL_NAME, alias="champion", flavor="sklearn", require_threshold=True
+    ).load()
     load_s = time.perf_counter() - started
     spark_s = min(spark_scoring_seconds(spark, champion) for _ in range(args.repeats))
     floor_s, floor_rows, max_diff = floor_seconds(champion, args.repeats)
     scored = len(predictions)
     assert scored == floor_rows, (scored, floor_rows)  # one scoring date and version: replaced, not appended
     return {
-        "scale": scale, "spine_rows": len(rows), "scored": scored, "rejected": int(rows["_rejected"].sum()),
-        "pipeline_s": walls, "pipeline_median_s": statistics.median(walls), "pipeline_best_s": min(walls),
+        "scale": scale,
+        "spine_rows": len(rows),
+        "scored": scored,
+        "rejected": int(rows["_rejected"].sum()),
+        "pipeline_s": walls,
+        "pipeline_median_s": statistics.median(walls),
+        "pipeline_best_s": min(walls),
         "node_median_s": {name: statistics.median(v) for name, v in node_spans.items()},
-        "champion_load_s": load_s, "spark_scoring_s": spark_s, "floor_s": floor_s, "max_abs_diff": max_diff,
+        "champion_load_s": load_s,
+        "spark_scoring_s": spark_s,
+        "floor_s": floor_s,
+        "max_abs_diff": max_diff,
         "load_avg": os.getloadavg()[0],
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scales", default="1,10", help="comma-separated customer multipliers (integers; default 1,10)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--scales", default="1,10", help="comma-separated customer multipliers (integers; default 1,10)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="pipeline runs (and floor calls) per scale (default 3)")
-    parser.add_argument("--source", default=str(PROJECT_ROOT / LAKE), help="the lakehouse catalog folder to read (read-only)")
-    parser.add_argument("--model", default=None, help="a logged MLflow sklearn model folder (default: the project's candidate)")
+    parser.add_argument(
+        "--source", default=str(PROJECT_ROOT / LAKE), help="the lakehouse catalog folder to read (read-only)"
+    )
+    parser.add_argument(
+        "--model", default=None, help="a logged MLflow sklearn model folder (default: the project's candidate)"
+    )
     parser.add_argument("--threshold", type=float, default=None, help="operating threshold (default: the candidate's)")
-    parser.add_argument("--workdir", default=None, help="where run directories go (default: a new /tmp/bench_batch_inference_*)")
+    parser.add_argument(
+        "--workdir", default=None, help="where run directories go (default: a new /tmp/bench_batch_inference_*)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
     args = parser.parse_args(argv)
     scales = [int(s) for s in args.scales.split(",") if s.strip()]
@@ -279,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
 
     model_dir, threshold = _candidate_model(args.model)
     version = register_champion(model_dir, args.threshold if args.threshold is not None else threshold)
-    print(f"bench_batch_inference: scales {scales}, {args.repeats} repeats; work dir {workdir}; champion = {MODEL_NAME} v{version} ({model_dir})")
+    print(
+        f"bench_batch_inference: scales {scales}, {args.repeats} repeats; work dir {workdir}; champion = {MODEL_NAME} v{version} ({model_dir})"
+    )
     spark = ENGINE.start(EngineConfig(spark_conf={"spark.sql.session.timeZone": "UTC"}))
     results, cwd = [], Path.cwd()
     try:
@@ -292,11 +329,15 @@ def main(argv: list[str] | None = None) -> int:
             os.chdir(cwd)
             results.append(result)
             print("  node spans (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in result["node_median_s"].items()))
-            print(f"  champion resolution + model load {result['champion_load_s']:.2f} s; load average {result['load_avg']:.2f}")
+            print(
+                f"  champion resolution + model load {result['champion_load_s']:.2f} s; load average {result['load_avg']:.2f}"
+            )
     finally:
         os.chdir(cwd)
         ENGINE.stop()
-    print("\nscale | spine rows | scored | rejected | pipeline s (median / best) | pipeline rows/s | Spark scoring s | floor s | floor rows/s | floor ÷ pipeline | max |diff|")
+    print(
+        "\nscale | spine rows | scored | rejected | pipeline s (median / best) | pipeline rows/s | Spark scoring s | floor s | floor rows/s | floor ÷ pipeline | max |diff|"
+    )
     for r in results:
         print(
             f"{r['scale']} | {r['spine_rows']:,} | {r['scored']:,} | {r['rejected']:,} | {r['pipeline_median_s']:.2f} / {r['pipeline_best_s']:.2f} | "

@@ -58,12 +58,18 @@ def free_port() -> int:
 def child(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 7200) -> None:
     """Run a benchmark step in a child process; fail loudly with its output's tail."""
     completed = subprocess.run(
-        command, cwd=cwd, env={**os.environ, "RUST_LOG": "warn", **(env or {})}, capture_output=True, text=True,
+        command,
+        cwd=cwd,
+        env={**os.environ, "RUST_LOG": "warn", **(env or {})},
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
     if completed.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[:4])} failed ({completed.returncode}):\n"
-                           f"{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(command[:4])} failed ({completed.returncode}):\n"
+            f"{completed.stdout[-3000:]}\n{completed.stderr[-3000:]}"
+        )
 
 
 def result_of(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -91,13 +97,15 @@ def synthetic_training_frame(n_cutoffs: int = 10, per_cutoff: int = 4000, n_feat
     columns = {f"t__x{k}": signal * rng.uniform(0.2, 1.0) + rng.normal(size=n) for k in range(n_features)}
     for name in list(columns)[:3]:
         columns[name] = np.where(rng.random(n) < 0.05, np.nan, columns[name])
-    return pd.DataFrame({
-        "customer_id": [f"c{i % per_cutoff}" for i in range(n)],
-        "cutoff_ts": np.repeat(pd.date_range("2024-01-01", periods=n_cutoffs, freq="7D"), per_cutoff),
-        **columns,
-        "t__plan": rng.choice(["basic", "standard", "premium"], size=n),
-        "churned": (signal + rng.normal(scale=1.0, size=n) > 0.8).astype(int),
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{i % per_cutoff}" for i in range(n)],
+            "cutoff_ts": np.repeat(pd.date_range("2024-01-01", periods=n_cutoffs, freq="7D"), per_cutoff),
+            **columns,
+            "t__plan": rng.choice(["basic", "standard", "premium"], size=n),
+            "churned": (signal + rng.normal(scale=1.0, size=n) > 0.8).astype(int),
+        }
+    )
 
 
 def phase_tuning(args: argparse.Namespace) -> dict[str, Any]:
@@ -113,7 +121,11 @@ def phase_tuning(args: argparse.Namespace) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = os.environ.get(REMOTE_ENV)
     spark_conf = {"spark.sql.session.timeZone": "UTC"}
-    config = EngineConfig(mode="remote", remote_url=url, spark_conf=spark_conf) if url else EngineConfig(spark_conf=spark_conf)
+    config = (
+        EngineConfig(mode="remote", remote_url=url, spark_conf=spark_conf)
+        if url
+        else EngineConfig(spark_conf=spark_conf)
+    )
     os.environ.pop("SPARK_REMOTE", None)
     started = time.perf_counter()
     ENGINE.start(config)
@@ -126,7 +138,10 @@ def phase_tuning(args: argparse.Namespace) -> dict[str, Any]:
         columns = {"numeric": numeric, "categorical": ["t__plan"], "imputation": {}}
         tuning = {
             **project_config("local")["parameters"]["tuning"],
-            "n_trials": args.trials, "n_jobs": 2, "timeout_s": None, "study_name": "bench",
+            "n_trials": args.trials,
+            "n_jobs": 2,
+            "timeout_s": None,
+            "study_name": "bench",
         }
         storage = f"sqlite:///{Path(args.workdir) / f'optuna_{time.time_ns()}.db'}"
         fit_batch = batch_fitter("spark" if url else "threads", train, folds, columns, int(tuning["seed"]))
@@ -136,7 +151,9 @@ def phase_tuning(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         ENGINE.stop()
     return {
-        "seconds": seconds, "startup": startup, "rows": len(train),
+        "seconds": seconds,
+        "startup": startup,
+        "rows": len(train),
         "trials": [(t["number"], t["state"], t["family"], t["value"]) for t in result["trials"]],
     }
 
@@ -149,8 +166,12 @@ def start_cluster(workers: int, workdir: Path):
 
     classic = cluster.project_classic_settings(PROJECT_ROOT)
     config = cluster.ClusterConfig(
-        state_dir=workdir / f"cluster_{workers}w", workers=workers, master_port=free_port(), connect_port=free_port(),
-        delta_package=classic.get("delta_package"), ivy_dir=classic.get("ivy_dir", cluster.DEFAULT_IVY_DIR),
+        state_dir=workdir / f"cluster_{workers}w",
+        workers=workers,
+        master_port=free_port(),
+        connect_port=free_port(),
+        delta_package=classic.get("delta_package"),
+        ivy_dir=classic.get("ivy_dir", cluster.DEFAULT_IVY_DIR),
     )
     started = time.perf_counter()
     cluster.start(config)
@@ -168,20 +189,68 @@ def measure_pit(args: argparse.Namespace, workdir: Path, url: str | None) -> dic
     script = str(BENCHMARKS / "bench_point_in_time.py")
     pit_dir = workdir / "pit"
     if url is None:
-        child([sys.executable, script, "--spine", args.spine, "--features", args.features, "--modes", "asof",
-               "--runs", "1", "--repeat", "2", "--workdir", str(pit_dir)], PROJECT_ROOT)
+        child(
+            [
+                sys.executable,
+                script,
+                "--spine",
+                args.spine,
+                "--features",
+                args.features,
+                "--modes",
+                "asof",
+                "--runs",
+                "1",
+                "--repeat",
+                "2",
+                "--workdir",
+                str(pit_dir),
+            ],
+            PROJECT_ROOT,
+        )
         row = json.loads((pit_dir / "results.json").read_text())[0]
-        return {**row["ours"], "duckdb": row["duckdb"].get("seconds", float("nan")),
-                "identical": row["compare"]["identical"]}
+        return {
+            **row["ours"],
+            "duckdb": row["duckdb"].get("seconds", float("nan")),
+            "identical": row["compare"]["identical"],
+        }
     spine = next(pit_dir.glob(f"spine_{int(float(args.spine))}_e*"))
     features = next(pit_dir.glob(f"features_{int(float(args.features))}_e*"))
     out = workdir / f"pit_{time.time_ns()}"
     # Twice in one session: the first run also pays the cluster's warm-up (classes, Delta's log).
-    ours = result_of([sys.executable, script, "--phase", "ours", "--repeat", "2", "--spine-path", str(spine),
-                      "--features-path", str(features), "--mode", "asof", "--out", str(out)],
-                     PROJECT_ROOT, {REMOTE_ENV: url})
-    same = result_of([sys.executable, script, "--phase", "compare", "--spine-path", str(out),
-                      "--features-path", str(pit_dir / "out_ours")], PROJECT_ROOT)
+    ours = result_of(
+        [
+            sys.executable,
+            script,
+            "--phase",
+            "ours",
+            "--repeat",
+            "2",
+            "--spine-path",
+            str(spine),
+            "--features-path",
+            str(features),
+            "--mode",
+            "asof",
+            "--out",
+            str(out),
+        ],
+        PROJECT_ROOT,
+        {REMOTE_ENV: url},
+    )
+    same = result_of(
+        [
+            sys.executable,
+            script,
+            "--phase",
+            "compare",
+            "--spine-path",
+            str(out),
+            "--features-path",
+            str(pit_dir / "out_ours"),
+        ],
+        PROJECT_ROOT,
+    )
     return {**ours, "identical": same["identical"]}
 
 
@@ -192,15 +261,21 @@ def measure_ingest(args: argparse.Namespace, workdir: Path, url: str | None) -> 
     run_dir = workdir / f"ingest_{time.time_ns()}"
     run_dir.mkdir(parents=True)
     result_of([sys.executable, script, "--phase", "simulate", "--env", env, "--scale", str(args.ingest_scale)], run_dir)
-    ingest = result_of([sys.executable, script, "--phase", "ingest", "--env", env], run_dir,
-                       {} if url is None else {"SPARK_REMOTE": url})
+    ingest = result_of(
+        [sys.executable, script, "--phase", "ingest", "--env", env],
+        run_dir,
+        {} if url is None else {"SPARK_REMOTE": url},
+    )
     shutil.rmtree(run_dir, ignore_errors=True)
     return {**ingest, "counts": {s: [v["silver_table_rows"], v["quarantined"]] for s, v in ingest["sources"].items()}}
 
 
 def measure_tuning(args: argparse.Namespace, workdir: Path, url: str | None) -> dict[str, Any]:
-    return result_of([sys.executable, __file__, "--phase", "tuning", "--trials", str(args.trials),
-                      "--workdir", str(workdir)], PROJECT_ROOT, {} if url is None else {REMOTE_ENV: url})
+    return result_of(
+        [sys.executable, __file__, "--phase", "tuning", "--trials", str(args.trials), "--workdir", str(workdir)],
+        PROJECT_ROOT,
+        {} if url is None else {REMOTE_ENV: url},
+    )
 
 
 MEASURES = {"pit": measure_pit, "ingest": measure_ingest, "tuning": measure_tuning}
@@ -214,12 +289,16 @@ def report(bench: str, results: dict[str, dict[str, Any]], args: argparse.Namesp
         if bench == "pit":
             # Per-operator compute time comes from the embedded engine's EXPLAIN ANALYZE only.
             stages = r.get("stages") or {}
-            phases = (", ".join(f"{op} {sec:.1f} s" for op, sec in stages.items()) if stages
-                      else "no per-operator times on a cluster")
+            phases = (
+                ", ".join(f"{op} {sec:.1f} s" for op, sec in stages.items())
+                if stages
+                else "no per-operator times on a cluster"
+            )
             lines.append(
                 f"  {name:>12}: {r['seconds']:6.1f} s (first run {r['cold']:.1f} s) = "
                 f"{r['seconds'] / base['seconds']:5.1f}x embedded; {phases}; "
-                + ("IDENTICAL" if r["identical"] else "DIFFERENT") + (" to DuckDB" if name == "embedded" else " to embedded")
+                + ("IDENTICAL" if r["identical"] else "DIFFERENT")
+                + (" to DuckDB" if name == "embedded" else " to embedded")
             )
         elif bench == "ingest":
             by_step: dict[str, float] = {}
@@ -229,7 +308,8 @@ def report(bench: str, results: dict[str, dict[str, Any]], args: argparse.Namesp
             slowest = sorted(by_step.items(), key=lambda kv: -kv[1])[:3]
             lines.append(
                 f"  {name:>12}: {r['seconds']:6.1f} s = {r['seconds'] / base['seconds']:5.1f}x embedded; engine start "
-                f"{r['startup_seconds']:.1f} s; slowest steps (all sources) " + ", ".join(f"{n} {s:.1f} s" for n, s in slowest)
+                f"{r['startup_seconds']:.1f} s; slowest steps (all sources) "
+                + ", ".join(f"{n} {s:.1f} s" for n, s in slowest)
                 + ("; silver/quarantine counts AGREE" if r["counts"] == base["counts"] else "; counts DIFFER")
             )
         else:
@@ -243,13 +323,17 @@ def report(bench: str, results: dict[str, dict[str, Any]], args: argparse.Namesp
                 + ("same trials" if r["trials"] == base["trials"] else "DIFFERENT trials")
             )
     if bench == "pit":
-        title = (f"point-in-time join, spine {args.spine} x features {args.features}, read + join + write "
-                 f"(DuckDB {base['duckdb']:.1f} s):")
+        title = (
+            f"point-in-time join, spine {args.spine} x features {args.features}, read + join + write "
+            f"(DuckDB {base['duckdb']:.1f} s):"
+        )
     elif bench == "ingest":
         title = f"ingest pipeline, simulate.scale {args.ingest_scale:g} (engine start excluded):"
     else:
-        title = (f"tuning, {args.trials} trials, n_jobs 2 (threads embedded, one Spark task per trial on a cluster), "
-                 f"{base['rows']:,} training rows:")
+        title = (
+            f"tuning, {args.trials} trials, n_jobs 2 (threads embedded, one Spark task per trial on a cluster), "
+            f"{base['rows']:,} training rows:"
+        )
     return [title, *lines]
 
 
@@ -277,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: unknown {unknown}; choose from {sorted(MEASURES)}")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_cluster_", dir="/tmp")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"bench_cluster: {os.cpu_count()} CPUs, workers {args.workers}, {', '.join(benches)}; work dir {workdir}",
-          flush=True)
+    print(
+        f"bench_cluster: {os.cpu_count()} CPUs, workers {args.workers}, {', '.join(benches)}; work dir {workdir}",
+        flush=True,
+    )
     results: dict[str, dict[str, dict[str, Any]]] = {bench: {} for bench in benches}
     started = time.perf_counter()
     # The embedded engine first, with no cluster running; then one cluster size at a time.

@@ -170,7 +170,9 @@ def landing_files(spec: dict[str, str]) -> list[tuple[str, str]]:
             if name.endswith(spec["suffix"]):
                 path = Path(folder) / name
                 relative = path.relative_to(root).as_posix()
-                found.append((relative[: len(relative) - len(spec["suffix"])] if spec["suffix"] else relative, str(path)))
+                found.append(
+                    (relative[: len(relative) - len(spec["suffix"])] if spec["suffix"] else relative, str(path))
+                )
     return sorted(found)
 
 
@@ -202,7 +204,10 @@ def phase_simulate(scale: float, env: str, days: int | None = None) -> dict[str,
                 count += sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 24), b""))
         lines[source] = count
     return {
-        "seconds": seconds, "files": files, "lines": lines, "bytes": size,
+        "seconds": seconds,
+        "files": files,
+        "lines": lines,
+        "bytes": size,
         "peak_rss_mb": peak_rss_mb(),
     }
 
@@ -234,11 +239,13 @@ class NodeTimer(logging.Handler):
             self._running = record.created
         elif message.startswith("Completed node") and record.args:
             name = str(record.args[0])
-            self.nodes.append({
-                "node": name,
-                "total": record.created - self._last,
-                "function": record.created - (self._running or self._last),
-            })
+            self.nodes.append(
+                {
+                    "node": name,
+                    "total": record.created - self._last,
+                    "function": record.created - (self._running or self._last),
+                }
+            )
             self._last = record.created
             self._running = None
 
@@ -283,8 +290,12 @@ def phase_ingest(env: str) -> dict[str, Any]:
             "bronze_table_rows": delta_count(paths["bronze"].format(source=source)),
         }
     return {
-        "seconds": seconds, "cpu_seconds": cpu, "startup_seconds": startup,
-        "sources": per_source, "nodes": timer.nodes, "peak_rss_mb": peak_rss_mb(),
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "startup_seconds": startup,
+        "sources": per_source,
+        "nodes": timer.nodes,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -374,8 +385,9 @@ def _text(value: Any, kind: str) -> str:
 class BaselineSource:
     """Bronze → silver for one source in pandas: parse, type, check, quarantine, deduplicate."""
 
-    def __init__(self, name: str, params: dict[str, Any], spec: dict[str, str], ingested_at: Any,
-                 chunk_rows: int) -> None:
+    def __init__(
+        self, name: str, params: dict[str, Any], spec: dict[str, str], ingested_at: Any, chunk_rows: int
+    ) -> None:
         from lakehouse_ml.pipelines.ingest.schemas import SCHEMAS, canonical_columns
 
         self.name = name
@@ -530,8 +542,15 @@ class BaselineSource:
                 schema=BRONZE_ARROW_SCHEMA(),
             )
 
-    def _read_group(self, group: list[int], lines: list[str], columns: dict[str, list],
-                    malformed: list[bool], counts: list[int], headers: list[str | None]) -> None:
+    def _read_group(
+        self,
+        group: list[int],
+        lines: list[str],
+        columns: dict[str, list],
+        malformed: list[bool],
+        counts: list[int],
+        headers: list[str | None],
+    ) -> None:
         """Read and parse a group of files, appending to the chunk's lists."""
         for number in group:
             path = self.files[number][1]
@@ -550,8 +569,9 @@ class BaselineSource:
 
     # ---------------------------------------------------------------- typing and checks
 
-    def _check_chunk(self, lines: list[str], columns: dict[str, list], malformed_list: list[bool],
-                     file_of_row: Any) -> None:
+    def _check_chunk(
+        self, lines: list[str], columns: dict[str, list], malformed_list: list[bool], file_of_row: Any
+    ) -> None:
         """Type a chunk's raw values, evaluate every check, split valid rows and quarantine."""
         import numpy as np
         import pandas as pd
@@ -615,13 +635,14 @@ class BaselineSource:
             kind = self.kinds[field]
             is_null = frame[field].isna().to_numpy()
             has_value = present[field]
-            failures.append((
-                has_value & is_null & ok,
-                lambda idx, f=field, k=kind: [
-                    f"{f}: expected {k}, got {_json_text(v) if v is not None else 'null'}"
-                    for v in raw[f].iloc[idx]
-                ],
-            ))
+            failures.append(
+                (
+                    has_value & is_null & ok,
+                    lambda idx, f=field, k=kind: [
+                        f"{f}: expected {k}, got {_json_text(v) if v is not None else 'null'}" for v in raw[f].iloc[idx]
+                    ],
+                )
+            )
             if not column.nullable:
                 failures.append((~has_value & ok, lambda idx, f=field: [f"{f}: expected a value, got null"] * len(idx)))
             for check in column.checks:
@@ -631,27 +652,30 @@ class BaselineSource:
                     result = check(values).check_output.reindex(values.index, fill_value=True)
                     passes[~is_null] = result.fillna(False).to_numpy(dtype=bool)
                 expectation = _expectation(check)
-                failures.append((
-                    ~is_null & ~passes & ok,
-                    lambda idx, f=field, e=expectation, k=kind: [
-                        f"{f}: expected {e}, got {_text(v, k)}" for v in frame[f].iloc[idx]
-                    ],
-                ))
+                failures.append(
+                    (
+                        ~is_null & ~passes & ok,
+                        lambda idx, f=field, e=expectation, k=kind: [
+                            f"{f}: expected {e}, got {_text(v, k)}" for v in frame[f].iloc[idx]
+                        ],
+                    )
+                )
         from lakehouse_ml.pipelines.ingest.schemas import ROW_RULES
 
         for rule_name in self.schema.metadata["row_rules"]:
             rule = ROW_RULES[rule_name]
             inputs = np.logical_and.reduce([frame[f].notna().to_numpy() for f in rule.evidence])
             passes = rule.pandas_rule(frame).fillna(False).to_numpy(dtype=bool)
-            failures.append((
-                inputs & ~passes & ok,
-                lambda idx, r=rule: [
-                    f"{r.name}: expected {r.expectation}, got " + ", ".join(
-                        f"{f}={_text(frame[f].iloc[i], self.kinds[f])}" for f in r.evidence
-                    )
-                    for i in idx
-                ],
-            ))
+            failures.append(
+                (
+                    inputs & ~passes & ok,
+                    lambda idx, r=rule: [
+                        f"{r.name}: expected {r.expectation}, got "
+                        + ", ".join(f"{f}={_text(frame[f].iloc[i], self.kinds[f])}" for f in r.evidence)
+                        for i in idx
+                    ],
+                )
+            )
 
         failed = malformed.copy()
         for mask, _ in failures:
@@ -670,15 +694,19 @@ class BaselineSource:
                     for slot, message in zip(position[idx], render(idx)):
                         messages[slot].append(message)
             files = file_of_row[bad]
-            self.quarantine.append(pd.DataFrame({
-                "_batch_id": [self.batch_ids[i] for i in files],
-                "_source": self.name,
-                "_source_file": [self.files[i][1] for i in files],
-                "_delivery_date": [_date(self.delivery[i]) for i in files],
-                "_ingested_at": self.ingested_at,
-                "_raw": [lines[i] for i in bad],
-                "_failed_checks": messages,
-            }))
+            self.quarantine.append(
+                pd.DataFrame(
+                    {
+                        "_batch_id": [self.batch_ids[i] for i in files],
+                        "_source": self.name,
+                        "_source_file": [self.files[i][1] for i in files],
+                        "_delivery_date": [_date(self.delivery[i]) for i in files],
+                        "_ingested_at": self.ingested_at,
+                        "_raw": [lines[i] for i in bad],
+                        "_failed_checks": messages,
+                    }
+                )
+            )
         good = ~failed
         valid = frame[good].reset_index(drop=True)
         valid["_file"] = file_of_row[good]
@@ -710,9 +738,13 @@ class BaselineSource:
             subset = rows.iloc[several]
             digest = pd.util.hash_pandas_object(subset[content], index=False).to_numpy()
             # Delivery order: date, then file path, then content (as the Spark window orders).
-            file_rank = np.argsort(np.argsort(
-                np.array([f"{self.delivery[i]}\x00{self.files[i][1]}" for i in range(len(self.files))], dtype=object)
-            ))
+            file_rank = np.argsort(
+                np.argsort(
+                    np.array(
+                        [f"{self.delivery[i]}\x00{self.files[i][1]}" for i in range(len(self.files))], dtype=object
+                    )
+                )
+            )
             order = np.lexsort((digest, file_rank[subset["_file"].to_numpy()], codes[several]))
             sorted_codes, sorted_digest = codes[several][order], digest[order]
             first = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
@@ -729,8 +761,12 @@ class BaselineSource:
         """Silver rows as Arrow with the Spark silver types and their delivery metadata."""
         import pyarrow as pa
 
-        types = {"string": pa.string(), "double": pa.float64(), "bigint": pa.int64(),
-                 "timestamp": pa.timestamp("us", "UTC")}
+        types = {
+            "string": pa.string(),
+            "double": pa.float64(),
+            "bigint": pa.int64(),
+            "timestamp": pa.timestamp("us", "UTC"),
+        }
         files = pa.array(silver.pop("_file").to_numpy())
         for field in self.fields:
             if self.kinds[field] == "timestamp":
@@ -761,25 +797,38 @@ class BaselineSource:
         for i, batch in enumerate(self.batch_ids):
             counts = {o: int(tallies[o][i]) for o in OUTCOMES}
             bronze = self.bronze_rows[i]
-            rows.append({
-                "batch_id": batch, "source": self.name, "delivery_date": _date(self.delivery[i]),
-                "source_file": self.files[i][1], "bronze_rows": bronze, **counts,
-                "balanced": bronze == sum(counts.values()),
-                "quarantine_rate": counts["quarantined"] / bronze if bronze else float("nan"),
-                "top_failed_checks": top.get(batch, ""),
-                "unexpected_columns": ", ".join(sorted(self.unexpected[i])),
-            })
+            rows.append(
+                {
+                    "batch_id": batch,
+                    "source": self.name,
+                    "delivery_date": _date(self.delivery[i]),
+                    "source_file": self.files[i][1],
+                    "bronze_rows": bronze,
+                    **counts,
+                    "balanced": bronze == sum(counts.values()),
+                    "quarantine_rate": counts["quarantined"] / bronze if bronze else float("nan"),
+                    "top_failed_checks": top.get(batch, ""),
+                    "unexpected_columns": ", ".join(sorted(self.unexpected[i])),
+                }
+            )
         return rows
 
 
 def BRONZE_ARROW_SCHEMA():
     import pyarrow as pa
 
-    return pa.schema([
-        ("_raw", pa.string()), ("_format", pa.string()), ("_header", pa.string()),
-        ("_source_file", pa.string()), ("_source", pa.string()), ("_delivery_date", pa.date32()),
-        ("_batch_id", pa.string()), ("_ingested_at", pa.timestamp("us", "UTC")),
-    ])
+    return pa.schema(
+        [
+            ("_raw", pa.string()),
+            ("_format", pa.string()),
+            ("_header", pa.string()),
+            ("_source_file", pa.string()),
+            ("_source", pa.string()),
+            ("_delivery_date", pa.date32()),
+            ("_batch_id", pa.string()),
+            ("_ingested_at", pa.timestamp("us", "UTC")),
+        ]
+    )
 
 
 def _repeat(values: list[int], counts: list[int]) -> Any:
@@ -853,7 +902,8 @@ def phase_baseline(env: str, chunk_rows: int) -> dict[str, Any]:
         silver, tallies = source.classify()
         audit = source.audit(tallies)
         over = [
-            row for row in audit
+            row
+            for row in audit
             if row["bronze_rows"] >= gate.get("min_rows", 0) and row["quarantine_rate"] > gate["max_rate"]
         ]
         if over:
@@ -865,8 +915,22 @@ def phase_baseline(env: str, chunk_rows: int) -> dict[str, Any]:
         steps["silver write"] += time.perf_counter() - mark
         mark = time.perf_counter()
         quarantine = (
-            pd.concat(source.quarantine, ignore_index=True) if source.quarantine
-            else pd.DataFrame({c: [] for c in ["_batch_id", "_source", "_source_file", "_delivery_date", "_ingested_at", "_raw", "_failed_checks"]})
+            pd.concat(source.quarantine, ignore_index=True)
+            if source.quarantine
+            else pd.DataFrame(
+                {
+                    c: []
+                    for c in [
+                        "_batch_id",
+                        "_source",
+                        "_source_file",
+                        "_delivery_date",
+                        "_ingested_at",
+                        "_raw",
+                        "_failed_checks",
+                    ]
+                }
+            )
         )
         write_deltalake(
             str(Path(tables["quarantine"].format(source=name)).resolve()),
@@ -887,7 +951,9 @@ def phase_baseline(env: str, chunk_rows: int) -> dict[str, Any]:
         del silver, silver_arrow, quarantine, source
     mark = time.perf_counter()
     audit_frame = pd.DataFrame(audit_rows)
-    write_deltalake(str(Path(tables["audit"]).resolve()), pa.Table.from_pandas(audit_frame, preserve_index=False), mode="overwrite")
+    write_deltalake(
+        str(Path(tables["audit"]).resolve()), pa.Table.from_pandas(audit_frame, preserve_index=False), mode="overwrite"
+    )
     steps["quarantine+audit"] += time.perf_counter() - mark
     seconds = time.perf_counter() - started
     cpu = cpu_seconds() - cpu_before
@@ -896,19 +962,29 @@ def phase_baseline(env: str, chunk_rows: int) -> dict[str, Any]:
         per_source[name]["quarantine_table_rows"] = delta_count(tables["quarantine"].format(source=name))
         per_source[name]["bronze_table_rows"] = delta_count(tables["bronze"].format(source=name))
     return {
-        "seconds": seconds, "cpu_seconds": cpu, "sources": per_source,
-        "source_seconds": timings, "steps": steps, "peak_rss_mb": peak_rss_mb(),
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "sources": per_source,
+        "source_seconds": timings,
+        "steps": steps,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
 def QUARANTINE_ARROW_SCHEMA():
     import pyarrow as pa
 
-    return pa.schema([
-        ("_batch_id", pa.string()), ("_source", pa.string()), ("_source_file", pa.string()),
-        ("_delivery_date", pa.date32()), ("_ingested_at", pa.timestamp("us", "UTC")),
-        ("_raw", pa.string()), ("_failed_checks", pa.list_(pa.string())),
-    ])
+    return pa.schema(
+        [
+            ("_batch_id", pa.string()),
+            ("_source", pa.string()),
+            ("_source_file", pa.string()),
+            ("_delivery_date", pa.date32()),
+            ("_ingested_at", pa.timestamp("us", "UTC")),
+            ("_raw", pa.string()),
+            ("_failed_checks", pa.list_(pa.string())),
+        ]
+    )
 
 
 # ================================================================ phase: deep compare
@@ -958,12 +1034,18 @@ def phase_compare(env: str) -> dict[str, Any]:
         merged = q_spark.merge(q_pandas, on=key, how="outer", suffixes=("_ingest", "_baseline"), indicator=True)
         entry["quarantine_only_in_ingest"] = int((merged["_merge"] == "left_only").sum())
         entry["quarantine_only_in_baseline"] = int((merged["_merge"] == "right_only").sum())
-        entry["quarantine_examples_only_in_ingest"] = merged.loc[merged["_merge"] == "left_only", ["_raw", "_checks_ingest"]].head(3).values.tolist()
-        entry["quarantine_examples_only_in_baseline"] = merged.loc[merged["_merge"] == "right_only", ["_raw", "_checks_baseline"]].head(3).values.tolist()
+        entry["quarantine_examples_only_in_ingest"] = (
+            merged.loc[merged["_merge"] == "left_only", ["_raw", "_checks_ingest"]].head(3).values.tolist()
+        )
+        entry["quarantine_examples_only_in_baseline"] = (
+            merged.loc[merged["_merge"] == "right_only", ["_raw", "_checks_baseline"]].head(3).values.tolist()
+        )
         both = merged[merged["_merge"] == "both"]
         message_diff = both[both["_checks_ingest"] != both["_checks_baseline"]]
         entry["quarantine_message_differences"] = len(message_diff)
-        entry["quarantine_message_examples"] = message_diff[["_checks_ingest", "_checks_baseline"]].head(3).values.tolist()
+        entry["quarantine_message_examples"] = (
+            message_diff[["_checks_ingest", "_checks_baseline"]].head(3).values.tolist()
+        )
         report[source] = entry
     return report
 
@@ -971,14 +1053,25 @@ def phase_compare(env: str) -> dict[str, Any]:
 # ================================================================ orchestration
 
 
-def run_phase(phase: str, run_dir: Path, args: argparse.Namespace, extra: list[str] | None = None) -> dict[str, Any] | None:
+def run_phase(
+    phase: str, run_dir: Path, args: argparse.Namespace, extra: list[str] | None = None
+) -> dict[str, Any] | None:
     """Run one phase in a child process with cwd = run_dir; return its result (None on failure)."""
     result_file = run_dir / f"{phase}.result.json"
     log_file = run_dir / f"{phase}.log"
     result_file.unlink(missing_ok=True)
     command = [
-        sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--env", args.env,
-        "--result", str(result_file), "--chunk-rows", str(args.chunk_rows), *(extra or []),
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--phase",
+        phase,
+        "--env",
+        args.env,
+        "--result",
+        str(result_file),
+        "--chunk-rows",
+        str(args.chunk_rows),
+        *(extra or []),
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     load_before = os.getloadavg()[0]
@@ -986,8 +1079,9 @@ def run_phase(phase: str, run_dir: Path, args: argparse.Namespace, extra: list[s
     started = time.perf_counter()
     with open(log_file, "w") as log:
         try:
-            completed = subprocess.run(command, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                       timeout=args.timeout, check=False)
+            completed = subprocess.run(
+                command, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=args.timeout, check=False
+            )
             code = completed.returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
@@ -1007,8 +1101,7 @@ def run_phase(phase: str, run_dir: Path, args: argparse.Namespace, extra: list[s
     # The CPU the rest of the machine used meanwhile, in cores on average (contention).
     result["step_cores"] = step_cpu / elapsed
     result["other_cores"] = (
-        None if busy_before is None or busy_after is None
-        else max(0.0, (busy_after - busy_before - step_cpu) / elapsed)
+        None if busy_before is None or busy_after is None else max(0.0, (busy_after - busy_before - step_cpu) / elapsed)
     )
     return result
 
@@ -1066,26 +1159,59 @@ def agreement(ingest: dict[str, Any], baseline: dict[str, Any]) -> tuple[bool, l
         agree &= same
         others = [k for k in ("bronze_rows", "inserted", "updated", "duplicate") if i[k] != b[k]]
         others += ["quarantine table"] if i["quarantine_table_rows"] != b["quarantine_table_rows"] else []
-        difference = "" if same else (
-            f"silver {(silver[0] or 0) - (silver[1] or 0):+,}, quarantined {(quarantined[0] or 0) - (quarantined[1] or 0):+,}"
+        difference = (
+            ""
+            if same
+            else (
+                f"silver {(silver[0] or 0) - (silver[1] or 0):+,}, quarantined {(quarantined[0] or 0) - (quarantined[1] or 0):+,}"
+            )
         )
-        rows.append([
-            source, fmt_int(silver[0]), fmt_int(silver[1]), fmt_int(quarantined[0]), fmt_int(quarantined[1]),
-            "AGREE" if same else "DISAGREE", difference or "-", ", ".join(others) or "all equal",
-        ])
+        rows.append(
+            [
+                source,
+                fmt_int(silver[0]),
+                fmt_int(silver[1]),
+                fmt_int(quarantined[0]),
+                fmt_int(quarantined[1]),
+                "AGREE" if same else "DISAGREE",
+                difference or "-",
+                ", ".join(others) or "all equal",
+            ]
+        )
     return agree, rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scales", default=None, help="comma-separated simulate.scale values (default: 1, or none with --many-files)")
-    parser.add_argument("--many-files", default="", help="comma-separated numbers of small delivery files, e.g. 1000,4000 (a quarter per source, one a day)")
-    parser.add_argument("--many-files-scale", type=float, default=MANY_FILES_SCALE, help=f"simulate.scale of the many-files cases (default: {MANY_FILES_SCALE:g})")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--scales", default=None, help="comma-separated simulate.scale values (default: 1, or none with --many-files)"
+    )
+    parser.add_argument(
+        "--many-files",
+        default="",
+        help="comma-separated numbers of small delivery files, e.g. 1000,4000 (a quarter per source, one a day)",
+    )
+    parser.add_argument(
+        "--many-files-scale",
+        type=float,
+        default=MANY_FILES_SCALE,
+        help=f"simulate.scale of the many-files cases (default: {MANY_FILES_SCALE:g})",
+    )
     parser.add_argument("--workdir", default=None, help="where run directories go (default: a new /tmp/bench_ingest_*)")
     parser.add_argument("--env", default="local", help="Kedro configuration environment (default: local)")
     parser.add_argument("--chunk-rows", type=int, default=500_000, help="baseline: about this many lines per chunk")
-    parser.add_argument("--deep-compare", action="store_true", help=f"compare silver/quarantine contents at every scale (default: scales <= {DEEP_COMPARE_MAX_SCALE:g})")
-    parser.add_argument("--keep", action="store_true", help="keep each scale's run directory (default: delete it after a successful scale)")
+    parser.add_argument(
+        "--deep-compare",
+        action="store_true",
+        help=f"compare silver/quarantine contents at every scale (default: scales <= {DEEP_COMPARE_MAX_SCALE:g})",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep each scale's run directory (default: delete it after a successful scale)",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per phase (default: none)")
     parser.add_argument("--phase", choices=["simulate", "ingest", "baseline", "compare"], help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
@@ -1106,84 +1232,139 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     many = [int(float(n)) for n in args.many_files.split(",") if n.strip()]
-    scales = [float(s) for s in (args.scales if args.scales is not None else ("" if many else "1")).split(",") if s.strip()]
+    scales = [
+        float(s) for s in (args.scales if args.scales is not None else ("" if many else "1")).split(",") if s.strip()
+    ]
     cases = [Case(scale) for scale in scales] + [Case(args.many_files_scale, max(1, n // len(SOURCES))) for n in many]
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_ingest_", dir="/tmp")).resolve()
     project_data = (PROJECT_ROOT / "data").resolve()
     if workdir == PROJECT_ROOT or PROJECT_ROOT in workdir.parents:
-        raise SystemExit(f"--workdir must be outside the project ({PROJECT_ROOT}), e.g. under /tmp; the project's {project_data} is never used")
+        raise SystemExit(
+            f"--workdir must be outside the project ({PROJECT_ROOT}), e.g. under /tmp; the project's {project_data} is never used"
+        )
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"bench_ingest: {'; '.join(case.label for case in cases)}; work dir {workdir}; "
-          f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    print(
+        f"bench_ingest: {'; '.join(case.label for case in cases)}; work dir {workdir}; "
+        f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}"
+    )
 
     summary, verdicts = [], []
     for case in cases:
         scale = case.scale
         run_dir = prepare_run_dir(workdir, case)
         print(f"\n=== {case.label}  ({run_dir})")
-        sim = run_phase("simulate", run_dir, args, ["--scale", str(scale), *(["--days", str(case.days)] if case.days else [])])
+        sim = run_phase(
+            "simulate", run_dir, args, ["--scale", str(scale), *(["--days", str(case.days)] if case.days else [])]
+        )
         if sim is None:
             verdicts.append((case, "simulate failed"))
             continue
         total_lines = sum(sim["lines"].values())
         files = sum(sim["files"].values())
-        print(f"  simulate: {total_lines:,} landing lines in {sum(sim['files'].values())} files, "
-              f"{sum(sim['bytes'].values()) / 1e6:,.0f} MB, {sim['seconds']:.1f} s (not measured), "
-              f"peak RSS {sim['peak_rss_mb']:,.0f} MB")
-        print_table(["source", "files", "lines", "MB"], [
-            [s, sim["files"][s], fmt_int(sim["lines"][s]), f"{sim['bytes'][s] / 1e6:,.1f}"] for s in SOURCES
-        ])
+        print(
+            f"  simulate: {total_lines:,} landing lines in {sum(sim['files'].values())} files, "
+            f"{sum(sim['bytes'].values()) / 1e6:,.0f} MB, {sim['seconds']:.1f} s (not measured), "
+            f"peak RSS {sim['peak_rss_mb']:,.0f} MB"
+        )
+        print_table(
+            ["source", "files", "lines", "MB"],
+            [[s, sim["files"][s], fmt_int(sim["lines"][s]), f"{sim['bytes'][s] / 1e6:,.1f}"] for s in SOURCES],
+        )
 
         print("  running INGEST (Spark pipeline) ...", flush=True)
         ingest = run_phase("ingest", run_dir, args)
         if ingest is not None:
-            print(f"  ingest: {ingest['seconds']:.1f} s wall, {ingest['cpu_seconds']:.1f} s CPU, engine start "
-                  f"{ingest['startup_seconds']:.2f} s (not measured), peak RSS {ingest['peak_rss_mb']:,.0f} MB, "
-                  f"{contention(ingest)}")
+            print(
+                f"  ingest: {ingest['seconds']:.1f} s wall, {ingest['cpu_seconds']:.1f} s CPU, engine start "
+                f"{ingest['startup_seconds']:.2f} s (not measured), peak RSS {ingest['peak_rss_mb']:,.0f} MB, "
+                f"{contention(ingest)}"
+            )
             print("  audit monitoring/ingest_audit, summed per source:")
-            print_table(["source", "batches", "bronze_rows", *OUTCOMES, "balanced"], [
-                [s, v["batches"], fmt_int(v["bronze_rows"]), *(fmt_int(v[o]) for o in OUTCOMES), v["balanced"]]
-                for s, v in ingest["sources"].items()
-            ])
+            print_table(
+                ["source", "batches", "bronze_rows", *OUTCOMES, "balanced"],
+                [
+                    [s, v["batches"], fmt_int(v["bronze_rows"]), *(fmt_int(v[o]) for o in OUTCOMES), v["balanced"]]
+                    for s, v in ingest["sources"].items()
+                ],
+            )
             nodes = sorted(ingest["nodes"], key=lambda n: -n["total"])
             print("  ingest nodes by wall time (total = inputs loaded + function + outputs saved):")
-            print_table(["node", "total s", "share"], [
-                [n["node"], f"{n['total']:.1f}", f"{n['total'] / ingest['seconds']:.0%}"] for n in nodes[:10]
-            ])
+            print_table(
+                ["node", "total s", "share"],
+                [[n["node"], f"{n['total']:.1f}", f"{n['total'] / ingest['seconds']:.0%}"] for n in nodes[:10]],
+            )
             by_step: dict[str, float] = {}
             for n in ingest["nodes"]:
                 step = n["node"].split(".")[-1]
                 by_step[step] = by_step.get(step, 0.0) + n["total"]
-            print("  per step, all sources: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(by_step.items(), key=lambda kv: -kv[1])))
+            print(
+                "  per step, all sources: "
+                + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(by_step.items(), key=lambda kv: -kv[1]))
+            )
 
         print("  running BASELINE (pandas + deltalake) ...", flush=True)
         baseline = run_phase("baseline", run_dir, args)
         if baseline is not None:
-            print(f"  baseline: {baseline['seconds']:.1f} s wall, {baseline['cpu_seconds']:.1f} s CPU, "
-                  f"peak RSS {baseline['peak_rss_mb']:,.0f} MB, {contention(baseline)}; per source: "
-                  + ", ".join(f"{k} {v:.1f} s" for k, v in baseline["source_seconds"].items()))
-            print("  baseline steps, all sources: " + ", ".join(f"{k} {v:.1f} s" for k, v in baseline["steps"].items())
-                  + " (bronze write = the part not overlapped with parsing)")
-            print_table(["source", "batches", "bronze_rows", *OUTCOMES, "balanced"], [
-                [s, v["batches"], fmt_int(v["bronze_rows"]), *(fmt_int(v[o]) for o in OUTCOMES), v["balanced"]]
-                for s, v in baseline["sources"].items()
-            ])
+            print(
+                f"  baseline: {baseline['seconds']:.1f} s wall, {baseline['cpu_seconds']:.1f} s CPU, "
+                f"peak RSS {baseline['peak_rss_mb']:,.0f} MB, {contention(baseline)}; per source: "
+                + ", ".join(f"{k} {v:.1f} s" for k, v in baseline["source_seconds"].items())
+            )
+            print(
+                "  baseline steps, all sources: "
+                + ", ".join(f"{k} {v:.1f} s" for k, v in baseline["steps"].items())
+                + " (bronze write = the part not overlapped with parsing)"
+            )
+            print_table(
+                ["source", "batches", "bronze_rows", *OUTCOMES, "balanced"],
+                [
+                    [s, v["batches"], fmt_int(v["bronze_rows"]), *(fmt_int(v[o]) for o in OUTCOMES), v["balanced"]]
+                    for s, v in baseline["sources"].items()
+                ],
+            )
 
         if ingest is None or baseline is None:
             verdicts.append((case, "incomplete"))
-            summary.append([case.short, fmt_int(files), fmt_int(total_lines),
-                            f"{ingest['seconds']:.1f}" if ingest else "failed", "-",
-                            f"{baseline['seconds']:.1f}" if baseline else "failed", "-", "-", "-", "-", "-", "-", "-"])
+            summary.append(
+                [
+                    case.short,
+                    fmt_int(files),
+                    fmt_int(total_lines),
+                    f"{ingest['seconds']:.1f}" if ingest else "failed",
+                    "-",
+                    f"{baseline['seconds']:.1f}" if baseline else "failed",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                ]
+            )
             continue
 
         events_i = sum(v["bronze_rows"] for v in ingest["sources"].values())
         events_b = sum(v["bronze_rows"] for v in baseline["sources"].values())
         rate_i, rate_b = events_i / ingest["seconds"], events_b / baseline["seconds"]
         agree, rows = agreement(ingest, baseline)
-        print("  agreement (silver rows and quarantined rows per source; also checked: bronze rows and "
-              "inserted/updated/duplicate tallies):")
-        print_table(["source", "silver ingest", "silver baseline", "quarant. ingest", "quarant. baseline",
-                     "verdict", "ingest - baseline", "other figures"], rows)
+        print(
+            "  agreement (silver rows and quarantined rows per source; also checked: bronze rows and "
+            "inserted/updated/duplicate tallies):"
+        )
+        print_table(
+            [
+                "source",
+                "silver ingest",
+                "silver baseline",
+                "quarant. ingest",
+                "quarant. baseline",
+                "verdict",
+                "ingest - baseline",
+                "other figures",
+            ],
+            rows,
+        )
         verdict = "AGREE" if agree else "DISAGREE"
         print(f"  => {verdict}")
         if args.deep_compare or scale <= DEEP_COMPARE_MAX_SCALE:
@@ -1201,20 +1382,48 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"    {source}: identical silver values and quarantined rows/messages")
                 verdict += "" if clean else " (content differs, see above)"
         verdicts.append((case, verdict))
-        summary.append([
-            case.short, fmt_int(files), fmt_int(events_i), f"{ingest['seconds']:.1f}", fmt_rate(rate_i),
-            f"{baseline['seconds']:.1f}", fmt_rate(rate_b), f"{rate_i / rate_b:.2f}",
-            f"{ingest['peak_rss_mb']:,.0f}", f"{baseline['peak_rss_mb']:,.0f}",
-            f"{ingest['peak_rss_mb'] / baseline['peak_rss_mb']:.2f}",
-            f"{ingest['cpu_seconds']:.0f}", f"{baseline['cpu_seconds']:.0f}",
-        ])
+        summary.append(
+            [
+                case.short,
+                fmt_int(files),
+                fmt_int(events_i),
+                f"{ingest['seconds']:.1f}",
+                fmt_rate(rate_i),
+                f"{baseline['seconds']:.1f}",
+                fmt_rate(rate_b),
+                f"{rate_i / rate_b:.2f}",
+                f"{ingest['peak_rss_mb']:,.0f}",
+                f"{baseline['peak_rss_mb']:,.0f}",
+                f"{ingest['peak_rss_mb'] / baseline['peak_rss_mb']:.2f}",
+                f"{ingest['cpu_seconds']:.0f}",
+                f"{baseline['cpu_seconds']:.0f}",
+            ]
+        )
         if not args.keep:
             shutil.rmtree(run_dir, ignore_errors=True)
 
-    print("\n=== summary (case = simulate.scale or number of small files; events = bronze rows; "
-          "ratio = ingest events/s / baseline events/s; RSS ratio = ingest peak RSS / baseline peak RSS)")
-    print_table(["case", "files", "events", "ingest s", "ingest ev/s", "baseline s", "baseline ev/s", "ratio",
-                 "ingest peak RSS MB", "baseline peak RSS MB", "RSS ratio", "ingest CPU s", "baseline CPU s"], summary)
+    print(
+        "\n=== summary (case = simulate.scale or number of small files; events = bronze rows; "
+        "ratio = ingest events/s / baseline events/s; RSS ratio = ingest peak RSS / baseline peak RSS)"
+    )
+    print_table(
+        [
+            "case",
+            "files",
+            "events",
+            "ingest s",
+            "ingest ev/s",
+            "baseline s",
+            "baseline ev/s",
+            "ratio",
+            "ingest peak RSS MB",
+            "baseline peak RSS MB",
+            "RSS ratio",
+            "ingest CPU s",
+            "baseline CPU s",
+        ],
+        summary,
+    )
     for case, verdict in verdicts:
         print(f"  {case.label}: {verdict}")
     return 0 if all(v.startswith("AGREE") and "differs" not in v for _, v in verdicts) else 1

@@ -56,9 +56,15 @@ for entry in (PROJECT_ROOT, PROJECT_ROOT / "src"):
 from lakehouse_ml.monitoring.drift import DECILES, EPSILON, NULL_CATEGORY, W1_QUANTILES  # noqa: E402
 
 NUMERIC = [
-    "customer_activity__orders_30d", "customer_activity__orders_90d", "customer_activity__spend_30d",
-    "customer_activity__spend_90d", "customer_activity__sessions_7d", "customer_activity__tickets_30d",
-    "customer_activity__days_since_last_order", "customer_activity__avg_basket", "customer_profile__age",
+    "customer_activity__orders_30d",
+    "customer_activity__orders_90d",
+    "customer_activity__spend_30d",
+    "customer_activity__spend_90d",
+    "customer_activity__sessions_7d",
+    "customer_activity__tickets_30d",
+    "customer_activity__days_since_last_order",
+    "customer_activity__avg_basket",
+    "customer_profile__age",
     "tenure_days",
 ]
 CATEGORICAL = ["customer_profile__plan_tier", "customer_profile__country", "customer_profile__channel"]
@@ -110,24 +116,26 @@ def logged_predictions(rows: int, seed: int, drifted: bool) -> pd.DataFrame:
     """One window of logged predictions; ``drifted`` moves some features and the scores."""
     rng = np.random.default_rng(seed)
     shift = 1.0 if drifted else 0.0
-    frame = pd.DataFrame({
-        "customer_id": np.arange(rows, dtype=np.int64),
-        "customer_activity__orders_30d": rng.poisson(3 + shift, rows).astype(np.int64),
-        "customer_activity__orders_90d": rng.poisson(9, rows).astype(np.int64),
-        "customer_activity__spend_30d": rng.lognormal(3 + 0.3 * shift, 1.0, rows),
-        "customer_activity__spend_90d": rng.lognormal(4, 1.0, rows),
-        "customer_activity__sessions_7d": with_nulls(rng.poisson(5, rows), 0.02, rng),
-        "customer_activity__tickets_30d": rng.poisson(0.3, rows).astype(np.int64),  # mostly 0: tied deciles
-        "customer_activity__days_since_last_order": with_nulls(rng.exponential(10, rows), 0.05 + 0.05 * shift, rng),
-        "customer_activity__avg_basket": rng.normal(50, 15 + 5 * shift, rows),
-        "customer_profile__age": np.clip(rng.normal(40, 12, rows), 18, 90),
-        "tenure_days": rng.integers(0, 1500, rows).astype(np.int64),
-        "customer_profile__plan_tier": rng.choice(
-            ["free", "basic", "premium"], rows, p=[0.5, 0.35, 0.15] if drifted else [0.6, 0.3, 0.1]
-        ),
-        "customer_profile__country": rng.choice([f"C{k:02d}" for k in range(10)], rows),
-        "customer_profile__channel": rng.choice(["web", "app", "store", None], rows, p=[0.5, 0.3, 0.17, 0.03]),
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_id": np.arange(rows, dtype=np.int64),
+            "customer_activity__orders_30d": rng.poisson(3 + shift, rows).astype(np.int64),
+            "customer_activity__orders_90d": rng.poisson(9, rows).astype(np.int64),
+            "customer_activity__spend_30d": rng.lognormal(3 + 0.3 * shift, 1.0, rows),
+            "customer_activity__spend_90d": rng.lognormal(4, 1.0, rows),
+            "customer_activity__sessions_7d": with_nulls(rng.poisson(5, rows), 0.02, rng),
+            "customer_activity__tickets_30d": rng.poisson(0.3, rows).astype(np.int64),  # mostly 0: tied deciles
+            "customer_activity__days_since_last_order": with_nulls(rng.exponential(10, rows), 0.05 + 0.05 * shift, rng),
+            "customer_activity__avg_basket": rng.normal(50, 15 + 5 * shift, rows),
+            "customer_profile__age": np.clip(rng.normal(40, 12, rows), 18, 90),
+            "tenure_days": rng.integers(0, 1500, rows).astype(np.int64),
+            "customer_profile__plan_tier": rng.choice(
+                ["free", "basic", "premium"], rows, p=[0.5, 0.35, 0.15] if drifted else [0.6, 0.3, 0.1]
+            ),
+            "customer_profile__country": rng.choice([f"C{k:02d}" for k in range(10)], rows),
+            "customer_profile__channel": rng.choice(["web", "app", "store", None], rows, p=[0.5, 0.3, 0.17, 0.03]),
+        }
+    )
     logit = -1.5 + 0.3 * (frame["customer_activity__tickets_30d"] - frame["customer_activity__orders_30d"] / 3)
     frame[SCORE] = 1 / (1 + np.exp(-(logit + rng.normal(0, 1, rows))))
     return frame
@@ -163,8 +171,10 @@ def spark_window(spark, baseline_path: str, current_path: str, profile: dict[str
     from lakehouse_ml.monitoring import feature_drift, prediction_drift
 
     baseline, current = (spark.read.format("delta").load(path) for path in (baseline_path, current_path))
-    return {"features": feature_drift(current, profile),
-            "prediction": prediction_drift(current, baseline, THRESHOLD, score_column=SCORE).iloc[0].to_dict()}
+    return {
+        "features": feature_drift(current, profile),
+        "prediction": prediction_drift(current, baseline, THRESHOLD, score_column=SCORE).iloc[0].to_dict(),
+    }
 
 
 # ================================================================ pandas / scipy reference
@@ -183,8 +193,12 @@ def numeric_profile(column: pd.Series) -> dict[str, Any]:
     snapped = values[np.searchsorted(values, np.quantile(values, DECILES), side="right") - 1]
     edges = np.unique(snapped)
     edges = edges[edges < values[-1]]
-    return {"edges": edges, "shares": numeric_shares(column, edges), "std": values.std(ddof=1),
-            "quantiles": np.quantile(values, W1_QUANTILES)}
+    return {
+        "edges": edges,
+        "shares": numeric_shares(column, edges),
+        "std": values.std(ddof=1),
+        "quantiles": np.quantile(values, W1_QUANTILES),
+    }
 
 
 def numeric_shares(column: pd.Series, edges: np.ndarray) -> np.ndarray:
@@ -220,16 +234,21 @@ def pandas_window(baseline_path: str, current_path: str, profile: dict[str, Any]
     for f in NUMERIC:
         base = profile[f]
         quantiles = np.quantile(current[f].dropna().to_numpy(dtype=float), W1_QUANTILES)
-        metrics[f] = {"psi": reference_psi(base["shares"], numeric_shares(current[f], base["edges"])),
-                      "wasserstein_norm": float(np.mean(np.abs(base["quantiles"] - quantiles)) / base["std"])}
+        metrics[f] = {
+            "psi": reference_psi(base["shares"], numeric_shares(current[f], base["edges"])),
+            "wasserstein_norm": float(np.mean(np.abs(base["quantiles"] - quantiles)) / base["std"]),
+        }
     for f in CATEGORICAL:
         p, q = profile[f].align(category_shares(current[f]), fill_value=0.0)
         metrics[f] = {"js_distance": float(jensenshannon(p, q)), "linf": float(np.max(np.abs(p - q)))}
     baseline_scores = read_pandas(baseline_path, [SCORE])[SCORE]  # prediction_drift reads the baseline scores too
     score_profile = numeric_profile(baseline_scores)
     base_rate, current_rate = ((s.dropna() >= THRESHOLD).mean() for s in (baseline_scores, current[SCORE]))
-    prediction = {"psi": reference_psi(score_profile["shares"], numeric_shares(current[SCORE], score_profile["edges"])),
-                  "positive_rate_baseline": float(base_rate), "positive_rate_current": float(current_rate)}
+    prediction = {
+        "psi": reference_psi(score_profile["shares"], numeric_shares(current[SCORE], score_profile["edges"])),
+        "positive_rate_baseline": float(base_rate),
+        "positive_rate_current": float(current_rate),
+    }
     return {"features": metrics, "prediction": prediction}
 
 
@@ -273,42 +292,67 @@ def measure(spark, baseline_path: str, current_path: str) -> dict[str, Any]:
     pandas_profile_s, pandas_profile = timed(pandas_baseline, baseline_path)
     pandas_window_s, reference = timed(pandas_window, baseline_path, current_path, pandas_profile)
     read_s, _ = timed(read_pandas, current_path)
-    return {"spark_profile": spark_profile_s, "spark_window": spark_window_s, "pandas_profile": pandas_profile_s,
-            "pandas_window": pandas_window_s, "pandas_read": read_s, "load": f"{load_before} -> {load_average()}",
-            "spark_result": spark_result, "reference": reference}
+    return {
+        "spark_profile": spark_profile_s,
+        "spark_window": spark_window_s,
+        "pandas_profile": pandas_profile_s,
+        "pandas_window": pandas_window_s,
+        "pandas_read": read_s,
+        "load": f"{load_before} -> {load_average()}",
+        "spark_result": spark_result,
+        "reference": reference,
+    }
 
 
 def report(rows: int, runs: list[dict[str, Any]]) -> bool:
     """Print the medians, the agreement and the drift found; True when the figures agree."""
-    median = {key: statistics.median(run[key] for run in runs)
-              for key in ("spark_profile", "spark_window", "pandas_profile", "pandas_window", "pandas_read")}
+    median = {
+        key: statistics.median(run[key] for run in runs)
+        for key in ("spark_profile", "spark_window", "pandas_profile", "pandas_window", "pandas_read")
+    }
     print(f"\n{rows:,} rows per window (median of {len(runs)}; load {', '.join(run['load'] for run in runs)})")
-    print(f"  baseline profile: spark {median['spark_profile']:6.2f} s   pandas {median['pandas_profile']:6.2f} s   "
-          f"pandas / spark {median['pandas_profile'] / median['spark_profile']:5.2f}x")
-    print(f"  window s:         spark {median['spark_window']:6.2f} s   pandas {median['pandas_window']:6.2f} s   "
-          f"pandas / spark {median['pandas_window'] / median['spark_window']:5.2f}x   "
-          f"(pandas read of the current window alone {median['pandas_read']:.2f} s)")
+    print(
+        f"  baseline profile: spark {median['spark_profile']:6.2f} s   pandas {median['pandas_profile']:6.2f} s   "
+        f"pandas / spark {median['pandas_profile'] / median['spark_profile']:5.2f}x"
+    )
+    print(
+        f"  window s:         spark {median['spark_window']:6.2f} s   pandas {median['pandas_window']:6.2f} s   "
+        f"pandas / spark {median['pandas_window'] / median['spark_window']:5.2f}x   "
+        f"(pandas read of the current window alone {median['pandas_read']:.2f} s)"
+    )
     worst = differences(runs[-1]["spark_result"], runs[-1]["reference"])
     agree = max(worst.values()) <= AGREE_TOLERANCE
-    print(f"  {'AGREE' if agree else 'DISAGREE'} (max |spark - pandas| <= {AGREE_TOLERANCE:g}): "
-          + ", ".join(f"{metric} {value:.1e}" for metric, value in worst.items()))
+    print(
+        f"  {'AGREE' if agree else 'DISAGREE'} (max |spark - pandas| <= {AGREE_TOLERANCE:g}): "
+        + ", ".join(f"{metric} {value:.1e}" for metric, value in worst.items())
+    )
     features = runs[-1]["spark_result"]["features"]
-    print("  status: " + ", ".join(f"{row.feature.split('__')[-1]} {row.status} ({row.metric} {row.value:.3f})"
-                                   for row in features.itertuples()))
+    print(
+        "  status: "
+        + ", ".join(
+            f"{row.feature.split('__')[-1]} {row.status} ({row.metric} {row.value:.3f})"
+            for row in features.itertuples()
+        )
+    )
     prediction = runs[-1]["spark_result"]["prediction"]
-    print(f"  prediction: PSI {prediction['psi']:.4f} ({prediction['status']}), positive rate "
-          f"{prediction['positive_rate_baseline']:.4f} -> {prediction['positive_rate_current']:.4f} "
-          f"({prediction['positive_rate_change']:+.4f})")
+    print(
+        f"  prediction: PSI {prediction['psi']:.4f} ({prediction['status']}), positive rate "
+        f"{prediction['positive_rate_baseline']:.4f} -> {prediction['positive_rate_current']:.4f} "
+        f"({prediction['positive_rate_change']:+.4f})"
+    )
     return agree
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the options, write the windows, run both implementations, print the comparison."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", default="100000,1000000", help="rows per window, comma-separated (default 1e5,1e6)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per row count, the median is reported (default 1)")
-    parser.add_argument("--workdir", default=None, help="Delta tables (default: a fresh tempdir, deleted unless --keep)")
+    parser.add_argument(
+        "--workdir", default=None, help="Delta tables (default: a fresh tempdir, deleted unless --keep)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the default tempdir")
     args = parser.parse_args(argv)
     sizes = [int(float(size)) for size in args.rows.split(",")]
@@ -320,9 +364,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir, owned = make_workdir(args.workdir)
     spark = ENGINE.start(EngineConfig(spark_conf={"spark.sql.session.timeZone": "UTC"}))
     try:
-        print(f"monitoring benchmark: {os.cpu_count()} CPUs, {len(NUMERIC)} numeric + {len(CATEGORICAL)} "
-              f"categorical features + score, threshold {THRESHOLD}, workdir {workdir}, load {load_average()}",
-              flush=True)
+        print(
+            f"monitoring benchmark: {os.cpu_count()} CPUs, {len(NUMERIC)} numeric + {len(CATEGORICAL)} "
+            f"categorical features + score, threshold {THRESHOLD}, workdir {workdir}, load {load_average()}",
+            flush=True,
+        )
         warm = measure(spark, *write_windows(workdir, WARMUP_ROWS))
         print(f"  warm-up ({WARMUP_ROWS:,} rows, untimed): spark window {warm['spark_window']:.2f} s", flush=True)
         agree = True

@@ -214,8 +214,10 @@ def phase_ours(args: argparse.Namespace) -> dict[str, Any]:
 
     try:
         # portable(): a cluster's strings may carry a collation delta-rs cannot read.
-        runs = [timed(lambda: portable(training_set()[1]).write.format("delta").mode("overwrite").save(args.out))
-                for _ in range(args.repeat)]
+        runs = [
+            timed(lambda: portable(training_set()[1]).write.format("delta").mode("overwrite").save(args.out))
+            for _ in range(args.repeat)
+        ]
         report: dict[str, Any] = {"seconds": runs[-1], "cold": runs[0], "all_seconds": runs}
         if args.profile:
             report["stages"] = operator_seconds(spark, training_set()[1])
@@ -263,8 +265,7 @@ def phase_duckdb(args: argparse.Namespace) -> dict[str, Any]:
 
     chosen_ts = "f.v.fts" if args.mode == "filtered" else "f.feature_ts"
     features = ", ".join(
-        f"CASE WHEN {chosen_ts} >= s.ts - INTERVAL {LOOKBACK} THEN f.v.{name} END AS feat__{name}"
-        for name in FEATURES
+        f"CASE WHEN {chosen_ts} >= s.ts - INTERVAL {LOOKBACK} THEN f.v.{name} END AS feat__{name}" for name in FEATURES
     )
     timings = []
     for _ in range(args.repeat):
@@ -285,24 +286,30 @@ def phase_duckdb(args: argparse.Namespace) -> dict[str, Any]:
         write_deltalake(args.out, table, mode="overwrite")
         ended = time.perf_counter()
         con.close()
-        timings.append({
-            "seconds": ended - started,
-            "load": loaded - started,
-            "prepare": prepared - loaded,
-            "asof_join": joined - prepared,
-            "write": ended - joined,
-        })
-    return {**timings[-1], "cold": timings[0]["seconds"], "all_seconds": [t["seconds"] for t in timings],
-            "peak_mb": peak_rss_mb()}
+        timings.append(
+            {
+                "seconds": ended - started,
+                "load": loaded - started,
+                "prepare": prepared - loaded,
+                "asof_join": joined - prepared,
+                "write": ended - joined,
+            }
+        )
+    return {
+        **timings[-1],
+        "cold": timings[0]["seconds"],
+        "all_seconds": [t["seconds"] for t in timings],
+        "peak_mb": peak_rss_mb(),
+    }
 
 
 def _plain_strings(table):
     """delta-rs returns string_view columns, which pyarrow cannot sort or take yet."""
     import pyarrow as pa
 
-    schema = pa.schema([
-        pa.field(f.name, pa.string() if pa.types.is_string_view(f.type) else f.type) for f in table.schema
-    ])
+    schema = pa.schema(
+        [pa.field(f.name, pa.string() if pa.types.is_string_view(f.type) else f.type) for f in table.schema]
+    )
     return table.cast(schema)
 
 
@@ -342,8 +349,16 @@ def run_phase(phase: str, args: argparse.Namespace, **options: Any) -> dict[str,
     """Run one phase in a child process and return what it reports."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         result_path = handle.name
-    command = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--result", result_path,
-               "--repeat", str(args.repeat)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--phase",
+        phase,
+        "--result",
+        result_path,
+        "--repeat",
+        str(args.repeat),
+    ]
     for key, value in options.items():
         flag = f"--{key.replace('_', '-')}"
         if isinstance(value, bool):
@@ -370,8 +385,10 @@ def ensure_table(args: argparse.Namespace, kind: str, rows: int, entities: int) 
         shutil.rmtree(path, ignore_errors=True)
         report = run_phase("generate", args, kind=kind, rows=rows, entities=entities, out=path)
         done.write_text(json.dumps(report))
-        print(f"  generated {kind} {rows_label(rows)} rows ({entities:,} entities) in {report['seconds']:.1f} s",
-              flush=True)
+        print(
+            f"  generated {kind} {rows_label(rows)} rows ({entities:,} entities) in {report['seconds']:.1f} s",
+            flush=True,
+        )
     return str(path)
 
 
@@ -383,8 +400,12 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ordered = sorted(runs, key=lambda run: run["seconds"])
     median = ordered[len(ordered) // 2]
     colds = sorted(run["cold"] for run in runs)
-    return {**median, "cold": colds[len(colds) // 2], "peak_mb": max(run["peak_mb"] for run in runs),
-            "runs": [run["seconds"] for run in runs]}
+    return {
+        **median,
+        "cold": colds[len(colds) // 2],
+        "peak_mb": max(run["peak_mb"] for run in runs),
+        "runs": [run["seconds"] for run in runs],
+    }
 
 
 def _listed(seconds: list[float]) -> str:
@@ -399,15 +420,24 @@ def load_average() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--spine", default="1e5,1e6", help="spine sizes, comma-separated (default 1e5,1e6)")
     parser.add_argument("--features", default="1e6,1e7", help="feature table sizes (default 1e6,1e7)")
     parser.add_argument("--modes", default=",".join(MODES), help="asof and/or filtered (default both)")
-    parser.add_argument("--runs", type=int, default=3,
-                        help="fresh processes per engine and case, interleaved (default 3): figures are their medians")
-    parser.add_argument("--repeat", type=int, default=2,
-                        help="measurements per process (default 2): the first is 'cold', the last 'warm'")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="fresh processes per engine and case, interleaved (default 3): figures are their medians",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="measurements per process (default 2): the first is 'cold', the last 'warm'",
+    )
     parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "bench_point_in_time"))
     parser.add_argument("--fresh", action="store_true", help="regenerate the input tables")
@@ -440,8 +470,11 @@ def main(argv: list[str] | None = None) -> int:
     import duckdb
     import pysail
 
-    print(f"point-in-time benchmark: {os.cpu_count()} CPUs, pysail {pysail.__version__}, duckdb {duckdb.__version__}, "
-          f"workdir {workdir}, load average {load_average()}", flush=True)
+    print(
+        f"point-in-time benchmark: {os.cpu_count()} CPUs, pysail {pysail.__version__}, duckdb {duckdb.__version__}, "
+        f"workdir {workdir}, load average {load_average()}",
+        flush=True,
+    )
     results = []
     for feature_rows in parse_sizes(args.features):
         entities = entities_for(feature_rows)
@@ -464,47 +497,78 @@ def main(argv: list[str] | None = None) -> int:
                 ours, duck = summarise(ours_runs), summarise(duck_runs)
                 ours["stages"] = ours_runs[-1].get("stages", {})
                 failed = duck.get("failed")
-                same = (run_phase("compare", args, spine_path=ours_out, features_path=duck_out) if not failed
-                        else {"identical": None, "non_null_features": "-"})
-                row = {"spine": spine_rows, "features": feature_rows, "mode": mode, "ours": ours, "duckdb": duck,
-                       "compare": same, "ratio": None if failed else ours["seconds"] / duck["seconds"],
-                       "ratio_cold": None if failed else ours["cold"] / duck["cold"]}
+                same = (
+                    run_phase("compare", args, spine_path=ours_out, features_path=duck_out)
+                    if not failed
+                    else {"identical": None, "non_null_features": "-"}
+                )
+                row = {
+                    "spine": spine_rows,
+                    "features": feature_rows,
+                    "mode": mode,
+                    "ours": ours,
+                    "duckdb": duck,
+                    "compare": same,
+                    "ratio": None if failed else ours["seconds"] / duck["seconds"],
+                    "ratio_cold": None if failed else ours["cold"] / duck["cold"],
+                }
                 results.append(row)
-                verdict = ("not compared (DuckDB failed)" if failed else "IDENTICAL" if same["identical"]
-                           else f"DIFFERENT {same.get('differing_rows') or same.get('reason')}")
+                verdict = (
+                    "not compared (DuckDB failed)"
+                    if failed
+                    else "IDENTICAL"
+                    if same["identical"]
+                    else f"DIFFERENT {same.get('differing_rows') or same.get('reason')}"
+                )
                 stages = ", ".join(f"{name} {value:.2f} s" for name, value in ours["stages"].items())
-                duck_text = (f"FAILED: {failed}" if failed else
-                             f"{duck['seconds']:.2f} s (cold {duck['cold']:.2f} s, {duck['peak_mb']:.0f} MB peak), "
-                             f"ratio {row['ratio']:.2f} (cold {row['ratio_cold']:.2f})")
+                duck_text = (
+                    f"FAILED: {failed}"
+                    if failed
+                    else f"{duck['seconds']:.2f} s (cold {duck['cold']:.2f} s, {duck['peak_mb']:.0f} MB peak), "
+                    f"ratio {row['ratio']:.2f} (cold {row['ratio_cold']:.2f})"
+                )
                 print(
                     f"  {tag}: ours {ours['seconds']:.2f} s (cold {ours['cold']:.2f} s, {ours['peak_mb']:.0f} MB "
                     f"peak; runs {_listed(ours['runs'])}), duckdb {duck_text}, {verdict} "
                     f"({same['non_null_features']} non-null feature values)\n"
                     f"      ours, where the time goes (last run, compute seconds per operator, summed over threads): {stages}\n"
-                    + ("" if failed else
-                       f"      duckdb (median run): load {duck['load']:.2f} s, prepare {duck['prepare']:.2f} s, "
-                       f"asof join {duck['asof_join']:.2f} s, write {duck['write']:.2f} s; runs {_listed(duck['runs'])}"),
+                    + (
+                        ""
+                        if failed
+                        else f"      duckdb (median run): load {duck['load']:.2f} s, prepare {duck['prepare']:.2f} s, "
+                        f"asof join {duck['asof_join']:.2f} s, write {duck['write']:.2f} s; runs {_listed(duck['runs'])}"
+                    ),
                     flush=True,
                 )
 
     print(f"\nload average at the end {load_average()}")
-    print(f"seconds: median over {args.runs} interleaved processes of each one's last of {args.repeat} measurements "
-          "(cold: median of their first); ratio = ours / duckdb; MB: the largest peak RSS of the processes")
-    header = (f"{'spine':>6} {'features':>8} {'mode':>8} {'ours s':>7} {'duckdb s':>8} {'ratio':>6} "
-              f"{'cold ours':>9} {'cold duck':>9} {'ratio':>6} {'ours MB':>8} {'duckdb MB':>9}  result")
+    print(
+        f"seconds: median over {args.runs} interleaved processes of each one's last of {args.repeat} measurements "
+        "(cold: median of their first); ratio = ours / duckdb; MB: the largest peak RSS of the processes"
+    )
+    header = (
+        f"{'spine':>6} {'features':>8} {'mode':>8} {'ours s':>7} {'duckdb s':>8} {'ratio':>6} "
+        f"{'cold ours':>9} {'cold duck':>9} {'ratio':>6} {'ours MB':>8} {'duckdb MB':>9}  result"
+    )
     print(header)
     print("-" * len(header))
     for row in results:
         ours, duck = row["ours"], row["duckdb"]
         if "failed" in duck:
-            theirs = f"{'failed':>8} {'-':>6} {ours['cold']:9.2f} {'failed':>9} {'-':>6} {ours['peak_mb']:8.0f} {'-':>9}"
+            theirs = (
+                f"{'failed':>8} {'-':>6} {ours['cold']:9.2f} {'failed':>9} {'-':>6} {ours['peak_mb']:8.0f} {'-':>9}"
+            )
             verdict = "not compared"
         else:
-            theirs = (f"{duck['seconds']:8.2f} {row['ratio']:6.2f} {ours['cold']:9.2f} {duck['cold']:9.2f} "
-                      f"{row['ratio_cold']:6.2f} {ours['peak_mb']:8.0f} {duck['peak_mb']:9.0f}")
+            theirs = (
+                f"{duck['seconds']:8.2f} {row['ratio']:6.2f} {ours['cold']:9.2f} {duck['cold']:9.2f} "
+                f"{row['ratio_cold']:6.2f} {ours['peak_mb']:8.0f} {duck['peak_mb']:9.0f}"
+            )
             verdict = "IDENTICAL" if row["compare"]["identical"] else "DIFFERENT"
-        print(f"{rows_label(row['spine']):>6} {rows_label(row['features']):>8} {row['mode']:>8} "
-              f"{ours['seconds']:7.2f} {theirs}  {verdict}")
+        print(
+            f"{rows_label(row['spine']):>6} {rows_label(row['features']):>8} {row['mode']:>8} "
+            f"{ours['seconds']:7.2f} {theirs}  {verdict}"
+        )
     (workdir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return 0 if all(row["compare"]["identical"] is not False for row in results) else 1
 

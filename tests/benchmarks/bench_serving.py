@@ -107,7 +107,9 @@ def _start(command: list[str], workdir: Path, log_name: str, env: dict[str, str]
 # ---------------------------------------------------------------- measurement
 
 
-def measure(make_call: Callable[[int], Callable[[int], Any]], clients: int, seconds: float, warmup: int = 20) -> dict[str, float]:
+def measure(
+    make_call: Callable[[int], Callable[[int], Any]], clients: int, seconds: float, warmup: int = 20
+) -> dict[str, float]:
     """Latencies of calls by ``clients`` threads for ``seconds`` (after ``warmup`` calls each)."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
     start = threading.Barrier(clients + 1)
@@ -137,8 +139,13 @@ def measure(make_call: Callable[[int], Callable[[int], Any]], clients: int, seco
     elapsed = time.perf_counter() - began
     values = sorted(v for per_client in latencies for v in per_client)
     quantiles = statistics.quantiles(values, n=100, method="inclusive")
-    return {"p50": quantiles[49] * 1000, "p95": quantiles[94] * 1000, "p99": quantiles[98] * 1000,
-            "requests_s": len(values) / elapsed, "n": len(values)}
+    return {
+        "p50": quantiles[49] * 1000,
+        "p95": quantiles[94] * 1000,
+        "p99": quantiles[98] * 1000,
+        "requests_s": len(values) / elapsed,
+        "n": len(values),
+    }
 
 
 def _floor_call(model: Any, frames: list[Any]) -> Callable[[int], Callable[[int], Any]]:
@@ -183,7 +190,9 @@ def prepare(workdir: Path, family: str, customers: int, redis: Any) -> dict[str,
     started = time.perf_counter()
     version, _model = register_version(training, family, FAMILY_PARAMS[family])
     MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", version)
-    print(f"model: {family} fitted, logged and registered as {MODEL_NAME} version {version} in {time.perf_counter() - started:.1f}s")
+    print(
+        f"model: {family} fitted, logged and registered as {MODEL_NAME} version {version} in {time.perf_counter() - started:.1f}s"
+    )
 
     rows = feature_rows(customers, seed=2)
     ids = [f"c-{i:06d}" for i in range(customers)]
@@ -192,10 +201,18 @@ def prepare(workdir: Path, family: str, customers: int, redis: Any) -> dict[str,
     path.parent.mkdir(parents=True, exist_ok=True)
     as_of = datetime.now(timezone.utc)  # the service's clock (serving.request_time: online_store)
     for store in (SQLiteOnlineStore(str(path)), open_online_store({**redis_store(redis), "password": redis.password})):
-        store.publish({
-            table: {"rows": frame, "deleted": [], "source_version": 1, "key_columns": ["customer_id"], "as_of": as_of}
-            for table, frame in tables.items()
-        })
+        store.publish(
+            {
+                table: {
+                    "rows": frame,
+                    "deleted": [],
+                    "source_version": 1,
+                    "key_columns": ["customer_id"],
+                    "as_of": as_of,
+                }
+                for table, frame in tables.items()
+            }
+        )
         store.close()
     rows.index = ids
     return {"model_name": MODEL_NAME, "version": version, "ids": ids, "rows": rows, "inputs": model_inputs(training)}
@@ -216,10 +233,12 @@ def redis_conf(workdir: Path, redis: Any) -> Path:
     # path: null unsets the SQLite store's key that the environment's merge would otherwise keep.
     # Its own inference log, as a second service would have: sharing the first one's table, its
     # measurement would also carry that service's last flushes into the same table.
-    serving = {"serving": {
-        "online_store": {**redis_store(redis), "path": None},
-        "inference_log": {"path": str(workdir / "data/lakehouse/bench_redis/monitoring/inference_log")},
-    }}
+    serving = {
+        "serving": {
+            "online_store": {**redis_store(redis), "path": None},
+            "inference_log": {"path": str(workdir / "data/lakehouse/bench_redis/monitoring/inference_log")},
+        }
+    }
     (conf / "bench_redis" / "parameters_serving.yml").write_text(yaml.safe_dump(serving))
     return conf
 
@@ -239,7 +258,9 @@ def bodies(setup: dict[str, Any], size: int, count: int = 50) -> dict[str, list[
         frame = rows.loc[chosen, inputs].astype(object)
         result["customers"].append(json.dumps({"customer_ids": chosen}).encode())
         result["payload"].append(json.dumps({"rows": _json_rows(frame)}).encode())
-        result["mlflow"].append(json.dumps({"dataframe_split": {"columns": inputs, "data": frame.values.tolist()}}).encode())
+        result["mlflow"].append(
+            json.dumps({"dataframe_split": {"columns": inputs, "data": frame.values.tolist()}}).encode()
+        )
     return result
 
 
@@ -254,10 +275,25 @@ def check_agreement(setup: dict[str, Any], model: Any, service: str, mlflow_url:
     frame = setup["rows"].loc[ids, setup["inputs"]]
     floor = model.predict_proba(frame)[:, 1]
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    online = [p["probability"] for p in httpx.post(f"{service}/v1/score/customers", json={"customer_ids": ids}, headers=headers).json()["predictions"]]
-    payload = [p["probability"] for p in httpx.post(f"{service}/v1/score", json={"rows": _json_rows(frame.astype(object))}, headers=headers).json()["predictions"]]
-    answer = httpx.post(mlflow_url, content=json.dumps({"dataframe_split": {"columns": setup["inputs"], "data": frame.astype(object).values.tolist()}}),
-                        headers={"Content-Type": "application/json"}).json()["predictions"]
+    online = [
+        p["probability"]
+        for p in httpx.post(f"{service}/v1/score/customers", json={"customer_ids": ids}, headers=headers).json()[
+            "predictions"
+        ]
+    ]
+    payload = [
+        p["probability"]
+        for p in httpx.post(
+            f"{service}/v1/score", json={"rows": _json_rows(frame.astype(object))}, headers=headers
+        ).json()["predictions"]
+    ]
+    answer = httpx.post(
+        mlflow_url,
+        content=json.dumps(
+            {"dataframe_split": {"columns": setup["inputs"], "data": frame.astype(object).values.tolist()}}
+        ),
+        headers={"Content-Type": "application/json"},
+    ).json()["predictions"]
     served = [row[1] if isinstance(row, list) else row["1"] for row in answer]
     return float(max(np.max(np.abs(np.array(x) - floor)) for x in (online, payload, served)))
 
@@ -265,7 +301,9 @@ def check_agreement(setup: dict[str, Any], model: Any, service: str, mlflow_url:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement (default 3)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of every measurement; medians reported (default 3)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved runs of every measurement; medians reported (default 3)"
+    )
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--family", default="hist_gradient_boosting", choices=sorted(FAMILY_PARAMS))
     parser.add_argument("--workdir", default=None)
@@ -277,10 +315,14 @@ def main() -> int:
     tracking = f"sqlite:///{workdir / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = tracking
     # `mlflow models serve` execs `uvicorn` from PATH: the interpreter's own bin folder first.
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "LAKEHOUSE_ML_SERVING_TOKEN": TOKEN,
-           "OMP_NUM_THREADS": "1",  # what the service's model_threads: 1 does, for mlflow serve too
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-           "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking,
+        "LAKEHOUSE_ML_SERVING_TOKEN": TOKEN,
+        "OMP_NUM_THREADS": "1",  # what the service's model_threads: 1 does, for mlflow serve too
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     processes: list[subprocess.Popen] = []
     from tests.services.servers import start_redis
 
@@ -291,55 +333,113 @@ def main() -> int:
         setup = prepare(workdir, args.family, args.customers, redis)
         conf = redis_conf(workdir, redis)
         ports = {"service": _free_port(), "mlflow": _free_port(), "redis_service": _free_port()}
-        processes.append(_start([sys.executable, "-m", "lakehouse_ml.serving", "--env", "local", "--port", str(ports["service"])],
-                                workdir, "service.log", env))
-        processes.append(_start([sys.executable, "-m", "lakehouse_ml.serving", "--env", "bench_redis", "--conf-source", str(conf),
-                                 "--port", str(ports["redis_service"])],
-                                workdir, "service_redis.log", {**env, "LAKEHOUSE_ML_ONLINE_STORE_PASSWORD": redis.password}))
+        processes.append(
+            _start(
+                [sys.executable, "-m", "lakehouse_ml.serving", "--env", "local", "--port", str(ports["service"])],
+                workdir,
+                "service.log",
+                env,
+            )
+        )
+        processes.append(
+            _start(
+                [
+                    sys.executable,
+                    "-m",
+                    "lakehouse_ml.serving",
+                    "--env",
+                    "bench_redis",
+                    "--conf-source",
+                    str(conf),
+                    "--port",
+                    str(ports["redis_service"]),
+                ],
+                workdir,
+                "service_redis.log",
+                {**env, "LAKEHOUSE_ML_ONLINE_STORE_PASSWORD": redis.password},
+            )
+        )
         mlflow_cli = str(Path(sys.executable).parent / "mlflow")
-        processes.append(_start([mlflow_cli, "models", "serve", "--env-manager", "local", "-m",
-                                 f"models:/{setup['model_name']}/{setup['version']}", "-h", "127.0.0.1", "-p", str(ports["mlflow"])],
-                                workdir, "mlflow_serve.log", env))
+        processes.append(
+            _start(
+                [
+                    mlflow_cli,
+                    "models",
+                    "serve",
+                    "--env-manager",
+                    "local",
+                    "-m",
+                    f"models:/{setup['model_name']}/{setup['version']}",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(ports["mlflow"]),
+                ],
+                workdir,
+                "mlflow_serve.log",
+                env,
+            )
+        )
         service, mlflow_base = f"http://127.0.0.1:{ports['service']}", f"http://127.0.0.1:{ports['mlflow']}"
         redis_service = f"http://127.0.0.1:{ports['redis_service']}"
         started = time.perf_counter()
         _wait_for(f"{service}/ready", processes[0])
         _wait_for(f"{redis_service}/ready", processes[1])
         _wait_for(f"{mlflow_base}/ping", processes[2])
-        print(f"servers ready in {time.perf_counter() - started:.1f}s (service on :{ports['service']} with SQLite, "
-              f":{ports['redis_service']} with Redis, mlflow models serve on :{ports['mlflow']})")
+        print(
+            f"servers ready in {time.perf_counter() - started:.1f}s (service on :{ports['service']} with SQLite, "
+            f":{ports['redis_service']} with Redis, mlflow models serve on :{ports['mlflow']})"
+        )
         model = mlflow.sklearn.load_model(f"models:/{setup['model_name']}/{setup['version']}")
         for label, url in (("SQLite", service), ("Redis", redis_service)):
             difference = check_agreement(setup, model, url, f"{mlflow_base}/invocations")
-            print(f"agreement ({label} store): max |probability difference| between service (online and payload), "
-                  f"mlflow serve and floor = {difference:.2e}")
+            print(
+                f"agreement ({label} store): max |probability difference| between service (online and payload), "
+                f"mlflow serve and floor = {difference:.2e}"
+            )
 
         auth = {"Authorization": f"Bearer {TOKEN}"}
         runs: dict[tuple[str, int, int], list[dict[str, float]]] = {}
         for run in range(1, args.repeats + 1):
             for size in (1, 100):
                 payloads = bodies(setup, size)
-                frames = [setup["rows"].loc[setup["ids"][k * size:(k + 1) * size], setup["inputs"]] for k in range(10)]
+                frames = [
+                    setup["rows"].loc[setup["ids"][k * size : (k + 1) * size], setup["inputs"]] for k in range(10)
+                ]
                 targets = {
                     "floor (in-process predict_proba)": _floor_call(model, frames),
-                    "service /v1/score/customers (online lookup)": _http_call(f"{service}/v1/score/customers", payloads["customers"], auth),
-                    "service /v1/score/customers (Redis lookup)": _http_call(f"{redis_service}/v1/score/customers", payloads["customers"], auth),
+                    "service /v1/score/customers (online lookup)": _http_call(
+                        f"{service}/v1/score/customers", payloads["customers"], auth
+                    ),
+                    "service /v1/score/customers (Redis lookup)": _http_call(
+                        f"{redis_service}/v1/score/customers", payloads["customers"], auth
+                    ),
                     "service /v1/score (payload)": _http_call(f"{service}/v1/score", payloads["payload"], auth),
-                    "mlflow models serve /invocations": _http_call(f"{mlflow_base}/invocations", payloads["mlflow"], {}),
+                    "mlflow models serve /invocations": _http_call(
+                        f"{mlflow_base}/invocations", payloads["mlflow"], {}
+                    ),
                 }
                 for name, make in targets.items():
                     for clients in (1, 8):
                         figures = measure(make, clients, args.seconds)
                         runs.setdefault((name, size, clients), []).append(figures)
-                        print(f"run {run}/{args.repeats} {name:45s} rows={size:3d} clients={clients}: p50 {figures['p50']:7.2f} ms  "
-                              f"p99 {figures['p99']:7.2f} ms", flush=True)
+                        print(
+                            f"run {run}/{args.repeats} {name:45s} rows={size:3d} clients={clients}: p50 {figures['p50']:7.2f} ms  "
+                            f"p99 {figures['p99']:7.2f} ms",
+                            flush=True,
+                        )
         # Each figure is the median of the interleaved runs: the machine is shared and noisy.
-        results = {key: {metric: statistics.median(run[metric] for run in measured) for metric in measured[0]} for key, measured in runs.items()}
+        results = {
+            key: {metric: statistics.median(run[metric] for run in measured) for metric in measured[0]}
+            for key, measured in runs.items()
+        }
         print(f"\nmedians of {args.repeats} interleaved runs of {args.seconds:g} s each:")
         for (name, size, clients), figures in results.items():
-            print(f"{name:45s} rows={size:3d} clients={clients}: p50 {figures['p50']:7.2f} ms  p95 {figures['p95']:7.2f} ms  "
-                  f"p99 {figures['p99']:7.2f} ms  {figures['requests_s']:8.1f} req/s  {figures['requests_s'] * size:9.0f} rows/s  "
-                  f"(p50 of the runs: {', '.join(format(run['p50'], '.2f') for run in runs[(name, size, clients)])})")
+            print(
+                f"{name:45s} rows={size:3d} clients={clients}: p50 {figures['p50']:7.2f} ms  p95 {figures['p95']:7.2f} ms  "
+                f"p99 {figures['p99']:7.2f} ms  {figures['requests_s']:8.1f} req/s  {figures['requests_s'] * size:9.0f} rows/s  "
+                f"(p50 of the runs: {', '.join(format(run['p50'], '.2f') for run in runs[(name, size, clients)])})"
+            )
 
         floor, online = "floor (in-process predict_proba)", "service /v1/score/customers (online lookup)"
         payload, served = "service /v1/score (payload)", "mlflow models serve /invocations"
@@ -348,21 +448,31 @@ def main() -> int:
         for store, name in (("SQLite", online), ("Redis", on_redis)):
             faster = results[(served, 100, 1)]["p50"] / results[(name, 100, 1)]["p50"]
             tail = results[(name, 1, 8)]["p99"] / results[(name, 1, 8)]["p50"]
-            print(f"  {store:6s}: rows=100 clients=1: mlflow serve (payload) p50 / service p50 = {faster:5.2f}x   [target >= 1.5x]")
+            print(
+                f"  {store:6s}: rows=100 clients=1: mlflow serve (payload) p50 / service p50 = {faster:5.2f}x   [target >= 1.5x]"
+            )
             print(f"  {store:6s}: rows=  1 clients=8: service p99 / p50 = {tail:5.2f}x   [target <= 5x]")
         print("\nratios (clients=1):")
         for size in (1, 100):
             p99_ratio = results[(online, size, 1)]["p99"] / results[(floor, size, 1)]["p99"]
-            print(f"  rows={size:3d}: service (online lookup) p99 / floor p99 = {p99_ratio:5.2f}x" + ("   [target <= 2x]" if size == 1 else ""))
+            print(
+                f"  rows={size:3d}: service (online lookup) p99 / floor p99 = {p99_ratio:5.2f}x"
+                + ("   [target <= 2x]" if size == 1 else "")
+            )
             for name in (online, payload):
                 ratio = results[(served, size, 1)]["p50"] / results[(name, size, 1)]["p50"]
-                print(f"  rows={size:3d}: mlflow serve p50 / {name} p50 = {ratio:5.2f}x" + ("   [target >= 2x]" if size == 1 else ""))
+                print(
+                    f"  rows={size:3d}: mlflow serve p50 / {name} p50 = {ratio:5.2f}x"
+                    + ("   [target >= 2x]" if size == 1 else "")
+                )
         print("ratios (clients=8, throughput rows/s):")
         for size in (1, 100):
             base = results[(served, size, 8)]["requests_s"]
-            print(f"  rows={size:3d}: service online / mlflow = {results[(online, size, 8)]['requests_s'] / base:5.2f}x, "
-                  f"service payload / mlflow = {results[(payload, size, 8)]['requests_s'] / base:5.2f}x, "
-                  f"floor / service online = {results[(floor, size, 8)]['requests_s'] / results[(online, size, 8)]['requests_s']:5.2f}x")
+            print(
+                f"  rows={size:3d}: service online / mlflow = {results[(online, size, 8)]['requests_s'] / base:5.2f}x, "
+                f"service payload / mlflow = {results[(payload, size, 8)]['requests_s'] / base:5.2f}x, "
+                f"floor / service online = {results[(floor, size, 8)]['requests_s'] / results[(online, size, 8)]['requests_s']:5.2f}x"
+            )
     finally:
         for process in processes:
             _signal_group(process, signal.SIGTERM)

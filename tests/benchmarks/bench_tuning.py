@@ -187,8 +187,10 @@ def nested_runs(experiment_id: str, parent_run_id: str) -> Counter:
     client, statuses, token = MlflowClient(), Counter(), None
     while True:
         page = client.search_runs(
-            [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-            max_results=1000, page_token=token,
+            [experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+            max_results=1000,
+            page_token=token,
         )
         statuses.update(run.info.status for run in page)
         token = page.token
@@ -231,6 +233,7 @@ class LoggingClock:
 
     def _timed(self, method):
         """``method`` adding its wall time to the clock."""
+
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             try:
@@ -242,7 +245,9 @@ class LoggingClock:
         return wrapper
 
 
-def timed_study(prepared: tuple, tuning: dict[str, Any], parent_run_id: str | None, storage: str | None) -> dict[str, Any]:
+def timed_study(
+    prepared: tuple, tuning: dict[str, Any], parent_run_id: str | None, storage: str | None
+) -> dict[str, Any]:
     """``run_study`` timed: wall and CPU seconds, load average around it, and the study's result."""
     from lakehouse_ml.pipelines.tuning.nodes import run_study
 
@@ -253,8 +258,13 @@ def timed_study(prepared: tuple, tuning: dict[str, Any], parent_run_id: str | No
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     finished = result["trial_counts"]["complete"] + result["trial_counts"]["pruned"]
     return {
-        "wall": wall, "cpu": cpu, "load_before": load_before, "load_after": load_average(),
-        "trials_per_min": 60 * finished / wall, "counts": result["trial_counts"], "best": result["best_value"],
+        "wall": wall,
+        "cpu": cpu,
+        "load_before": load_before,
+        "load_after": load_average(),
+        "trials_per_min": 60 * finished / wall,
+        "counts": result["trial_counts"],
+        "best": result["best_value"],
         "trials": result["trials"],
     }
 
@@ -266,8 +276,15 @@ def run_order(repeat: int) -> list[tuple[str, int, bool]]:
     return [*sequential, VARIANTS[2]]
 
 
-def measure(variant: tuple[str, int, bool], prepared: tuple, params: dict, args: argparse.Namespace,
-            workdir: Path, experiment_id: str | None, repeat: int) -> dict[str, Any]:
+def measure(
+    variant: tuple[str, int, bool],
+    prepared: tuple,
+    params: dict,
+    args: argparse.Namespace,
+    workdir: Path,
+    experiment_id: str | None,
+    repeat: int,
+) -> dict[str, Any]:
     """One variant once; a tracked one runs under a fresh parent run and counts its nested runs."""
     import mlflow
 
@@ -279,8 +296,13 @@ def measure(variant: tuple[str, int, bool], prepared: tuple, params: dict, args:
         return {"label": label, **timed_study(prepared, tuning, None, storage)}
     with mlflow.start_run(experiment_id=experiment_id, run_name=tag) as parent, LoggingClock() as clock:
         row = timed_study(prepared, tuning, parent.info.run_id, storage)
-    return {"label": label, **row, "logging": clock.seconds, "logging_calls": clock.calls,
-            "nested": nested_runs(experiment_id, parent.info.run_id)}
+    return {
+        "label": label,
+        **row,
+        "logging": clock.seconds,
+        "logging_calls": clock.calls,
+        "nested": nested_runs(experiment_id, parent.info.run_id),
+    }
 
 
 def warm_up(prepared: tuple, params: dict, trials: int) -> float:
@@ -296,6 +318,7 @@ def warm_up(prepared: tuple, params: dict, trials: int) -> float:
 
 def same_trials(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two studies ran the same trials: state, family and value, trial by trial."""
+
     def key(row: dict) -> list[tuple]:
         return [(t["state"], t["family"], None if t["value"] is None else round(t["value"], 12)) for t in row["trials"]]
 
@@ -312,15 +335,19 @@ def trial_mix(row: dict[str, Any]) -> str:
 def print_row(row: dict[str, Any]) -> None:
     """One measurement as one line (plus its nested-run count when tracked)."""
     counts, best = row["counts"], "-" if row["best"] is None else f"{row['best']:.4f}"
-    line = (f"  {row['label']}: {row['wall']:7.1f} s wall, {row['cpu']:7.1f} s CPU "
-            f"(CPU/wall {row['cpu'] / row['wall']:.2f}), {row['trials_per_min']:5.2f} trials/min, "
-            f"{counts['complete']} complete / {counts['pruned']} pruned / {counts['fail']} failed, "
-            f"best {best}, load {row['load_before']} -> {row['load_after']}")
+    line = (
+        f"  {row['label']}: {row['wall']:7.1f} s wall, {row['cpu']:7.1f} s CPU "
+        f"(CPU/wall {row['cpu'] / row['wall']:.2f}), {row['trials_per_min']:5.2f} trials/min, "
+        f"{counts['complete']} complete / {counts['pruned']} pruned / {counts['fail']} failed, "
+        f"best {best}, load {row['load_before']} -> {row['load_after']}"
+    )
     if "nested" in row:
         nested = row["nested"]
-        line += (f"\n      MLflow: {sum(nested.values())} nested trial runs under the parent "
-                 f"({', '.join(f'{s} {n}' for s, n in sorted(nested.items()))}); "
-                 f"{row['logging']:.2f} s inside the trial runs' MLflow calls ({row['logging_calls']} calls)")
+        line += (
+            f"\n      MLflow: {sum(nested.values())} nested trial runs under the parent "
+            f"({', '.join(f'{s} {n}' for s, n in sorted(nested.items()))}); "
+            f"{row['logging']:.2f} s inside the trial runs' MLflow calls ({row['logging_calls']} calls)"
+        )
     print(line, flush=True)
 
 
@@ -336,13 +363,17 @@ def summarize(results: dict[str, list[dict[str, Any]]], trials: int) -> bool:
     for label, _, _ in VARIANTS:
         rows = results[label]
         fastest = f" (fastest {min(row['wall'] for row in rows):.1f} s)" if len(rows) > 1 else ""
-        print(f"  {label}: {median_of(rows, 'wall'):7.1f} s wall{fastest}, {median_of(rows, 'cpu'):7.1f} s CPU, "
-              f"{median_of(rows, 'trials_per_min'):5.2f} trials/min")
+        print(
+            f"  {label}: {median_of(rows, 'wall'):7.1f} s wall{fastest}, {median_of(rows, 'cpu'):7.1f} s CPU, "
+            f"{median_of(rows, 'trials_per_min'):5.2f} trials/min"
+        )
 
     speedup = median_of(parallel, "trials_per_min") / median_of(untracked, "trials_per_min")
-    print(f"  speedup n_jobs=2 / n_jobs=1: {speedup:.2f}x trials/min "
-          f"(not like for like: thread-parallel TPE draws differ from sequential ones, so the "
-          f"models fitted and the trials pruned differ)")
+    print(
+        f"  speedup n_jobs=2 / n_jobs=1: {speedup:.2f}x trials/min "
+        f"(not like for like: thread-parallel TPE draws differ from sequential ones, so the "
+        f"models fitted and the trials pruned differ)"
+    )
     print(f"      n_jobs=1: {trial_mix(untracked[0])}")
     for repeat, row in enumerate(parallel, 1):
         print(f"      n_jobs=2 (repeat {repeat}): {trial_mix(row)}")
@@ -351,28 +382,38 @@ def summarize(results: dict[str, list[dict[str, Any]]], trials: int) -> bool:
     overhead = (tracked_wall - untracked_wall) / untracked_wall
     identical = all(same_trials(u, t) for u, t in zip(untracked, tracked, strict=True))
     nested_ok = all(sum(t["nested"].values()) == len(t["trials"]) for t in tracked)
-    print(f"  tracking overhead = (tracked - untracked) / untracked = "
-          f"({tracked_wall:.1f} - {untracked_wall:.1f}) / {untracked_wall:.1f} = {overhead:+.1%} "
-          f"(n_jobs=1, same seed; same trials: {'yes' if identical else 'NO'}; "
-          f"one nested run per trial: {'yes' if nested_ok else 'NO'})")
+    print(
+        f"  tracking overhead = (tracked - untracked) / untracked = "
+        f"({tracked_wall:.1f} - {untracked_wall:.1f}) / {untracked_wall:.1f} = {overhead:+.1%} "
+        f"(n_jobs=1, same seed; same trials: {'yes' if identical else 'NO'}; "
+        f"one nested run per trial: {'yes' if nested_ok else 'NO'})"
+    )
     if len(tracked) > 1:
         best_untracked, best_tracked = (min(row["wall"] for row in rows) for rows in (untracked, tracked))
-        print(f"      on the fastest runs: ({best_tracked:.1f} - {best_untracked:.1f}) / "
-              f"{best_untracked:.1f} = {(best_tracked - best_untracked) / best_untracked:+.1%}")
+        print(
+            f"      on the fastest runs: ({best_tracked:.1f} - {best_untracked:.1f}) / "
+            f"{best_untracked:.1f} = {(best_tracked - best_untracked) / best_untracked:+.1%}"
+        )
     direct = statistics.median(t["logging"] / (t["wall"] - t["logging"]) for t in tracked)
-    print(f"  cross-check, logging timed inside the tracked study: {median_of(tracked, 'logging'):.2f} s; "
-          f"logging / (tracked - logging) = {direct:+.1%} "
-          f"({'PASS' if direct < OVERHEAD_TARGET else 'FAIL'}; "
-          f"one run, so not skewed by a load that differs between runs)")
+    print(
+        f"  cross-check, logging timed inside the tracked study: {median_of(tracked, 'logging'):.2f} s; "
+        f"logging / (tracked - logging) = {direct:+.1%} "
+        f"({'PASS' if direct < OVERHEAD_TARGET else 'FAIL'}; "
+        f"one run, so not skewed by a load that differs between runs)"
+    )
     passed = overhead < OVERHEAD_TARGET
-    print(f"  {'PASS' if passed else 'FAIL'}: tracking overhead {overhead:+.1%} "
-          f"{'<' if passed else '>='} {OVERHEAD_TARGET:.0%} target")
+    print(
+        f"  {'PASS' if passed else 'FAIL'}: tracking overhead {overhead:+.1%} "
+        f"{'<' if passed else '>='} {OVERHEAD_TARGET:.0%} target"
+    )
     if not identical:
         print("  warning: the tracked and untracked studies ran different trials, the overhead compares unequal work")
     if abs(overhead - direct) > 0.05:
-        print(f"  warning: the end-to-end overhead and the cross-check differ by {abs(overhead - direct):.0%} points: "
-              f"run-to-run noise (see the load averages) is larger than the logging cost; "
-              f"trust the cross-check, or rerun on a quiet machine with --repeats 3 (and --openmp-threads 1)")
+        print(
+            f"  warning: the end-to-end overhead and the cross-check differ by {abs(overhead - direct):.0%} points: "
+            f"run-to-run noise (see the load averages) is larger than the logging cost; "
+            f"trust the cross-check, or rerun on a quiet machine with --repeats 3 (and --openmp-threads 1)"
+        )
     return passed
 
 
@@ -381,23 +422,38 @@ def summarize(results: dict[str, list[dict[str, Any]]], trials: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the options, run every variant ``--repeats`` times, print the measurements and summary."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=20, help="finished trials per study (default 20)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per variant, the median is reported (default 1)")
-    parser.add_argument("--training-set", default=DEFAULT_TRAINING_SET,
-                        help=f"Delta training set, relative to the project root (default {DEFAULT_TRAINING_SET})")
-    parser.add_argument("--storage", choices=("sqlite", "memory"), default="sqlite",
-                        help="Optuna storage: a fresh SQLite file per study as the project configures (default), "
-                             "or in-memory")
-    parser.add_argument("--warmup", type=int, default=3,
-                        help="trials of the untimed warm-up study (default 3; 0: none)")
-    parser.add_argument("--workdir", default=None, help="Optuna and MLflow stores (default: a fresh tempdir, "
-                                                         "deleted at the end unless --keep)")
+    parser.add_argument(
+        "--training-set",
+        default=DEFAULT_TRAINING_SET,
+        help=f"Delta training set, relative to the project root (default {DEFAULT_TRAINING_SET})",
+    )
+    parser.add_argument(
+        "--storage",
+        choices=("sqlite", "memory"),
+        default="sqlite",
+        help="Optuna storage: a fresh SQLite file per study as the project configures (default), or in-memory",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="trials of the untimed warm-up study (default 3; 0: none)"
+    )
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="Optuna and MLflow stores (default: a fresh tempdir, deleted at the end unless --keep)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the default tempdir (stores for inspection)")
     parser.add_argument("--verbose", action="store_true", help="Optuna's and the tuning node's per-trial log lines")
-    parser.add_argument("--openmp-threads", type=int, default=None,
-                        help="set OMP_NUM_THREADS (default: unset, the libraries' own choice, as in `kedro run`)")
+    parser.add_argument(
+        "--openmp-threads",
+        type=int,
+        default=None,
+        help="set OMP_NUM_THREADS (default: unset, the libraries' own choice, as in `kedro run`)",
+    )
     args = parser.parse_args(argv)
     if args.trials < 1 or args.repeats < 1:
         parser.error("--trials and --repeats must be >= 1")
@@ -409,10 +465,13 @@ def main(argv: list[str] | None = None) -> int:
         params, prepared = load_inputs(args.training_set)
         quiet_logging(args.verbose)
         train, folds, _test, columns = prepared
-        print(f"tuning benchmark: {os.cpu_count()} CPUs, {len(train):,} tuning rows, {len(folds)} folds, "
-              f"{len(columns['numeric'])} numeric + {len(columns['categorical'])} categorical features, "
-              f"{args.trials} trials, seed {params['tuning']['seed']}, Optuna storage {args.storage}, "
-              f"OpenMP threads {openmp_threads()}, workdir {workdir}, load average {load_average()}", flush=True)
+        print(
+            f"tuning benchmark: {os.cpu_count()} CPUs, {len(train):,} tuning rows, {len(folds)} folds, "
+            f"{len(columns['numeric'])} numeric + {len(columns['categorical'])} categorical features, "
+            f"{args.trials} trials, seed {params['tuning']['seed']}, Optuna storage {args.storage}, "
+            f"OpenMP threads {openmp_threads()}, workdir {workdir}, load average {load_average()}",
+            flush=True,
+        )
         experiment_id = mlflow_experiment(workdir)
         print(f"  warm-up ({args.warmup} trials, untimed): {warm_up(prepared, params, args.warmup):.1f} s", flush=True)
 

@@ -113,8 +113,10 @@ def test_the_training_set_and_the_predictions_are_equal_row_for_row(two_runs):
 
     keys = ["customer_id", "cutoff_ts"]
     pd.testing.assert_frame_equal(
-        ordered(load("cluster", "ml/training_set"), keys), ordered(load("dev", "ml/training_set"), keys),
-        check_exact=False, rtol=1e-9,
+        ordered(load("cluster", "ml/training_set"), keys),
+        ordered(load("dev", "ml/training_set"), keys),
+        check_exact=False,
+        rtol=1e-9,
     )
     # Which run, registered model and time scored them differ by design; what was scored must not.
     run_specific = ("scored_at", "model_name", "model_run_id")
@@ -122,7 +124,8 @@ def test_the_training_set_and_the_predictions_are_equal_row_for_row(two_runs):
     pd.testing.assert_frame_equal(
         ordered(load("cluster", "ml/churn_predictions"), keys, run_specific),
         ordered(load("dev", "ml/churn_predictions"), keys, run_specific),
-        check_exact=False, rtol=1e-9,
+        check_exact=False,
+        rtol=1e-9,
     )
 
 

@@ -25,8 +25,21 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # from their time), and the table version a baseline was computed on (a retried write adds
 # versions); what they released is compared through the registry.
 VOLATILE = {
-    "_ingested_at", "_updated_at", "refreshed_at", "refresh_id", "_refresh_id", "scored_at", "logged_at",
-    "rejected_at", "fired_at", "created_at", "event_ts", "event_id", "model_run_id", "kedro_run_id", "run_id",
+    "_ingested_at",
+    "_updated_at",
+    "refreshed_at",
+    "refresh_id",
+    "_refresh_id",
+    "scored_at",
+    "logged_at",
+    "rejected_at",
+    "fired_at",
+    "created_at",
+    "event_ts",
+    "event_id",
+    "model_run_id",
+    "kedro_run_id",
+    "run_id",
     "training_set_version",
 }
 MLFLOW_RUN_ID = r"\b[0-9a-f]{32}\b"
@@ -73,13 +86,17 @@ def kedro(project: Path, args: list[str], crash_after: int = 0, timeout: int = 9
         "LAKEHOUSE_ML_ROOT": str(project),
         "KEDRO_DISABLE_TELEMETRY": "1",
         # This tree's source before any installed copy (a worktree's venv may install another).
-        "PYTHONPATH": os.pathsep.join([str(_plugin_path(project.parent)), str(PROJECT_ROOT), str(PROJECT_ROOT / "src")]),
+        "PYTHONPATH": os.pathsep.join(
+            [str(_plugin_path(project.parent)), str(PROJECT_ROOT), str(PROJECT_ROOT / "src")]
+        ),
         "CRASH_AFTER_COMMIT": str(crash_after),
         "CRASH_COUNT_FILE": str(project / "commits.log"),
     }
     env.pop("SPARK_REMOTE", None)
     kedro_bin = Path(sys.executable).with_name("kedro")
-    return subprocess.run([str(kedro_bin), *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(kedro_bin), *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def check(result: subprocess.CompletedProcess, what: str) -> None:
@@ -91,15 +108,20 @@ def registry(project: Path) -> pd.DataFrame:
     """The model registry as a table: per model version its validation status and the aliases on it."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}", registry_uri=f"sqlite:///{project / 'mlflow.db'}")
+    client = MlflowClient(
+        tracking_uri=f"sqlite:///{project / 'mlflow.db'}", registry_uri=f"sqlite:///{project / 'mlflow.db'}"
+    )
     rows = []
     for model in client.search_registered_models():
         for version in client.search_model_versions(f"name = '{model.name}'"):
-            rows.append({
-                "model": model.name, "version": str(version.version),
-                "validation_status": version.tags.get("validation_status", ""),
-                "aliases": ",".join(sorted(version.aliases)),
-            })
+            rows.append(
+                {
+                    "model": model.name,
+                    "version": str(version.version),
+                    "validation_status": version.tags.get("validation_status", ""),
+                    "aliases": ",".join(sorted(version.aliases)),
+                }
+            )
     return pd.DataFrame(rows, columns=["model", "version", "validation_status", "aliases"]).astype(str)
 
 
@@ -163,6 +185,7 @@ def stale_feature_tables(project: Path) -> list[str]:
 def sweep(base: Path, commands: list[list[str]], workdir: Path, limit: int | None = None) -> dict[str, object]:
     """Run ``commands`` on a copy of ``base`` once cleanly, then once per commit killed after it and
     run again; return the commit points and the differences found per point."""
+
     def fresh(name: str) -> Path:
         target = workdir / name
         shutil.rmtree(target, ignore_errors=True)

@@ -29,7 +29,8 @@ def late_delivery(project: Path) -> None:
     records = [json.loads(line) for line in next(last.glob("*.jsonl")).read_text().splitlines() if line.strip()]
     resent = [
         {**r, "event_id": f"{r['event_id']}-late", "delivered_at": f"{day}T02:05:00Z"}
-        for r in records if isinstance(r, dict) and r.get("event_id")
+        for r in records
+        if isinstance(r, dict) and r.get("event_id")
     ]
     corrected = json.loads(next(first.glob("*.jsonl")).read_text().splitlines()[0])
     corrected.update({"event_ts": f"{last.name}T01:00:00Z", "delivered_at": f"{day}T02:05:00Z"})
@@ -38,10 +39,15 @@ def late_delivery(project: Path) -> None:
     profiles = landing.parent / "customers"
     with next(sorted(p for p in profiles.iterdir() if p.is_dir())[-1].glob("*.csv")).open(newline="") as delivered:
         change = next(row for row in csv.DictReader(delivered) if all(row.values()))
-    change.update({
-        "event_id": f"{change['event_id']}-upgrade", "event_ts": f"{last.name}T01:00:00Z", "delivered_at": f"{day}T02:05:00Z",
-        "plan_tier": "premium", "monthly_price": "34.99",
-    })
+    change.update(
+        {
+            "event_id": f"{change['event_id']}-upgrade",
+            "event_ts": f"{last.name}T01:00:00Z",
+            "delivered_at": f"{day}T02:05:00Z",
+            "plan_tier": "premium",
+            "monthly_price": "34.99",
+        }
+    )
     (profiles / day).mkdir(exist_ok=True)
     with (profiles / day / "customers.csv").open("w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=list(change), lineterminator="\n")

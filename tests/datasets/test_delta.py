@@ -163,9 +163,7 @@ def test_merge_updates_matched_keys_and_inserts_new_ones(spark, tmp_path):
 
 def test_merge_delete_column_on_first_write_drops_flagged_rows_and_the_flag(spark, tmp_path):
     path = tmp_path / "t"
-    ds = SparkDeltaDataset(
-        filepath=str(path), write_mode="merge", merge_keys=["id"], merge_delete_column="deleted"
-    )
+    ds = SparkDeltaDataset(filepath=str(path), write_mode="merge", merge_keys=["id"], merge_delete_column="deleted")
 
     ds.save(spark.createDataFrame([(1, "a", False), (2, "b", True), (3, "c", False)], FLAGGED))
 
@@ -177,18 +175,12 @@ def test_merge_delete_column_on_first_write_drops_flagged_rows_and_the_flag(spar
 
 def test_merge_delete_column_deletes_flagged_keys(spark, tmp_path):
     path = tmp_path / "t"
-    ds = SparkDeltaDataset(
-        filepath=str(path), write_mode="merge", merge_keys=["id"], merge_delete_column="deleted"
-    )
+    ds = SparkDeltaDataset(filepath=str(path), write_mode="merge", merge_keys=["id"], merge_delete_column="deleted")
     ds.save(spark.createDataFrame([(1, "a", False), (2, "b", False), (3, "c", False)], FLAGGED))
 
     # 1: update; 2: absent from the source -> kept; 3: flagged -> deleted; 4: new -> inserted;
     # 5: flagged but absent from the table -> not inserted.
-    ds.save(
-        spark.createDataFrame(
-            [(1, "A", False), (3, "c", True), (4, "d", False), (5, "e", True)], FLAGGED
-        )
-    )
+    ds.save(spark.createDataFrame([(1, "A", False), (3, "c", True), (4, "d", False), (5, "e", True)], FLAGGED))
 
     loaded = ds.load()
     assert loaded.columns == ["id", "v"]
@@ -220,9 +212,7 @@ def test_merge_source_with_duplicate_keys_raises_naming_the_keys(spark, tmp_path
 def test_replace_replaces_only_rows_whose_keys_occur_in_the_new_data(spark, tmp_path):
     path = tmp_path / "t"
     SparkDeltaDataset(filepath=str(path)).save(
-        spark.createDataFrame(
-            [("d1", 1, 10), ("d1", 2, 20), ("d2", 1, 30), ("d3", 1, 40), ("d3", 2, 41)], DAYS
-        )
+        spark.createDataFrame([("d1", 1, 10), ("d1", 2, 20), ("d2", 1, 30), ("d3", 1, 40), ("d3", 2, 41)], DAYS)
     )
     ds = SparkDeltaDataset(filepath=str(path), write_mode="replace", replace_keys=["day"])
 
@@ -407,9 +397,7 @@ def test_a_folder_without_a_delta_log_is_a_missing_table(spark, tmp_path):
 def test_time_travel_with_version_as_of(spark, tmp_path):
     path = tmp_path / "t"
     SparkDeltaDataset(filepath=str(path)).save(spark.createDataFrame([(1, "a")], SCHEMA))
-    SparkDeltaDataset(filepath=str(path), write_mode="append").save(
-        spark.createDataFrame([(2, "b")], SCHEMA)
-    )
+    SparkDeltaDataset(filepath=str(path), write_mode="append").save(spark.createDataFrame([(2, "b")], SCHEMA))
     SparkDeltaDataset(filepath=str(path)).save(spark.createDataFrame([(9, "z")], SCHEMA))
 
     def at(version):
@@ -426,9 +414,7 @@ def test_table_version_history_and_lineage(spark, tmp_path):
     assert table_version(str(path)) is None
 
     SparkDeltaDataset(filepath=str(path)).save(spark.createDataFrame([(1, "a")], SCHEMA))
-    SparkDeltaDataset(filepath=str(path), write_mode="append").save(
-        spark.createDataFrame([(2, "b")], SCHEMA)
-    )
+    SparkDeltaDataset(filepath=str(path), write_mode="append").save(spark.createDataFrame([(2, "b")], SCHEMA))
     SparkDeltaDataset(filepath=str(path), write_mode="merge", merge_keys=["id"]).save(
         spark.createDataFrame([(2, "B")], SCHEMA)
     )
@@ -525,9 +511,7 @@ def test_transcoding_through_a_kedro_catalog(spark, tmp_path):
 
     loaded = catalog.load("t@pandas")
     expected = pd.DataFrame({"id": [1, 2, 3], "v": ["a", "B", "c"]})
-    pd.testing.assert_frame_equal(
-        loaded.sort_values("id").reset_index(drop=True), expected, check_dtype=False
-    )
+    pd.testing.assert_frame_equal(loaded.sort_values("id").reset_index(drop=True), expected, check_dtype=False)
     assert loaded["id"].dtype == "int64"
     assert pandas_rows(loaded) == rows(catalog.load("t@spark"))
 
@@ -539,9 +523,7 @@ WIDE_COLUMNS = 16
 
 def wide(frame):
     """``id`` plus WIDE_COLUMNS deterministic pseudo-random columns (rand() is broken on Sail)."""
-    return frame.select(
-        "id", *[(F.xxhash64("id", F.lit(i)) % 1000).alias(f"c{i}") for i in range(WIDE_COLUMNS)]
-    )
+    return frame.select("id", *[(F.xxhash64("id", F.lit(i)) % 1000).alias(f"c{i}") for i in range(WIDE_COLUMNS)])
 
 
 def data_files(path: Path) -> set[str]:
@@ -736,8 +718,8 @@ def test_pandas_read_of_a_multi_file_table_exits_cleanly(spark, tmp_path):
             stdout, stderr = reader.communicate(timeout=60)
             results.append((reader.returncode, stdout.strip(), stderr[-2000:]))
 
-    expected_sum = sum(range(40_000)) + sum(range(40_000, 40_100)) + sum(range(40_100, 40_200)) + sum(
-        range(40_200, 40_300)
+    expected_sum = (
+        sum(range(40_000)) + sum(range(40_000, 40_100)) + sum(range(40_100, 40_200)) + sum(range(40_200, 40_300))
     )
     for returncode, stdout, stderr in results:
         assert returncode == 0, f"reader exited with {returncode}:\n{stderr}"
@@ -755,7 +737,7 @@ def test_replace_on_a_timestamp_key_outside_utc(tmp_path):
         from lakehouse_ml.engine import ENGINE, EngineConfig
 
         spark = ENGINE.start(EngineConfig(spark_conf={{"spark.sql.session.timeZone": "UTC"}}))
-        ds = SparkDeltaDataset(filepath={str(tmp_path / 't')!r}, write_mode="replace", replace_keys=["ts"])
+        ds = SparkDeltaDataset(filepath={str(tmp_path / "t")!r}, write_mode="replace", replace_keys=["ts"])
         ds.save(spark.sql("SELECT TIMESTAMP'2024-01-01 10:00:00' AS ts, 1 AS v "
                           "UNION ALL SELECT TIMESTAMP'2024-01-02 10:00:00', 2"))
         ds.save(spark.sql("SELECT TIMESTAMP'2024-01-01 10:00:00' AS ts, 9 AS v"))
@@ -776,11 +758,11 @@ def test_replace_with_many_distinct_key_values(tmp_path):
         from lakehouse_ml.lakehouse import table_version
 
         spark = ENGINE.start(EngineConfig())
-        ds = SparkDeltaDataset(filepath={str(tmp_path / 't')!r}, write_mode="replace", replace_keys=["k"])
+        ds = SparkDeltaDataset(filepath={str(tmp_path / "t")!r}, write_mode="replace", replace_keys=["k"])
         ds.save(spark.range(0, 10).withColumnRenamed("id", "k"))
         # e.g. a backfill of two years of activity_date values in one save
         ds.save(spark.range(5, 735).withColumnRenamed("id", "k"))
-        print(table_version({str(tmp_path / 't')!r}), ds.load().count())
+        print(table_version({str(tmp_path / "t")!r}), ds.load().count())
         ENGINE.stop()
     """
     result = run_script(tmp_path, "many_keys.py", code)
@@ -804,17 +786,28 @@ def test_preview_reads_the_first_rows_without_spark(tmp_path, monkeypatch):
     monkeypatch.setattr("lakehouse_ml.datasets.delta.get_spark", no_spark)
     monkeypatch.setattr("lakehouse_ml.datasets.frames.get_spark", no_spark)
     path = str(tmp_path / "t")
-    first = pd.DataFrame({
-        "id": [1, 2, 3], "v": ["a", "b", None], "flags": [["x"], [], ["y", "z"]],
-        "ts": pd.to_datetime(["2026-01-01 10:00", "2026-01-02 11:00", "2026-01-03 12:00"], utc=True),
-    })
+    first = pd.DataFrame(
+        {
+            "id": [1, 2, 3],
+            "v": ["a", "b", None],
+            "flags": [["x"], [], ["y", "z"]],
+            "ts": pd.to_datetime(["2026-01-01 10:00", "2026-01-02 11:00", "2026-01-03 12:00"], utc=True),
+        }
+    )
     write_deltalake(path, first)
     write_deltalake(path, first.assign(id=[4, 5, 6]), mode="append")
 
     preview = SparkDeltaDataset(filepath=path).preview(nrows=2)
     assert preview["columns"] == ["id", "v", "flags", "ts"] and preview["index"] == [0, 1]
     assert len(preview["data"]) == 2
-    written = {(1, "a", ("x",)), (2, "b", ()), (3, None, ("y", "z")), (4, "a", ("x",)), (5, "b", ()), (6, None, ("y", "z"))}
+    written = {
+        (1, "a", ("x",)),
+        (2, "b", ()),
+        (3, None, ("y", "z")),
+        (4, "a", ("x",)),
+        (5, "b", ()),
+        (6, None, ("y", "z")),
+    }
     assert {(r[0], r[1], tuple(r[2])) for r in preview["data"]} <= written
     json.dumps(preview, default=str)  # what kedro-viz sends
 

@@ -31,11 +31,20 @@ def test_tables_are_merged_on_their_keys_with_deletes_and_stamped_in_name_order(
     template = str(tmp_path / "features" / "{table}")
     dataset = FeatureTablesDataset(filepath=template, merge_delete_column="_deleted")
     stamp = {"properties": {"lakehouse_ml.contract.hash": "h1"}}
-    dataset.save({
-        "b": {"rows": _rows(spark, [("c1", T1, 1.0, False)]), "keys": KEYS, "stamp": stamp},
-        "a": {"rows": _rows(spark, [("c1", T1, 2.0, False), ("c2", T1, 3.0, False)]), "keys": KEYS},
-    })
-    dataset.save({"a": {"rows": _rows(spark, [("c1", T1, 5.0, False), ("c2", T1, None, True), ("c3", T2, 7.0, False)]), "keys": KEYS}})
+    dataset.save(
+        {
+            "b": {"rows": _rows(spark, [("c1", T1, 1.0, False)]), "keys": KEYS, "stamp": stamp},
+            "a": {"rows": _rows(spark, [("c1", T1, 2.0, False), ("c2", T1, 3.0, False)]), "keys": KEYS},
+        }
+    )
+    dataset.save(
+        {
+            "a": {
+                "rows": _rows(spark, [("c1", T1, 5.0, False), ("c2", T1, None, True), ("c3", T2, 7.0, False)]),
+                "keys": KEYS,
+            }
+        }
+    )
     tables = dataset.load()
     assert list(tables) == ["a", "b"] and len(tables) == 2 and "a" in tables and "nope" not in tables
     rows = sorted((r["customer_id"], r["x"]) for r in tables["a"].collect())

@@ -37,7 +37,10 @@ def test_no_request_runs_nothing(tmp_path):
 @pytest.mark.slow  # a real `kedro run` in a new process
 def test_a_failed_run_fails_the_save_with_the_end_of_its_output(project):
     dataset = KedroRunDataset(pipeline="no_such_pipeline", env="local", project_path=str(project))
-    with pytest.raises(DatasetError, match=r"(?s)`kedro run --pipelines no_such_pipeline --env local` failed \(exit 1\).*no_such_pipeline"):
+    with pytest.raises(
+        DatasetError,
+        match=r"(?s)`kedro run --pipelines no_such_pipeline --env local` failed \(exit 1\).*no_such_pipeline",
+    ):
         dataset.save({"reason": "monitoring rule test"})
     with pytest.raises(DatasetError, match="write-only"):
         dataset.load()

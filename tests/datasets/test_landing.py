@@ -32,7 +32,11 @@ def test_undecodable_lines_keep_their_escaped_bytes_and_the_reason():
     binary = lines_of(b"\x1f\x8b\x00\xff")
     assert binary[0] == ["<4 bytes with NUL bytes, 1 of 1 lines undecodable>"]
     assert binary[2] == ["the file is not utf-8 text (4 bytes with NUL bytes, 1 of 1 lines undecodable)"]
-    assert lines_of("a;b\nM\xfcnster;1\n".encode("latin-1"), "csv", "latin-1") == (["Münster;1", ""], "a;b", [None, None])
+    assert lines_of("a;b\nM\xfcnster;1\n".encode("latin-1"), "csv", "latin-1") == (
+        ["Münster;1", ""],
+        "a;b",
+        [None, None],
+    )
 
 
 @pytest.mark.parametrize("file_format", ["csv", "json"])
@@ -64,7 +68,8 @@ def test_many_deliveries_are_read_in_one_scan_each_line_tagged_with_its_file(tmp
         (folder / "tickets.csv").write_text(f"event_id,n\nt{day},{day}\nt{day}b,{day}\n")
     (root / "2026-01-02" / "tickets.csv").write_text("event_id,n,extra\nx,1,2\n")  # its own header
     dataset = LandingDataset(
-        path=str(root), filename_suffix=".csv",
+        path=str(root),
+        filename_suffix=".csv",
         dataset={"type": "lakehouse_ml.datasets.LandingFileDataset", "file_format": "csv"},
     )
     deliveries = dataset.load()
@@ -75,7 +80,10 @@ def test_many_deliveries_are_read_in_one_scan_each_line_tagged_with_its_file(tmp
         ("2026-01-30/tickets", "t30,30", "event_id,n", "csv"),
         ("2026-01-30/tickets", "t30b,30", "event_id,n", "csv"),
     ]
-    assert {r["_source_file"] for r in rows} == {str(root / "2026-01-02" / "tickets.csv"), str(root / "2026-01-30" / "tickets.csv")}
+    assert {r["_source_file"] for r in rows} == {
+        str(root / "2026-01-02" / "tickets.csv"),
+        str(root / "2026-01-30" / "tickets.csv"),
+    }
     assert deliveries.read(list(deliveries)).count() == 2 * 39 + 1
     one = deliveries["2026-01-30/tickets"]()  # a single file still loads on its own
     assert sorted(r["_raw"] for r in one.collect()) == ["t30,30", "t30b,30"] and "_partition_id" not in one.columns
@@ -85,10 +93,14 @@ def test_many_deliveries_are_read_in_one_scan_each_line_tagged_with_its_file(tmp
 
 
 def test_a_landing_dataset_must_read_landing_files():
-    with pytest.raises(DatasetError, match="dataset.type must be lakehouse_ml.datasets.LandingFileDataset, got TextDataset"):
+    with pytest.raises(
+        DatasetError, match="dataset.type must be lakehouse_ml.datasets.LandingFileDataset, got TextDataset"
+    ):
         LandingDataset(path="landing/orders", dataset="text.TextDataset")
     with pytest.raises(DatasetError, match="file_format must be one of \\('json', 'csv'\\), got 'xml'"):
-        LandingDataset(path="landing/orders", dataset={"type": "lakehouse_ml.datasets.LandingFileDataset", "file_format": "xml"})
+        LandingDataset(
+            path="landing/orders", dataset={"type": "lakehouse_ml.datasets.LandingFileDataset", "file_format": "xml"}
+        )
 
 
 def test_files_larger_than_a_scan_split_are_read_exactly_once(tmp_path, spark):
@@ -96,5 +108,7 @@ def test_files_larger_than_a_scan_split_are_read_exactly_once(tmp_path, spark):
     folder = tmp_path / "2026-01-01"
     folder.mkdir()
     (folder / "big.jsonl").write_bytes(b'{"n": 1}' + b" " * 300 + b"\n" * 1 + (b"x" * 300 + b"\n") * 60_000)
-    deliveries = LandingDataset(path=str(tmp_path), filename_suffix=".jsonl", dataset="lakehouse_ml.datasets.LandingFileDataset").load()
+    deliveries = LandingDataset(
+        path=str(tmp_path), filename_suffix=".jsonl", dataset="lakehouse_ml.datasets.LandingFileDataset"
+    ).load()
     assert deliveries.read(["2026-01-01/big"]).count() == 60_001

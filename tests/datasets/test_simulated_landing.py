@@ -51,6 +51,9 @@ def test_a_folder_with_files_the_simulator_did_not_write_is_refused_naming_them(
     delivered = tmp_path / "orders" / "1998-07-01" / "CDNOW_master.txt"
     delivered.parent.mkdir(parents=True)
     delivered.write_text("customer_id date\n")
-    with pytest.raises(DatasetError, match=r"holds files the simulator did not write \(e.g. \['1998-07-01/CDNOW_master.txt'\]\).*simulate.enabled: false"):
+    with pytest.raises(
+        DatasetError,
+        match=r"holds files the simulator did not write \(e.g. \['1998-07-01/CDNOW_master.txt'\]\).*simulate.enabled: false",
+    ):
         dataset(tmp_path).save({"2026-01-01/orders": "a\n"})
     assert delivered.exists()

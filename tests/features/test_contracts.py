@@ -26,14 +26,27 @@ def test_customer_activity_contract():
     contract = parse_contract("customer_activity", _raw("customer_activity"))
     assert contract.table == "customer_activity" and contract.enabled
     assert (contract.owner, contract.grain, contract.refresh, contract.source) == (
-        "ml-platform", "customer x day", "daily", "gold.customer_daily_activity"
+        "ml-platform",
+        "customer x day",
+        "daily",
+        "gold.customer_daily_activity",
     )
     assert contract.entity_keys == ("customer_id",)
     assert (contract.timestamp_key, contract.ingested_at_key) == ("feature_ts", "ingested_at")
     assert contract.feature_names == [
-        "orders_7d", "orders_30d", "orders_90d", "net_spend_30d", "net_spend_90d",
-        "avg_order_value_90d", "sessions_7d", "sessions_30d", "session_minutes_30d",
-        "tickets_30d", "tickets_90d", "high_severity_tickets_90d", "days_since_last_order",
+        "orders_7d",
+        "orders_30d",
+        "orders_90d",
+        "net_spend_30d",
+        "net_spend_90d",
+        "avg_order_value_90d",
+        "sessions_7d",
+        "sessions_30d",
+        "session_minutes_30d",
+        "tickets_30d",
+        "tickets_90d",
+        "high_severity_tickets_90d",
+        "days_since_last_order",
     ]
     orders = contract.feature("orders_7d")
     assert (orders.window, orders.freshness) == (timedelta(days=7), timedelta(days=2))
@@ -64,8 +77,7 @@ def test_column_comments_describe_each_feature():
     activity = parse_contract("customer_activity", _raw("customer_activity")).column_comments()
     assert list(activity) == parse_contract("customer_activity", _raw("customer_activity")).feature_names
     assert activity["orders_7d"] == (
-        "sum of orders over the window; unit=orders; window=7d; freshness=2d; nulls=impute(0); "
-        "range=[0, inf]"
+        "sum of orders over the window; unit=orders; window=7d; freshness=2d; nulls=impute(0); range=[0, inf]"
     )
     assert activity["avg_order_value_90d"] == (
         "net_spend_90d / orders_90d; null without orders; unit=EUR; window=90d; freshness=2d; "
@@ -132,6 +144,7 @@ def _set(path: str, value: Any):
         for key in parents:
             raw = raw[key]
         raw[last] = value
+
     return change
 
 
@@ -153,10 +166,16 @@ PROMISE_CHANGES = {
     "range": _set("features.orders_7d.range", [0, 100]),
     "allowed_values": _set("features.orders_7d.allowed_values", [0, 1]),
     "compute": _set("features.orders_7d.compute", {"sum": "items"}),
-    "feature_added": _set("features.orders_1d", {
-        "window": "1 day", "unit": "orders", "freshness": "2 days", "null_policy": "keep",
-        "compute": {"sum": "orders"},
-    }),
+    "feature_added": _set(
+        "features.orders_1d",
+        {
+            "window": "1 day",
+            "unit": "orders",
+            "freshness": "2 days",
+            "null_policy": "keep",
+            "compute": {"sum": "orders"},
+        },
+    ),
     "feature_removed": lambda raw: raw["features"].pop("tickets_90d"),
 }
 
@@ -194,8 +213,7 @@ CONTRACT_ERRORS = {
     ),
     "bad_freshness": (
         _set("features.orders_7d.freshness", "2 weeks"),
-        f"{WHERE}.features.orders_7d.freshness: expected a duration like '7 days' or '12 hours', "
-        "got '2 weeks'",
+        f"{WHERE}.features.orders_7d.freshness: expected a duration like '7 days' or '12 hours', got '2 weeks'",
     ),
     "bad_window": (
         _set("features.orders_7d.window", "seven days"),
@@ -227,7 +245,10 @@ CONTRACT_ERRORS = {
         f"{WHERE}.features.orders_7d.range: expected [min, max] (null for open), got '0..10'",
     ),
     "missing_kind": (lambda raw: raw.pop("kind"), f"{WHERE}: 'kind' is required"),
-    "unknown_kind": (_set("kind", "hourly"), f"{WHERE}.kind: expected one of ['changes', 'daily_windows'], got 'hourly'"),
+    "unknown_kind": (
+        _set("kind", "hourly"),
+        f"{WHERE}.kind: expected one of ['changes', 'daily_windows'], got 'hourly'",
+    ),
     "compute_of_another_kind": (
         _set("features.orders_7d.compute", {"column": "orders"}),
         f"{WHERE}.features.orders_7d.compute: a 'daily_windows' table computes features from keys",
@@ -255,9 +276,7 @@ def test_an_environment_drops_a_feature_with_null():
     assert contract.hash != parse_contract("customer_activity", _raw("customer_activity")).hash
 
 
-@pytest.mark.parametrize(
-    ("change", "message"), CONTRACT_ERRORS.values(), ids=CONTRACT_ERRORS.keys()
-)
+@pytest.mark.parametrize(("change", "message"), CONTRACT_ERRORS.values(), ids=CONTRACT_ERRORS.keys())
 def test_contract_errors_name_table_and_key(change, message):
     with pytest.raises(ContractError) as raised:
         parse_contract("customer_activity", _broken(change))
@@ -272,8 +291,13 @@ def test_contract_must_be_a_mapping():
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("7 days", timedelta(days=7)), ("1 day", timedelta(days=1)), ("12 hours", timedelta(hours=12)),
-     (" 30 minutes ", timedelta(minutes=30)), (None, None)],
+    [
+        ("7 days", timedelta(days=7)),
+        ("1 day", timedelta(days=1)),
+        ("12 hours", timedelta(hours=12)),
+        (" 30 minutes ", timedelta(minutes=30)),
+        (None, None),
+    ],
 )
 def test_parse_duration(text, expected):
     assert parse_duration(text, "here") == expected
@@ -294,7 +318,9 @@ def test_loose_declarations_are_refused_with_the_table_and_key(spec_factory=None
     from lakehouse_ml.features.contracts import ContractError, parse_contract
     from tests.helpers import PROJECT_ROOT as _root
 
-    raw = _yaml.safe_load((_root / "conf/base/feature_tables/customer_profile.yml").read_text())["feature_tables"]["customer_profile"]
+    raw = _yaml.safe_load((_root / "conf/base/feature_tables/customer_profile.yml").read_text())["feature_tables"][
+        "customer_profile"
+    ]
     cases = {
         "entity_keys": ("entity_keys", "customer_id", "expected a non-empty list"),
         "enabled": ("enabled", "false", "expected true or false"),

@@ -97,20 +97,26 @@ def test_lookback_falls_back_to_null_not_to_an_older_row(spark):
 def test_filter_by_ingested_at_bounds_and_ranking_by_feature_ts(spark):
     features = spark.createDataFrame(
         [
-            (1, at(hours=-3), at(hours=-3), 1, None),        # known early
-            (1, at(hours=-2), at(hours=-1), 2, None),        # known 1h before the cutoff
-            (1, at(hours=-1), T0, 3, None),                  # known exactly at the cutoff
+            (1, at(hours=-3), at(hours=-3), 1, None),  # known early
+            (1, at(hours=-2), at(hours=-1), 2, None),  # known 1h before the cutoff
+            (1, at(hours=-1), T0, 3, None),  # known exactly at the cutoff
             (1, at(minutes=-30), at(microseconds=1), 4, None),  # known 1us after the cutoff
             (2, at(hours=-2), at(hours=-2), 5, None),
             (2, at(hours=-1), at(microseconds=1), 6, None),  # 2: better by feature_ts, known too late
-            (3, at(hours=-5), at(hours=-1), 7, None),        # 3: known last but older feature_ts
-            (3, at(hours=-4), at(hours=-4), 8, None),        #    -> the newer feature_ts wins
+            (3, at(hours=-5), at(hours=-1), 7, None),  # 3: known last but older feature_ts
+            (3, at(hours=-4), at(hours=-4), 8, None),  #    -> the newer feature_ts wins
         ],
         FEATURES,
     )
     spine = spark.createDataFrame(
-        [(1, at(microseconds=-1), "a"), (1, T0, "b"), (1, at(microseconds=1), "c"), (2, T0, "d"),
-         (2, at(microseconds=1), "e"), (3, T0, "f")],
+        [
+            (1, at(microseconds=-1), "a"),
+            (1, T0, "b"),
+            (1, at(microseconds=1), "c"),
+            (2, T0, "d"),
+            (2, at(microseconds=1), "e"),
+            (3, T0, "f"),
+        ],
         SPINE,
     )
     filtered = build(spine, [lookup(features, ingested_at_key="ingested_at", filter_by_ingested_at=True)])
@@ -167,7 +173,11 @@ def test_null_ingested_at_is_not_eligible_when_filtering(spark):
 
 def test_chosen_row_is_returned_whole_and_a_null_feature_stays_null(spark):
     features = spark.createDataFrame(
-        [(1, at(hours=-2), None, 1, "old"), (1, at(hours=-1), None, None, "new"), (1, at(hours=-1, minutes=-30), None, 3, None)],
+        [
+            (1, at(hours=-2), None, 1, "old"),
+            (1, at(hours=-1), None, None, "new"),
+            (1, at(hours=-1, minutes=-30), None, 3, None),
+        ],
         FEATURES,
     )
     spine = spark.createDataFrame([(1, T0, "a"), (1, at(hours=-1, minutes=-10), "b")], SPINE)
@@ -220,7 +230,13 @@ def test_integer_keys_of_different_widths_match(spark):
 def test_spine_rows_duplicates_and_order_are_kept(spark):
     features = spark.createDataFrame([(1, at(hours=-1), None, 10, None), (2, at(hours=-1), None, 20, None)], FEATURES)
     spine_rows = [
-        (2, T0, "x"), (1, T0, "x"), (2, T0, "x"), (1, at(hours=-2), "y"), (2, T0, "x"), (1, T0, "x"), (None, None, None),
+        (2, T0, "x"),
+        (1, T0, "x"),
+        (2, T0, "x"),
+        (1, at(hours=-2), "y"),
+        (2, T0, "x"),
+        (1, T0, "x"),
+        (None, None, None),
     ]
     spine = spark.createDataFrame(spine_rows, SPINE)
     result = build(spine, [lookup(features)])
@@ -265,13 +281,13 @@ def test_feature_values_of_every_type_are_returned_unchanged(spark):
 
 
 def test_multiple_lookups_with_default_explicit_and_empty_prefixes(spark):
-    activity = spark.createDataFrame(
-        [(1, at(hours=-1), None, 11, "a1"), (2, at(hours=-3), None, 22, "a2")], FEATURES
-    )
+    activity = spark.createDataFrame([(1, at(hours=-1), None, 11, "a1"), (2, at(hours=-3), None, 22, "a2")], FEATURES)
     profile = spark.createDataFrame(
         [("gold", at(days=-1), 0.5), ("gold", at(days=1), 0.9)], "segment string, since timestamp, discount double"
     )
-    spine = spark.createDataFrame([(1, T0, "gold"), (2, at(hours=-4), "gold"), (3, T0, None)], "id long, ts timestamp, segment string")
+    spine = spark.createDataFrame(
+        [(1, T0, "gold"), (2, at(hours=-4), "gold"), (3, T0, None)], "id long, ts timestamp, segment string"
+    )
     result = build(
         spine,
         [
@@ -323,8 +339,9 @@ def test_rows_tied_on_key_time_and_ingested_at_give_one_whole_row(spark):
     )
     spine = spark.createDataFrame([(1, T0, "x"), (1, T0, "y")], SPINE)
     for filtered in (False, True):
-        result = rows(build(spine, [lookup(features, ("v", "w"), ingested_at_key="ingested_at",
-                                           filter_by_ingested_at=filtered)]))
+        result = rows(
+            build(spine, [lookup(features, ("v", "w"), ingested_at_key="ingested_at", filter_by_ingested_at=filtered)])
+        )
         assert [r[2] for r in result] == ["x", "y"]
         assert all(r[3:] in ((1, "a"), (2, "b")) for r in result)
 
@@ -363,8 +380,12 @@ def test_a_multi_file_delta_table_is_read_consistently(spark, tmp_path):
 def test_odd_column_names(spark):
     features = spark.createDataFrame([(1, T0, 3)], "`my id` long, `at.time` timestamp, `v``x` long")
     spine = spark.createDataFrame([(1, T0)], "`my id` long, `cut.off` timestamp")
-    result = build(spine, [lookup(features, ("v`x",), lookup_key="my id", timestamp_key="at.time", prefix="f.")],
-                   entity_key="my id", timestamp_key="cut.off")
+    result = build(
+        spine,
+        [lookup(features, ("v`x",), lookup_key="my id", timestamp_key="at.time", prefix="f.")],
+        entity_key="my id",
+        timestamp_key="cut.off",
+    )
     assert result.columns == ["my id", "cut.off", "f.v`x"]
     assert rows(result) == [(1, T0.replace(tzinfo=None), 3)]
 
@@ -388,9 +409,11 @@ def test_offsets_are_instants(spark):
     plus_two = dt.timezone(dt.timedelta(hours=2))
     features = spark.createDataFrame(
         [(1, dt.datetime(2026, 1, 1, 10, 0, tzinfo=plus_two), None, 1, None)], FEATURES
-    ).union(spark.sql(
-        "SELECT 2L, to_timestamp('2026-01-01T10:00:00+02:00'), CAST(NULL AS TIMESTAMP), 2L, CAST(NULL AS STRING)"
-    ))
+    ).union(
+        spark.sql(
+            "SELECT 2L, to_timestamp('2026-01-01T10:00:00+02:00'), CAST(NULL AS TIMESTAMP), 2L, CAST(NULL AS STRING)"
+        )
+    )
     spine = spark.createDataFrame(
         [(k, dt.datetime(2026, 1, 1, 8, 0, tzinfo=UTC) + d, None) for k in (1, 2) for d in (-US, dt.timedelta(0))],
         SPINE,
@@ -497,19 +520,30 @@ def test_request_errors_name_the_missing_columns(spark):
     fails(r"the spine has no column\(s\) \['customer'\] \(entity_key\)", entity_key="customer")
     fails(r"the spine has no column\(s\) \['cutoff'\] \(timestamp_key\)", timestamp_key="cutoff")
     fails("'tag' must be of type timestamp, timestamp_ntz or date, got string", timestamp_key="tag")
-    fails(r"the spine has no column\(s\) \['store'\] \(lookup_key of lookup 'ft'\)",
-          lookups=[lookup(features.withColumnRenamed("id", "store"), lookup_key="store")])
-    fails(r"feature table of lookup 'ft' has no column\(s\) \['id'\] \(lookup_key\)",
-          lookups=[lookup(features.withColumnRenamed("id", "other"))])
-    fails(r"has no column\(s\) \['nope', 'zip'\] \(unknown feature_names\)", lookups=[lookup(features, ("v", "nope", "zip"))])
+    fails(
+        r"the spine has no column\(s\) \['store'\] \(lookup_key of lookup 'ft'\)",
+        lookups=[lookup(features.withColumnRenamed("id", "store"), lookup_key="store")],
+    )
+    fails(
+        r"feature table of lookup 'ft' has no column\(s\) \['id'\] \(lookup_key\)",
+        lookups=[lookup(features.withColumnRenamed("id", "other"))],
+    )
+    fails(
+        r"has no column\(s\) \['nope', 'zip'\] \(unknown feature_names\)",
+        lookups=[lookup(features, ("v", "nope", "zip"))],
+    )
     fails(r"has no column\(s\) \['when'\] \(timestamp_key\)", lookups=[lookup(features, timestamp_key="when")])
     fails(r"has no column\(s\) \['seen'\] \(ingested_at_key\)", lookups=[lookup(features, ingested_at_key="seen")])
     fails("timestamp_key column 'w' must be of type", lookups=[lookup(features, timestamp_key="w")])
-    fails("key column 'id' is bigint in the spine but string in the feature table",
-          lookups=[lookup(features.withColumn("id", F.col("id").cast("string")))])
+    fails(
+        "key column 'id' is bigint in the spine but string in the feature table",
+        lookups=[lookup(features.withColumn("id", F.col("id").cast("string")))],
+    )
     fails(r"duplicate column names \['ft__v'\]", lookups=[lookup(features), lookup(features)])
     # Spark resolves names case-insensitively: 'TA' + 'G' collides with the spine's 'tag'
-    fails(r"duplicate column names \['TAG'\]", lookups=[lookup(features.withColumnRenamed("w", "G"), ("G",), prefix="TA")])
+    fails(
+        r"duplicate column names \['TAG'\]", lookups=[lookup(features.withColumnRenamed("w", "G"), ("G",), prefix="TA")]
+    )
     with pytest.raises(FeatureLookupError, match=r"the spine has duplicate column names \['X', 'x'\]"):
         build(spark.sql("SELECT 1L AS id, TIMESTAMP'2026-01-01 00:00:00' AS ts, 1 AS x, 2 AS X"), [lookup(features)])
     with pytest.raises(FeatureLookupError, match="at least one FeatureLookup"):
@@ -558,13 +592,16 @@ def _random_frames(seed: int, composite: bool) -> tuple[pd.DataFrame, pd.DataFra
         return maybe([BASE + dt.timedelta(minutes=int(m)) for m in rng.integers(0, high, n)], p_null)
 
     n_features, n_spine = int(rng.integers(0, 40)), int(rng.integers(1, 30))
-    features = pd.DataFrame(dtype=object, data={
-        "k1": maybe(rng.integers(0, 4, n_features).tolist(), 0.1),
-        "k2": maybe(rng.choice(["a", "b"], n_features).tolist(), 0.1) if composite else None,
-        "feature_ts": minutes(n_features, 20, 0.1),
-        "v": maybe(rng.integers(0, 1000, n_features).tolist(), 0.2),
-        "w": maybe(rng.choice(["x", "y", "z"], n_features).tolist(), 0.2),
-    })
+    features = pd.DataFrame(
+        dtype=object,
+        data={
+            "k1": maybe(rng.integers(0, 4, n_features).tolist(), 0.1),
+            "k2": maybe(rng.choice(["a", "b"], n_features).tolist(), 0.1) if composite else None,
+            "feature_ts": minutes(n_features, 20, 0.1),
+            "v": maybe(rng.integers(0, 1000, n_features).tolist(), 0.2),
+            "w": maybe(rng.choice(["x", "y", "z"], n_features).tolist(), 0.2),
+        },
+    )
     features["ingested_at"] = pd.Series(
         [
             None if ts is None or rng.random() < 0.2 else ts + dt.timedelta(minutes=int(rng.integers(0, 8)))
@@ -575,12 +612,15 @@ def _random_frames(seed: int, composite: bool) -> tuple[pd.DataFrame, pd.DataFra
     )
     # one row per (key, feature_ts, ingested_at): exact ties could legitimately return either row
     features = features.drop_duplicates(subset=["k1", "k2", "feature_ts", "ingested_at"]).reset_index(drop=True)
-    base = pd.DataFrame(dtype=object, data={
-        "k1": maybe(rng.integers(0, 5, n_spine).tolist(), 0.1),
-        "k2": maybe(rng.choice(["a", "b"], n_spine).tolist(), 0.1) if composite else None,
-        "ts": minutes(n_spine, 25, 0.1),
-        "row": list(range(n_spine)),
-    })
+    base = pd.DataFrame(
+        dtype=object,
+        data={
+            "k1": maybe(rng.integers(0, 5, n_spine).tolist(), 0.1),
+            "k2": maybe(rng.choice(["a", "b"], n_spine).tolist(), 0.1) if composite else None,
+            "ts": minutes(n_spine, 25, 0.1),
+            "row": list(range(n_spine)),
+        },
+    )
     spine = base.sample(n=n_spine + 5, replace=True, random_state=seed).reset_index(drop=True)  # duplicates
     return spine, features
 
@@ -626,8 +666,16 @@ def test_random_frames_match_brute_force(spark, seed):
     )
     configs = [(None, False), (dt.timedelta(minutes=5), False), (None, True), (dt.timedelta(minutes=3), True)]
     lookups = [
-        FeatureLookup(features, ["v", "w"], keys, "feature_ts", lookback_window=lookback,
-                      ingested_at_key="ingested_at", filter_by_ingested_at=filtered, prefix=f"c{i}_")
+        FeatureLookup(
+            features,
+            ["v", "w"],
+            keys,
+            "feature_ts",
+            lookback_window=lookback,
+            ingested_at_key="ingested_at",
+            filter_by_ingested_at=filtered,
+            prefix=f"c{i}_",
+        )
         for i, (lookback, filtered) in enumerate(configs)
     ]
     expected_spine = [tuple(_none(v) for v in r) for r in spine_pd[["k1", "k2", "ts", "row"]].itertuples(index=False)]

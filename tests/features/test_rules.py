@@ -30,11 +30,24 @@ WHEN = AT.isoformat()
 
 
 def _contract(table="t", enabled=True, **features):
-    return parse_contract(table, {
-        "description": "test", "owner": "tests", "entity_keys": ["k"], "timestamp_key": "feature_ts", "grain": "k x day",
-        "refresh": "daily", "source": "tests", "kind": "changes", "enabled": enabled,
-        "features": {name: {"compute": {"column": name}, "unit": "n", "freshness": "2 days", "null_policy": "keep", **spec} for name, spec in features.items()},
-    })
+    return parse_contract(
+        table,
+        {
+            "description": "test",
+            "owner": "tests",
+            "entity_keys": ["k"],
+            "timestamp_key": "feature_ts",
+            "grain": "k x day",
+            "refresh": "daily",
+            "source": "tests",
+            "kind": "changes",
+            "enabled": enabled,
+            "features": {
+                name: {"compute": {"column": name}, "unit": "n", "freshness": "2 days", "null_policy": "keep", **spec}
+                for name, spec in features.items()
+            },
+        },
+    )
 
 
 def _reasons(rule, **columns):
@@ -47,8 +60,12 @@ def test_range_breaks_outside_the_bounds_and_on_nan_but_not_on_null():
     rule = range_rule(spec, "x", "t.x")
     assert (rule.rule, rule.expected, rule.numeric_column) == ("range", "values in [0, 89]", "x")
     assert _reasons(rule, x=pa.array([0.0, 89.0, -0.5, 90.0, math.nan, None])) == [
-        None, None, "t.x: range expected values in [0, 89], got -0.5", "t.x: range expected values in [0, 89], got 90.0",
-        "t.x: range expected values in [0, 89], got NaN", None,
+        None,
+        None,
+        "t.x: range expected values in [0, 89], got -0.5",
+        "t.x: range expected values in [0, 89], got 90.0",
+        "t.x: range expected values in [0, 89], got NaN",
+        None,
     ]
     assert _reasons(rule, x=pa.array([90, None], pa.int32())) == ["t.x: range expected values in [0, 89], got 90", None]
 
@@ -67,11 +84,16 @@ def test_allowed_values_quote_the_value_and_list_the_declared_values():
     rule = allowed_values_rule(spec, "tier", "t.tier")
     assert rule.expected == "one of ['basic', 'premium', None]" and rule.numeric_column is None
     assert _reasons(rule, tier=pa.array(["basic", "gold", None, ""])) == [
-        None, "t.tier: allowed_values expected one of ['basic', 'premium', None], got 'gold'", None,
+        None,
+        "t.tier: allowed_values expected one of ['basic', 'premium', None], got 'gold'",
+        None,
         "t.tier: allowed_values expected one of ['basic', 'premium', None], got ''",
     ]
     only_null = allowed_values_rule(_contract(tier={"allowed_values": [None]}).feature("tier"), "tier", "t.tier")
-    assert _reasons(only_null, tier=pa.array(["basic", None])) == ["t.tier: allowed_values expected one of [None], got 'basic'", None]
+    assert _reasons(only_null, tier=pa.array(["basic", None])) == [
+        "t.tier: allowed_values expected one of [None], got 'basic'",
+        None,
+    ]
     assert allowed_values_rule(_contract(tier={}).feature("tier"), "tier", "t.tier") is None
 
 
@@ -81,7 +103,9 @@ def test_null_policy_drop_breaks_on_a_null_in_a_row_that_exists():
     assert rule.expected == "a value (policy drop)"
     stamps = pa.array([AT, AT, None], pa.timestamp("us", tz="UTC"))
     assert _reasons(rule, price=pa.array([1.0, None, None]), ts=stamps) == [
-        None, "t.price: null_policy expected a value (policy drop), got null", None,  # no row: freshness says so
+        None,
+        "t.price: null_policy expected a value (policy drop), got null",
+        None,  # no row: freshness says so
     ]
     assert null_policy_rule(contract.feature("kept"), "kept", "t.kept", "ts") is None
     assert null_policy_rule(contract.feature("imputed"), "imputed", "t.imputed", "ts") is None
@@ -91,13 +115,26 @@ def test_freshness_reports_a_missing_row_and_a_stale_one_with_its_age_under_the_
     contract = _contract(slow={"freshness": "3 days"}, fast={"freshness": "36 hours"})
     missing, stale = freshness_rules(contract, contract.features, "ts", AT)
     assert missing.where == "t.feature_ts" and stale.where == "t.fast"
-    stamps = pa.array([
-        None, AT - timedelta(hours=36), AT - timedelta(hours=36, microseconds=1), AT - timedelta(days=3, seconds=432), AT + timedelta(days=1),
-    ], pa.timestamp("us", tz="UTC"))
-    assert _reasons(missing, ts=stamps) == [f"t.feature_ts: freshness expected a feature row at most 36h old at {WHEN}, got none", *[None] * 4]
+    stamps = pa.array(
+        [
+            None,
+            AT - timedelta(hours=36),
+            AT - timedelta(hours=36, microseconds=1),
+            AT - timedelta(days=3, seconds=432),
+            AT + timedelta(days=1),
+        ],
+        pa.timestamp("us", tz="UTC"),
+    )
+    assert _reasons(missing, ts=stamps) == [
+        f"t.feature_ts: freshness expected a feature row at most 36h old at {WHEN}, got none",
+        *[None] * 4,
+    ]
     assert _reasons(stale, ts=stamps) == [
-        None, None, f"t.fast: freshness expected at most 36h old at {WHEN}, got 1.5 days",
-        f"t.fast: freshness expected at most 36h old at {WHEN}, got 3.01 days", None,
+        None,
+        None,
+        f"t.fast: freshness expected at most 36h old at {WHEN}, got 1.5 days",
+        f"t.fast: freshness expected at most 36h old at {WHEN}, got 3.01 days",
+        None,
     ]
 
 
@@ -105,24 +142,40 @@ def test_feature_rules_come_freshness_first_then_per_feature_and_only_the_select
     contract = _contract(a={"range": [0, 1], "null_policy": "drop"}, b={"allowed_values": ["x"]})
     every = feature_rules(contract, list(contract.features), RULES, AT)
     assert [(r.rule, r.where) for r in every] == [
-        ("freshness", "t.feature_ts"), ("freshness", "t.a"), ("range", "t.a"), ("null_policy", "t.a"), ("allowed_values", "t.b"),
+        ("freshness", "t.feature_ts"),
+        ("freshness", "t.a"),
+        ("range", "t.a"),
+        ("null_policy", "t.a"),
+        ("allowed_values", "t.b"),
     ]
     assert every[2].numeric_column == "t__a"  # the training set's column name by default
-    assert [r.rule for r in feature_rules(contract, [contract.feature("b")], ["range", "allowed_values"], AT)] == ["allowed_values"]
+    assert [r.rule for r in feature_rules(contract, [contract.feature("b")], ["range", "allowed_values"], AT)] == [
+        "allowed_values"
+    ]
     bare = feature_rules(contract, [contract.feature("a")], ["range"], AT, column=lambda table, feature: feature)
     assert bare[0].numeric_column == "a"
 
 
 def test_table_rules_judge_only_used_features_of_enabled_tables():
-    contracts = {"t": _contract(a={"range": [0, 1]}, b={"range": [0, 1]}), "off": _contract("off", enabled=False, c={"range": [0, 1]})}
+    contracts = {
+        "t": _contract(a={"range": [0, 1]}, b={"range": [0, 1]}),
+        "off": _contract("off", enabled=False, c={"range": [0, 1]}),
+    }
     rules = table_rules(contracts, ["t__b", "off__c", "tenure_days"], ["range"], AT)
     assert [(r.rule, r.where) for r in rules] == [("range", "t.b")]
     assert table_rules(contracts, ["tenure_days"], RULES, AT) == []
 
 
-@pytest.mark.parametrize(("minimum", "maximum", "text"), [
-    (0, 89, "in [0, 89]"), (0.0, None, ">= 0"), (None, 1000, "<= 1000"), (None, None, ""), (0.5, 1e16, "in [0.5, 1e+16]"),
-])
+@pytest.mark.parametrize(
+    ("minimum", "maximum", "text"),
+    [
+        (0, 89, "in [0, 89]"),
+        (0.0, None, ">= 0"),
+        (None, 1000, "<= 1000"),
+        (None, None, ""),
+        (0.5, 1e16, "in [0.5, 1e+16]"),
+    ],
+)
 def test_bounds_are_written_once_for_every_consumer(minimum, maximum, text):
     assert bounds_text(minimum, maximum) == text
 

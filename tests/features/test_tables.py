@@ -38,8 +38,14 @@ def test_every_enabled_table_is_looked_up_with_the_defaults_and_concrete_feature
 
 
 def test_overrides_narrow_one_table_and_null_or_disabled_leaves_it_out(declared):
-    narrowed = _resolve(declared, lookups={"customer_activity": {"features": ["orders_30d"], "lookback_window": "3 days"}})
-    assert narrowed["customer_activity"] == {"features": ["orders_30d"], "lookback_window": "3 days", "filter_by_ingested_at": True}
+    narrowed = _resolve(
+        declared, lookups={"customer_activity": {"features": ["orders_30d"], "lookback_window": "3 days"}}
+    )
+    assert narrowed["customer_activity"] == {
+        "features": ["orders_30d"],
+        "lookback_window": "3 days",
+        "filter_by_ingested_at": True,
+    }
     assert list(_resolve(declared, lookups={"customer_profile": None})) == ["customer_activity"]
     disabled = copy.deepcopy(declared)
     disabled["customer_profile"]["enabled"] = False
@@ -50,10 +56,22 @@ def test_overrides_narrow_one_table_and_null_or_disabled_leaves_it_out(declared)
     ("training_set", "message"),
     [
         ({"lookups": {"nope": {}}}, r"training_set.lookups: \['nope'\] are not declared feature tables"),
-        ({"lookups": {"customer_activity": {"features": ["nope"]}}}, r"training_set.lookups.customer_activity.features: \['nope'\] are not features"),
-        ({"lookups": {"customer_activity": {"window": "3 days"}}}, r"training_set.lookups.customer_activity \(over lookup_defaults\): unknown keys \['window'\]"),
-        ({"lookups": {"customer_activity": ["orders_30d"]}}, r"training_set.lookups.customer_activity: expected a mapping"),
-        ({"lookup_defaults": {**DEFAULTS, "features": ["orders_30d"]}}, r"training_set.lookup_defaults.features: expected null"),
+        (
+            {"lookups": {"customer_activity": {"features": ["nope"]}}},
+            r"training_set.lookups.customer_activity.features: \['nope'\] are not features",
+        ),
+        (
+            {"lookups": {"customer_activity": {"window": "3 days"}}},
+            r"training_set.lookups.customer_activity \(over lookup_defaults\): unknown keys \['window'\]",
+        ),
+        (
+            {"lookups": {"customer_activity": ["orders_30d"]}},
+            r"training_set.lookups.customer_activity: expected a mapping",
+        ),
+        (
+            {"lookup_defaults": {**DEFAULTS, "features": ["orders_30d"]}},
+            r"training_set.lookup_defaults.features: expected null",
+        ),
         ({"lookups": "all"}, r"training_set.lookups: expected a mapping"),
     ],
 )
@@ -65,5 +83,8 @@ def test_bad_lookup_settings_are_refused_naming_the_setting(declared, training_s
 def test_a_table_keyed_by_another_entity_is_refused_naming_its_keys(declared):
     tables = copy.deepcopy(declared)
     tables["customer_profile"]["entity_keys"] = ["account_id"]
-    with pytest.raises(ContractError, match=r"feature_tables.customer_profile.entity_keys: the training set looks tables up by \[customer_id\]"):
+    with pytest.raises(
+        ContractError,
+        match=r"feature_tables.customer_profile.entity_keys: the training set looks tables up by \[customer_id\]",
+    ):
         _resolve(tables)

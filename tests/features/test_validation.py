@@ -55,14 +55,34 @@ def _raw() -> dict:
         "source": "gold.test",
         "kind": "changes",
         "features": {
-            "orders_7d": {"window": "7 days", "unit": "orders", "freshness": "2 days",
-                          "null_policy": {"impute": 0}, "range": [0, 10], "compute": {"column": "orders"}},
-            "spend": {"unit": "EUR", "freshness": "2 days", "null_policy": "drop",
-                      "range": [0, None], "compute": {"column": "net"}},
-            "plan_tier": {"unit": "category", "freshness": "400 days", "null_policy": {"impute": "unknown"},
-                          "allowed_values": ["basic", "premium"], "compute": {"column": "plan_tier"}},
-            "avg_value": {"unit": "EUR", "freshness": "2 days", "null_policy": "keep",
-                          "compute": {"column": "avg_value"}},
+            "orders_7d": {
+                "window": "7 days",
+                "unit": "orders",
+                "freshness": "2 days",
+                "null_policy": {"impute": 0},
+                "range": [0, 10],
+                "compute": {"column": "orders"},
+            },
+            "spend": {
+                "unit": "EUR",
+                "freshness": "2 days",
+                "null_policy": "drop",
+                "range": [0, None],
+                "compute": {"column": "net"},
+            },
+            "plan_tier": {
+                "unit": "category",
+                "freshness": "400 days",
+                "null_policy": {"impute": "unknown"},
+                "allowed_values": ["basic", "premium"],
+                "compute": {"column": "plan_tier"},
+            },
+            "avg_value": {
+                "unit": "EUR",
+                "freshness": "2 days",
+                "null_policy": "keep",
+                "compute": {"column": "avg_value"},
+            },
         },
     }
 
@@ -136,9 +156,7 @@ def test_summaries_top_values_keeps_five_most_frequent_ties_by_value(spark):
     tiers = ["a", "a", "a", "c", "b", "c", "b", "g", "f", "e", "d"]
     summaries = feature_summaries(_frame(spark, _with("plan_tier", tiers)), CONTRACT)
     tier = summaries.set_index("feature").loc["plan_tier"]
-    assert list(json.loads(tier["top_values"]).items()) == [
-        ("a", 3), ("b", 2), ("c", 2), ("d", 1), ("e", 1)
-    ]
+    assert list(json.loads(tier["top_values"]).items()) == [("a", 3), ("b", 2), ("c", 2), ("d", 1), ("e", 1)]
     assert tier["distinct"] == 7
 
 
@@ -183,8 +201,12 @@ def test_schema_missing_columns(spark):
 
 
 def test_schema_null_keys_are_counted(spark):
-    rows = [*CLEAN, (None, D3, D3, 1, 1.0, "basic", 1.0), (None, D3, D3, 1, 1.0, "basic", 1.0),
-            (4, None, D3, 1, 1.0, "basic", 1.0)]
+    rows = [
+        *CLEAN,
+        (None, D3, D3, 1, 1.0, "basic", 1.0),
+        (None, D3, D3, 1, 1.0, "basic", 1.0),
+        (4, None, D3, 1, 1.0, "basic", 1.0),
+    ]
     assert _check(_frame(spark, rows)) == [
         Violation("t", "customer_id", "schema", "hard", "no nulls (entity key)", "2 rows with a null"),
         Violation("t", "feature_ts", "schema", "hard", "no nulls (timestamp key)", "1 rows with a null"),
@@ -194,75 +216,100 @@ def test_schema_null_keys_are_counted(spark):
 def test_schema_timestamp_must_be_timestamp_type(spark):
     rows = [(cid, str(ts), *rest) for cid, ts, *rest in CLEAN]
     frame = _frame(spark, rows, SCHEMA.replace("feature_ts timestamp", "feature_ts string"))
-    assert _check(frame) == [
-        Violation("t", "feature_ts", "schema", "hard", "timestamp type", "string")
-    ]
+    assert _check(frame) == [Violation("t", "feature_ts", "schema", "hard", "timestamp type", "string")]
 
 
 def test_schema_range_declared_on_non_numeric_column(spark):
     rows = [(*row[:4], str(row[4]), *row[5:]) for row in CLEAN]
     frame = _frame(spark, rows, SCHEMA.replace("spend double", "spend string"))
-    assert _check(frame) == [
-        Violation("t", "spend", "schema", "hard", "numeric type (range declared)", "string")
-    ]
+    assert _check(frame) == [Violation("t", "spend", "schema", "hard", "numeric type (range declared)", "string")]
 
 
 def test_key_uniqueness(spark):
     rows = [
-        (1, D1, D1, 1, 1.0, "basic", 1.0), (1, D1, D1, 2, 1.0, "basic", 1.0),
-        (1, D1, D1, 3, 1.0, "basic", 1.0), (2, D1, D1, 1, 1.0, "basic", 1.0),
-        (2, D1, D2, 1, 1.0, "basic", 1.0), (3, D1, D1, 1, 1.0, "basic", 1.0),
+        (1, D1, D1, 1, 1.0, "basic", 1.0),
+        (1, D1, D1, 2, 1.0, "basic", 1.0),
+        (1, D1, D1, 3, 1.0, "basic", 1.0),
+        (2, D1, D1, 1, 1.0, "basic", 1.0),
+        (2, D1, D2, 1, 1.0, "basic", 1.0),
+        (3, D1, D1, 1, 1.0, "basic", 1.0),
         (1, D2, D2, 1, 1.0, "basic", 1.0),
     ]
-    assert _check(_frame(spark, rows)) == [Violation(
-        "t", "customer_id,feature_ts", "key_uniqueness", "hard", "unique (customer_id, feature_ts)",
-        "2 duplicated keys over 5 rows: (customer_id=1, feature_ts=2024-01-02 00:00:00) x3, "
-        "(customer_id=2, feature_ts=2024-01-02 00:00:00) x2",
-    )]
+    assert _check(_frame(spark, rows)) == [
+        Violation(
+            "t",
+            "customer_id,feature_ts",
+            "key_uniqueness",
+            "hard",
+            "unique (customer_id, feature_ts)",
+            "2 duplicated keys over 5 rows: (customer_id=1, feature_ts=2024-01-02 00:00:00) x3, "
+            "(customer_id=2, feature_ts=2024-01-02 00:00:00) x2",
+        )
+    ]
 
 
 def test_range_violations_count_and_examples(spark):
     rows = _with("orders_7d", [-1, 12, 5, 12, 11, None])
-    assert _check(_frame(spark, rows)) == [Violation(
-        "t", "orders_7d", "range", "hard", "values in [0, 10]",
-        "4 values out of range (min found -1, max found 12): 12 x2, -1 x1, 11 x1",
-    )]
+    assert _check(_frame(spark, rows)) == [
+        Violation(
+            "t",
+            "orders_7d",
+            "range",
+            "hard",
+            "values in [0, 10]",
+            "4 values out of range (min found -1, max found 12): 12 x2, -1 x1, 11 x1",
+        )
+    ]
 
 
 def test_range_open_bound_and_nan(spark):
     rows = _with("spend", [-0.5, float("nan"), 1e9, None])
-    assert _check(_frame(spark, rows)) == [Violation(
-        "t", "spend", "range", "hard", "values >= 0",
-        "2 values out of range (min found -0.5, max found nan): -0.5 x1, nan x1",
-    )]
+    assert _check(_frame(spark, rows)) == [
+        Violation(
+            "t",
+            "spend",
+            "range",
+            "hard",
+            "values >= 0",
+            "2 values out of range (min found -0.5, max found nan): -0.5 x1, nan x1",
+        )
+    ]
 
 
 def test_range_examples_are_capped_at_five(spark):
     rows = _with("orders_7d", [17, 16, 15, 14, 13, 12, 11])
     (violation,) = _check(_frame(spark, rows))
     assert violation.offending == (
-        "7 values out of range (min found 11, max found 17): "
-        "11 x1, 12 x1, 13 x1, 14 x1, 15 x1, ... (7 distinct)"
+        "7 values out of range (min found 11, max found 17): 11 x1, 12 x1, 13 x1, 14 x1, 15 x1, ... (7 distinct)"
     )
 
 
 def test_allowed_values(spark):
     rows = _with("plan_tier", ["gold", "basic", "free", "gold", None, "premium"])
-    assert _check(_frame(spark, rows)) == [Violation(
-        "t", "plan_tier", "allowed_values", "hard", "one of ['basic', 'premium']",
-        "3 rows with unexpected values: 'gold' x2, 'free' x1",
-    )]
+    assert _check(_frame(spark, rows)) == [
+        Violation(
+            "t",
+            "plan_tier",
+            "allowed_values",
+            "hard",
+            "one of ['basic', 'premium']",
+            "3 rows with unexpected values: 'gold' x2, 'free' x1",
+        )
+    ]
 
 
 def test_all_hard_rules_at_once_in_rule_order(spark):
     rows = [
-        (1, D1, D1, 11, 1.0, "gold", 1.0), (1, D1, D1, 1, 1.0, "basic", 1.0),
+        (1, D1, D1, 11, 1.0, "gold", 1.0),
+        (1, D1, D1, 1, 1.0, "basic", 1.0),
         (None, D1, D1, 1, 1.0, "basic", 1.0),
     ]
     rules = [(v.rule, v.feature) for v in _check(_frame(spark, rows))]
     assert rules == [
-        ("schema", "customer_id"), ("key_uniqueness", "customer_id,feature_ts"),
-        ("range", "orders_7d"), ("allowed_values", "plan_tier"),
+        ("schema", "customer_id"),
+        ("key_uniqueness", "customer_id,feature_ts"),
+        ("range", "orders_7d"),
+        ("allowed_values", "plan_tier"),
     ]
 
 
@@ -273,15 +320,23 @@ def test_null_rate_soft_rule_warns_and_does_not_raise(spark, caplog):
     # orders_7d (impute): 3 of 5 null -> warn; spend (drop): 2 of 5 -> fine;
     # avg_value (keep): all null -> no rule; plan_tier (impute): 0 null.
     rows = [
-        (1, D1, D1, None, None, "basic", None), (2, D1, D1, None, None, "basic", None),
-        (3, D1, D1, None, 1.0, "basic", None), (4, D1, D1, 1, 1.0, "basic", None),
+        (1, D1, D1, None, None, "basic", None),
+        (2, D1, D1, None, None, "basic", None),
+        (3, D1, D1, None, 1.0, "basic", None),
+        (4, D1, D1, 1, 1.0, "basic", None),
         (5, D1, D1, 2, 1.0, "basic", None),
     ]
     violations = _check(_frame(spark, rows))
-    assert violations == [Violation(
-        "t", "orders_7d", "null_rate", "soft", "null_rate <= 0.5",
-        "0.600 (3 of 5 rows null; null policy impute)",
-    )]
+    assert violations == [
+        Violation(
+            "t",
+            "orders_7d",
+            "null_rate",
+            "soft",
+            "null_rate <= 0.5",
+            "0.600 (3 of 5 rows null; null policy impute)",
+        )
+    ]
     with caplog.at_level(logging.WARNING, logger="lakehouse_ml.features.validation"):
         enforce(violations)
     assert [r.name for r in caplog.records] == ["lakehouse_ml.features.validation"]
@@ -323,16 +378,41 @@ def test_enforce_end_to_end_from_frame(spark):
 
 
 def test_summary_metrics_names_and_skips_missing():
-    summaries = pd.DataFrame([
-        {"table": "t", "feature": "x", "null_rate": 0.25, "distinct": 3, "min": 1.0, "max": 4.0,
-         "mean": 2.5, "p50": 2.0, "p01": 1.0},
-        {"table": "t", "feature": "tier:v2", "null_rate": 0.0, "distinct": 2, "min": None,
-         "max": float("nan"), "mean": None, "p50": None, "p01": None},
-    ])
+    summaries = pd.DataFrame(
+        [
+            {
+                "table": "t",
+                "feature": "x",
+                "null_rate": 0.25,
+                "distinct": 3,
+                "min": 1.0,
+                "max": 4.0,
+                "mean": 2.5,
+                "p50": 2.0,
+                "p01": 1.0,
+            },
+            {
+                "table": "t",
+                "feature": "tier:v2",
+                "null_rate": 0.0,
+                "distinct": 2,
+                "min": None,
+                "max": float("nan"),
+                "mean": None,
+                "p50": None,
+                "p01": None,
+            },
+        ]
+    )
     assert summary_metrics(summaries) == {
-        "t.x.null_rate": 0.25, "t.x.distinct": 3.0, "t.x.min": 1.0, "t.x.max": 4.0,
-        "t.x.mean": 2.5, "t.x.p50": 2.0,
-        "t.tier_v2.null_rate": 0.0, "t.tier_v2.distinct": 2.0,
+        "t.x.null_rate": 0.25,
+        "t.x.distinct": 3.0,
+        "t.x.min": 1.0,
+        "t.x.max": 4.0,
+        "t.x.mean": 2.5,
+        "t.x.p50": 2.0,
+        "t.tier_v2.null_rate": 0.0,
+        "t.tier_v2.distinct": 2.0,
     }
 
 
@@ -357,8 +437,12 @@ def test_apply_null_policy_impute_drop_keep(spark):
     out = apply_null_policy(_frame(spark, NULLS), CONTRACT)
     assert out.columns == _frame(spark, NULLS).columns
     assert dict(out.dtypes)["orders_7d"] == "bigint"
-    got = [tuple(r) for r in out.orderBy("customer_id").select(
-        "customer_id", "orders_7d", "spend", "plan_tier", "avg_value").collect()]
+    got = [
+        tuple(r)
+        for r in out.orderBy("customer_id")
+        .select("customer_id", "orders_7d", "spend", "plan_tier", "avg_value")
+        .collect()
+    ]
     assert got == [(1, 0, 10.0, "unknown", None), (3, 4, 5.0, "basic", None)]
 
 
@@ -400,12 +484,15 @@ def test_real_customer_activity_contract_passes_on_conforming_frame(spark):
     schema = "customer_id bigint, feature_ts timestamp, ingested_at timestamp, " + ", ".join(
         f"{name} {_activity_type(name)}" for name in contract.feature_names
     )
+
     def row(cid, ts, orders, spend, days):
-        values = {name: (float(spend) if _activity_type(name) == "double" else orders)
-                  for name in contract.feature_names}
+        values = {
+            name: (float(spend) if _activity_type(name) == "double" else orders) for name in contract.feature_names
+        }
         values["avg_order_value_90d"] = spend / orders if orders else None
         values["days_since_last_order"] = days
         return (cid, ts, ts, *values.values())
+
     frame = spark.createDataFrame(
         [row(1, D1, 2, 40.0, 0), row(1, D2, 2, 40.0, 1), row(2, D1, 0, 0.0, None), row(3, D3, 5, 9.5, 89)],
         schema,

@@ -32,7 +32,9 @@ def _slices(**values):
     report = {}
     for key, auc in values.items():
         name, value = key.split("__")
-        report.setdefault(name, {})[value] = {"rows": 500} if auc is None else {"rows": 500, "metrics": {"roc_auc": auc}}
+        report.setdefault(name, {})[value] = (
+            {"rows": 500} if auc is None else {"rows": 500, "metrics": {"roc_auc": auc}}
+        )
     return report
 
 
@@ -52,14 +54,16 @@ def test_slice_gate_floor_and_drop_against_the_champion():
 @pytest.mark.parametrize(
     ("mode", "candidate", "passed"),
     [
-        ("non_inferiority", 0.846, True),   # 0.846 >= 0.85 - 0.005 = 0.845
+        ("non_inferiority", 0.846, True),  # 0.846 >= 0.85 - 0.005 = 0.845
         ("non_inferiority", 0.844, False),
-        ("min_improvement", 0.855, True),   # 0.855 >= 0.85 + 0.005
+        ("min_improvement", 0.855, True),  # 0.855 >= 0.85 + 0.005
         ("min_improvement", 0.852, False),
     ],
 )
 def test_champion_comparison_modes(mode, candidate, passed):
-    gate = champion_comparison_gate({"roc_auc": candidate}, {"roc_auc": 0.85}, {"mode": mode, "metrics": {"roc_auc": 0.005}})
+    gate = champion_comparison_gate(
+        {"roc_auc": candidate}, {"roc_auc": 0.85}, {"mode": mode, "metrics": {"roc_auc": 0.005}}
+    )
     assert gate["passed"] is passed
 
 
@@ -75,10 +79,17 @@ def test_champion_comparison_lower_is_better_and_first_release():
 
 
 def test_signature_gate_breaking_and_allowed_changes():
-    serving = [{"name": "a", "type": "double", "required": True}, {"name": "b", "type": "string", "required": True},
-               {"name": "c", "type": "double", "required": True}]
-    candidate = [{"name": "a", "type": "double", "required": True}, {"name": "b", "type": "long", "required": True},
-                 {"name": "c_renamed", "type": "double", "required": True}, {"name": "d", "type": "double", "required": False}]
+    serving = [
+        {"name": "a", "type": "double", "required": True},
+        {"name": "b", "type": "string", "required": True},
+        {"name": "c", "type": "double", "required": True},
+    ]
+    candidate = [
+        {"name": "a", "type": "double", "required": True},
+        {"name": "b", "type": "long", "required": True},
+        {"name": "c_renamed", "type": "double", "required": True},
+        {"name": "d", "type": "double", "required": False},
+    ]
     gate = signature_gate(candidate, serving, "champion version 3")
     verdicts = {c["subject"]: c["passed"] for c in gate["checks"]}
     assert verdicts == {"a": True, "b": False, "c": False, "c_renamed": False, "d": True}

@@ -98,14 +98,24 @@ def test_threshold_metrics_at_threshold_inclusive():
 
 
 def test_confusion_counts_at_threshold_inclusive():
-    assert confusion_counts(TL, TS, 0.5) == {"true_negative": 1, "false_positive": 2, "false_negative": 1, "true_positive": 2}
+    assert confusion_counts(TL, TS, 0.5) == {
+        "true_negative": 1,
+        "false_positive": 2,
+        "false_negative": 1,
+        "true_positive": 2,
+    }
 
 
 def test_threshold_metrics_no_predicted_positives():
     """Nothing scores >= 0.9: precision is 0 (not a division by zero), recall 0, F1 0, nothing flagged."""
     got = threshold_metrics(TL, TS, 0.9)
     assert got == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "predicted_positive_rate": 0.0}
-    assert confusion_counts(TL, TS, 0.9) == {"true_negative": 3, "false_positive": 0, "false_negative": 3, "true_positive": 0}
+    assert confusion_counts(TL, TS, 0.9) == {
+        "true_negative": 3,
+        "false_positive": 0,
+        "false_negative": 3,
+        "true_positive": 0,
+    }
 
 
 def test_threshold_metrics_no_positive_labels():
@@ -298,8 +308,10 @@ def test_slice_specs_none_an_empty_mapping_or_every_slice_removed_means_no_slice
 
 def test_slice_specs_leaves_out_a_slice_over_an_absent_input_with_a_warning(caplog):
     """Orders only: the profile table is disabled, so its columns are not inputs; the loop runs on."""
-    got = slice_specs({"country": "customer_profile__country", "orders": {"column": "customer_activity__orders_30d", "edges": [1]}},
-                      ["customer_activity__orders_30d"])
+    got = slice_specs(
+        {"country": "customer_profile__country", "orders": {"column": "customer_activity__orders_30d", "edges": [1]}},
+        ["customer_activity__orders_30d"],
+    )
     assert got == {"orders": {"column": "customer_activity__orders_30d", "edges": [1.0]}}
     assert "slice 'country' left out: 'customer_profile__country' is not a model input here" in caplog.text
     assert "training.slices.country: null" in caplog.text
@@ -308,10 +320,16 @@ def test_slice_specs_leaves_out_a_slice_over_an_absent_input_with_a_warning(capl
 @pytest.mark.parametrize(
     ("declared", "message"),
     [
-        ({"tenure": {"column": "tenure_days", "edges": [90, 0]}}, "training.slices.tenure.edges: expected a non-empty list of strictly ascending numbers, got [90, 0]"),
+        (
+            {"tenure": {"column": "tenure_days", "edges": [90, 0]}},
+            "training.slices.tenure.edges: expected a non-empty list of strictly ascending numbers, got [90, 0]",
+        ),
         ({"tenure": {"column": "tenure_days", "edges": []}}, "training.slices.tenure.edges: expected a non-empty list"),
         ({"tenure": {"column": "tenure_days", "edges": ["a"]}}, "training.slices.tenure.edges: expected"),
-        ({"tenure": {"columns": "tenure_days"}}, "training.slices.tenure: expected a model input's name or {column: <input>, edges:"),
+        (
+            {"tenure": {"columns": "tenure_days"}},
+            "training.slices.tenure: expected a model input's name or {column: <input>, edges:",
+        ),
         ({"tenure": 3}, "training.slices.tenure: expected a model input's name"),
     ],
 )
@@ -394,7 +412,12 @@ def test_flat_slice_metrics_names():
 
 
 def test_flat_slice_metrics_ignores_metrics_not_measured():
-    report = {"plan": {"a": {"rows": 6, "positives": 3, "metrics": {"roc_auc": 0.7}}, "b": {"rows": 1, "positives": 0, "skipped": "x"}}}
+    report = {
+        "plan": {
+            "a": {"rows": 6, "positives": 3, "metrics": {"roc_auc": 0.7}},
+            "b": {"rows": 1, "positives": 0, "skipped": "x"},
+        }
+    }
     assert flat_slice_metrics(report, ["roc_auc", "pr_auc"]) == {"roc_auc__plan_a": 0.7}
 
 
@@ -415,16 +438,22 @@ def test_metric_key(text, key):
 
 def test_flat_slice_metrics_distinct_values_never_share_a_name():
     """'EU/West' and 'EU West' both reduce to 'EU_West': each keeps its own figure, hash-suffixed."""
-    report = {"c": {"EU/West": {"rows": 4, "positives": 2, "metrics": {"roc_auc": 1.0}},
-                    "EU West": {"rows": 4, "positives": 2, "metrics": {"roc_auc": 0.25}},
-                    "DE": {"rows": 4, "positives": 2, "metrics": {"roc_auc": 0.5}}}}
+    report = {
+        "c": {
+            "EU/West": {"rows": 4, "positives": 2, "metrics": {"roc_auc": 1.0}},
+            "EU West": {"rows": 4, "positives": 2, "metrics": {"roc_auc": 0.25}},
+            "DE": {"rows": 4, "positives": 2, "metrics": {"roc_auc": 0.5}},
+        }
+    }
     flat = flat_slice_metrics(report, ["roc_auc"])
     assert len(flat) == 3 and sorted(flat.values()) == [0.25, 0.5, 1.0]
     assert flat["roc_auc__c_DE"] == 0.5  # no collision, no suffix
     assert all(name.startswith("roc_auc__c_EU_West_") for name in flat if "EU" in name)
 
 
-@pytest.mark.parametrize("strategy", [{"name": "min_recall", "value": 80}, {"name": "min_recall"}, {"name": "min_precision", "value": -0.1}])
+@pytest.mark.parametrize(
+    "strategy", [{"name": "min_recall", "value": 80}, {"name": "min_recall"}, {"name": "min_precision", "value": -0.1}]
+)
 def test_choose_threshold_rejects_targets_outside_zero_one(strategy):
     with pytest.raises(ValueError, match="between 0 and 1"):
         choose_threshold([0, 1, 0, 1], [0.1, 0.9, 0.2, 0.8], strategy)

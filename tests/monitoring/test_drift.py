@@ -54,7 +54,9 @@ def test_numeric_baseline_has_decile_edges_equal_shares_and_moments(spark):
     assert profile["bin_shares"] == pytest.approx([0.1] * 10)
     assert (profile["count"], profile["null_share"], profile["mean"]) == (10, 0.0, pytest.approx(5.5))
     assert profile["std"] == pytest.approx(math.sqrt(55 / 6))  # sum((v - 5.5)^2) = 82.5, / 9
-    assert profile["quantiles"] == pytest.approx(np.quantile(BASELINE_X, [(i + 0.5) / 100 for i in range(100)]).tolist())
+    assert profile["quantiles"] == pytest.approx(
+        np.quantile(BASELINE_X, [(i + 0.5) / 100 for i in range(100)]).tolist()
+    )
     assert profile["values"] == BASELINE_X  # 10 rows <= small_window_rows
     json.dumps(profile)  # storable as is
 
@@ -155,7 +157,11 @@ def test_nulls_in_the_current_window_are_a_bin_of_their_own(spark):
 def test_normalised_wasserstein_agrees_with_scipy(spark):
     rng = np.random.default_rng(7)
     baseline_values = rng.normal(0.0, 1.0, 3000)
-    cases = {"shift": rng.normal(0.5, 1.0, 3000), "scale": rng.normal(0.0, 2.0, 2000), "skew": rng.exponential(1.0, 3000)}
+    cases = {
+        "shift": rng.normal(0.5, 1.0, 3000),
+        "scale": rng.normal(0.0, 2.0, 2000),
+        "skew": rng.exponential(1.0, 3000),
+    }
     baseline = numeric_baseline(frame(spark, "x", baseline_values.tolist()), ["x"])
     for name, values in cases.items():
         result = row_of(feature_drift(frame(spark, "x", values.tolist()), baseline), "x")
@@ -190,7 +196,11 @@ def test_identical_categories_have_no_drift(spark):
     profile = categorical_baseline(frame(spark, "c", BASELINE_C, "string"), ["c"])
     result = row_of(feature_drift(frame(spark, "c", BASELINE_C * 2, "string"), profile), "c")
 
-    assert (result["value"], result["linf"], result["status"]) == (pytest.approx(0.0, abs=1e-12), pytest.approx(0.0), "ok")
+    assert (result["value"], result["linf"], result["status"]) == (
+        pytest.approx(0.0, abs=1e-12),
+        pytest.approx(0.0),
+        "ok",
+    )
 
 
 # ---------------------------------------------------------------- p-values, thresholds, prediction drift

@@ -86,7 +86,15 @@ def grid_data(seed: int, n: int) -> tuple[np.ndarray, np.random.Generator]:
 def test_histogram_counts_rows_labels_positives_and_score_sums_per_bin(spark):
     histogram = score_histogram(hand_frame(spark), ["window"])
 
-    assert histogram.columns.tolist() == ["window", "bin", "n", "n_labeled", "positives", "score_sum", "score_sum_labeled"]
+    assert histogram.columns.tolist() == [
+        "window",
+        "bin",
+        "n",
+        "n_labeled",
+        "positives",
+        "score_sum",
+        "score_sum_labeled",
+    ]
     assert histogram["bin"].tolist() == [100, 200, 400, 500, 600, 700, 800, 900]  # null score dropped
     assert histogram["n"].tolist() == [1, 2, 1, 1, 1, 1, 2, 1]
     assert histogram["n_labeled"].tolist() == [1, 2, 1, 0, 1, 0, 2, 1]
@@ -101,8 +109,14 @@ def test_hand_made_window_realized_and_estimated_metrics(spark):
     )
     assert result.columns.tolist() == ["window", *PERFORMANCE_COLUMNS]
     assert list(zip(result["basis"], result["metric"])) == [
-        ("realized", "roc_auc"), ("realized", "pr_auc"), ("realized", "ece"), ("realized", "observed_rate"),
-        ("realized", "mean_score"), ("estimated", "roc_auc"), ("estimated", "pr_auc"), ("estimated", "expected_rate"),
+        ("realized", "roc_auc"),
+        ("realized", "pr_auc"),
+        ("realized", "ece"),
+        ("realized", "observed_rate"),
+        ("realized", "mean_score"),
+        ("estimated", "roc_auc"),
+        ("estimated", "pr_auc"),
+        ("estimated", "expected_rate"),
     ]
 
     auc = metric(result, "realized", "roc_auc")
@@ -115,7 +129,13 @@ def test_hand_made_window_realized_and_estimated_metrics(spark):
     assert ece["value"] == pytest.approx(0.275)
     table = json.loads(ece["details"])
     assert [b["n"] for b in table] == [0, 1, 2, 0, 1, 0, 1, 0, 2, 1]
-    assert table[2] == {"bin_lower": 0.2, "bin_upper": 0.3, "n": 2, "mean_score": pytest.approx(0.2), "observed_rate": 0.5}
+    assert table[2] == {
+        "bin_lower": 0.2,
+        "bin_upper": 0.3,
+        "n": 2,
+        "mean_score": pytest.approx(0.2),
+        "observed_rate": 0.5,
+    }
     assert table[0]["mean_score"] is None and table[0]["observed_rate"] is None
 
     rate = metric(result, "realized", "observed_rate")
@@ -126,7 +146,12 @@ def test_hand_made_window_realized_and_estimated_metrics(spark):
     estimated = metric(result, "estimated", "roc_auc")
     assert estimated["value"] == pytest.approx(20.18 / 24.96)
     assert np.isnan(estimated["lower"]) and np.isnan(estimated["upper"])
-    assert (estimated["n_rows"], estimated["positives"], estimated["negatives"], estimated["trusted"]) == (10, 5, 5, True)
+    assert (estimated["n_rows"], estimated["positives"], estimated["negatives"], estimated["trusted"]) == (
+        10,
+        5,
+        5,
+        True,
+    )
     assert metric(result, "estimated", "expected_rate")["value"] == pytest.approx(0.52)
 
 
@@ -157,7 +182,9 @@ def test_realized_metrics_equal_sklearn_on_grid_scores(spark):
     for window, rows in data.groupby("window"):
         labeled = rows.dropna(subset=["label"])
         y, s = labeled["label"].astype(int), labeled["score"]
-        assert metric(result, "realized", "roc_auc", window=window)["value"] == pytest.approx(roc_auc_score(y, s), abs=1e-9)
+        assert metric(result, "realized", "roc_auc", window=window)["value"] == pytest.approx(
+            roc_auc_score(y, s), abs=1e-9
+        )
         assert metric(result, "realized", "pr_auc", window=window)["value"] == pytest.approx(
             average_precision_score(y, s), abs=1e-9
         )
@@ -259,8 +286,9 @@ def test_invalid_scores_labels_and_parameters_are_named(spark):
         score_histogram(frame(spark, ["w1"] * 2, ["de"] * 2, [0.5, 0.6], [0, 2]), ["window"])
     with pytest.raises(ValueError, match=r"column\(s\) \['segment'\] not in the frame"):
         score_histogram(frame(spark, ["w1"], ["de"], [0.5], [0]), ["segment"])
-    histogram = pd.DataFrame({"bin": [1], "n": [1], "n_labeled": [1], "positives": [1], "score_sum": [0.1],
-                              "score_sum_labeled": [0.1]})
+    histogram = pd.DataFrame(
+        {"bin": [1], "n": [1], "n_labeled": [1], "positives": [1], "score_sum": [0.1], "score_sum_labeled": [0.1]}
+    )
     with pytest.raises(ValueError, match="calibration_bins=7 does not divide bins=1000"):
         performance_from_histogram(histogram, [], calibration_bins=7)
     with pytest.raises(ValueError, match=r"bin 1 is outside \[0, 1\)"):

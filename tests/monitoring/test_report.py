@@ -44,10 +44,22 @@ def close_figures():
 def signal(window, feature, metric, value, warn=None, act=None, status="ok", **columns) -> dict:
     """One row of the long signal schema (window_end one week later)."""
     return {
-        "window_start": window, "window_end": window + dt.timedelta(days=7), "source": "batch",
-        "model_name": "dev.ml.churn_classifier", "model_version": "3", "slice": "all", "slice_value": "all",
-        "feature": feature, "metric": metric, "value": value, "warn": warn, "act": act, "status": status,
-        "n_rows": 100, "details": None, **columns,
+        "window_start": window,
+        "window_end": window + dt.timedelta(days=7),
+        "source": "batch",
+        "model_name": "dev.ml.churn_classifier",
+        "model_version": "3",
+        "slice": "all",
+        "slice_value": "all",
+        "feature": feature,
+        "metric": metric,
+        "value": value,
+        "warn": warn,
+        "act": act,
+        "status": status,
+        "n_rows": 100,
+        "details": None,
+        **columns,
     }
 
 
@@ -79,9 +91,15 @@ def drift_frame() -> pd.DataFrame:
     .20 act (equal to act counts), .15 warn. Latest status then value: age (act), country (warn), tenure.
     Rows that must be ignored: another metric, another slice, the prediction, a whole-model metric."""
     rows = [
-        *(signal(w, "age", "psi", v, **PSI, status=s) for w, v, s in [(W1, 0.05, "ok"), (W2, 0.12, "warn"), (W3, 0.30, "act")]),
+        *(
+            signal(w, "age", "psi", v, **PSI, status=s)
+            for w, v, s in [(W1, 0.05, "ok"), (W2, 0.12, "warn"), (W3, 0.30, "act")]
+        ),
         *(signal(w, "tenure", "psi", v, **PSI) for w, v in [(W1, 0.02), (W2, 0.03), (W3, 0.01)]),
-        *(signal(w, "country", "js_distance", v, **JS, status=s) for w, v, s in [(W1, 0.05, "ok"), (W2, 0.20, "act"), (W3, 0.15, "warn")]),
+        *(
+            signal(w, "country", "js_distance", v, **JS, status=s)
+            for w, v, s in [(W1, 0.05, "ok"), (W2, 0.20, "act"), (W3, 0.15, "warn")]
+        ),
         signal(W3, "age", "wasserstein_norm", 0.9),
         signal(W3, "age", "psi", 0.9, **PSI, status="act", slice="country", slice_value="DE"),
         signal(W3, "__prediction__", "psi", 0.9, **PSI, status="act"),
@@ -96,9 +114,7 @@ def test_drift_heatmap_cells_ranking_and_act_outlines():
     heat, _lines, colorbar = figure.axes
     assert [label.get_text() for label in heat.get_yticklabels()] == ["age", "country", "tenure"]
     assert [label.get_text() for label in heat.get_xticklabels()] == ["2026-01-05", "2026-01-12", "2026-01-19"]
-    np.testing.assert_allclose(
-        heat.images[0].get_array(), [[0.05, 0.12, 0.30], [0.05, 0.20, 0.15], [0.02, 0.03, 0.01]]
-    )
+    np.testing.assert_allclose(heat.images[0].get_array(), [[0.05, 0.12, 0.30], [0.05, 0.20, 0.15], [0.02, 0.03, 0.01]])
     # outlined cells: age in W3 (row 0, column 2) and country in W2 (row 1, column 1, 0.20 >= 0.20)
     outlines = sorted(patch.get_xy() for patch in heat.patches if isinstance(patch, Rectangle))
     assert outlines == [(0.5, 0.5), (1.5, -0.5)]
@@ -125,10 +141,12 @@ def test_drift_lines_of_top_features_with_warn_and_act_lines():
 
 def test_drift_status_ranks_before_value():
     """spend PSI 0.22 is only warn (act 0.25); country JS 0.21 is act (act 0.2): country ranks first."""
-    frame = pd.DataFrame([
-        signal(W1, "spend", "psi", 0.22, **PSI, status="warn"),
-        signal(W1, "country", "js_distance", 0.21, **JS, status="act"),
-    ])
+    frame = pd.DataFrame(
+        [
+            signal(W1, "spend", "psi", 0.22, **PSI, status="warn"),
+            signal(W1, "country", "js_distance", 0.21, **JS, status="act"),
+        ]
+    )
     figure = drift_over_time(frame, top=1)
     render(figure)
     assert [label.get_text() for label in figure.axes[0].get_yticklabels()] == ["country", "spend"]
@@ -138,11 +156,16 @@ def test_drift_status_ranks_before_value():
 def test_drift_sources_split_series_and_filter():
     """An online age row (0.5 in W3) next to the batch rows: without a source filter the series are
     labelled by source; with source='online' only that row remains, labelled plainly."""
-    frame = pd.concat([drift_frame(), pd.DataFrame([signal(W3, "age", "psi", 0.5, **PSI, status="act", source="online")])])
+    frame = pd.concat(
+        [drift_frame(), pd.DataFrame([signal(W3, "age", "psi", 0.5, **PSI, status="act", source="online")])]
+    )
     figure = drift_over_time(frame)
     render(figure)
     assert [label.get_text() for label in figure.axes[0].get_yticklabels()] == [
-        "age [online]", "age [batch]", "country [batch]", "tenure [batch]",
+        "age [online]",
+        "age [batch]",
+        "country [batch]",
+        "tenure [batch]",
     ]
     online = drift_over_time(frame, source="online")
     render(online)
@@ -199,9 +222,15 @@ def prediction_frame() -> pd.DataFrame:
     """Score PSI .02, .15, .30 (warn .1, act .25); positive rate .20, .22, .30 (no thresholds);
     its change .00, .02, .10 (warn .05, act .10). A feature row that must be ignored."""
     rows = [
-        *(signal(w, "__prediction__", "psi", v, **PSI, status=s) for w, v, s in [(W1, 0.02, "ok"), (W2, 0.15, "warn"), (W3, 0.30, "act")]),
+        *(
+            signal(w, "__prediction__", "psi", v, **PSI, status=s)
+            for w, v, s in [(W1, 0.02, "ok"), (W2, 0.15, "warn"), (W3, 0.30, "act")]
+        ),
         *(signal(w, "__prediction__", "positive_rate", v) for w, v in zip((W1, W2, W3), (0.20, 0.22, 0.30))),
-        *(signal(w, "__prediction__", "positive_rate_change", v, warn=0.05, act=0.10, status=s) for w, v, s in [(W1, 0.0, "ok"), (W2, 0.02, "ok"), (W3, 0.10, "act")]),
+        *(
+            signal(w, "__prediction__", "positive_rate_change", v, warn=0.05, act=0.10, status=s)
+            for w, v, s in [(W1, 0.0, "ok"), (W2, 0.02, "ok"), (W3, 0.10, "act")]
+        ),
         signal(W3, "age", "psi", 0.9, **PSI, status="act"),
     ]
     return pd.DataFrame(rows)
@@ -217,7 +246,10 @@ def test_score_distribution_panels():
     assert list(psi_lines["act 0.25"].get_ydata()) == [0.25, 0.25]
     rate_lines = lines_by_label(rate_panel)
     assert set(rate_lines) == {
-        "positive_rate", "positive_rate_change", "warn 0.05 (positive_rate_change)", "act 0.1 (positive_rate_change)",
+        "positive_rate",
+        "positive_rate_change",
+        "warn 0.05 (positive_rate_change)",
+        "act 0.1 (positive_rate_change)",
     }
     np.testing.assert_allclose(rate_lines["positive_rate"].get_ydata(), [0.20, 0.22, 0.30])
     assert list(rate_lines["act 0.1 (positive_rate_change)"].get_ydata()) == [0.1, 0.1]
@@ -244,11 +276,39 @@ def performance_frame() -> pd.DataFrame:
     realized = [(W1, 0.80, 0.75, 0.85, True), (W2, 0.78, 0.70, 0.86, True), (W3, 0.70, 0.55, 0.85, False)]
     estimated = [(W1, 0.79), (W2, 0.77), (W3, 0.72), (w4, 0.71)]
     rows = [
-        *(signal(w, None, "roc_auc", v, **auc, basis="realized", lower=lo, upper=up, trusted=t,
-                 status="ok" if t else "untrusted") for w, v, lo, up, t in realized),
-        *(signal(w, None, "estimated_roc_auc", v, **auc, basis="estimated", lower=None, upper=None, trusted=True) for w, v in estimated),
+        *(
+            signal(
+                w,
+                None,
+                "roc_auc",
+                v,
+                **auc,
+                basis="realized",
+                lower=lo,
+                upper=up,
+                trusted=t,
+                status="ok" if t else "untrusted",
+            )
+            for w, v, lo, up, t in realized
+        ),
+        *(
+            signal(w, None, "estimated_roc_auc", v, **auc, basis="estimated", lower=None, upper=None, trusted=True)
+            for w, v in estimated
+        ),
         signal(W1, None, "pr_auc", 0.4, basis="realized", lower=None, upper=None, trusted=True),
-        signal(W1, None, "roc_auc", 0.5, **auc, basis="realized", lower=0.4, upper=0.6, trusted=True, slice="country", slice_value="DE"),
+        signal(
+            W1,
+            None,
+            "roc_auc",
+            0.5,
+            **auc,
+            basis="realized",
+            lower=0.4,
+            upper=0.6,
+            trusted=True,
+            slice="country",
+            slice_value="DE",
+        ),
     ]
     return pd.DataFrame(rows)
 
@@ -294,7 +354,10 @@ def quality_frame() -> pd.DataFrame:
     1000, 1100, 400 without thresholds; duplicate_share .0, .0, .01."""
     share = {"warn": 0.05, "act": 0.10}
     rows = [
-        *(signal(w, "email", "null_share", v, **share, status=s) for w, v, s in [(W1, 0.01, "ok"), (W2, 0.02, "ok"), (W3, 0.30, "act")]),
+        *(
+            signal(w, "email", "null_share", v, **share, status=s)
+            for w, v, s in [(W1, 0.01, "ok"), (W2, 0.02, "ok"), (W3, 0.30, "act")]
+        ),
         *(signal(w, "age", "null_share", 0.0, **share) for w in (W1, W2, W3)),
         *(signal(w, None, "row_count", v) for w, v in zip((W1, W2, W3), (1000.0, 1100.0, 400.0))),
         *(signal(w, None, "duplicate_share", v) for w, v in zip((W1, W2, W3), (0.0, 0.0, 0.01))),
@@ -326,20 +389,43 @@ def test_quality_top_per_panel():
 
 
 def actions_frame() -> pd.DataFrame:
-    evidence = [{"window_start": "2026-01-19", "rows": [{"feature": "age", "metric": "psi", "value": 0.3, "act": 0.25}]}]
-    return pd.DataFrame([
-        {
-            "action_id": "a1", "rule": "age_drift_retrain", "action": "retrain", "model_name": "dev.ml.churn_classifier",
-            "model_version": "3", "window_start": W3, "window_end": W3 + dt.timedelta(days=7), "breached_windows": 2,
-            "considered_windows": 3, "evidence": json.dumps(evidence), "mode": "execute", "status": "blocked",
-            "blocked_reason": "retraining waits until the upstream data is fixed: rule email_nulls fired",
-        },
-        {
-            "action_id": "a2", "rule": "email_nulls<fix>", "action": "fix_upstream", "model_name": "dev.ml.churn_classifier",
-            "model_version": "3", "window_start": W3, "window_end": W3 + dt.timedelta(days=7), "breached_windows": 1,
-            "considered_windows": 1, "evidence": "not json", "mode": "alert", "status": "alerted", "blocked_reason": None,
-        },
-    ])
+    evidence = [
+        {"window_start": "2026-01-19", "rows": [{"feature": "age", "metric": "psi", "value": 0.3, "act": 0.25}]}
+    ]
+    return pd.DataFrame(
+        [
+            {
+                "action_id": "a1",
+                "rule": "age_drift_retrain",
+                "action": "retrain",
+                "model_name": "dev.ml.churn_classifier",
+                "model_version": "3",
+                "window_start": W3,
+                "window_end": W3 + dt.timedelta(days=7),
+                "breached_windows": 2,
+                "considered_windows": 3,
+                "evidence": json.dumps(evidence),
+                "mode": "execute",
+                "status": "blocked",
+                "blocked_reason": "retraining waits until the upstream data is fixed: rule email_nulls fired",
+            },
+            {
+                "action_id": "a2",
+                "rule": "email_nulls<fix>",
+                "action": "fix_upstream",
+                "model_name": "dev.ml.churn_classifier",
+                "model_version": "3",
+                "window_start": W3,
+                "window_end": W3 + dt.timedelta(days=7),
+                "breached_windows": 1,
+                "considered_windows": 1,
+                "evidence": "not json",
+                "mode": "alert",
+                "status": "alerted",
+                "blocked_reason": None,
+            },
+        ]
+    )
 
 
 def test_monitoring_report_page():
@@ -358,7 +444,10 @@ def test_monitoring_report_page():
     # summary lines: drift has 13 + 10 rows over W1..W3. Its 11 W3 rows: act = age, age slice DE,
     # prediction 0.9 (drift_frame), score psi, positive_rate_change, age 0.9 (prediction_frame) = 6;
     # warn = country; ok = tenure, wasserstein, n_rows, positive_rate = 4. Actions: one alerted, one blocked.
-    assert "drift_metrics: 23 rows, 3 windows (2026-01-05 to 2026-01-19); latest window 2026-01-19: 6 act, 1 warn, 4 ok" in page
+    assert (
+        "drift_metrics: 23 rows, 3 windows (2026-01-05 to 2026-01-19); latest window 2026-01-19: 6 act, 1 warn, 4 ok"
+        in page
+    )
     assert "actions: 2 fired (1 alerted, 1 blocked)" in page
     assert "data_quality: 12 rows, 3 windows" in page
     assert plt.get_fignums() == []  # nothing registered with pyplot

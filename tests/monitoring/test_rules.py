@@ -36,9 +36,21 @@ def day(i: int) -> date:
 def row(window: int, status: str, **overrides) -> dict:
     """One signal row of window ``window`` (defaults in the module docstring)."""
     base = {
-        "table": "drift_metrics", "window_start": day(window), "window_end": day(window + 1), "source": "batch",
-        "model_name": "churn", "model_version": "1", "slice": "all", "slice_value": "all", "feature": "age",
-        "metric": "psi", "value": VALUE_OF[status], "warn": 0.1, "act": 0.25, "status": status, "n_rows": 100,
+        "table": "drift_metrics",
+        "window_start": day(window),
+        "window_end": day(window + 1),
+        "source": "batch",
+        "model_name": "churn",
+        "model_version": "1",
+        "slice": "all",
+        "slice_value": "all",
+        "feature": "age",
+        "metric": "psi",
+        "value": VALUE_OF[status],
+        "warn": 0.1,
+        "act": 0.25,
+        "status": status,
+        "n_rows": 100,
         "details": None,
     }
     return {**base, **overrides}
@@ -126,7 +138,8 @@ def test_each_model_version_is_evaluated_on_its_own_windows():
     )
     fired = evaluate_rules(frame, [rule()])
     assert fired[["model_name", "model_version", "breached_windows"]].values.tolist() == [
-        ["churn", "1", 2], ["upsell", "1", 3]
+        ["churn", "1", 2],
+        ["upsell", "1", 3],
     ]
 
 
@@ -225,8 +238,14 @@ def test_fired_row_columns_and_values():
     assert fired.columns.tolist() == FIRED_COLUMNS
     record = fired.iloc[0].to_dict()
     assert {k: v for k, v in record.items() if k not in ("action_id", "evidence")} == {
-        "rule": "psi_act", "action": "retrain", "model_name": "churn", "model_version": "1",
-        "window_start": day(3), "window_end": day(4), "breached_windows": 2, "considered_windows": 3,
+        "rule": "psi_act",
+        "action": "retrain",
+        "model_name": "churn",
+        "model_version": "1",
+        "window_start": day(3),
+        "window_end": day(4),
+        "breached_windows": 2,
+        "considered_windows": 3,
         "description": "PSI drift on 2 of 3 days",
     }
 
@@ -249,15 +268,27 @@ def test_evidence_lists_each_breaching_window_with_its_five_worst_rows():
     fired = evaluate_rules(frame, [rule(metrics=["psi", "auc"], features=None, level="warn")])
     evidence = json.loads(fired["evidence"][0])
     assert [(w["window_start"], w["window_end"], w["breaching_rows"]) for w in evidence] == [
-        ("2024-01-02", "2024-01-03", 1), ("2024-01-03", "2024-01-04", 7)
+        ("2024-01-02", "2024-01-03", 1),
+        ("2024-01-03", "2024-01-04", 7),
     ]
     # act rows by exceedance (auc 3.0, b 2.667, a 1.333, c 1.067), then warn d (0.667); auc 0.72 and e drop
     assert [(r["feature"], r["metric"], r["status"]) for r in evidence[1]["rows"]] == [
-        (None, "auc", "act"), ("b", "psi", "act"), ("a", "psi", "act"), ("c", "psi", "act"), ("d", "psi", "warn"),
+        (None, "auc", "act"),
+        ("b", "psi", "act"),
+        ("a", "psi", "act"),
+        ("c", "psi", "act"),
+        ("d", "psi", "warn"),
     ]
     assert evidence[1]["rows"][1] == {
-        "feature": "b", "slice": "all", "slice_value": "all", "source": "batch", "metric": "psi",
-        "value": 0.5, "warn": 0.1, "act": 0.25, "status": "act",
+        "feature": "b",
+        "slice": "all",
+        "slice_value": "all",
+        "source": "batch",
+        "metric": "psi",
+        "value": 0.5,
+        "warn": 0.1,
+        "act": 0.25,
+        "status": "act",
     }
     assert evidence[0]["rows"] == [{**evidence[1]["rows"][1], "feature": "age", "value": 0.4}]
 
@@ -279,7 +310,8 @@ def test_several_rules_fire_independently():
     frame = signals(series(["warn", "act", "act"]))
     fired = evaluate_rules(frame, [rule(), rule(name="psi_warn", action="block_promotion", level="warn", of_last=2)])
     assert fired[["rule", "breached_windows", "considered_windows"]].values.tolist() == [
-        ["psi_act", 2, 3], ["psi_warn", 2, 2]
+        ["psi_act", 2, 3],
+        ["psi_warn", 2, 2],
     ]
 
 
@@ -289,11 +321,22 @@ def test_several_rules_fire_independently():
 def test_validate_rules_fills_defaults_and_copies():
     raw = [rule()]
     checked = validate_rules(raw)
-    assert checked == [{
-        "name": "psi_act", "action": "retrain", "table": "drift_metrics", "metrics": ["psi"], "features": None,
-        "slices": ["all"], "sources": None, "level": "act", "breaching_windows": 2, "of_last": 3,
-        "within_days_of_promotion": None, "description": "",
-    }]
+    assert checked == [
+        {
+            "name": "psi_act",
+            "action": "retrain",
+            "table": "drift_metrics",
+            "metrics": ["psi"],
+            "features": None,
+            "slices": ["all"],
+            "sources": None,
+            "level": "act",
+            "breaching_windows": 2,
+            "of_last": 3,
+            "within_days_of_promotion": None,
+            "description": "",
+        }
+    ]
     checked[0]["metrics"].append("x")
     assert raw[0]["metrics"] == ["psi"]  # the caller's rules are untouched
 
@@ -345,9 +388,17 @@ def fired_frame(*rows: tuple[str, str, str, int]) -> pd.DataFrame:
     """Fired actions from (rule, action, model_version, latest window) tuples."""
     records = [
         {
-            "action_id": action_id(name, "churn", version, day(w + 1)), "rule": name, "action": action,
-            "model_name": "churn", "model_version": version, "window_start": day(w), "window_end": day(w + 1),
-            "breached_windows": 2, "considered_windows": 3, "evidence": "[]", "description": "",
+            "action_id": action_id(name, "churn", version, day(w + 1)),
+            "rule": name,
+            "action": action,
+            "model_name": "churn",
+            "model_version": version,
+            "window_start": day(w),
+            "window_end": day(w + 1),
+            "breached_windows": 2,
+            "considered_windows": 3,
+            "evidence": "[]",
+            "description": "",
         }
         for name, action, version, w in rows
     ]
@@ -359,15 +410,15 @@ def test_resolve_actions_applies_the_policy_and_defaults_to_alert():
     resolved = resolve_actions(fired, {"rollback": "execute", "retrain": "alert"})
     assert resolved.columns.tolist() == RESOLVED_COLUMNS
     assert resolved[["rule", "mode", "status"]].values.tolist() == [
-        ["psi", "alert", "alerted"], ["auc", "execute", "to_execute"], ["gate", "alert", "alerted"]
+        ["psi", "alert", "alerted"],
+        ["auc", "execute", "to_execute"],
+        ["gate", "alert", "alerted"],
     ]
     assert resolved["blocked_reason"].isna().all()
 
 
 def test_retrain_waits_for_fix_upstream_of_the_same_version():
-    fired = fired_frame(
-        ("psi", "retrain", "1", 3), ("nulls", "fix_upstream", "1", 3), ("psi", "retrain", "2", 3)
-    )
+    fired = fired_frame(("psi", "retrain", "1", 3), ("nulls", "fix_upstream", "1", 3), ("psi", "retrain", "2", 3))
     resolved = resolve_actions(fired, {"retrain": "execute"}).set_index(["rule", "model_version"])
     assert resolved.loc[("psi", "1"), "status"] == "blocked"
     assert resolved.loc[("psi", "1"), "blocked_reason"] == (
@@ -380,13 +431,17 @@ def test_retrain_waits_for_fix_upstream_of_the_same_version():
 
 def test_at_most_one_rollback_per_model_version():
     fired = fired_frame(
-        ("b_auc", "rollback", "1", 3), ("a_drift", "rollback", "1", 3), ("c_late", "rollback", "1", 4),
+        ("b_auc", "rollback", "1", 3),
+        ("a_drift", "rollback", "1", 3),
+        ("c_late", "rollback", "1", 4),
         ("a_drift", "rollback", "2", 3),
     )
     resolved = resolve_actions(fired, {"rollback": "execute"})
     # version 1 keeps the latest window (c_late, window 4) and blocks the others; version 2 keeps its own
     assert resolved[["rule", "model_version", "status"]].values.tolist() == [
-        ["b_auc", "1", "blocked"], ["a_drift", "1", "blocked"], ["c_late", "1", "to_execute"],
+        ["b_auc", "1", "blocked"],
+        ["a_drift", "1", "blocked"],
+        ["c_late", "1", "to_execute"],
         ["a_drift", "2", "to_execute"],
     ]
     assert resolved["blocked_reason"][0] == (

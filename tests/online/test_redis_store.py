@@ -30,15 +30,28 @@ EXEC = b"*1\r\n$4\r\nEXEC\r\n"  # the EXEC command as redis-py sends it (RESP ar
 
 
 def _config(server, **changes) -> dict:
-    return {"type": "redis", "url": server.url, "password": server.password, "namespace": f"test:{uuid.uuid4().hex}", **changes}
+    return {
+        "type": "redis",
+        "url": server.url,
+        "password": server.password,
+        "namespace": f"test:{uuid.uuid4().hex}",
+        **changes,
+    }
 
 
 def _rows(version: int, keys: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"customer_id": keys, "feature_ts": pd.Timestamp("2026-03-01", tz="UTC"), "orders_30d": float(version)})
+    return pd.DataFrame(
+        {"customer_id": keys, "feature_ts": pd.Timestamp("2026-03-01", tz="UTC"), "orders_30d": float(version)}
+    )
 
 
 def _update(version: int, keys: list[str], deleted: list[str] | None = None) -> dict:
-    return {"rows": _rows(version, keys), "deleted": deleted or [], "source_version": version, "key_columns": ["customer_id"]}
+    return {
+        "rows": _rows(version, keys),
+        "deleted": deleted or [],
+        "source_version": version,
+        "key_columns": ["customer_id"],
+    }
 
 
 def test_the_catalog_dataset_publishes_with_its_credentials_and_never_shows_them(redis_server, caplog):
@@ -76,7 +89,9 @@ def test_a_server_that_is_down_is_named_with_the_setting_to_check(tmp_path):
     port = free_port()  # nothing listens there
     started = time.monotonic()
     with pytest.raises(OnlineStoreError) as down:
-        open_online_store({"type": "redis", "url": f"redis://127.0.0.1:{port}/0", "password": "s3cret-pw", "socket_timeout": 1})
+        open_online_store(
+            {"type": "redis", "url": f"redis://127.0.0.1:{port}/0", "password": "s3cret-pw", "socket_timeout": 1}
+        )
     message = str(down.value)
     assert time.monotonic() - started < 10
     assert f"online store redis://127.0.0.1:{port}/0: cannot reach the server" in message
@@ -89,7 +104,9 @@ def test_a_server_that_stops_later_gives_the_same_clear_error(tmp_path):
     try:
         store.publish({"t": _update(1, ["c1"])})
         server.stop()
-        with pytest.raises(OnlineStoreError, match=rf"online store {server.url}: cannot reach the server while reading rows"):
+        with pytest.raises(
+            OnlineStoreError, match=rf"online store {server.url}: cannot reach the server while reading rows"
+        ):
             store.read({"t": ["c1"]})
     finally:
         store.close()
@@ -217,7 +234,9 @@ def test_the_team_environment_publishes_to_and_serves_from_redis(redis_server, t
     # What conf/team/globals.yml provides (kept by the team) and the git-ignored credentials.
     globals_file = conf / "team" / "globals.yml"
     team_globals = yaml.safe_load(globals_file.read_text()) if globals_file.exists() else {}
-    globals_file.write_text(yaml.safe_dump({**team_globals, "online_store_url": redis_server.url, "online_store_namespace": namespace}))
+    globals_file.write_text(
+        yaml.safe_dump({**team_globals, "online_store_url": redis_server.url, "online_store_namespace": namespace})
+    )
     (conf / "team" / "credentials.yml").write_text(
         f"online_store:\n  password: {redis_server.password}\n"
         "optuna_storage:\n  username: optuna\n  password: not-used-here\n"  # the team catalog's other entry

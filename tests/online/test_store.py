@@ -22,17 +22,19 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def _rows(**overrides) -> pd.DataFrame:
-    frame = pd.DataFrame({
-        "customer_id": ["c1", "c2"],
-        "feature_ts": pd.to_datetime(["2026-02-28T00:00:00Z", "2026-02-27T00:00:00Z"]),
-        "ingested_at": pd.to_datetime(["2026-02-28T02:00:00.000001Z", None], utc=True),
-        "orders_30d": [3.0, math.nan],
-        "days_since_last_order": pd.array([4, None], dtype="Int32"),
-        "plan_tier": ["basic", None],
-        # As Spark's Arrow gives it: NaN and null are different values.
-        "avg_order_value": pd.arrays.ArrowExtensionArray(pa.array([float("nan"), None], pa.float64())),
-        "_row_hash": ["h1", "h2"],
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c2"],
+            "feature_ts": pd.to_datetime(["2026-02-28T00:00:00Z", "2026-02-27T00:00:00Z"]),
+            "ingested_at": pd.to_datetime(["2026-02-28T02:00:00.000001Z", None], utc=True),
+            "orders_30d": [3.0, math.nan],
+            "days_since_last_order": pd.array([4, None], dtype="Int32"),
+            "plan_tier": ["basic", None],
+            # As Spark's Arrow gives it: NaN and null are different values.
+            "avg_order_value": pd.arrays.ArrowExtensionArray(pa.array([float("nan"), None], pa.float64())),
+            "_row_hash": ["h1", "h2"],
+        }
+    )
     return frame.assign(**overrides)
 
 
@@ -43,20 +45,28 @@ def store(request, tmp_path):
         opened = open_online_store({"type": "sqlite", "path": str(tmp_path / "online" / "store.db")})
     else:
         server = request.getfixturevalue("redis_server")
-        opened = open_online_store({"type": "redis", "url": server.url, "password": server.password,
-                                    "namespace": f"test:{uuid.uuid4().hex}"})
+        opened = open_online_store(
+            {"type": "redis", "url": server.url, "password": server.password, "namespace": f"test:{uuid.uuid4().hex}"}
+        )
     yield opened
     opened.close()
 
 
 def test_rows_round_trip_with_their_types_times_and_lineage(store):
     assert store.table_state("customer_activity") is None
-    written = store.upsert("customer_activity", _rows(), source_version=7, key_columns=["customer_id"], contract_hash="abc", as_of=T0)
+    written = store.upsert(
+        "customer_activity", _rows(), source_version=7, key_columns=["customer_id"], contract_hash="abc", as_of=T0
+    )
     assert written == 2
     got = store.get("customer_activity", ["c2", "c1", "nobody"])
     assert set(got) == {"c1", "c2"}
     c1, c2 = got["c1"], got["c2"]
-    assert c1["customer_id"] == "c1" and c1["orders_30d"] == 3.0 and c1["days_since_last_order"] == 4 and c1["plan_tier"] == "basic"
+    assert (
+        c1["customer_id"] == "c1"
+        and c1["orders_30d"] == 3.0
+        and c1["days_since_last_order"] == 4
+        and c1["plan_tier"] == "basic"
+    )
     assert c1["feature_ts"] == datetime(2026, 2, 28, tzinfo=UTC)
     assert c1["ingested_at"] == datetime(2026, 2, 28, 2, 0, 0, 1, tzinfo=UTC)  # microseconds kept
     # An Arrow NaN stays NaN (SQLite alone would make it NULL), a null stays None; a NumPy NaN is
@@ -79,8 +89,13 @@ def test_rows_round_trip_with_their_types_times_and_lineage(store):
 
 def test_an_upsert_replaces_whole_rows_per_key_and_delete_removes_them(store):
     store.upsert("t", _rows(), source_version=1, key_columns=["customer_id"])
-    changed = pd.DataFrame({"customer_id": ["c2", "c3"], "feature_ts": pd.to_datetime(["2026-03-01", "2026-03-01"], utc=True),
-                            "orders_30d": [5.0, 1.0]})
+    changed = pd.DataFrame(
+        {
+            "customer_id": ["c2", "c3"],
+            "feature_ts": pd.to_datetime(["2026-03-01", "2026-03-01"], utc=True),
+            "orders_30d": [5.0, 1.0],
+        }
+    )
     assert store.upsert("t", changed, source_version=2) == 2  # the recorded key columns are used
     got = store.get("t", ["c1", "c2", "c3"])
     assert got["c1"]["orders_30d"] == 3.0 and got["c1"]["_source_version"] == 1
@@ -112,8 +127,9 @@ def test_an_empty_upsert_of_the_same_version_writes_nothing_but_a_new_version_is
     store.upsert("t", _rows(), source_version=3, key_columns=["customer_id"], contract_hash="abc")
     before, digest = store.table_state("t"), _digest(store, request)
     assert store.upsert("t", _rows().iloc[:0], source_version=3, contract_hash="abc") == 0
-    assert store.publish({"t": {"rows": _rows().iloc[:0], "deleted": [], "source_version": 3, "contract_hash": "abc"}}) == {
-        "t": {"upserted": 0, "deleted": 0}}
+    assert store.publish(
+        {"t": {"rows": _rows().iloc[:0], "deleted": [], "source_version": 3, "contract_hash": "abc"}}
+    ) == {"t": {"upserted": 0, "deleted": 0}}
     assert store.table_state("t") == before and _digest(store, request) == digest
     assert store.upsert("t", _rows().iloc[:0], source_version=4, contract_hash="abc") == 0
     after = store.table_state("t")
@@ -156,14 +172,30 @@ def test_readers_in_other_threads_see_each_publish_whole(store):
     keys = [f"c{i:04d}" for i in range(2000)]
 
     def publish(version: int) -> None:
-        everyone = pd.DataFrame({"customer_id": keys, "feature_ts": pd.Timestamp("2026-03-01", tz="UTC"), "orders_30d": float(version)})
+        everyone = pd.DataFrame(
+            {"customer_id": keys, "feature_ts": pd.Timestamp("2026-03-01", tz="UTC"), "orders_30d": float(version)}
+        )
         # Table u holds every other key, the other half each version: upserts and deletions in one publish.
         half = everyone.iloc[version % 2 :: 2].rename(columns={"orders_30d": "version"})
         as_of = T0 + timedelta(days=version)
-        store.publish({
-            "t": {"rows": everyone, "deleted": [], "source_version": version, "key_columns": ["customer_id"], "as_of": as_of},
-            "u": {"rows": half, "deleted": keys[(version + 1) % 2 :: 2], "source_version": version, "key_columns": ["customer_id"], "as_of": as_of},
-        })
+        store.publish(
+            {
+                "t": {
+                    "rows": everyone,
+                    "deleted": [],
+                    "source_version": version,
+                    "key_columns": ["customer_id"],
+                    "as_of": as_of,
+                },
+                "u": {
+                    "rows": half,
+                    "deleted": keys[(version + 1) % 2 :: 2],
+                    "source_version": version,
+                    "key_columns": ["customer_id"],
+                    "as_of": as_of,
+                },
+            }
+        )
 
     def consistent(t_values: set, u_keys: list[str], u_values: set) -> bool:
         [version] = t_values or {None}
@@ -176,11 +208,20 @@ def test_readers_in_other_threads_see_each_publish_whole(store):
         try:
             while not done.is_set():
                 rows = store.get_many({"t": keys, "u": keys})
-                seen.append(consistent({r["orders_30d"] for r in rows["t"].values()}, sorted(rows["u"]), {r["version"] for r in rows["u"].values()}))
+                seen.append(
+                    consistent(
+                        {r["orders_30d"] for r in rows["t"].values()},
+                        sorted(rows["u"]),
+                        {r["version"] for r in rows["u"].values()},
+                    )
+                )
                 tables = store.read({"t": keys, "u": keys})
                 t, u = tables["t"].to_pydict(), tables["u"].to_pydict()
                 u_found = [k for k, f in zip(u["customer_id"], u["_found"]) if f]
-                seen.append(all(t["_found"]) and consistent(set(t["orders_30d"]), u_found, {v for v, f in zip(u["version"], u["_found"]) if f}))
+                seen.append(
+                    all(t["_found"])
+                    and consistent(set(t["orders_30d"]), u_found, {v for v, f in zip(u["version"], u["_found"]) if f})
+                )
                 # The as-of a read carries is the one published with its rows.
                 version = T0 + timedelta(days=int(t["orders_30d"][0]))
                 seen.append(read_as_of(tables["t"]) == read_as_of(tables["u"]) == version)
@@ -202,12 +243,23 @@ def test_readers_in_other_threads_see_each_publish_whole(store):
 
 
 def test_a_publish_returns_its_counts_per_table(store):
-    counts = store.publish({
-        "a": {"rows": _rows(), "deleted": [], "source_version": 1, "key_columns": ["customer_id"]},
-        "b": {"rows": _rows(), "deleted": ["c2"], "source_version": 5, "key_columns": ["customer_id"], "contract_hash": "h", "as_of": T0},
-    })
+    counts = store.publish(
+        {
+            "a": {"rows": _rows(), "deleted": [], "source_version": 1, "key_columns": ["customer_id"]},
+            "b": {
+                "rows": _rows(),
+                "deleted": ["c2"],
+                "source_version": 5,
+                "key_columns": ["customer_id"],
+                "contract_hash": "h",
+                "as_of": T0,
+            },
+        }
+    )
     assert counts == {"a": {"upserted": 2, "deleted": 0}, "b": {"upserted": 2, "deleted": 1}}
-    assert store.table_state("b")["rows"] == 1 and store.table_state("b")["as_of"] == T0 and store.tables() == ["a", "b"]
+    assert (
+        store.table_state("b")["rows"] == 1 and store.table_state("b")["as_of"] == T0 and store.tables() == ["a", "b"]
+    )
     again = store.publish({"b": {"rows": _rows().iloc[:0], "deleted": ["c1", "c2"], "source_version": 5}})
     assert again == {"b": {"upserted": 0, "deleted": 1}} and store.table_state("b")["rows"] == 0
     assert store.publish({"a": {"rows": None, "deleted": ["c1"]}}) == {"a": {"upserted": 0, "deleted": 1}}
@@ -222,12 +274,21 @@ def test_read_gives_typed_columns_in_request_order(store):
     result = store.read({"customer_activity": READ_KEYS, "never_published": ["c1", "c2"], "empty": []})
     table = result["customer_activity"]
     schema = store.schema("customer_activity")
-    assert table.schema == pa.schema([*schema, pa.field("_source_version", pa.int64()),
-                                      pa.field("_published_at", pa.timestamp("us", tz="UTC")), pa.field("_found", pa.bool_())])
+    assert table.schema == pa.schema(
+        [
+            *schema,
+            pa.field("_source_version", pa.int64()),
+            pa.field("_published_at", pa.timestamp("us", tz="UTC")),
+            pa.field("_found", pa.bool_()),
+        ]
+    )
     columns = table.to_pydict()
     assert columns["_found"] == [True, False, True, True]
     assert columns["customer_id"] == ["c2", None, "c1", "c2"]  # duplicates kept, missing keys null
-    assert columns["days_since_last_order"] == [None, None, 4, None] and table.column("days_since_last_order").type == pa.int32()
+    assert (
+        columns["days_since_last_order"] == [None, None, 4, None]
+        and table.column("days_since_last_order").type == pa.int32()
+    )
     assert columns["ingested_at"] == [None, None, datetime(2026, 2, 28, 2, 0, 0, 1, tzinfo=UTC), None]
     assert columns["_source_version"] == [7, None, 7, 7]
     assert columns["_published_at"][2] == store.table_state("customer_activity")["published_at"]
@@ -237,7 +298,11 @@ def test_read_gives_typed_columns_in_request_order(store):
     assert table.column("orders_30d").to_pylist()[2] == 3.0 and table.column("orders_30d").null_count == 3
     assert result["never_published"].to_pydict() == {"_found": [False, False]}
     assert result["empty"].num_rows == 0
-    assert read_as_of(table) == T0 and read_as_of(result["empty"]) is None and read_as_of(result["never_published"]) is None
+    assert (
+        read_as_of(table) == T0
+        and read_as_of(result["empty"]) is None
+        and read_as_of(result["never_published"]) is None
+    )
     store.upsert("without_as_of", _rows(), source_version=1, key_columns=["customer_id"])
     assert read_as_of(store.read({"without_as_of": ["c1"]})["without_as_of"]) is None
     no_keys = store.read({"customer_activity": []})["customer_activity"]
@@ -246,8 +311,14 @@ def test_read_gives_typed_columns_in_request_order(store):
 
 def test_read_agrees_with_get_many(store):
     store.upsert("a", _rows(), source_version=1, key_columns=["customer_id"])
-    changed = pd.DataFrame({"customer_id": ["c2", "c3"], "feature_ts": pd.to_datetime(["2026-03-01", "2026-03-02"], utc=True),
-                            "orders_30d": [5.0, 1.0], "loyal": [True, None]})
+    changed = pd.DataFrame(
+        {
+            "customer_id": ["c2", "c3"],
+            "feature_ts": pd.to_datetime(["2026-03-01", "2026-03-02"], utc=True),
+            "orders_30d": [5.0, 1.0],
+            "loyal": [True, None],
+        }
+    )
     store.upsert("a", changed, source_version=2)  # a column added: older rows have none of it
     requests = {"a": ["c1", "c2", "c3", "c9", "c1"]}
     rows = store.get_many(requests)["a"]
@@ -258,7 +329,12 @@ def test_read_agrees_with_get_many(store):
         expected = rows.get(key) or {}
         for name, value in record.items():
             want = expected.get(name)
-            assert value == want or (isinstance(want, float) and math.isnan(want) and math.isnan(value)), (i, name, value, want)
+            assert value == want or (isinstance(want, float) and math.isnan(want) and math.isnan(value)), (
+                i,
+                name,
+                value,
+                want,
+            )
     assert table.column("loyal").to_pylist() == [None, True, None, None, None]
 
 

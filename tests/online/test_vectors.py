@@ -24,39 +24,77 @@ US = timedelta(microseconds=1)
 
 def _contract(table: str, features: dict) -> dict:
     return {
-        "description": "test", "owner": "tests", "entity_keys": ["customer_id"], "timestamp_key": "feature_ts",
-        "ingested_at_key": "ingested_at", "grain": "customer x day", "refresh": "daily", "source": "tests", "kind": "changes",
+        "description": "test",
+        "owner": "tests",
+        "entity_keys": ["customer_id"],
+        "timestamp_key": "feature_ts",
+        "ingested_at_key": "ingested_at",
+        "grain": "customer x day",
+        "refresh": "daily",
+        "source": "tests",
+        "kind": "changes",
         "features": {name: {"compute": {"column": name}, **spec} for name, spec in features.items()},
     }
 
 
-ACTIVITY = _contract("customer_activity", {
-    "orders_30d": {"unit": "orders", "freshness": "2 days", "null_policy": {"impute": 0}, "range": [0, None]},
-    "days_since_last_order": {"unit": "days", "freshness": "3 days", "null_policy": {"impute": 999}, "range": [0, 89]},
-})
-PROFILE = _contract("customer_profile", {
-    "plan_tier": {"unit": "category", "freshness": "3650 days", "null_policy": {"impute": "unknown"}, "allowed_values": ["basic", "premium"]},
-    "monthly_price": {"unit": "EUR", "freshness": "3650 days", "null_policy": "drop", "range": [0, 1000]},
-    "signup_ts": {"unit": "timestamp", "freshness": "3650 days", "null_policy": "keep"},
-})
+ACTIVITY = _contract(
+    "customer_activity",
+    {
+        "orders_30d": {"unit": "orders", "freshness": "2 days", "null_policy": {"impute": 0}, "range": [0, None]},
+        "days_since_last_order": {
+            "unit": "days",
+            "freshness": "3 days",
+            "null_policy": {"impute": 999},
+            "range": [0, 89],
+        },
+    },
+)
+PROFILE = _contract(
+    "customer_profile",
+    {
+        "plan_tier": {
+            "unit": "category",
+            "freshness": "3650 days",
+            "null_policy": {"impute": "unknown"},
+            "allowed_values": ["basic", "premium"],
+        },
+        "monthly_price": {"unit": "EUR", "freshness": "3650 days", "null_policy": "drop", "range": [0, 1000]},
+        "signup_ts": {"unit": "timestamp", "freshness": "3650 days", "null_policy": "keep"},
+    },
+)
 FEATURE_TABLES = {"customer_activity": ACTIVITY, "customer_profile": PROFILE}
 LOOKUPS = {
     "customer_activity": {"features": None, "lookback_window": None, "filter_by_ingested_at": True},
     "customer_profile": {"features": None, "lookback_window": None, "filter_by_ingested_at": True},
 }
 INPUTS = [
-    "customer_activity__orders_30d", "customer_activity__days_since_last_order",
-    "customer_profile__plan_tier", "customer_profile__monthly_price", "tenure_days",
+    "customer_activity__orders_30d",
+    "customer_activity__days_since_last_order",
+    "customer_profile__plan_tier",
+    "customer_profile__monthly_price",
+    "tenure_days",
 ]
 
 
 def _activity(customer, ts, orders=2.0, days=5, ingested=None):
-    return {"customer_id": customer, "feature_ts": ts, "ingested_at": ingested or ts - timedelta(hours=1),
-            "orders_30d": orders, "days_since_last_order": days}
+    return {
+        "customer_id": customer,
+        "feature_ts": ts,
+        "ingested_at": ingested or ts - timedelta(hours=1),
+        "orders_30d": orders,
+        "days_since_last_order": days,
+    }
 
 
 def _profile(customer, ts, tier="basic", price=9.99, signup=datetime(2025, 12, 31, 23, 59, tzinfo=UTC)):
-    return {"customer_id": customer, "feature_ts": ts, "ingested_at": ts, "plan_tier": tier, "monthly_price": price, "signup_ts": signup}
+    return {
+        "customer_id": customer,
+        "feature_ts": ts,
+        "ingested_at": ts,
+        "plan_tier": tier,
+        "monthly_price": price,
+        "signup_ts": signup,
+    }
 
 
 def _frame(rows: list[dict], ints: list[str], floats: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -75,26 +113,45 @@ def _frame(rows: list[dict], ints: list[str], floats: tuple[str, ...] = ()) -> p
 def store(tmp_path):
     opened = SQLiteOnlineStore(str(tmp_path / "store.db"))
     old = AT - timedelta(days=400)
-    opened.upsert("customer_activity", _frame([
-        _activity("fresh", AT - timedelta(days=2)),                          # exactly at the window: used
-        _activity("stale", AT - timedelta(days=2) - US),                     # 1 µs too old: not used
-        _activity("now", AT, orders=7.0, days=0, ingested=AT),               # stamped and known at AT: used
-        _activity("known_later", AT, ingested=AT + US),                      # known after AT: not used
-        _activity("future", AT + timedelta(days=1)),                          # stamped after AT: not used
-        _activity("bad", AT - timedelta(days=1), orders=-3.0, days=None),     # out of range; a null kept
-        _activity("nan", AT - timedelta(days=1), orders=math.nan),
-        _activity("no_profile", AT - timedelta(days=1)),
-    ], ["days_since_last_order"], floats=("orders_30d",)), source_version=4, key_columns=["customer_id"])
-    opened.upsert("customer_profile", _frame([
-        _profile(customer, old) for customer in ("fresh", "stale", "now", "known_later", "future", "nan")
-    ] + [_profile("bad", old, tier="platinum", price=None), _profile("only_profile", old)], []), source_version=9, key_columns=["customer_id"])
+    opened.upsert(
+        "customer_activity",
+        _frame(
+            [
+                _activity("fresh", AT - timedelta(days=2)),  # exactly at the window: used
+                _activity("stale", AT - timedelta(days=2) - US),  # 1 µs too old: not used
+                _activity("now", AT, orders=7.0, days=0, ingested=AT),  # stamped and known at AT: used
+                _activity("known_later", AT, ingested=AT + US),  # known after AT: not used
+                _activity("future", AT + timedelta(days=1)),  # stamped after AT: not used
+                _activity("bad", AT - timedelta(days=1), orders=-3.0, days=None),  # out of range; a null kept
+                _activity("nan", AT - timedelta(days=1), orders=math.nan),
+                _activity("no_profile", AT - timedelta(days=1)),
+            ],
+            ["days_since_last_order"],
+            floats=("orders_30d",),
+        ),
+        source_version=4,
+        key_columns=["customer_id"],
+    )
+    opened.upsert(
+        "customer_profile",
+        _frame(
+            [_profile(customer, old) for customer in ("fresh", "stale", "now", "known_later", "future", "nan")]
+            + [_profile("bad", old, tier="platinum", price=None), _profile("only_profile", old)],
+            [],
+        ),
+        source_version=9,
+        key_columns=["customer_id"],
+    )
     yield opened
     opened.close()
 
 
 TENURE = {
-    "compute": {"days_between": ["customer_profile__signup_ts", "lookup_time"]}, "type": "integer", "unit": "days",
-    "range": [0, 36500], "null_policy": "keep",
+    "compute": {"days_between": ["customer_profile__signup_ts", "lookup_time"]},
+    "type": "integer",
+    "unit": "days",
+    "range": [0, 36500],
+    "null_policy": "keep",
 }
 
 
@@ -111,9 +168,19 @@ def test_vectors_follow_the_point_in_time_rules_at_the_request_time(store):
     # No imputation and no clipping (the model's pipeline imputes per contract, as in training).
     np.testing.assert_array_equal(orders, [2.0, np.nan, 7.0, np.nan, np.nan, -3.0, 2.0])
     days = vectors["customer_activity__days_since_last_order"]
-    assert days["fresh"].tolist() == [5.0, 5.0] and math.isnan(days["bad"])  # null kept (contract imputes 999 in the model)
+    assert days["fresh"].tolist() == [5.0, 5.0] and math.isnan(
+        days["bad"]
+    )  # null kept (contract imputes 999 in the model)
     # Profile rows are years old but within their 3650-day freshness; tenure counts whole UTC days.
-    assert vectors["customer_profile__plan_tier"].tolist() == ["basic", "basic", "basic", "basic", "basic", "platinum", "basic"]
+    assert vectors["customer_profile__plan_tier"].tolist() == [
+        "basic",
+        "basic",
+        "basic",
+        "basic",
+        "basic",
+        "platinum",
+        "basic",
+    ]
     assert vectors.loc["now", "tenure_days"] == (AT.date() - datetime(2025, 12, 31).date()).days == 60
 
 
@@ -158,13 +225,17 @@ def test_a_longer_lookback_keeps_a_row_the_contract_calls_stale_and_says_how_old
     lookups = {**LOOKUPS, "customer_activity": {**LOOKUPS["customer_activity"], "lookback_window": "5 days"}}
     vectors, problems = _lookup(store, lookups).vectors(["stale"], AT, INPUTS)
     assert vectors.loc["stale", "customer_activity__orders_30d"] == 2.0
-    assert problems == {"stale": [f"customer_activity.orders_30d: freshness expected at most 2d old at {WHEN}, got 2.0 days"]}
+    assert problems == {
+        "stale": [f"customer_activity.orders_30d: freshness expected at most 2d old at {WHEN}, got 2.0 days"]
+    }
 
 
 def test_only_the_requested_inputs_are_judged(store):
     vectors, problems = _lookup(store).vectors(["bad"], AT, ["customer_profile__plan_tier"])
     assert list(vectors.columns) == ["customer_profile__plan_tier"]
-    assert problems == {"bad": ["customer_profile.plan_tier: allowed_values expected one of ['basic', 'premium'], got 'platinum'"]}
+    assert problems == {
+        "bad": ["customer_profile.plan_tier: allowed_values expected one of ['basic', 'premium'], got 'platinum'"]
+    }
 
 
 def test_bad_requests_say_what_is_wrong(store):
@@ -184,10 +255,25 @@ def test_without_a_time_vectors_are_as_of_the_latest_publish_read_with_the_rows(
     lookup = _lookup(store)
     with pytest.raises(NotPublishedError, match="no table .* has been published with an as-of"):
         lookup.vectors(ids, None, INPUTS)  # the fixture publishes without an as-of
-    activity = store.read({"customer_activity": ["fresh"]})["customer_activity"].drop_columns(["_source_version", "_published_at", "_found"])
-    store.upsert("customer_activity", activity.to_pandas(), source_version=5, key_columns=["customer_id"], as_of=AT - timedelta(days=1))
-    store.upsert("customer_profile", store.read({"customer_profile": []})["customer_profile"].drop_columns(
-        ["_source_version", "_published_at", "_found"]).to_pandas(), source_version=10, key_columns=["customer_id"], as_of=AT)
+    activity = store.read({"customer_activity": ["fresh"]})["customer_activity"].drop_columns(
+        ["_source_version", "_published_at", "_found"]
+    )
+    store.upsert(
+        "customer_activity",
+        activity.to_pandas(),
+        source_version=5,
+        key_columns=["customer_id"],
+        as_of=AT - timedelta(days=1),
+    )
+    store.upsert(
+        "customer_profile",
+        store.read({"customer_profile": []})["customer_profile"]
+        .drop_columns(["_source_version", "_published_at", "_found"])
+        .to_pandas(),
+        source_version=10,
+        key_columns=["customer_id"],
+        as_of=AT,
+    )
     at_publish, at_given = lookup.vectors(ids, None, INPUTS), lookup.vectors(ids, AT, INPUTS)
     pd.testing.assert_frame_equal(at_publish[0], at_given[0])
     assert at_publish[1] == at_given[1]
@@ -205,9 +291,18 @@ def test_a_table_never_published_gives_nulls_typed_from_the_contract(tmp_path):
     empty.close()
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    (-3.0, "-3.0"), (1e7, "10000000.0"), (1.5e-5, "0.000015"), (math.nan, "NaN"), (5, "5"), (None, "null"), ("x", "x"),
-])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (-3.0, "-3.0"),
+        (1e7, "10000000.0"),
+        (1.5e-5, "0.000015"),
+        (math.nan, "NaN"),
+        (5, "5"),
+        (None, "null"),
+        ("x", "x"),
+    ],
+)
 def test_values_are_printed_as_the_engine_prints_them(value, text):
     """Spark's cast to string on the embedded engine (checked there for these values)."""
     assert value_text(value) == text

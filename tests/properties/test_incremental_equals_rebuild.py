@@ -37,7 +37,9 @@ VOLATILE = ["_ingested_at", "_updated_at", "_source_file"]
 # One delivery = a list of lines; a line is an order (event id, customer, event day offset,
 # amount) or a bad line. Event ids are drawn from a small pool, so re-sends (duplicates and
 # corrections, including moves to another day) happen often.
-order = st.tuples(st.integers(0, 7), st.sampled_from(["c1", "c2", "c3"]), st.integers(-20, 0), st.sampled_from([5.0, 12.5, 40.0]))
+order = st.tuples(
+    st.integers(0, 7), st.sampled_from(["c1", "c2", "c3"]), st.integers(-20, 0), st.sampled_from([5.0, 12.5, 40.0])
+)
 line = st.one_of(order, order, order, st.sampled_from([b"\xff\xfe{", b"{broken"]))
 deliveries = st.lists(st.lists(line, max_size=6), min_size=2, max_size=4)
 
@@ -47,8 +49,14 @@ def _text(line, day: date) -> bytes:
         return line
     event, customer, offset, amount = line
     record = {
-        "event_id": f"e{event}", "customer_id": customer, "event_ts": f"{day + timedelta(days=offset)}T10:00:00Z",
-        "amount": amount, "currency": "EUR", "items": 1, "discount": 0.0, "delivered_at": f"{day}T02:00:00Z",
+        "event_id": f"e{event}",
+        "customer_id": customer,
+        "event_ts": f"{day + timedelta(days=offset)}T10:00:00Z",
+        "amount": amount,
+        "currency": "EUR",
+        "items": 1,
+        "discount": 0.0,
+        "delivered_at": f"{day}T02:00:00Z",
     }
     return json.dumps(record).encode()
 

@@ -84,20 +84,40 @@ class Postgres:
         """Create ``database`` owned by the role, if missing."""
         env = {**os.environ, "PGPASSWORD": self.password}
         exists = subprocess.run(
-            [_pg_tool("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", "postgres", "-tAc",
-             f"SELECT 1 FROM pg_database WHERE datname = '{database}'"],
-            env=env, capture_output=True, text=True, check=True,
+            [
+                _pg_tool("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname = '{database}'",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         if not exists:
             subprocess.run(
                 [_pg_tool("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, database],
-                env=env, capture_output=True, text=True, check=True,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
             )
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: open sessions are ended)."""
-        subprocess.run([*_as_postgres_user(), _pg_tool("pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop"],
-                       capture_output=True, check=False)
+        subprocess.run(
+            [*_as_postgres_user(), _pg_tool("pg_ctl"), "-D", str(self.root / "data"), "-m", "fast", "-w", "stop"],
+            capture_output=True,
+            check=False,
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -119,13 +139,40 @@ def start_postgres(parent: Path) -> Postgres:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
         shutil.chown(password_file, "postgres", "postgres")
-    _run([*_as_postgres_user(), _pg_tool("initdb"), "-D", str(data), "-U", PG_USER, f"--pwfile={password_file}",
-          "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8"], "initdb")
+    _run(
+        [
+            *_as_postgres_user(),
+            _pg_tool("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            PG_USER,
+            f"--pwfile={password_file}",
+            "--auth=scram-sha-256",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+        ],
+        "initdb",
+    )
     password_file.unlink()
     port = free_port()
-    _run([*_as_postgres_user(), _pg_tool("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-          "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off", "start"],
-         "starting PostgreSQL")
+    _run(
+        [
+            *_as_postgres_user(),
+            _pg_tool("pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off",
+            "start",
+        ],
+        "starting PostgreSQL",
+    )
     _wait(port, None, log, "PostgreSQL")
     return Postgres(root, port)
 
@@ -163,9 +210,25 @@ def start_redis(root: Path, port: int | None = None) -> Redis:
     port = port or free_port()
     log = root / "redis.log"
     process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--requirepass", REDIS_PASSWORD, "--save", "",
-         "--appendonly", "no", "--dir", str(root), "--logfile", str(log)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--requirepass",
+            REDIS_PASSWORD,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(root),
+            "--logfile",
+            str(log),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     _wait(port, process, log, "Redis")
     return Redis(root, port, process)
@@ -190,7 +253,10 @@ class MlflowServer:
         from mlflow.server.auth.client import AuthServiceClient
 
         previous = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = MLFLOW_ADMIN, MLFLOW_ADMIN_PASSWORD
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
+            MLFLOW_ADMIN,
+            MLFLOW_ADMIN_PASSWORD,
+        )
         try:
             AuthServiceClient(self.url).create_user(username, password)
         finally:
@@ -213,7 +279,12 @@ class MlflowServer:
 
 
 def start_mlflow_server(
-    root: Path, postgres: Postgres, *, port: int | None = None, workers: int = 2, database: str = "mlflow",
+    root: Path,
+    postgres: Postgres,
+    *,
+    port: int | None = None,
+    workers: int = 2,
+    database: str = "mlflow",
 ) -> MlflowServer:
     """``mlflow server --app-name basic-auth``: runs and registry on ``postgres`` (database
     ``database``), users on ``<database>_auth``, artifacts proxied to ``root/artifacts``. Started
@@ -237,10 +308,29 @@ def start_mlflow_server(
         env.pop(key, None)
     with log.open("ab") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
-             "--backend-store-uri", postgres.url(database), "--artifacts-destination", str(root / "artifacts"),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
-            cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--app-name",
+                "basic-auth",
+                "--backend-store-uri",
+                postgres.url(database),
+                "--artifacts-destination",
+                str(root / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            cwd=root,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     _wait(port, process, log, "the MLflow server", timeout=180)
     return MlflowServer(root, port, process)

@@ -55,11 +55,15 @@ def _write_env(project: Path, env: str, server_url: str, services: Services) -> 
         shutil.copytree(PROJECT_ROOT / "conf" / "team", folder, ignore=shutil.ignore_patterns("credentials*"))
     globals_ = yaml.safe_load((folder / "globals.yml").read_text())
     if env != "team":
-        globals_.update(catalog=env, landing_root=f"data/01_raw/landing/{env}", churn_model_name=model_of(env), kedro_env=env)
+        globals_.update(
+            catalog=env, landing_root=f"data/01_raw/landing/{env}", churn_model_name=model_of(env), kedro_env=env
+        )
     services.postgres.create_database("optuna")
     globals_.update(
-        online_store_url=services.redis.url, online_store_namespace=f"lakehouse_ml:{env}",
-        postgres_host="127.0.0.1", postgres_port=services.postgres.port,
+        online_store_url=services.redis.url,
+        online_store_namespace=f"lakehouse_ml:{env}",
+        postgres_host="127.0.0.1",
+        postgres_port=services.postgres.port,
     )
     (folder / "globals.yml").write_text(yaml.safe_dump(globals_))
     # The services' logins (the MLflow one is each test's choice: write_credentials).
@@ -108,7 +112,9 @@ def no_credentials_in_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
 
 
-def run_kedro(project: Path, *args: str, environ: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_kedro(
+    project: Path, *args: str, environ: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """``kedro run`` in ``project`` with exactly ``environ`` (default: the test user's credentials)."""
     env = {**os.environ, **as_user()} if environ is None else environ
     saved = dict(os.environ)
@@ -127,7 +133,13 @@ def on_server(url: str, password: str = PASSWORD) -> Iterator[MlflowClient]:
     import mlflow
 
     # MLFLOW_EXPERIMENT_ID: mlflow.set_experiment exports the active experiment for subprocesses.
-    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_EXPERIMENT_ID")
+    keys = (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_EXPERIMENT_ID",
+    )
     saved = {k: os.environ.get(k) for k in keys}
     previous, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     os.environ.update({"MLFLOW_TRACKING_URI": url, "MLFLOW_REGISTRY_URI": url, **as_user(password)})
@@ -182,8 +194,12 @@ def loops(tmp_path_factory, team_server, redis_server, postgres) -> tuple[Path, 
         environ = {**environ, "LAKEHOUSE_ML_ROOT": str(project), "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200"}
         environ.pop("SPARK_REMOTE", None)
         started[env] = subprocess.Popen(
-            [str(Path(sys.executable).with_name("kedro")), "run", "--env", env], cwd=project, env=environ,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [str(Path(sys.executable).with_name("kedro")), "run", "--env", env],
+            cwd=project,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
     logs = {env: process.communicate(timeout=1500)[0] for env, process in started.items()}
     for env, process in started.items():
@@ -205,13 +221,21 @@ def test_the_default_loop_tracks_registers_and_releases_on_the_server(loops, tea
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         assert parents[0].info.user_id == USER  # the server's authenticated user, not the OS user
         nodes = {r.data.tags["node"] for r in children}
-        assert {"training.refit_candidate", "training.log_candidate", "training.evaluate_candidate"} <= nodes, sorted(nodes)
+        assert {"training.refit_candidate", "training.log_candidate", "training.evaluate_candidate"} <= nodes, sorted(
+            nodes
+        )
         assert {r.data.tags["env"] for r in children} == {"team"}
         # Artifacts are stored by the server and read back through it.
         assert all(r.info.artifact_uri.startswith("mlflow-artifacts:") for r in runs)
-        environment = json.loads(Path(mlflow.artifacts.download_artifacts(
-            run_id=parents[0].info.run_id, artifact_path="environment.json", dst_path=str(project / "data" / "download"),
-        )).read_text())
+        environment = json.loads(
+            Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=parents[0].info.run_id,
+                    artifact_path="environment.json",
+                    dst_path=str(project / "data" / "download"),
+                )
+            ).read_text()
+        )
         assert environment["packages"]["mlflow"] == mlflow.__version__
         # Registered, challenger then champion by the dev-like release policy, and loadable from the server.
         versions = client.search_model_versions(f"name = '{model_of('team')}'")
@@ -222,7 +246,9 @@ def test_the_default_loop_tracks_registers_and_releases_on_the_server(loops, tea
     predictions = PandasDeltaDataset(filepath=str(project / "data/lakehouse/team/ml/churn_predictions")).load()
     assert len(predictions) > 0 and set(predictions["model_version"]) == {"1"}
     moves = PandasDeltaDataset(filepath=str(project / "data/lakehouse/team/ml/model_promotions")).load()
-    assert set(moves["actor"]) == {USER} and set(moves["actor_source"]) == {f"mlflow_server:127.0.0.1:{team_server.port}"}
+    assert set(moves["actor"]) == {USER} and set(moves["actor_source"]) == {
+        f"mlflow_server:127.0.0.1:{team_server.port}"
+    }
     # Nothing tracked locally.
     for local in ("mlflow.db", "mlruns", "mlartifacts"):
         assert not (project / local).exists(), local
@@ -230,14 +256,22 @@ def test_the_default_loop_tracks_registers_and_releases_on_the_server(loops, tea
     assert PASSWORD not in logs["team"] + logs["team_b"]
 
 
-def test_two_environments_at_once_keep_their_runs_versions_and_aliases_apart(loops, team_server, redis_server, postgres):
+def test_two_environments_at_once_keep_their_runs_versions_and_aliases_apart(
+    loops, team_server, redis_server, postgres
+):
     import optuna
 
     from lakehouse_ml.online import open_online_store
 
     for env in ENVS:  # each env's online rows under its own namespace of the one Redis
-        store = open_online_store({"type": "redis", "url": redis_server.url, "password": redis_server.password,
-                                   "namespace": f"lakehouse_ml:{env}"})
+        store = open_online_store(
+            {
+                "type": "redis",
+                "url": redis_server.url,
+                "password": redis_server.password,
+                "namespace": f"lakehouse_ml:{env}",
+            }
+        )
         try:
             assert store.tables() and all(store.table_state(table)["rows"] > 0 for table in store.tables())
         finally:
@@ -256,7 +290,9 @@ def test_two_environments_at_once_keep_their_runs_versions_and_aliases_apart(loo
             [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
             spans[env] = (parent.info.start_time, parent.info.end_time)
             # Node runs nest under the parent, trials and the candidate's run under node runs: all in this env.
-            assert {r.data.tags["mlflow.parentRunId"] for r in runs if "mlflow.parentRunId" in r.data.tags} <= run_ids[env]
+            assert {r.data.tags["mlflow.parentRunId"] for r in runs if "mlflow.parentRunId" in r.data.tags} <= run_ids[
+                env
+            ]
         assert not run_ids["team"] & run_ids["team_b"]
         for env in ENVS:
             versions = client.search_model_versions(f"name = '{model_of(env)}'")
@@ -304,7 +340,10 @@ def _served_version(url: str, token: str, customers: list[str]) -> set[str]:
     import httpx
 
     answer = httpx.post(
-        f"{url}/v1/score/customers", json={"customer_ids": customers}, headers={"Authorization": f"Bearer {token}"}, timeout=30,
+        f"{url}/v1/score/customers",
+        json={"customer_ids": customers},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
     )
     assert answer.status_code == 200, answer.text
     return {p["model_version"] for p in answer.json()["predictions"]}
@@ -347,7 +386,9 @@ def test_promotion_hot_swap_rollback_and_approval_against_the_server(loops, team
     assert PASSWORD not in output[0] and token not in output[0]
 
     # The approval flow, with staging's policy written into this env's files (policy is never --params).
-    (project / "conf/team/parameters_promotion.yml").write_text("promotion:\n  require_approval: true\n  auto_promote: false\n")
+    (project / "conf/team/parameters_promotion.yml").write_text(
+        "promotion:\n  require_approval: true\n  auto_promote: false\n"
+    )
     waiting = _challenger(project, url)
     refused = run_kedro(project, "--env", "team", "--pipeline", "promotion")
     assert refused.returncode != 0 and "approved_by" in log_of(refused), log_of(refused)[-3000:]
@@ -371,14 +412,18 @@ def test_promotion_hot_swap_rollback_and_approval_against_the_server(loops, team
 @pytest.fixture(scope="module")
 def bare_project(tmp_path_factory, team_server, redis_server, postgres) -> Path:
     """A project copy without data: the checks below refuse the run before any node."""
-    return team_project(tmp_path_factory.mktemp("team_bare"), team_server.url, Services(redis_server, postgres), envs=("team",))
+    return team_project(
+        tmp_path_factory.mktemp("team_bare"), team_server.url, Services(redis_server, postgres), envs=("team",)
+    )
 
 
 def test_a_server_that_is_down_fails_fast_naming_the_service_and_the_setting(bare_project):
     closed = f"http://127.0.0.1:{free_port()}"
     mlflow_yml = bare_project / "conf/team/mlflow.yml"
     original = mlflow_yml.read_text()
-    mlflow_yml.write_text(original.replace(f"http://127.0.0.1:{original.split('http://127.0.0.1:')[1].split()[0]}", closed))
+    mlflow_yml.write_text(
+        original.replace(f"http://127.0.0.1:{original.split('http://127.0.0.1:')[1].split()[0]}", closed)
+    )
     try:
         started = time.monotonic()
         result = run_kedro(bare_project, "--env", "team", "--pipeline", "promotion", timeout=180)
@@ -401,11 +446,15 @@ def test_a_wrong_password_names_the_credentials_setting_and_never_prints_it(bare
     if route == "credentials.yml":
         write_credentials(bare_project, "team", wrong)
         environ = no_credentials_in_environment()
-        setting = "the 'mlflow_team' entry (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD) of conf/team/credentials.yml"
+        setting = (
+            "the 'mlflow_team' entry (MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD) of conf/team/credentials.yml"
+        )
     else:
         environ = {**os.environ, **as_user(wrong)}
-        setting = ("no 'mlflow_team' entry in conf/team/credentials.yml, so the environment variables "
-                   "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+        setting = (
+            "no 'mlflow_team' entry in conf/team/credentials.yml, so the environment variables "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
     try:
         result = run_kedro(bare_project, "--env", "team", "--pipeline", "promotion", environ=environ, timeout=180)
     finally:
@@ -430,9 +479,12 @@ def test_a_server_lost_mid_run_fails_the_run_and_moves_no_alias(loops, postgres,
         env = "team_lost"  # team_b's catalog and data, on the dedicated server
         shutil.copytree(project / "conf/team_b", project / "conf" / env)
         mlflow_yml = project / "conf" / env / "mlflow.yml"
-        mlflow_yml.write_text(mlflow_yml.read_text().replace(
-            mlflow_yml.read_text().split("mlflow_tracking_uri: ")[1].split()[0], server.url,
-        ))
+        mlflow_yml.write_text(
+            mlflow_yml.read_text().replace(
+                mlflow_yml.read_text().split("mlflow_tracking_uri: ")[1].split()[0],
+                server.url,
+            )
+        )
         with on_server(server.url) as client:  # a released champion on the dedicated server
             mlflow.set_experiment("lakehouse_ml_team_b")
             run_id = log_candidate(root, catalog="team_b")
@@ -442,15 +494,32 @@ def test_a_server_lost_mid_run_fails_the_run_and_moves_no_alias(loops, postgres,
         pointer = project / "data/06_models/team_b/candidate.json"
         candidate_before = pointer.read_text()
 
-        environ = {**os.environ, **as_user(), "LAKEHOUSE_ML_ROOT": str(project), "KEDRO_DISABLE_TELEMETRY": "1", "COLUMNS": "200",
-                   # MLflow's client retries a lost server for minutes by default; the run's own limits.
-                   "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+        environ = {
+            **os.environ,
+            **as_user(),
+            "LAKEHOUSE_ML_ROOT": str(project),
+            "KEDRO_DISABLE_TELEMETRY": "1",
+            "COLUMNS": "200",
+            # MLflow's client retries a lost server for minutes by default; the run's own limits.
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+        }
         environ.pop("SPARK_REMOTE", None)
         process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("kedro")), "run", "--env", env,
-             "--pipelines", "training,evaluation,registration,auto_promotion"],
-            cwd=project, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                str(Path(sys.executable).with_name("kedro")),
+                "run",
+                "--env",
+                env,
+                "--pipelines",
+                "training,evaluation,registration,auto_promotion",
+            ],
+            cwd=project,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         lines: list[str] = []
         killed = threading.Event()

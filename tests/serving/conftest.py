@@ -46,8 +46,11 @@ def contracts() -> dict[str, dict[str, Any]]:
 
 
 ACTIVITY = [name for name in contracts()["customer_activity"]["features"]]
-CATEGORIES = {"customer_profile__plan_tier": ["basic", "standard", "premium"], "customer_profile__country": ["DE", "FR", "PL"],
-              "customer_profile__channel": ["web", "app", "ads"]}
+CATEGORIES = {
+    "customer_profile__plan_tier": ["basic", "standard", "premium"],
+    "customer_profile__country": ["DE", "FR", "PL"],
+    "customer_profile__channel": ["web", "app", "ads"],
+}
 
 
 def feature_rows(n: int, seed: int = 0) -> pd.DataFrame:
@@ -60,7 +63,9 @@ def feature_rows(n: int, seed: int = 0) -> pd.DataFrame:
         frame[column] = rng.choice(values, n)
     frame["customer_profile__monthly_price"] = rng.choice([9.0, 19.0, 29.0], n)
     frame["tenure_days"] = rng.integers(1, 700, n).astype("int64")
-    logit = 1.0 - 0.5 * frame["customer_activity__orders_30d"] + 0.02 * frame["customer_activity__days_since_last_order"]
+    logit = (
+        1.0 - 0.5 * frame["customer_activity__orders_30d"] + 0.02 * frame["customer_activity__days_since_last_order"]
+    )
     frame["churned"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int32")
     return frame
 
@@ -82,7 +87,9 @@ def model_inputs(frame: pd.DataFrame, extra: tuple[str, ...] = ()) -> list[str]:
     return [*columns["numeric"], *columns["categorical"]]
 
 
-def register_version(frame: pd.DataFrame, family: str, params: dict[str, Any], extra: tuple[str, ...] = ()) -> tuple[str, Any]:
+def register_version(
+    frame: pd.DataFrame, family: str, params: dict[str, Any], extra: tuple[str, ...] = ()
+) -> tuple[str, Any]:
     """Fit, log (sklearn flavor, signature) and register one version as the pipelines do; (version, model)."""
     columns = model_columns(frame, extra)
     inputs = model_inputs(frame, extra)
@@ -91,8 +98,12 @@ def register_version(frame: pd.DataFrame, family: str, params: dict[str, Any], e
     example = frame[inputs].head(3)
     with mlflow.start_run() as run:
         mlflow.sklearn.log_model(
-            model, name="model", signature=infer_signature(example, model.predict_proba(example)),
-            pyfunc_predict_fn="predict_proba", serialization_format="cloudpickle", pip_requirements=["scikit-learn"],
+            model,
+            name="model",
+            signature=infer_signature(example, model.predict_proba(example)),
+            pyfunc_predict_fn="predict_proba",
+            serialization_format="cloudpickle",
+            pip_requirements=["scikit-learn"],
         )
     version = str(mlflow.register_model(f"runs:/{run.info.run_id}/model", MODEL_NAME).version)
     MlflowClient().set_model_version_tag(MODEL_NAME, version, "operating_threshold", str(THRESHOLDS.get(version, 0.5)))
@@ -114,7 +125,11 @@ def registry(tmp_path_factory) -> Iterator[dict[str, Any]]:
     try:
         frame = feature_rows(400)
         models = {}
-        for family, params in (("logistic_regression", {"C": 1.0}), ("logistic_regression", {"C": 0.01}), ("logistic_regression", {"C": 0.2})):
+        for family, params in (
+            ("logistic_regression", {"C": 1.0}),
+            ("logistic_regression", {"C": 0.01}),
+            ("logistic_regression", {"C": 0.2}),
+        ):
             version, model = register_version(frame, family, params)
             models[version] = model
         frame["loyalty_points"] = np.arange(len(frame), dtype=float)
@@ -122,7 +137,12 @@ def registry(tmp_path_factory) -> Iterator[dict[str, Any]]:
         client = MlflowClient()
         client.set_registered_model_alias(MODEL_NAME, "champion", "1")
         client.set_registered_model_alias(MODEL_NAME, "challenger", "2")
-        yield {"root": root, "models": models, "inputs": model_inputs(frame.drop(columns="loyalty_points")), "experiment": experiment}
+        yield {
+            "root": root,
+            "models": models,
+            "inputs": model_inputs(frame.drop(columns="loyalty_points")),
+            "experiment": experiment,
+        }
     finally:
         while mlflow.active_run():
             mlflow.end_run()
@@ -141,12 +161,26 @@ def store_rows(customers: dict[str, pd.Series]) -> dict[str, pd.DataFrame]:
     """Online-store rows of both feature tables for customers given as training-shaped rows."""
     activity, profile = [], []
     for customer, row in customers.items():
-        activity.append({"customer_id": customer, **{name: row[f"customer_activity__{name}"] for name in ACTIVITY},
-                         "feature_ts": NOW - timedelta(hours=12), "ingested_at": NOW - timedelta(hours=11)})
-        profile.append({"customer_id": customer, "plan_tier": row["customer_profile__plan_tier"],
-                        "monthly_price": row["customer_profile__monthly_price"], "country": row["customer_profile__country"],
-                        "channel": row["customer_profile__channel"], "signup_ts": NOW - timedelta(days=int(row["tenure_days"])),
-                        "feature_ts": NOW - timedelta(days=30), "ingested_at": NOW - timedelta(days=30)})
+        activity.append(
+            {
+                "customer_id": customer,
+                **{name: row[f"customer_activity__{name}"] for name in ACTIVITY},
+                "feature_ts": NOW - timedelta(hours=12),
+                "ingested_at": NOW - timedelta(hours=11),
+            }
+        )
+        profile.append(
+            {
+                "customer_id": customer,
+                "plan_tier": row["customer_profile__plan_tier"],
+                "monthly_price": row["customer_profile__monthly_price"],
+                "country": row["customer_profile__country"],
+                "channel": row["customer_profile__channel"],
+                "signup_ts": NOW - timedelta(days=int(row["tenure_days"])),
+                "feature_ts": NOW - timedelta(days=30),
+                "ingested_at": NOW - timedelta(days=30),
+            }
+        )
     return {"customer_activity": pd.DataFrame(activity), "customer_profile": pd.DataFrame(profile)}
 
 
@@ -181,7 +215,12 @@ def online_store(tmp_path_factory) -> dict[str, Any]:
 @pytest.fixture(scope="package")
 def redis_online_store(redis_server, online_store) -> dict[str, Any]:
     """The same publish in the session's Redis (a namespace of its own); the service's store options."""
-    config = {"type": "redis", "url": redis_server.url, "password": redis_server.password, "namespace": f"serving-tests:{uuid.uuid4().hex}"}
+    config = {
+        "type": "redis",
+        "url": redis_server.url,
+        "password": redis_server.password,
+        "namespace": f"serving-tests:{uuid.uuid4().hex}",
+    }
     store = open_online_store(config)
     store.publish(online_store["publish"])
     store.close()
@@ -197,9 +236,13 @@ def serving_settings(root: Path, store_path: str | None, **changes: Any) -> Serv
         patch.setenv(TOKEN_VARIABLE, TOKEN)
         settings = load_settings("local")
     defaults = {
-        "inference_log": InferenceLogSettings(path=str(root / "inference_log"), flush_rows=100_000, flush_interval_s=3600),
+        "inference_log": InferenceLogSettings(
+            path=str(root / "inference_log"), flush_rows=100_000, flush_interval_s=3600
+        ),
         "online_store": {"type": "sqlite", "path": store_path} if store_path else None,
-        "poll_interval_s": 0, "traffic": Traffic("canary", 0.0), "request_time": "now",
+        "poll_interval_s": 0,
+        "traffic": Traffic("canary", 0.0),
+        "request_time": "now",
     }
     return replace(settings, **{**defaults, **changes})
 

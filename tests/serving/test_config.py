@@ -54,18 +54,32 @@ def test_settings_follow_the_environment(conf, monkeypatch):
     assert staging.inference_log.path == "data/lakehouse/staging/monitoring/inference_log"
     assert staging.online_store == {"type": "sqlite", "path": "data/07_model_output/staging/online_store.db"}
     assert staging.tracking_uri == staging.registry_uri == "sqlite:///elsewhere.db"
-    assert set(staging.contracts) == {"customer_activity", "customer_profile"} and set(staging.lookups) == set(staging.contracts)
+    assert set(staging.contracts) == {"customer_activity", "customer_profile"} and set(staging.lookups) == set(
+        staging.contracts
+    )
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"traffic": {"mode": "blue", "share": 0}}, r"serving.traffic.mode: expected one of \['off', 'canary', 'shadow'\], got 'blue'"),
-    ({"traffic": {"mode": "canary", "share": 2}}, r"serving.traffic.share: expected a number in \[0, 1\], got 2"),
-    ({"on_contract_violation": "ignore"}, r"serving.on_contract_violation: expected one of \['refuse', 'flag'\], got 'ignore'"),
-    ({"max_batch_size": 0}, "serving.max_batch_size: expected a positive integer, got 0"),
-    ({"max_string_length": 0}, "serving.max_string_length: expected a positive integer, got 0"),
-    # The range moved to the one declaration of the feature: the old key is refused, not ignored.
-    ({"on_demand_inputs": {"tenure_days": {"range": [0, 10]}}}, "serving.on_demand_inputs: no longer read; declare the feature once in on_demand_features"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"traffic": {"mode": "blue", "share": 0}},
+            r"serving.traffic.mode: expected one of \['off', 'canary', 'shadow'\], got 'blue'",
+        ),
+        ({"traffic": {"mode": "canary", "share": 2}}, r"serving.traffic.share: expected a number in \[0, 1\], got 2"),
+        (
+            {"on_contract_violation": "ignore"},
+            r"serving.on_contract_violation: expected one of \['refuse', 'flag'\], got 'ignore'",
+        ),
+        ({"max_batch_size": 0}, "serving.max_batch_size: expected a positive integer, got 0"),
+        ({"max_string_length": 0}, "serving.max_string_length: expected a positive integer, got 0"),
+        # The range moved to the one declaration of the feature: the old key is refused, not ignored.
+        (
+            {"on_demand_inputs": {"tenure_days": {"range": [0, 10]}}},
+            "serving.on_demand_inputs: no longer read; declare the feature once in on_demand_features",
+        ),
+    ],
+)
 def test_inconsistent_settings_are_refused_naming_the_key(conf, monkeypatch, overrides, message):
     monkeypatch.setenv(TOKEN_VARIABLE, "t")
     with pytest.raises(SettingsError, match=message):
@@ -80,13 +94,21 @@ def test_on_demand_features_are_the_projects_declarations(conf, monkeypatch):
     assert settings.max_string_length == 256
 
 
-@pytest.mark.parametrize(("declared", "message"), [
-    ("{range: [10, 0]}", "on_demand_features.tenure_days.range: min 10 is above max 0"),
-    ("{type: int}", r"on_demand_features.tenure_days.type: expected one of \['integer', 'number', 'category'\], got 'int'"),
-])
+@pytest.mark.parametrize(
+    ("declared", "message"),
+    [
+        ("{range: [10, 0]}", "on_demand_features.tenure_days.range: min 10 is above max 0"),
+        (
+            "{type: int}",
+            r"on_demand_features.tenure_days.type: expected one of \['integer', 'number', 'category'\], got 'int'",
+        ),
+    ],
+)
 def test_a_malformed_on_demand_feature_stops_the_service_at_start(conf, monkeypatch, declared, message):
     monkeypatch.setenv(TOKEN_VARIABLE, "t")
-    (conf / "local" / "parameters_on_demand_features.yml").write_text(f"on_demand_features:\n  tenure_days: {declared}\n")
+    (conf / "local" / "parameters_on_demand_features.yml").write_text(
+        f"on_demand_features:\n  tenure_days: {declared}\n"
+    )
     with pytest.raises(SettingsError, match=message):
         load_settings("local", conf)
 
@@ -112,7 +134,11 @@ def test_the_online_store_password_comes_from_credentials_and_the_environment_wi
     monkeypatch.setenv(TOKEN_VARIABLE, "t")
     monkeypatch.delenv(ONLINE_STORE_PASSWORD_VARIABLE, raising=False)
     _team_store(conf)
-    assert load_settings("local", conf).online_store == {"type": "redis", "url": "redis://127.0.0.1:6390/0", "namespace": "lakehouse_ml:dev"}
+    assert load_settings("local", conf).online_store == {
+        "type": "redis",
+        "url": "redis://127.0.0.1:6390/0",
+        "namespace": "lakehouse_ml:dev",
+    }
     (conf / "local" / "credentials.yml").write_text("online_store:\n  username: svc\n  password: from-credentials-pw\n")
     settings = load_settings("local", conf)
     assert settings.online_store["password"] == "from-credentials-pw" and settings.online_store["username"] == "svc"
@@ -120,14 +146,20 @@ def test_the_online_store_password_comes_from_credentials_and_the_environment_wi
     monkeypatch.setenv(ONLINE_STORE_PASSWORD_VARIABLE, "from-environment-pw")
     assert load_settings("local", conf).online_store["password"] == "from-environment-pw"
     # SQLite takes no credentials: an online_store entry meant for the team's Redis does not reach it.
-    assert load_settings("local", conf, overrides={"online_store": {"type": "sqlite", "path": "x.db"}}).online_store == {
-        "type": "sqlite", "path": "x.db"}
+    assert load_settings(
+        "local", conf, overrides={"online_store": {"type": "sqlite", "path": "x.db"}}
+    ).online_store == {"type": "sqlite", "path": "x.db"}
 
 
 def test_a_password_in_the_serving_parameters_is_refused(conf, monkeypatch):
     monkeypatch.setenv(TOKEN_VARIABLE, "t")
-    with pytest.raises(SettingsError, match=f"serving.online_store.password: a password is not a parameter; set {ONLINE_STORE_PASSWORD_VARIABLE}"):
-        load_settings("local", conf, overrides={"online_store": {"type": "redis", "url": "redis://h:1/0", "password": "x"}})
+    with pytest.raises(
+        SettingsError,
+        match=f"serving.online_store.password: a password is not a parameter; set {ONLINE_STORE_PASSWORD_VARIABLE}",
+    ):
+        load_settings(
+            "local", conf, overrides={"online_store": {"type": "redis", "url": "redis://h:1/0", "password": "x"}}
+        )
 
 
 @pytest.fixture
@@ -149,12 +181,17 @@ def test_mlflow_credentials_named_by_mlflow_yml_are_exported_whole_as_a_kedro_ru
     )
     mlflow_environment.setenv("MLFLOW_TRACKING_PASSWORD", "from-environment")
     load_settings("local", conf)  # the entry, whole: never alice with another user's password
-    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "from-credentials"
+    assert (
+        os.environ["MLFLOW_TRACKING_USERNAME"] == "alice"
+        and os.environ["MLFLOW_TRACKING_PASSWORD"] == "from-credentials"
+    )
     (conf / "local" / "credentials.yml").write_text("other: {}\n")  # no entry: the environment's, as they are
     mlflow_environment.setenv("MLFLOW_TRACKING_USERNAME", "bob")
     mlflow_environment.setenv("MLFLOW_TRACKING_PASSWORD", "from-environment")
     load_settings("local", conf)
-    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "bob" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "from-environment"
+    assert (
+        os.environ["MLFLOW_TRACKING_USERNAME"] == "bob" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "from-environment"
+    )
 
 
 @pytest.mark.services

@@ -26,7 +26,9 @@ def test_every_scored_row_is_logged_with_its_request_version_features_and_score(
     ids = online_store["good"][:2]
     with live.client() as client:
         payload = client.post("/v1/score", json={"rows": rows}, headers={"X-Request-ID": "log-rows"}).json()
-        customers = client.post("/v1/score/customers", json={"customer_ids": ids}, headers={"X-Request-ID": "log-customers"}).json()
+        customers = client.post(
+            "/v1/score/customers", json={"customer_ids": ids}, headers={"X-Request-ID": "log-customers"}
+        ).json()
     live.service.log.flush()
     logged = _read(live.service.settings.inference_log.path)
     mine = logged[logged["request_id"].isin(["log-rows", "log-customers"])].sort_values(["request_id", "row_index"])
@@ -37,20 +39,36 @@ def test_every_scored_row_is_logged_with_its_request_version_features_and_score(
     assert list(by_rows["endpoint"]) == ["score"] * 3
     np.testing.assert_allclose(by_rows["probability"], [p["probability"] for p in payload["predictions"]], atol=0)
     assert list(by_rows["decision"]) == [p["decision"] for p in payload["predictions"]]
-    assert [json.loads(f) for f in by_rows["features"]] == [{k: v for k, v in r.items() if k != "customer_id"} for r in rows]
-    assert (mine["latency_ms"] > 0).all() and (mine["logged_at"] > pd.Timestamp(datetime.now(timezone.utc)) - pd.Timedelta(minutes=5)).all()
+    assert [json.loads(f) for f in by_rows["features"]] == [
+        {k: v for k, v in r.items() if k != "customer_id"} for r in rows
+    ]
+    assert (mine["latency_ms"] > 0).all() and (
+        mine["logged_at"] > pd.Timestamp(datetime.now(timezone.utc)) - pd.Timedelta(minutes=5)
+    ).all()
     by_customers = mine[mine["request_id"] == "log-customers"]
     assert list(by_customers["customer_id"]) == ids and list(by_customers["endpoint"]) == ["score_customers"] * 2
-    np.testing.assert_allclose(by_customers["probability"], [p["probability"] for p in customers["predictions"]], atol=0)
+    np.testing.assert_allclose(
+        by_customers["probability"], [p["probability"] for p in customers["predictions"]], atol=0
+    )
 
 
 def _batch(request_id: str, n: int, role: str = "champion") -> LogBatch:
     features = pd.DataFrame({"x": np.arange(n, dtype=float), "tier": ["basic"] * n})
     features.loc[0, "x"] = np.nan
     return LogBatch(
-        request_id=request_id, logged_at=datetime(2026, 6, 1, 12, tzinfo=timezone.utc), endpoint="score", role=role,
-        served=role == "champion", model_name="m", model_version="1", threshold=0.5, row_indices=list(range(n)),
-        customer_ids=[f"c{i}" for i in range(n)], features=features, probabilities=np.linspace(0.2, 0.8, n), latency_ms=1.5,
+        request_id=request_id,
+        logged_at=datetime(2026, 6, 1, 12, tzinfo=timezone.utc),
+        endpoint="score",
+        role=role,
+        served=role == "champion",
+        model_name="m",
+        model_version="1",
+        threshold=0.5,
+        row_indices=list(range(n)),
+        customer_ids=[f"c{i}" for i in range(n)],
+        features=features,
+        probabilities=np.linspace(0.2, 0.8, n),
+        latency_ms=1.5,
     )
 
 
@@ -65,7 +83,11 @@ def test_a_write_retried_as_the_version_that_landed_adds_nothing(tmp_path):
     logged = _read(path).sort_values(["request_id", "role", "row_index"])
     assert len(logged) == 10 and not logged.duplicated(["request_id", "row_index", "role"]).any()
     first = logged.iloc[0]
-    assert json.loads(first["features"]) == {"x": None, "tier": "basic"} and first["decision"] == 0 and first["log_date"] == "2026-06-01"
+    assert (
+        json.loads(first["features"]) == {"x": None, "tier": "basic"}
+        and first["decision"] == 0
+        and first["log_date"] == "2026-06-01"
+    )
     assert list(logged[logged["request_id"] == "r2"]["decision"]) == [0, 1]
 
 
@@ -128,7 +150,9 @@ def test_while_flushes_fail_the_oldest_rows_beyond_the_buffer_are_dropped(tmp_pa
     """The failed flush's rows go first: a batch that always fails cannot hold the log up."""
     blocker = tmp_path / "blocker"
     blocker.write_text("")
-    log = InferenceLog(InferenceLogSettings(path=str(blocker / "t"), flush_rows=100, flush_interval_s=3600, max_buffer_rows=4))
+    log = InferenceLog(
+        InferenceLogSettings(path=str(blocker / "t"), flush_rows=100, flush_interval_s=3600, max_buffer_rows=4)
+    )
     for name in "abc":
         log.append(_batch(name, 2))
         log.flush()
@@ -161,12 +185,29 @@ def test_feature_json_boxes_numpy_values_as_pandas_did():
     """Values of an object column may be NumPy scalars: written as numbers, as to_dict gave them."""
     features = pd.DataFrame({"n": pd.Series([np.int64(3), np.float64(2.5), np.bool_(True), None], dtype=object)})
     batch = LogBatch(
-        request_id="r", logged_at=datetime(2026, 6, 1, tzinfo=timezone.utc), endpoint="score", role="champion", served=True,
-        model_name="m", model_version="1", threshold=None, row_indices=list(range(4)), customer_ids=[None] * 4,
-        features=features, probabilities=np.full(4, 0.5), latency_ms=1.0,
+        request_id="r",
+        logged_at=datetime(2026, 6, 1, tzinfo=timezone.utc),
+        endpoint="score",
+        role="champion",
+        served=True,
+        model_name="m",
+        model_version="1",
+        threshold=None,
+        row_indices=list(range(4)),
+        customer_ids=[None] * 4,
+        features=features,
+        probabilities=np.full(4, 0.5),
+        latency_ms=1.0,
     )
-    expected = [json.dumps({k: (None if pd.isna(v) else v) for k, v in row.items()}, default=str) for row in features.to_dict("records")]
-    assert to_arrow([batch]).column("features").to_pylist() == expected == ['{"n": 3}', '{"n": 2.5}', '{"n": true}', '{"n": null}']
+    expected = [
+        json.dumps({k: (None if pd.isna(v) else v) for k, v in row.items()}, default=str)
+        for row in features.to_dict("records")
+    ]
+    assert (
+        to_arrow([batch]).column("features").to_pylist()
+        == expected
+        == ['{"n": 3}', '{"n": 2.5}', '{"n": true}', '{"n": null}']
+    )
 
 
 def test_feature_json_of_many_batches_keeps_each_batch_its_own_columns_and_order():
@@ -182,15 +223,28 @@ def test_feature_json_of_many_batches_keeps_each_batch_its_own_columns_and_order
     for k in range(300):  # the two column sets interleaved
         source = as_float if k % 3 == 0 else champion
         features = challenger.iloc[[k % 5]] if k % 7 == 0 else source.iloc[2 * k : 2 * k + 2]
-        batches.append(LogBatch(
-            request_id=f"r{k}", logged_at=now, endpoint="score", role="champion", served=True, model_name="m",
-            model_version="1", threshold=0.5, row_indices=list(range(len(features))), customer_ids=[None] * len(features),
-            features=features, probabilities=np.full(len(features), 0.25), latency_ms=1.0,
-        ))
+        batches.append(
+            LogBatch(
+                request_id=f"r{k}",
+                logged_at=now,
+                endpoint="score",
+                role="champion",
+                served=True,
+                model_name="m",
+                model_version="1",
+                threshold=0.5,
+                row_indices=list(range(len(features))),
+                customer_ids=[None] * len(features),
+                features=features,
+                probabilities=np.full(len(features), 0.25),
+                latency_ms=1.0,
+            )
+        )
     logged = to_arrow(batches).column("features").to_pylist()
     expected = [
         json.dumps({k: (None if pd.isna(v) else v) for k, v in row.items()}, default=str)
-        for batch in batches for row in batch.features.astype(object).to_dict("records")
+        for batch in batches
+        for row in batch.features.astype(object).to_dict("records")
     ]
     assert logged == expected
     assert json.loads(logged[2])[champion.columns[0]] is None  # batch 1 holds rows 2 and 3

@@ -41,7 +41,7 @@ def _roles(client, rows: list[dict], customers: list[str]) -> dict[str, tuple[st
     """customer -> (role, version) over batches of 100 rows."""
     answered = {}
     for start in range(0, len(customers), 100):
-        batch = [dict(rows[i % len(rows)], customer_id=c) for i, c in enumerate(customers[start:start + 100])]
+        batch = [dict(rows[i % len(rows)], customer_id=c) for i, c in enumerate(customers[start : start + 100])]
         response = client.post("/v1/score", json={"rows": batch})
         assert response.status_code == 200, response.text
         answered.update({p["customer_id"]: (p["role"], p["model_version"]) for p in response.json()["predictions"]})
@@ -66,7 +66,9 @@ def test_a_canary_share_of_customers_is_answered_by_the_challenger_stickily(live
 def test_challenger_rows_carry_the_challengers_scores(live, registry, rows, aliases):
     with live.client() as client:
         client.post("/admin/traffic", json={"mode": "canary", "share": 1.0})
-        response = client.post("/v1/score", json={"rows": [dict(r, customer_id=f"x{i}") for i, r in enumerate(rows[:10])]})
+        response = client.post(
+            "/v1/score", json={"rows": [dict(r, customer_id=f"x{i}") for i, r in enumerate(rows[:10])]}
+        )
     predictions = response.json()["predictions"]
     expected = registry["models"]["2"].predict_proba(feature_rows(100, seed=21)[registry["inputs"]].head(10))[:, 1]
     assert {(p["role"], p["model_version"]) for p in predictions} == {("challenger", "2")}
@@ -97,8 +99,11 @@ def _log(live):
 def test_in_shadow_mode_the_challenger_scores_a_copy_that_is_only_logged(live, registry, rows, aliases):
     with live.client() as client:
         client.post("/admin/traffic", json={"mode": "shadow", "share": 0})
-        response = client.post("/v1/score", json={"rows": [dict(r, customer_id=f"s{i}") for i, r in enumerate(rows[:8])]},
-                               headers={"X-Request-ID": "shadow-1"})
+        response = client.post(
+            "/v1/score",
+            json={"rows": [dict(r, customer_id=f"s{i}") for i, r in enumerate(rows[:8])]},
+            headers={"X-Request-ID": "shadow-1"},
+        )
     assert {(p["role"], p["model_version"]) for p in response.json()["predictions"]} == {("champion", "1")}
     deadline = time.monotonic() + 10
     while live.service._shadow_waiting and time.monotonic() < deadline:
@@ -160,7 +165,11 @@ def test_a_promoted_challenger_is_swapped_in_and_the_removed_alias_unloaded(live
         outcome = client.post("/admin/reload").json()
         version = client.get("/version").json()
         score = client.post("/v1/score", json={"rows": rows[:1]}).json()
-    assert outcome["champion"]["to"] == "2" and outcome["challenger"] == {"alias": "challenger", "from": "2", "to": None}
+    assert outcome["champion"]["to"] == "2" and outcome["challenger"] == {
+        "alias": "challenger",
+        "from": "2",
+        "to": None,
+    }
     assert version["champion"]["version"] == "2" and version["challenger"] is None
     assert score["predictions"][0]["model_version"] == "2"
 
@@ -171,17 +180,28 @@ def test_a_version_that_cannot_serve_is_refused_and_the_serving_one_stays(live, 
         response = client.post("/admin/reload")
         version = client.get("/version").json()
     assert response.status_code == 409
-    assert "needs inputs the champion's requests do not carry: ['loyalty_points']" in response.json()["challenger"]["error"]
+    assert (
+        "needs inputs the champion's requests do not carry: ['loyalty_points']"
+        in response.json()["challenger"]["error"]
+    )
     assert version["challenger"]["version"] == "2"
 
 
 def test_a_release_that_cannot_be_loaded_is_reported_by_its_error_type_only():
     """A load failure's message can name local paths (MLflow artifacts): the service log has it, the response not."""
+
     def loader(name: str, alias: str, role: str):
         raise OSError("[Errno 2] No such file or directory: '/srv/mlruns/1/0a1b/artifacts/model/MLmodel'")
 
-    releases = Releases(MODEL_NAME, {"champion": "champion", "challenger": "challenger"}, {}, 10, Traffic(), loader=loader,
-                        resolver=lambda name, alias: "7")
+    releases = Releases(
+        MODEL_NAME,
+        {"champion": "champion", "challenger": "challenger"},
+        {},
+        10,
+        Traffic(),
+        loader=loader,
+        resolver=lambda name, alias: "7",
+    )
     outcome = releases.refresh()
     assert outcome["champion"] == {"alias": "champion", "error": "OSError (details in the service log)"}
     assert "/srv/" not in json.dumps(outcome, default=str) and releases.state.champion is None
@@ -203,7 +223,11 @@ def test_the_poll_interval_picks_up_an_alias_move(registry, online_store, tmp_pa
 
 
 def _samples(text: str) -> dict[tuple[str, tuple], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_metrics_count_requests_errors_latency_and_rows_per_version(live, rows):
@@ -211,7 +235,9 @@ def test_metrics_count_requests_errors_latency_and_rows_per_version(live, rows):
         before = _samples(client.get("/metrics").text)
         assert client.post("/v1/score", json={"rows": rows[:7]}).status_code == 200
         assert client.post("/v1/score", json={"rows": [{}]}).status_code == 422
-        assert client.post("/v1/score", json={"rows": rows[:1]}, headers={"Authorization": "Bearer no"}).status_code == 401
+        assert (
+            client.post("/v1/score", json={"rows": rows[:1]}, headers={"Authorization": "Bearer no"}).status_code == 401
+        )
         response = client.get("/metrics")
     after = _samples(response.text)
     assert response.headers["content-type"].startswith("text/plain")

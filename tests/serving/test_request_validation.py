@@ -33,22 +33,73 @@ def _set(field: str, value):
     return lambda row: row.update({field: value})
 
 
-@pytest.mark.parametrize(("change", "field", "kind", "expected", "got"), [
-    (_set("customer_activity__orders_30d", "3"), "customer_activity__orders_30d", "type", "number >= 0 or null (null is imputed as 0), required", "3"),
-    (lambda row: row.pop("customer_profile__monthly_price"), "customer_profile__monthly_price", "missing", "number in [0, 1000], required", None),
-    (_set("customer_activity__orders_30d", -3), "customer_activity__orders_30d", "range", "number >= 0 or null (null is imputed as 0), required", -3),
-    (_set("customer_activity__days_since_last_order", 90.0), "customer_activity__days_since_last_order", "range", "number in [0, 89] or null (null is imputed as 999), required", 90.0),
-    (_set("customer_profile__plan_tier", "gold"), "customer_profile__plan_tier", "allowed_values", "one of ['basic', 'standard', 'premium'] or null (null is imputed as 'unknown'), required", "gold"),
-    (_set("customer_profile__monthly_price", None), "customer_profile__monthly_price", "null", "number in [0, 1000], required", None),
-    (_set("tenure_days", 3.5), "tenure_days", "type", "integer in [0, 36500] or null, required", 3.5),
-    # tenure_days is on-demand (no contract): its range is its declaration's in on_demand_features.
-    (_set("tenure_days", -5), "tenure_days", "range", "integer in [0, 36500] or null, required", -5),
-    (_set("tenure_days", 36501), "tenure_days", "range", "integer in [0, 36500] or null, required", 36501),
-    (_set("tenure_days", 1e308), "tenure_days", "type", "integer in [0, 36500] or null, required", 1e308),
-    (_set("tenure_days", -(10**30)), "tenure_days", "range", "integer in [0, 36500] or null, required", -(10**30)),
-    (_set("customer_activity__net_spend_30d", True), "customer_activity__net_spend_30d", "type", "number >= 0 or null (null is imputed as 0), required", True),
-    (_set("coupon_code", "X1"), "coupon_code", "extra_field", "no such field: only the model's inputs (GET /version) and customer_id", "X1"),
-])
+@pytest.mark.parametrize(
+    ("change", "field", "kind", "expected", "got"),
+    [
+        (
+            _set("customer_activity__orders_30d", "3"),
+            "customer_activity__orders_30d",
+            "type",
+            "number >= 0 or null (null is imputed as 0), required",
+            "3",
+        ),
+        (
+            lambda row: row.pop("customer_profile__monthly_price"),
+            "customer_profile__monthly_price",
+            "missing",
+            "number in [0, 1000], required",
+            None,
+        ),
+        (
+            _set("customer_activity__orders_30d", -3),
+            "customer_activity__orders_30d",
+            "range",
+            "number >= 0 or null (null is imputed as 0), required",
+            -3,
+        ),
+        (
+            _set("customer_activity__days_since_last_order", 90.0),
+            "customer_activity__days_since_last_order",
+            "range",
+            "number in [0, 89] or null (null is imputed as 999), required",
+            90.0,
+        ),
+        (
+            _set("customer_profile__plan_tier", "gold"),
+            "customer_profile__plan_tier",
+            "allowed_values",
+            "one of ['basic', 'standard', 'premium'] or null (null is imputed as 'unknown'), required",
+            "gold",
+        ),
+        (
+            _set("customer_profile__monthly_price", None),
+            "customer_profile__monthly_price",
+            "null",
+            "number in [0, 1000], required",
+            None,
+        ),
+        (_set("tenure_days", 3.5), "tenure_days", "type", "integer in [0, 36500] or null, required", 3.5),
+        # tenure_days is on-demand (no contract): its range is its declaration's in on_demand_features.
+        (_set("tenure_days", -5), "tenure_days", "range", "integer in [0, 36500] or null, required", -5),
+        (_set("tenure_days", 36501), "tenure_days", "range", "integer in [0, 36500] or null, required", 36501),
+        (_set("tenure_days", 1e308), "tenure_days", "type", "integer in [0, 36500] or null, required", 1e308),
+        (_set("tenure_days", -(10**30)), "tenure_days", "range", "integer in [0, 36500] or null, required", -(10**30)),
+        (
+            _set("customer_activity__net_spend_30d", True),
+            "customer_activity__net_spend_30d",
+            "type",
+            "number >= 0 or null (null is imputed as 0), required",
+            True,
+        ),
+        (
+            _set("coupon_code", "X1"),
+            "coupon_code",
+            "extra_field",
+            "no such field: only the model's inputs (GET /version) and customer_id",
+            "X1",
+        ),
+    ],
+)
 def test_each_invalid_field_is_named_with_its_expectation(live, row, change, field, kind, expected, got):
     bad = dict(row)
     change(bad)
@@ -59,7 +110,9 @@ def test_each_invalid_field_is_named_with_its_expectation(live, row, change, fie
     assert body["request_id"] == response.headers["x-request-id"]
 
 
-@pytest.mark.parametrize(("text", "got"), [("-5.0", -5.0), ("1e308", 1e308), ("-1e308", -1e308), ("Infinity", "inf"), ("NaN", "nan")])
+@pytest.mark.parametrize(
+    ("text", "got"), [("-5.0", -5.0), ("1e308", 1e308), ("-1e308", -1e308), ("Infinity", "inf"), ("NaN", "nan")]
+)
 def test_a_number_typed_on_demand_input_is_bounded_by_its_declared_range(text, got):
     """A model whose signature has tenure_days as double (a nullable int column read by pandas)."""
     from mlflow.types import ColSpec, Schema
@@ -67,15 +120,33 @@ def test_a_number_typed_on_demand_input_is_bounded_by_its_declared_range(text, g
     fields = input_fields(
         Schema([ColSpec("double", "tenure_days"), ColSpec("string", "customer_profile__country")]),
         {name: parse_contract(name, raw) for name, raw in contracts().items()},
-        parse_on_demand({"tenure_days": {
-            "compute": {"days_between": ["customer_profile__signup_ts", "lookup_time"]}, "type": "integer", "unit": "days", "range": [0, 36500],
-        }}), max_string_length=256,
+        parse_on_demand(
+            {
+                "tenure_days": {
+                    "compute": {"days_between": ["customer_profile__signup_ts", "lookup_time"]},
+                    "type": "integer",
+                    "unit": "days",
+                    "range": [0, 36500],
+                }
+            }
+        ),
+        max_string_length=256,
     )
     validator = RequestValidator(fields, max_batch_size=10)
-    assert validator.parse(b'{"rows": [{"tenure_days": 36500.0, "customer_profile__country": "DE"}]}')[0]["tenure_days"] == 36500.0
+    assert (
+        validator.parse(b'{"rows": [{"tenure_days": 36500.0, "customer_profile__country": "DE"}]}')[0]["tenure_days"]
+        == 36500.0
+    )
     with pytest.raises(ApiProblem) as refused:
         validator.parse(f'{{"rows": [{{"tenure_days": {text}, "customer_profile__country": "DE"}}]}}'.encode())
-    assert refused.value.errors == [{"field": "rows[0].tenure_days", "problem": "range", "expected": "number in [0, 36500] or null, required", "got": got}]
+    assert refused.value.errors == [
+        {
+            "field": "rows[0].tenure_days",
+            "problem": "range",
+            "expected": "number in [0, 36500] or null, required",
+            "got": got,
+        }
+    ]
 
 
 def test_every_offending_field_of_every_row_is_reported(live, row):
@@ -83,7 +154,9 @@ def test_every_offending_field_of_every_row_is_reported(live, row):
     response = _post(live, {"rows": [first, row, second]})
     assert response.status_code == 422
     assert [(e["field"], e["problem"]) for e in response.json()["errors"]] == [
-        ("rows[0].customer_activity__orders_7d", "range"), ("rows[2].customer_profile__country", "type"), ("rows[2].extra", "extra_field"),
+        ("rows[0].customer_activity__orders_7d", "range"),
+        ("rows[2].customer_profile__country", "type"),
+        ("rows[2].extra", "extra_field"),
     ]
 
 
@@ -91,20 +164,43 @@ def test_a_non_finite_number_is_out_of_contract(live, row):
     body = json.dumps({"rows": [dict(row, customer_activity__orders_30d=float("nan"))]})  # Python writes NaN
     response = _post(live, body.encode())
     assert response.status_code == 422
-    assert response.json()["errors"] == [{
-        "field": "rows[0].customer_activity__orders_30d", "problem": "range",
-        "expected": "number >= 0 or null (null is imputed as 0), required", "got": "nan",
-    }]
+    assert response.json()["errors"] == [
+        {
+            "field": "rows[0].customer_activity__orders_30d",
+            "problem": "range",
+            "expected": "number >= 0 or null (null is imputed as 0), required",
+            "got": "nan",
+        }
+    ]
 
 
-@pytest.mark.parametrize(("body", "status", "error"), [
-    ({"rows": [{}] * 101}, 413, {"field": "rows", "problem": "batch_size", "expected": "a list of 1 to 100 rows", "got": 101}),
-    ({"rows": []}, 422, {"field": "rows", "problem": "batch_size", "expected": "a list of 1 to 100 rows", "got": 0}),
-    ({"row": []}, 422, None),
-    ([1, 2], 422, {"field": None, "problem": "type", "expected": 'a JSON object {"rows": [...]}', "got": "list of 2 items"}),
-    ({"rows": [5]}, 422, {"field": "rows[0]", "problem": "type", "expected": "an object of model inputs", "got": 5}),
-    (b'{"rows": [', 400, None),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        (
+            {"rows": [{}] * 101},
+            413,
+            {"field": "rows", "problem": "batch_size", "expected": "a list of 1 to 100 rows", "got": 101},
+        ),
+        (
+            {"rows": []},
+            422,
+            {"field": "rows", "problem": "batch_size", "expected": "a list of 1 to 100 rows", "got": 0},
+        ),
+        ({"row": []}, 422, None),
+        (
+            [1, 2],
+            422,
+            {"field": None, "problem": "type", "expected": 'a JSON object {"rows": [...]}', "got": "list of 2 items"},
+        ),
+        (
+            {"rows": [5]},
+            422,
+            {"field": "rows[0]", "problem": "type", "expected": "an object of model inputs", "got": 5},
+        ),
+        (b'{"rows": [', 400, None),
+    ],
+)
 def test_malformed_requests_are_refused_with_a_json_error(live, body, status, error):
     response = _post(live, body)
     assert response.status_code == status, response.text
@@ -138,15 +234,22 @@ def test_a_chunked_body_is_read_only_up_to_the_limit(live):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert "content-length" not in response.request.headers and response.request.headers["transfer-encoding"] == "chunked"
+    assert (
+        "content-length" not in response.request.headers and response.request.headers["transfer-encoding"] == "chunked"
+    )
     assert response.status_code == 413, response.text
     # Consumed: the limit and what the socket buffers took before the connection closed (1.2 to
     # 5.3 MiB measured over 80 runs), not the 64 MiB; allocated: the limit, not the stream.
     assert sent[0] * len(chunk) < 16 << 20, f"{sent[0]} of {total} chunks consumed"
     assert peak < 8 << 20, f"{peak / 2**20:.1f} MiB allocated at the peak"
-    assert response.json()["errors"] == [{
-        "field": "body", "problem": "too_large", "expected": "at most 1048576 bytes", "got": "more than 1048576 bytes (the rest was not read)",
-    }]
+    assert response.json()["errors"] == [
+        {
+            "field": "body",
+            "problem": "too_large",
+            "expected": "at most 1048576 bytes",
+            "got": "more than 1048576 bytes (the rest was not read)",
+        }
+    ]
 
 
 def test_a_chunked_body_within_the_limit_is_scored(live, row):
@@ -154,7 +257,7 @@ def test_a_chunked_body_within_the_limit_is_scored(live, row):
 
     def stream():
         for start in range(0, len(body), 100):
-            yield body[start:start + 100]
+            yield body[start : start + 100]
 
     with live.client() as client:
         response = client.post("/v1/score", content=stream(), headers={"Content-Type": "application/json"})
@@ -172,23 +275,39 @@ def test_a_string_input_longer_than_the_limit_is_refused_and_never_echoed_or_log
     with caplog.at_level(logging.DEBUG):
         response = _post(live, {"rows": [dict(row, customer_profile__country=LONG)]})
     assert response.status_code == 422, response.text
-    assert response.json()["errors"] == [{
-        "field": "rows[0].customer_profile__country", "problem": "too_long",
-        "expected": "string of at most 256 characters or null (null is imputed as 'unknown'), required",
-        "got": "x" * 80 + "... (900000 characters)",
-    }]
+    assert response.json()["errors"] == [
+        {
+            "field": "rows[0].customer_profile__country",
+            "problem": "too_long",
+            "expected": "string of at most 256 characters or null (null is imputed as 'unknown'), required",
+            "got": "x" * 80 + "... (900000 characters)",
+        }
+    ]
     assert live.service.log.pending_rows == pending  # not scored, so not in the inference log
     assert "x" * 81 not in caplog.text
 
 
-@pytest.mark.parametrize(("path", "body", "field", "kind"), [
-    ("/v1/score", lambda row: {"rows": [dict(row, customer_profile__plan_tier=LONG)]}, "rows[0].customer_profile__plan_tier", "allowed_values"),
-    ("/v1/score", lambda row: {"rows": [dict(row, customer_id=LONG)]}, "rows[0].customer_id", "too_long"),
-    ("/v1/score", lambda row: {"rows": [dict(row, **{LONG: 1})]}, "rows[0]." + "x" * 112 + "...", "extra_field"),
-    ("/v1/score", lambda row: {"rows": [dict(row, customer_activity__orders_30d=LONG)]}, "rows[0].customer_activity__orders_30d", "type"),
-    ("/v1/score/customers", lambda row: {"customer_ids": [LONG]}, "customer_ids[0]", "too_long"),
-    ("/admin/traffic", lambda row: {"mode": LONG, "share": 0}, "mode", "allowed_values"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "field", "kind"),
+    [
+        (
+            "/v1/score",
+            lambda row: {"rows": [dict(row, customer_profile__plan_tier=LONG)]},
+            "rows[0].customer_profile__plan_tier",
+            "allowed_values",
+        ),
+        ("/v1/score", lambda row: {"rows": [dict(row, customer_id=LONG)]}, "rows[0].customer_id", "too_long"),
+        ("/v1/score", lambda row: {"rows": [dict(row, **{LONG: 1})]}, "rows[0]." + "x" * 112 + "...", "extra_field"),
+        (
+            "/v1/score",
+            lambda row: {"rows": [dict(row, customer_activity__orders_30d=LONG)]},
+            "rows[0].customer_activity__orders_30d",
+            "type",
+        ),
+        ("/v1/score/customers", lambda row: {"customer_ids": [LONG]}, "customer_ids[0]", "too_long"),
+        ("/admin/traffic", lambda row: {"mode": LONG, "share": 0}, "mode", "allowed_values"),
+    ],
+)
 def test_no_long_string_comes_back_whole(live, row, path, body, field, kind):
     response = _post(live, body(row), path)
     assert response.status_code == 422, response.text[:500]
@@ -197,13 +316,16 @@ def test_no_long_string_comes_back_whole(live, row, path, body, field, kind):
     assert len(response.content) < 1000
 
 
-@pytest.mark.parametrize(("body", "status", "field", "kind"), [
-    ({"customer_ids": list(map(str, range(101)))}, 413, "customer_ids", "batch_size"),
-    ({"customer_ids": []}, 422, "customer_ids", "batch_size"),
-    ({"customer_ids": ["c-0001", 17]}, 422, "customer_ids[1]", "type"),
-    ({"customer_ids": ["c-0001"], "at": "now"}, 422, "at", "extra_field"),
-    ({}, 422, "customer_ids", "missing"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "field", "kind"),
+    [
+        ({"customer_ids": list(map(str, range(101)))}, 413, "customer_ids", "batch_size"),
+        ({"customer_ids": []}, 422, "customer_ids", "batch_size"),
+        ({"customer_ids": ["c-0001", 17]}, 422, "customer_ids[1]", "type"),
+        ({"customer_ids": ["c-0001"], "at": "now"}, 422, "at", "extra_field"),
+        ({}, 422, "customer_ids", "missing"),
+    ],
+)
 def test_customer_requests_are_validated(live, body, status, field, kind):
     response = _post(live, body, "/v1/score/customers")
     assert response.status_code == status, response.text

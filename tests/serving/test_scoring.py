@@ -17,7 +17,9 @@ from tests.serving.conftest import MODEL_NAME, NOW, THRESHOLDS, feature_rows, li
 
 def json_rows(frame: pd.DataFrame, inputs: list[str]) -> list[dict]:
     """Rows as a client sends them (plain JSON types)."""
-    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in frame[inputs].to_dict("records")]
+    return [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in frame[inputs].to_dict("records")
+    ]
 
 
 def test_rows_are_scored_by_the_champion_as_the_model_itself_scores_them(live, registry):
@@ -29,7 +31,9 @@ def test_rows_are_scored_by_the_champion_as_the_model_itself_scores_them(live, r
     expected = registry["models"]["1"].predict_proba(rows[registry["inputs"]])[:, 1]
     assert [p["row"] for p in body["predictions"]] == [0, 1, 2, 3, 4]
     np.testing.assert_allclose([p["probability"] for p in body["predictions"]], expected, rtol=0, atol=1e-12)
-    assert {(p["model_version"], p["role"], p["threshold"]) for p in body["predictions"]} == {("1", "champion", THRESHOLDS["1"])}
+    assert {(p["model_version"], p["role"], p["threshold"]) for p in body["predictions"]} == {
+        ("1", "champion", THRESHOLDS["1"])
+    }
     assert [p["decision"] for p in body["predictions"]] == [int(p >= THRESHOLDS["1"]) for p in expected]
     assert body["model_name"] == MODEL_NAME and len(body["request_id"]) == 32
     assert response.headers["x-model-version"] == "1" and response.headers["x-request-id"] == body["request_id"]
@@ -51,7 +55,9 @@ def test_nullable_inputs_may_be_null_and_are_imputed_by_the_model(live, registry
         response = client.post("/v1/score", json={"rows": [row]})
     assert response.status_code == 200, response.text
     frame = pd.DataFrame([row])[registry["inputs"]]
-    assert response.json()["predictions"][0]["probability"] == pytest.approx(registry["models"]["1"].predict_proba(frame)[0, 1], abs=1e-12)
+    assert response.json()["predictions"][0]["probability"] == pytest.approx(
+        registry["models"]["1"].predict_proba(frame)[0, 1], abs=1e-12
+    )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.services)])
@@ -65,7 +71,9 @@ def live_on_each_store(request, registry, online_store, tmp_path):
         yield running
 
 
-def test_customers_are_scored_with_their_online_features_as_offline_rows_are(live_on_each_store, registry, online_store):
+def test_customers_are_scored_with_their_online_features_as_offline_rows_are(
+    live_on_each_store, registry, online_store
+):
     """Online/offline parity: the same customers' training-shaped rows, scored in process and sent as
     payload, give exactly the probabilities the service computes from the online store (SQLite and Redis)."""
     live = live_on_each_store
@@ -83,14 +91,17 @@ def test_customers_are_scored_with_their_online_features_as_offline_rows_are(liv
     assert "errors" not in online.json()
 
 
-@pytest.mark.parametrize(("customer", "reason"), [
-    ("c-stale", "customer_activity.feature_ts: freshness expected a feature row at most 2d old"),
-    ("c-bad", "customer_activity.orders_30d: range expected values >= 0, got -3.0"),
-    ("c-noprofile", "customer_profile.feature_ts: freshness expected a feature row"),
-    ("c-unknown", "customer_id: not in the online store"),
-    # tenure_days is computed at lookup time (no contract): judged by the rule of its declaration in on_demand_features.
-    ("c-future", "tenure_days: range expected values in [0, 36500], got -"),
-])
+@pytest.mark.parametrize(
+    ("customer", "reason"),
+    [
+        ("c-stale", "customer_activity.feature_ts: freshness expected a feature row at most 2d old"),
+        ("c-bad", "customer_activity.orders_30d: range expected values >= 0, got -3.0"),
+        ("c-noprofile", "customer_profile.feature_ts: freshness expected a feature row"),
+        ("c-unknown", "customer_id: not in the online store"),
+        # tenure_days is computed at lookup time (no contract): judged by the rule of its declaration in on_demand_features.
+        ("c-future", "tenure_days: range expected values in [0, 36500], got -"),
+    ],
+)
 def test_a_customer_breaking_a_contract_is_refused_with_the_reason(live, customer, reason):
     with live.client() as client:
         response = client.post("/v1/score/customers", json={"customer_ids": [customer]})
@@ -127,7 +138,10 @@ def test_without_a_champion_scoring_is_unavailable_and_not_ready(registry, tmp_p
         ready = client.get("/ready")
         health = client.get("/health")
     assert score.status_code == 503 and score.json()["errors"][0]["problem"] == "unavailable"
-    assert ready.status_code == 503 and "no 'champion' release of dev.ml.never_registered loaded" in ready.json()["reasons"]
+    assert (
+        ready.status_code == 503
+        and "no 'champion' release of dev.ml.never_registered loaded" in ready.json()["reasons"]
+    )
     assert health.status_code == 200
 
 
@@ -135,7 +149,9 @@ def test_ready_and_version_report_the_releases_and_the_online_store(live, regist
     with live.client(token=None) as anonymous, live.client() as client:
         ready, public, version = anonymous.get("/ready"), anonymous.get("/version"), client.get("/version")
     assert ready.status_code == 200 and ready.json() == {"ready": True, "reasons": []}
-    assert public.status_code == 200 and public.json() == {"service": version.json()["service"]}  # nothing else without the token
+    assert public.status_code == 200 and public.json() == {
+        "service": version.json()["service"]
+    }  # nothing else without the token
     info = version.json()
     assert info["model_name"] == MODEL_NAME and info["env"] == "local"
     assert info["champion"]["version"] == "1" and info["champion"]["model_uri"] == f"models:/{MODEL_NAME}/1"
@@ -156,12 +172,21 @@ def test_no_response_names_a_local_path(registry, tmp_path, caplog):
     settings = serving_settings(tmp_path / "service", str(blocker / "online_store.db"))
     with caplog.at_level(logging.ERROR), live_service(settings) as running, running.client() as client:
         responses = [
-            client.get("/ready"), client.get("/version"), client.post("/v1/score/customers", json={"customer_ids": ["c-0001"]}),
-            client.post("/admin/reload"), client.get("/health"), client.get("/metrics"), client.get("/openapi.json"),
+            client.get("/ready"),
+            client.get("/version"),
+            client.post("/v1/score/customers", json={"customer_ids": ["c-0001"]}),
+            client.post("/admin/reload"),
+            client.get("/health"),
+            client.get("/metrics"),
+            client.get("/openapi.json"),
         ]
     assert [r.status_code for r in responses] == [503, 200, 503, 200, 200, 200, 200]
     assert "online store: FileExistsError (details in the service log)" in responses[0].json()["reasons"]
-    assert responses[1].json()["online_store"] == {"backend": "sqlite", "error": "FileExistsError (details in the service log)", "tables": {}}
+    assert responses[1].json()["online_store"] == {
+        "backend": "sqlite",
+        "error": "FileExistsError (details in the service log)",
+        "tables": {},
+    }
     assert all(str(tmp_path) not in r.text for r in responses)
     assert str(blocker) in caplog.text  # the operator still gets the whole message
 
@@ -202,14 +227,22 @@ def test_with_the_online_store_clock_a_store_with_nothing_published_gives_503(re
 
 
 @pytest.mark.services
-def test_a_redis_store_that_goes_down_gives_503_and_the_service_recovers_when_it_returns(registry, online_store, tmp_path):
+def test_a_redis_store_that_goes_down_gives_503_and_the_service_recovers_when_it_returns(
+    registry, online_store, tmp_path
+):
     """Lookups against a stopped Redis are refused as the online store being unavailable (never a
     500, never its address or password); once the server is back the same request is scored."""
     from lakehouse_ml.online import open_online_store
     from tests.services.servers import start_redis
 
     redis = start_redis(tmp_path / "redis")
-    config = {"type": "redis", "url": redis.url, "password": redis.password, "namespace": "down-test", "socket_timeout": 2}
+    config = {
+        "type": "redis",
+        "url": redis.url,
+        "password": redis.password,
+        "namespace": "down-test",
+        "socket_timeout": 2,
+    }
     store = open_online_store(config)
     store.publish(online_store["publish"])
     store.close()

@@ -80,7 +80,9 @@ def preview_table(
     batches = QueryBuilder().register("t", table).execute(f"SELECT {selected} FROM t LIMIT {int(nrows)}")
     rows = pa.table(batches).to_pylist()
     names = list(columns) if columns else [field.name for field in table.schema().to_arrow()]
-    return TablePreview({"columns": names, "index": list(range(len(rows))), "data": [[row[c] for c in names] for row in rows]})
+    return TablePreview(
+        {"columns": names, "index": list(range(len(rows))), "data": [[row[c] for c in names] for row in rows]}
+    )
 
 
 class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
@@ -103,15 +105,12 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
     ) -> None:
         if write_mode not in WRITE_MODES:
             raise DatasetError(
-                f"Delta table '{filepath}': write_mode must be one of "
-                f"{', '.join(WRITE_MODES)}, got {write_mode!r}"
+                f"Delta table '{filepath}': write_mode must be one of {', '.join(WRITE_MODES)}, got {write_mode!r}"
             )
         if write_mode == "merge" and not merge_keys:
             raise DatasetError(f"Delta table '{filepath}': write_mode 'merge' needs merge_keys")
         if write_mode == "replace" and not replace_keys:
-            raise DatasetError(
-                f"Delta table '{filepath}': write_mode 'replace' needs replace_keys"
-            )
+            raise DatasetError(f"Delta table '{filepath}': write_mode 'replace' needs replace_keys")
         self._filepath = filepath
         self._uri = table_uri(filepath)
         self._write_mode = write_mode
@@ -132,7 +131,7 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
             "merge_keys": self._merge_keys,
             "replace_keys": self._replace_keys,
             "rebuild": self._rebuild,
-        "schema_if_missing": self._schema_if_missing,
+            "schema_if_missing": self._schema_if_missing,
             "load_args": self._load_args,
         }
 
@@ -149,8 +148,7 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
             if self._schema_if_missing:
                 return get_spark().createDataFrame([], self._schema_if_missing)
             raise DatasetError(
-                f"Delta table '{self._filepath}' does not exist yet: run the pipeline that "
-                "writes it first"
+                f"Delta table '{self._filepath}' does not exist yet: run the pipeline that writes it first"
             )
         return get_spark().read.format("delta").options(**self._load_args).load(self._uri)
 
@@ -229,14 +227,11 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
         keys = data.select(*[F.col(k).cast("string").alias(k) for k in self._replace_keys]).distinct().collect()
         if any(row[k] is None for row in keys for k in self._replace_keys):
             raise DatasetError(
-                f"Delta table '{self._filepath}': replace_keys {self._replace_keys} must not "
-                "contain nulls"
+                f"Delta table '{self._filepath}': replace_keys {self._replace_keys} must not contain nulls"
             )
         # The predicate is built from the data itself, so every new row satisfies it (Sail does
         # not check new rows against replaceWhere; Delta-Spark does).
-        self._write(
-            data, "overwrite", replaceWhere=self._replace_predicate(keys, types), overwriteSchema="false"
-        )
+        self._write(data, "overwrite", replaceWhere=self._replace_predicate(keys, types), overwriteSchema="false")
 
     def _replace_predicate(self, keys: list[Any], types: dict[str, str]) -> str:
         """``k IN (…)`` grouped by the leading keys: a long OR chain overflows Sail's planner."""
@@ -262,29 +257,21 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
         names = ", ".join(_quote(c) for c in columns)
         values = ", ".join(f"s.{_quote(c)}" for c in columns)
         delete = self._merge_delete_column
-        clauses = (
-            [f"WHEN MATCHED AND s.{_quote(delete)} THEN DELETE"] if delete else []
-        ) + [
+        clauses = ([f"WHEN MATCHED AND s.{_quote(delete)} THEN DELETE"] if delete else []) + [
             f"WHEN MATCHED THEN UPDATE SET {assignments}",
             f"WHEN NOT MATCHED {f'AND NOT s.{_quote(delete)} ' if delete else ''}"
             f"THEN INSERT ({names}) VALUES ({values})",
         ]
         try:
-            spark.sql(
-                f"MERGE INTO delta.`{self._uri}` AS t USING {view} AS s ON {on} "
-                + " ".join(clauses)
-            ).collect()
+            spark.sql(f"MERGE INTO delta.`{self._uri}` AS t USING {view} AS s ON {on} " + " ".join(clauses)).collect()
         finally:
             spark.catalog.dropTempView(view)
 
     def _check_unique_keys(self, data: DataFrame) -> None:
-        dupes = (
-            data.groupBy(*self._merge_keys).count().filter(F.col("count") > 1).limit(5).collect()
-        )
+        dupes = data.groupBy(*self._merge_keys).count().filter(F.col("count") > 1).limit(5).collect()
         if dupes:
             sample = "; ".join(
-                ", ".join(f"{k}={row[k]!r}" for k in self._merge_keys) + f" ({row['count']} rows)"
-                for row in dupes
+                ", ".join(f"{k}={row[k]!r}" for k in self._merge_keys) + f" ({row['count']} rows)" for row in dupes
             )
             raise DatasetError(
                 f"Delta table '{self._filepath}': MERGE source has several rows per key "
@@ -327,8 +314,7 @@ class PandasDeltaDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         """Read the table (optionally at ``version``) into pandas."""
         if not self._exists():
             raise DatasetError(
-                f"Delta table '{self._filepath}' does not exist yet: run the pipeline that "
-                "writes it first"
+                f"Delta table '{self._filepath}' does not exist yet: run the pipeline that writes it first"
             )
         table = DeltaTable(self._uri, version=self._version)
         columns = ", ".join(_quoted(c) for c in self._columns) if self._columns else "*"

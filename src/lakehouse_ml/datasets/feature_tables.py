@@ -49,12 +49,14 @@ def _existing(template: str) -> list[str]:
     """The names of the tables that exist under the template, in name order."""
     if "://" in template and not template.startswith("file://"):
         # Nodes ask for tables by name; listing is for people, on local lakehouses.
-        raise DatasetError(f"feature tables '{template}': listing the tables needs a local path; ask for a table by name")
+        raise DatasetError(
+            f"feature tables '{template}': listing the tables needs a local path; ask for a table by name"
+        )
     folder, name = Path(table_uri(_table_path(template, "_"))).parent, Path(template).name
     prefix, suffix = name.split(PLACEHOLDER)
     if not folder.is_dir():
         return []
-    found = (p.name[len(prefix): len(p.name) - len(suffix)] for p in folder.glob(f"{prefix}*{suffix}"))
+    found = (p.name[len(prefix) : len(p.name) - len(suffix)] for p in folder.glob(f"{prefix}*{suffix}"))
     return sorted(n for n in found if n and _built(template, n))
 
 
@@ -104,7 +106,9 @@ class FeatureTablesDataset(AbstractDataset[Mapping[str, Mapping[str, Any]], Feat
         metadata: dict[str, Any] | None = None,
     ) -> None:
         if write_mode not in ("merge", "overwrite"):
-            raise DatasetError(f"feature tables '{filepath}': write_mode must be merge or overwrite, got {write_mode!r}")
+            raise DatasetError(
+                f"feature tables '{filepath}': write_mode must be merge or overwrite, got {write_mode!r}"
+            )
         self._template = _template(filepath)
         self._write_mode = write_mode
         self._merge_delete_column = merge_delete_column

@@ -22,7 +22,9 @@ class KedroRunDataset(AbstractDataset[dict[str, Any] | None, None]):
     Write-only: what the run produced is in its own tables and MLflow run.
     """
 
-    def __init__(self, *, pipeline: str, env: str, project_path: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, *, pipeline: str, env: str, project_path: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
         self._pipeline = pipeline
         self._env = env
         self._project_path = project_path
@@ -43,7 +45,9 @@ class KedroRunDataset(AbstractDataset[dict[str, Any] | None, None]):
         if not data:
             return
         cwd = Path(self._project_path or Path.cwd())
-        logger.warning("starting `kedro run --pipelines %s --env %s` in %s: %s", self._pipeline, self._env, cwd, data.get("reason"))
+        logger.warning(
+            "starting `kedro run --pipelines %s --env %s` in %s: %s", self._pipeline, self._env, cwd, data.get("reason")
+        )
         started = time.perf_counter()
         result = subprocess.run(self.command(), cwd=cwd, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - started

@@ -40,9 +40,7 @@ _LINE_BREAK = r"\r\n|\r|\n"
 
 def _check_format(filepath: str, file_format: str) -> None:
     if file_format not in FORMATS:
-        raise DatasetError(
-            f"Landing file '{filepath}': file_format must be one of {FORMATS}, got {file_format!r}"
-        )
+        raise DatasetError(f"Landing file '{filepath}': file_format must be one of {FORMATS}, got {file_format!r}")
 
 
 def _csv_header(text: str, filepath: str) -> str:
@@ -64,11 +62,13 @@ def _undecodable_lines(
             rows.append((line.decode(encoding), None))
         except UnicodeDecodeError as error:
             escaped = line.decode(encoding, errors="backslashreplace")
-            rows.append((
-                escaped,
-                f"line {number}: byte 0x{line[error.start]:02x} at offset {error.start} is not valid "
-                f"{encoding} (a source in another encoding sets the landing dataset's `encoding`)",
-            ))
+            rows.append(
+                (
+                    escaped,
+                    f"line {number}: byte 0x{line[error.start]:02x} at offset {error.start} is not valid "
+                    f"{encoding} (a source in another encoding sets the landing dataset's `encoding`)",
+                )
+            )
     if b"\x00" in content:
         # Text in any of the encodings a landing file may declare never holds NUL bytes: this is
         # a binary file with the right suffix, and its "lines" mean nothing.

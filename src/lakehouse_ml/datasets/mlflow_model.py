@@ -30,8 +30,11 @@ def _model_entry(model_uri: str, flavor: str = "pyfunc", **info: Any) -> dict[st
         raise DatasetError(f"{model_uri} was logged without a signature: its input columns are unknown")
     loader = {"pyfunc": mlflow.pyfunc.load_model, "sklearn": mlflow.sklearn.load_model}[flavor]
     return {
-        "model_uri": model_uri, "model": loader(model_uri), "input_schema": signature.inputs,
-        "input_columns": list(signature.inputs.input_names()), **info,
+        "model_uri": model_uri,
+        "model": loader(model_uri),
+        "input_schema": signature.inputs,
+        "input_columns": list(signature.inputs.input_names()),
+        **info,
     }
 
 
@@ -73,8 +76,14 @@ class RegisteredModelAliasDataset(AbstractDataset[dict[str, Any] | None, None]):
     """
 
     def __init__(
-        self, *, model_name: str, alias: str, required: bool = True, flavor: str = "pyfunc",
-        require_threshold: bool = False, metadata: dict[str, Any] | None = None,
+        self,
+        *,
+        model_name: str,
+        alias: str,
+        required: bool = True,
+        flavor: str = "pyfunc",
+        require_threshold: bool = False,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         if flavor not in ("pyfunc", "sklearn"):
             raise DatasetError(f"RegisteredModelAliasDataset: flavor must be pyfunc or sklearn, got {flavor!r}")
@@ -86,7 +95,12 @@ class RegisteredModelAliasDataset(AbstractDataset[dict[str, Any] | None, None]):
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
-        return {"model_name": self._model_name, "alias": self._alias, "required": self._required, "flavor": self._flavor}
+        return {
+            "model_name": self._model_name,
+            "alias": self._alias,
+            "required": self._required,
+            "flavor": self._flavor,
+        }
 
     def load(self) -> dict[str, Any] | None:
         """Resolve the alias to a version and load that version."""
@@ -114,9 +128,14 @@ class RegisteredModelAliasDataset(AbstractDataset[dict[str, Any] | None, None]):
                 "which tags the candidate's threshold"
             )
         entry = _model_entry(
-            f"models:/{self._model_name}/{version.version}", self._flavor,
-            name=self._model_name, alias=self._alias, version=str(version.version), run_id=version.run_id,
-            tags=tags, operating_threshold=threshold,
+            f"models:/{self._model_name}/{version.version}",
+            self._flavor,
+            name=self._model_name,
+            alias=self._alias,
+            version=str(version.version),
+            run_id=version.run_id,
+            tags=tags,
+            operating_threshold=threshold,
         )
         logger.info("%s@%s = %s (run %s)", self._model_name, self._alias, entry["model_uri"], version.run_id)
         return entry

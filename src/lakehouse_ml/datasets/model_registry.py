@@ -19,7 +19,6 @@ from lakehouse_ml.release import REGISTERED, empty_registry_state
 logger = logging.getLogger(__name__)
 
 
-
 def _version_entry(version: Any, aliases: dict[str, str]) -> dict[str, Any]:
     number = str(version.version)
     return {
@@ -77,7 +76,12 @@ class ModelRegistryDataset(AbstractDataset[list[dict[str, Any]], dict[str, Any]]
                 break
         aliases = {alias: str(version) for alias, version in sorted((model.aliases or {}).items())}
         entries = sorted((_version_entry(v, aliases) for v in versions), key=lambda e: int(e["version"]))
-        return {"name": self._model_name, "exists": True, "aliases": aliases, "versions": {e["version"]: e for e in entries}}
+        return {
+            "name": self._model_name,
+            "exists": True,
+            "aliases": aliases,
+            "versions": {e["version"]: e for e in entries},
+        }
 
     def save(self, data: list[dict[str, Any]]) -> None:
         """Apply the actions in order (see the class docstring)."""
@@ -90,7 +94,9 @@ class ModelRegistryDataset(AbstractDataset[list[dict[str, Any]], dict[str, Any]]
             version = action.get("version")
             if version == REGISTERED:
                 if registered is None:
-                    raise DatasetError(f"action {action} refers to the registered version, but no 'register' action came first")
+                    raise DatasetError(
+                        f"action {action} refers to the registered version, but no 'register' action came first"
+                    )
                 version = registered
             if kind == "register":
                 registered = self._register(client, action)
@@ -122,7 +128,9 @@ class CandidateRunDataset(AbstractDataset[None, dict[str, Any]]):
     ``provenance`` artifact (training-set spec with source versions and contract hashes); read-only.
     """
 
-    def __init__(self, *, filepath: str, provenance: str = "reports/provenance.json", metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, *, filepath: str, provenance: str = "reports/provenance.json", metadata: dict[str, Any] | None = None
+    ) -> None:
         self._filepath = filepath
         self._provenance = provenance
         self.metadata = metadata

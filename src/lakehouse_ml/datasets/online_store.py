@@ -32,14 +32,22 @@ class OnlineStoreDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
     """
 
     def __init__(
-        self, *, store: dict[str, Any], credentials: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None
+        self,
+        *,
+        store: dict[str, Any],
+        credentials: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         self._config = {**dict(store), **dict(credentials or {})}
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
         # The store's type and location only: a server-backed store's options hold secrets.
-        return {"type": self._config.get("type"), "path": self._config.get("path"), "url": _without_userinfo(self._config.get("url"))}
+        return {
+            "type": self._config.get("type"),
+            "path": self._config.get("path"),
+            "url": _without_userinfo(self._config.get("url")),
+        }
 
     def _open(self) -> OnlineStore:
         return open_online_store(self._config)
@@ -63,7 +71,11 @@ class OnlineStoreDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
             for table, count in counts.items():
                 if count["upserted"] or count["deleted"]:
                     logger.info(
-                        "online store %s: %s: %d rows upserted, %d deleted", store.describe(), table, count["upserted"], count["deleted"],
+                        "online store %s: %s: %d rows upserted, %d deleted",
+                        store.describe(),
+                        table,
+                        count["upserted"],
+                        count["deleted"],
                     )
         finally:
             store.close()
@@ -74,4 +86,8 @@ def _without_userinfo(url: Any) -> str | None:
     if not url:
         return None
     parts = urlsplit(str(url))
-    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() if parts.hostname else None
+    return (
+        parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
+        if parts.hostname
+        else None
+    )

@@ -32,7 +32,9 @@ def storage_label(url: str | URL) -> str:
     """``<dialect>://host:port/database`` without user or password, for messages and logs."""
     parsed = make_url(url) if isinstance(url, str) else url
     # URL.set() ignores None, so the URL is rebuilt without its user and password.
-    bare = URL.create(parsed.drivername, host=parsed.host, port=parsed.port, database=parsed.database, query=parsed.query)
+    bare = URL.create(
+        parsed.drivername, host=parsed.host, port=parsed.port, database=parsed.database, query=parsed.query
+    )
     return bare.render_as_string(hide_password=True)
 
 
@@ -138,7 +140,12 @@ class OptunaStorageDataset(AbstractDataset[None, optuna.storages.RDBStorage]):
     def _sqlite_folder(self) -> None:
         """Create the folder of a ``sqlite:///<file>`` storage (SQLite creates the file, not its folder)."""
         database = self._url.database
-        if self._url.get_backend_name() == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
+        if (
+            self._url.get_backend_name() == "sqlite"
+            and database
+            and database != ":memory:"
+            and not database.startswith("file:")
+        ):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
 
     def _connection_error(self, error: sqlalchemy.exc.DBAPIError) -> OptunaStorageError:

@@ -21,8 +21,7 @@ class MlflowSignedModelDataset(MlflowModelTrackingDataset):
     def _save(self, data: dict[str, Any]) -> None:
         if not isinstance(data, dict) or "model" not in data:
             raise TypeError(
-                "MlflowSignedModelDataset saves a dict {model, signature, input_example}; "
-                f"got {type(data).__name__}"
+                f"MlflowSignedModelDataset saves a dict {{model, signature, input_example}}; got {type(data).__name__}"
             )
         extra = {k: data[k] for k in ("signature", "input_example") if data.get(k) is not None}
         saved_args = self._save_args

@@ -32,9 +32,7 @@ class SimulatedLandingDataset(PartitionedDataset):
         """Replace the folder with ``data``'s files; no partitions: leave it as it is."""
         if not data:
             return
-        foreign = [
-            relative for relative in self._files() if not self._simulated.match(relative)
-        ]
+        foreign = [relative for relative in self._files() if not self._simulated.match(relative)]
         if foreign:
             raise DatasetError(
                 f"simulate: '{self._root}' holds files the simulator did not write (e.g. {foreign[:3]}), and "
@@ -48,4 +46,4 @@ class SimulatedLandingDataset(PartitionedDataset):
         root = Path(self._root).absolute().as_posix() if self._local else self._root
         if not self._fs.exists(root):
             return []
-        return sorted(path[len(root) + 1:] for path in self._fs.find(root))
+        return sorted(path[len(root) + 1 :] for path in self._fs.find(root))

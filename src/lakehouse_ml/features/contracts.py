@@ -87,9 +87,10 @@ class FeatureSpec:
         if self.window is not None:
             parts.append(f"window={format_duration(self.window)}")
         parts.append(f"freshness={format_duration(self.freshness)}")
-        parts.append(f"nulls={self.null_policy.action}" + (
-            f"({self.null_policy.value})" if self.null_policy.action == "impute" else ""
-        ))
+        parts.append(
+            f"nulls={self.null_policy.action}"
+            + (f"({self.null_policy.value})" if self.null_policy.action == "impute" else "")
+        )
         if self.allowed_values is not None:
             parts.append(f"allowed={list(self.allowed_values)}")
         if self.minimum is not None or self.maximum is not None:
@@ -196,8 +197,15 @@ def _require(raw: dict[str, Any], key: str, where: str) -> Any:
 
 
 FEATURE_KEYS = {
-    "window", "unit", "freshness", "null_policy", "time_semantics", "range", "allowed_values",
-    "computation", "compute",
+    "window",
+    "unit",
+    "freshness",
+    "null_policy",
+    "time_semantics",
+    "range",
+    "allowed_values",
+    "computation",
+    "compute",
 }
 
 
@@ -244,7 +252,9 @@ def _check_compute(spec: FeatureSpec, kind: str, names: set[str], where: str) ->
     if "ratio" in spec.compute:
         parts = spec.compute["ratio"]
         if not isinstance(parts, (list, tuple)) or len(parts) != 2 or not set(parts) <= names - {spec.name}:
-            raise ContractError(f"{where}.ratio: expected [numerator, denominator], two other features of the table, got {parts!r}")
+            raise ContractError(
+                f"{where}.ratio: expected [numerator, denominator], two other features of the table, got {parts!r}"
+            )
     elif kind == "daily_windows" and spec.window is None:
         raise ContractError(f"{where}: a '{kind}' feature needs a `window` (e.g. 30 days)")
 
@@ -266,9 +276,7 @@ def parse_contract(table: str, raw: dict[str, Any]) -> FeatureContract:
     if kind not in KIND_COMPUTE:
         raise ContractError(f"{where}.kind: expected one of {sorted(KIND_COMPUTE)}, got {kind!r}")
     # An environment drops a base feature with `<feature>: null`.
-    specs = tuple(
-        _parse_feature(name, spec, semantics, where) for name, spec in features.items() if spec is not None
-    )
+    specs = tuple(_parse_feature(name, spec, semantics, where) for name, spec in features.items() if spec is not None)
     if not specs:
         raise ContractError(f"{where}.features: every feature is null; declare at least one or disable the table")
     for spec in specs:

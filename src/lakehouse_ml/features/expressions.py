@@ -64,9 +64,16 @@ Expr = Col | Lit | LookupTime | Op
 
 # op name -> its number of expression arguments (None: any number)
 OPS: dict[str, int | None] = {
-    "is_null": 1, "not_null": 1, "is_nan": 1, "lt": 2, "gt": 2, "and": None, "or": None, "not": 1,
-    "is_in": 1,          # params: the values (nulls never match)
-    "older_than": 1,     # params: an age in microseconds; stamp < lookup time - age
+    "is_null": 1,
+    "not_null": 1,
+    "is_nan": 1,
+    "lt": 2,
+    "gt": 2,
+    "and": None,
+    "or": None,
+    "not": 1,
+    "is_in": 1,  # params: the values (nulls never match)
+    "older_than": 1,  # params: an age in microseconds; stamp < lookup time - age
     "age_days": 1,
     "days_between": 2,
     "text": 1,

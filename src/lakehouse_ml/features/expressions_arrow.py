@@ -114,7 +114,9 @@ def _older_than(op: Op, args: list[pa.Array], at: pa.Array) -> pa.Array:
 
 
 def _age_days(stamps: pa.Array, at: pa.Array) -> pa.Array:
-    days = pc.divide(pc.cast(pc.subtract(_micros(at), _micros(stamps)), pa.float64(), safe=False), float(MICROS_PER_DAY))
+    days = pc.divide(
+        pc.cast(pc.subtract(_micros(at), _micros(stamps)), pa.float64(), safe=False), float(MICROS_PER_DAY)
+    )
     # As expressions_spark.rounded does on the engines: to 9 decimals, then halves away from zero.
     exact = pc.cast(days, pa.decimal128(38, ROUNDING_SCALE), safe=False)
     # Through the decimal's text: Arrow's decimal-to-double cast is not correctly rounded (3.01
@@ -213,7 +215,10 @@ class Batched:
                 results.update((name, value) for name in group.names)
                 continue
             members = len(group.names)
-            stacked = {slot: pa.concat_arrays([table.column(c).combine_chunks() for c in columns]) for slot, columns in group.columns}
+            stacked = {
+                slot: pa.concat_arrays([table.column(c).combine_chunks() for c in columns])
+                for slot, columns in group.columns
+            }
             if group.literals:
                 repeated = np.repeat(np.arange(members), rows)
                 stacked.update((slot, values.take(repeated)) for slot, values in group.literals)

@@ -148,8 +148,7 @@ def parse_lookback_window(window: timedelta | str | None) -> timedelta | None:
             parsed += timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
     else:
         raise FeatureLookupError(
-            f"lookback_window must be a timedelta, a string like '30 days' or None, "
-            f"got {type(window).__name__}"
+            f"lookback_window must be a timedelta, a string like '30 days' or None, got {type(window).__name__}"
         )
     if parsed is not None and parsed < timedelta(0):
         raise FeatureLookupError(f"lookback_window must not be negative, got {window!r}")
@@ -209,12 +208,9 @@ class FeatureLookup:
         def fix(field: str, value: Any) -> None:
             object.__setattr__(self, field, value)
 
-        if not isinstance(self.source, (str, DataFrame)) or (
-            isinstance(self.source, str) and not self.source.strip()
-        ):
+        if not isinstance(self.source, (str, DataFrame)) or (isinstance(self.source, str) and not self.source.strip()):
             raise FeatureLookupError(
-                f"FeatureLookup source must be a Spark DataFrame or a Delta table path, "
-                f"got {self.source!r}"
+                f"FeatureLookup source must be a Spark DataFrame or a Delta table path, got {self.source!r}"
             )
         fix("feature_names", _names(self.feature_names, "FeatureLookup feature_names"))
         fix("lookup_key", _names(self.lookup_key, "FeatureLookup lookup_key"))
@@ -263,9 +259,7 @@ class FeatureLookup:
         # Local tables are checked here for a clear message; remote ones are left to the engine
         # (it holds the credentials).
         if "://" not in uri and not DeltaTable.is_deltatable(uri):
-            raise FeatureLookupError(
-                f"lookup '{self.label}': no Delta table at {uri} (source {self.source!r})"
-            )
+            raise FeatureLookupError(f"lookup '{self.label}': no Delta table at {uri} (source {self.source!r})")
         return spark.read.format("delta").load(uri)
 
 
@@ -308,8 +302,7 @@ def _check_time_column(schema: T.StructType, column: str, where: str) -> T.DataT
     data_type = schema[column].dataType
     if not isinstance(data_type, (T.TimestampType, T.TimestampNTZType, T.DateType)):
         raise FeatureLookupError(
-            f"{where} column '{column}' must be of type {_TIME_TYPES}, "
-            f"got {data_type.simpleString()}"
+            f"{where} column '{column}' must be of type {_TIME_TYPES}, got {data_type.simpleString()}"
         )
     return data_type
 
@@ -317,9 +310,7 @@ def _check_time_column(schema: T.StructType, column: str, where: str) -> T.DataT
 def _missing(columns: Sequence[str], schema: T.StructType, where: str, what: str) -> None:
     missing = [c for c in columns if c not in schema.names]
     if missing:
-        raise FeatureLookupError(
-            f"{where} has no column(s) {missing} ({what}); its columns are {schema.names}"
-        )
+        raise FeatureLookupError(f"{where} has no column(s) {missing} ({what}); its columns are {schema.names}")
 
 
 def _common_key_type(spine: T.DataType, feature: T.DataType, key: str, label: str) -> T.DataType:
@@ -348,8 +339,7 @@ def _check_request(
     reserved = [c for c in schema.names if c.lower().startswith(_PREFIX)]
     if reserved:
         raise FeatureLookupError(
-            f"the spine has column(s) {reserved}: names starting with '{_PREFIX}' are the lookup's "
-            "own; rename them"
+            f"the spine has column(s) {reserved}: names starting with '{_PREFIX}' are the lookup's own; rename them"
         )
     duplicated = sorted({c for c in schema.names if [n.lower() for n in schema.names].count(c.lower()) > 1})
     if duplicated:
@@ -460,15 +450,15 @@ def _answers(
     for position, key in enumerate(lookup.lookup_key):
         s_type, f_type = spine_schema[key].dataType, schema[key].dataType
         if isinstance(s_type, (T.StructType, T.ArrayType, T.MapType)):
-            raise FeatureLookupError(
-                f"lookup '{label}': key column '{key}' has a complex type {s_type.simpleString()}"
-            )
+            raise FeatureLookupError(f"lookup '{label}': key column '{key}' has a complex type {s_type.simpleString()}")
         target = _common_key_type(s_type, f_type, key, label)
-        keys.append(_Key(
-            name=f"__pit_l{index}_key{position}",
-            spine=_key_expr(_quoted(key), s_type, target),
-            feature=_key_expr(_quoted(key), f_type, target),
-        ))
+        keys.append(
+            _Key(
+                name=f"__pit_l{index}_key{position}",
+                spine=_key_expr(_quoted(key), s_type, target),
+                feature=_key_expr(_quoted(key), f_type, target),
+            )
+        )
     names = [key.name for key in keys]
 
     feature_ts = _instant_micros(_quoted(lookup.timestamp_key), feature_time_type)

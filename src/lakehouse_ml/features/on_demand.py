@@ -89,7 +89,9 @@ def _argument(value: Any, where: str) -> Expr:
 
 
 def _compute(raw: Any, where: str) -> Expr:
-    shapes = " or ".join(f"{{{op}: [{', '.join(['<column> | lookup_time'] * arity)}]}}" for op, (_, arity) in COMPUTE.items())
+    shapes = " or ".join(
+        f"{{{op}: [{', '.join(['<column> | lookup_time'] * arity)}]}}" for op, (_, arity) in COMPUTE.items()
+    )
     if not isinstance(raw, Mapping) or len(raw) != 1 or next(iter(raw)) not in COMPUTE:
         raise ContractError(f"{where}: expected {shapes}, got {raw!r}")
     op, args = next(iter(raw.items()))
@@ -108,7 +110,9 @@ def _bounds(raw: Any, kind: str, where: str) -> tuple[float | None, float | None
         raise ContractError(f"{where}: expected [min, max] (null for an open end), got {raw!r}")
     bounds = []
     for value in raw:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+        ):
             raise ContractError(f"{where}: expected [min, max] of finite numbers (null for an open end), got {raw!r}")
         bounds.append(None if value is None else float(value))
     if None not in bounds and bounds[0] > bounds[1]:
@@ -120,7 +124,9 @@ def parse_feature(name: str, raw: Any) -> OnDemandFeature:
     """One declaration, checked; errors name ``on_demand_features.<name>.<key>`` and what was expected."""
     where = f"{SETTING}.{name}"
     if "__" in name or name == LOOKUP_TIME:
-        raise ContractError(f"{where}: expected a name without '__' (feature tables' columns are <table>__<feature>) and not {LOOKUP_TIME}")
+        raise ContractError(
+            f"{where}: expected a name without '__' (feature tables' columns are <table>__<feature>) and not {LOOKUP_TIME}"
+        )
     if not isinstance(raw, Mapping):
         raise ContractError(f"{where}: expected a mapping with keys {list(KEYS)}, got {raw!r}")
     unknown = sorted(set(raw) - set(KEYS))
@@ -168,7 +174,11 @@ def computable(features: Mapping[str, OnDemandFeature], columns: Iterable[str]) 
             _warned.add((name, missing))
             logger.warning(
                 "on-demand feature %s is left out: its inputs %s are not looked up (a disabled table or a feature "
-                "left out of training_set.lookups); remove it with %s.%s: null", name, list(missing), SETTING, name,
+                "left out of training_set.lookups); remove it with %s.%s: null",
+                name,
+                list(missing),
+                SETTING,
+                name,
             )
     return kept
 
@@ -191,7 +201,9 @@ def with_on_demand_features(frame: Any, features: Mapping[str, OnDemandFeature],
     return frame.withColumns({name: to_spark(f.expr, at).cast(TYPES[f.type][0]) for name, f in usable.items()})
 
 
-def on_demand_columns(table: pa.Table, features: Mapping[str, OnDemandFeature], lookup_time: datetime) -> dict[str, pa.Array]:
+def on_demand_columns(
+    table: pa.Table, features: Mapping[str, OnDemandFeature], lookup_time: datetime
+) -> dict[str, pa.Array]:
     """Each computable feature over the looked-up rows of ``table`` as of ``lookup_time`` (online)."""
     usable = computable(features, table.column_names)
     return {name: pc.cast(to_arrow(f.expr, table, lookup_time), TYPES[f.type][1]) for name, f in usable.items()}

@@ -118,7 +118,9 @@ def range_rule(spec: Promise, column: str, where: str) -> Rule | None:
         outside.append(lt(value, Lit(spec.minimum)))
     if spec.maximum is not None:
         outside.append(gt(value, Lit(spec.maximum)))
-    return Rule("range", where, range_text(spec), and_(not_null(value), or_(*outside)), text(value), numeric_column=column)
+    return Rule(
+        "range", where, range_text(spec), and_(not_null(value), or_(*outside)), text(value), numeric_column=column
+    )
 
 
 def allowed_values_rule(spec: FeatureSpec, column: str, where: str) -> Rule | None:
@@ -128,8 +130,11 @@ def allowed_values_rule(spec: FeatureSpec, column: str, where: str) -> Rule | No
         return None
     value = Col(column)
     return Rule(
-        "allowed_values", where, f"one of {list(spec.allowed_values or ())}",
-        and_(not_null(value), not_(is_in(value, allowed))), concat(Lit("'"), text(value), Lit("'")),
+        "allowed_values",
+        where,
+        f"one of {list(spec.allowed_values or ())}",
+        and_(not_null(value), not_(is_in(value, allowed))),
+        concat(Lit("'"), text(value), Lit("'")),
     )
 
 
@@ -138,19 +143,32 @@ def null_policy_rule(spec: FeatureSpec, column: str, where: str, stamp: str) -> 
     if not requires_value(spec):
         return None
     # A missing feature row (null stamp) is reported once, by the freshness rule.
-    return Rule("null_policy", where, "a value (policy drop)", and_(not_null(Col(stamp)), is_null(Col(column))), Lit("null"))
+    return Rule(
+        "null_policy", where, "a value (policy drop)", and_(not_null(Col(stamp)), is_null(Col(column))), Lit("null")
+    )
 
 
-def freshness_rules(contract: FeatureContract, used: Iterable[FeatureSpec], stamp: str, lookup_time: datetime) -> list[Rule]:
+def freshness_rules(
+    contract: FeatureContract, used: Iterable[FeatureSpec], stamp: str, lookup_time: datetime
+) -> list[Rule]:
     """No feature row of the table, or one older than the tightest freshness of the used features."""
     tightest = min(used, key=lambda spec: spec.freshness)
     allowed, at = format_duration(tightest.freshness), lookup_time.isoformat()
     row = Col(stamp)
     return [
-        Rule("freshness", f"{contract.table}.{contract.timestamp_key}", f"a feature row at most {allowed} old at {at}", is_null(row), Lit("none")),
         Rule(
-            "freshness", f"{contract.table}.{tightest.name}", f"at most {allowed} old at {at}",
-            older_than(row, tightest.freshness), concat(text(age_days(row)), Lit(" days")),
+            "freshness",
+            f"{contract.table}.{contract.timestamp_key}",
+            f"a feature row at most {allowed} old at {at}",
+            is_null(row),
+            Lit("none"),
+        ),
+        Rule(
+            "freshness",
+            f"{contract.table}.{tightest.name}",
+            f"at most {allowed} old at {at}",
+            older_than(row, tightest.freshness),
+            concat(text(age_days(row)), Lit(" days")),
         ),
     ]
 
@@ -181,7 +199,10 @@ def feature_rules(
 
 
 def on_demand_rules(
-    features: Mapping[str, OnDemandFeature], inputs: Iterable[str], rules: Iterable[str], contracts: Mapping[str, FeatureContract],
+    features: Mapping[str, OnDemandFeature],
+    inputs: Iterable[str],
+    rules: Iterable[str],
+    contracts: Mapping[str, FeatureContract],
 ) -> list[Rule]:
     """Range and null policy of the on-demand features among the model's ``inputs``. They have no
     freshness of their own: they are computed at the lookup time from rows judged by their tables."""
@@ -195,7 +216,9 @@ def on_demand_rules(
         if "null_policy" in selected and requires_value(feature):
             # As for a contract feature, a missing input row is reported by its table's freshness rule.
             rows = [not_null(Col(stamp)) for stamp in _input_stamps(feature, contracts)]
-            found.append(Rule("null_policy", name, "a value (policy drop)", and_(*rows, is_null(Col(name))), Lit("null")))
+            found.append(
+                Rule("null_policy", name, "a value (policy drop)", and_(*rows, is_null(Col(name))), Lit("null"))
+            )
     return [rule for rule in found if rule is not None]
 
 
@@ -210,7 +233,10 @@ def _input_stamps(feature: OnDemandFeature, contracts: Mapping[str, FeatureContr
 
 
 def table_rules(
-    contracts: Mapping[str, FeatureContract], inputs: Iterable[str], rules: Iterable[str], lookup_time: datetime,
+    contracts: Mapping[str, FeatureContract],
+    inputs: Iterable[str],
+    rules: Iterable[str],
+    lookup_time: datetime,
     on_demand: Mapping[str, OnDemandFeature] | None = None,
 ) -> list[Rule]:
     """The selected rules of every enabled table whose features are among the model's ``inputs``,

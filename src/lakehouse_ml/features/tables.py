@@ -39,7 +39,9 @@ def parsed_contracts(feature_tables: Mapping[str, Any] | None) -> dict[str, Feat
     return {name: parse_contract(name, config) for name, config in contract_configs(feature_tables).items()}
 
 
-def resolve_lookups(contracts: Mapping[str, FeatureContract], training_set: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def resolve_lookups(
+    contracts: Mapping[str, FeatureContract], training_set: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
     """The lookup of every enabled table: ``training_set.lookup_defaults`` overridden per table by
     ``training_set.lookups.<table>``; ``lookups.<table>: null`` leaves a table out of the model.
 
@@ -77,14 +79,19 @@ def resolve_lookups(contracts: Mapping[str, FeatureContract], training_set: Mapp
         config = {**defaults, **_mapping(overrides.get(name), where)}
         extra = sorted(set(config) - set(LOOKUP_KEYS))
         if extra:
-            raise ContractError(f"{where} (over lookup_defaults): unknown keys {extra}; expected some of {list(LOOKUP_KEYS)}")
+            raise ContractError(
+                f"{where} (over lookup_defaults): unknown keys {extra}; expected some of {list(LOOKUP_KEYS)}"
+            )
         missing = sorted(set(config.get("features") or ()) - set(contract.feature_names))
         if missing:
             raise ContractError(
                 f"{where}.features: {missing} are not features of the table (its contract declares {contract.feature_names})"
             )
         # Recorded as concrete names: the training set's spec then says exactly what it read.
-        resolved[name] = {**{key: config.get(key) for key in LOOKUP_KEYS}, "features": list(config.get("features") or contract.feature_names)}
+        resolved[name] = {
+            **{key: config.get(key) for key in LOOKUP_KEYS},
+            "features": list(config.get("features") or contract.feature_names),
+        }
     return resolved
 
 
@@ -109,23 +116,29 @@ def feature_lookups(
         contract = contracts[name]
         names = config.get("features") or contract.feature_names
         window = config.get("lookback_window") or freshness(contract, names)
-        result.append(FeatureLookup(
-            source=tables[name],
-            feature_names=[*names, contract.timestamp_key, contract.ingested_at_key],
-            lookup_key=list(contract.entity_keys),
-            timestamp_key=contract.timestamp_key,
-            lookback_window=window,
-            ingested_at_key=contract.ingested_at_key,
-            filter_by_ingested_at=bool(config.get("filter_by_ingested_at", True)),
-            prefix=f"{name}__",
-            name=name,
-        ))
+        result.append(
+            FeatureLookup(
+                source=tables[name],
+                feature_names=[*names, contract.timestamp_key, contract.ingested_at_key],
+                lookup_key=list(contract.entity_keys),
+                timestamp_key=contract.timestamp_key,
+                lookback_window=window,
+                ingested_at_key=contract.ingested_at_key,
+                filter_by_ingested_at=bool(config.get("filter_by_ingested_at", True)),
+                prefix=f"{name}__",
+                name=name,
+            )
+        )
     return result
 
 
 def lookup_columns(contracts: Mapping[str, FeatureContract], lookups: Mapping[str, Any]) -> list[str]:
     """The columns the resolved lookups add to a spine (what on-demand features can read)."""
-    return [column for lookup in feature_lookups({name: name for name in lookups}, contracts, lookups) for column in lookup.output_columns()]
+    return [
+        column
+        for lookup in feature_lookups({name: name for name in lookups}, contracts, lookups)
+        for column in lookup.output_columns()
+    ]
 
 
 def freshness(contract: FeatureContract, names: list[str]) -> timedelta:

@@ -44,8 +44,18 @@ logger = logging.getLogger(__name__)
 
 QUANTILES: dict[str, float] = {"p01": 0.01, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p99": 0.99}
 SUMMARY_COLUMNS = [
-    "table", "contract_hash", "feature", "rows", "nulls", "null_rate", "distinct",
-    "min", "max", "mean", *QUANTILES, "top_values",
+    "table",
+    "contract_hash",
+    "feature",
+    "rows",
+    "nulls",
+    "null_rate",
+    "distinct",
+    "min",
+    "max",
+    "mean",
+    *QUANTILES,
+    "top_values",
 ]
 METRIC_STATS = ("null_rate", "distinct", "min", "max", "mean", "p50")
 MAX_NULL_RATE = 0.5  # soft rule: an impute/drop feature more than half null is suspicious
@@ -106,7 +116,10 @@ def feature_summaries(frame: DataFrame, contract: FeatureContract) -> pd.DataFra
     records = []
     for name in contract.feature_names:
         record: dict[str, Any] = {
-            "table": contract.table, "contract_hash": contract.hash, "feature": name, "rows": rows,
+            "table": contract.table,
+            "contract_hash": contract.hash,
+            "feature": name,
+            "rows": rows,
         }
         if name in types:
             key = f"f{present.index(name)}"
@@ -138,18 +151,21 @@ def _stat_aggregates(key: str, column: Column, numeric: bool) -> list[Column]:
             F.avg(value).alias(f"{key}_mean"),
         ]
         aggregates += [
-            F.percentile_approx(value, quantile).alias(f"{key}_{stat}")
-            for stat, quantile in QUANTILES.items()
+            F.percentile_approx(value, quantile).alias(f"{key}_{stat}") for stat, quantile in QUANTILES.items()
         ]
     return aggregates
 
 
 def _top_values_frame(frame: DataFrame, names: list[str]) -> DataFrame:
     """A one-row frame: ``top_values``, the most frequent non-null values of each named column."""
-    pairs = F.explode(F.array(*[
-        F.struct(F.lit(name).alias("feature"), column_named(name).cast("string").alias("value"))
-        for name in names
-    ]))
+    pairs = F.explode(
+        F.array(
+            *[
+                F.struct(F.lit(name).alias("feature"), column_named(name).cast("string").alias("value"))
+                for name in names
+            ]
+        )
+    )
     counts = (
         frame.select(pairs.alias("pair"))
         .select("pair.feature", "pair.value")
@@ -157,9 +173,7 @@ def _top_values_frame(frame: DataFrame, names: list[str]) -> DataFrame:
         .groupBy("feature", "value")
         .count()
     )
-    rank = F.row_number().over(
-        Window.partitionBy("feature").orderBy(F.desc("count"), F.asc("value"))
-    )
+    rank = F.row_number().over(Window.partitionBy("feature").orderBy(F.desc("count"), F.asc("value")))
     top = counts.withColumn("rank", rank).filter(F.col("rank") <= TOP_VALUES)
     return top.agg(F.collect_list(F.struct("feature", "value", "count")).alias("top_values"))
 
@@ -170,8 +184,7 @@ def _top_values_json(entries: list[dict[str, Any]], names: list[str]) -> dict[st
     for entry in entries:
         grouped[entry["feature"]].append((entry["value"], int(entry["count"])))
     return {
-        name: json.dumps(dict(sorted(pairs, key=lambda pair: (-pair[1], pair[0]))))
-        for name, pairs in grouped.items()
+        name: json.dumps(dict(sorted(pairs, key=lambda pair: (-pair[1], pair[0])))) for name, pairs in grouped.items()
     }
 
 
@@ -183,18 +196,14 @@ def _summary_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         summaries[column] = summaries[column].astype("Int64")
     for column in ("null_rate", "min", "max", "mean", *QUANTILES):
         summaries[column] = pd.to_numeric(summaries[column], errors="coerce").astype("float64")
-    summaries["top_values"] = summaries["top_values"].astype(object).where(
-        summaries["top_values"].notna(), None
-    )
+    summaries["top_values"] = summaries["top_values"].astype(object).where(summaries["top_values"].notna(), None)
     return summaries
 
 
 # --- contract checks ---------------------------------------------------------------------------
 
 
-def check_contract(
-    frame: DataFrame, contract: FeatureContract, summaries: pd.DataFrame
-) -> list[Violation]:
+def check_contract(frame: DataFrame, contract: FeatureContract, summaries: pd.DataFrame) -> list[Violation]:
     """Check the frame against the contract; hard rules run in one Spark query.
 
     Hard rules:
@@ -226,34 +235,38 @@ def _schema_violations(contract: FeatureContract, types: dict[str, DataType]) ->
     ]
     ts_type = types.get(contract.timestamp_key)
     if ts_type is not None and not isinstance(ts_type, (TimestampType, TimestampNTZType)):
-        violations.append(_hard(
-            contract, contract.timestamp_key, "schema", "timestamp type", ts_type.simpleString()
-        ))
+        violations.append(_hard(contract, contract.timestamp_key, "schema", "timestamp type", ts_type.simpleString()))
     for spec in _ranged(contract):
         if spec.name in types and not _is_numeric(types[spec.name]):
-            violations.append(_hard(
-                contract, spec.name, "schema", "numeric type (range declared)",
-                types[spec.name].simpleString(),
-            ))
+            violations.append(
+                _hard(
+                    contract,
+                    spec.name,
+                    "schema",
+                    "numeric type (range declared)",
+                    types[spec.name].simpleString(),
+                )
+            )
     return violations
 
 
-def _data_violations(
-    frame: DataFrame, contract: FeatureContract, types: dict[str, DataType]
-) -> list[Violation]:
+def _data_violations(frame: DataFrame, contract: FeatureContract, types: dict[str, DataType]) -> list[Violation]:
     """Null keys, duplicate keys, out-of-range and unexpected values: one Spark query."""
     rules = _value_rules(contract, types)
-    parts = [part for part in (_offenders(frame, contract, types, rules), _duplicates(frame, contract, types))
-             if part is not None]
+    parts = [
+        part
+        for part in (_offenders(frame, contract, types, rules), _duplicates(frame, contract, types))
+        if part is not None
+    ]
     if not parts:
         return []
     found = reduce(DataFrame.unionByName, parts)
     group = Window.partitionBy("rule", "feature")
     ranked = found.select(
         "*",
-        F.row_number().over(group.orderBy(
-            F.desc("count"), F.asc_nulls_last("number"), F.asc_nulls_last("value")
-        )).alias("rank"),
+        F.row_number()
+        .over(group.orderBy(F.desc("count"), F.asc_nulls_last("number"), F.asc_nulls_last("value")))
+        .alias("rank"),
         F.sum("count").over(group).alias("rows"),
         F.count(F.lit(1)).over(group).alias("values"),
         F.min("number").over(group).alias("low"),
@@ -274,7 +287,11 @@ def _value_rules(contract: FeatureContract, types: dict[str, DataType]) -> list[
     for spec in contract.features:
         where = f"{contract.table}.{spec.name}"
         for rule in (range_rule(spec, spec.name, where), allowed_values_rule(spec, spec.name, where)):
-            if rule is not None and spec.name in types and (rule.numeric_column is None or _is_numeric(types[spec.name])):
+            if (
+                rule is not None
+                and spec.name in types
+                and (rule.numeric_column is None or _is_numeric(types[spec.name]))
+            ):
                 found.append((spec.name, rule))
     return found
 
@@ -293,12 +310,15 @@ def _offenders(
     if not checks:
         return None
     elements = [
-        F.when(condition, F.struct(
-            F.lit(rule).alias("rule"),
-            F.lit(feature).alias("feature"),
-            column_named(feature).cast("string").alias("value"),
-            number.alias("number"),
-        ))
+        F.when(
+            condition,
+            F.struct(
+                F.lit(rule).alias("rule"),
+                F.lit(feature).alias("feature"),
+                column_named(feature).cast("string").alias("value"),
+                number.alias("number"),
+            ),
+        )
         for rule, feature, condition, number in checks
     ]
     any_offence = reduce(lambda a, b: a | b, [condition for _, _, condition, _ in checks])
@@ -312,16 +332,14 @@ def _offenders(
     )
 
 
-def _duplicates(
-    frame: DataFrame, contract: FeatureContract, types: dict[str, DataType]
-) -> DataFrame | None:
+def _duplicates(frame: DataFrame, contract: FeatureContract, types: dict[str, DataType]) -> DataFrame | None:
     """Counts of each (entity keys + timestamp key) occurring more than once (non-null keys)."""
     keys = _key_columns(contract)
     if not keys or any(key not in types for key in keys):
         return None
-    described = F.concat_ws(", ", *[
-        F.concat(F.lit(f"{key}="), F.coalesce(column_named(key).cast("string"), F.lit("null"))) for key in keys
-    ])
+    described = F.concat_ws(
+        ", ", *[F.concat(F.lit(f"{key}="), F.coalesce(column_named(key).cast("string"), F.lit("null"))) for key in keys]
+    )
     not_null = reduce(lambda a, b: a & b, [column_named(key).isNotNull() for key in keys])
     return (
         frame.filter(not_null)
@@ -346,32 +364,46 @@ def _describe_findings(
     for key in _key_columns(contract):
         if rows := found.get(("schema", key)):
             what = "timestamp key" if key == contract.timestamp_key else "entity key"
-            violations.append(_hard(
-                contract, key, "schema", f"no nulls ({what})", f"{rows[0]['rows']} rows with a null"
-            ))
+            violations.append(
+                _hard(contract, key, "schema", f"no nulls ({what})", f"{rows[0]['rows']} rows with a null")
+            )
     keys = _key_columns(contract)
     if rows := found.get(("key_uniqueness", ",".join(keys))):
         shown = ", ".join(f"({row['value']}) x{row['count']}" for row in rows)
-        violations.append(_hard(
-            contract, ",".join(keys), "key_uniqueness", f"unique ({', '.join(keys)})",
-            f"{rows[0]['values']} duplicated keys over {rows[0]['rows']} rows: "
-            + _truncated(shown, rows),
-        ))
+        violations.append(
+            _hard(
+                contract,
+                ",".join(keys),
+                "key_uniqueness",
+                f"unique ({', '.join(keys)})",
+                f"{rows[0]['values']} duplicated keys over {rows[0]['rows']} rows: " + _truncated(shown, rows),
+            )
+        )
     for feature, rule in rules:
         if rule.rule == "range" and (rows := found.get(("range", feature))):
             shown = ", ".join(f"{number_text(row['number'])} x{row['count']}" for row in rows)
-            violations.append(_hard(
-                contract, feature, "range", rule.expected,
-                f"{rows[0]['rows']} values out of range (min found {number_text(rows[0]['low'])}, "
-                f"max found {number_text(rows[0]['high'])}): " + _truncated(shown, rows),
-            ))
+            violations.append(
+                _hard(
+                    contract,
+                    feature,
+                    "range",
+                    rule.expected,
+                    f"{rows[0]['rows']} values out of range (min found {number_text(rows[0]['low'])}, "
+                    f"max found {number_text(rows[0]['high'])}): " + _truncated(shown, rows),
+                )
+            )
     for feature, rule in rules:
         if rule.rule == "allowed_values" and (rows := found.get(("allowed_values", feature))):
             shown = ", ".join(f"{row['value']!r} x{row['count']}" for row in rows)
-            violations.append(_hard(
-                contract, feature, "allowed_values", rule.expected,
-                f"{rows[0]['rows']} rows with unexpected values: " + _truncated(shown, rows),
-            ))
+            violations.append(
+                _hard(
+                    contract,
+                    feature,
+                    "allowed_values",
+                    rule.expected,
+                    f"{rows[0]['rows']} rows with unexpected values: " + _truncated(shown, rows),
+                )
+            )
     return violations
 
 
@@ -387,11 +419,16 @@ def _null_rate_violations(contract: FeatureContract, summaries: pd.DataFrame) ->
         row = mine.loc[spec.name]
         rate = row["null_rate"]
         if pd.notna(rate) and rate > MAX_NULL_RATE:
-            violations.append(Violation(
-                contract.table, spec.name, "null_rate", "soft", f"null_rate <= {MAX_NULL_RATE}",
-                f"{rate:.3f} ({row['nulls']} of {row['rows']} rows null; "
-                f"null policy {spec.null_policy.action})",
-            ))
+            violations.append(
+                Violation(
+                    contract.table,
+                    spec.name,
+                    "null_rate",
+                    "soft",
+                    f"null_rate <= {MAX_NULL_RATE}",
+                    f"{rate:.3f} ({row['nulls']} of {row['rows']} rows null; null policy {spec.null_policy.action})",
+                )
+            )
     return violations
 
 
@@ -427,17 +464,13 @@ def summary_metrics(summaries: pd.DataFrame) -> dict[str, float]:
 # --- null policy -------------------------------------------------------------------------------
 
 
-def apply_null_policy(
-    frame: DataFrame, contract: FeatureContract, features: list[str] | None = None
-) -> DataFrame:
+def apply_null_policy(frame: DataFrame, contract: FeatureContract, features: list[str] | None = None) -> DataFrame:
     """Apply each feature's null policy: impute (coalesce), drop (filter the row) or keep."""
     types = _column_types(frame)
     specs = [contract.feature(name) for name in (features or contract.feature_names)]
     missing = [spec.name for spec in specs if spec.name not in types]
     if missing:
-        raise ValueError(
-            f"feature table '{contract.table}': cannot apply null policy, columns missing: {missing}"
-        )
+        raise ValueError(f"feature table '{contract.table}': cannot apply null policy, columns missing: {missing}")
     imputed = {
         spec.name: F.coalesce(column_named(spec.name), _impute_value(contract, spec, types[spec.name]))
         for spec in specs

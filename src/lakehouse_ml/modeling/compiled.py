@@ -76,7 +76,11 @@ def _one_hot(frame: pd.DataFrame, part: _OneHot) -> np.ndarray:
     offset = 0
     for column, categories in zip(part.columns, part.categories):
         for row, value in enumerate(frame[column].tolist()):
-            key = part.missing if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA else str(value)
+            key = (
+                part.missing
+                if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
+                else str(value)
+            )
             position = categories.get(key)
             if position is not None:  # an unseen category is all zeros (handle_unknown="ignore")
                 encoded[row, offset + position] = 1.0
@@ -97,7 +101,11 @@ def _part(transformer: Any, columns: list[str]) -> _Numeric | _OneHot | None:
         return _Numeric(list(columns), fill) if fill.shape == (len(columns),) else None
     if len(encoders) == 1 and imputer.strategy == "constant" and encoders[0].drop is None:
         encoder = encoders[0]
-        if encoder.handle_unknown != "ignore" or getattr(encoder, "min_frequency", None) or getattr(encoder, "max_categories", None):
+        if (
+            encoder.handle_unknown != "ignore"
+            or getattr(encoder, "min_frequency", None)
+            or getattr(encoder, "max_categories", None)
+        ):
             return None
         categories = [{str(c): i for i, c in enumerate(values)} for values in encoder.categories_]
         return _OneHot(list(columns), str(imputer.fill_value), categories, sum(len(c) for c in categories))
@@ -132,8 +140,15 @@ def _structure(pipeline: Any) -> CompiledPipeline | None:
 
 def check_rows(compiled: CompiledPipeline, input_columns: list[str]) -> pd.DataFrame:
     """Rows exercising every fill value, category, unseen category and null of the compiled parts."""
-    numeric = {c: fill for part in compiled.parts if isinstance(part, _Numeric) for c, fill in zip(part.columns, part.fill)}
-    categories = {c: list(k) for part in compiled.parts if isinstance(part, _OneHot) for c, k in zip(part.columns, part.categories)}
+    numeric = {
+        c: fill for part in compiled.parts if isinstance(part, _Numeric) for c, fill in zip(part.columns, part.fill)
+    }
+    categories = {
+        c: list(k)
+        for part in compiled.parts
+        if isinstance(part, _OneHot)
+        for c, k in zip(part.columns, part.categories)
+    }
     n = max([len(v) + 2 for v in categories.values()] + [5])
     rows: dict[str, list[Any]] = {}
     for column in input_columns:

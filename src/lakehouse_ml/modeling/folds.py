@@ -25,12 +25,12 @@ def time_folds(cutoffs: list, n_folds: int, test_cutoffs: int, gap_cutoffs: int 
     ordered = sorted(set(cutoffs))
     raise_problems([cutoffs_problem(len(ordered), n_folds, test_cutoffs, gap_cutoffs)], "time_folds")
     tuning = ordered[: len(ordered) - test_cutoffs]
-    test = ordered[len(ordered) - test_cutoffs:]
+    test = ordered[len(ordered) - test_cutoffs :]
     size = (len(tuning) - gap_cutoffs) // (n_folds + 1)
     folds = []
     for k in range(n_folds):
         start = len(tuning) - (n_folds - k) * size
-        folds.append((tuning[: start - gap_cutoffs], tuning[start: start + size]))
+        folds.append((tuning[: start - gap_cutoffs], tuning[start : start + size]))
     return folds, test
 
 

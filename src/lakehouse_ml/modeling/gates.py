@@ -33,7 +33,9 @@ def _check(subject: str, value: float | None, limit: float, lower_is_better: boo
     return {"subject": subject, "value": float(value), "limit": float(limit), "passed": bool(passed), "detail": detail}
 
 
-def absolute_limits_gate(metrics: dict[str, float], floors: dict[str, float], ceilings: dict[str, float]) -> dict[str, Any]:
+def absolute_limits_gate(
+    metrics: dict[str, float], floors: dict[str, float], ceilings: dict[str, float]
+) -> dict[str, Any]:
     """Gate 1: each metric at or above its floor, at or below its ceiling.
 
     The verdict is also asked of ``mlflow.validate_evaluation_results`` (MLflow's own threshold
@@ -54,7 +56,9 @@ def absolute_limits_gate(metrics: dict[str, float], floors: dict[str, float], ce
             mlflow.validate_evaluation_results(thresholds, EvaluationResult(metrics=measured, artifacts={}))
     except ModelValidationFailedException as failure:
         if all(c["passed"] for c in checks):  # only news when our own checks missed it
-            checks.append({"subject": "mlflow.validate_evaluation_results", "passed": False, "detail": str(failure).strip()})
+            checks.append(
+                {"subject": "mlflow.validate_evaluation_results", "passed": False, "detail": str(failure).strip()}
+            )
     return _gate("absolute_limits", checks)
 
 
@@ -63,8 +67,10 @@ def _measured_slices(report: dict[str, dict[str, dict[str, Any]]]) -> dict[tuple
 
 
 def slice_gate(
-    candidate: dict[str, dict[str, dict[str, Any]]], champion: dict[str, dict[str, dict[str, Any]]] | None,
-    floors: dict[str, float], max_drop: dict[str, float],
+    candidate: dict[str, dict[str, dict[str, Any]]],
+    champion: dict[str, dict[str, dict[str, Any]]] | None,
+    floors: dict[str, float],
+    max_drop: dict[str, float],
 ) -> dict[str, Any]:
     """Gate 2: no measured slice below its floor, none worse than the champion's by more than ``max_drop``."""
     checks = []
@@ -72,12 +78,22 @@ def slice_gate(
     for (name, value), metrics in sorted(_measured_slices(candidate).items()):
         subject = f"{name}={value}"
         for metric, floor in (floors or {}).items():
-            checks.append(_check(f"{metric} on {subject}", metrics.get(metric), float(floor), metric in LOWER_IS_BETTER, "floor"))
+            checks.append(
+                _check(f"{metric} on {subject}", metrics.get(metric), float(floor), metric in LOWER_IS_BETTER, "floor")
+            )
         base = champion_slices.get((name, value))
         for metric, drop in (max_drop or {}).items() if base else ():
             lower = metric in LOWER_IS_BETTER
             limit = base[metric] + float(drop) if lower else base[metric] - float(drop)
-            checks.append(_check(f"{metric} on {subject} vs champion", metrics.get(metric), limit, lower, "champion's minus tolerance"))
+            checks.append(
+                _check(
+                    f"{metric} on {subject} vs champion",
+                    metrics.get(metric),
+                    limit,
+                    lower,
+                    "champion's minus tolerance",
+                )
+            )
     return _gate("slices", checks, skipped=None if checks else "no slice measured")
 
 
@@ -92,14 +108,23 @@ def champion_comparison_gate(
         return {"name": "champion_comparison", "passed": True, "detail": "no champion yet: first release", "checks": []}
     mode = policy.get("mode", "non_inferiority")
     if mode not in ("non_inferiority", "min_improvement"):
-        raise ValueError(f"evaluation.champion_comparison.mode must be non_inferiority or min_improvement, got {mode!r}")
+        raise ValueError(
+            f"evaluation.champion_comparison.mode must be non_inferiority or min_improvement, got {mode!r}"
+        )
     checks = []
     for metric, amount in (policy.get("metrics") or {}).items():
         lower = metric in LOWER_IS_BETTER
         base = champion.get(metric)
         if base is None:
-            checks.append({"subject": metric, "value": candidate.get(metric), "limit": None, "passed": False,
-                           "detail": f"champion's {metric} not measured"})
+            checks.append(
+                {
+                    "subject": metric,
+                    "value": candidate.get(metric),
+                    "limit": None,
+                    "passed": False,
+                    "detail": f"champion's {metric} not measured",
+                }
+            )
             continue
         shift = -float(amount) if mode == "non_inferiority" else float(amount)
         limit = base - shift if lower else base + shift
@@ -118,16 +143,32 @@ def signature_gate(candidate: list[dict[str, Any]], serving: list[dict[str, Any]
     checks = []
     for name, column in theirs.items():
         if name not in ours:
-            checks.append({"subject": name, "passed": False, "detail": f"{name} ({column['type']}) removed or renamed vs {reference}"})
+            checks.append(
+                {
+                    "subject": name,
+                    "passed": False,
+                    "detail": f"{name} ({column['type']}) removed or renamed vs {reference}",
+                }
+            )
         elif ours[name]["type"] != column["type"]:
-            checks.append({"subject": name, "passed": False,
-                           "detail": f"{name}: type {ours[name]['type']} vs {column['type']} in {reference}"})
+            checks.append(
+                {
+                    "subject": name,
+                    "passed": False,
+                    "detail": f"{name}: type {ours[name]['type']} vs {column['type']} in {reference}",
+                }
+            )
         else:
             checks.append({"subject": name, "passed": True, "detail": f"{name}: {column['type']}"})
     for name in sorted(set(ours) - set(theirs)):
         optional = not ours[name].get("required", True)
-        checks.append({"subject": name, "passed": optional,
-                       "detail": f"{name}: new {'optional' if optional else 'required'} column, not in {reference}"})
+        checks.append(
+            {
+                "subject": name,
+                "passed": optional,
+                "detail": f"{name}: new {'optional' if optional else 'required'} column, not in {reference}",
+            }
+        )
     return _gate("signature", checks)
 
 
@@ -151,8 +192,13 @@ def smoke_test_gate(outputs: list[dict[str, Any]]) -> dict[str, Any]:
             problems.append("values outside [0, 1] or not finite")
         elif not np.allclose(values.sum(axis=1), 1.0, atol=1e-6):
             problems.append("class probabilities do not sum to 1")
-        checks.append({"subject": name, "passed": not problems,
-                       "detail": f"{name}: " + ("; ".join(problems) if problems else f"{out['rows']} rows scored")})
+        checks.append(
+            {
+                "subject": name,
+                "passed": not problems,
+                "detail": f"{name}: " + ("; ".join(problems) if problems else f"{out['rows']} rows scored"),
+            }
+        )
     return _gate("smoke_test", checks)
 
 

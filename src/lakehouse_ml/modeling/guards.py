@@ -282,7 +282,9 @@ def cutoffs_problem(n_cutoffs: int, n_folds: int, test_cutoffs: int, gap_cutoffs
 # ---------------------------------------------------------------- feature variation
 
 
-def constant_features(rows: pd.DataFrame, features: Sequence[str], imputation: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def constant_features(
+    rows: pd.DataFrame, features: Sequence[str], imputation: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Features holding one value in every one of ``rows`` once the contract's imputation is applied
     (``{feature: value}``): a feature of a source that delivered nothing is 0 or imputed 0 throughout.
     A single value with NULLs left (no imputation) is not constant: whether a value is there can
@@ -298,7 +300,9 @@ def constant_features(rows: pd.DataFrame, features: Sequence[str], imputation: M
     return found
 
 
-def feature_problem(rows: pd.DataFrame, features: Sequence[str], constant: Mapping[str, Any] | None = None) -> str | None:
+def feature_problem(
+    rows: pd.DataFrame, features: Sequence[str], constant: Mapping[str, Any] | None = None
+) -> str | None:
     """Features the model would learn nothing from in ``rows`` (the rows it is fit on): all-NULL
     ones (what a lookup that matched nothing gives), and the ``constant`` ones when they must fail
     (``tuning.guards.constant_features: fail``)."""

@@ -148,7 +148,9 @@ def bucket_label(low: float, high: float | None) -> str:
     return f"{low:g}_{high:g}" if high is not None else f"{low:g}_plus"
 
 
-def slice_specs(slices: Mapping[str, Any] | None, columns: Sequence[str], setting: str = "training.slices") -> dict[str, dict[str, Any]]:
+def slice_specs(
+    slices: Mapping[str, Any] | None, columns: Sequence[str], setting: str = "training.slices"
+) -> dict[str, dict[str, Any]]:
     """The declared slices as ``{name: {"column": c[, "edges": [...]]}}``, checked against ``columns``.
 
     ``None`` or ``{}`` declares none, and a slice set to ``None`` is removed (how an environment drops
@@ -173,11 +175,16 @@ def slice_specs(slices: Mapping[str, Any] | None, columns: Sequence[str], settin
             except (TypeError, ValueError):
                 spec["edges"] = None
             if not spec["edges"] or any(b <= a for a, b in zip(spec["edges"], spec["edges"][1:])):
-                raise ValueError(f"{setting}.{name}.edges: expected a non-empty list of strictly ascending numbers, got {edges!r}")
+                raise ValueError(
+                    f"{setting}.{name}.edges: expected a non-empty list of strictly ascending numbers, got {edges!r}"
+                )
         if spec["column"] not in columns:
             logger.warning(
                 "slice %r left out: %r is not a model input here (a disabled feature table?); set %s.%s: null to say so",
-                name, spec["column"], setting, name,
+                name,
+                spec["column"],
+                setting,
+                name,
             )
             continue
         specs[str(name)] = spec

@@ -114,6 +114,8 @@ def build_model_pipeline(
 def infer_columns(train: pd.DataFrame) -> dict[str, Any]:
     """Without contracts: non-numeric columns are categorical, numeric ones median-imputed."""
     candidates = [c for c in train.columns if c not in (ENTITY, CUTOFF, LABEL)]
-    numeric = [c for c in candidates if pd.api.types.is_numeric_dtype(train[c]) and not pd.api.types.is_bool_dtype(train[c])]
+    numeric = [
+        c for c in candidates if pd.api.types.is_numeric_dtype(train[c]) and not pd.api.types.is_bool_dtype(train[c])
+    ]
     categorical = [c for c in candidates if c not in numeric and not pd.api.types.is_datetime64_any_dtype(train[c])]
     return {"numeric": numeric, "categorical": categorical, "imputation": {}}

@@ -58,7 +58,9 @@ def calibration_figure(labels: Any, scores: Any, calibration_error: float | None
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
     axes.plot(mean_score, rate, marker="o", label="model")
     counts = axes.twinx()
-    counts.bar((present + 0.5) / n_bins, [int((bins == b).sum()) for b in present], width=0.8 / n_bins, alpha=0.2, color="grey")
+    counts.bar(
+        (present + 0.5) / n_bins, [int((bins == b).sum()) for b in present], width=0.8 / n_bins, alpha=0.2, color="grey"
+    )
     counts.set_ylabel("rows per bin")
     axes.set(xlabel="mean predicted probability", ylabel="observed positive rate", xlim=(0, 1), ylim=(0, 1))
     axes.legend(loc="upper left")
@@ -75,7 +77,9 @@ def confusion_figure(counts: dict[str, int], threshold: float) -> Figure:
     totals = matrix.sum(axis=1, keepdims=True).clip(min=1)
     for (row, column), value in np.ndenumerate(matrix):
         axes.text(column, row, f"{value}\n({value / totals[row, 0]:.1%})", ha="center", va="center")
-    axes.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["predicted 0", "predicted 1"], yticklabels=["actual 0", "actual 1"])
+    axes.set(
+        xticks=[0, 1], yticks=[0, 1], xticklabels=["predicted 0", "predicted 1"], yticklabels=["actual 0", "actual 1"]
+    )
     return figure
 
 
@@ -84,7 +88,10 @@ def importance_figure(importance: dict[str, dict[str, float]], top: int = 20) ->
     ranked = sorted(importance.items(), key=lambda item: item[1]["mean"], reverse=True)[:top][::-1]
     figure, axes = _axes("Permutation importance (ROC AUC drop)", size=(7.0, 0.3 * len(ranked) + 1.5))
     axes.barh(
-        [name for name, _ in ranked], [v["mean"] for _, v in ranked], xerr=[v["std"] for _, v in ranked], color="tab:blue"
+        [name for name, _ in ranked],
+        [v["mean"] for _, v in ranked],
+        xerr=[v["std"] for _, v in ranked],
+        color="tab:blue",
     )
     axes.set_xlabel("mean decrease in ROC AUC when the feature is shuffled")
     return figure
@@ -96,12 +103,21 @@ def optuna_history_figure(trials: list[dict[str, Any]], metric: str = "mean vali
     complete = [t for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
     pruned = [t for t in trials if t["state"] == "PRUNED" and t["value"] is not None]
     axes.scatter([t["number"] for t in complete], [t["value"] for t in complete], label="complete")
-    axes.scatter([t["number"] for t in pruned], [t["value"] for t in pruned], marker="x", color="grey", label="pruned (last report)")
+    axes.scatter(
+        [t["number"] for t in pruned],
+        [t["value"] for t in pruned],
+        marker="x",
+        color="grey",
+        label="pruned (last report)",
+    )
     if complete:
         ordered = sorted(complete, key=lambda t: t["number"])
         axes.step(
-            [t["number"] for t in ordered], np.maximum.accumulate([t["value"] for t in ordered]),
-            where="post", color="red", label="best so far",
+            [t["number"] for t in ordered],
+            np.maximum.accumulate([t["value"] for t in ordered]),
+            where="post",
+            color="red",
+            label="best so far",
         )
     axes.set(xlabel="trial", ylabel=metric)
     axes.legend(loc="lower right")

@@ -60,7 +60,10 @@ def split_inputs(frame: DataFrame, inputs: Sequence[str]) -> tuple[list[str], li
 def reference_performance(scores: DataFrame, *, min_positives: int = 30, min_negatives: int = 30) -> dict[str, Any]:
     """Realized metrics of ``scores`` (columns ``probability``, ``label``) as ``{metric: {value, lower, upper, trusted}}``."""
     rows = performance_from_histogram(
-        score_histogram(scores, [], score=SCORE, label=LABEL), [], min_positives=min_positives, min_negatives=min_negatives
+        score_histogram(scores, [], score=SCORE, label=LABEL),
+        [],
+        min_positives=min_positives,
+        min_negatives=min_negatives,
     )
     realized = rows[rows["basis"] == "realized"]
     return {
@@ -68,7 +71,8 @@ def reference_performance(scores: DataFrame, *, min_positives: int = 30, min_neg
             "value": None if pd.isna(row.value) else float(row.value),
             "lower": None if pd.isna(row.lower) else float(row.lower),
             "upper": None if pd.isna(row.upper) else float(row.upper),
-            "n_rows": int(row.n_rows), "trusted": bool(row.trusted),
+            "n_rows": int(row.n_rows),
+            "trusted": bool(row.trusted),
         }
         for row in realized.itertuples()
     }
@@ -103,8 +107,13 @@ def slice_value(spec: Mapping[str, Any] | str, value: Column | None = None) -> C
 
 
 def _slice_baselines(
-    training_rows: DataFrame, test_scores: DataFrame, numeric: Sequence[str], categorical: Sequence[str],
-    threshold: float, slices: Mapping[str, Mapping[str, Any]], min_rows: int,
+    training_rows: DataFrame,
+    test_scores: DataFrame,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    threshold: float,
+    slices: Mapping[str, Mapping[str, Any]],
+    min_rows: int,
 ) -> dict[str, dict[str, Any]]:
     """Per slice and value with at least ``min_rows`` training rows and test scores: input and score profiles."""
     found: dict[str, dict[str, Any]] = {}
@@ -124,8 +133,14 @@ def _slice_baselines(
 
 
 def build_monitoring_baseline(
-    training_rows: DataFrame, inputs: Sequence[str], test_scores: DataFrame, threshold: float,
-    *, slices: Mapping[str, Mapping[str, Any]] | None = None, min_slice_rows: int = 200, min_positives: int = 30,
+    training_rows: DataFrame,
+    inputs: Sequence[str],
+    test_scores: DataFrame,
+    threshold: float,
+    *,
+    slices: Mapping[str, Mapping[str, Any]] | None = None,
+    min_slice_rows: int = 200,
+    min_positives: int = 30,
     min_negatives: int = 30,
 ) -> dict[str, Any]:
     """The baseline of one model: input profiles of ``training_rows``, score profile and reference
@@ -141,6 +156,8 @@ def build_monitoring_baseline(
         "features": {column: features[column] for column in inputs},
         "scores": score_baseline(test_scores, threshold, score_column=SCORE),
         "reference": reference_performance(test_scores, min_positives=min_positives, min_negatives=min_negatives),
-        "slices": _slice_baselines(training_rows, test_scores, numeric, categorical, threshold, slices or {}, min_slice_rows),
+        "slices": _slice_baselines(
+            training_rows, test_scores, numeric, categorical, threshold, slices or {}, min_slice_rows
+        ),
         "slice_specs": {name: dict(spec) for name, spec in (slices or {}).items()},
     }

@@ -68,13 +68,44 @@ DEFAULT_THRESHOLDS: dict[str, dict[str, float]] = {
 }
 MAIN_METRIC = {"numeric": "psi", "categorical": "js_distance"}
 DRIFT_COLUMNS = [
-    "feature", "kind", "metric", "value", "warn", "act", "status", "log_base",
-    "psi", "wasserstein", "wasserstein_norm", "js_distance", "linf", "p_value", "p_value_test",
-    "n_baseline", "n_current", "null_share_baseline", "null_share_current", "bins", "shares",
+    "feature",
+    "kind",
+    "metric",
+    "value",
+    "warn",
+    "act",
+    "status",
+    "log_base",
+    "psi",
+    "wasserstein",
+    "wasserstein_norm",
+    "js_distance",
+    "linf",
+    "p_value",
+    "p_value_test",
+    "n_baseline",
+    "n_current",
+    "null_share_baseline",
+    "null_share_current",
+    "bins",
+    "shares",
 ]
 PREDICTION_DRIFT_COLUMNS = [
-    "score_column", "metric", "psi", "warn", "act", "status", "log_base", "wasserstein_norm", "threshold",
-    "positive_rate_baseline", "positive_rate_current", "positive_rate_change", "n_baseline", "n_current", "bins",
+    "score_column",
+    "metric",
+    "psi",
+    "warn",
+    "act",
+    "status",
+    "log_base",
+    "wasserstein_norm",
+    "threshold",
+    "positive_rate_baseline",
+    "positive_rate_current",
+    "positive_rate_change",
+    "n_baseline",
+    "n_current",
+    "bins",
     "shares",
 ]
 _ROWS = ("__rows__",)
@@ -101,7 +132,11 @@ def _aggregate_by(frame: DataFrame, named: Mapping[tuple, Column], by: Sequence[
     if not by:
         return {(): _aggregate(frame, named)}
     keys = list(named)
-    rows = frame.groupBy(*[_column(c) for c in by]).agg(*[named[key].alias(f"a{i}") for i, key in enumerate(keys)]).collect()
+    rows = (
+        frame.groupBy(*[_column(c) for c in by])
+        .agg(*[named[key].alias(f"a{i}") for i, key in enumerate(keys)])
+        .collect()
+    )
     return {tuple(row[c] for c in by): {key: row[f"a{i}"] for i, key in enumerate(keys)} for row in rows}
 
 
@@ -193,7 +228,9 @@ def _numeric_values_by(
     }
 
 
-def _category_counts(frame: DataFrame, features: Sequence[str], by: Sequence[str] = ()) -> dict[tuple, dict[str, dict[str, int]]]:
+def _category_counts(
+    frame: DataFrame, features: Sequence[str], by: Sequence[str] = ()
+) -> dict[tuple, dict[str, dict[str, int]]]:
     """Per group of ``by`` and feature, the row count of every category (null as ``NULL_CATEGORY``): one group-by."""
     long = frame.select(*[_column(c) for c in by], *[_column(f).cast("string").alias(f) for f in features]).unpivot(
         list(by), list(features), "feature", "value"
@@ -204,7 +241,8 @@ def _category_counts(frame: DataFrame, features: Sequence[str], by: Sequence[str
         group = counts.setdefault(tuple(row[c] for c in by), {})
         group.setdefault(row["feature"], {})[row["value"]] = int(row["count"])
     return {
-        key: {feature: dict(sorted(found.get(feature, {}).items())) for feature in features} for key, found in counts.items()
+        key: {feature: dict(sorted(found.get(feature, {}).items())) for feature in features}
+        for key, found in counts.items()
     }
 
 
@@ -256,7 +294,7 @@ def _numeric_profiles(
             "edges": edges,
             "bin_counts": counts,
             "bin_shares": [count / rows for count in counts],
-            "quantiles": [float(q) for q in moments[(feature, "quantiles")][len(DECILES):]],
+            "quantiles": [float(q) for q in moments[(feature, "quantiles")][len(DECILES) :]],
             "values": values.get(feature),
         }
     return profiles, {key: moments[key] for key in extra}
@@ -283,7 +321,9 @@ def categorical_baseline(frame: DataFrame, features: Sequence[str]) -> dict[str,
     for feature, counts in _category_counts(frame, features)[()].items():
         rows = sum(counts.values())
         if rows == 0:
-            raise ValueError(f"categorical_baseline: feature {feature!r}: the baseline has no rows; expected at least one")
+            raise ValueError(
+                f"categorical_baseline: feature {feature!r}: the baseline has no rows; expected at least one"
+            )
         profiles[feature] = {
             "kind": "categorical",
             "count": rows,
@@ -391,7 +431,10 @@ def _numeric_current_aggregates(profiles: Mapping[str, Mapping[str, Any]]) -> di
 
 
 def _numeric_row(
-    feature: str, profile: Mapping[str, Any], aggregates: Mapping[tuple, Any], values: Sequence[float] | None,
+    feature: str,
+    profile: Mapping[str, Any],
+    aggregates: Mapping[tuple, Any],
+    values: Sequence[float] | None,
     thresholds: Mapping[str, float],
 ) -> dict[str, Any]:
     """The drift row of one numeric feature from the current window's aggregates (``values``: small windows only)."""
@@ -408,15 +451,26 @@ def _numeric_row(
     std = profile["std"]
     p_value = None if values is None else _ks_p_value(profile["values"], values)
     return {
-        "feature": feature, "kind": "numeric", "metric": "psi", "value": value, **thresholds,
-        "status": _status(value, thresholds), "log_base": LOG_BASE,
-        "psi": value, "wasserstein": w1,
+        "feature": feature,
+        "kind": "numeric",
+        "metric": "psi",
+        "value": value,
+        **thresholds,
+        "status": _status(value, thresholds),
+        "log_base": LOG_BASE,
+        "psi": value,
+        "wasserstein": w1,
         "wasserstein_norm": None if w1 is None or not std else w1 / std,
-        "js_distance": None, "linf": None,
-        "p_value": p_value, "p_value_test": "ks_2samp" if p_value is not None else None,
-        "n_baseline": profile["count"], "n_current": rows,
-        "null_share_baseline": profile["null_share"], "null_share_current": null_count / rows if rows else None,
-        "bins": len(counts) + 1, "shares": shares,
+        "js_distance": None,
+        "linf": None,
+        "p_value": p_value,
+        "p_value_test": "ks_2samp" if p_value is not None else None,
+        "n_baseline": profile["count"],
+        "n_current": rows,
+        "null_share_baseline": profile["null_share"],
+        "null_share_current": null_count / rows if rows else None,
+        "bins": len(counts) + 1,
+        "shares": shares,
     }
 
 
@@ -432,14 +486,26 @@ def _categorical_row(
     linf = float(np.max(np.abs(baseline - current))) if rows else None
     p_value = _chi2_p_value(profile["counts"], counts) if small and rows else None
     return {
-        "feature": feature, "kind": "categorical", "metric": "js_distance", "value": value, **thresholds,
-        "status": _status(value, thresholds), "log_base": LOG_BASE,
-        "psi": None, "wasserstein": None, "wasserstein_norm": None, "js_distance": value, "linf": linf,
-        "p_value": p_value, "p_value_test": "chi2_contingency" if p_value is not None else None,
-        "n_baseline": profile["count"], "n_current": rows,
+        "feature": feature,
+        "kind": "categorical",
+        "metric": "js_distance",
+        "value": value,
+        **thresholds,
+        "status": _status(value, thresholds),
+        "log_base": LOG_BASE,
+        "psi": None,
+        "wasserstein": None,
+        "wasserstein_norm": None,
+        "js_distance": value,
+        "linf": linf,
+        "p_value": p_value,
+        "p_value_test": "chi2_contingency" if p_value is not None else None,
+        "n_baseline": profile["count"],
+        "n_current": rows,
         "null_share_baseline": profile["null_share"],
         "null_share_current": counts.get(NULL_CATEGORY, 0) / rows if rows else None,
-        "bins": len(categories), "shares": {c: n / rows for c, n in counts.items()} if rows else None,
+        "bins": len(categories),
+        "shares": {c: n / rows for c, n in counts.items()} if rows else None,
     }
 
 
@@ -464,7 +530,9 @@ def feature_drift(
     categorical = {f: p for f, p in baseline_profile.items() if p["kind"] == "categorical"}
     unknown = sorted(f for f, p in baseline_profile.items() if p["kind"] not in MAIN_METRIC)
     if unknown:
-        raise ValueError(f"feature_drift: profile of {unknown} has an unknown kind; expected one of {sorted(MAIN_METRIC)}")
+        raise ValueError(
+            f"feature_drift: profile of {unknown} has an unknown kind; expected one of {sorted(MAIN_METRIC)}"
+        )
     stray = sorted(set(thresholds or {}) - set(baseline_profile))
     if stray:  # a typo in the parameters would otherwise leave a feature on the defaults unnoticed
         raise ValueError(f"feature_drift: thresholds for {stray}, which the baseline profile does not hold")
@@ -487,7 +555,10 @@ def feature_drift(
         for key, counts in _category_counts(current, list(categorical), by).items():
             rows.setdefault(key, []).extend(
                 _categorical_row(
-                    f, p, counts[f], p["count"] <= small_window_rows and sum(counts[f].values()) <= small_window_rows,
+                    f,
+                    p,
+                    counts[f],
+                    p["count"] <= small_window_rows and sum(counts[f].values()) <= small_window_rows,
                     limits[f],
                 )
                 for f, p in categorical.items()
@@ -515,7 +586,9 @@ def _positive_rate(aggregates: Mapping[tuple, Any], score_column: str) -> float 
     return int(aggregates[("__positive__",)]) / scored if scored else None
 
 
-def score_baseline(baseline_scores: DataFrame, threshold: float, *, score_column: str = "probability") -> dict[str, Any]:
+def score_baseline(
+    baseline_scores: DataFrame, threshold: float, *, score_column: str = "probability"
+) -> dict[str, Any]:
     """The profile of a baseline's scores (bins, quantiles, positive rate at ``threshold``): JSON-able,
     computed once (e.g. at evaluation, on the test window) and reused for every window."""
     profiles, baseline = _numeric_profiles(
@@ -524,7 +597,9 @@ def score_baseline(baseline_scores: DataFrame, threshold: float, *, score_column
     profile = profiles[score_column]
     scored = profile["count"] - profile["null_count"]
     return {
-        "score_column": score_column, "threshold": float(threshold), "profile": profile,
+        "score_column": score_column,
+        "threshold": float(threshold),
+        "profile": profile,
         "positive_rate": baseline[("__positive__",)] / scored if scored else None,
     }
 
@@ -565,23 +640,27 @@ def prediction_drift(
         current = grouped[key]
         row = _numeric_row(column, profile, current, None, limits)
         current_rate = _positive_rate(current, column)
-        records.append({
-            **dict(zip(by, key)),
-            "score_column": column,
-            "metric": "psi",
-            "psi": row["psi"],
-            "warn": limits["warn"],
-            "act": limits["act"],
-            "status": row["status"],
-            "log_base": LOG_BASE,
-            "wasserstein_norm": row["wasserstein_norm"],
-            "threshold": threshold,
-            "positive_rate_baseline": baseline_rate,
-            "positive_rate_current": current_rate,
-            "positive_rate_change": None if current_rate is None or baseline_rate is None else current_rate - baseline_rate,
-            "n_baseline": profile["count"],
-            "n_current": row["n_current"],
-            "bins": row["bins"],
-            "shares": row["shares"],
-        })
+        records.append(
+            {
+                **dict(zip(by, key)),
+                "score_column": column,
+                "metric": "psi",
+                "psi": row["psi"],
+                "warn": limits["warn"],
+                "act": limits["act"],
+                "status": row["status"],
+                "log_base": LOG_BASE,
+                "wasserstein_norm": row["wasserstein_norm"],
+                "threshold": threshold,
+                "positive_rate_baseline": baseline_rate,
+                "positive_rate_current": current_rate,
+                "positive_rate_change": None
+                if current_rate is None or baseline_rate is None
+                else current_rate - baseline_rate,
+                "n_baseline": profile["count"],
+                "n_current": row["n_current"],
+                "bins": row["bins"],
+                "shares": row["shares"],
+            }
+        )
     return pd.DataFrame(records, columns=[*by, *PREDICTION_DRIFT_COLUMNS])

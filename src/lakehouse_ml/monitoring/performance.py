@@ -59,7 +59,16 @@ from scipy import stats
 BIN = "bin"
 HISTOGRAM_COUNTS = ["n", "n_labeled", "positives", "score_sum", "score_sum_labeled"]
 PERFORMANCE_COLUMNS = [
-    "basis", "metric", "value", "lower", "upper", "n_rows", "positives", "negatives", "trusted", "details",
+    "basis",
+    "metric",
+    "value",
+    "lower",
+    "upper",
+    "n_rows",
+    "positives",
+    "negatives",
+    "trusted",
+    "details",
 ]
 REALIZED_METRICS = ("roc_auc", "pr_auc", "ece", "observed_rate", "mean_score")
 ESTIMATED_METRICS = ("roc_auc", "pr_auc", "expected_rate")
@@ -110,7 +119,9 @@ def score_histogram(
     _check_bins(bins, "score_histogram")
     missing = [name for name in (*by, score, label) if name not in frame.columns]
     if missing:
-        raise ValueError(f"score_histogram: column(s) {missing} not in the frame; expected among {sorted(frame.columns)}")
+        raise ValueError(
+            f"score_histogram: column(s) {missing} not in the frame; expected among {sorted(frame.columns)}"
+        )
     s = _column(score).cast("double")
     y = _column(label).cast("double")
     # Invalid scores get their own bin so that the same single aggregation can count them.
@@ -218,14 +229,26 @@ def _calibration(
 
 
 def _row(
-    basis: str, metric: str, value: float, counts: tuple[int, int, int], trusted: bool,
-    interval: tuple[float, float] | None = None, details: dict | list | None = None,
+    basis: str,
+    metric: str,
+    value: float,
+    counts: tuple[int, int, int],
+    trusted: bool,
+    interval: tuple[float, float] | None = None,
+    details: dict | list | None = None,
 ) -> dict[str, Any]:
     """One output row (without the group columns); ``counts`` = (n_rows, positives, negatives)."""
     lower, upper = interval if interval is not None else (float("nan"), float("nan"))
     return {
-        "basis": basis, "metric": metric, "value": value, "lower": lower, "upper": upper,
-        "n_rows": counts[0], "positives": counts[1], "negatives": counts[2], "trusted": trusted,
+        "basis": basis,
+        "metric": metric,
+        "value": value,
+        "lower": lower,
+        "upper": upper,
+        "n_rows": counts[0],
+        "positives": counts[1],
+        "negatives": counts[2],
+        "trusted": trusted,
         "details": None if details is None else json.dumps(details),
     }
 
@@ -252,12 +275,26 @@ def _realized_rows(
         auc_interval = (max(auc - z * se, 0.0), min(auc + z * se, 1.0))
     ece, table = _calibration(part[BIN].to_numpy(int), n, score_sum, pos, bins, calibration_bins)
     return [
-        _row("realized", "roc_auc", auc, counts, trusted, auc_interval,
-             {"interval": "hanley_mcneil", "confidence": confidence}),
+        _row(
+            "realized",
+            "roc_auc",
+            auc,
+            counts,
+            trusted,
+            auc_interval,
+            {"interval": "hanley_mcneil", "confidence": confidence},
+        ),
         _row("realized", "pr_auc", average_precision_from_counts(pos, neg), counts, trusted),
         _row("realized", "ece", ece, counts, trusted, details=table),
-        _row("realized", "observed_rate", n_pos / total, counts, trusted, wilson_interval(n_pos, total, z),
-             {"interval": "wilson", "confidence": confidence}),
+        _row(
+            "realized",
+            "observed_rate",
+            n_pos / total,
+            counts,
+            trusted,
+            wilson_interval(n_pos, total, z),
+            {"interval": "wilson", "confidence": confidence},
+        ),
         _row("realized", "mean_score", float(score_sum.sum() / total), counts, trusted),
     ]
 
@@ -275,8 +312,14 @@ def _estimated_rows(part: pd.DataFrame, minimums: tuple[int, int]) -> list[dict[
     method = {"method": "cbpe"}
     return [
         _row("estimated", "roc_auc", roc_auc_from_counts(expected_pos, expected_neg), counts, trusted, details=method),
-        _row("estimated", "pr_auc", average_precision_from_counts(expected_pos, expected_neg), counts, trusted,
-             details=method),
+        _row(
+            "estimated",
+            "pr_auc",
+            average_precision_from_counts(expected_pos, expected_neg),
+            counts,
+            trusted,
+            details=method,
+        ),
         _row("estimated", "expected_rate", float(expected_pos.sum() / total), counts, trusted, details=method),
     ]
 
@@ -303,7 +346,9 @@ def performance_from_histogram(
     _check_bins(bins, caller)
     _check_bins(calibration_bins, caller)
     if bins % calibration_bins:
-        raise ValueError(f"{caller}: calibration_bins={calibration_bins} does not divide bins={bins}; expected a divisor")
+        raise ValueError(
+            f"{caller}: calibration_bins={calibration_bins} does not divide bins={bins}; expected a divisor"
+        )
     if not 0 < confidence < 1:
         raise ValueError(f"{caller}: confidence={confidence!r}; expected a level strictly between 0 and 1")
     missing = [name for name in (*by, BIN, *HISTOGRAM_COUNTS) if name not in histogram.columns]

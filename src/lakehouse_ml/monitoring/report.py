@@ -52,8 +52,18 @@ MAIN_METRICS = tuple(MAIN_METRIC.values())
 PREDICTION_METRICS = ("positive_rate", "positive_rate_change")
 SIGNAL_COLUMNS = ("window_start", "slice", "feature", "metric", "value", "warn", "act")
 ACTION_COLUMNS = (
-    "action_id", "rule", "action", "model_name", "model_version", "window_start", "window_end",
-    "breached_windows", "considered_windows", "evidence", "mode", "status",
+    "action_id",
+    "rule",
+    "action",
+    "model_name",
+    "model_version",
+    "window_start",
+    "window_end",
+    "breached_windows",
+    "considered_windows",
+    "evidence",
+    "mode",
+    "status",
 )
 STATUS_ORDER = ("act", "warn", "untrusted", "no_data", "ok")
 FIGURES = ("drift_over_time", "score_distribution", "performance_over_time", "quality_over_time")
@@ -212,7 +222,15 @@ def _heatmap(figure: Figure, axes: Axes, values: pd.DataFrame, acts: pd.DataFram
         for (row, column), value in np.ndenumerate(data):
             if not np.isnan(value):
                 dark = value > 0.6 * top  # black text is unreadable on the darkest reds
-                axes.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
+                axes.text(
+                    column,
+                    row,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
     step = max(1, math.ceil(values.shape[1] / _WINDOW_TICKS))
     axes.set_xticks(range(0, values.shape[1], step), [f"{d:%Y-%m-%d}" for d in values.columns[::step]], rotation=30)
     axes.set_yticks(range(values.shape[0]), list(values.index))
@@ -301,29 +319,43 @@ def performance_over_time(performance: pd.DataFrame) -> Figure:
         color, suffix = f"C{index % 10}", f" [{series}]" if series else ""
         for basis, linestyle, marker in (("realized", "-", "o"), ("estimated", "--", "s")):
             points = (
-                group[group["basis"] == basis]
-                .drop_duplicates("window_start", keep="last")
-                .sort_values("window_start")
+                group[group["basis"] == basis].drop_duplicates("window_start", keep="last").sort_values("window_start")
             )
             if points.empty:
                 continue
             x = points["window_start"].to_numpy()
             axes.plot(x, points["value"].to_numpy(), linestyle=linestyle, color=color, label=f"{basis}{suffix}")
-            if basis == "realized" and {"lower", "upper"} <= set(points.columns) and points[["lower", "upper"]].notna().any().all():
+            if (
+                basis == "realized"
+                and {"lower", "upper"} <= set(points.columns)
+                and points[["lower", "upper"]].notna().any().all()
+            ):
                 axes.fill_between(
-                    x, points["lower"].to_numpy(), points["upper"].to_numpy(),
-                    color=color, alpha=0.2, label=f"realized lower-upper{suffix}",
+                    x,
+                    points["lower"].to_numpy(),
+                    points["upper"].to_numpy(),
+                    color=color,
+                    alpha=0.2,
+                    label=f"realized lower-upper{suffix}",
                 )
             trusted, untrusted = points[~points["untrusted"]], points[points["untrusted"]]
             if not trusted.empty:
                 axes.plot(
-                    trusted["window_start"].to_numpy(), trusted["value"].to_numpy(),
-                    linestyle="none", marker=marker, color=color, label="_nolegend_",
+                    trusted["window_start"].to_numpy(),
+                    trusted["value"].to_numpy(),
+                    linestyle="none",
+                    marker=marker,
+                    color=color,
+                    label="_nolegend_",
                 )
             if not untrusted.empty:
                 axes.plot(
-                    untrusted["window_start"].to_numpy(), untrusted["value"].to_numpy(),
-                    linestyle="none", marker=marker, markerfacecolor="none", markeredgecolor=color,
+                    untrusted["window_start"].to_numpy(),
+                    untrusted["value"].to_numpy(),
+                    linestyle="none",
+                    marker=marker,
+                    markerfacecolor="none",
+                    markeredgecolor=color,
                     label="_nolegend_" if hollow_labelled else "untrusted (hollow)",
                 )
                 hollow_labelled = True
@@ -358,7 +390,7 @@ def quality_over_time(quality: pd.DataFrame, *, top: int = 8) -> Figure:
         shown = order[:top]
         _lines(axes, part, shown)
         axes.set_title(metric if len(shown) == len(order) else f"{metric} (top {len(shown)} of {len(order)})")
-    for axes in panels[len(metrics):]:
+    for axes in panels[len(metrics) :]:
         figure.delaxes(axes)
     figure.suptitle(title)
     return figure
@@ -426,7 +458,16 @@ def _actions_html(actions: pd.DataFrame) -> str:
         return "<p>No action fired.</p>"
     extra = [c for c in ("blocked_reason", "description") if c in actions.columns]
     header = [
-        "rule", "action", "model", "window", "breached", "mode", "status", *extra, "evidence", "action_id",
+        "rule",
+        "action",
+        "model",
+        "window",
+        "breached",
+        "mode",
+        "status",
+        *extra,
+        "evidence",
+        "action_id",
     ]
     body = []
     for row in actions.to_dict("records"):

@@ -77,13 +77,34 @@ RULE_DEFAULTS: dict[str, Any] = {
 REQUIRED_RULE_KEYS = ("name", "action", "table", "metrics")
 RULE_KEYS = (*REQUIRED_RULE_KEYS, *RULE_DEFAULTS)
 SIGNAL_COLUMNS = (
-    "table", "window_start", "window_end", "source", "model_name", "model_version", "slice", "slice_value",
-    "feature", "metric", "value", "warn", "act", "status",
+    "table",
+    "window_start",
+    "window_end",
+    "source",
+    "model_name",
+    "model_version",
+    "slice",
+    "slice_value",
+    "feature",
+    "metric",
+    "value",
+    "warn",
+    "act",
+    "status",
 )
 EVIDENCE_FIELDS = ("feature", "slice", "slice_value", "source", "metric", "value", "warn", "act", "status")
 FIRED_COLUMNS = [
-    "action_id", "rule", "action", "model_name", "model_version", "window_start", "window_end",
-    "breached_windows", "considered_windows", "evidence", "description",
+    "action_id",
+    "rule",
+    "action",
+    "model_name",
+    "model_version",
+    "window_start",
+    "window_end",
+    "breached_windows",
+    "considered_windows",
+    "evidence",
+    "description",
 ]
 RESOLVED_COLUMNS = [*FIRED_COLUMNS, "mode", "status", "blocked_reason"]
 _WINDOW = ["window_start", "window_end"]
@@ -246,9 +267,7 @@ def _promotion_day(promotions: Mapping[str, Any] | None, model_name: str, model_
     try:
         return pd.Timestamp(when).date()
     except (ValueError, TypeError) as error:
-        raise ValueError(
-            f"promotions[{model_name}/{model_version}] is {when!r}; expected a datetime"
-        ) from error
+        raise ValueError(f"promotions[{model_name}/{model_version}] is {when!r}; expected a datetime") from error
 
 
 def _windows(rows: pd.DataFrame, promoted: date | None, within_days: int | None) -> list[tuple[date, date]]:
@@ -301,12 +320,14 @@ def _evidence(breaching: pd.DataFrame, windows: Sequence[tuple[date, date]]) -> 
     items = []
     for start, end in windows:
         rows = breaching[(breaching["window_start"] == start) & (breaching["window_end"] == end)]
-        items.append({
-            "window_start": start.isoformat(),
-            "window_end": end.isoformat(),
-            "breaching_rows": len(rows),
-            "rows": _worst_rows(rows),
-        })
+        items.append(
+            {
+                "window_start": start.isoformat(),
+                "window_end": end.isoformat(),
+                "breaching_rows": len(rows),
+                "rows": _worst_rows(rows),
+            }
+        )
     return json.dumps(items)
 
 
@@ -317,7 +338,7 @@ def action_id(rule: str, model_name: str, model_version: str, window_end: date) 
 
 def _fire(rule: Mapping[str, Any], rows: pd.DataFrame, promoted: date | None) -> dict[str, Any] | None:
     """The firing of one rule for one model version's rows of the rule's table, or None."""
-    considered = _windows(rows, promoted, rule["within_days_of_promotion"])[-rule["of_last"]:]
+    considered = _windows(rows, promoted, rule["within_days_of_promotion"])[-rule["of_last"] :]
     if not considered:
         return None
     breaching = rows[_matches(rows, rule) & _breaches(rows, rule["level"])]
@@ -389,9 +410,8 @@ def _blocked_retrains(frame: pd.DataFrame) -> dict[int, str]:
     for index, row in frame[frame["action"] == "retrain"].iterrows():
         rules = upstream.get((row["model_name"], row["model_version"]))
         if rules:
-            reasons[index] = (
-                "retraining waits until the upstream data is fixed: "
-                + ", ".join(f"rule {name} fired" for name in rules)
+            reasons[index] = "retraining waits until the upstream data is fixed: " + ", ".join(
+                f"rule {name} fired" for name in rules
             )
     return reasons
 

@@ -112,7 +112,9 @@ class RedisOnlineStore(OnlineStore):
     ) -> None:
         parts = urlsplit(str(url))
         if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-            raise OnlineStoreError(f"online store of type redis: url must be redis://host:port/db, got {parts.scheme}://…; check {_SETTINGS}")
+            raise OnlineStoreError(
+                f"online store of type redis: url must be redis://host:port/db, got {parts.scheme}://…; check {_SETTINGS}"
+            )
         if parts.password:
             raise OnlineStoreError(
                 f"online store redis://{parts.hostname}:{parts.port or 6379}{parts.path}: a password in the url is refused; "
@@ -124,8 +126,12 @@ class RedisOnlineStore(OnlineStore):
         # Retries only on a dropped connection (a server restart); a server that is down fails
         # within about socket_timeout per attempt.
         self._client = redis.Redis.from_url(
-            str(url), password=password, username=username or parts.username, socket_timeout=float(socket_timeout),
-            socket_connect_timeout=float(socket_timeout), retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), int(retries)),
+            str(url),
+            password=password,
+            username=username or parts.username,
+            socket_timeout=float(socket_timeout),
+            socket_connect_timeout=float(socket_timeout),
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), int(retries)),
         )
         with self._errors("connecting"):
             self._client.ping()
@@ -145,14 +151,18 @@ class RedisOnlineStore(OnlineStore):
         try:
             yield
         except redis.AuthenticationError as error:
-            raise OnlineStoreError(f"online store {self._where}: authentication failed while {doing} ({error}); check {_CREDENTIALS}") from None
+            raise OnlineStoreError(
+                f"online store {self._where}: authentication failed while {doing} ({error}); check {_CREDENTIALS}"
+            ) from None
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise OnlineStoreError(
                 f"online store {self._where}: cannot reach the server while {doing} ({type(error).__name__}: {error}); check {_SETTINGS}"
             ) from None
         except redis.ResponseError as error:
             if "NOAUTH" in str(error) or "WRONGPASS" in str(error):
-                raise OnlineStoreError(f"online store {self._where}: authentication failed while {doing} ({error}); check {_CREDENTIALS}") from None
+                raise OnlineStoreError(
+                    f"online store {self._where}: authentication failed while {doing} ({error}); check {_CREDENTIALS}"
+                ) from None
             raise
 
     # -------------------------------------------------------- keys
@@ -225,7 +235,12 @@ class RedisOnlineStore(OnlineStore):
             keys, hashes = pipe.execute()
         decoded = {k.decode(): v.decode() for k, v in hashes.items()}
         names = [k.decode() for k in keys]
-        return pd.DataFrame({_KEY_COLUMN: pd.Series(names, dtype=object), ROW_HASH: pd.Series([decoded.get(k) for k in names], dtype=object)})
+        return pd.DataFrame(
+            {
+                _KEY_COLUMN: pd.Series(names, dtype=object),
+                ROW_HASH: pd.Series([decoded.get(k) for k in names], dtype=object),
+            }
+        )
 
     # -------------------------------------------------------- writes
 
@@ -251,13 +266,19 @@ class RedisOnlineStore(OnlineStore):
         """See :meth:`OnlineStore.publish`: the recorded states are read under the publish lock,
         every write is queued in one MULTI/EXEC (all applied or none)."""
         arrows = {
-            checked_name(table): None if update.get("rows") is None else pa.Table.from_pandas(update["rows"], preserve_index=False)
+            checked_name(table): None
+            if update.get("rows") is None
+            else pa.Table.from_pandas(update["rows"], preserve_index=False)
             for table, update in updates.items()
         }
         with self._errors("publishing"):
-            lock = self._client.lock(f"{self._ns}:publish", timeout=self._lock_timeout, blocking_timeout=self._lock_timeout)
+            lock = self._client.lock(
+                f"{self._ns}:publish", timeout=self._lock_timeout, blocking_timeout=self._lock_timeout
+            )
             if not lock.acquire():
-                raise OnlineStoreError(f"online store {self._where}: another publish held the lock for {self._lock_timeout:.0f} s")
+                raise OnlineStoreError(
+                    f"online store {self._where}: another publish held the lock for {self._lock_timeout:.0f} s"
+                )
             try:
                 return self._publish(updates, arrows, lock)
             finally:
@@ -267,7 +288,10 @@ class RedisOnlineStore(OnlineStore):
                     pass  # expired or unreachable: it lapses after lock_timeout_s; the publish's own error is what counts
 
     def _publish(
-        self, updates: dict[str, dict[str, Any]], arrows: dict[str, pa.Table | None], lock: redis.lock.Lock,
+        self,
+        updates: dict[str, dict[str, Any]],
+        arrows: dict[str, pa.Table | None],
+        lock: redis.lock.Lock,
     ) -> dict[str, dict[str, int]]:
         states = self._states(list(updates))
         published = datetime.now(timezone.utc)
@@ -293,7 +317,10 @@ class RedisOnlineStore(OnlineStore):
                 "and lost its lock; nothing was applied (raise lock_timeout_s for publishes this large)"
             )
         results = pipe.execute() if len(pipe) else []
-        return {table: {"upserted": written, "deleted": 0 if index is None else int(results[index])} for table, (written, index) in replies.items()}
+        return {
+            table: {"upserted": written, "deleted": 0 if index is None else int(results[index])}
+            for table, (written, index) in replies.items()
+        }
 
     def _queue_upsert(
         self,
@@ -306,7 +333,11 @@ class RedisOnlineStore(OnlineStore):
     ) -> int | None:
         """Queue one table's rows, hashes and state; the rows written, None if nothing is."""
         plan = publish_plan(
-            table, arrow, state, source_version=update["source_version"], key_columns=update.get("key_columns"),
+            table,
+            arrow,
+            state,
+            source_version=update["source_version"],
+            key_columns=update.get("key_columns"),
             contract_hash=update.get("contract_hash"),
         )
         if plan is None:
@@ -316,8 +347,14 @@ class RedisOnlineStore(OnlineStore):
         if len(arrow):
             store_keys = publish_keys(table, arrow, keys)
             # Columns not in the rows (no longer served) become null: the whole row is replaced.
-            columns = [_json_values(arrow.column(f.name), f.type) if f.name in arrow.column_names else [None] * len(arrow) for f in schema]
-            encoded = {key: json.dumps([version, stamp, *values], separators=(",", ":")) for key, *values in zip(store_keys, *columns)}
+            columns = [
+                _json_values(arrow.column(f.name), f.type) if f.name in arrow.column_names else [None] * len(arrow)
+                for f in schema
+            ]
+            encoded = {
+                key: json.dumps([version, stamp, *values], separators=(",", ":"))
+                for key, *values in zip(store_keys, *columns)
+            }
             pipe.hset(self._rows_key(table), mapping=encoded)
             hashes = arrow.column(ROW_HASH).to_pylist() if ROW_HASH in arrow.column_names else [None] * len(arrow)
             given = {key: h for key, h in zip(store_keys, hashes) if h is not None}
@@ -327,17 +364,23 @@ class RedisOnlineStore(OnlineStore):
                 pipe.hdel(self._hashes_key(table), *(key for key in store_keys if key not in given))
         contract_hash, as_of = update.get("contract_hash"), update.get("as_of")
         recorded = {
-            "source_version": version, "published_at": stamp,
+            "source_version": version,
+            "published_at": stamp,
             "contract_hash": contract_hash if contract_hash is not None else (state or {}).get("contract_hash"),
-            "as_of": micros_from_utc(as_of) if as_of is not None else None, "key_columns": keys,
+            "as_of": micros_from_utc(as_of) if as_of is not None else None,
+            "key_columns": keys,
         }
-        pipe.hset(self._meta_key(table), mapping={"state": json.dumps(recorded), "schema": schema.serialize().to_pybytes()})
+        pipe.hset(
+            self._meta_key(table), mapping={"state": json.dumps(recorded), "schema": schema.serialize().to_pybytes()}
+        )
         pipe.sadd(self._tables_key(), table)
         return len(arrow)
 
     # -------------------------------------------------------- reads
 
-    def _snapshot(self, requests: dict[str, list[str]]) -> dict[str, tuple[bytes | None, bytes | None, list[bytes | None]]]:
+    def _snapshot(
+        self, requests: dict[str, list[str]]
+    ) -> dict[str, tuple[bytes | None, bytes | None, list[bytes | None]]]:
         """Per table its schema blob, its state and the stored rows of ``keys`` (in order), from one MULTI/EXEC."""
         with self._errors("reading rows"):
             pipe = self._client.pipeline(transaction=True)
@@ -365,7 +408,10 @@ class RedisOnlineStore(OnlineStore):
             decoders = [(f.name, _decoder(f.type)) for f in schema]
             for key, stored in zip((k for k, raw in zip(keys, rows) if raw is not None), _decoded(rows)):
                 version, stamp, *values = stored
-                row = {name: None if i >= len(values) or values[i] is None else decode(values[i]) for i, (name, decode) in enumerate(decoders)}
+                row = {
+                    name: None if i >= len(values) or values[i] is None else decode(values[i])
+                    for i, (name, decode) in enumerate(decoders)
+                }
                 row[SOURCE_VERSION], row[PUBLISHED_AT] = version, utc_from_micros(stamp)
                 found[table][str(key)] = row
         return found
@@ -400,4 +446,3 @@ class RedisOnlineStore(OnlineStore):
     def close(self) -> None:
         """Close the connection pool."""
         self._client.close()
-

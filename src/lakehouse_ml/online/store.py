@@ -145,9 +145,17 @@ class OnlineStore(abc.ABC):
         this default (table by table, for stores that cannot do better), which is not atomic."""
         counts = {}
         for table, update in updates.items():
-            written = 0 if update.get("rows") is None else self.upsert(
-                table, update["rows"], source_version=update["source_version"], key_columns=update.get("key_columns"),
-                contract_hash=update.get("contract_hash"), as_of=update.get("as_of"),
+            written = (
+                0
+                if update.get("rows") is None
+                else self.upsert(
+                    table,
+                    update["rows"],
+                    source_version=update["source_version"],
+                    key_columns=update.get("key_columns"),
+                    contract_hash=update.get("contract_hash"),
+                    as_of=update.get("as_of"),
+                )
             )
             counts[table] = {"upserted": written, "deleted": self.delete(table, list(update.get("deleted") or []))}
         return counts
@@ -173,18 +181,35 @@ class OnlineStore(abc.ABC):
 
 
 def upsert_by_publish(
-    store: OnlineStore, table: str, rows: pd.DataFrame, source_version: int,
-    key_columns: list[str] | None, contract_hash: str | None, as_of: datetime | None,
+    store: OnlineStore,
+    table: str,
+    rows: pd.DataFrame,
+    source_version: int,
+    key_columns: list[str] | None,
+    contract_hash: str | None,
+    as_of: datetime | None,
 ) -> int:
     """``upsert`` for a store whose ``publish`` is the one write path: a publish of one table."""
-    update = {"rows": rows, "source_version": source_version, "key_columns": key_columns,
-              "contract_hash": contract_hash, "as_of": as_of}
+    update = {
+        "rows": rows,
+        "source_version": source_version,
+        "key_columns": key_columns,
+        "contract_hash": contract_hash,
+        "as_of": as_of,
+    }
     return store.publish({table: update})[table]["upserted"]
 
 
 def read_schema(schema: pa.Schema) -> pa.Schema:
     """The columns :meth:`OnlineStore.read` returns for a table stored with ``schema``."""
-    return pa.schema([*schema, pa.field(SOURCE_VERSION, pa.int64()), pa.field(PUBLISHED_AT, _UTC_MICROS), pa.field(FOUND, pa.bool_())])
+    return pa.schema(
+        [
+            *schema,
+            pa.field(SOURCE_VERSION, pa.int64()),
+            pa.field(PUBLISHED_AT, _UTC_MICROS),
+            pa.field(FOUND, pa.bool_()),
+        ]
+    )
 
 
 def with_as_of(table: pa.Table, as_of: datetime | None) -> pa.Table:
@@ -208,7 +233,9 @@ def rows_table(schema: pa.Schema | None, rows: list[dict[str, Any] | None]) -> p
     if schema is None:
         return not_found_table(len(rows))
     target = read_schema(schema)
-    columns = [pa.array([None if row is None else row.get(f.name) for row in rows], f.type) for f in target if f.name != FOUND]
+    columns = [
+        pa.array([None if row is None else row.get(f.name) for row in rows], f.type) for f in target if f.name != FOUND
+    ]
     return pa.Table.from_arrays([*columns, pa.array([row is not None for row in rows], pa.bool_())], schema=target)
 
 
@@ -216,8 +243,12 @@ def supported(table: str, schema: pa.Schema) -> pa.Schema:
     """``schema`` if every column has a type the stores keep (numbers, booleans, strings, timestamps)."""
     for field in schema:
         if not (
-            pa.types.is_floating(field.type) or pa.types.is_integer(field.type) or pa.types.is_boolean(field.type)
-            or pa.types.is_timestamp(field.type) or pa.types.is_string(field.type) or pa.types.is_null(field.type)
+            pa.types.is_floating(field.type)
+            or pa.types.is_integer(field.type)
+            or pa.types.is_boolean(field.type)
+            or pa.types.is_timestamp(field.type)
+            or pa.types.is_string(field.type)
+            or pa.types.is_null(field.type)
         ):
             raise OnlineStoreError(
                 f"online store table '{table}': column {field.name}: Arrow type {field.type} is not supported "
@@ -267,9 +298,13 @@ def publish_plan(
         raise OnlineStoreError(f"online store table '{table}': key_columns are needed on its first publish")
     missing = [k for k in keys if k not in arrow.column_names]
     if missing and len(arrow):
-        raise OnlineStoreError(f"online store table '{table}': rows lack key column(s) {missing}; they have {arrow.column_names}")
-    unchanged = recorded is not None and recorded["source_version"] == source_version and (
-        contract_hash is None or recorded["contract_hash"] == contract_hash
+        raise OnlineStoreError(
+            f"online store table '{table}': rows lack key column(s) {missing}; they have {arrow.column_names}"
+        )
+    unchanged = (
+        recorded is not None
+        and recorded["source_version"] == source_version
+        and (contract_hash is None or recorded["contract_hash"] == contract_hash)
     )
     if len(arrow) == 0 and unchanged:
         return None
@@ -297,7 +332,9 @@ def _sql_type(data_type: pa.DataType) -> str:
         return "INTEGER"
     if pa.types.is_string(data_type) or pa.types.is_large_string(data_type) or pa.types.is_null(data_type):
         return "TEXT"
-    raise OnlineStoreError(f"online store: Arrow type {data_type} is not supported (numbers, booleans, strings, timestamps)")
+    raise OnlineStoreError(
+        f"online store: Arrow type {data_type} is not supported (numbers, booleans, strings, timestamps)"
+    )
 
 
 def _normalised(data_type: pa.DataType) -> pa.DataType:
@@ -402,7 +439,9 @@ class SQLiteOnlineStore(OnlineStore):
         connection = getattr(self._local, "connection", None)
         if connection is None:
             # One connection per thread; check_same_thread=False only so close() can close them all.
-            connection = sqlite3.connect(self._path, timeout=self._timeout / 1000, isolation_level=None, check_same_thread=False)
+            connection = sqlite3.connect(
+                self._path, timeout=self._timeout / 1000, isolation_level=None, check_same_thread=False
+            )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(f"PRAGMA busy_timeout={int(self._timeout)}")
             connection.execute("PRAGMA synchronous=NORMAL")
@@ -498,20 +537,29 @@ class SQLiteOnlineStore(OnlineStore):
         """See :meth:`OnlineStore.publish`: one write transaction over every table (readers keep
         their snapshot until it commits; an error rolls all of it back)."""
         arrows = {
-            checked_name(table): None if update.get("rows") is None else pa.Table.from_pandas(update["rows"], preserve_index=False)
+            checked_name(table): None
+            if update.get("rows") is None
+            else pa.Table.from_pandas(update["rows"], preserve_index=False)
             for table, update in updates.items()
         }
         counts = {}
         with self._transaction() as connection:
             for table, update in updates.items():
                 written = 0 if arrows[table] is None else self._upsert(connection, table, arrows[table], update)
-                counts[table] = {"upserted": written, "deleted": self._delete(connection, table, list(update.get("deleted") or []))}
+                counts[table] = {
+                    "upserted": written,
+                    "deleted": self._delete(connection, table, list(update.get("deleted") or [])),
+                }
         return counts
 
     def _upsert(self, connection: sqlite3.Connection, table: str, arrow: pa.Table, update: dict[str, Any]) -> int:
         meta = self._meta(connection, table)
         plan = publish_plan(
-            table, arrow, meta, source_version=update["source_version"], key_columns=update.get("key_columns"),
+            table,
+            arrow,
+            meta,
+            source_version=update["source_version"],
+            key_columns=update.get("key_columns"),
             contract_hash=update.get("contract_hash"),
         )
         if plan is None:
@@ -519,16 +567,24 @@ class SQLiteOnlineStore(OnlineStore):
         keys, schema = plan
         self._ensure_table(connection, table, schema)
         published = datetime.now(timezone.utc)
-        written = self._write_rows(connection, table, arrow, keys, schema, update["source_version"], published) if len(arrow) else 0
+        written = (
+            self._write_rows(connection, table, arrow, keys, schema, update["source_version"], published)
+            if len(arrow)
+            else 0
+        )
         count = connection.execute(f"SELECT COUNT(*) FROM {_ident(table)}").fetchone()[0]
         contract_hash, as_of = update.get("contract_hash"), update.get("as_of")
         connection.execute(
             f"INSERT OR REPLACE INTO {_META} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                table, int(update["source_version"]), micros_from_utc(published), count,
+                table,
+                int(update["source_version"]),
+                micros_from_utc(published),
+                count,
                 contract_hash if contract_hash is not None else (meta or {}).get("contract_hash"),
                 micros_from_utc(as_of) if as_of is not None else None,
-                json.dumps(keys), _serialised(schema),
+                json.dumps(keys),
+                _serialised(schema),
             ),
         )
         return written
@@ -541,7 +597,9 @@ class SQLiteOnlineStore(OnlineStore):
         existing = {row[1] for row in connection.execute(f"PRAGMA table_info({_ident(table)})")}
         for field in schema:
             if field.name not in existing:  # a newly served feature
-                connection.execute(f"ALTER TABLE {_ident(table)} ADD COLUMN {_ident(field.name)} {_sql_type(field.type)}")
+                connection.execute(
+                    f"ALTER TABLE {_ident(table)} ADD COLUMN {_ident(field.name)} {_sql_type(field.type)}"
+                )
 
     @staticmethod
     def _write_rows(
@@ -566,7 +624,10 @@ class SQLiteOnlineStore(OnlineStore):
         )
         connection.executemany(
             statement,
-            ((key, *row, row_hash, int(source_version), stamp) for key, row_hash, *row in zip(store_keys, hashes, *values)),
+            (
+                (key, *row, row_hash, int(source_version), stamp)
+                for key, row_hash, *row in zip(store_keys, hashes, *values)
+            ),
         )
         return len(store_keys)
 
@@ -596,7 +657,9 @@ class SQLiteOnlineStore(OnlineStore):
     def read(self, requests: dict[str, list[str]]) -> dict[str, pa.Table]:
         """See :meth:`OnlineStore.read`: one read snapshot; SQL rows go to Arrow column by column."""
         with self._transaction("DEFERRED") as connection:
-            return {table: self._read_columns(connection, checked_name(table), keys) for table, keys in requests.items()}
+            return {
+                table: self._read_columns(connection, checked_name(table), keys) for table, keys in requests.items()
+            }
 
     def _read_columns(self, connection: sqlite3.Connection, table: str, keys: list[str]) -> pa.Table:
         meta = self._meta(connection, table)
@@ -611,7 +674,8 @@ class SQLiteOnlineStore(OnlineStore):
             chunk = unique[start : start + _CHUNK]
             fetched += connection.execute(
                 f"SELECT {_KEY}, {', '.join(_ident(n) for n in names)} FROM {_ident(table)} "
-                f"WHERE {_KEY} IN ({', '.join('?' * len(chunk))})", chunk,
+                f"WHERE {_KEY} IN ({', '.join('?' * len(chunk))})",
+                chunk,
             ).fetchall()
         columns = list(zip(*fetched)) if fetched else [()] * (len(names) + 1)
         position = {key: i for i, key in enumerate(columns[0])}
@@ -662,7 +726,9 @@ def open_online_store(config: dict[str, Any]) -> OnlineStore:
     :class:`~lakehouse_ml.online.redis_store.RedisOnlineStore`) or ``{"type": "<module>.<Class>",
     **kwargs}`` (any :class:`OnlineStore` subclass)."""
     if not isinstance(config, dict) or not config.get("type"):
-        raise OnlineStoreError(f"online store configuration needs a 'type' (sqlite, redis or <module>.<Class>), got {config!r}")
+        raise OnlineStoreError(
+            f"online store configuration needs a 'type' (sqlite, redis or <module>.<Class>), got {config!r}"
+        )
     # A null option is one not given: an environment clears a base option (a SQLite path) with null.
     options = {k: v for k, v in config.items() if k != "type" and v is not None}
     kind = str(config["type"])
@@ -682,5 +748,7 @@ def open_online_store(config: dict[str, Any]) -> OnlineStore:
     except (ImportError, AttributeError) as error:
         raise OnlineStoreError(f"online store type {kind!r}: cannot import it ({error})") from None
     if not (isinstance(cls, type) and issubclass(cls, OnlineStore)):
-        raise OnlineStoreError(f"online store type {kind!r} must be 'sqlite', 'redis' or an OnlineStore subclass as <module>.<Class>")
+        raise OnlineStoreError(
+            f"online store type {kind!r} must be 'sqlite', 'redis' or an OnlineStore subclass as <module>.<Class>"
+        )
     return cls(**options)

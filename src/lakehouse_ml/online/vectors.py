@@ -92,7 +92,12 @@ class OnlineFeatureLookup:
 
     @classmethod
     def from_params(
-        cls, store: OnlineStore, feature_tables: dict, lookups: dict, on_demand_features: dict | None = None, **options: Any
+        cls,
+        store: OnlineStore,
+        feature_tables: dict,
+        lookups: dict,
+        on_demand_features: dict | None = None,
+        **options: Any,
     ) -> OnlineFeatureLookup:
         """From the raw parameters ``feature_tables`` and ``on_demand_features`` and the resolved
         lookups (``features.tables.resolve_lookups``)."""
@@ -124,7 +129,9 @@ class OnlineFeatureLookup:
         if at is None:
             published = [as_of for rows in stored.values() if (as_of := read_as_of(rows)) is not None]
             if not published:
-                raise NotPublishedError(f"online store {self.store.describe()}: no table of {sorted(stored)} has been published with an as-of")
+                raise NotPublishedError(
+                    f"online store {self.store.describe()}: no table of {sorted(stored)} has been published with an as-of"
+                )
             at = max(published)
         values: dict[str, pa.Array] = {}
         problems: dict[str, list[str]] = {customer: [] for customer in ids}
@@ -204,7 +211,8 @@ class OnlineFeatureLookup:
         last = self._last_checks  # one read: another thread may replace it meanwhile
         if last is None or last[0] != key:
             rules = [
-                rule for rule in table_rules(self.contracts, inputs, self.rules, at, self.on_demand)
+                rule
+                for rule in table_rules(self.contracts, inputs, self.rules, at, self.on_demand)
                 if rule.numeric_column is None or _numeric(schema.field(rule.numeric_column).type)
             ]
             last = (key, (rules, Batched({str(n): rule.breaks for n, rule in enumerate(rules)}, schema)))
@@ -212,7 +220,12 @@ class OnlineFeatureLookup:
         return last[1]
 
     def _judge(
-        self, ids: list[str], at: datetime, inputs: list[str], values: dict[str, pa.Array], problems: dict[str, list[str]]
+        self,
+        ids: list[str],
+        at: datetime,
+        inputs: list[str],
+        values: dict[str, pa.Array],
+        problems: dict[str, list[str]],
     ) -> None:
         """Append, per customer, the reasons batch inference's ``rejection_reasons`` gives: the same
         rules (on-demand features' too), evaluated with Arrow over the looked-up columns."""

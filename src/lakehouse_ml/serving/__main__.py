@@ -22,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, load the settings and run uvicorn until interrupted."""
     parser = argparse.ArgumentParser(prog="python -m lakehouse_ml.serving", description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="local", help="Kedro environment (default: local)")
-    parser.add_argument("--conf-source", default=None, help="configuration folder (default: the project's conf/), as kedro's --conf-source")
+    parser.add_argument(
+        "--conf-source",
+        default=None,
+        help="configuration folder (default: the project's conf/), as kedro's --conf-source",
+    )
     parser.add_argument("--host", default=None, help="bind address (default: serving.host)")
     parser.add_argument("--port", type=int, default=None, help="port (default: serving.port)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -45,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     if settings.registry_uri:
         mlflow.set_registry_uri(settings.registry_uri)
     uvicorn.run(
-        create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
-        log_level=args.log_level, access_log=False,  # our request log carries the request id and versions
+        create_app(settings),
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_level=args.log_level,
+        access_log=False,  # our request log carries the request id and versions
     )
     return 0
 

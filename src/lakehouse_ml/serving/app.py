@@ -35,8 +35,25 @@ from lakehouse_ml.serving.scoring import ScoringService
 
 logger = logging.getLogger("lakehouse_ml.serving.requests")
 
-ENDPOINTS = {"/v1/score", "/v1/score/customers", "/admin/reload", "/admin/traffic", "/health", "/ready", "/version", "/metrics"}
-_ERROR_CLASSES = {400: "invalid_json", 401: "auth", 404: "not_found", 405: "method", 413: "too_large", 422: "validation", 503: "unavailable"}
+ENDPOINTS = {
+    "/v1/score",
+    "/v1/score/customers",
+    "/admin/reload",
+    "/admin/traffic",
+    "/health",
+    "/ready",
+    "/version",
+    "/metrics",
+}
+_ERROR_CLASSES = {
+    400: "invalid_json",
+    401: "auth",
+    404: "not_found",
+    405: "method",
+    413: "too_large",
+    422: "validation",
+    503: "unavailable",
+}
 _REQUEST_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -100,11 +117,18 @@ class RequestContext:
         self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
         self.metrics.latency.labels(endpoint=endpoint).observe(elapsed)
         if status >= 400:
-            self.metrics.errors.labels(endpoint=endpoint, error_class=_ERROR_CLASSES.get(status, "internal" if status >= 500 else "client")).inc()
+            self.metrics.errors.labels(
+                endpoint=endpoint, error_class=_ERROR_CLASSES.get(status, "internal" if status >= 500 else "client")
+            ).inc()
         if endpoint.startswith(("/v1/", "/admin/")) or status >= 400:
             logger.info(
-                "request %s %s %d rows=%s versions=%s %.2f ms", context["request_id"], endpoint, status,
-                context.get("rows", 0), context.get("versions", "-"), elapsed * 1000,
+                "request %s %s %d rows=%s versions=%s %.2f ms",
+                context["request_id"],
+                endpoint,
+                status,
+                context.get("rows", 0),
+                context.get("versions", "-"),
+                elapsed * 1000,
             )
 
 
@@ -137,12 +161,18 @@ def create_app(settings: ServingSettings) -> FastAPI:
     def context(request: Request) -> dict[str, Any]:
         return request.scope.get("state", {}).get("context") or {"request_id": uuid.uuid4().hex}
 
-    def error(request: Request, status: int, errors: list[dict[str, Any]], headers: dict[str, str] | None = None) -> Response:
+    def error(
+        request: Request, status: int, errors: list[dict[str, Any]], headers: dict[str, str] | None = None
+    ) -> Response:
         return _json({"errors": errors, "request_id": context(request)["request_id"]}, status, headers)
 
     def too_large(got: Any) -> ApiProblem:
         # Connection: close: the server then stops receiving the rest of the body instead of draining it.
-        return ApiProblem(413, [problem("body", "too_large", f"at most {settings.max_body_bytes} bytes", got)], {"Connection": "close"})
+        return ApiProblem(
+            413,
+            [problem("body", "too_large", f"at most {settings.max_body_bytes} bytes", got)],
+            {"Connection": "close"},
+        )
 
     def authorize(request: Request) -> None:
         if settings.token is None:
@@ -150,7 +180,11 @@ def create_app(settings: ServingSettings) -> FastAPI:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.token.encode()):
             got = "missing" if not scheme else "an invalid token"
-            raise ApiProblem(401, [problem("Authorization", "auth", "header 'Authorization: Bearer <token>'", got)], {"WWW-Authenticate": "Bearer"})
+            raise ApiProblem(
+                401,
+                [problem("Authorization", "auth", "header 'Authorization: Bearer <token>'", got)],
+                {"WWW-Authenticate": "Bearer"},
+            )
 
     async def body(request: Request) -> bytes:
         """The body, read chunk by chunk and refused as soon as it passes ``max_body_bytes``: a chunked
@@ -169,10 +203,22 @@ def create_app(settings: ServingSettings) -> FastAPI:
     def serving_state() -> Any:
         state = service.releases.state  # one snapshot for the whole request
         if state.champion is None or state.validator is None:
-            raise ApiProblem(503, [problem("model", "unavailable", f"a '{settings.aliases['champion']}' alias on {settings.model_name}", None)])
+            raise ApiProblem(
+                503,
+                [
+                    problem(
+                        "model",
+                        "unavailable",
+                        f"a '{settings.aliases['champion']}' alias on {settings.model_name}",
+                        None,
+                    )
+                ],
+            )
         return state
 
-    def scored(request: Request, predictions: list[dict[str, Any]], errors: list[dict[str, Any]] | None = None) -> Response:
+    def scored(
+        request: Request, predictions: list[dict[str, Any]], errors: list[dict[str, Any]] | None = None
+    ) -> Response:
         versions = sorted({p["model_version"] for p in predictions})
         ctx = context(request)
         ctx["rows"], ctx["versions"] = len(predictions), ",".join(versions)
@@ -189,21 +235,44 @@ def create_app(settings: ServingSettings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, exc: RequestValidationError) -> Response:
-        errors = [problem(".".join(str(p) for p in e.get("loc", ()) if p != "body") or None, e.get("type", "invalid"), e.get("msg", ""), e.get("input"))
-                  for e in exc.errors()]
+        errors = [
+            problem(
+                ".".join(str(p) for p in e.get("loc", ()) if p != "body") or None,
+                e.get("type", "invalid"),
+                e.get("msg", ""),
+                e.get("input"),
+            )
+            for e in exc.errors()
+        ]
         return error(request, 422, errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         kind = {404: "not_found", 405: "method"}.get(exc.status_code, "http")
         expected = "one of the service's endpoints (see /docs)" if exc.status_code == 404 else str(exc.detail)
-        return error(request, exc.status_code, [problem("path", kind, expected, f"{request.method} {request.url.path}")], getattr(exc, "headers", None))
+        return error(
+            request,
+            exc.status_code,
+            [problem("path", kind, expected, f"{request.method} {request.url.path}")],
+            getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> Response:
         request_id = context(request)["request_id"]
         logger.error("request %s failed: %s", request_id, type(exc).__name__, exc_info=exc)
-        return error(request, 500, [problem(None, "internal", "a request the service can answer; the failure is logged under the request id", None)])
+        return error(
+            request,
+            500,
+            [
+                problem(
+                    None,
+                    "internal",
+                    "a request the service can answer; the failure is logged under the request id",
+                    None,
+                )
+            ],
+        )
 
     # ---------------------------------------------------------------- scoring
 
@@ -216,8 +285,15 @@ def create_app(settings: ServingSettings) -> FastAPI:
         return scored(request, service.score_rows(state, rows, context(request)["request_id"]))
 
     @app.post(
-        "/v1/score/customers", summary="Score customers with their online features", tags=["scoring"],
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": service.customer_ids.request_model.model_json_schema()}}}},
+        "/v1/score/customers",
+        summary="Score customers with their online features",
+        tags=["scoring"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": service.customer_ids.request_model.model_json_schema()}},
+            }
+        },
     )
     async def score_customers(request: Request) -> Response:
         authorize(request)
@@ -244,12 +320,20 @@ def create_app(settings: ServingSettings) -> FastAPI:
         try:
             wanted = TrafficRequest.model_validate_json(data)
         except ValidationError as exc:
-            raise ApiProblem(422, [problem(".".join(map(str, e["loc"])) or None, e["type"], e["msg"], e.get("input")) for e in exc.errors()]) from None
+            raise ApiProblem(
+                422,
+                [
+                    problem(".".join(map(str, e["loc"])) or None, e["type"], e["msg"], e.get("input"))
+                    for e in exc.errors()
+                ],
+            ) from None
         if wanted.mode not in TRAFFIC_MODES:  # checked here, not by Traffic: its message would echo the value whole
             raise ApiProblem(422, [problem("mode", "allowed_values", f"one of {list(TRAFFIC_MODES)}", wanted.mode)])
         new = Traffic(mode=wanted.mode, share=float(wanted.share))
         service.releases.set_traffic(new)
-        logger.info("serving: traffic set to %s share %.4f by request %s", new.mode, new.share, context(request)["request_id"])
+        logger.info(
+            "serving: traffic set to %s share %.4f by request %s", new.mode, new.share, context(request)["request_id"]
+        )
         return _json({"request_id": context(request)["request_id"], "mode": new.mode, "share": new.share})
 
     # ---------------------------------------------------------------- probes and information
@@ -267,11 +351,14 @@ def create_app(settings: ServingSettings) -> FastAPI:
             tables = await run_in_threadpool(service.store_tables)
             if service.store_error:
                 reasons.append(f"online store: {service.store_error}")
-            reasons += [f"online store: table {t} never published" for t in service.tables if tables and tables.get(t) is None]
+            reasons += [
+                f"online store: table {t} never published" for t in service.tables if tables and tables.get(t) is None
+            ]
         return _json({"ready": not reasons, "reasons": reasons}, 503 if reasons else 200)
 
     @app.get(
-        "/version", summary="The package version; with the token also the releases, the inputs and the online store's tables",
+        "/version",
+        summary="The package version; with the token also the releases, the inputs and the online store's tables",
         tags=["probes"],
     )
     async def version_info(request: Request) -> Response:
@@ -282,20 +369,31 @@ def create_app(settings: ServingSettings) -> FastAPI:
         authorize(request)
         state = service.releases.state
         tables = await run_in_threadpool(service.store_tables)
-        return _json({
-            "service": _package_version(), "env": settings.env, "model_name": settings.model_name,
-            "champion": state.champion.describe() if state.champion else None,
-            "challenger": state.challenger.describe() if state.challenger else None,
-            "traffic": {"mode": state.traffic.mode, "share": state.traffic.share},
-            "inputs": [{"name": f.name, "expected": f.expected, "required": f.required} for f in state.validator.fields] if state.validator else [],
-            "max_batch_size": settings.max_batch_size, "max_body_bytes": settings.max_body_bytes,
-            "max_string_length": settings.max_string_length, "on_contract_violation": settings.on_contract_violation,
-            # The backend kind, never its options: a path or a connection string is the operator's business.
-            "online_store": {
-                "backend": settings.online_store.get("type") if settings.online_store else None,
-                "error": service.store_error, "tables": tables,
-            },
-        })
+        return _json(
+            {
+                "service": _package_version(),
+                "env": settings.env,
+                "model_name": settings.model_name,
+                "champion": state.champion.describe() if state.champion else None,
+                "challenger": state.challenger.describe() if state.challenger else None,
+                "traffic": {"mode": state.traffic.mode, "share": state.traffic.share},
+                "inputs": [
+                    {"name": f.name, "expected": f.expected, "required": f.required} for f in state.validator.fields
+                ]
+                if state.validator
+                else [],
+                "max_batch_size": settings.max_batch_size,
+                "max_body_bytes": settings.max_body_bytes,
+                "max_string_length": settings.max_string_length,
+                "on_contract_violation": settings.on_contract_violation,
+                # The backend kind, never its options: a path or a connection string is the operator's business.
+                "online_store": {
+                    "backend": settings.online_store.get("type") if settings.online_store else None,
+                    "error": service.store_error,
+                    "tables": tables,
+                },
+            }
+        )
 
     @app.get("/metrics", summary="Prometheus metrics", tags=["probes"])
     async def prometheus() -> Response:
@@ -311,7 +409,8 @@ def create_app(settings: ServingSettings) -> FastAPI:
             schema.setdefault("components", {}).setdefault("schemas", {}).update(body_schema.pop("$defs", {}))
             schema["components"]["schemas"]["ScoreRequest"] = body_schema
             schema["paths"]["/v1/score"]["post"]["requestBody"] = {
-                "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}}},
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreRequest"}}},
             }
         return schema
 

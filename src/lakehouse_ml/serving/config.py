@@ -95,18 +95,26 @@ class ServingSettings:
                 f"serving.on_contract_violation: expected one of {list(VIOLATION_POLICIES)}, got {self.on_contract_violation!r}"
             )
         if self.request_time not in REQUEST_TIMES:
-            raise SettingsError(f"serving.request_time: expected one of {list(REQUEST_TIMES)}, got {self.request_time!r}")
+            raise SettingsError(
+                f"serving.request_time: expected one of {list(REQUEST_TIMES)}, got {self.request_time!r}"
+            )
         if set(self.aliases) != {"champion", "challenger"}:
-            raise SettingsError(f"serving.aliases: expected the keys champion and challenger, got {sorted(self.aliases)}")
+            raise SettingsError(
+                f"serving.aliases: expected the keys champion and challenger, got {sorted(self.aliases)}"
+            )
         for key in ("max_batch_size", "max_body_bytes", "max_string_length", "shadow_queue"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise SettingsError(f"serving.{key}: expected a positive integer, got {getattr(self, key)!r}")
         if not isinstance(self.model_threads, int) or self.model_threads < 0:
-            raise SettingsError(f"serving.model_threads: expected an integer >= 0 (0 = the libraries' default), got {self.model_threads!r}")
+            raise SettingsError(
+                f"serving.model_threads: expected an integer >= 0 (0 = the libraries' default), got {self.model_threads!r}"
+            )
         if self.online_store_retry_s < 0:
             raise SettingsError(f"serving.online_store_retry_s: expected >= 0, got {self.online_store_retry_s!r}")
         if self.poll_interval_s < 0:
-            raise SettingsError(f"serving.poll_interval_s: expected >= 0 (0 = no polling), got {self.poll_interval_s!r}")
+            raise SettingsError(
+                f"serving.poll_interval_s: expected >= 0 (0 = no polling), got {self.poll_interval_s!r}"
+            )
 
 
 def _credentials(config: Any) -> dict[str, Any]:
@@ -151,7 +159,9 @@ def _online_store(store: dict[str, Any] | None, config: Any) -> dict[str, Any] |
         return store
     entry = _credentials(config).get("online_store") or {}
     if not isinstance(entry, dict):
-        raise SettingsError("credentials.yml online_store: expected a mapping such as {password: ...} or {username: ..., password: ...}")
+        raise SettingsError(
+            "credentials.yml online_store: expected a mapping such as {password: ...} or {username: ..., password: ...}"
+        )
     secrets = {k: v for k, v in entry.items() if k in ("username", "password") and v}
     if os.environ.get(ONLINE_STORE_PASSWORD_VARIABLE):
         secrets["password"] = os.environ[ONLINE_STORE_PASSWORD_VARIABLE]
@@ -168,7 +178,9 @@ def export_mlflow_credentials(config: Any, server: dict[str, Any]) -> list[str]:
         return []
     entry = _credentials(config).get(str(name)) or {}
     if not isinstance(entry, dict):
-        raise SettingsError(f"credentials.yml {name} (mlflow.yml server.credentials): expected a mapping of environment variables")
+        raise SettingsError(
+            f"credentials.yml {name} (mlflow.yml server.credentials): expected a mapping of environment variables"
+        )
     exported = [str(key) for key, value in entry.items() if value is not None]
     for key in exported:
         os.environ[key] = str(entry[key])
@@ -183,14 +195,17 @@ def _mlflow_uris(server: dict[str, Any]) -> dict[str, str | None]:
     return {"tracking_uri": server.get("mlflow_tracking_uri"), "registry_uri": server.get("mlflow_registry_uri")}
 
 
-def load_settings(env: str = "local", conf_source: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ServingSettings:
+def load_settings(
+    env: str = "local", conf_source: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> ServingSettings:
     """The service's settings for Kedro environment ``env`` (``overrides`` patch ``serving`` keys)."""
     from kedro.config import OmegaConfigLoader
 
     from lakehouse_ml.configuration import CONFIG_LOADER_ARGS, project_root
 
     config = OmegaConfigLoader(
-        conf_source=str(conf_source or project_root("conf")), env=env,
+        conf_source=str(conf_source or project_root("conf")),
+        env=env,
         **{k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"},
     )
     from lakehouse_ml.features.contracts import ContractError
@@ -212,7 +227,7 @@ def load_settings(env: str = "local", conf_source: str | Path | None = None, ove
         parse_on_demand(on_demand)  # refused at start, not at the first request
     except ContractError as error:
         raise SettingsError(str(error)) from None
-    server = (config["mlflow"].get("server") or {})
+    server = config["mlflow"].get("server") or {}
     export_mlflow_credentials(config, server)  # before any MLflow client is made
     log = serving.get("inference_log") or {}
     return ServingSettings(
@@ -220,8 +235,10 @@ def load_settings(env: str = "local", conf_source: str | Path | None = None, ove
         model_name=str(config["globals"]["churn_model_name"]),
         token=_token(config, str(serving.get("auth", "required"))),
         inference_log=InferenceLogSettings(
-            path=str(log["path"]), flush_rows=int(log.get("flush_rows", 10_000)),
-            flush_interval_s=float(log.get("flush_interval_s", 5)), max_buffer_rows=int(log.get("max_buffer_rows", 100_000)),
+            path=str(log["path"]),
+            flush_rows=int(log.get("flush_rows", 10_000)),
+            flush_interval_s=float(log.get("flush_interval_s", 5)),
+            max_buffer_rows=int(log.get("max_buffer_rows", 100_000)),
         ),
         contracts=tables,
         lookups=resolve_lookups(parsed_contracts(tables), params.get("training_set") or {}),

@@ -43,24 +43,26 @@ def _json_default(value: Any) -> Any:
 # json.dumps(record, default=...) builds an encoder per call: one, shared, gives the same text.
 _ENCODER = json.JSONEncoder(default=_json_default)
 
-SCHEMA = pa.schema([
-    pa.field("request_id", pa.string(), nullable=False),
-    pa.field("row_index", pa.int32(), nullable=False),
-    pa.field("role", pa.string(), nullable=False),
-    pa.field("served", pa.bool_(), nullable=False),  # false: a shadow score, never returned to the caller
-    pa.field("logged_at", pa.timestamp("us", tz="UTC"), nullable=False),
-    pa.field("log_date", pa.string(), nullable=False),
-    pa.field("endpoint", pa.string()),
-    pa.field("customer_id", pa.string()),
-    pa.field("model_name", pa.string()),
-    pa.field("model_version", pa.string()),
-    pa.field("probability", pa.float64()),
-    pa.field("threshold", pa.float64()),
-    pa.field("decision", pa.int32()),
-    pa.field("latency_ms", pa.float64()),
-    pa.field("features", pa.string()),  # the model inputs as JSON
-    pa.field("flags", pa.list_(pa.string())),
-])
+SCHEMA = pa.schema(
+    [
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("row_index", pa.int32(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),
+        pa.field("served", pa.bool_(), nullable=False),  # false: a shadow score, never returned to the caller
+        pa.field("logged_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("log_date", pa.string(), nullable=False),
+        pa.field("endpoint", pa.string()),
+        pa.field("customer_id", pa.string()),
+        pa.field("model_name", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("probability", pa.float64()),
+        pa.field("threshold", pa.float64()),
+        pa.field("decision", pa.int32()),
+        pa.field("latency_ms", pa.float64()),
+        pa.field("features", pa.string()),  # the model inputs as JSON
+        pa.field("flags", pa.list_(pa.string())),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,9 @@ class InferenceLog:
         try:
             self._table = write_rows(self._table or self.settings.path, to_arrow(batches), self.writer, version)
         except Exception:
-            logger.exception("inference log: flush of %d rows to %s failed; kept for the next flush", rows, self.settings.path)
+            logger.exception(
+                "inference log: flush of %d rows to %s failed; kept for the next flush", rows, self.settings.path
+            )
             self._table = None  # reopened, so that a commit that landed is seen
             return False
         with self._lock:
@@ -262,7 +266,9 @@ class InferenceLog:
             if self._retry is not None and not self._retry[1]:
                 self._retry = None
         if dropped:
-            logger.error("inference log: %d oldest rows dropped (buffer above %d rows)", dropped, self.settings.max_buffer_rows)
+            logger.error(
+                "inference log: %d oldest rows dropped (buffer above %d rows)", dropped, self.settings.max_buffer_rows
+            )
             self._count("dropped", dropped)
 
     def _count(self, outcome: str, rows: int) -> None:

@@ -62,8 +62,12 @@ class ModelRelease:
     def describe(self) -> dict[str, Any]:
         """What ``/version`` reports."""
         return {
-            "alias": self.alias, "version": self.version, "model_uri": self.model_uri, "run_id": self.run_id,
-            "operating_threshold": self.threshold, "loaded_at": self.loaded_at.isoformat(),
+            "alias": self.alias,
+            "version": self.version,
+            "model_uri": self.model_uri,
+            "run_id": self.run_id,
+            "operating_threshold": self.threshold,
+            "loaded_at": self.loaded_at.isoformat(),
             "scoring_path": "compiled" if self.compiled is not None else "pipeline",
         }
 
@@ -107,9 +111,17 @@ def load_release(model_name: str, alias: str, role: str) -> ModelRelease | None:
     if entry is None:
         return None
     return ModelRelease(
-        role=role, alias=alias, name=model_name, version=entry["version"], run_id=entry["run_id"],
-        model_uri=entry["model_uri"], threshold=entry["operating_threshold"], model=entry["model"],
-        input_columns=tuple(entry["input_columns"]), input_schema=entry["input_schema"], loaded_at=datetime.now(timezone.utc),
+        role=role,
+        alias=alias,
+        name=model_name,
+        version=entry["version"],
+        run_id=entry["run_id"],
+        model_uri=entry["model_uri"],
+        threshold=entry["operating_threshold"],
+        model=entry["model"],
+        input_columns=tuple(entry["input_columns"]),
+        input_schema=entry["input_schema"],
+        loaded_at=datetime.now(timezone.utc),
         compiled=compile_pipeline(entry["model"], list(entry["input_columns"])),
     )
 
@@ -131,27 +143,50 @@ def smoke_test(release: ModelRelease, validator: RequestValidator) -> None:
     """Score sample rows of the served inputs with ``release``; :class:`ReleaseError` if it cannot serve them."""
     missing = sorted(set(release.input_columns) - set(validator.by_name))
     if missing:
-        raise ReleaseError(f"{release.name} version {release.version} needs inputs the champion's requests do not carry: {missing}")
+        raise ReleaseError(
+            f"{release.name} version {release.version} needs inputs the champion's requests do not carry: {missing}"
+        )
     rows = validator.sample_rows()
     try:
         scores = release.score(validator.frame(rows))
     except Exception as error:  # noqa: BLE001 - any failure of a model call means it cannot serve
-        logger.error("serving: %s version %s failed to score sample rows: %s: %s", release.name, release.version, type(error).__name__, error)
-        raise ReleaseError(f"{release.name} version {release.version} failed to score sample rows: {error_summary(error)}") from None
+        logger.error(
+            "serving: %s version %s failed to score sample rows: %s: %s",
+            release.name,
+            release.version,
+            type(error).__name__,
+            error,
+        )
+        raise ReleaseError(
+            f"{release.name} version {release.version} failed to score sample rows: {error_summary(error)}"
+        ) from None
     if scores.shape != (len(rows),) or not np.all(np.isfinite(scores)) or not np.all((scores >= 0) & (scores <= 1)):
-        raise ReleaseError(f"{release.name} version {release.version} scored sample rows as {scores!r}: expected {len(rows)} probabilities in [0, 1]")
+        raise ReleaseError(
+            f"{release.name} version {release.version} scored sample rows as {scores!r}: expected {len(rows)} probabilities in [0, 1]"
+        )
 
 
 class Releases:
     """The serving state and how it changes: alias refreshes (admin call, poll thread) and traffic settings."""
 
     def __init__(  # noqa: PLR0913
-        self, model_name: str, aliases: dict[str, str], contracts: dict[str, FeatureContract], max_batch_size: int,
-        traffic: Traffic, loader: Callable[[str, str, str], ModelRelease | None] = load_release,
-        resolver: Callable[[str, str], str | None] = resolve_alias, on_demand: dict[str, OnDemandFeature] | None = None,
+        self,
+        model_name: str,
+        aliases: dict[str, str],
+        contracts: dict[str, FeatureContract],
+        max_batch_size: int,
+        traffic: Traffic,
+        loader: Callable[[str, str, str], ModelRelease | None] = load_release,
+        resolver: Callable[[str, str], str | None] = resolve_alias,
+        on_demand: dict[str, OnDemandFeature] | None = None,
         max_string_length: int = 256,
     ) -> None:
-        self.model_name, self.aliases, self.contracts, self.max_batch_size = model_name, aliases, contracts, max_batch_size
+        self.model_name, self.aliases, self.contracts, self.max_batch_size = (
+            model_name,
+            aliases,
+            contracts,
+            max_batch_size,
+        )
         self.on_demand, self.max_string_length = dict(on_demand or {}), max_string_length
         self._loader, self._resolver = loader, resolver
         self.state = ServingState(champion=None, challenger=None, traffic=traffic, validator=None)
@@ -189,14 +224,18 @@ class Releases:
         outcome = {"alias": alias, "from": old.version if old else None, "to": version}
         if version is None or (old is not None and old.version == version):
             return (None if version is None else old), outcome
-        loaded = next((r for r in (current.champion, current.challenger) if r is not None and r.version == version), None)
+        loaded = next(
+            (r for r in (current.champion, current.challenger) if r is not None and r.version == version), None
+        )
         if loaded is not None:  # e.g. a promoted challenger: already loaded and checked
             return replace(loaded, role=role, alias=alias), outcome
         release = self._loader(self.model_name, alias, role)
         outcome["to"] = release.version if release else None
         return release, outcome
 
-    def _next_champion(self, current: ServingState) -> tuple[ModelRelease | None, dict[str, Any], RequestValidator | None]:
+    def _next_champion(
+        self, current: ServingState
+    ) -> tuple[ModelRelease | None, dict[str, Any], RequestValidator | None]:
         try:
             champion, outcome = self._candidate(current, "champion")
             if champion is None or champion is current.champion:
@@ -209,17 +248,28 @@ class Releases:
         logger.info("serving: champion %s version %s (from %s)", self.model_name, champion.version, outcome["from"])
         return champion, outcome, validator
 
-    def _next_challenger(self, current: ServingState, validator: RequestValidator | None) -> tuple[ModelRelease | None, dict[str, Any]]:
+    def _next_challenger(
+        self, current: ServingState, validator: RequestValidator | None
+    ) -> tuple[ModelRelease | None, dict[str, Any]]:
         # A serving challenger stays on a failure only if it was checked against the same champion inputs.
         fallback = current.challenger if validator is current.validator else None
         try:
             challenger, outcome = self._candidate(current, "challenger")
-            if challenger is not None and validator is not None and (challenger is not current.challenger or validator is not current.validator):
+            if (
+                challenger is not None
+                and validator is not None
+                and (challenger is not current.challenger or validator is not current.validator)
+            ):
                 smoke_test(challenger, validator)
         except Exception as error:  # noqa: BLE001 - a challenger that cannot serve is not served
             return fallback, self._failed("challenger", error)
         if challenger is not current.challenger:
-            logger.info("serving: challenger %s version %s (from %s)", self.model_name, challenger.version if challenger else None, outcome["from"])
+            logger.info(
+                "serving: challenger %s version %s (from %s)",
+                self.model_name,
+                challenger.version if challenger else None,
+                outcome["from"],
+            )
         return challenger, outcome
 
     def _failed(self, role: str, error: Exception) -> dict[str, Any]:

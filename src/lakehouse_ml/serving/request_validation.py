@@ -56,7 +56,13 @@ class InputField:
     @property
     def expected(self) -> str:
         """What a valid value looks like, in words."""
-        text = {"number": "number", "integer": "integer", "string": "string", "boolean": "boolean", "datetime": "ISO-8601 timestamp"}[self.kind]
+        text = {
+            "number": "number",
+            "integer": "integer",
+            "string": "string",
+            "boolean": "boolean",
+            "datetime": "ISO-8601 timestamp",
+        }[self.kind]
         if self.allowed is not None:
             text = f"one of {list(self.allowed)}"
         elif self.max_length is not None:
@@ -85,11 +91,15 @@ def _kind(column: Any) -> str:
         return "integer"
     if name in ("string", "boolean", "datetime"):
         return name
-    raise ValueError(f"model input {column.name!r} has signature type {name!r}, which the service cannot accept from JSON")
+    raise ValueError(
+        f"model input {column.name!r} has signature type {name!r}, which the service cannot accept from JSON"
+    )
 
 
 def input_fields(
-    input_schema: Any, contracts: dict[str, FeatureContract], on_demand: dict[str, OnDemandFeature] | None = None,
+    input_schema: Any,
+    contracts: dict[str, FeatureContract],
+    on_demand: dict[str, OnDemandFeature] | None = None,
     max_string_length: int | None = None,
 ) -> tuple[InputField, ...]:
     """The accepted fields of a model: its signature's inputs, with the promises of the contracts and
@@ -100,14 +110,19 @@ def input_fields(
         promise = spec or (on_demand or {}).get(column.name)
         kind = _kind(column)
         nullable = promise is None or not requires_value(promise)
-        fields.append(InputField(
-            name=column.name, kind=kind, required=bool(getattr(column, "required", True)) or not nullable,
-            nullable=nullable,
-            minimum=promise.minimum if promise else None, maximum=promise.maximum if promise else None,
-            allowed=allowed_values(spec) if spec else None,
-            impute=promise.null_policy.value if promise and promise.null_policy.action == "impute" else None,
-            max_length=max_string_length if kind == "string" else None,
-        ))
+        fields.append(
+            InputField(
+                name=column.name,
+                kind=kind,
+                required=bool(getattr(column, "required", True)) or not nullable,
+                nullable=nullable,
+                minimum=promise.minimum if promise else None,
+                maximum=promise.maximum if promise else None,
+                allowed=allowed_values(spec) if spec else None,
+                impute=promise.null_policy.value if promise and promise.null_policy.action == "impute" else None,
+                max_length=max_string_length if kind == "string" else None,
+            )
+        )
     return tuple(fields)
 
 
@@ -116,7 +131,13 @@ def _annotation(spec: InputField) -> tuple[Any, Any]:
     if spec.allowed is not None:
         base: Any = Literal[spec.allowed]
     else:
-        base = {"number": StrictFloat, "integer": StrictInt, "string": StrictStr, "boolean": StrictBool, "datetime": datetime}[spec.kind]
+        base = {
+            "number": StrictFloat,
+            "integer": StrictInt,
+            "string": StrictStr,
+            "boolean": StrictBool,
+            "datetime": datetime,
+        }[spec.kind]
     constraints: dict[str, Any] = {}
     if spec.kind in ("number", "integer"):
         constraints = {"ge": spec.minimum, "le": spec.maximum}
@@ -174,10 +195,17 @@ def field_path(loc: tuple[Any, ...]) -> str:
 
 
 _PROBLEMS = {
-    "missing": "missing", "extra_forbidden": "extra_field", "greater_than_equal": "range", "less_than_equal": "range",
-    "finite_number": "range", "literal_error": "allowed_values", "too_long": "batch_size", "too_short": "batch_size",
+    "missing": "missing",
+    "extra_forbidden": "extra_field",
+    "greater_than_equal": "range",
+    "less_than_equal": "range",
+    "finite_number": "range",
+    "literal_error": "allowed_values",
+    "too_long": "batch_size",
+    "too_short": "batch_size",
     "string_too_long": "too_long",
-    "json_invalid": "invalid_json", "json_type": "invalid_json",
+    "json_invalid": "invalid_json",
+    "json_type": "invalid_json",
 }
 
 
@@ -190,10 +218,15 @@ class RequestValidator:
         self.max_batch_size, self.max_string_length = max_batch_size, max_string_length
         row_fields = {spec.name: _annotation(spec) for spec in fields}
         self.row_model = create_model(
-            "ScoreRow", __config__=_STRICT, customer_id=(StrictStr | None, Field(None, max_length=max_string_length)), **row_fields
+            "ScoreRow",
+            __config__=_STRICT,
+            customer_id=(StrictStr | None, Field(None, max_length=max_string_length)),
+            **row_fields,
         )
         self.request_model = create_model(
-            "ScoreRequest", __config__=_STRICT, rows=(list[self.row_model], Field(min_length=1, max_length=max_batch_size))
+            "ScoreRequest",
+            __config__=_STRICT,
+            rows=(list[self.row_model], Field(min_length=1, max_length=max_batch_size)),
         )
 
     def openapi_schema(self) -> dict[str, Any]:
@@ -230,7 +263,9 @@ class RequestValidator:
         if kind == "invalid_json":
             return problem(field_path(loc) or None, kind, "a JSON object", error.get("msg"))
         if kind == "extra_field":
-            return problem(field_path(loc), kind, "no such field: only the model's inputs (GET /version) and customer_id", got)
+            return problem(
+                field_path(loc), kind, "no such field: only the model's inputs (GET /version) and customer_id", got
+            )
         return problem(field_path(loc) or None, kind, self._expected(loc, name), got)
 
     def _expected(self, loc: tuple[Any, ...], name: str | None) -> str:
@@ -250,7 +285,9 @@ class RequestValidator:
         data = {}
         for spec in self.fields:
             values = [row.get(spec.name) for row in rows]
-            data[spec.name] = np.array(values, dtype=float) if spec.kind in ("number", "integer") else np.array(values, dtype=object)
+            data[spec.name] = (
+                np.array(values, dtype=float) if spec.kind in ("number", "integer") else np.array(values, dtype=object)
+            )
         return pd.DataFrame(data)
 
     def sample_rows(self) -> list[dict[str, Any]]:
@@ -262,7 +299,9 @@ class RequestValidator:
             elif spec.kind in ("number", "integer"):
                 typical[spec.name] = spec.minimum if spec.minimum is not None else 0.0
             else:
-                typical[spec.name] = {"string": "unknown", "boolean": False, "datetime": datetime(2026, 1, 1)}[spec.kind]
+                typical[spec.name] = {"string": "unknown", "boolean": False, "datetime": datetime(2026, 1, 1)}[
+                    spec.kind
+                ]
         sparse = {name: (None if self.by_name[name].nullable else value) for name, value in typical.items()}
         return [typical, sparse]
 
@@ -271,7 +310,9 @@ def _status(entries: list[dict[str, Any]], max_batch_size: int) -> int:
     """400 for a body that is not JSON, 413 for too many rows, else 422."""
     if any(e["problem"] == "invalid_json" for e in entries):
         return 400
-    oversized = any(e["problem"] == "batch_size" and isinstance(e["got"], int) and e["got"] > max_batch_size for e in entries)
+    oversized = any(
+        e["problem"] == "batch_size" and isinstance(e["got"], int) and e["got"] > max_batch_size for e in entries
+    )
     return 413 if oversized else 422
 
 
@@ -281,9 +322,11 @@ class CustomerIdsValidator:
     def __init__(self, max_batch_size: int, max_string_length: int = 256) -> None:
         self.max_batch_size, self.max_string_length = max_batch_size, max_string_length
         self.request_model = create_model(
-            "CustomersRequest", __config__=_STRICT,
+            "CustomersRequest",
+            __config__=_STRICT,
             customer_ids=(
-                list[Annotated[StrictStr, Field(min_length=1, max_length=max_string_length)]], Field(min_length=1, max_length=max_batch_size)
+                list[Annotated[StrictStr, Field(min_length=1, max_length=max_string_length)]],
+                Field(min_length=1, max_length=max_batch_size),
             ),
         )
 
@@ -302,7 +345,11 @@ class CustomerIdsValidator:
         if kind == "invalid_json":
             return problem(None, kind, "a JSON object", error.get("msg"))
         if len(loc) == 2:
-            return problem(field_path(loc), "null" if got is None else kind, f"a customer id: a string of 1 to {self.max_string_length} characters", got)
+            return problem(
+                field_path(loc),
+                "null" if got is None else kind,
+                f"a customer id: a string of 1 to {self.max_string_length} characters",
+                got,
+            )
         got = None if kind == "missing" else (len(got) if isinstance(got, list) else got)
         return problem(field_path(loc) or None, kind, f"a list of 1 to {self.max_batch_size} customer ids", got)
-

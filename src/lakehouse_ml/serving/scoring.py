@@ -33,13 +33,20 @@ class ScoringService:
         # The tables the model's lookups read (a table left out of the lookups is never published).
         self.tables = list(settings.lookups)
         self.releases = Releases(
-            settings.model_name, settings.aliases, contracts, settings.max_batch_size, settings.traffic,
-            on_demand=parse_on_demand(settings.on_demand_features), max_string_length=settings.max_string_length,
+            settings.model_name,
+            settings.aliases,
+            contracts,
+            settings.max_batch_size,
+            settings.traffic,
+            on_demand=parse_on_demand(settings.on_demand_features),
+            max_string_length=settings.max_string_length,
         )
         self.releases.listeners.append(self._on_state)
         self.log = InferenceLog(settings.inference_log, metrics)
         self.customer_ids = CustomerIdsValidator(settings.max_batch_size, settings.max_string_length)
-        self._shadow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serving-shadow", initializer=self.limit_threads)
+        self._shadow = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="serving-shadow", initializer=self.limit_threads
+        )
         self._shadow_waiting = 0
         self._shadow_lock = threading.Lock()
         self._store_lock = threading.Lock()
@@ -53,8 +60,12 @@ class ScoringService:
     def start(self) -> None:
         """Resolve and load the releases, open the online store, start polling and flushing."""
         outcome = self.releases.refresh()
-        logger.info("serving: started with %s (champion %s, challenger %s)", self.settings.model_name,
-                    outcome["champion"].get("to"), outcome["challenger"].get("to"))
+        logger.info(
+            "serving: started with %s (champion %s, challenger %s)",
+            self.settings.model_name,
+            outcome["champion"].get("to"),
+            outcome["challenger"].get("to"),
+        )
         self.lookup()
         self.releases.start_polling(self.settings.poll_interval_s)
         self.log.start()
@@ -76,7 +87,9 @@ class ScoringService:
         return threadpool_limits(limits=self.settings.model_threads)
 
     def _on_state(self, state: ServingState) -> None:
-        versions = {role: (state.release(role).version if state.release(role) else None) for role in ("champion", "challenger")}
+        versions = {
+            role: (state.release(role).version if state.release(role) else None) for role in ("champion", "challenger")
+        }
         self.metrics.set_releases(versions, state.traffic.share if state.traffic.mode == "canary" else 0.0)
 
     def _store_failed(self, error: Exception) -> None:
@@ -84,11 +97,28 @@ class ScoringService:
         self.store_error, self._store_failed_at = error_summary(error), time.monotonic()
 
     def _unreachable(self) -> ApiProblem:
-        return ApiProblem(503, [problem("online_store", "unavailable", "a reachable online store (serving.online_store)", self.store_error)])
+        return ApiProblem(
+            503,
+            [
+                problem(
+                    "online_store", "unavailable", "a reachable online store (serving.online_store)", self.store_error
+                )
+            ],
+        )
 
     @staticmethod
     def _unpublished(got: str | None) -> ApiProblem:
-        return ApiProblem(503, [problem("online_store", "unavailable", "an online store published by `kedro run --pipeline publish_online`", got)])
+        return ApiProblem(
+            503,
+            [
+                problem(
+                    "online_store",
+                    "unavailable",
+                    "an online store published by `kedro run --pipeline publish_online`",
+                    got,
+                )
+            ],
+        )
 
     def _store_resting(self) -> bool:
         """Whether the store failed less than ``online_store_retry_s`` ago (then it is not asked again yet)."""
@@ -106,14 +136,19 @@ class ScoringService:
                 try:
                     store = open_online_store(dict(self.settings.online_store))
                     self._lookup = OnlineFeatureLookup.from_params(
-                        store, self.settings.contracts, self.settings.lookups, self.settings.on_demand_features,
+                        store,
+                        self.settings.contracts,
+                        self.settings.lookups,
+                        self.settings.on_demand_features,
                     )
                     self.store, self.store_error = store, None
                 except Exception as error:  # noqa: BLE001 - reported by /ready; payload scoring goes on
                     self._store_failed(error)
                     # The store's kind only: its options may carry a password (the error names where it is).
                     kind = self.settings.online_store.get("type")
-                    logger.error("serving: online store (%s) cannot be opened: %s: %s", kind, type(error).__name__, error)
+                    logger.error(
+                        "serving: online store (%s) cannot be opened: %s: %s", kind, type(error).__name__, error
+                    )
         return self._lookup
 
     def store_tables(self) -> dict[str, dict[str, Any] | None]:
@@ -136,7 +171,9 @@ class ScoringService:
         frame = state.validator.frame(rows)
         return self._score(state, frame, [row.get("customer_id") for row in rows], request_id, "score")
 
-    def score_customers(self, state: ServingState, customer_ids: list[str], request_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def score_customers(
+        self, state: ServingState, customer_ids: list[str], request_id: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Score customers with their online features; (predictions, per-customer errors)."""
         lookup = self.lookup()
         if lookup is not None and self._store_resting():
@@ -153,20 +190,32 @@ class ScoringService:
         except NotPublishedError:
             raise self._unpublished("no table published") from None
         except OnlineStoreError as error:  # the store's server is down or refuses us: names the store, never secrets
-            logger.error("serving: online lookup failed: %s (lookups answer 503 for %.0f s)", error, self.settings.online_store_retry_s)
+            logger.error(
+                "serving: online lookup failed: %s (lookups answer 503 for %.0f s)",
+                error,
+                self.settings.online_store_retry_s,
+            )
             self._store_failed(error)
             raise self._unreachable() from None
         except ValueError as error:  # the lookups do not produce every model input: a configuration problem
             logger.error("serving: online lookup failed: %s", error)
-            raise ApiProblem(503, [problem("online_store", "unavailable", "online features for every model input", error_summary(error))]) from None
+            raise ApiProblem(
+                503,
+                [problem("online_store", "unavailable", "online features for every model input", error_summary(error))],
+            ) from None
         if self._store_failed_at is not None:  # answered again: the store is back
             self.store_error = self._store_failed_at = None
         refuse = self.settings.on_contract_violation == "refuse"
         errors = [
-            {"field": f"customer_ids[{i}]", "problem": "contract", "customer_id": customer,
-             "expected": "online features within their contracts (and the customer in the online store)",
-             "got": "; ".join(problems[customer])}
-            for i, customer in enumerate(customer_ids) if refuse and customer in problems
+            {
+                "field": f"customer_ids[{i}]",
+                "problem": "contract",
+                "customer_id": customer,
+                "expected": "online features within their contracts (and the customer in the online store)",
+                "got": "; ".join(problems[customer]),
+            }
+            for i, customer in enumerate(customer_ids)
+            if refuse and customer in problems
         ]
         if errors:
             self.metrics.refused_rows.inc(len(errors))
@@ -179,8 +228,14 @@ class ScoringService:
         return self._score(state, frame.reset_index(drop=True), ids, request_id, "score_customers", keep, flags), errors
 
     def _score(
-        self, state: ServingState, frame: pd.DataFrame, customer_ids: list[str | None], request_id: str, endpoint: str,
-        row_indices: list[int] | None = None, flags: list[list[str]] | None = None,
+        self,
+        state: ServingState,
+        frame: pd.DataFrame,
+        customer_ids: list[str | None],
+        request_id: str,
+        endpoint: str,
+        row_indices: list[int] | None = None,
+        flags: list[list[str]] | None = None,
     ) -> list[dict[str, Any]]:
         rows = row_indices if row_indices is not None else list(range(len(frame)))
         groups: dict[str, list[int]] = {}
@@ -193,15 +248,31 @@ class ScoringService:
             part = frame if len(positions) == len(rows) else frame.iloc[positions]
             probabilities, elapsed = self._call(release, part, "served")
             for position, probability in zip(positions, probabilities):
-                predictions[position] = _prediction(release, rows[position], customer_ids[position], float(probability),
-                                                    flags[position] if flags is not None else None)
-            self.log.append(LogBatch(
-                request_id=request_id, logged_at=logged_at, endpoint=endpoint, role=role, served=True,
-                model_name=release.name, model_version=release.version, threshold=release.threshold,
-                row_indices=[rows[p] for p in positions], customer_ids=[customer_ids[p] for p in positions],
-                features=part, probabilities=probabilities, latency_ms=elapsed * 1000,
-                flags=[flags[p] for p in positions] if flags is not None else None,
-            ))
+                predictions[position] = _prediction(
+                    release,
+                    rows[position],
+                    customer_ids[position],
+                    float(probability),
+                    flags[position] if flags is not None else None,
+                )
+            self.log.append(
+                LogBatch(
+                    request_id=request_id,
+                    logged_at=logged_at,
+                    endpoint=endpoint,
+                    role=role,
+                    served=True,
+                    model_name=release.name,
+                    model_version=release.version,
+                    threshold=release.threshold,
+                    row_indices=[rows[p] for p in positions],
+                    customer_ids=[customer_ids[p] for p in positions],
+                    features=part,
+                    probabilities=probabilities,
+                    latency_ms=elapsed * 1000,
+                    flags=[flags[p] for p in positions] if flags is not None else None,
+                )
+            )
         if state.traffic.mode == "shadow" and state.challenger is not None:
             self._submit_shadow(state.challenger, frame, customer_ids, rows, request_id, endpoint, logged_at)
         return predictions
@@ -227,31 +298,59 @@ class ScoringService:
                 self._shadow_waiting -= 1
 
     def _shadow_score(
-        self, challenger: ModelRelease, frame: pd.DataFrame, customer_ids: list[str | None], rows: list[int],
-        request_id: str, endpoint: str, logged_at: datetime,
+        self,
+        challenger: ModelRelease,
+        frame: pd.DataFrame,
+        customer_ids: list[str | None],
+        rows: list[int],
+        request_id: str,
+        endpoint: str,
+        logged_at: datetime,
     ) -> None:
         """The challenger's scores of a request copy: logged only, never returned."""
         try:
             probabilities, elapsed = self._call(challenger, frame, "shadow")
-            self.log.append(LogBatch(
-                request_id=request_id, logged_at=logged_at, endpoint=endpoint, role="challenger", served=False,
-                model_name=challenger.name, model_version=challenger.version, threshold=challenger.threshold,
-                row_indices=rows, customer_ids=customer_ids, features=frame, probabilities=probabilities,
-                latency_ms=elapsed * 1000,
-            ))
+            self.log.append(
+                LogBatch(
+                    request_id=request_id,
+                    logged_at=logged_at,
+                    endpoint=endpoint,
+                    role="challenger",
+                    served=False,
+                    model_name=challenger.name,
+                    model_version=challenger.version,
+                    threshold=challenger.threshold,
+                    row_indices=rows,
+                    customer_ids=customer_ids,
+                    features=frame,
+                    probabilities=probabilities,
+                    latency_ms=elapsed * 1000,
+                )
+            )
         except Exception as error:  # noqa: BLE001 - a failing shadow never affects serving
-            logger.error("serving: shadow scoring of request %s by version %s failed: %s", request_id, challenger.version, type(error).__name__)
+            logger.error(
+                "serving: shadow scoring of request %s by version %s failed: %s",
+                request_id,
+                challenger.version,
+                type(error).__name__,
+            )
         finally:
             with self._shadow_lock:
                 self._shadow_waiting -= 1
 
 
-def _prediction(release: ModelRelease, row: int, customer_id: str | None, probability: float, flags: list[str] | None) -> dict[str, Any]:
+def _prediction(
+    release: ModelRelease, row: int, customer_id: str | None, probability: float, flags: list[str] | None
+) -> dict[str, Any]:
     threshold = release.threshold
     prediction = {
-        "row": row, "customer_id": customer_id, "probability": probability,
-        "decision": None if threshold is None else int(probability >= threshold), "threshold": threshold,
-        "model_version": release.version, "role": release.role,
+        "row": row,
+        "customer_id": customer_id,
+        "probability": probability,
+        "decision": None if threshold is None else int(probability >= threshold),
+        "threshold": threshold,
+        "model_version": release.version,
+        "role": release.role,
     }
     if flags is not None:
         prediction["flags"] = flags

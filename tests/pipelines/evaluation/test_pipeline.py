@@ -45,8 +45,12 @@ def _log_model(model, frame: pd.DataFrame, columns: list[str]) -> str:
     example = frame[columns].head(3)
     with mlflow.start_run() as run:
         mlflow.sklearn.log_model(
-            model, name="model", signature=infer_signature(example, model.predict_proba(example)),
-            input_example=example, pyfunc_predict_fn="predict_proba", serialization_format="cloudpickle",
+            model,
+            name="model",
+            signature=infer_signature(example, model.predict_proba(example)),
+            input_example=example,
+            pyfunc_predict_fn="predict_proba",
+            serialization_format="cloudpickle",
         )
         mlflow.log_dict(
             {"training_set": {"spec": {"sources": {}}}, "model": {"estimator": repr(model), "columns": columns}},
@@ -71,9 +75,14 @@ def lake(tmp_path, monkeypatch, spark):
     def candidate(model=None, columns=NUMERIC + CATEGORICAL, version=0) -> str:
         run_id = _log_model(model or _pipeline_model(), train, columns)
         pointer = {
-            "run_id": run_id, "model_uri": f"runs:/{run_id}/model", "operating_threshold": {"threshold": 0.3},
+            "run_id": run_id,
+            "model_uri": f"runs:/{run_id}/model",
+            "operating_threshold": {"threshold": 0.3},
             "training_set": {"path": str(table), "version": version},
-            "split": {"train_cutoffs": [c.isoformat() for c in CUTOFFS[:4]], "test_cutoffs": [c.isoformat() for c in TEST_CUTOFFS]},
+            "split": {
+                "train_cutoffs": [c.isoformat() for c in CUTOFFS[:4]],
+                "test_cutoffs": [c.isoformat() for c in TEST_CUTOFFS],
+            },
             "git_sha": "test",
         }
         path = tmp_path / "data/06_models/dev/candidate.json"
@@ -124,7 +133,13 @@ def test_a_good_first_candidate_passes_every_gate(lake):
     overall = report["metrics"]["candidate"]["overall"]
     assert overall["rows"] == 300 and overall["threshold"] == 0.3
     smoke = next(g for g in report["gates"] if g["name"] == "smoke_test")
-    assert {c["subject"] for c in smoke["checks"]} == {"sample_rows", "single_row", "all_null", "zeros", "extreme_values"}
+    assert {c["subject"] for c in smoke["checks"]} == {
+        "sample_rows",
+        "single_row",
+        "all_null",
+        "zeros",
+        "extreme_values",
+    }
 
     # The candidate's monitoring baseline: profiles of every input on its training rows, its test-window
     # scores at its threshold, and the reference performance (histogram AUC within a bin's width of sklearn's).
@@ -133,7 +148,9 @@ def test_a_good_first_candidate_passes_every_gate(lake):
     baseline = json.loads(stored["baseline"].iloc[0])
     assert sorted(baseline["features"]) == sorted(NUMERIC + CATEGORICAL)
     train_rows = len(lake["frame"]) - 300
-    assert {p["count"] for p in baseline["features"].values()} == {train_rows} and list(stored["train_rows"]) == [train_rows]
+    assert {p["count"] for p in baseline["features"].values()} == {train_rows} and list(stored["train_rows"]) == [
+        train_rows
+    ]
     assert baseline["scores"]["threshold"] == 0.3 and baseline["scores"]["profile"]["count"] == 300
     assert baseline["reference"]["roc_auc"]["value"] == pytest.approx(overall["roc_auc"], abs=2e-3)
 
@@ -164,8 +181,12 @@ def _registered() -> dict:
 
 @pytest.mark.parametrize(
     "override",
-    [{}, {"evaluation.floors": {"roc_auc": 0.999}}, {"evaluation.slices.floors": {"roc_auc": 0.999}},
-     {"evaluation.serving.latency_budget_ms": {"single_row": 0.0001}}],
+    [
+        {},
+        {"evaluation.floors": {"roc_auc": 0.999}},
+        {"evaluation.slices.floors": {"roc_auc": 0.999}},
+        {"evaluation.serving.latency_budget_ms": {"single_row": 0.0001}},
+    ],
     ids=["passes", "absolute_limits", "slices", "latency"],
 )
 def test_only_a_candidate_passing_every_gate_becomes_the_challenger(lake, override):
@@ -182,15 +203,21 @@ def test_only_a_candidate_passing_every_gate_becomes_the_challenger(lake, overri
 
 def test_failed_smoke_test_or_signature_never_reaches_an_alias(lake):
     lake["champion"]()
-    lake["candidate"](_pipeline_model(numeric=["customer_activity__orders_30d"]), ["customer_activity__orders_30d", *CATEGORICAL])
+    lake["candidate"](
+        _pipeline_model(numeric=["customer_activity__orders_30d"]), ["customer_activity__orders_30d", *CATEGORICAL]
+    )
     assert not _evaluate(lake["root"])["passed"]
     assert _registered()["aliases"] == {"champion": "1"}
     lake["candidate"](LogisticRegression(), NUMERIC)
     assert not _evaluate(lake["root"])["passed"]
     state = _registered()
     assert state["aliases"] == {"champion": "1"}
-    assert [v["tags"].get("validation_status") for v in sorted(state["versions"].values(), key=lambda v: int(v["version"]))] == [
-        None, "failed", "failed",
+    assert [
+        v["tags"].get("validation_status") for v in sorted(state["versions"].values(), key=lambda v: int(v["version"]))
+    ] == [
+        None,
+        "failed",
+        "failed",
     ]
 
 
@@ -199,17 +226,26 @@ def test_champion_comparison_requires_the_configured_improvement(lake):
     lake["candidate"]()  # the same configuration on the same rows: equal figures
     same = _evaluate(lake["root"])
     assert same["passed"] and same["champion"]["version"] == "1"
-    assert same["metrics"]["champion"]["overall"]["roc_auc"] == pytest.approx(same["metrics"]["candidate"]["overall"]["roc_auc"])
-    stricter = _evaluate(lake["root"], **{"evaluation.champion_comparison": {"mode": "min_improvement", "metrics": {"roc_auc": 0.05}}})
+    assert same["metrics"]["champion"]["overall"]["roc_auc"] == pytest.approx(
+        same["metrics"]["candidate"]["overall"]["roc_auc"]
+    )
+    stricter = _evaluate(
+        lake["root"], **{"evaluation.champion_comparison": {"mode": "min_improvement", "metrics": {"roc_auc": 0.05}}}
+    )
     assert _verdicts(stricter)["champion_comparison"] is False and not stricter["passed"]
 
 
 def test_a_candidate_dropping_a_served_column_breaks_the_signature(lake):
     lake["champion"]()
-    lake["candidate"](_pipeline_model(numeric=["customer_activity__orders_30d"]), ["customer_activity__orders_30d", *CATEGORICAL])
+    lake["candidate"](
+        _pipeline_model(numeric=["customer_activity__orders_30d"]), ["customer_activity__orders_30d", *CATEGORICAL]
+    )
     report = _evaluate(lake["root"])
     signature = next(g for g in report["gates"] if g["name"] == "signature")
-    assert not signature["passed"] and "tenure_days (double) removed or renamed vs champion version 1" in signature["detail"]
+    assert (
+        not signature["passed"]
+        and "tenure_days (double) removed or renamed vs champion version 1" in signature["detail"]
+    )
 
 
 def test_a_model_without_imputation_fails_the_smoke_test(lake):

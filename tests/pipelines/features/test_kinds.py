@@ -29,12 +29,29 @@ def gold_row(customer, day, orders=0, net=0.0, sessions=0, seconds=0, tickets=0,
     """One gold row for Jan <day>, delivered the next day at 02:00."""
     delivered = datetime(2026, 1, 1, 2, 0) + timedelta(days=day)
     day = date(2026, 1, day)
-    return (customer, day, orders, orders, sessions, seconds, sessions, tickets, high, net, net, delivered, datetime(2026, 3, 1))
+    return (
+        customer,
+        day,
+        orders,
+        orders,
+        sessions,
+        seconds,
+        sessions,
+        tickets,
+        high,
+        net,
+        net,
+        delivered,
+        datetime(2026, 3, 1),
+    )
 
 
 def test_activity_windows_expire_exactly_and_feature_ts_is_the_end_of_the_day(spark):
     gold = spark.createDataFrame(
-        [gold_row("c1", 1, orders=2, net=30.0, sessions=1, seconds=120), gold_row("c1", 5, orders=1, net=10.0, tickets=1, high=1)],
+        [
+            gold_row("c1", 1, orders=2, net=30.0, sessions=1, seconds=120),
+            gold_row("c1", 5, orders=1, net=10.0, tickets=1, high=1),
+        ],
         GOLD,
     )
     rows = compute_window_features(gold, date(2026, 1, 1), date(2026, 1, 10), contract("customer_activity"))
@@ -74,7 +91,10 @@ def test_activity_scope_gives_the_same_rows_as_a_wider_computation(spark):
         GOLD,
     )
     c = contract("customer_activity")
-    wide = {(r["customer_id"], r["feature_ts"]): r for r in compute_window_features(gold, date(2026, 1, 1), date(2026, 1, 28), c).collect()}
+    wide = {
+        (r["customer_id"], r["feature_ts"]): r
+        for r in compute_window_features(gold, date(2026, 1, 1), date(2026, 1, 28), c).collect()
+    }
     narrow = compute_window_features(gold, date(2026, 1, 20), date(2026, 1, 25), c).collect()
     assert len(narrow) == 12  # 2 customers x 6 days
     for row in narrow:
@@ -84,16 +104,48 @@ def test_activity_scope_gives_the_same_rows_as_a_wider_computation(spark):
 def test_profile_rows_are_valid_from_their_event_time_latest_delivery_wins(spark):
     customers = spark.createDataFrame(
         [
-            ("e1", "c1", "2026-01-01 10:00:00", "2026-01-02 02:00:00", "2025-06-01 00:00:00", "DE", "organic", "basic", 9.99),
-            ("e2", "c1", "2026-02-01 10:00:00", "2026-02-02 02:00:00", "2025-06-01 00:00:00", "DE", "organic", "premium", 34.99),
+            (
+                "e1",
+                "c1",
+                "2026-01-01 10:00:00",
+                "2026-01-02 02:00:00",
+                "2025-06-01 00:00:00",
+                "DE",
+                "organic",
+                "basic",
+                9.99,
+            ),
+            (
+                "e2",
+                "c1",
+                "2026-02-01 10:00:00",
+                "2026-02-02 02:00:00",
+                "2025-06-01 00:00:00",
+                "DE",
+                "organic",
+                "premium",
+                34.99,
+            ),
             # a corrected re-send of the same change, delivered later, wins
-            ("e3", "c1", "2026-02-01 10:00:00", "2026-02-05 02:00:00", "2025-06-01 00:00:00", "DE", "organic", "standard", 19.99),
+            (
+                "e3",
+                "c1",
+                "2026-02-01 10:00:00",
+                "2026-02-05 02:00:00",
+                "2025-06-01 00:00:00",
+                "DE",
+                "organic",
+                "standard",
+                19.99,
+            ),
         ],
         "event_id string, customer_id string, event_ts string, delivered_at string, signup_ts string, country string, channel string, plan_tier string, monthly_price double",
     )
     for column in ("event_ts", "delivered_at", "signup_ts"):
         customers = customers.withColumn(column, F.to_timestamp(column))
-    rows = sorted(compute_change_features(customers, contract("customer_profile")).collect(), key=lambda r: r["feature_ts"])
+    rows = sorted(
+        compute_change_features(customers, contract("customer_profile")).collect(), key=lambda r: r["feature_ts"]
+    )
     assert [(r["feature_ts"], r["plan_tier"], r["ingested_at"]) for r in rows] == [
         (datetime(2026, 1, 1, 10), "basic", datetime(2026, 1, 2, 2)),
         (datetime(2026, 2, 1, 10), "standard", datetime(2026, 2, 5, 2)),
@@ -103,22 +155,32 @@ def test_profile_rows_are_valid_from_their_event_time_latest_delivery_wins(spark
 def test_plan_refresh_modes(spark):
     c = contract("customer_activity")
     source = FrameVersions([spark.range(1)] * 3, "id long")  # version 2
-    empty_log = spark.createDataFrame([], "table string, source_version bigint, version_after bigint, refreshed_at timestamp")
+    empty_log = spark.createDataFrame(
+        [], "table string, source_version bigint, version_after bigint, refreshed_at timestamp"
+    )
     log = spark.createDataFrame([("customer_activity", 2, 4, datetime(2026, 3, 1))], empty_log.schema)
     features = {"full_rebuild": False, "backfill": {"start": None}}
     assert plan_refresh(source, empty_log, c, features)["mode"] == "full"
     unchanged = plan_refresh(source, log, c, features)
     assert (unchanged["mode"], unchanged["version_before"]) == ("none", 4)
     # The same source under a changed contract (a feature added, a window changed) is recomputed.
-    hashed = spark.createDataFrame([("customer_activity", 2, 4, datetime(2026, 3, 1), c.hash)], f"{empty_log.schema.simpleString()[7:-1]}, contract_hash string")
+    hashed = spark.createDataFrame(
+        [("customer_activity", 2, 4, datetime(2026, 3, 1), c.hash)],
+        f"{empty_log.schema.simpleString()[7:-1]}, contract_hash string",
+    )
     assert plan_refresh(source, hashed, c, features)["mode"] == "none"
     changed = parse_contract("customer_activity", {**c.raw, "features": {**c.raw["features"], "orders_7d": None}})
     assert plan_refresh(source, hashed, changed, features)["mode"] == "full"
     newer = FrameVersions([spark.range(1)] * 4, "id long")
-    assert (plan_refresh(newer, log, c, features)["mode"], plan_refresh(newer, log, c, features)["since_version"]) == ("incremental", 2)
+    assert (plan_refresh(newer, log, c, features)["mode"], plan_refresh(newer, log, c, features)["since_version"]) == (
+        "incremental",
+        2,
+    )
     assert plan_refresh(source, log, c, {**features, "full_rebuild": True})["mode"] == "full"
     # A log written before source versions were recorded: everything is recomputed once.
-    old_log = spark.createDataFrame([("customer_activity", 4, datetime(2026, 3, 1))], "table string, version_after bigint, refreshed_at timestamp")
+    old_log = spark.createDataFrame(
+        [("customer_activity", 4, datetime(2026, 3, 1))], "table string, version_after bigint, refreshed_at timestamp"
+    )
     assert plan_refresh(newer, old_log, c, features)["mode"] == "full"
     backfill = plan_refresh(newer, log, c, {"backfill": {"start": "2026-02-01", "end": "2026-02-10"}})
     assert (backfill["mode"], backfill["start"], backfill["end"]) == ("backfill", date(2026, 2, 1), date(2026, 2, 10))
@@ -136,7 +198,10 @@ def test_an_incremental_refresh_when_data_shrinks_deletes_rows_past_the_new_end(
     gold = FrameVersions([before, after], GOLD)
     full_before = compute_window_features(before, date(2026, 1, 1), date(2026, 1, 10), c)
     existing = full_before.select("customer_id", "feature_ts")
-    log = spark.createDataFrame([("customer_activity", 0, 3, datetime(2026, 3, 1))], "table string, source_version bigint, version_after bigint, refreshed_at timestamp")
+    log = spark.createDataFrame(
+        [("customer_activity", 0, 3, datetime(2026, 3, 1))],
+        "table string, source_version bigint, version_after bigint, refreshed_at timestamp",
+    )
     features = {"full_rebuild": False, "backfill": {"start": None}}
     staged, plan = daily_windows(gold, existing, c, plan_refresh(gold, log, c, features))
     assert (plan["mode"], plan["start"], plan["end"]) == ("incremental", date(2026, 1, 5), date(2026, 1, 10))

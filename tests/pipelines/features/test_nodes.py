@@ -38,8 +38,12 @@ def third_table(base: dict) -> dict:
 
 @pytest.fixture
 def sources(spark):
-    gold = spark.createDataFrame([gold_row("c1", 1, orders=2, net=30.0, sessions=1), gold_row("c2", 5, orders=1, net=5.0)], GOLD)
-    customers = spark.createDataFrame([], "event_id string, customer_id string, event_ts timestamp, delivered_at timestamp")
+    gold = spark.createDataFrame(
+        [gold_row("c1", 1, orders=2, net=30.0, sessions=1), gold_row("c2", 5, orders=1, net=5.0)], GOLD
+    )
+    customers = spark.createDataFrame(
+        [], "event_id string, customer_id string, event_ts timestamp, delivered_at timestamp"
+    )
     return {
         "gold.customer_daily_activity": FrameVersions([gold], GOLD),
         "silver.customers": FrameVersions([customers], "customer_id string"),
@@ -58,7 +62,10 @@ def test_every_enabled_table_is_staged_and_a_disabled_one_is_left_alone(spark, s
     tables["session_behaviour"] = third_table(tables["customer_activity"])
     staged, plans, _ = _stage(spark, tables, sources)
     assert sorted(plans) == ["customer_activity", "session_behaviour"]
-    assert {name: plan["mode"] for name, plan in plans.items()} == {"customer_activity": "full", "session_behaviour": "full"}
+    assert {name: plan["mode"] for name, plan in plans.items()} == {
+        "customer_activity": "full",
+        "session_behaviour": "full",
+    }
     columns = staged["session_behaviour"].columns
     assert {"sessions_3d", "orders_60d", "_deleted", "_refresh_id"} <= set(columns) and "orders_7d" not in columns
     # c1 ordered on Jan 1: the 3-day window holds its session on Jan 1..3 only (feature_ts Jan 2..4).
@@ -69,11 +76,16 @@ def test_every_enabled_table_is_staged_and_a_disabled_one_is_left_alone(spark, s
 def test_a_source_the_lakehouse_does_not_write_is_refused_naming_the_setting(spark, sources):
     tables = declared()
     tables["customer_activity"]["source"] = "gold.nope"
-    with pytest.raises(ValueError, match=r"feature_tables.customer_activity.source: 'gold.nope' is not a table the lakehouse writes"):
+    with pytest.raises(
+        ValueError, match=r"feature_tables.customer_activity.source: 'gold.nope' is not a table the lakehouse writes"
+    ):
         _stage(spark, tables, sources)
     tables = declared()
     tables["customer_activity"]["features"]["orders_7d"]["compute"] = {"sum": "order"}
-    with pytest.raises(ValueError, match=r"feature_tables.customer_activity: source gold.customer_daily_activity has no column\(s\) \['order'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"feature_tables.customer_activity: source gold.customer_daily_activity has no column\(s\) \['order'\]",
+    ):
         _stage(spark, tables, sources)
     with pytest.raises(ValueError, match=r"features.backfill.tables: \['nope'\] are not declared feature tables"):
         _stage(spark, declared(), sources, backfill={"start": "2026-01-01", "end": "2026-01-02", "tables": ["nope"]})

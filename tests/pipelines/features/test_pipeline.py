@@ -20,12 +20,29 @@ LAKE = Path("data/lakehouse/dev")
 # A third table, declared here only (runtime parameters merge into `feature_tables` like an
 # environment's file): the latest session per customer, from a source no base table reads.
 LAST_SESSION = {
-    "description": "The customer's latest session, valid from its start.", "owner": "tests",
-    "entity_keys": ["customer_id"], "timestamp_key": "feature_ts", "ingested_at_key": "ingested_at",
-    "grain": "customer x session", "refresh": "daily", "source": "silver.sessions", "kind": "changes",
+    "description": "The customer's latest session, valid from its start.",
+    "owner": "tests",
+    "entity_keys": ["customer_id"],
+    "timestamp_key": "feature_ts",
+    "ingested_at_key": "ingested_at",
+    "grain": "customer x session",
+    "refresh": "daily",
+    "source": "silver.sessions",
+    "kind": "changes",
     "features": {
-        "device": {"unit": "category", "freshness": "30 days", "null_policy": {"impute": "unknown"}, "compute": {"column": "device"}},
-        "pages": {"unit": "pages", "freshness": "30 days", "null_policy": "keep", "range": [1, None], "compute": {"column": "pages"}},
+        "device": {
+            "unit": "category",
+            "freshness": "30 days",
+            "null_policy": {"impute": "unknown"},
+            "compute": {"column": "device"},
+        },
+        "pages": {
+            "unit": "pages",
+            "freshness": "30 days",
+            "null_policy": "keep",
+            "range": [1, None],
+            "compute": {"column": "pages"},
+        },
     },
 }
 SMALL = {
@@ -98,7 +115,9 @@ def test_keys_are_unique_and_rows_respect_the_contract(lakehouse, monkeypatch):
         assert not frame.duplicated(KEYS).any()
         assert len(frame) > len(first[table])  # the second delivery batch added rows
     activity = read("features/customer_activity")
-    assert (activity["orders_7d"] <= activity["orders_30d"]).all() and (activity["orders_30d"] <= activity["orders_90d"]).all()
+    assert (activity["orders_7d"] <= activity["orders_30d"]).all() and (
+        activity["orders_30d"] <= activity["orders_90d"]
+    ).all()
     assert (activity["feature_ts"].dt.hour == 0).all()  # end of day
     assert activity["ingested_at"].notna().all()  # every row says when its value became known
 
@@ -108,17 +127,28 @@ def test_backfill_replaces_a_range_in_one_commit_and_is_audited(lakehouse, monke
     monkeypatch.chdir(root)
     before = sorted_table("features/customer_activity")
     version = DeltaTable(str(LAKE / "features/customer_activity")).version()
-    run_pipeline(features_pipeline(), runtime_params={
-        **SMALL, "features": {"backfill": {"start": "2026-01-10", "end": "2026-01-20", "tables": ["customer_activity"]}},
-    })
+    run_pipeline(
+        features_pipeline(),
+        runtime_params={
+            **SMALL,
+            "features": {"backfill": {"start": "2026-01-10", "end": "2026-01-20", "tables": ["customer_activity"]}},
+        },
+    )
     table = DeltaTable(str(LAKE / "features/customer_activity"))
     assert table.version() == version + 1  # one MERGE commit (the contract was already stamped)
     assert table.history(1)[0]["operation"] == "MERGE"
     pd.testing.assert_frame_equal(sorted_table("features/customer_activity"), before)  # same data, same rows
     audit = read("monitoring/feature_refreshes").sort_values("refreshed_at").iloc[-1]
-    assert (audit["table"], audit["mode"], audit["scope"]) == ("customer_activity", "backfill", "feature days 2026-01-10..2026-01-20")
+    assert (audit["table"], audit["mode"], audit["scope"]) == (
+        "customer_activity",
+        "backfill",
+        "feature days 2026-01-10..2026-01-20",
+    )
     assert (audit["version_before"], audit["version_after"]) == (version, version + 1)
-    assert audit["rows_upserted"] == ((before["feature_ts"] >= "2026-01-11") & (before["feature_ts"] <= "2026-01-21")).sum()
+    assert (
+        audit["rows_upserted"]
+        == ((before["feature_ts"] >= "2026-01-11") & (before["feature_ts"] <= "2026-01-21")).sum()
+    )
     assert table.metadata().configuration["lakehouse_ml.contract.hash"] == audit["contract_hash"]
     summaries = read("monitoring/feature_summaries")
     assert set(summaries[summaries["table"] == "customer_activity"]["version"]) >= {version + 1}
@@ -134,6 +164,9 @@ def test_a_contract_violation_fails_the_refresh_and_publishes_nothing(lakehouse,
         "feature_tables": {"customer_activity": {"features": {"orders_7d": {"range": [0, 1]}}}},
         "features": {"full_rebuild": True},
     }
-    with pytest.raises(FeatureContractViolation, match=r"customer_activity\.orders_7d: range expected values in \[0, 1\], got \d+ values out of range"):
+    with pytest.raises(
+        FeatureContractViolation,
+        match=r"customer_activity\.orders_7d: range expected values in \[0, 1\], got \d+ values out of range",
+    ):
         run_pipeline(features_pipeline(), runtime_params={**SMALL, **stricter})
     assert DeltaTable(str(LAKE / "features/customer_activity")).version() == version

@@ -30,10 +30,15 @@ class _Model:
 
 
 def test_the_kernel_scores_only_accepted_rows_and_passes_every_column_through():
-    batch = pa.RecordBatch.from_pydict({
-        "customer_id": ["a", "b", "c"], "orders": [1.0, 2.0, None], "tier": ["x", None, "y"],
-        "reasons": [[], ["too old"], []], "_rejected": [False, True, False],
-    })
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "customer_id": ["a", "b", "c"],
+            "orders": [1.0, 2.0, None],
+            "tier": ["x", None, "y"],
+            "reasons": [[], ["too old"], []],
+            "_rejected": [False, True, False],
+        }
+    )
     model = _Model()
     out = score_batch(batch, model, ["orders", "tier"], "_rejected", "probability")
     assert out.schema.names == [*batch.schema.names, "probability"]
@@ -53,12 +58,16 @@ def test_a_batch_of_rejected_rows_never_reaches_the_model():
 @pytest.fixture(scope="module")
 def contracts():
     params = project_config()["parameters"]
-    return {name: parse_contract(name, params["feature_tables"][name]) for name in ("customer_activity", "customer_profile")}
+    return {
+        name: parse_contract(name, params["feature_tables"][name]) for name in ("customer_activity", "customer_profile")
+    }
 
 
 INPUTS = [
-    "customer_activity__orders_30d", "customer_activity__days_since_last_order",
-    "customer_profile__plan_tier", "customer_profile__monthly_price",
+    "customer_activity__orders_30d",
+    "customer_activity__days_since_last_order",
+    "customer_profile__plan_tier",
+    "customer_profile__monthly_price",
 ]
 SCHEMA = (
     "customer_id string, customer_activity__feature_ts timestamp, customer_activity__orders_30d double, "
@@ -69,27 +78,42 @@ SCHEMA = (
 
 def _reasons(spark, contracts, rows, rules=("range", "allowed_values", "null_policy", "freshness")):
     frame = spark.createDataFrame(rows, SCHEMA)
-    result = frame.select("customer_id", rejection_reasons(frame, contracts, INPUTS, AT, list(rules)).alias("r")).collect()
+    result = frame.select(
+        "customer_id", rejection_reasons(frame, contracts, INPUTS, AT, list(rules)).alias("r")
+    ).collect()
     return {row["customer_id"]: list(row["r"]) for row in result}
 
 
 def _row(customer, activity_age=timedelta(days=1), orders=3.0, days_since=4, orders_7d=1.0, tier="basic", price=9.99):
-    return (customer, AT - activity_age if activity_age is not None else None, orders, days_since, orders_7d, AT - timedelta(days=100), tier, price)
+    return (
+        customer,
+        AT - activity_age if activity_age is not None else None,
+        orders,
+        days_since,
+        orders_7d,
+        AT - timedelta(days=100),
+        tier,
+        price,
+    )
 
 
 def test_each_contract_rule_names_table_feature_rule_and_value(spark, contracts):
-    reasons = _reasons(spark, contracts, [
-        _row("ok"),
-        _row("negative", orders=-2.0),
-        _row("nan", orders=float("nan")),
-        _row("above", days_since=90),
-        _row("unknown_tier", tier="gold"),
-        _row("no_price", price=None),
-        _row("null_imputed", orders=None, tier=None),  # impute policies: nulls are fine
-        _row("unused", orders_7d=-5.0),  # not a model input: not judged
-        _row("no_activity_row", activity_age=None, orders=None, days_since=None),
-        _row("stale", activity_age=timedelta(days=3)),  # found with a longer lookback than the freshness
-    ])
+    reasons = _reasons(
+        spark,
+        contracts,
+        [
+            _row("ok"),
+            _row("negative", orders=-2.0),
+            _row("nan", orders=float("nan")),
+            _row("above", days_since=90),
+            _row("unknown_tier", tier="gold"),
+            _row("no_price", price=None),
+            _row("null_imputed", orders=None, tier=None),  # impute policies: nulls are fine
+            _row("unused", orders_7d=-5.0),  # not a model input: not judged
+            _row("no_activity_row", activity_age=None, orders=None, days_since=None),
+            _row("stale", activity_age=timedelta(days=3)),  # found with a longer lookback than the freshness
+        ],
+    )
     assert reasons["ok"] == [] and reasons["null_imputed"] == [] and reasons["unused"] == []
     assert reasons["negative"] == ["customer_activity.orders_30d: range expected values >= 0, got -2.0"]
     assert reasons["nan"] == ["customer_activity.orders_30d: range expected values >= 0, got NaN"]
@@ -97,7 +121,9 @@ def test_each_contract_rule_names_table_feature_rule_and_value(spark, contracts)
     assert reasons["unknown_tier"] == [
         "customer_profile.plan_tier: allowed_values expected one of ['basic', 'standard', 'premium'], got 'gold'"
     ]
-    assert reasons["no_price"] == ["customer_profile.monthly_price: null_policy expected a value (policy drop), got null"]
+    assert reasons["no_price"] == [
+        "customer_profile.monthly_price: null_policy expected a value (policy drop), got null"
+    ]
     assert reasons["no_activity_row"] == [
         "customer_activity.feature_ts: freshness expected a feature row at most 2d old at 2026-03-01T00:00:00+00:00, got none"
     ]
@@ -107,8 +133,13 @@ def test_each_contract_rule_names_table_feature_rule_and_value(spark, contracts)
 
 
 def test_only_the_configured_rules_reject(spark, contracts):
-    reasons = _reasons(spark, contracts, [_row("no_activity_row", activity_age=None), _row("negative", orders=-1.0)], rules=["range"])
-    assert reasons == {"no_activity_row": [], "negative": ["customer_activity.orders_30d: range expected values >= 0, got -1.0"]}
+    reasons = _reasons(
+        spark, contracts, [_row("no_activity_row", activity_age=None), _row("negative", orders=-1.0)], rules=["range"]
+    )
+    assert reasons == {
+        "no_activity_row": [],
+        "negative": ["customer_activity.orders_30d: range expected values >= 0, got -1.0"],
+    }
     with pytest.raises(ValueError, match=r"unknown rules \['ranges'\]"):
         _reasons(spark, contracts, [_row("x")], rules=["ranges"])
 
@@ -137,13 +168,25 @@ def test_earlier_rejections_of_the_same_date_and_version_get_delete_markers(spar
         [("a", date(2026, 3, 1), "2", True, ["x.y: range expected values >= 0, got -1"], 1.0)],
         "customer_id string, scoring_date date, model_version string, _rejected boolean, rejection_reasons array<string>, f double",
     ).selectExpr(
-        "*", "timestamp'2026-03-02 00:00:00' as scoring_ts", "'m' as model_name", "'champion' as model_alias",
-        "'r' as model_run_id", "map('t', 1L) as feature_table_versions", "1L as orders_version",
-        "current_timestamp() as scored_at", "cast(null as double) as probability", "cast(null as int) as decision",
+        "*",
+        "timestamp'2026-03-02 00:00:00' as scoring_ts",
+        "'m' as model_name",
+        "'champion' as model_alias",
+        "'r' as model_run_id",
+        "map('t', 1L) as feature_table_versions",
+        "1L as orders_version",
+        "current_timestamp() as scored_at",
+        "cast(null as double) as probability",
+        "cast(null as int) as decision",
         "0.5 as threshold",
     )
     recorded = spark.createDataFrame(
-        [("a", date(2026, 3, 1), "2"), ("b", date(2026, 3, 1), "2"), ("c", date(2026, 3, 1), "1"), ("d", date(2026, 2, 1), "2")],
+        [
+            ("a", date(2026, 3, 1), "2"),
+            ("b", date(2026, 3, 1), "2"),
+            ("c", date(2026, 3, 1), "1"),
+            ("d", date(2026, 2, 1), "2"),
+        ],
         "customer_id string, scoring_date date, model_version string",
     )
     out = select_rejections(rows, recorded, {"scoring_date": "2026-03-01", "model_version": "2"})

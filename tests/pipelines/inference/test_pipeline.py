@@ -47,9 +47,14 @@ def lakehouse(tmp_path_factory, spark):
     cwd = Path.cwd()
     os.chdir(root)
     try:
-        run_pipeline(simulate_pipeline() + ingest_pipeline() + features_pipeline() + training_set_pipeline(), runtime_params=PARAMS)
+        run_pipeline(
+            simulate_pipeline() + ingest_pipeline() + features_pipeline() + training_set_pipeline(),
+            runtime_params=PARAMS,
+        )
         training_set = _read("ml/training_set")
-        champion = register_version(training_set, training_set["cutoff_ts"].unique(), threshold=THRESHOLD, alias="champion")
+        champion = register_version(
+            training_set, training_set["cutoff_ts"].unique(), threshold=THRESHOLD, alias="champion"
+        )
         yield {"root": root, "training_set": training_set, "champion": champion}
     finally:
         os.chdir(cwd)
@@ -85,7 +90,9 @@ def test_predictions_name_their_version_and_equal_the_model_on_the_training_set_
     assert (predictions["threshold"] == THRESHOLD).all()
     assert (predictions["decision"] == (predictions["probability"] >= THRESHOLD).astype(int)).all()
     versions = dict(predictions["feature_table_versions"].iloc[0])
-    assert versions == {t: DeltaTable(str(LAKE / "features" / t)).version() for t in ("customer_activity", "customer_profile")}
+    assert versions == {
+        t: DeltaTable(str(LAKE / "features" / t)).version() for t in ("customer_activity", "customer_profile")
+    }
     assert (predictions["orders_version"] == DeltaTable(str(LAKE / "silver/orders")).version()).all()
     assert not predictions["customer_id"].duplicated().any()
 
@@ -120,7 +127,9 @@ def test_the_default_scoring_date_is_the_latest_complete_day(lakehouse, monkeypa
     # Active = an order in the lookback before the scoring time, as in the label spine.
     orders = _read("silver/orders")
     at = pd.Timestamp(expected + timedelta(days=1), tz="UTC")
-    active = set(orders.loc[(orders["event_ts"] >= at - pd.Timedelta(days=30)) & (orders["event_ts"] < at), "customer_id"])
+    active = set(
+        orders.loc[(orders["event_ts"] >= at - pd.Timedelta(days=30)) & (orders["event_ts"] < at), "customer_id"]
+    )
     scored = set(predictions.loc[predictions["scoring_date"] == expected, "customer_id"])
     rejected = set(_read("ml/rejected_predictions").query("scoring_date == @expected")["customer_id"])
     assert scored | rejected == active
@@ -161,7 +170,10 @@ def test_rows_breaking_a_contract_are_rejected_with_their_reason_and_not_scored(
         (row.customer_id, row.customer_activity__feature_ts if i == 0 else row.customer_profile__feature_ts)
         for i, row in enumerate(victims.itertuples())
     ]
-    activity, profile = DeltaTable(str(LAKE / "features/customer_activity")), DeltaTable(str(LAKE / "features/customer_profile"))
+    activity, profile = (
+        DeltaTable(str(LAKE / "features/customer_activity")),
+        DeltaTable(str(LAKE / "features/customer_profile")),
+    )
     before = activity.version(), profile.version()
 
     def where(customer, ts):
@@ -177,7 +189,10 @@ def test_rows_breaking_a_contract_are_rejected_with_their_reason_and_not_scored(
         assert rejected.loc[b, "reason"] == (
             "customer_profile.plan_tier: allowed_values expected one of ['basic', 'standard', 'premium'], got 'platinum'"
         )
-        assert rejected.loc[c, "reason"] == "customer_profile.monthly_price: null_policy expected a value (policy drop), got null"
+        assert (
+            rejected.loc[c, "reason"]
+            == "customer_profile.monthly_price: null_policy expected a value (policy drop), got null"
+        )
         assert list(rejected.loc[a, "rejection_reasons"]) == [rejected.loc[a, "reason"]]
         assert '"customer_activity__orders_30d":-3.0' in rejected.loc[a, "features"]
         assert (rejected["model_version"] == version).all() and rejected["rejected_at"].notna().all()
@@ -199,8 +214,14 @@ def test_too_many_rejections_fail_the_run_before_anything_is_published(lakehouse
     # A contract no customer with orders meets: most of the spine breaks it.
     strict = {"feature_tables": {"customer_activity": {"features": {"orders_30d": {"range": [1000, None]}}}}}
     day = lakehouse["training_set"]["cutoff_ts"].max().date().isoformat()
-    with pytest.raises(Exception, match=r"break their feature contracts, above inference.max_rejected_rate=50.0%.*Top reasons: customer_activity.orders_30d: range x"):
-        run_pipeline(inference_pipeline(), runtime_params={**PARAMS, **strict, "inference": {**PARAMS["inference"], "scoring_date": day}})
+    with pytest.raises(
+        Exception,
+        match=r"break their feature contracts, above inference.max_rejected_rate=50.0%.*Top reasons: customer_activity.orders_30d: range x",
+    ):
+        run_pipeline(
+            inference_pipeline(),
+            runtime_params={**PARAMS, **strict, "inference": {**PARAMS["inference"], "scoring_date": day}},
+        )
     assert [DeltaTable(str(LAKE / t)).version() for t in tables] == before
 
 
@@ -209,7 +230,10 @@ def test_without_a_champion_the_run_fails_naming_model_and_alias(lakehouse, monk
     client = MlflowClient()
     client.delete_registered_model_alias(MODEL_NAME, "champion")
     try:
-        with pytest.raises(Exception, match=r"'dev.ml.churn_classifier' has no 'champion' alias.*run the registration and promotion pipelines"):
+        with pytest.raises(
+            Exception,
+            match=r"'dev.ml.churn_classifier' has no 'champion' alias.*run the registration and promotion pipelines",
+        ):
             _infer()
     finally:
         client.set_registered_model_alias(MODEL_NAME, "champion", lakehouse["champion"]["version"])

@@ -28,8 +28,13 @@ def day(i: int) -> str:
 
 def order(event_id: str, i: int, amount: float = 10.0) -> dict:
     return {
-        "event_id": event_id, "customer_id": f"c{i % 7}", "event_ts": f"{day(i - 1)}T10:00:00Z",
-        "amount": amount, "currency": "EUR", "items": 1, "discount": 0.0,
+        "event_id": event_id,
+        "customer_id": f"c{i % 7}",
+        "event_ts": f"{day(i - 1)}T10:00:00Z",
+        "amount": amount,
+        "currency": "EUR",
+        "items": 1,
+        "discount": 0.0,
     }
 
 
@@ -51,7 +56,9 @@ def deliver_tickets(root: Path, i: int) -> None:
     write_landing(root, "tickets", day(i), "tickets.csv", [TICKETS_HEADER, *rows])
 
 
-def test_hundreds_of_daily_deliveries_in_one_run_are_audited_per_file_and_never_read_twice(tmp_path, monkeypatch, spark):
+def test_hundreds_of_daily_deliveries_in_one_run_are_audited_per_file_and_never_read_twice(
+    tmp_path, monkeypatch, spark
+):
     monkeypatch.chdir(tmp_path)
     for i in range(ORDER_DAYS):
         deliver_orders(tmp_path, i)

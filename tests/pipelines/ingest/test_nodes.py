@@ -31,8 +31,14 @@ INGEST = {"full_rebuild": False, "quarantine_gate": {"max_rate": 1.0, "min_rows"
 def order(event_id="e1", customer_id="c1", event_ts="2026-01-01T10:00:00Z", **overrides):
     """One canonical order record as the source would deliver it."""
     record = {
-        "event_id": event_id, "customer_id": customer_id, "event_ts": event_ts, "amount": 10.0,
-        "currency": "EUR", "items": 1, "discount": 0.0, "delivered_at": "2026-01-02T02:00:00Z",
+        "event_id": event_id,
+        "customer_id": customer_id,
+        "event_ts": event_ts,
+        "amount": 10.0,
+        "currency": "EUR",
+        "items": 1,
+        "discount": 0.0,
+        "delivered_at": "2026-01-02T02:00:00Z",
     }
     record.update(overrides)
     return record
@@ -43,8 +49,15 @@ def bronze_rows(spark, lines, delivery="2026-01-02", file_format="json", header=
     batch = f"{source}/{delivery}/{source}"
     rows = [
         (
-            line if isinstance(line, str) else json.dumps(line), file_format, header,
-            f"landing/{batch}", None, source, pd.Timestamp(delivery).date(), batch, pd.Timestamp("2026-01-02", tz="UTC"),
+            line if isinstance(line, str) else json.dumps(line),
+            file_format,
+            header,
+            f"landing/{batch}",
+            None,
+            source,
+            pd.Timestamp(delivery).date(),
+            batch,
+            pd.Timestamp("2026-01-02", tz="UTC"),
         )
         for line in lines
     ]
@@ -76,15 +89,21 @@ def test_clean_json_order_is_typed_and_passes(spark):
     [
         (order(customer_id=None), ["customer_id: expected a value, got null"]),
         (order(event_id=""), ["event_id: expected a value, got null"]),
-        (order(amount=-5.0, discount=0.0), [
-            "amount: expected >= 0, got -5.0",
-            "discount_not_above_amount: expected discount <= amount, got discount=0.0, amount=-5.0",
-        ]),
+        (
+            order(amount=-5.0, discount=0.0),
+            [
+                "amount: expected >= 0, got -5.0",
+                "discount_not_above_amount: expected discount <= amount, got discount=0.0, amount=-5.0",
+            ],
+        ),
         (order(event_ts="13/45/2026 25:61"), ["event_ts: expected timestamp, got 13/45/2026 25:61"]),
-        (order(event_ts="2026-01-09T10:00:00Z"), [
-            "event_ts_not_after_delivery: expected event_ts at most 1 hour after delivered_at, got "
-            "event_ts=2026-01-09 10:00:00, delivered_at=2026-01-02 02:00:00"
-        ]),
+        (
+            order(event_ts="2026-01-09T10:00:00Z"),
+            [
+                "event_ts_not_after_delivery: expected event_ts at most 1 hour after delivered_at, got "
+                "event_ts=2026-01-09 10:00:00, delivered_at=2026-01-02 02:00:00"
+            ],
+        ),
         (order(items="two"), ["items: expected bigint, got two"]),
         (order(currency="XYZ"), ["currency: expected one of ['CHF', 'EUR', 'GBP', 'PLN', 'SEK', 'USD'], got XYZ"]),
     ],
@@ -125,12 +144,28 @@ def test_csv_lines_parse_by_their_header_with_quotes_and_wrong_field_counts(spar
 
 def test_column_mapping_timestamp_format_zone_and_defaults(spark):
     source = {
-        "name": "orders", "schema": "orders",
-        "column_mapping": {"OrderNo": "event_id", "Kunde": "customer_id", "Datum": "event_ts", "Betrag": "amount",
-                           "Stueck": "items", "Rabatt": "discount"},
-        "timestamp_format": "dd.MM.yyyy HH:mm", "timezone": "Europe/Berlin", "defaults": {"currency": "EUR"},
+        "name": "orders",
+        "schema": "orders",
+        "column_mapping": {
+            "OrderNo": "event_id",
+            "Kunde": "customer_id",
+            "Datum": "event_ts",
+            "Betrag": "amount",
+            "Stueck": "items",
+            "Rabatt": "discount",
+        },
+        "timestamp_format": "dd.MM.yyyy HH:mm",
+        "timezone": "Europe/Berlin",
+        "defaults": {"currency": "EUR"},
     }
-    record = {"OrderNo": "A-1", "Kunde": "K-9", "Datum": "31.01.2026 13:30", "Betrag": "19.90", "Stueck": "3", "Rabatt": "0"}
+    record = {
+        "OrderNo": "A-1",
+        "Kunde": "K-9",
+        "Datum": "31.01.2026 13:30",
+        "Betrag": "19.90",
+        "Stueck": "3",
+        "Rabatt": "0",
+    }
     typed = type_records(bronze_rows(spark, [record], delivery="2026-02-01"), source).collect()[0]
     assert typed["_failed_checks"] == []
     assert (typed["event_id"], typed["customer_id"], typed["currency"]) == ("A-1", "K-9", "EUR")
@@ -150,9 +185,11 @@ def test_default_fills_only_missing_values_never_unparseable_ones(spark):
 
 
 CDNOW = {  # a transaction log like CDNOW's: no order id, a date-only time, one history file
-    "name": "orders", "schema": "orders",
+    "name": "orders",
+    "schema": "orders",
     "column_mapping": {"customer": "customer_id", "date": "event_ts", "cds": "items", "dollars": "amount"},
-    "timestamp_format": "yyyyMMdd", "defaults": {"currency": "USD", "discount": 0.0},
+    "timestamp_format": "yyyyMMdd",
+    "defaults": {"currency": "USD", "discount": 0.0},
 }
 CDNOW_HEADER = "customer,date,cds,dollars"
 
@@ -186,7 +223,10 @@ def test_line_in_file_ids_tell_identical_lines_apart_and_are_stable_per_file(spa
 @pytest.mark.parametrize(
     ("how", "message"),
     [
-        ({"hash": ["customer_id", "colour"]}, "ingest.sources.orders.event_id_from: expected 'column', 'line_in_file' or {hash: [<canonical fields>]} with fields among"),
+        (
+            {"hash": ["customer_id", "colour"]},
+            "ingest.sources.orders.event_id_from: expected 'column', 'line_in_file' or {hash: [<canonical fields>]} with fields among",
+        ),
         ({"hash": []}, "ingest.sources.orders.event_id_from: expected"),
         ("row_number", "ingest.sources.orders.event_id_from: expected"),
     ],
@@ -197,7 +237,9 @@ def test_an_unknown_event_id_derivation_is_refused_naming_the_setting(spark, how
 
 
 def test_without_a_derivation_a_missing_event_id_is_quarantined(spark):
-    assert cdnow(spark, ["00002,19970112,1,12.00"], CDNOW)[0]["_failed_checks"] == ["event_id: expected a value, got null"]
+    assert cdnow(spark, ["00002,19970112,1,12.00"], CDNOW)[0]["_failed_checks"] == [
+        "event_id: expected a value, got null"
+    ]
 
 
 def test_known_at_event_time_plus_a_lag_replaces_the_folder_date_of_a_history_export(spark):
@@ -207,7 +249,9 @@ def test_known_at_event_time_plus_a_lag_replaces_the_folder_date_of_a_history_ex
     assert row["event_ts"] == pd.Timestamp("1997-01-12").to_pydatetime()
     assert row["delivered_at"] == pd.Timestamp("1997-01-13").to_pydatetime()  # not the 2026 folder date
     # The policy wins over a delivered_at the record carries.
-    typed = type_records(bronze_rows(spark, [order()]), {**ORDERS, "known_at": {"event_time_plus": "2 hours"}}).collect()[0]
+    typed = type_records(
+        bronze_rows(spark, [order()]), {**ORDERS, "known_at": {"event_time_plus": "2 hours"}}
+    ).collect()[0]
     assert typed["delivered_at"] == pd.Timestamp("2026-01-01 12:00").to_pydatetime()
 
 
@@ -223,7 +267,9 @@ def test_known_at_from_a_column_of_the_record(spark):
 
 def test_whitespace_and_semicolon_delimited_exports_parse_by_their_header(spark):
     source = {**CDNOW, "event_id_from": "line_in_file", "delimiter": "whitespace"}
-    bronze = bronze_rows(spark, [" 00002 19970112  5   77.00"], file_format="csv", header=" customer date cds   dollars")
+    bronze = bronze_rows(
+        spark, [" 00002 19970112  5   77.00"], file_format="csv", header=" customer date cds   dollars"
+    )
     row = type_records(bronze, source).collect()[0]
     assert row["_failed_checks"] == [] and (row["customer_id"], row["items"], row["amount"]) == ("00002", 5, 77.0)
     bronze = bronze_rows(spark, ['00002;19970112;5;"77.00"'], file_format="csv", header="customer;date;cds;dollars")
@@ -232,9 +278,13 @@ def test_whitespace_and_semicolon_delimited_exports_parse_by_their_header(spark)
         type_records(bronze, {**source, "delimiter": "::"})
 
 
-@pytest.mark.parametrize("policy", [{"event_time_plus": "-1 day"}, {"event_time_plus": "soon"}, "event_time", {"column": 3}])
+@pytest.mark.parametrize(
+    "policy", [{"event_time_plus": "-1 day"}, {"event_time_plus": "soon"}, "event_time", {"column": 3}]
+)
 def test_an_unknown_known_at_policy_is_refused_naming_the_setting(spark, policy):
-    with pytest.raises(ValueError, match=re.escape("ingest.sources.orders.known_at: expected 'delivery', {column: <your column>} or")):
+    with pytest.raises(
+        ValueError, match=re.escape("ingest.sources.orders.known_at: expected 'delivery', {column: <your column>} or")
+    ):
         type_records(bronze_rows(spark, [order()]), {**ORDERS, "known_at": policy})
 
 
@@ -254,10 +304,13 @@ def _classify(spark, lines_by_delivery, silver=None):
 
 @pytest.mark.slow  # ~7 s of engine CPU
 def test_dedupe_labels_duplicates_corrections_and_inserts(spark):
-    outcomes, upserts = _classify(spark, {
-        "2026-01-02": [order("e1"), order("e1"), order("e2")],
-        "2026-01-03": [order("e1", amount=12.0, delivered_at="2026-01-03T02:00:00Z"), order("e2")],
-    })
+    outcomes, upserts = _classify(
+        spark,
+        {
+            "2026-01-02": [order("e1"), order("e1"), order("e2")],
+            "2026-01-03": [order("e1", amount=12.0, delivered_at="2026-01-03T02:00:00Z"), order("e2")],
+        },
+    )
     counts = {r["_outcome"]: r["count"] for r in outcomes.groupBy("_outcome").count().collect()}
     # e1: insert, exact duplicate, corrected re-send (update); e2: insert, re-sent unchanged (duplicate)
     assert counts == {"inserted": 2, "duplicate": 2, "updated": 1}
@@ -299,7 +352,9 @@ def test_a_batch_retried_after_its_silver_commit_is_classified_as_before_it(spar
     before = spark.createDataFrame(
         [("e1", datetime(2026, 1, 1, 10), "old-hash", "orders/2026-01-02/orders")], EMPTY_SILVER
     )
-    _, classified = split_batch(type_records(bronze, ORDERS), FrameVersions([before], EMPTY_SILVER), batch, ORDERS, INGEST)
+    _, classified = split_batch(
+        type_records(bronze, ORDERS), FrameVersions([before], EMPTY_SILVER), batch, ORDERS, INGEST
+    )
     written = classified.filter("_upsert").select("event_id", "event_ts", "_record_hash", "_batch_id")
     after_crash = FrameVersions([before, written], EMPTY_SILVER)
     _, retried = split_batch(type_records(bronze, ORDERS), after_crash, batch, ORDERS, INGEST)
@@ -311,10 +366,18 @@ def test_a_batch_retried_after_its_silver_commit_is_classified_as_before_it(spar
 
 
 def test_quarantine_gate_names_batch_rate_and_top_checks():
-    audit = pd.DataFrame([{
-        "batch_id": "orders/2026-01-02/orders", "bronze_rows": 10, "quarantined": 4, "quarantine_rate": 0.4,
-        "balanced": True, "top_failed_checks": "amount (3), _raw (1)",
-    }])
+    audit = pd.DataFrame(
+        [
+            {
+                "batch_id": "orders/2026-01-02/orders",
+                "bronze_rows": 10,
+                "quarantined": 4,
+                "quarantine_rate": 0.4,
+                "balanced": True,
+                "top_failed_checks": "amount (3), _raw (1)",
+            }
+        ]
+    )
     with pytest.raises(QuarantineRateExceeded) as error:
         check_audit(audit, {"max_rate": 0.05, "min_rows": 0})
     message = str(error.value)
@@ -324,7 +387,18 @@ def test_quarantine_gate_names_batch_rate_and_top_checks():
 
 
 def test_unbalanced_batch_fails():
-    audit = pd.DataFrame([{"batch_id": "b", "bronze_rows": 3, "quarantined": 0, "quarantine_rate": 0.0, "balanced": False, "top_failed_checks": ""}])
+    audit = pd.DataFrame(
+        [
+            {
+                "batch_id": "b",
+                "bronze_rows": 3,
+                "quarantined": 0,
+                "quarantine_rate": 0.0,
+                "balanced": False,
+                "top_failed_checks": "",
+            }
+        ]
+    )
     with pytest.raises(RuntimeError, match="reconciliation failed .* b"):
         check_audit(audit, {"max_rate": 1.0})
 
@@ -342,27 +416,45 @@ ORDER_EVENTS = (
     "currency string, delivered_at string, _record_hash string"
 )
 SESSION_EVENTS = "event_id string, customer_id string, event_ts string, duration_s long, pages long, delivered_at string, _record_hash string"
-TICKET_EVENTS = "event_id string, customer_id string, event_ts string, severity string, delivered_at string, _record_hash string"
+TICKET_EVENTS = (
+    "event_id string, customer_id string, event_ts string, severity string, delivered_at string, _record_hash string"
+)
 GOLD = {"fx_to_eur": {"EUR": 1.0, "USD": 0.5}}
 EMPTY_GOLD = "customer_id string, activity_date date"
 
 
 def test_daily_activity_aggregates_sources_per_customer_day_in_eur(spark):
     c2 = ("o3", "c2", "2026-01-02 09:00:00", 5.0, 0.0, 1, "EUR", "2026-01-03 02:00:00", "h3")
-    first = _events(spark, [("o1", "c1", "2026-01-01 10:00:00", 10.0, 2.0, 1, "EUR", "2026-01-02 02:00:00", "h1"), c2], ORDER_EVENTS)
+    first = _events(
+        spark, [("o1", "c1", "2026-01-01 10:00:00", 10.0, 2.0, 1, "EUR", "2026-01-02 02:00:00", "h1"), c2], ORDER_EVENTS
+    )
     orders = _events(
         spark,
-        [("o1", "c1", "2026-01-01 10:00:00", 10.0, 2.0, 1, "EUR", "2026-01-02 02:00:00", "h1"),
-         ("o2", "c1", "2026-01-01 18:00:00", 20.0, 0.0, 2, "USD", "2026-01-04 02:00:00", "h2"), c2],
+        [
+            ("o1", "c1", "2026-01-01 10:00:00", 10.0, 2.0, 1, "EUR", "2026-01-02 02:00:00", "h1"),
+            ("o2", "c1", "2026-01-01 18:00:00", 20.0, 0.0, 2, "USD", "2026-01-04 02:00:00", "h2"),
+            c2,
+        ],
         ORDER_EVENTS,
     )
-    sessions = _events(spark, [("s1", "c1", "2026-01-01 09:00:00", 60, 3, "2026-01-05 02:00:00", "h4"), ("s2", "c3", "2026-01-01 09:00:00", 30, 1, "2026-01-02 02:00:00", "h5")], SESSION_EVENTS)
+    sessions = _events(
+        spark,
+        [
+            ("s1", "c1", "2026-01-01 09:00:00", 60, 3, "2026-01-05 02:00:00", "h4"),
+            ("s2", "c3", "2026-01-01 09:00:00", 30, 1, "2026-01-02 02:00:00", "h5"),
+        ],
+        SESSION_EVENTS,
+    )
     tickets = _events(spark, [("t1", "c1", "2026-01-01 12:00:00", "high", "2026-01-02 02:00:00", "h6")], TICKET_EVENTS)
     # Gold reflects orders version 0 and nothing of sessions and tickets yet.
     gold_table = FrameVersions([], EMPTY_GOLD, {"lakehouse_ml.gold.source_versions": json.dumps({"orders": 0})})
     rows, stamp = build_daily_activity(
-        FrameVersions([first, orders], ORDER_EVENTS), FrameVersions([sessions], SESSION_EVENTS),
-        FrameVersions([tickets], TICKET_EVENTS), gold_table, GOLD, INGEST,
+        FrameVersions([first, orders], ORDER_EVENTS),
+        FrameVersions([sessions], SESSION_EVENTS),
+        FrameVersions([tickets], TICKET_EVENTS),
+        gold_table,
+        GOLD,
+        INGEST,
     )
     rows = {(r["customer_id"], str(r["activity_date"])): r.asDict() for r in rows.collect()}
     assert set(rows) == {("c1", "2026-01-01"), ("c3", "2026-01-01")}  # 2026-01-02 did not change
@@ -373,18 +465,32 @@ def test_daily_activity_aggregates_sources_per_customer_day_in_eur(spark):
     # the day was complete only once the late session arrived on Jan 5
     assert c1["last_delivered_at"] == pd.Timestamp("2026-01-05 02:00:00").to_pydatetime()
     assert rows[("c3", "2026-01-01")]["orders"] == 0 and not c1["_deleted"]
-    assert json.loads(stamp["properties"]["lakehouse_ml.gold.source_versions"]) == {"orders": 1, "sessions": 0, "tickets": 0}
+    assert json.loads(stamp["properties"]["lakehouse_ml.gold.source_versions"]) == {
+        "orders": 1,
+        "sessions": 0,
+        "tickets": 0,
+    }
 
 
 def test_daily_activity_deletes_customer_days_that_no_longer_have_events(spark):
     """An order corrected to another day empties its old day: both days change, the old row goes."""
-    before = _events(spark, [("o1", "c1", "2026-01-01 10:00:00", 10.0, 0.0, 1, "EUR", "2026-01-02 02:00:00", "h1")], ORDER_EVENTS)
-    after = _events(spark, [("o1", "c1", "2026-01-03 10:00:00", 10.0, 0.0, 1, "EUR", "2026-01-04 02:00:00", "h2")], ORDER_EVENTS)
+    before = _events(
+        spark, [("o1", "c1", "2026-01-01 10:00:00", 10.0, 0.0, 1, "EUR", "2026-01-02 02:00:00", "h1")], ORDER_EVENTS
+    )
+    after = _events(
+        spark, [("o1", "c1", "2026-01-03 10:00:00", 10.0, 0.0, 1, "EUR", "2026-01-04 02:00:00", "h2")], ORDER_EVENTS
+    )
     existing = spark.createDataFrame([("c1", datetime(2026, 1, 1).date())], EMPTY_GOLD)
     reflected = {"lakehouse_ml.gold.source_versions": json.dumps({"orders": 0, "sessions": 0, "tickets": 0})}
     rows, _ = build_daily_activity(
-        FrameVersions([before, after], ORDER_EVENTS), FrameVersions([_events(spark, [], SESSION_EVENTS)], SESSION_EVENTS),
-        FrameVersions([_events(spark, [], TICKET_EVENTS)], TICKET_EVENTS), FrameVersions([existing], EMPTY_GOLD, reflected),
-        GOLD, INGEST,
+        FrameVersions([before, after], ORDER_EVENTS),
+        FrameVersions([_events(spark, [], SESSION_EVENTS)], SESSION_EVENTS),
+        FrameVersions([_events(spark, [], TICKET_EVENTS)], TICKET_EVENTS),
+        FrameVersions([existing], EMPTY_GOLD, reflected),
+        GOLD,
+        INGEST,
     )
-    assert sorted((str(r["activity_date"]), r["_deleted"]) for r in rows.collect()) == [("2026-01-01", True), ("2026-01-03", False)]
+    assert sorted((str(r["activity_date"]), r["_deleted"]) for r in rows.collect()) == [
+        ("2026-01-01", True),
+        ("2026-01-03", False),
+    ]

@@ -16,8 +16,14 @@ from tests.helpers import merged_parameters, project_config
 TRAINING_SET = "data/lakehouse/dev/ml/training_set"
 
 
-def write_baseline(spark, registered: dict[str, Any], training_set: pd.DataFrame, train_cutoffs, test_cutoffs,
-                   params: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_baseline(
+    spark,
+    registered: dict[str, Any],
+    training_set: pd.DataFrame,
+    train_cutoffs,
+    test_cutoffs,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The version's monitoring baseline, built by the evaluation node and saved through the catalog
     (training rows = ``train_cutoffs``, test scores = its scores on ``test_cutoffs``); returns it."""
     params = params or merged_parameters()
@@ -26,16 +32,24 @@ def write_baseline(spark, registered: dict[str, Any], training_set: pd.DataFrame
         candidate_score=registered["model"].predict_proba(test[registered["inputs"]])[:, 1]
     )
     candidate = {
-        "run_id": registered["run_id"], "input_columns": registered["inputs"],
-        "pointer": {"split": {"train_cutoffs": [str(c) for c in train_cutoffs], "test_cutoffs": [str(c) for c in test_cutoffs]}},
+        "run_id": registered["run_id"],
+        "input_columns": registered["inputs"],
+        "pointer": {
+            "split": {"train_cutoffs": [str(c) for c in train_cutoffs], "test_cutoffs": [str(c) for c in test_cutoffs]}
+        },
     }
     context = {
         "candidate": {"threshold": registered["threshold"]},
         "training_set": {"path": TRAINING_SET, "version": DeltaTable(TRAINING_SET).version()},
     }
     row = profile_monitoring_baseline(
-        candidate, spark.read.format("delta").load(TRAINING_SET), scores, context,
-        params["feature_tables"], params["monitoring"], params["training"],
+        candidate,
+        spark.read.format("delta").load(TRAINING_SET),
+        scores,
+        context,
+        params["feature_tables"],
+        params["monitoring"],
+        params["training"],
     )
     DataCatalog.from_config(project_config()["catalog"]).save("monitoring_baselines@write", row)
     return json.loads(row.collect()[0]["baseline"])

@@ -57,10 +57,22 @@ def _log_rows(features: dict) -> pa.Table:
     columns = {name: [] for name in LOG_SCHEMA.names}
     for request, index, role, served, customer, probability, flags, payload in rows:
         values = {
-            "request_id": request, "row_index": index, "role": role, "served": served, "logged_at": at, "log_date": "2026-02-28",
-            "endpoint": "score", "customer_id": customer, "model_name": MODEL_NAME, "model_version": "2" if served else "3",
-            "probability": probability, "threshold": 0.3, "decision": int(probability >= 0.3), "latency_ms": 5.0,
-            "features": payload, "flags": flags,
+            "request_id": request,
+            "row_index": index,
+            "role": role,
+            "served": served,
+            "logged_at": at,
+            "log_date": "2026-02-28",
+            "endpoint": "score",
+            "customer_id": customer,
+            "model_name": MODEL_NAME,
+            "model_version": "2" if served else "3",
+            "probability": probability,
+            "threshold": 0.3,
+            "decision": int(probability >= 0.3),
+            "latency_ms": 5.0,
+            "features": payload,
+            "flags": flags,
         }
         for name in LOG_SCHEMA.names:
             columns[name].append(values[name])
@@ -75,7 +87,10 @@ def lakehouse(tmp_path_factory, spark):
     cwd = Path.cwd()
     os.chdir(root)
     try:
-        run_pipeline(simulate_pipeline() + ingest_pipeline() + features_pipeline() + training_set_pipeline(), runtime_params=PARAMS)
+        run_pipeline(
+            simulate_pipeline() + ingest_pipeline() + features_pipeline() + training_set_pipeline(),
+            runtime_params=PARAMS,
+        )
         training_set = _read("ml/training_set")
         cutoffs = sorted(training_set["cutoff_ts"].unique())
         train, test = cutoffs[:-2], cutoffs[-2:]
@@ -90,9 +105,16 @@ def lakehouse(tmp_path_factory, spark):
         for alias, number in (("previous_champion", "1"), ("champion", "2"), ("challenger", "3")):
             client.set_registered_model_alias(MODEL_NAME, alias, number)
         for day in SCORING_DATES:
-            run_pipeline(inference_pipeline(), runtime_params={**PARAMS, "inference": {**PARAMS["inference"], "scoring_date": day}})
-        features = training_set[versions[1]["inputs"]].iloc[0].where(training_set[versions[1]["inputs"]].iloc[0].notna(), None)
-        write_deltalake(str(LAKE / "monitoring/inference_log"), _log_rows(features.to_dict()), partition_by=["log_date"])
+            run_pipeline(
+                inference_pipeline(),
+                runtime_params={**PARAMS, "inference": {**PARAMS["inference"], "scoring_date": day}},
+            )
+        features = (
+            training_set[versions[1]["inputs"]].iloc[0].where(training_set[versions[1]["inputs"]].iloc[0].notna(), None)
+        )
+        write_deltalake(
+            str(LAKE / "monitoring/inference_log"), _log_rows(features.to_dict()), partition_by=["log_date"]
+        )
         run_pipeline(monitoring_pipeline(), runtime_params={**PARAMS, "monitoring": ALERT_ONLY})
         yield {"root": root, "versions": versions}
     finally:
@@ -117,13 +139,24 @@ def test_every_window_of_each_source_is_measured_once_per_feature_metric_and_sli
     # a slice with fewer than monitoring.drift.min_slice_rows (200) rows get figures but no verdict.
     # The model's slices (training.slices, kept in its baseline), the bucketed tenure included.
     assert {"all", "country", "plan_tier", "tenure_bucket"} == set(drift["slice"])
-    assert set(drift.loc[drift["slice"] == "tenure_bucket", "slice_value"]) <= {"0_90", "90_180", "180_365", "365_plus", "unknown"}
+    assert set(drift.loc[drift["slice"] == "tenure_bucket", "slice_value"]) <= {
+        "0_90",
+        "90_180",
+        "180_365",
+        "365_plus",
+        "unknown",
+    }
     baseline_slices = lakehouse["versions"][1]["baseline"]["slices"]
     assert set(drift.loc[drift["slice"] == "country", "slice_value"]) == set(baseline_slices["country"])
     sliced = drift[(drift["slice"] != "all") & drift["metric"].isin(["psi", "js_distance"])]
     assert set(sliced.loc[sliced["n_rows"] < 200, "status"]) <= {"untrusted", "no_data"}
     # A slice is compared with its own training rows: the country inside country=DE does not drift.
-    de = drift[(drift["slice_value"] == "DE") & (drift["metric"] == "js_distance") & (drift["feature"] == "customer_profile__country") & (drift["source"] == "batch")]
+    de = drift[
+        (drift["slice_value"] == "DE")
+        & (drift["metric"] == "js_distance")
+        & (drift["feature"] == "customer_profile__country")
+        & (drift["source"] == "batch")
+    ]
     assert (de["value"] == 0).all() and len(de) == len(SCORING_DATES)
     # Prediction drift and each window against the previous one (not for the first window).
     prediction = all_slice[all_slice["feature"] == "__prediction__"]
@@ -161,7 +194,9 @@ def test_data_quality_counts_rejections_and_flags_by_hand(lakehouse, monkeypatch
     predictions, rejected = _read("ml/churn_predictions"), _read("ml/rejected_predictions")
 
     def one(day: str, source: str, metric: str) -> pd.Series:
-        rows = quality[(quality["window_start"].astype(str) == day) & (quality["source"] == source) & (quality["metric"] == metric)]
+        rows = quality[
+            (quality["window_start"].astype(str) == day) & (quality["source"] == source) & (quality["metric"] == metric)
+        ]
         assert len(rows) == 1, (day, source, metric)
         return rows.iloc[0]
 
@@ -213,11 +248,19 @@ def test_executed_actions_roll_back_through_the_registry_and_block_the_challenge
     """A rule on the online flag rate (one window is enough here) executes a rollback and a promotion block."""
     monkeypatch.chdir(lakehouse["root"])
     rules = [
-        {"name": f"test_{action}", "action": action, "table": "data_quality", "metrics": ["flagged_rate"],
-         "breaching_windows": 1, "of_last": 1}
+        {
+            "name": f"test_{action}",
+            "action": action,
+            "table": "data_quality",
+            "metrics": ["flagged_rate"],
+            "breaching_windows": 1,
+            "of_last": 1,
+        }
         for action in ("rollback", "block_promotion")
     ]
-    policy = {"actions": {"policy": {**ALERT_ONLY["actions"]["policy"], "rollback": "execute", "block_promotion": "execute"}}}
+    policy = {
+        "actions": {"policy": {**ALERT_ONLY["actions"]["policy"], "rollback": "execute", "block_promotion": "execute"}}
+    }
 
     run_pipeline(monitoring_pipeline(), runtime_params={**PARAMS, "monitoring": policy, "monitoring_rules": rules})
 
@@ -227,10 +270,18 @@ def test_executed_actions_roll_back_through_the_registry_and_block_the_challenge
     moves = _read("ml/model_promotions")
     rollback = moves[(moves["action"] == "rollback") & (moves["alias"] == "champion")].iloc[0]
     # The rule's rollback is done by whoever runs monitoring (the OS user here), via monitoring.
-    assert (rollback["from_version"], rollback["to_version"], rollback["actor"], rollback["via"]) == ("2", "1", os_user(), "monitoring")
+    assert (rollback["from_version"], rollback["to_version"], rollback["actor"], rollback["via"]) == (
+        "2",
+        "1",
+        os_user(),
+        "monitoring",
+    )
     assert rollback["reason"] == "monitoring rule test_rollback: 1 of the last 1 windows up to 2026-03-01"
     actions = _read("monitoring/actions").set_index("rule")
-    assert actions.loc["test_rollback", "status"] == "executed" and actions.loc["test_block_promotion", "target_version"] == "3"
+    assert (
+        actions.loc["test_rollback", "status"] == "executed"
+        and actions.loc["test_block_promotion", "target_version"] == "3"
+    )
     evidence = json.loads(actions.loc["test_rollback", "evidence"])
     assert evidence[0]["rows"][0]["metric"] == "flagged_rate" and evidence[0]["rows"][0]["value"] == 0.5
 
@@ -238,7 +289,10 @@ def test_executed_actions_roll_back_through_the_registry_and_block_the_challenge
     run_pipeline(monitoring_pipeline(), runtime_params={**PARAMS, "monitoring": policy, "monitoring_rules": rules})
     again = _read("monitoring/actions").set_index("rule")
     assert list(again.loc[["test_rollback", "test_block_promotion"], "status"]) == ["executed", "executed"]
-    assert (again.loc["test_rollback", "fired_at"], len(again)) == (actions.loc["test_rollback", "fired_at"], len(actions))
+    assert (again.loc["test_rollback", "fired_at"], len(again)) == (
+        actions.loc["test_rollback", "fired_at"],
+        len(actions),
+    )
     assert len(_read("ml/model_promotions")) == len(moves)
 
     # The promotion pipeline refuses the blocked challenger and says how to lift the block.
@@ -249,7 +303,10 @@ def test_executed_actions_roll_back_through_the_registry_and_block_the_challenge
 def test_before_anything_was_served_monitoring_writes_empty_tables_and_fires_nothing(tmp_path, monkeypatch, spark):
     """An environment whose challenger waits for approval has no predictions yet: the run still succeeds."""
     monkeypatch.chdir(tmp_path)
-    small = {"simulate": {"n_customers": 100, "n_days": 10}, "ingest": {"quarantine_gate": {"max_rate": 0.5, "min_rows": 50}}}
+    small = {
+        "simulate": {"n_customers": 100, "n_days": 10},
+        "ingest": {"quarantine_gate": {"max_rate": 0.5, "min_rows": 50}},
+    }
     run_pipeline(simulate_pipeline() + ingest_pipeline(), runtime_params=small)
 
     run_pipeline(monitoring_pipeline(), runtime_params=small)

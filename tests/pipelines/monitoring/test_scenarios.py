@@ -83,17 +83,27 @@ WINDOWS = {"control": 4, "price_shift": 4, "new_country": 4, "channel_mix": 4}
 # Cutoffs (weekly from 2026-03-31, the first after the 90-day warm-up): fitted on the first three,
 # tested on the next two, whose 14-day label horizon ends on 2026-05-12, before the drift.
 TRAIN_CUTOFFS, TEST_CUTOFFS = 3, 2
-CLEAN_FEED = dict.fromkeys([
-    "exact_duplicates", "corrected_resends", "late_arrivals", "null_keys", "malformed_rows",
-    "unparseable_timestamps", "future_timestamps", "negative_amounts",
-], 0)
+CLEAN_FEED = dict.fromkeys(
+    [
+        "exact_duplicates",
+        "corrected_resends",
+        "late_arrivals",
+        "null_keys",
+        "malformed_rows",
+        "unparseable_timestamps",
+        "future_timestamps",
+        "negative_amounts",
+    ],
+    0,
+)
 PARAMS: dict[str, Any] = {
     # 162 daily deliveries: 2026-01-01 .. 2026-06-11, the delivery the last scoring date needs.
     "simulate": {"n_customers": 800, "n_days": 162, "faults": CLEAN_FEED},
     "ingest": {"quarantine_gate": {"max_rate": 0.2, "min_rows": 50}},
     # 90 days of warm-up: the 90-day window features are complete from the first cutoff on.
     "training_set": {
-        "spine": {"warmup_days": 90, "every_days": 7, "horizon_days": 14}, "leakage_demo": {"enabled": False},
+        "spine": {"warmup_days": 90, "every_days": 7, "horizon_days": 14},
+        "leakage_demo": {"enabled": False},
     },
     "inference": {"max_rejected_rate": 0.5},
     # No slices (the rules read slice 'all' only, and slices cost ~1 s per monitoring run): the
@@ -110,19 +120,31 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "price_shift": {"price_shift": {"enabled": True, "start_date": DRIFT_START.isoformat()}},
     # Dose: every signup from the start date is in the new country, and they order as readily as
     # anyone (3x the default rate multiplier, engagement +1 instead of -0.4), so they become active.
-    "new_country": {"new_country": {
-        "enabled": True, "start_date": DRIFT_START.isoformat(), "signup_share": 1.0,
-        "engagement_shift": 1.0, "order_rate_multiplier": 3.0,
-    }},
+    "new_country": {
+        "new_country": {
+            "enabled": True,
+            "start_date": DRIFT_START.isoformat(),
+            "signup_share": 1.0,
+            "engagement_shift": 1.0,
+            "order_rate_multiplier": 3.0,
+        }
+    },
     # Dose: every signup from the start date comes through the rarest channel (the largest JS
     # distance per new customer), engaged (+1 instead of -0.3) so they become active.
-    "channel_mix": {"channel_mix": {
-        "enabled": True, "start_date": DRIFT_START.isoformat(), "engagement_shift": 1.0,
-        "shares": {"organic": 0.0, "paid_search": 0.0, "social": 0.0, "referral": 0.0, "partner": 1.0},
-    }},
+    "channel_mix": {
+        "channel_mix": {
+            "enabled": True,
+            "start_date": DRIFT_START.isoformat(),
+            "engagement_shift": 1.0,
+            "shares": {"organic": 0.0, "paid_search": 0.0, "social": 0.0, "referral": 0.0, "partner": 1.0},
+        }
+    },
 }
-TABLES = {"drift_metrics": "monitoring/drift_metrics", "data_quality": "monitoring/data_quality",
-          "performance_metrics": "monitoring/performance_metrics"}
+TABLES = {
+    "drift_metrics": "monitoring/drift_metrics",
+    "data_quality": "monitoring/data_quality",
+    "performance_metrics": "monitoring/performance_metrics",
+}
 
 
 def _read(table: str) -> pd.DataFrame:
@@ -154,11 +176,18 @@ def _register_champion(spark: SparkSession, training_set: pd.DataFrame) -> dict[
     scores = its scores on the last pre-drift cutoffs)."""
     params = merged_parameters(PARAMS)
     cutoffs = sorted(training_set["cutoff_ts"].unique())
-    train_cutoffs, test_cutoffs = cutoffs[:TRAIN_CUTOFFS], cutoffs[TRAIN_CUTOFFS:TRAIN_CUTOFFS + TEST_CUTOFFS]
-    assert (pd.Timestamp(test_cutoffs[-1]) + pd.Timedelta(days=14)).date() < DRIFT_START  # labels known before the drift
+    train_cutoffs, test_cutoffs = cutoffs[:TRAIN_CUTOFFS], cutoffs[TRAIN_CUTOFFS : TRAIN_CUTOFFS + TEST_CUTOFFS]
+    assert (
+        pd.Timestamp(test_cutoffs[-1]) + pd.Timedelta(days=14)
+    ).date() < DRIFT_START  # labels known before the drift
     champion = register_version(training_set, train_cutoffs, threshold=THRESHOLD, alias="champion", params=params)
     write_baseline(spark, champion, training_set, train_cutoffs, test_cutoffs, params)
-    return {"version": champion["version"], "run_id": champion["run_id"], "train_cutoffs": train_cutoffs, "test_cutoffs": test_cutoffs}
+    return {
+        "version": champion["version"],
+        "run_id": champion["run_id"],
+        "train_cutoffs": train_cutoffs,
+        "test_cutoffs": test_cutoffs,
+    }
 
 
 def _score(day: date, runtime: dict[str, Any]) -> None:
@@ -205,7 +234,9 @@ class Scenarios:
         # lakehouse, champion and monitoring are built once, from the control's feed up to it.
         run_pipeline(simulate_pipeline(), runtime_params=_params("control"))
         _drop_deliveries(from_day=DRIFT_START)
-        run_pipeline(ingest_pipeline() + features_pipeline() + training_set_pipeline(), runtime_params=_params("control"))
+        run_pipeline(
+            ingest_pipeline() + features_pipeline() + training_set_pipeline(), runtime_params=_params("control")
+        )
         clock.lap("lakehouse")
         self.champion = _register_champion(spark, _read("ml/training_set"))
         clock.lap("champion")
@@ -229,8 +260,10 @@ class Scenarios:
             pre_drift = [folder.relative_to(self.base) for folder in _deliveries(self.base)]
             compared = {p: filecmp.dircmp(self.base / p, root / p) for p in pre_drift}
             changed = [str(p) for p, cmp in compared.items() if cmp.diff_files or cmp.left_only]
-            assert not changed, f"{scenario}: deliveries before the drift start differ from the control's: {changed[:5]}"
-            scoring_dates = POST_DRIFT_DATES[:WINDOWS[scenario]]
+            assert not changed, (
+                f"{scenario}: deliveries before the drift start differ from the control's: {changed[:5]}"
+            )
+            scoring_dates = POST_DRIFT_DATES[: WINDOWS[scenario]]
             _drop_deliveries(after=scoring_dates[-1] + timedelta(days=1))  # the feed up to the last scoring time
             clock.lap("simulate")
             run_pipeline(ingest_pipeline() + features_pipeline(), runtime_params=runtime)
@@ -389,10 +422,14 @@ def test_channel_mix_moves_the_channel_share_every_window(scenarios):
     assert values == sorted(values) and values[-1] > 2 * _pre(js)["value"].max()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a channel mix changes only new signups, ~1.5-3% more of the served customers a week; the channel's JS "
-    "distance on slice 'all' acts only when ~25% of them are such signups on one channel (module docstring)"
-))
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "a channel mix changes only new signups, ~1.5-3% more of the served customers a week; the channel's JS "
+        "distance on slice 'all' acts only when ~25% of them are such signups on one channel (module docstring)"
+    ),
+)
 def test_channel_mix_fires_retrain_on_the_channel_within_four_windows(scenarios):
     """What the brief expects of the channel mix; it flips to a failure (strict) once monitoring catches it."""
     result = scenarios("channel_mix")

@@ -9,7 +9,13 @@ from lakehouse_ml.pipelines.promotion.nodes import plan_promotion
 from lakehouse_ml.release import ReleaseRefusedError, release_tags
 from tests.pipelines.registration.releases import GOVERNANCE, REGISTRY, state, version
 
-DEV = {"require_approval": False, "forbid_self_approval": False, "reason": "promote challenger after passing gates", "auto_promote": True, "auto_reason": "automatic"}
+DEV = {
+    "require_approval": False,
+    "forbid_self_approval": False,
+    "reason": "promote challenger after passing gates",
+    "auto_promote": True,
+    "auto_reason": "automatic",
+}
 STAGING = {**DEV, "require_approval": True, "auto_promote": False}
 CAROL = {**GOVERNANCE, "actor": "carol"}  # who runs the promotion: the run's governance record
 
@@ -34,11 +40,19 @@ def test_the_first_promotion_makes_the_challenger_champion_and_tags_who_promoted
         {"alias": "champion", "from_version": None, "to_version": "1"},
         {"alias": "challenger", "from_version": "1", "to_version": None},
     ]
-    assert (event["action"], event["reason"], event["gate_report"]) == ("promote", DEV["reason"], "runs:/eval1/reports/gates.json")
+    assert (event["action"], event["reason"], event["gate_report"]) == (
+        "promote",
+        DEV["reason"],
+        "runs:/eval1/reports/gates.json",
+    )
 
 
 def test_a_later_promotion_keeps_the_old_champion_as_previous():
-    current = state(version("1", aliases=("previous_champion",)), version("2", aliases=("champion",)), version("3", aliases=("challenger",)))
+    current = state(
+        version("1", aliases=("previous_champion",)),
+        version("2", aliases=("champion",)),
+        version("3", aliases=("challenger",)),
+    )
     actions, event = plan_promotion(current, REGISTRY, DEV, CAROL)
     assert _moves(actions) == [
         {"action": "set_alias", "alias": "previous_champion", "version": "2"},
@@ -46,7 +60,9 @@ def test_a_later_promotion_keeps_the_old_champion_as_previous():
         {"action": "delete_alias", "alias": "challenger"},
     ]
     assert [(m["alias"], m["from_version"], m["to_version"]) for m in event["moves"]] == [
-        ("previous_champion", "1", "2"), ("champion", "2", "3"), ("challenger", "3", None),
+        ("previous_champion", "1", "2"),
+        ("champion", "2", "3"),
+        ("challenger", "3", None),
     ]
     assert {version for version, _ in _tags(actions)} == {"3"}  # only the promoted version is tagged
 
@@ -57,7 +73,9 @@ def test_approval_is_required_where_configured_and_the_refusal_says_how_to_appro
         plan_promotion(current, REGISTRY, STAGING, CAROL)
     message = str(refused.value)
     assert "dev.ml.churn_classifier version 2 needs approval" in message and "runs:/eval2/reports/gates.json" in message
-    assert "MlflowClient().set_model_version_tag('dev.ml.churn_classifier', '2', 'approved_by', '<your name>')" in message
+    assert (
+        "MlflowClient().set_model_version_tag('dev.ml.churn_classifier', '2', 'approved_by', '<your name>')" in message
+    )
     approved = state(version("1", aliases=("champion",)), version("2", aliases=("challenger",), approved_by="bob"))
     actions, event = plan_promotion(approved, REGISTRY, STAGING, CAROL)
     assert len(_moves(actions)) == 3 and event["approved_by"] == "bob"
@@ -94,9 +112,17 @@ def test_the_default_run_promotes_a_passing_challenger_where_auto_promote_is_on(
     [
         (state(version("1", aliases=("champion",))), DEV, "no 'challenger' to promote; 'champion' stays version 1"),
         (state(), DEV, "no 'challenger' to promote; 'champion' stays no version"),
-        (state(version("1", aliases=("champion",)), version("2", aliases=("challenger",))), STAGING, "version 2 waits as 'challenger'"),
+        (
+            state(version("1", aliases=("champion",)), version("2", aliases=("challenger",))),
+            STAGING,
+            "version 2 waits as 'challenger'",
+        ),
         # auto_promote on, approval required and missing: still no move, never a refusal
-        (state(version("2", aliases=("challenger",))), {**STAGING, "auto_promote": True}, "version 2 waits for approval"),
+        (
+            state(version("2", aliases=("challenger",))),
+            {**STAGING, "auto_promote": True},
+            "version 2 waits for approval",
+        ),
     ],
 )
 def test_the_default_run_moves_nothing_and_says_what_waits(current, policy, waiting, caplog):
@@ -109,7 +135,10 @@ def test_the_default_run_moves_nothing_and_says_what_waits(current, policy, wait
 def test_the_champion_after_the_release_step_is_named_by_role():
     after = state(version("1", aliases=("previous_champion",)), version("2", aliases=("champion",)))
     assert name_the_champion(after, REGISTRY) == {
-        "model_name": "dev.ml.churn_classifier", "champion": "2", "challenger": None, "previous_champion": "1",
+        "model_name": "dev.ml.churn_classifier",
+        "champion": "2",
+        "challenger": None,
+        "previous_champion": "1",
     }
 
 

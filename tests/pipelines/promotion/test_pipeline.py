@@ -23,7 +23,9 @@ def test_a_passing_candidate_becomes_champion_and_the_next_keeps_it_as_previous(
     first = run_release(release_store, promotion())
     assert registry_state()["aliases"] == {"champion": "1"}
     assert _moves(first) == {("promote", "champion", None, "1"), ("promote", "challenger", "1", None)}
-    assert {(row["reason"], row["actor"], row["via"]) for row in first} == {("promote challenger after passing gates", os_user(), "promotion")}
+    assert {(row["reason"], row["actor"], row["via"]) for row in first} == {
+        ("promote challenger after passing gates", os_user(), "promotion")
+    }
     assert registry_state()["versions"]["1"]["tags"]["promotion.actor"] == os_user()
     with pytest.raises(ReleaseRefusedError, match="nothing to promote"):
         run_release(release_store, promotion())
@@ -32,7 +34,11 @@ def test_a_passing_candidate_becomes_champion_and_the_next_keeps_it_as_previous(
     run_release(release_store, registration())
     second = run_release(release_store, promotion(), params={"promotion": {"reason": "monthly release"}})
     assert registry_state()["aliases"] == {"champion": "2", "previous_champion": "1"}
-    assert _moves(second) == {("promote", "previous_champion", None, "1"), ("promote", "champion", "1", "2"), ("promote", "challenger", "2", None)}
+    assert _moves(second) == {
+        ("promote", "previous_champion", None, "1"),
+        ("promote", "champion", "1", "2"),
+        ("promote", "challenger", "2", None),
+    }
     assert {(row["reason"], row["actor"]) for row in second} == {("monthly release", os_user())}
     assert len(audit_rows(release_store)) == 7  # 2 challengers registered + 2 + 3 promotion moves
 
@@ -42,7 +48,9 @@ def test_staging_promotion_needs_an_approved_by_tag(release_store):
     run_release(release_store, registration(), env="staging")
     with pytest.raises(ReleaseRefusedError, match="staging.ml.churn_classifier version 1 needs approval") as refused:
         run_release(release_store, promotion(), env="staging")
-    assert "set_model_version_tag('staging.ml.churn_classifier', '1', 'approved_by', '<your name>')" in str(refused.value)
+    assert "set_model_version_tag('staging.ml.churn_classifier', '1', 'approved_by', '<your name>')" in str(
+        refused.value
+    )
     assert registry_state("staging")["aliases"] == {"challenger": "1"}
 
     MlflowClient().set_model_version_tag("staging.ml.churn_classifier", "1", "approved_by", "bob")

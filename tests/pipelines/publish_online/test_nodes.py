@@ -23,8 +23,12 @@ def _rows(spark, rows):
 
 def _lookup(source, filter_by_ingested_at=True) -> FeatureLookup:
     return FeatureLookup(
-        source=source, feature_names=["orders", "feature_ts", "ingested_at"], lookup_key="customer_id",
-        timestamp_key="feature_ts", ingested_at_key="ingested_at", filter_by_ingested_at=filter_by_ingested_at,
+        source=source,
+        feature_names=["orders", "feature_ts", "ingested_at"],
+        lookup_key="customer_id",
+        timestamp_key="feature_ts",
+        ingested_at_key="ingested_at",
+        filter_by_ingested_at=filter_by_ingested_at,
         prefix="t__",
     )
 
@@ -34,24 +38,29 @@ def _d(day, hour=0):
 
 
 def test_the_latest_row_is_the_one_a_point_in_time_lookup_at_as_of_chooses(spark):
-    rows = _rows(spark, [
-        ("a", _d(27), _d(27, 1), 1.0),
-        ("a", _d(28), _d(28, 1), 2.0),        # the latest stamped and known: chosen
-        ("a", _d(29), _d(28, 1), 3.0),        # stamped exactly at as_of (inclusive): chosen over the above
-        ("b", _d(28), _d(28, 1), 4.0),
-        ("b", _d(28), _d(28, 2), 5.0),        # same feature_ts, known later: wins the tie
-        ("c", _d(28), _d(28, 1), 6.0),
-        ("c", _d(29), _d(29, 1), 7.0),        # known after as_of: not yet eligible
-        ("d", _d(30), _d(29), 8.0),           # stamped after as_of: no row
-        ("e", _d(28), None, 9.0),             # ingested_at unknown: not eligible when filtering
-        (None, _d(28), _d(28, 1), 10.0),      # a null key never matches
-    ])
+    rows = _rows(
+        spark,
+        [
+            ("a", _d(27), _d(27, 1), 1.0),
+            ("a", _d(28), _d(28, 1), 2.0),  # the latest stamped and known: chosen
+            ("a", _d(29), _d(28, 1), 3.0),  # stamped exactly at as_of (inclusive): chosen over the above
+            ("b", _d(28), _d(28, 1), 4.0),
+            ("b", _d(28), _d(28, 2), 5.0),  # same feature_ts, known later: wins the tie
+            ("c", _d(28), _d(28, 1), 6.0),
+            ("c", _d(29), _d(29, 1), 7.0),  # known after as_of: not yet eligible
+            ("d", _d(30), _d(29), 8.0),  # stamped after as_of: no row
+            ("e", _d(28), None, 9.0),  # ingested_at unknown: not eligible when filtering
+            (None, _d(28), _d(28, 1), 10.0),  # a null key never matches
+        ],
+    )
     chosen = latest_rows(_lookup(rows), AS_OF).toPandas().set_index("customer_id")["orders"].to_dict()
     assert chosen == {"a": 3.0, "b": 5.0, "c": 6.0}
     # With a lookback, a key whose chosen row is older than it has none (it is never used from as_of on).
     recent = latest_rows(replace(_lookup(rows), lookback_window=timedelta(hours=23)), AS_OF).toPandas()
     assert sorted(recent["customer_id"]) == ["a"]
-    unfiltered = latest_rows(_lookup(rows, filter_by_ingested_at=False), AS_OF).toPandas().set_index("customer_id")["orders"]
+    unfiltered = (
+        latest_rows(_lookup(rows, filter_by_ingested_at=False), AS_OF).toPandas().set_index("customer_id")["orders"]
+    )
     assert unfiltered.to_dict() == {"a": 3.0, "b": 5.0, "c": 7.0, "e": 9.0}
 
 
@@ -62,8 +71,12 @@ def test_only_new_or_different_rows_and_vanished_keys_are_changes(spark):
     first = changed_rows(latest, hashes.iloc[:0]).toPandas()
     assert sorted(first["_key"]) == ["a", "b", "c"] and not first["_deleted"].any()
     assert changed_rows(latest, hashes).count() == 0
-    published = pd.concat([hashes.assign(_row_hash=hashes["_row_hash"].where(hashes["_key"] != "b", "old")),
-                           pd.DataFrame({"_key": ["gone"], "_row_hash": ["x"]})])
+    published = pd.concat(
+        [
+            hashes.assign(_row_hash=hashes["_row_hash"].where(hashes["_key"] != "b", "old")),
+            pd.DataFrame({"_key": ["gone"], "_row_hash": ["x"]}),
+        ]
+    )
     diff = changed_rows(latest, published).toPandas().set_index("_key")
     assert diff["_deleted"].to_dict() == {"b": False, "gone": True}
     assert diff.loc["b", "orders"] == 2.0

@@ -80,19 +80,33 @@ def _read(table: str) -> pd.DataFrame:
     return PandasDeltaDataset(filepath=str(LAKE / "features" / table)).load()
 
 
-LOOKBACK = {"customer_activity": pd.Timedelta(days=2), "customer_profile": pd.Timedelta(days=3650)}  # the tightest freshness
+LOOKBACK = {
+    "customer_activity": pd.Timedelta(days=2),
+    "customer_profile": pd.Timedelta(days=3650),
+}  # the tightest freshness
 
 
 def _expected_latest(table: str, as_of: pd.Timestamp) -> pd.DataFrame:
     """Independently, in pandas: per customer the greatest (feature_ts, ingested_at) stamped and known
     by as_of, if within the lookback window."""
     rows = _read(table)
-    rows = rows[(rows["feature_ts"] <= as_of) & (rows["ingested_at"] <= as_of) & (rows["feature_ts"] >= as_of - LOOKBACK[table])]
-    return rows.sort_values(["customer_id", "feature_ts", "ingested_at"]).groupby("customer_id").tail(1).set_index("customer_id")
+    rows = rows[
+        (rows["feature_ts"] <= as_of) & (rows["ingested_at"] <= as_of) & (rows["feature_ts"] >= as_of - LOOKBACK[table])
+    ]
+    return (
+        rows.sort_values(["customer_id", "feature_ts", "ingested_at"])
+        .groupby("customer_id")
+        .tail(1)
+        .set_index("customer_id")
+    )
 
 
 def _digest() -> list[str]:
-    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(STORE.parent.glob(STORE.name + "*")) if not p.name.endswith("-shm")]
+    return [
+        hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(STORE.parent.glob(STORE.name + "*"))
+        if not p.name.endswith("-shm")
+    ]
 
 
 AS_OF = "2026-02-20T00:00:00Z"
@@ -117,7 +131,11 @@ def test_the_store_holds_each_customers_latest_row_as_of_the_publish(fresh_store
                 assert row["feature_ts"] == want["feature_ts"].to_pydatetime()
                 assert row["ingested_at"] == want["ingested_at"].to_pydatetime()
                 for feature in expected.columns.drop(["feature_ts", "ingested_at"]):
-                    assert (pd.isna(row[feature]) and pd.isna(want[feature])) or row[feature] == want[feature], (table, customer, feature)
+                    assert (pd.isna(row[feature]) and pd.isna(want[feature])) or row[feature] == want[feature], (
+                        table,
+                        customer,
+                        feature,
+                    )
     finally:
         store.close()
     line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("publish_online: customer_activity")]
@@ -142,7 +160,9 @@ def test_a_rerun_on_unchanged_tables_writes_nothing_and_a_changed_customer_is_th
     activity = DeltaTable(str(LAKE / "features/customer_activity"))
     version = activity.version()
     published_before = {c: r["_published_at"] for c, r in store.get("customer_activity", others).items()}
-    activity.update(predicate=f"customer_id = '{victim}' AND feature_ts = '{served_ts.isoformat()}'", updates={"orders_30d": "99.0"})
+    activity.update(
+        predicate=f"customer_id = '{victim}' AND feature_ts = '{served_ts.isoformat()}'", updates={"orders_30d": "99.0"}
+    )
     try:
         caplog.clear()
         _publish(None)
@@ -152,8 +172,13 @@ def test_a_rerun_on_unchanged_tables_writes_nothing_and_a_changed_customer_is_th
         assert row["orders_30d"] == 99.0 and row["_source_version"] == version + 1
         assert {c: r["_published_at"] for c, r in store.get("customer_activity", others).items()} == published_before
         assert store.table_state("customer_profile") == before["customer_profile"]
-        summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("publish_online: customer_activity")]
-        assert f"customer_activity {len(customers)} keys, 1 changed (0 new), 0 deleted, v{version} -> v{version + 1}" in summary[0]
+        summary = [
+            r.getMessage() for r in caplog.records if r.getMessage().startswith("publish_online: customer_activity")
+        ]
+        assert (
+            f"customer_activity {len(customers)} keys, 1 changed (0 new), 0 deleted, v{version} -> v{version + 1}"
+            in summary[0]
+        )
     finally:
         activity.restore(version)
         store.close()
@@ -200,7 +225,9 @@ def test_online_vectors_equal_the_offline_point_in_time_vectors_at_the_scoring_t
     assert {"tenure_days", "tenure_exact"} <= set(inputs)
     contracts = parsed_contracts(params["feature_tables"])
     lookups = resolve_lookups(contracts, training_set)
-    reasons = rejection_reasons(offline, contracts, inputs, at, list(RULES), parse_on_demand(on_demand)).alias("_reasons")
+    reasons = rejection_reasons(offline, contracts, inputs, at, list(RULES), parse_on_demand(on_demand)).alias(
+        "_reasons"
+    )
     # Converted as the training set is read (Arrow → pandas).
     expected = offline.select("customer_id", *inputs, reasons).toArrow().to_pandas().set_index("customer_id")
     ids = sorted(expected.index)
@@ -215,6 +242,10 @@ def test_online_vectors_equal_the_offline_point_in_time_vectors_at_the_scoring_t
     pd.testing.assert_frame_equal(vectors, expected.loc[ids, inputs], check_exact=True)  # NaN == NaN; dtypes too
     rejected = {c: list(r) for c, r in expected["_reasons"].items() if len(r)}
     assert rejected, "the scoring time should reject a few customers (freshness), or the comparison proves little"
-    on_demand_reasons = [reason for found in rejected.values() for reason in found if reason.startswith("tenure_days: range")]
-    assert on_demand_reasons, "the narrowed tenure range should reject some customers, or the on-demand rules prove little"
+    on_demand_reasons = [
+        reason for found in rejected.values() for reason in found if reason.startswith("tenure_days: range")
+    ]
+    assert on_demand_reasons, (
+        "the narrowed tenure range should reject some customers, or the on-demand rules prove little"
+    )
     assert problems == rejected

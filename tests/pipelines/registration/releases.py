@@ -26,9 +26,12 @@ REGISTRY = {
 CONTEXT = {"at": datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc), "catalog": "dev", "kedro_run_id": "k1"}
 # The run's governance record as GovernanceHooks makes it (lakehouse_ml.governance.release_governance).
 GOVERNANCE = {
-    "actor": "ci", "actor_source": "os_user", "host": "build-01",
+    "actor": "ci",
+    "actor_source": "os_user",
+    "host": "build-01",
     "policy": {
-        "env": "local", "settings": {"promotion.require_approval": False},
+        "env": "local",
+        "settings": {"promotion.require_approval": False},
         "sources": {"promotion.require_approval": ["conf/base/parameters_promotion.yml"]},
     },
     "policy_sha256": "0123456789abcdef",
@@ -46,8 +49,17 @@ def version(number: str, *, run_id: str | None = None, aliases: tuple[str, ...] 
     """A hand-made registry version (tags default to a passed one)."""
     run_id = run_id or f"run{number}"
     return {
-        "version": number, "run_id": run_id, "source": f"models:/m-{number}", "status": "READY", "description": "",
-        "tags": {"run_id": run_id, "validation_status": "passed", "gates_report": f"runs:/eval{number}/reports/gates.json", **tags},
+        "version": number,
+        "run_id": run_id,
+        "source": f"models:/m-{number}",
+        "status": "READY",
+        "description": "",
+        "tags": {
+            "run_id": run_id,
+            "validation_status": "passed",
+            "gates_report": f"runs:/eval{number}/reports/gates.json",
+            **tags,
+        },
         "aliases": sorted(aliases),
     }
 
@@ -57,13 +69,21 @@ def state(*versions: dict[str, Any], name: str = REGISTRY["model_name"]) -> dict
     if not versions:
         return empty_registry_state(name)
     aliases = {alias: v["version"] for v in versions for alias in v["aliases"]}
-    return {"name": name, "exists": True, "aliases": dict(sorted(aliases.items())), "versions": {v["version"]: v for v in versions}}
+    return {
+        "name": name,
+        "exists": True,
+        "aliases": dict(sorted(aliases.items())),
+        "versions": {v["version"]: v for v in versions},
+    }
 
 
 def candidate_pointer(run_id: str, training_set_path: str = "/p/data/lakehouse/dev/ml/training_set") -> dict[str, Any]:
     """A candidate.json as the training pipeline writes it."""
     return {
-        "run_id": run_id, "model_uri": f"runs:/{run_id}/model", "git_sha": "abc123", "env": "local",
+        "run_id": run_id,
+        "model_uri": f"runs:/{run_id}/model",
+        "git_sha": "abc123",
+        "env": "local",
         "operating_threshold": {"strategy": "max_f1", "threshold": 0.3, "precision": 0.6, "recall": 0.5, "f1": 0.55},
         "test_metrics": {"roc_auc": 0.8},
         "training_set": {"path": training_set_path, "version": 3},
@@ -74,19 +94,25 @@ def candidate_pointer(run_id: str, training_set_path: str = "/p/data/lakehouse/d
 def gates_report(run_id: str, passed: bool = True) -> dict[str, Any]:
     """A gates report of the evaluation pipeline's shape."""
     return {
-        "candidate": {"run_id": run_id, "model_uri": f"runs:/{run_id}/model"}, "champion": None,
-        "training_set": {"path": "/p/data/lakehouse/dev/ml/training_set", "version": 3}, "test_cutoffs": TEST_CUTOFFS,
+        "candidate": {"run_id": run_id, "model_uri": f"runs:/{run_id}/model"},
+        "champion": None,
+        "training_set": {"path": "/p/data/lakehouse/dev/ml/training_set", "version": 3},
+        "test_cutoffs": TEST_CUTOFFS,
         "passed": passed,
-        "gates": [{"name": "slices", "passed": passed, "detail": "ok" if passed else "roc_auc__country_US 0.61 < 0.65"}],
+        "gates": [
+            {"name": "slices", "passed": passed, "detail": "ok" if passed else "roc_auc__country_US 0.61 < 0.65"}
+        ],
         "summary": "6/6 gates passed" if passed else "failed: slices (roc_auc__country_US 0.61 < 0.65)",
-        "evaluation_run_id": f"eval-{run_id}", "report_uri": f"runs:/eval-{run_id}/reports/gates.json",
+        "evaluation_run_id": f"eval-{run_id}",
+        "report_uri": f"runs:/eval-{run_id}/reports/gates.json",
     }
 
 
 def provenance(run_id: str) -> dict[str, Any]:
     """The candidate run's reports/provenance.json (the part registration reads)."""
     return {
-        "run_id": run_id, "training_set": {"path": "/p", "version": 3, "spec": {"sources": SOURCES}},
+        "run_id": run_id,
+        "training_set": {"path": "/p", "version": 3, "spec": {"sources": SOURCES}},
         # A model per run (candidates in these tests are different fits); registration's
         # fingerprint tells identical refits apart from new models by this part.
         "model": {"family": "logistic_regression", "params": {"C": sum(map(ord, run_id)) / 100}, "seed": 42},
@@ -132,7 +158,9 @@ def log_candidate(root: Path, *, passed: bool = True, catalog: str = "dev") -> s
         mlflow.set_tag("candidate_model_uri", logged.model_uri)
         mlflow.log_dict(provenance(run_id), "reports/provenance.json")
     files = {
-        f"data/06_models/{catalog}/candidate.json": candidate_pointer(run_id, str(root / f"data/lakehouse/{catalog}/ml/training_set")),
+        f"data/06_models/{catalog}/candidate.json": candidate_pointer(
+            run_id, str(root / f"data/lakehouse/{catalog}/ml/training_set")
+        ),
         f"data/08_reporting/{catalog}/evaluation/gates.json": gates_report(run_id, passed),
     }
     for path, content in files.items():
@@ -155,14 +183,20 @@ def audit_rows(root: Path, catalog: str = "dev") -> list[dict[str, Any]]:
     return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
-def run_release(root: Path, pipeline: Any, *, env: str = "local", params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def run_release(
+    root: Path, pipeline: Any, *, env: str = "local", params: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Run a release pipeline; check the audit gained exactly one row per alias that moved; return the new rows."""
     catalog = "dev" if env == "local" else env
     before, rows_before = registry_state(catalog)["aliases"], audit_rows(root, catalog)
     run_pipeline(pipeline, env=env, runtime_params=params)
     after, rows = registry_state(catalog)["aliases"], audit_rows(root, catalog)
-    new = rows[len(rows_before):]
-    moved = {alias: (before.get(alias), after.get(alias)) for alias in before.keys() | after.keys() if before.get(alias) != after.get(alias)}
+    new = rows[len(rows_before) :]
+    moved = {
+        alias: (before.get(alias), after.get(alias))
+        for alias in before.keys() | after.keys()
+        if before.get(alias) != after.get(alias)
+    }
     assert {row["alias"]: (row["from_version"], row["to_version"]) for row in new} == moved
     assert len(new) == len(moved)
     return new

@@ -27,12 +27,21 @@ REGISTRATION = {
 
 
 def _run(run_id: str = "r9") -> dict:
-    return {"run_id": run_id, "tags": {"mlflow.parentRunId": "p9", "candidate_model_uri": "models:/m-9"}, "provenance": provenance(run_id)}
+    return {
+        "run_id": run_id,
+        "tags": {"mlflow.parentRunId": "p9", "candidate_model_uri": "models:/m-9"},
+        "provenance": provenance(run_id),
+    }
 
 
 def _plan(current, passed=True, run_id="r9", **registration):
     return plan_registration(
-        candidate_pointer(run_id), _run(run_id), gates_report(run_id, passed), current, REGISTRY, {**REGISTRATION, **registration},
+        candidate_pointer(run_id),
+        _run(run_id),
+        gates_report(run_id, passed),
+        current,
+        REGISTRY,
+        {**REGISTRATION, **registration},
         GOVERNANCE,
     )
 
@@ -57,16 +66,24 @@ def test_lineage_tags_name_runs_code_training_set_contracts_verdict_threshold_an
 def test_a_passing_candidate_is_registered_and_becomes_the_challenger():
     actions, event = _plan(state(version("1", aliases=("champion",)), version("2", aliases=("challenger",))))
     register, alias = actions
-    assert {k: register[k] for k in ("action", "model_uri", "run_id")} == {"action": "register", "model_uri": "models:/m-9", "run_id": "r9"}
+    assert {k: register[k] for k in ("action", "model_uri", "run_id")} == {
+        "action": "register",
+        "model_uri": "models:/m-9",
+        "run_id": "r9",
+    }
     assert register["tags"]["validation_status"] == "passed"
     # Who registered it, from where, under which policy: tags of the new version itself.
     assert register["tags"].items() >= release_tags("registration", GOVERNANCE, "registration").items()
     assert event["via"] == "registration"
     description = register["description"]
     for text in (
-        "Training window: 3 cutoffs, 2026-03-31 to 2026-04-14", "Test window: 2 cutoffs, 2026-05-19 to 2026-05-26",
-        "`dev.ml.training_set` version 3", "Operating threshold: 0.3000 (max_f1)", "Gates: 6/6 gates passed",
-        "**Intended use.** Monthly churn-risk scoring.", "- Trained on 3 weekly cutoffs (2026-03-31 to 2026-04-14).",
+        "Training window: 3 cutoffs, 2026-03-31 to 2026-04-14",
+        "Test window: 2 cutoffs, 2026-05-19 to 2026-05-26",
+        "`dev.ml.training_set` version 3",
+        "Operating threshold: 0.3000 (max_f1)",
+        "Gates: 6/6 gates passed",
+        "**Intended use.** Monthly churn-risk scoring.",
+        "- Trained on 3 weekly cutoffs (2026-03-31 to 2026-04-14).",
     ):
         assert text in description
     # The old challenger (never promoted) is replaced; the champion is untouched.
@@ -104,14 +121,21 @@ def test_a_refit_of_the_same_model_in_a_new_run_is_not_registered_again(caplog):
     current = state(version("1", run_id="r9", aliases=("challenger",), fingerprint=tags["fingerprint"]))
     refit = {**_run("r10"), "provenance": provenance("r9")}  # the same model, fitted again in run r10
     with caplog.at_level(logging.INFO):
-        actions, event = plan_registration(candidate_pointer("r10"), refit, gates_report("r10"), current, REGISTRY, REGISTRATION, GOVERNANCE)
+        actions, event = plan_registration(
+            candidate_pointer("r10"), refit, gates_report("r10"), current, REGISTRY, REGISTRATION, GOVERNANCE
+        )
     assert actions == [] and event["moves"] == []
     assert f"same fingerprint {tags['fingerprint']}" in caplog.text
-    changed = {**candidate_pointer("r10"), "training_set": {"path": "/p/data/lakehouse/dev/ml/training_set", "version": 4}}
+    changed = {
+        **candidate_pointer("r10"),
+        "training_set": {"path": "/p/data/lakehouse/dev/ml/training_set", "version": 4},
+    }
     actions, _ = plan_registration(changed, refit, gates_report("r10"), current, REGISTRY, REGISTRATION, GOVERNANCE)
     assert actions[0]["action"] == "register"  # a new training-set version is a new model
 
 
 def test_a_gates_report_about_another_candidate_is_an_error():
     with pytest.raises(ValueError, match="gates report is for candidate run r8 but candidate.json names run r9"):
-        plan_registration(candidate_pointer("r9"), _run(), gates_report("r8"), state(), REGISTRY, REGISTRATION, GOVERNANCE)
+        plan_registration(
+            candidate_pointer("r9"), _run(), gates_report("r8"), state(), REGISTRY, REGISTRATION, GOVERNANCE
+        )

@@ -20,11 +20,22 @@ def test_a_passing_candidate_becomes_the_challenger_with_its_lineage(release_sto
     assert registry["aliases"] == {"challenger": "1"}
     tags = registry["versions"]["1"]["tags"]
     assert (tags["run_id"], tags["validation_status"], tags["operating_threshold"]) == (run_id, "passed", "0.3")
-    assert (tags["training_set_table"], tags["contract_hash.customer_activity"]) == ("dev.ml.training_set", "1760dcff4ff84b0f")
+    assert (tags["training_set_table"], tags["contract_hash.customer_activity"]) == (
+        "dev.ml.training_set",
+        "1760dcff4ff84b0f",
+    )
     assert "**Intended use.** Monthly churn-risk scoring" in registry["versions"]["1"]["description"]
-    assert {k: row[k] for k in ("action", "model_name", "alias", "from_version", "to_version", "actor", "catalog", "via")} == {
-        "action": "register_challenger", "model_name": "dev.ml.churn_classifier", "alias": "challenger",
-        "from_version": None, "to_version": "1", "actor": os_user(), "catalog": "dev", "via": "registration",
+    assert {
+        k: row[k] for k in ("action", "model_name", "alias", "from_version", "to_version", "actor", "catalog", "via")
+    } == {
+        "action": "register_challenger",
+        "model_name": "dev.ml.churn_classifier",
+        "alias": "challenger",
+        "from_version": None,
+        "to_version": "1",
+        "actor": os_user(),
+        "catalog": "dev",
+        "via": "registration",
     }
     assert (tags["registration.actor"], tags["registration.policy_sha256"]) == (os_user(), row["policy_sha256"])
     assert row["gate_report"] == f"runs:/eval-{run_id}/reports/gates.json"

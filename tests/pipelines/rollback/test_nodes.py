@@ -12,7 +12,11 @@ ROLLBACK = {"reason": "latency regression"}
 
 
 def test_rollback_restores_the_previous_champion_uses_it_up_and_tags_who_restored_it():
-    current = state(version("1", aliases=("previous_champion",)), version("2", aliases=("champion",)), version("3", aliases=("challenger",)))
+    current = state(
+        version("1", aliases=("previous_champion",)),
+        version("2", aliases=("champion",)),
+        version("3", aliases=("challenger",)),
+    )
     actions, event = plan_rollback(current, REGISTRY, ROLLBACK, GOVERNANCE)
     tags = release_tags("rollback", GOVERNANCE, "rollback")
     assert actions == [
@@ -25,10 +29,16 @@ def test_rollback_restores_the_previous_champion_uses_it_up_and_tags_who_restore
         {"alias": "champion", "from_version": "2", "to_version": "1"},
         {"alias": "previous_champion", "from_version": "1", "to_version": None},
     ]
-    assert (event["action"], event["reason"], event["gate_report"]) == ("rollback", "latency regression", "runs:/eval1/reports/gates.json")
+    assert (event["action"], event["reason"], event["gate_report"]) == (
+        "rollback",
+        "latency regression",
+        "runs:/eval1/reports/gates.json",
+    )
 
 
 @pytest.mark.parametrize("current", [state(), state(version("1", aliases=("champion",)))])
 def test_rollback_refuses_when_there_is_nothing_to_roll_back_to(current):
-    with pytest.raises(ReleaseRefusedError, match="nothing to roll back to: dev.ml.churn_classifier has no 'previous_champion' alias"):
+    with pytest.raises(
+        ReleaseRefusedError, match="nothing to roll back to: dev.ml.churn_classifier has no 'previous_champion' alias"
+    ):
         plan_rollback(current, REGISTRY, ROLLBACK, GOVERNANCE)

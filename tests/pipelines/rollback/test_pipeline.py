@@ -24,8 +24,11 @@ def test_rollback_restores_the_previous_champion_once(release_store):
     rows = run_release(release_store, rollback(), params={"rollback": {"reason": "conversion dropped"}})
     assert registry_state()["aliases"] == {"champion": "1"}
     assert {(r["action"], r["alias"], r["from_version"], r["to_version"], r["reason"]) for r in rows} == {
-        ("rollback", "champion", "2", "1", "conversion dropped"), ("rollback", "previous_champion", "1", None, "conversion dropped"),
+        ("rollback", "champion", "2", "1", "conversion dropped"),
+        ("rollback", "previous_champion", "1", None, "conversion dropped"),
     }
-    with pytest.raises(ReleaseRefusedError, match="nothing to roll back to: dev.ml.churn_classifier has no 'previous_champion' alias"):
+    with pytest.raises(
+        ReleaseRefusedError, match="nothing to roll back to: dev.ml.churn_classifier has no 'previous_champion' alias"
+    ):
         run_release(release_store, rollback())
     assert registry_state()["aliases"] == {"champion": "1"} and len(audit_rows(release_store)) == 9

@@ -23,19 +23,32 @@ from lakehouse_ml.pipelines.simulate.nodes import simulate_business
 PARAMS_FILE = Path(__file__).resolve().parents[3] / "conf" / "base" / "parameters_simulate.yml"
 SOURCES = ("orders", "sessions", "customers", "tickets")
 CANONICAL = {
-    "orders": ["event_id", "customer_id", "event_ts", "amount", "currency", "items", "discount",
-               "delivered_at"],
-    "sessions": ["event_id", "customer_id", "event_ts", "duration_s", "pages", "device",
-                 "delivered_at"],
-    "customers": ["event_id", "customer_id", "event_ts", "signup_ts", "country", "channel",
-                  "plan_tier", "monthly_price", "delivered_at"],
+    "orders": ["event_id", "customer_id", "event_ts", "amount", "currency", "items", "discount", "delivered_at"],
+    "sessions": ["event_id", "customer_id", "event_ts", "duration_s", "pages", "device", "delivered_at"],
+    "customers": [
+        "event_id",
+        "customer_id",
+        "event_ts",
+        "signup_ts",
+        "country",
+        "channel",
+        "plan_tier",
+        "monthly_price",
+        "delivered_at",
+    ],
     "tickets": ["event_id", "customer_id", "event_ts", "category", "severity", "delivered_at"],
 }
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 NO_FAULTS = {
-    "exact_duplicates": 0, "corrected_resends": 0, "late_arrivals": 0, "null_keys": 0,
-    "malformed_rows": 0, "unparseable_timestamps": 0, "future_timestamps": 0,
-    "negative_amounts": 0, "extra_column": 0,
+    "exact_duplicates": 0,
+    "corrected_resends": 0,
+    "late_arrivals": 0,
+    "null_keys": 0,
+    "malformed_rows": 0,
+    "unparseable_timestamps": 0,
+    "future_timestamps": 0,
+    "negative_amounts": 0,
+    "extra_column": 0,
 }
 START = dt.date(2026, 1, 1)
 
@@ -189,7 +202,9 @@ def detect(texts: dict[str, dict[str, str]]) -> dict[str, list[Row]]:
 def test_pipeline_outputs_exactly_the_four_landing_datasets():
     pipe = create_pipeline()
     assert pipe.outputs() == {
-        "orders_landing@text", "sessions_landing@text", "customers_landing@text",
+        "orders_landing@text",
+        "sessions_landing@text",
+        "customers_landing@text",
         "tickets_landing@text",
     }
     assert pipe.inputs() == {"params:simulate"}
@@ -210,9 +225,7 @@ def test_partition_ids_are_delivery_dates_and_only_non_empty_files():
             assert text.count("\n") > header_lines, f"{pid} has no records"
     # Sessions are the most numerous source and arrive every day.
     assert len(texts["sessions"]) == 20
-    assert sum(t.count("\n") for t in texts["sessions"].values()) > sum(
-        t.count("\n") for t in texts["orders"].values()
-    )
+    assert sum(t.count("\n") for t in texts["sessions"].values()) > sum(t.count("\n") for t in texts["orders"].values())
 
 
 def test_same_seed_gives_identical_text_and_other_seed_differs():
@@ -330,6 +343,7 @@ def test_malformed_count_matches_rate():
 
 def test_null_keys_are_json_null_and_empty_csv_fields():
     texts = feed(faults={**NO_FAULTS, "null_keys": 0.2})
+
     def has_null_key(r: Row) -> bool:
         return None in (r.fields["event_id"], r.fields["customer_id"])
 
@@ -341,8 +355,12 @@ def test_null_keys_are_json_null_and_empty_csv_fields():
 
 def test_corrected_resends_come_later_with_other_values():
     texts = feed(faults={**NO_FAULTS, "corrected_resends": 0.1})
-    for source, field in (("orders", "amount"), ("sessions", "duration_s"),
-                          ("tickets", "severity"), ("customers", "channel")):
+    for source, field in (
+        ("orders", "amount"),
+        ("sessions", "duration_s"),
+        ("tickets", "severity"),
+        ("customers", "channel"),
+    ):
         versions = defaultdict(list)
         for r in rows(texts, source):
             versions[r.fields["event_id"]].append(r)
@@ -369,9 +387,7 @@ def test_exact_duplicates_repeat_the_line_in_same_or_later_delivery():
 def test_late_arrivals_are_two_to_ten_days_old():
     texts = feed(faults={**NO_FAULTS, "late_arrivals": 0.1})
     late = detect(texts)["late_arrivals"]
-    lags = {
-        (ts(r.fields["delivered_at"]).date() - ts(r.fields["event_ts"]).date()).days for r in late
-    }
+    lags = {(ts(r.fields["delivered_at"]).date() - ts(r.fields["event_ts"]).date()).days for r in late}
     assert lags <= set(range(2, 11)) and len(lags) > 3
 
 
@@ -437,9 +453,7 @@ def test_price_shift_raises_amounts_and_prices_by_the_factor():
     _, profiles_after = _by_period(rows(shifted, "customers"))
     new_rows = [f for f in profiles_after if f["signup_ts"] == f["event_ts"]]
     list_prices = {"basic": 9.99, "standard": 19.99, "premium": 34.99}
-    assert new_rows and all(
-        float(f["monthly_price"]) == round(list_prices[f["plan_tier"]] * 1.25, 2) for f in new_rows
-    )
+    assert new_rows and all(float(f["monthly_price"]) == round(list_prices[f["plan_tier"]] * 1.25, 2) for f in new_rows)
 
 
 def test_new_country_only_signs_up_after_its_start():
@@ -450,9 +464,7 @@ def test_new_country_only_signs_up_after_its_start():
     share = mean(f["country"] == "PL" for f in after if f["signup_ts"] == f["event_ts"])
     assert share == pytest.approx(0.3, abs=0.08)
     polish = {f["customer_id"] for f in after if f["country"] == "PL"}
-    currencies = {
-        o.fields["currency"] for o in rows(texts, "orders") if o.fields["customer_id"] in polish
-    }
+    currencies = {o.fields["currency"] for o in rows(texts, "orders") if o.fields["customer_id"] in polish}
     assert currencies == {"PLN"}
 
 
@@ -482,8 +494,7 @@ def test_churn_emerges_from_behaviour():
             day = (ts(r.fields["event_ts"]).date() - START).days
             counts[source][r.fields["customer_id"]][day] += 1
     signup_day = {
-        r.fields["customer_id"]: (ts(r.fields["signup_ts"]).date() - START).days
-        for r in rows(texts, "customers")
+        r.fields["customer_id"]: (ts(r.fields["signup_ts"]).date() - START).days for r in rows(texts, "customers")
     }
 
     def n(source: str, customer: str, lo: int, hi: int) -> int:

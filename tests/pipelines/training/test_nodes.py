@@ -31,10 +31,18 @@ TRAINING = {
     "input_example_rows": 3,
 }
 STUDY = {
-    "study_name": "s", "best_trial": 3, "best_value": 0.8, "best_family": "logistic_regression",
-    "best_model_params": {"C": 1.0}, "best_params": {"family": "logistic_regression", "logistic_regression__C": 1.0},
-    "n_trials": 4, "trial_counts": {"complete": 3, "pruned": 1},
-    "trials": [{"number": i, "state": "COMPLETE", "family": "logistic_regression", "value": 0.7 + i / 100, "duration_s": 1.0} for i in range(4)],
+    "study_name": "s",
+    "best_trial": 3,
+    "best_value": 0.8,
+    "best_family": "logistic_regression",
+    "best_model_params": {"C": 1.0},
+    "best_params": {"family": "logistic_regression", "logistic_regression__C": 1.0},
+    "n_trials": 4,
+    "trial_counts": {"complete": 3, "pruned": 1},
+    "trials": [
+        {"number": i, "state": "COMPLETE", "family": "logistic_regression", "value": 0.7 + i / 100, "duration_s": 1.0}
+        for i in range(4)
+    ],
 }
 
 
@@ -134,8 +142,17 @@ def test_log_candidate_returns_every_output(contracts):
     outputs = log_candidate(fit, plan, threshold, scores, evaluation, STUDY, info, TRAINING)
 
     assert set(outputs) == {
-        "model", "metrics", "roc_plot", "pr_plot", "calibration_plot", "confusion_matrix_plot",
-        "feature_importance_plot", "optuna_history", "slice_metrics", "provenance", "pointer",
+        "model",
+        "metrics",
+        "roc_plot",
+        "pr_plot",
+        "calibration_plot",
+        "confusion_matrix_plot",
+        "feature_importance_plot",
+        "optuna_history",
+        "slice_metrics",
+        "provenance",
+        "pointer",
     }
     assert all(isinstance(outputs[k], Figure) for k in outputs if k.endswith("_plot") or k == "optuna_history")
     assert outputs["model"]["model"] is fit["model"]

@@ -34,7 +34,11 @@ LAKE_PARAMS = {
 # 12 cutoffs (days 20..75): 2 test cutoffs, 2 folds, a 3-cutoff gap (15 days > 14-day horizon).
 RUN_PARAMS = {
     "tuning": {
-        "n_folds": 2, "test_cutoffs": 2, "gap_cutoffs": 3, "n_trials": N_TRIALS, "n_jobs": 1,
+        "n_folds": 2,
+        "test_cutoffs": 2,
+        "gap_cutoffs": 3,
+        "n_trials": N_TRIALS,
+        "n_jobs": 1,
         "pruner": {"n_startup_trials": 2},
         "search_space": {
             "random_forest": {"n_estimators": {"low": 10, "high": 30}},
@@ -44,8 +48,13 @@ RUN_PARAMS = {
     "training": {"min_slice_rows": 30, "importance": {"max_rows": 800, "n_repeats": 1}},
 }
 CANDIDATE_ARTIFACTS = {
-    "plots/roc.png", "plots/pr.png", "plots/calibration.png", "plots/confusion_matrix.png",
-    "plots/feature_importance.png", "reports/slice_metrics.json", "reports/optuna_history.png",
+    "plots/roc.png",
+    "plots/pr.png",
+    "plots/calibration.png",
+    "plots/confusion_matrix.png",
+    "plots/feature_importance.png",
+    "reports/slice_metrics.json",
+    "reports/optuna_history.png",
     "reports/provenance.json",
 }
 
@@ -60,7 +69,8 @@ def _run_session(project: Path, study_name: str) -> str:
     client = MlflowClient()
     experiment = client.get_experiment_by_name("lakehouse_ml_dev")
     parents = [
-        run for run in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+        run
+        for run in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
         if "mlflow.parentRunId" not in run.data.tags
     ]
     return parents[0].info.run_id
@@ -79,7 +89,10 @@ def project(tmp_path_factory, spark):
     os.environ.pop("MLFLOW_TRACKING_URI")  # the project's mlflow.yml decides, as in a real run
     os.chdir(root)
     try:
-        run_pipeline(simulate_pipeline() + ingest_pipeline() + features_pipeline() + training_set_pipeline(), runtime_params=LAKE_PARAMS)
+        run_pipeline(
+            simulate_pipeline() + ingest_pipeline() + features_pipeline() + training_set_pipeline(),
+            runtime_params=LAKE_PARAMS,
+        )
         first = _run_session(root, "seeded_a")
         second = _run_session(root, "seeded_b")
         yield {"root": root, "runs": (first, second), "client": MlflowClient()}
@@ -100,7 +113,9 @@ def project(tmp_path_factory, spark):
 
 def _children(client: MlflowClient, parent_id: str) -> dict[str, mlflow.entities.Run]:
     experiment_id = client.get_run(parent_id).info.experiment_id
-    runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=1000)
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=1000
+    )
     return {run.info.run_name: run for run in runs}
 
 
@@ -145,7 +160,12 @@ def test_delta_inputs_are_recorded_with_their_versions(project):
     client, (parent_id, _) = project["client"], project["runs"]
     version = DeltaTable(str(project["root"] / "data/lakehouse/dev/ml/training_set")).version()
     children = _children(client, parent_id)
-    for name in ("tuning.prepare_tuning", "training.plan_candidate", "training.refit_candidate", "training.log_candidate"):
+    for name in (
+        "tuning.prepare_tuning",
+        "training.plan_candidate",
+        "training.refit_candidate",
+        "training.log_candidate",
+    ):
         inputs = children[name].inputs.dataset_inputs
         tables = {i.dataset.name: json.loads(i.dataset.source)["delta_table_version"] for i in inputs}
         assert tables == {"dev.ml.training_set": version}, (name, tables)

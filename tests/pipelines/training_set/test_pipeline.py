@@ -36,7 +36,10 @@ def lakehouse(tmp_path_factory, spark):
     cwd = Path.cwd()
     os.chdir(root)
     try:
-        run_pipeline(simulate_pipeline() + ingest_pipeline() + features_pipeline() + training_set_pipeline(), runtime_params=PARAMS)
+        run_pipeline(
+            simulate_pipeline() + ingest_pipeline() + features_pipeline() + training_set_pipeline(),
+            runtime_params=PARAMS,
+        )
         yield root
     finally:
         os.chdir(cwd)
@@ -72,14 +75,18 @@ def _utc(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def test_unchanged_inputs_do_not_rewrite_the_training_set_and_a_changed_on_demand_definition_does(lakehouse, monkeypatch):
+def test_unchanged_inputs_do_not_rewrite_the_training_set_and_a_changed_on_demand_definition_does(
+    lakehouse, monkeypatch
+):
     monkeypatch.chdir(lakehouse)
     run_pipeline(training_set_pipeline(), runtime_params=PARAMS)  # sources moved on in the test above, or not
     version = DeltaTable(str(LAKE / "ml/training_set")).version()
     run_pipeline(training_set_pipeline(), runtime_params=PARAMS)
     assert DeltaTable(str(LAKE / "ml/training_set")).version() == version
     # A changed on-demand definition is a changed training set.
-    run_pipeline(training_set_pipeline(), runtime_params={**PARAMS, "on_demand_features": {"tenure_days": {"range": [0, 1000]}}})
+    run_pipeline(
+        training_set_pipeline(), runtime_params={**PARAMS, "on_demand_features": {"tenure_days": {"range": [0, 1000]}}}
+    )
     assert DeltaTable(str(LAKE / "ml/training_set")).version() > version
 
 
@@ -115,7 +122,9 @@ def _deliver_everything_at_the_end(table: Path) -> None:
     the whole history: after every cutoff (the last cutoff is a horizon before the data ends)."""
     delta = DeltaTable(str(table))
     rows = delta.to_pyarrow_table()
-    late = pa.array([pa.compute.max(rows["ingested_at"]).as_py()] * rows.num_rows, rows.schema.field("ingested_at").type)
+    late = pa.array(
+        [pa.compute.max(rows["ingested_at"]).as_py()] * rows.num_rows, rows.schema.field("ingested_at").type
+    )
     rows = rows.set_column(rows.schema.get_field_index("ingested_at"), "ingested_at", late)
     write_deltalake(str(table), rows, mode="overwrite", partition_by=delta.metadata().partition_columns or None)
 
@@ -145,10 +154,20 @@ def test_leakage_demo_shows_naive_joins_inflating_auc(lakehouse, monkeypatch, sp
 
     monkeypatch.chdir(lakehouse)
     params = project_config(runtime_params=PARAMS)["parameters"]
-    training = {**params["training_set"], **PARAMS["training_set"], "spine": {**params["training_set"]["spine"], **PARAMS["training_set"]["spine"]}}
+    training = {
+        **params["training_set"],
+        **PARAMS["training_set"],
+        "spine": {**params["training_set"]["spine"], **PARAMS["training_set"]["spine"]},
+    }
     read = lambda table: spark.read.format("delta").load(str((lakehouse / LAKE / table).resolve()))  # noqa: E731
     spine = build_label_spine(read("silver/orders"), training["spine"])
-    metrics = leakage_demo(read("ml/training_set"), spine, {"customer_activity": read("features/customer_activity")}, params["feature_tables"], training)
+    metrics = leakage_demo(
+        read("ml/training_set"),
+        spine,
+        {"customer_activity": read("features/customer_activity")},
+        params["feature_tables"],
+        training,
+    )
     value = {name: metric["value"] for name, metric in metrics.items()}
     assert 0.5 < value["leakage_demo.auc_point_in_time"] < 1.0
     # features as of the label's end contain the label itself: near-perfect and clearly inflated

@@ -32,8 +32,14 @@ def test_spark_tasks_give_the_trials_local_threads_give_pruning_included(spark, 
         fit_batch = batch_fitter(executor, frame, folds, columns, 7)
         assert (fit_batch is None) is (executor == "threads")
         run_study(
-            frame, folds, SEARCH_SPACE, {**_tuning(name, n_trials=8, n_jobs=2), **tuning}, None,
-            columns, fit_batch, _storage(tmp_path),
+            frame,
+            folds,
+            SEARCH_SPACE,
+            {**_tuning(name, n_trials=8, n_jobs=2), **tuning},
+            None,
+            columns,
+            fit_batch,
+            _storage(tmp_path),
         )
     local, on_spark = trials(tmp_path, "threads"), trials(tmp_path, "spark")
     assert on_spark == local and len(local) == 8
@@ -47,8 +53,16 @@ def test_a_configuration_that_fails_in_a_task_ends_as_failed_and_the_study_goes_
     folds = [([first], valid) for _, valid in _folds(frame)]
     columns = {"numeric": ["x"], "categorical": ["plan"], "imputation": {}}
     fit_batch = batch_fitter("spark", frame, folds, columns, 7)
-    result = run_study(frame, folds, SEARCH_SPACE, _tuning("failing", n_trials=2, n_jobs=2), None, columns, fit_batch,
-                        _storage(tmp_path))
+    result = run_study(
+        frame,
+        folds,
+        SEARCH_SPACE,
+        _tuning("failing", n_trials=2, n_jobs=2),
+        None,
+        columns,
+        fit_batch,
+        _storage(tmp_path),
+    )
     assert result["trial_counts"]["fail"] == 2 and result["best_value"] is None
 
 

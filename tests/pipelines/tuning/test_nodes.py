@@ -43,7 +43,9 @@ def test_time_folds_with_gap_leaves_out_the_cutoffs_before_validation():
     assert folds == [([0, 1, 2, 3], [5, 6]), ([0, 1, 2, 3, 4, 5], [7, 8])]
 
 
-@pytest.mark.parametrize(("n", "n_folds", "test_cutoffs", "gap"), [(12, 3, 2, 0), (20, 4, 3, 2), (7, 2, 1, 0), (30, 5, 4, 4)])
+@pytest.mark.parametrize(
+    ("n", "n_folds", "test_cutoffs", "gap"), [(12, 3, 2, 0), (20, 4, 3, 2), (7, 2, 1, 0), (30, 5, 4, 4)]
+)
 def test_time_folds_never_validate_before_training_and_never_touch_test(n, n_folds, test_cutoffs, gap):
     """Every validation cutoff is after every training cutoff; the test window is in no fold."""
     cutoffs = list(pd.date_range("2024-01-01", periods=n, freq="7D"))[::-1]
@@ -62,7 +64,10 @@ def test_time_folds_rejects_too_few_cutoffs():
         time_folds([1, 2, 3], n_folds=3, test_cutoffs=1)
     message = str(raised.value)
     assert message.startswith("time_folds: 3 distinct cutoffs are too few for the split")
-    assert "tuning.test_cutoffs=1 + tuning.gap_cutoffs=0 + tuning.n_folds=3 + 1" in message and "= 5 at the least" in message
+    assert (
+        "tuning.test_cutoffs=1 + tuning.gap_cutoffs=0 + tuning.n_folds=3 + 1" in message
+        and "= 5 at the least" in message
+    )
     assert "training_set.spine.every_days" in message
     time_folds([1, 2, 3, 4, 5], n_folds=3, test_cutoffs=1)  # exactly enough
 
@@ -72,12 +77,27 @@ def test_time_folds_rejects_too_few_cutoffs():
 
 def _tiny_frame() -> pd.DataFrame:
     """Twelve rows with nulls in both kinds of feature."""
-    return pd.DataFrame({
-        "orders": [0, 1, 2, 3, None, 5, 6, 7, 8, None, 10, 11],
-        "spend": [1.0, None, 3.0, 4.0, 5.0, 6.0, 7.0, None, 9.0, 10.0, 11.0, 12.0],
-        "plan": ["basic", "premium", None, "basic", "standard", "premium", "basic", None, "standard", "premium", "basic", "standard"],
-        "churned": [1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0],
-    })
+    return pd.DataFrame(
+        {
+            "orders": [0, 1, 2, 3, None, 5, 6, 7, 8, None, 10, 11],
+            "spend": [1.0, None, 3.0, 4.0, 5.0, 6.0, 7.0, None, 9.0, 10.0, 11.0, 12.0],
+            "plan": [
+                "basic",
+                "premium",
+                None,
+                "basic",
+                "standard",
+                "premium",
+                "basic",
+                None,
+                "standard",
+                "premium",
+                "basic",
+                "standard",
+            ],
+            "churned": [1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0],
+        }
+    )
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -108,13 +128,36 @@ def test_feature_columns_from_contracts_and_on_demand_features():
     """Category units are categorical, timestamps skipped, impute values kept, absent columns ignored;
     on-demand features follow, numeric or categorical by their type."""
     contract = {
-        "entity_keys": ["customer_id"], "timestamp_key": "feature_ts", "ingested_at_key": "ingested_at",
-        "grain": "g", "refresh": "daily", "owner": "o", "description": "d", "time_semantics": "event_time", "source": "s", "kind": "changes",
+        "entity_keys": ["customer_id"],
+        "timestamp_key": "feature_ts",
+        "ingested_at_key": "ingested_at",
+        "grain": "g",
+        "refresh": "daily",
+        "owner": "o",
+        "description": "d",
+        "time_semantics": "event_time",
+        "source": "s",
+        "kind": "changes",
         "features": {
-            "orders_7d": {"unit": "orders", "freshness": "2 days", "null_policy": {"impute": 0}, "compute": {"column": "a"}},
+            "orders_7d": {
+                "unit": "orders",
+                "freshness": "2 days",
+                "null_policy": {"impute": 0},
+                "compute": {"column": "a"},
+            },
             "price": {"unit": "EUR", "freshness": "2 days", "null_policy": "drop", "compute": {"column": "a"}},
-            "plan": {"unit": "category", "freshness": "2 days", "null_policy": {"impute": "unknown"}, "compute": {"column": "a"}},
-            "signup_ts": {"unit": "timestamp", "freshness": "2 days", "null_policy": "keep", "compute": {"column": "a"}},
+            "plan": {
+                "unit": "category",
+                "freshness": "2 days",
+                "null_policy": {"impute": "unknown"},
+                "compute": {"column": "a"},
+            },
+            "signup_ts": {
+                "unit": "timestamp",
+                "freshness": "2 days",
+                "null_policy": "keep",
+                "compute": {"column": "a"},
+            },
             "missing": {"unit": "orders", "freshness": "2 days", "null_policy": "keep", "compute": {"column": "a"}},
         },
     }
@@ -143,13 +186,15 @@ def _synthetic(n_cutoffs: int = 6, per_cutoff: int = 40) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     n = n_cutoffs * per_cutoff
     x = rng.normal(size=n)
-    frame = pd.DataFrame({
-        "customer_id": [f"c{i % per_cutoff}" for i in range(n)],
-        "cutoff_ts": np.repeat(pd.date_range("2024-01-01", periods=n_cutoffs, freq="7D"), per_cutoff),
-        "x": np.where(rng.random(n) < 0.1, np.nan, x),
-        "plan": rng.choice(["basic", "premium"], size=n),
-        "churned": (x + rng.normal(scale=0.8, size=n) > 0).astype(int),
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"c{i % per_cutoff}" for i in range(n)],
+            "cutoff_ts": np.repeat(pd.date_range("2024-01-01", periods=n_cutoffs, freq="7D"), per_cutoff),
+            "x": np.where(rng.random(n) < 0.1, np.nan, x),
+            "plan": rng.choice(["basic", "premium"], size=n),
+            "churned": (x + rng.normal(scale=0.8, size=n) > 0).astype(int),
+        }
+    )
     return frame
 
 
@@ -186,11 +231,21 @@ def test_parallel_trials_reproduce_every_trial_with_the_same_seed(tmp_path):
     frame = _synthetic()
     tuning = {"pruner": {"n_startup_trials": 2}}
     runs = [
-        run_study(frame, _folds(frame), SEARCH_SPACE, {**_tuning(name, n_trials=8, n_jobs=2), **tuning}, None, storage=_storage(tmp_path))
+        run_study(
+            frame,
+            _folds(frame),
+            SEARCH_SPACE,
+            {**_tuning(name, n_trials=8, n_jobs=2), **tuning},
+            None,
+            storage=_storage(tmp_path),
+        )
         for name in ("parallel_a", "parallel_b")
     ]
     trials = [
-        [(t.number, t.state.name, t.params, t.value) for t in optuna.load_study(study_name=name, storage=_storage(tmp_path)).trials]
+        [
+            (t.number, t.state.name, t.params, t.value)
+            for t in optuna.load_study(study_name=name, storage=_storage(tmp_path)).trials
+        ]
         for name in ("parallel_a", "parallel_b")
     ]
     assert trials[0] == trials[1] and len(trials[0]) == 8
@@ -203,7 +258,9 @@ def test_a_failing_configuration_ends_as_failed_and_the_study_goes_on(tmp_path):
     frame = _synthetic()
     frame.loc[frame["cutoff_ts"] == sorted(frame["cutoff_ts"].unique())[0], "churned"] = 0
     single_class_first = [([sorted(frame["cutoff_ts"].unique())[0]], train_valid[1]) for train_valid in _folds(frame)]
-    result = run_study(frame, single_class_first, SEARCH_SPACE, _tuning("failing", n_trials=2), None, storage=_storage(tmp_path))
+    result = run_study(
+        frame, single_class_first, SEARCH_SPACE, _tuning("failing", n_trials=2), None, storage=_storage(tmp_path)
+    )
     assert result["trial_counts"]["fail"] == 2 and result["best_value"] is None and result["best_params"] == {}
 
 
@@ -227,7 +284,14 @@ def test_an_error_in_one_parallel_trial_fails_it_alone_and_stops_the_run(tmp_pat
     monkeypatch.setattr(nodes, "fold_scores", third_fit_raises)
     frame = _synthetic()
     with pytest.raises(RuntimeError, match="lost the store"):
-        run_study(frame, _folds(frame), SEARCH_SPACE, _tuning("raising", n_trials=8, n_jobs=2), None, storage=_storage(tmp_path))
+        run_study(
+            frame,
+            _folds(frame),
+            SEARCH_SPACE,
+            _tuning("raising", n_trials=8, n_jobs=2),
+            None,
+            storage=_storage(tmp_path),
+        )
     trials = optuna.load_study(study_name="raising", storage=_storage(tmp_path)).trials
     states = sorted(t.state.name for t in trials)
     # The run stopped after the second batch: its raising trial FAIL alone, every other one finished.
@@ -238,8 +302,12 @@ def test_an_error_in_one_parallel_trial_fails_it_alone_and_stops_the_run(tmp_pat
 def test_run_study_resumes_up_to_the_total_budget(tmp_path):
     """2 trials, then the same study with n_trials=4: 4 trials in the storage, not 6."""
     frame = _synthetic()
-    first = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning("resume", n_trials=2), None, storage=_storage(tmp_path))
-    second = run_study(frame, _folds(frame), SEARCH_SPACE, _tuning("resume", n_trials=4), None, storage=_storage(tmp_path))
+    first = run_study(
+        frame, _folds(frame), SEARCH_SPACE, _tuning("resume", n_trials=2), None, storage=_storage(tmp_path)
+    )
+    second = run_study(
+        frame, _folds(frame), SEARCH_SPACE, _tuning("resume", n_trials=4), None, storage=_storage(tmp_path)
+    )
     assert (first["n_trials"], first["trials_this_run"]) == (2, 2)
     assert (second["n_trials"], second["trials_this_run"]) == (4, 2)
     stored = optuna.load_study(study_name="resume", storage=_storage(tmp_path))
@@ -257,10 +325,18 @@ def test_a_resumed_study_draws_the_trials_an_uninterrupted_one_draws(tmp_path):
     params, values and pruning, as 8 trials in one go; the TPE draws after the startup trials too."""
     frame, tuning = _synthetic(), {"pruner": {"n_startup_trials": 2}}
     storage = _storage(tmp_path)
-    run_study(frame, _folds(frame), SEARCH_SPACE, {**_tuning("whole", n_trials=8, n_jobs=2), **tuning}, None, storage=storage)
+    run_study(
+        frame, _folds(frame), SEARCH_SPACE, {**_tuning("whole", n_trials=8, n_jobs=2), **tuning}, None, storage=storage
+    )
     for n_trials in (4, 8):
-        run_study(frame, _folds(frame), SEARCH_SPACE, {**_tuning("resumed", n_trials=n_trials, n_jobs=2), **tuning}, None,
-                  storage=storage)
+        run_study(
+            frame,
+            _folds(frame),
+            SEARCH_SPACE,
+            {**_tuning("resumed", n_trials=n_trials, n_jobs=2), **tuning},
+            None,
+            storage=storage,
+        )
     whole = stored_trials(storage, "whole")
     assert stored_trials(storage, "resumed") == whole and len(whole) == 8
     assert {state for _, state, *_ in whole} == {"COMPLETE", "PRUNED"}
@@ -270,7 +346,9 @@ def test_the_moved_storage_setting_is_refused_naming_the_catalog_entry(tmp_path)
     """`tuning.storage` is no longer read: a config still setting it fails before any trial."""
     frame = _synthetic()
     tuning = {**_tuning("moved"), "storage": _storage(tmp_path)}
-    with pytest.raises(ValueError, match=r"tuning.storage: no longer read; the study storage is the catalog entry `optuna_storage`"):
+    with pytest.raises(
+        ValueError, match=r"tuning.storage: no longer read; the study storage is the catalog entry `optuna_storage`"
+    ):
         run_study(frame, _folds(frame), SEARCH_SPACE, tuning, None)
     with pytest.raises(ValueError, match="tuning.storage: no longer read"):
         prepare_tuning(frame, {}, None, {"n_folds": 2, "test_cutoffs": 1, "storage": "sqlite:///x.db"})
@@ -288,8 +366,13 @@ def nested_trial_runs(tmp_path, n_jobs: int = 1, **study_args) -> list:
     mlflow.set_tracking_uri(uri)
     try:
         result = run_study(
-            frame, _folds(frame), SEARCH_SPACE, _tuning("nested", n_trials=3, n_jobs=n_jobs), parent,
-            storage=_storage(tmp_path), **study_args
+            frame,
+            _folds(frame),
+            SEARCH_SPACE,
+            _tuning("nested", n_trials=3, n_jobs=n_jobs),
+            parent,
+            storage=_storage(tmp_path),
+            **study_args,
         )
     finally:
         mlflow.set_tracking_uri(previous)
@@ -308,8 +391,16 @@ def test_each_trial_is_a_nested_mlflow_run_with_metrics(tmp_path):
 
 
 CONTRACT = {
-    "entity_keys": ["customer_id"], "timestamp_key": "feature_ts", "ingested_at_key": "ingested_at",
-    "grain": "g", "refresh": "daily", "owner": "o", "description": "d", "time_semantics": "event_time", "source": "s", "kind": "changes",
+    "entity_keys": ["customer_id"],
+    "timestamp_key": "feature_ts",
+    "ingested_at_key": "ingested_at",
+    "grain": "g",
+    "refresh": "daily",
+    "owner": "o",
+    "description": "d",
+    "time_semantics": "event_time",
+    "source": "s",
+    "kind": "changes",
     "features": {
         "x": {"unit": "EUR", "freshness": "2 days", "null_policy": {"impute": 0}, "compute": {"column": "a"}},
         "plan": {"unit": "category", "freshness": "2 days", "null_policy": "keep", "compute": {"column": "a"}},
@@ -323,10 +414,17 @@ def test_prepare_tuning_holds_out_the_test_window():
     """The tuning rows hold no test cutoff; folds cover only the tuning cutoffs."""
     frame = _synthetic(n_cutoffs=8).drop(columns="plan")
     train, folds, test, columns = prepare_tuning(
-        frame.rename(columns={"x": "customer_activity__x"}), FEATURE_TABLES, None, SPLIT,
+        frame.rename(columns={"x": "customer_activity__x"}),
+        FEATURE_TABLES,
+        None,
+        SPLIT,
     )
     assert len(test) == 2 and not train["cutoff_ts"].isin(test).any()
-    assert columns == {"numeric": ["customer_activity__x"], "categorical": [], "imputation": {"customer_activity__x": 0}}
+    assert columns == {
+        "numeric": ["customer_activity__x"],
+        "categorical": [],
+        "imputation": {"customer_activity__x": 0},
+    }
     assert all(max(t) < min(v) for t, v in folds)
 
 
@@ -342,7 +440,9 @@ def test_prepare_tuning_fails_on_a_feature_null_in_every_training_row():
     with pytest.raises(TrainingDataError) as raised:
         prepare_tuning(frame, FEATURE_TABLES, None, {**SPLIT, "guards": {"constant_features": "leave_out"}})
     message = str(raised.value)
-    assert message.startswith("tuning: 1 feature(s) are NULL in every one of the 240 training rows (cutoffs 2024-01-01..2024-02-05)")
+    assert message.startswith(
+        "tuning: 1 feature(s) are NULL in every one of the 240 training rows (cutoffs 2024-01-01..2024-02-05)"
+    )
     assert "customer_activity__x" in message and "training_set.guards.min_matched_share" in message
 
 
@@ -351,9 +451,14 @@ def test_prepare_tuning_leaves_a_constant_feature_out_saying_so_or_fails_when_to
     _, _, _, columns = prepare_tuning(frame, FEATURE_TABLES, None, SPLIT)
     assert columns["categorical"] == [] and columns["numeric"] == ["customer_activity__x"]
     assert columns["left_out"] == {"customer_activity__plan": "one value in every training row: 'basic'"}
-    assert "1 feature(s) hold one value in every training row and are left out of the model: customer_activity__plan = 'basic'" in caplog.text
+    assert (
+        "1 feature(s) hold one value in every training row and are left out of the model: customer_activity__plan = 'basic'"
+        in caplog.text
+    )
     failing = {**SPLIT, "guards": {"constant_features": "fail"}}
-    with pytest.raises(TrainingDataError, match=r"1 feature\(s\) hold one value in every one of the 240 training rows") as raised:
+    with pytest.raises(
+        TrainingDataError, match=r"1 feature\(s\) hold one value in every one of the 240 training rows"
+    ) as raised:
         prepare_tuning(frame, FEATURE_TABLES, None, failing)
     assert "customer_activity__plan = 'basic'" in str(raised.value)
     with pytest.raises(ValueError, match="tuning.guards.constant_features: expected leave_out or fail, got 'drop'"):
@@ -364,7 +469,11 @@ def test_pipeline_wires_training_set_and_params():
     """The pipeline reads the pandas training set and the tuning params and outputs the study result."""
     pipeline = create_pipeline()
     assert {
-        "training_set@pandas", "params:feature_tables", "params:on_demand_features", "params:tuning", "optuna_storage"
+        "training_set@pandas",
+        "params:feature_tables",
+        "params:on_demand_features",
+        "params:tuning",
+        "optuna_storage",
     } <= pipeline.inputs()
     assert pipeline.outputs() == {"tuning_study_result", "tuning_test_cutoffs"}
 
@@ -378,8 +487,17 @@ def test_a_running_trial_counts_toward_the_budget_until_it_is_stale():
 
     def trial(state, age_s):
         return optuna.trial.FrozenTrial(
-            number=0, state=state, value=None, datetime_start=datetime.now() - timedelta(seconds=age_s), datetime_complete=None,
-            params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=0,
+            number=0,
+            state=state,
+            value=None,
+            datetime_start=datetime.now() - timedelta(seconds=age_s),
+            datetime_complete=None,
+            params={},
+            distributions={},
+            user_attrs={},
+            system_attrs={},
+            intermediate_values={},
+            trial_id=0,
         )
 
     running = optuna.trial.TrialState.RUNNING

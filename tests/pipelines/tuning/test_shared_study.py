@@ -34,7 +34,9 @@ def _server_url(url: str) -> str:
 
 def _study(storage, name: str, n_trials: int) -> dict:
     frame = _synthetic()
-    return run_study(frame, _folds(frame), SEARCH_SPACE, {**_tuning(name, n_trials, N_JOBS), **PRUNER}, None, storage=storage)
+    return run_study(
+        frame, _folds(frame), SEARCH_SPACE, {**_tuning(name, n_trials, N_JOBS), **PRUNER}, None, storage=storage
+    )
 
 
 def _process(postgres, database: str, name: str, n_trials: int) -> subprocess.Popen:
@@ -48,7 +50,11 @@ def _process(postgres, database: str, name: str, n_trials: int) -> subprocess.Po
     }
     return subprocess.Popen(
         [sys.executable, "-m", "tests.pipelines.tuning.test_shared_study", name, str(n_trials)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -99,7 +105,9 @@ def test_a_wrong_password_names_the_credentials_entry_quickly(postgres):
         _load(postgres, "optuna_login", password="not-the-password")
     message = str(raised.value)
     assert time.monotonic() - started < 10
-    assert message.startswith(f"Optuna study storage postgresql+psycopg://127.0.0.1:{postgres.port}/optuna_login refused the login")
+    assert message.startswith(
+        f"Optuna study storage postgresql+psycopg://127.0.0.1:{postgres.port}/optuna_login refused the login"
+    )
     assert "credentials entry `optuna_storage`" in message and "conf/<env>/credentials.yml" in message
     assert "not-the-password" not in message and postgres.password not in message
 

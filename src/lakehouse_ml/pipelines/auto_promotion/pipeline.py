@@ -13,7 +13,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     """Create the auto_promotion pipeline."""
     # Reading the registry `@after` registration's actions orders this step after registration.
     release = release_pipeline(
-        "auto_promotion", plan_automatic_promotion,
+        "auto_promotion",
+        plan_automatic_promotion,
         ["registration_model_registry@after", "params:registry", "params:promotion", "release_governance"],
     )
     # `champion_model@released` shares its base name with inference's `champion_model@…` inputs, so

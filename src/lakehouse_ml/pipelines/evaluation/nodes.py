@@ -61,8 +61,11 @@ def _threshold(entry: dict[str, Any] | None) -> float | None:
 
 
 def score_test_window(
-    candidate: dict[str, Any], champion: dict[str, Any] | None, training_set: pd.DataFrame,
-    training_set_info: dict[str, Any], training: dict[str, Any],
+    candidate: dict[str, Any],
+    champion: dict[str, Any] | None,
+    training_set: pd.DataFrame,
+    training_set_info: dict[str, Any],
+    training: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Candidate and champion scores on the candidate's test window, with slice columns and context."""
     pointer = candidate["pointer"]
@@ -85,23 +88,35 @@ def score_test_window(
     for name, spec in slice_specs(training.get("slices"), list(rows.columns)).items():
         scored[name] = slice_values(rows, spec)
     context = {
-        "candidate": {"run_id": candidate["run_id"], "model_uri": candidate["model_uri"], "threshold": _threshold(candidate)},
-        "champion": None if champion is None else {
-            "version": champion["version"], "run_id": champion["run_id"], "model_uri": champion["model_uri"],
-            "threshold": _threshold(champion), "error": champion_error,
+        "candidate": {
+            "run_id": candidate["run_id"],
+            "model_uri": candidate["model_uri"],
+            "threshold": _threshold(candidate),
+        },
+        "champion": None
+        if champion is None
+        else {
+            "version": champion["version"],
+            "run_id": champion["run_id"],
+            "model_uri": champion["model_uri"],
+            "threshold": _threshold(champion),
+            "error": champion_error,
         },
         "training_set": {"path": training_set_info.get("path"), "version": current},
         "test_cutoffs": list(pointer["split"]["test_cutoffs"]),
     }
     logger.info(
         "evaluation: %d test rows of training-set version %s; champion %s",
-        len(scored), current, "none" if champion is None else f"version {champion['version']}",
+        len(scored),
+        current,
+        "none" if champion is None else f"version {champion['version']}",
     )
     return scored, context
 
 
 def _edge_payloads(columns: list[dict[str, Any]], sample: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Sample rows plus edge rows: all nulls, zeros/empty strings, huge numbers, unseen categories."""
+
     def row(numeric: Any, text: Any) -> dict[str, Any]:
         return {c["name"]: (text if c["type"] == "string" else numeric) for c in columns}
 
@@ -134,14 +149,22 @@ def _latency_ms(model: Any, frame: pd.DataFrame, repeats: int, rounds: int) -> d
                 timings.append((time.perf_counter() - started) * 1000)
             measured.append(timings)
     best = min(measured, key=lambda timings: np.percentile(timings, 95))
-    return {"p50": float(np.percentile(best, 50)), "p95": float(np.percentile(best, 95)), "max": float(max(best)),
-            "rows": len(frame), "repeats": int(repeats),
-            "round_p95s": [round(float(np.percentile(t, 95)), 3) for t in measured]}
+    return {
+        "p50": float(np.percentile(best, 50)),
+        "p95": float(np.percentile(best, 95)),
+        "max": float(max(best)),
+        "rows": len(frame),
+        "repeats": int(repeats),
+        "round_p95s": [round(float(np.percentile(t, 95)), 3) for t in measured],
+    }
 
 
 def _serving_reference(
-    champion: dict[str, Any] | None, training_set: pd.DataFrame, contracts: dict[str, dict[str, Any]],
-    on_demand: dict[str, Any] | None, taken: set[str],
+    champion: dict[str, Any] | None,
+    training_set: pd.DataFrame,
+    contracts: dict[str, dict[str, Any]],
+    on_demand: dict[str, Any] | None,
+    taken: set[str],
 ) -> tuple[list[dict[str, Any]], str]:
     """What serving sends: the champion's signature, or before any release the feature contracts
     (those the candidate takes: a contract feature it leaves out, e.g. a constant one, is sent and
@@ -156,8 +179,12 @@ def _serving_reference(
 
 
 def check_serving_readiness(
-    candidate: dict[str, Any], champion: dict[str, Any] | None, training_set: pd.DataFrame,
-    feature_tables: dict[str, Any], on_demand_features: dict[str, Any] | None, evaluation: dict[str, Any],
+    candidate: dict[str, Any],
+    champion: dict[str, Any] | None,
+    training_set: pd.DataFrame,
+    feature_tables: dict[str, Any],
+    on_demand_features: dict[str, Any] | None,
+    evaluation: dict[str, Any],
 ) -> dict[str, Any]:
     """Signature compatibility, a smoke test on sample and edge payloads, and in-process latency."""
     config = evaluation["serving"]
@@ -169,12 +196,22 @@ def check_serving_readiness(
     outputs = []
     for name, payload in _edge_payloads(columns, sample).items():
         try:
-            outputs.append({"payload": name, "rows": len(payload), "probabilities": np.asarray(candidate["model"].predict(payload)).tolist()})
+            outputs.append(
+                {
+                    "payload": name,
+                    "rows": len(payload),
+                    "probabilities": np.asarray(candidate["model"].predict(payload)).tolist(),
+                }
+            )
         except Exception as error:  # noqa: BLE001 - any failure to score is the finding
-            outputs.append({"payload": name, "rows": len(payload), "error": f"{type(error).__name__}: {str(error)[:300]}"})
+            outputs.append(
+                {"payload": name, "rows": len(payload), "error": f"{type(error).__name__}: {str(error)[:300]}"}
+            )
     batch = pd.concat([sample[[c["name"] for c in columns]]] * (100 // max(1, len(sample)) + 1)).head(100)
     latency = {
-        size: _latency_ms(candidate["model"], frame, int(config["latency_repeats"]), int(config.get("latency_rounds", 3)))
+        size: _latency_ms(
+            candidate["model"], frame, int(config["latency_repeats"]), int(config.get("latency_rounds", 3))
+        )
         for size, frame in (("single_row", sample[[c["name"] for c in columns]].head(1)), ("batch_100", batch))
     }
     return {
@@ -185,7 +222,9 @@ def check_serving_readiness(
     }
 
 
-def _role_metrics(scored: pd.DataFrame, role: str, threshold: float | None, training: dict[str, Any]) -> tuple[dict, dict]:
+def _role_metrics(
+    scored: pd.DataFrame, role: str, threshold: float | None, training: dict[str, Any]
+) -> tuple[dict, dict]:
     """Overall and per-slice metrics of one role's scores at its own operating threshold."""
     cut = 0.5 if threshold is None else threshold
     frame = scored.rename(columns={f"{role}_score": "score"})
@@ -205,7 +244,11 @@ def _active_run_id() -> str | None:
 
 
 def apply_gates(
-    scored: pd.DataFrame, context: dict[str, Any], serving: dict[str, Any], evaluation: dict[str, Any], training: dict[str, Any]
+    scored: pd.DataFrame,
+    context: dict[str, Any],
+    serving: dict[str, Any],
+    evaluation: dict[str, Any],
+    training: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """Every gate's inputs and verdict as one report, and the figures as MLflow metrics."""
     measured = {}
@@ -214,21 +257,36 @@ def apply_gates(
         if info is not None and f"{role}_score" in scored:
             measured[role] = _role_metrics(scored, role, info["threshold"], training)
     champion = measured.get("champion")
-    comparison = champion_comparison_gate(measured["candidate"][0], champion[0] if champion else None, evaluation["champion_comparison"])
+    comparison = champion_comparison_gate(
+        measured["candidate"][0], champion[0] if champion else None, evaluation["champion_comparison"]
+    )
     if context["champion"] is not None and context["champion"].get("error"):
-        comparison = {"name": "champion_comparison", "passed": False, "checks": [],
-                      "detail": f"champion version {context['champion']['version']} cannot be scored on this window: {context['champion']['error']}"}
+        comparison = {
+            "name": "champion_comparison",
+            "passed": False,
+            "checks": [],
+            "detail": f"champion version {context['champion']['version']} cannot be scored on this window: {context['champion']['error']}",
+        }
     slices = evaluation["slices"]
     gates = [
         absolute_limits_gate(measured["candidate"][0], evaluation["floors"], evaluation["ceilings"]),
-        slice_gate(measured["candidate"][1], champion[1] if champion else None, slices["floors"], slices["max_drop_vs_champion"]),
+        slice_gate(
+            measured["candidate"][1],
+            champion[1] if champion else None,
+            slices["floors"],
+            slices["max_drop_vs_champion"],
+        ),
         comparison,
         serving["signature"],
         serving["smoke_test"],
         serving["latency"],
     ]
     failed = [g for g in gates if not g["passed"]]
-    summary = f"{len(gates)}/{len(gates)} gates passed" if not failed else "failed: " + "; ".join(f"{g['name']} ({g['detail']})" for g in failed)
+    summary = (
+        f"{len(gates)}/{len(gates)} gates passed"
+        if not failed
+        else "failed: " + "; ".join(f"{g['name']} ({g['detail']})" for g in failed)
+    )
     run = _active_run_id()
     report = {
         **{k: context[k] for k in ("candidate", "champion", "training_set", "test_cutoffs")},
@@ -260,8 +318,13 @@ BASELINE_COLUMNS = (
 
 
 def profile_monitoring_baseline(
-    candidate: dict[str, Any], training_set: DataFrame, scores: pd.DataFrame, context: dict[str, Any],
-    feature_tables: dict[str, Any], monitoring: dict[str, Any], training: dict[str, Any],
+    candidate: dict[str, Any],
+    training_set: DataFrame,
+    scores: pd.DataFrame,
+    context: dict[str, Any],
+    feature_tables: dict[str, Any],
+    monitoring: dict[str, Any],
+    training: dict[str, Any],
 ) -> DataFrame:
     """The candidate's monitoring baseline (training-row input profiles, test-window scores, reference
     performance) as one row, on the rows inference would have scored."""
@@ -278,24 +341,44 @@ def profile_monitoring_baseline(
         keys.assign(**{CUTOFF: pd.to_datetime(keys[CUTOFF], utc=True)}), on=[ENTITY, CUTOFF]
     )
     spark = training_set.sparkSession
-    test_scores = spark.createDataFrame(pd.DataFrame({
-        "probability": kept["candidate_score"].astype(float), "label": kept[LABEL].astype(int),
-        **{column: kept[column].astype(object).where(kept[column].notna(), None) for column in inputs},
-    }))
+    test_scores = spark.createDataFrame(
+        pd.DataFrame(
+            {
+                "probability": kept["candidate_score"].astype(float),
+                "label": kept[LABEL].astype(int),
+                **{column: kept[column].astype(object).where(kept[column].notna(), None) for column in inputs},
+            }
+        )
+    )
     trust = monitoring["performance"]
     threshold = float(context["candidate"]["threshold"])
     baseline = build_monitoring_baseline(
-        training_rows, candidate["input_columns"], test_scores, threshold, slices=slices,
+        training_rows,
+        candidate["input_columns"],
+        test_scores,
+        threshold,
+        slices=slices,
         min_slice_rows=int(monitoring["drift"]["min_slice_rows"]),
-        min_positives=int(trust["min_positives"]), min_negatives=int(trust["min_negatives"]),
+        min_positives=int(trust["min_positives"]),
+        min_negatives=int(trust["min_negatives"]),
     )
     train_rows = next(iter(baseline["features"].values()))["count"] if baseline["features"] else 0
     logger.info(
         "monitoring baseline of run %s: %d servable training rows, %d of %d test scores, reference ROC AUC %s",
-        candidate["run_id"], train_rows, len(kept), len(scores), (baseline["reference"].get("roc_auc") or {}).get("value"),
+        candidate["run_id"],
+        train_rows,
+        len(kept),
+        len(scores),
+        (baseline["reference"].get("roc_auc") or {}).get("value"),
     )
     row = (
-        candidate["run_id"], context["training_set"]["path"], int(context["training_set"]["version"]), train_rows,
-        len(kept), threshold, pd.Timestamp.now(tz="UTC").to_pydatetime(), json.dumps(baseline),
+        candidate["run_id"],
+        context["training_set"]["path"],
+        int(context["training_set"]["version"]),
+        train_rows,
+        len(kept),
+        threshold,
+        pd.Timestamp.now(tz="UTC").to_pydatetime(),
+        json.dumps(baseline),
     )
     return spark.createDataFrame([row], BASELINE_COLUMNS)

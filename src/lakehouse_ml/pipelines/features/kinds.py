@@ -74,7 +74,8 @@ def compute_window_features(daily: DataFrame, start: date, end: date, contract: 
     metrics = sorted({spec.compute.get("sum") or spec.compute["days_since"] for spec in windowed})
     activity = daily.filter(F.col("activity_date").between(F.lit(low), F.lit(end)))
     grid = (
-        activity.select(*keys).distinct()
+        activity.select(*keys)
+        .distinct()
         .crossJoin(_days(daily.sparkSession, low, end))
         .join(
             activity.select(*keys, "activity_date", "last_delivered_at", *metrics, F.lit(1).alias("_active")),
@@ -207,7 +208,10 @@ SOURCE_COLUMNS = {"daily_windows": ("activity_date", "last_delivered_at"), "chan
 def required_columns(contract: FeatureContract) -> list[str]:
     """Every source column a table's refresh reads (its kind's, its keys, its features' inputs)."""
     inputs = [
-        value for spec in contract.features for key, value in spec.compute.items() if key in ("sum", "days_since", "column")
+        value
+        for spec in contract.features
+        for key, value in spec.compute.items()
+        if key in ("sum", "days_since", "column")
     ]
     return list(dict.fromkeys([*contract.entity_keys, *SOURCE_COLUMNS[contract.kind], *inputs]))
 

@@ -83,12 +83,23 @@ def plan_refresh(
     backfill = _backfill_range(features, contract.table)
     if backfill:
         # A range only: the rest of the table still reflects the version it did before.
-        return {**plan, "mode": "backfill", "start": backfill[0], "end": backfill[1], "source_version": plan["since_version"]}
+        return {
+            **plan,
+            "mode": "backfill",
+            "start": backfill[0],
+            "end": backfill[1],
+            "source_version": plan["since_version"],
+        }
     if features.get("full_rebuild") or plan["since_version"] is None:
         return {**plan, "mode": "full"}
     if previous.get("contract_hash") not in (None, contract.hash):
         # A changed contract (a feature added, a window changed) changes rows the source did not.
-        logger.info("%s: contract changed since its last refresh (%s -> %s); recomputed in full", contract.table, previous["contract_hash"], contract.hash)
+        logger.info(
+            "%s: contract changed since its last refresh (%s -> %s); recomputed in full",
+            contract.table,
+            previous["contract_hash"],
+            contract.hash,
+        )
         return {**plan, "mode": "full"}
     if source.version == plan["since_version"]:
         return {**plan, "mode": "none"}
@@ -116,7 +127,9 @@ def _source(sources: Mapping[str, DeltaVersions], contract: FeatureContract) -> 
     """The table's source, checked to hold what its kind and features read."""
     where = f"feature_tables.{contract.table}"
     if contract.source not in sources:
-        raise ValueError(f"{where}.source: {contract.source!r} is not a table the lakehouse writes; expected one of {sorted(sources)}")
+        raise ValueError(
+            f"{where}.source: {contract.source!r} is not a table the lakehouse writes; expected one of {sorted(sources)}"
+        )
     source = sources[contract.source]
     columns = source.current.columns
     missing = [column for column in required_columns(contract) if column not in columns]
@@ -144,7 +157,9 @@ def stage_refreshes(
     contracts = parsed_contracts(feature_tables)
     unknown = sorted(set((features.get("backfill") or {}).get("tables") or ()) - set(contracts))
     if unknown:
-        raise ValueError(f"features.backfill.tables: {unknown} are not declared feature tables; declared are {sorted(contracts)}")
+        raise ValueError(
+            f"features.backfill.tables: {unknown} are not declared feature tables; declared are {sorted(contracts)}"
+        )
     staged, plans = {}, {}
     for name, contract in contracts.items():
         if not contract.enabled:
@@ -185,7 +200,9 @@ def validate_refreshes(
         upserts = rows.filter(~F.col(DELETED)).drop(DELETED)
         summaries[name] = feature_summaries(upserts, contract)
         enforce(check_contract(upserts, contract, summaries[name]))
-        metrics.update({metric: {"value": value, "step": 0} for metric, value in summary_metrics(summaries[name]).items()})
+        metrics.update(
+            {metric: {"value": value, "step": 0} for metric, value in summary_metrics(summaries[name]).items()}
+        )
     return updates, summaries, metrics
 
 
@@ -229,14 +246,28 @@ def record_refreshes(
         }
         logger.info(
             "%s: %s refresh of %s: %d rows upserted, %d deleted; version %s -> %s; contract %s",
-            name, plan["mode"], _scope_label(plan), refresh["rows_upserted"], refresh["rows_deleted"],
-            plan["version_before"], version, contract.hash,
+            name,
+            plan["mode"],
+            _scope_label(plan),
+            refresh["rows_upserted"],
+            refresh["rows_deleted"],
+            plan["version_before"],
+            version,
+            contract.hash,
         )
         audit.append(refresh)
-        table_summaries = summaries[name].assign(
-            table=name, version=version, refresh_id=plan["refresh_id"], contract_hash=contract.hash,
-            min=summaries[name]["min"].map(_text), max=summaries[name]["max"].map(_text),
-        ).reindex(columns=columns)
+        table_summaries = (
+            summaries[name]
+            .assign(
+                table=name,
+                version=version,
+                refresh_id=plan["refresh_id"],
+                contract_hash=contract.hash,
+                min=summaries[name]["min"].map(_text),
+                max=summaries[name]["max"].map(_text),
+            )
+            .reindex(columns=columns)
+        )
         versioned += table_summaries.astype(object).where(table_summaries.notna(), None).to_dict("records")
     spark = refreshes.sparkSession
     return spark.createDataFrame(audit, REFRESH_SCHEMA), spark.createDataFrame(versioned, SUMMARY_SCHEMA)

@@ -43,8 +43,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 func=record_refreshes,
                 inputs=[
-                    "feature_tables.staged", "feature_refresh_plans", "feature_summaries", "feature_tables@info",
-                    "feature_refreshes", "params:feature_tables",
+                    "feature_tables.staged",
+                    "feature_refresh_plans",
+                    "feature_summaries",
+                    "feature_tables@info",
+                    "feature_refreshes",
+                    "params:feature_tables",
                 ],
                 # Appended only after every table's MERGE and stamp committed: the next plan reads it.
                 outputs=["feature_refresh_log", "feature_summary_log"],

@@ -46,10 +46,28 @@ KEY = ["scoring_date", "model_version"]
 MODEL_COLUMNS = ["model_name", "model_version", "model_alias", "model_run_id"]
 LINEAGE_COLUMNS = ["feature_table_versions", "orders_version"]
 PREDICTION_COLUMNS = [
-    ENTITY, "scoring_date", "scoring_ts", PROBABILITY, DECISION, "threshold", *MODEL_COLUMNS, *LINEAGE_COLUMNS, "scored_at",
+    ENTITY,
+    "scoring_date",
+    "scoring_ts",
+    PROBABILITY,
+    DECISION,
+    "threshold",
+    *MODEL_COLUMNS,
+    *LINEAGE_COLUMNS,
+    "scored_at",
     "features",
 ]
-REJECTION_COLUMNS = [ENTITY, "scoring_date", "scoring_ts", "reason", REASONS, "features", *MODEL_COLUMNS, *LINEAGE_COLUMNS, "rejected_at"]
+REJECTION_COLUMNS = [
+    ENTITY,
+    "scoring_date",
+    "scoring_ts",
+    "reason",
+    REASONS,
+    "features",
+    *MODEL_COLUMNS,
+    *LINEAGE_COLUMNS,
+    "rejected_at",
+]
 
 
 # ---------------------------------------------------------------- scoring spine
@@ -67,14 +85,18 @@ def _scoring_date(orders: DataFrame, inference: dict[str, Any]) -> tuple[date, s
         try:
             return date.fromisoformat(str(configured)), "configured"
         except ValueError:
-            raise ValueError(f"inference.scoring_date must be a date like 2026-06-28 or null, got {configured!r}") from None
+            raise ValueError(
+                f"inference.scoring_date must be a date like 2026-06-28 or null, got {configured!r}"
+            ) from None
     last = orders.agg(F.unix_micros(F.max("delivered_at")).alias("last")).collect()[0]["last"]
     if last is None:
         raise ValueError("no orders have been delivered: there is nothing to score (run the ingest pipeline first)")
     return _utc_instant(last).date() - timedelta(days=1), "latest complete day"
 
 
-def build_scoring_spine(orders: DataFrame, inference: dict[str, Any], training_set: dict[str, Any]) -> tuple[DataFrame, dict[str, Any]]:
+def build_scoring_spine(
+    orders: DataFrame, inference: dict[str, Any], training_set: dict[str, Any]
+) -> tuple[DataFrame, dict[str, Any]]:
     """Customers active at the scoring time (an order in the lookback before it), as a spine.
 
     Active means what it means in the label spine (``training_set.spine.active_lookback_days``):
@@ -93,8 +115,19 @@ def build_scoring_spine(orders: DataFrame, inference: dict[str, Any], training_s
         .distinct()
         .select(ENTITY, at.alias(CUTOFF))
     )
-    scoring = {"scoring_date": day.isoformat(), "scoring_ts": scoring_ts.isoformat(), "source": source, "active_lookback_days": lookback}
-    logger.info("inference: scoring date %s (%s), as of %s; active = an order in the %d days before", day, source, scoring_ts, lookback)
+    scoring = {
+        "scoring_date": day.isoformat(),
+        "scoring_ts": scoring_ts.isoformat(),
+        "source": source,
+        "active_lookback_days": lookback,
+    }
+    logger.info(
+        "inference: scoring date %s (%s), as of %s; active = an order in the %d days before",
+        day,
+        source,
+        scoring_ts,
+        lookback,
+    )
     return spine, scoring
 
 
@@ -122,7 +155,11 @@ def look_up_scoring_features(
 
 
 def rejection_reasons(
-    frame: DataFrame, contracts: dict[str, FeatureContract], inputs: list[str], scoring_ts: datetime, rules: list[str],
+    frame: DataFrame,
+    contracts: dict[str, FeatureContract],
+    inputs: list[str],
+    scoring_ts: datetime,
+    rules: list[str],
     on_demand: dict[str, OnDemandFeature] | None = None,
 ) -> Column:
     """Per row, why its model inputs break their contracts (empty when they do not).
@@ -162,7 +199,15 @@ def _no_champion(scoring: dict[str, Any]) -> dict[str, Any]:
         scoring["scoring_date"],
     )
     # Typed placeholders for an empty frame (a null literal has no Delta type).
-    return {"name": "", "version": "", "alias": "", "run_id": "", "operating_threshold": 1.0, "input_columns": [], "model": None}
+    return {
+        "name": "",
+        "version": "",
+        "alias": "",
+        "run_id": "",
+        "operating_threshold": 1.0,
+        "input_columns": [],
+        "model": None,
+    }
 
 
 def score_scoring_rows(
@@ -198,10 +243,12 @@ def score_scoring_rows(
     looked_up = [t for t, c in contracts.items() if f"{t}__{c.timestamp_key}" in features.columns]
     stamps = [f"{t}__{contracts[t].timestamp_key}" for t in looked_up]
     on_demand = parse_on_demand(on_demand_features)
-    reasons = rejection_reasons(features, contracts, inputs, scoring_ts, list(inference.get("reject_on", RULES)), on_demand)
-    checked = features.select(ENTITY, *inputs, *[s for s in stamps if s not in inputs], reasons.alias(REASONS)).withColumn(
-        REJECTED, F.size(REASONS) > 0
+    reasons = rejection_reasons(
+        features, contracts, inputs, scoring_ts, list(inference.get("reject_on", RULES)), on_demand
     )
+    checked = features.select(
+        ENTITY, *inputs, *[s for s in stamps if s not in inputs], reasons.alias(REASONS)
+    ).withColumn(REJECTED, F.size(REASONS) > 0)
     schema = T.StructType([*checked.schema.fields, T.StructField(PROBABILITY, T.DoubleType(), True)])
     scored = checked.mapInArrow(scoring_function(champion["model"], inputs, REJECTED, PROBABILITY), schema)
     threshold = float(champion["operating_threshold"])
@@ -244,13 +291,17 @@ def check_scoring_rows(rows: DataFrame, release: dict[str, Any], inference: dict
     """
     if not release:
         return {"skipped": "no champion"}
-    totals = rows.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.count(F.when(F.col(REJECTED), True)).alias("rejected"),
-        F.count(F.when(F.col(DECISION) == 1, True)).alias("positive"),
-        F.avg(PROBABILITY).alias("mean_probability"),
-        *[F.first(c).alias(c) for c in ["scoring_date", "scoring_ts", "threshold", *MODEL_COLUMNS]],
-    ).collect()[0].asDict()
+    totals = (
+        rows.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.count(F.when(F.col(REJECTED), True)).alias("rejected"),
+            F.count(F.when(F.col(DECISION) == 1, True)).alias("positive"),
+            F.avg(PROBABILITY).alias("mean_probability"),
+            *[F.first(c).alias(c) for c in ["scoring_date", "scoring_ts", "threshold", *MODEL_COLUMNS]],
+        )
+        .collect()[0]
+        .asDict()
+    )
     top = (
         rows.where(F.col(REJECTED))
         .select(F.explode(REASONS).alias("reason"))
@@ -299,7 +350,13 @@ def select_predictions(rows: DataFrame, summary: dict[str, Any]) -> DataFrame:
     """The scored rows, as the predictions table's columns (model inputs as JSON in ``features``)."""
     if summary.get("skipped"):
         return _with_features(rows).select(*PREDICTION_COLUMNS)  # empty: the replace writes nothing
-    logger.info("inference: writing %d predictions of %s version %s for %s", summary["scored"], summary["model_name"], summary["model_version"], summary["scoring_date"])
+    logger.info(
+        "inference: writing %d predictions of %s version %s for %s",
+        summary["scored"],
+        summary["model_name"],
+        summary["model_version"],
+        summary["scoring_date"],
+    )
     return _with_features(rows.where(~F.col(REJECTED))).select(*PREDICTION_COLUMNS)
 
 
@@ -310,11 +367,17 @@ def select_rejections(rows: DataFrame, recorded: DataFrame, summary: dict[str, A
     rejections of its scoring date and model version, also when it rejects nothing (an empty
     replace would write nothing and leave the old rows).
     """
-    rejected = _with_features(rows.where(F.col(REJECTED))).withColumns({
-        "reason": F.array_join(REASONS, "; "),
-        "rejected_at": F.col("scored_at"),
-        "_deleted": F.lit(False),
-    }).select(*REJECTION_COLUMNS, "_deleted")
+    rejected = (
+        _with_features(rows.where(F.col(REJECTED)))
+        .withColumns(
+            {
+                "reason": F.array_join(REASONS, "; "),
+                "rejected_at": F.col("scored_at"),
+                "_deleted": F.lit(False),
+            }
+        )
+        .select(*REJECTION_COLUMNS, "_deleted")
+    )
     if summary.get("skipped"):
         return rejected  # empty: the MERGE changes nothing
     mine = (F.col("scoring_date") == F.lit(date.fromisoformat(summary["scoring_date"]))) & (
@@ -323,11 +386,14 @@ def select_rejections(rows: DataFrame, recorded: DataFrame, summary: dict[str, A
     keys = [ENTITY, *KEY]
     gone = recorded.where(mine).select(*keys).join(rejected.select(*keys), keys, "left_anti")
     # Typed nulls, not unionByName(allowMissingColumns): a missing array column can lose its type.
-    markers = gone.select(*[
-        F.col(field.name) if field.name in keys
-        else F.lit(True if field.name == "_deleted" else None).cast(field.dataType).alias(field.name)
-        for field in rejected.schema.fields
-    ])
+    markers = gone.select(
+        *[
+            F.col(field.name)
+            if field.name in keys
+            else F.lit(True if field.name == "_deleted" else None).cast(field.dataType).alias(field.name)
+            for field in rejected.schema.fields
+        ]
+    )
     return rejected.unionByName(markers)
 
 
@@ -339,7 +405,11 @@ def report_inference(predictions: DataFrame, summary: dict[str, Any]) -> dict[st
     mine = (F.col("scoring_date") == F.lit(date.fromisoformat(summary["scoring_date"]))) & (
         F.col("model_version") == F.lit(summary["model_version"])
     )
-    stored = predictions.where(mine).agg(F.count(F.lit(1)).alias("rows"), F.countDistinct(ENTITY).alias("customers")).collect()[0]
+    stored = (
+        predictions.where(mine)
+        .agg(F.count(F.lit(1)).alias("rows"), F.countDistinct(ENTITY).alias("customers"))
+        .collect()[0]
+    )
     if stored["rows"] != summary["scored"] or stored["customers"] != summary["scored"]:
         raise AssertionError(
             f"inference: the predictions table holds {stored['rows']} rows ({stored['customers']} customers) for "
@@ -348,8 +418,17 @@ def report_inference(predictions: DataFrame, summary: dict[str, Any]) -> dict[st
     reasons = ", ".join(f"{r['rule']} x{r['rows']}" for r in summary["top_reasons"]) or "none"
     logger.info(
         "inference: %s version %s (%s) on %s: %d rows, %d scored (%d at or above threshold %.4f), %d rejected (%.1f%%; %s)",
-        summary["model_name"], summary["model_version"], summary["model_alias"], summary["scoring_date"], summary["rows"],
-        summary["scored"], summary["positive"], summary["threshold"], summary["rejected"], 100 * summary["rejected_rate"], reasons,
+        summary["model_name"],
+        summary["model_version"],
+        summary["model_alias"],
+        summary["scoring_date"],
+        summary["rows"],
+        summary["scored"],
+        summary["positive"],
+        summary["threshold"],
+        summary["rejected"],
+        100 * summary["rejected_rate"],
+        reasons,
     )
     figures = {
         "inference.rows": summary["rows"],

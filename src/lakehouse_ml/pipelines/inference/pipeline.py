@@ -28,8 +28,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 func=look_up_scoring_features,
                 inputs=[
-                    "scoring_spine", "feature_tables@spark", "scoring_time", "params:feature_tables",
-                    "params:on_demand_features", "params:training_set",
+                    "scoring_spine",
+                    "feature_tables@spark",
+                    "scoring_time",
+                    "params:feature_tables",
+                    "params:on_demand_features",
+                    "params:training_set",
                 ],
                 outputs="scoring_features",
                 name="look_up_scoring_features",
@@ -38,8 +42,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=score_scoring_rows,
                 inputs=[
                     # The only consumer of the champion: its alias is resolved once per run.
-                    "scoring_features", "champion_model@sklearn", "scoring_time", "feature_tables@info",
-                    "orders_silver@info", "params:feature_tables", "params:on_demand_features", "params:inference",
+                    "scoring_features",
+                    "champion_model@sklearn",
+                    "scoring_time",
+                    "feature_tables@info",
+                    "orders_silver@info",
+                    "params:feature_tables",
+                    "params:on_demand_features",
+                    "params:inference",
                 ],
                 outputs=["inference_scored_rows", "inference_release"],
                 name="score_scoring_rows",

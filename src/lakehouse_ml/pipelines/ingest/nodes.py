@@ -34,7 +34,12 @@ BRONZE_SCHEMA = (
     "_delivery_date date, _batch_id string, _ingested_at timestamp"
 )
 QUARANTINE_COLUMNS = [
-    "_batch_id", "_source", "_source_file", "_delivery_date", "_ingested_at", "_raw",
+    "_batch_id",
+    "_source",
+    "_source_file",
+    "_delivery_date",
+    "_ingested_at",
+    "_raw",
     "_failed_checks",
 ]
 METADATA_COLUMNS = ["_record_hash", "_batch_id", "_source_file", "_delivery_date", "_ingested_at"]
@@ -83,11 +88,7 @@ def select_new_deliveries(
     partition_ids: Iterable[str], ingested_batches: set[str], source: str, full_rebuild: bool
 ) -> list[str]:
     """Return the partition ids not yet ingested (all of them on a full rebuild), sorted."""
-    return sorted(
-        pid
-        for pid in partition_ids
-        if full_rebuild or batch_id(source, pid) not in ingested_batches
-    )
+    return sorted(pid for pid in partition_ids if full_rebuild or batch_id(source, pid) not in ingested_batches)
 
 
 def land_deliveries(
@@ -102,10 +103,7 @@ def land_deliveries(
     number of deliveries.
     """
     name = source["name"]
-    done = {
-        row["batch_id"]
-        for row in ingest_log.filter(F.col("source") == name).select("batch_id").collect()
-    }
+    done = {row["batch_id"] for row in ingest_log.filter(F.col("source") == name).select("batch_id").collect()}
     if ingest.get("full_rebuild") and not landing and done:
         raise ValueError(
             f"{name}: full rebuild found no landing files, but {len(done)} deliveries were ingested "
@@ -209,10 +207,7 @@ def _record_values(formats: set[str], names: list[str]) -> Column:
 def _raw_values(source: dict[str, Any], fields: list[str]) -> dict[str, Column]:
     """Map each canonical field to its raw string in ``_values`` (renamed, trimmed; "" is null)."""
     renamed = _originals(source)
-    return {
-        field: F.nullif(F.trim(F.col("_values")[renamed.get(field, field)]), F.lit(""))
-        for field in fields
-    }
+    return {field: F.nullif(F.trim(F.col("_values")[renamed.get(field, field)]), F.lit("")) for field in fields}
 
 
 def _setting(source: dict[str, Any], key: str) -> str:
@@ -301,11 +296,15 @@ def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
     renamed = _originals(source)
     # A malformed record has no values (the JSON struct parse would read a truncated line's fields).
     values = F.when(F.col("_record").isNotNull(), _record_values(formats, [renamed.get(f, f) for f in fields]))
-    extracted = bronze.withColumn("_record", record).withColumn("_values", values).select(
-        *bronze.columns,
-        F.col("_record").isNull().alias("_malformed"),
-        F.filter(F.map_keys("_record"), lambda key: ~key.isin(list(known))).alias("_unexpected_columns"),
-        *[value.alias(f"_raw_{field}") for field, value in _raw_values(source, fields).items()],
+    extracted = (
+        bronze.withColumn("_record", record)
+        .withColumn("_values", values)
+        .select(
+            *bronze.columns,
+            F.col("_record").isNull().alias("_malformed"),
+            F.filter(F.map_keys("_record"), lambda key: ~key.isin(list(known))).alias("_unexpected_columns"),
+            *[value.alias(f"_raw_{field}") for field, value in _raw_values(source, fields).items()],
+        )
     )
     raw = {field: F.col(f"_raw_{field}") for field in fields}
     known_at, overrides = _known_at(source, _typed(raw["event_ts"], "timestamp", source))
@@ -329,7 +328,10 @@ def type_records(bronze: DataFrame, source: dict[str, Any]) -> DataFrame:
         typed = typed.withColumn("event_id", derived_id)
         raw["event_id"] = F.col("event_id")
     malformed = (
-        F.when(F.col("_decode_error").isNotNull(), F.array(F.concat(F.lit("_raw: expected text, got "), F.col("_decode_error"))))
+        F.when(
+            F.col("_decode_error").isNotNull(),
+            F.array(F.concat(F.lit("_raw: expected text, got "), F.col("_decode_error"))),
+        )
         .when(
             F.col("_malformed"),
             F.array(F.concat(F.lit("_raw: expected a valid "), F.upper("_format"), F.lit(" record"))),
@@ -374,7 +376,8 @@ def classify_records(typed: DataFrame, silver_current: DataFrame, fields: list[s
     valid = typed.filter(F.size("_failed_checks") == 0).withColumn("_key", F.xxhash64("event_id"))
     in_silver = silver_current.select(F.xxhash64("event_id").alias("_key"), F.lit(True).alias("_in_silver"))
     ordered = (
-        valid.groupBy("_key").agg(F.count(F.lit(1)).alias("_deliveries"))
+        valid.groupBy("_key")
+        .agg(F.count(F.lit(1)).alias("_deliveries"))
         .join(in_silver, "_key", "left")
         .filter((F.col("_deliveries") > 1) | F.col("_in_silver").isNotNull())
         .select("_key", F.lit(True).alias("_ordered"))
@@ -396,17 +399,27 @@ def classify_records(typed: DataFrame, silver_current: DataFrame, fields: list[s
 def _classify_in_order(rows: DataFrame, fields: list[str], columns: list[str]) -> DataFrame:
     """Classify rows in delivery order per event_id; each carries its silver row's
     ``_current_hash`` (null if none)."""
-    rows = rows.withColumn("_record_hash", _record_hash(fields)).select(*columns, "_current_hash", F.lit(1).alias("_order"))
+    rows = rows.withColumn("_record_hash", _record_hash(fields)).select(
+        *columns, "_current_hash", F.lit(1).alias("_order")
+    )
     # Typed nulls for the columns a silver predecessor does not carry (an untyped null column
     # in a union loses its array/map type on some engines).
-    predecessors = rows.select("event_id", "_current_hash").filter(F.col("_current_hash").isNotNull()).distinct().select(
-        *[
-            F.col(c) if c in ("event_id", "_current_hash")
-            else F.col("_current_hash").alias(c) if c == "_record_hash"
-            else F.lit(0).alias(c) if c == "_order"
-            else F.lit(None).cast(rows.schema[c].dataType).alias(c)
-            for c in rows.columns
-        ]
+    predecessors = (
+        rows.select("event_id", "_current_hash")
+        .filter(F.col("_current_hash").isNotNull())
+        .distinct()
+        .select(
+            *[
+                F.col(c)
+                if c in ("event_id", "_current_hash")
+                else F.col("_current_hash").alias(c)
+                if c == "_record_hash"
+                else F.lit(0).alias(c)
+                if c == "_order"
+                else F.lit(None).cast(rows.schema[c].dataType).alias(c)
+                for c in rows.columns
+            ]
+        )
     )
     delivery_order = ["_order", "_delivery_date", "_source_file", "_record_hash"]
     by_event = Window.partitionBy("event_id")
@@ -445,7 +458,10 @@ def silver_before_batches(silver: DeltaVersions, batch_ids: list[str], source: s
             if version != silver.version:
                 logger.warning(
                     "%s: silver version %d holds rows of this run's batches from an interrupted run; "
-                    "classifying against version %d, before that run wrote", source, silver.version, version,
+                    "classifying against version %d, before that run wrote",
+                    source,
+                    silver.version,
+                    version,
                 )
             return frame
         version = version - 1 if version > 0 else None
@@ -484,9 +500,7 @@ def _top_checks(quarantine: DataFrame, limit: int = 3) -> dict[str, str]:
     }
 
 
-def build_audit(
-    bronze: DataFrame, batch_ids: list[str], classified: DataFrame, quarantine: DataFrame
-) -> pd.DataFrame:
+def build_audit(bronze: DataFrame, batch_ids: list[str], classified: DataFrame, quarantine: DataFrame) -> pd.DataFrame:
     """Reconcile each batch: bronze rows = inserted + updated + duplicate + quarantined."""
     columns = [c.split()[0] for c in AUDIT_SCHEMA.split(", ")]
     if not batch_ids:
@@ -496,22 +510,34 @@ def build_audit(
         batch.groupBy("_batch_id", "_source", "_delivery_date", "_source_file")
         .agg(F.count(F.lit(1)).alias("bronze_rows"))
         .toPandas()
-        .rename(columns={
-            "_batch_id": "batch_id", "_source": "source",
-            "_delivery_date": "delivery_date", "_source_file": "source_file",
-        })
+        .rename(
+            columns={
+                "_batch_id": "batch_id",
+                "_source": "source",
+                "_delivery_date": "delivery_date",
+                "_source_file": "source_file",
+            }
+        )
     )
     # A delivered file without a single record still gets its audit row (0 = 0 + 0 + 0 + 0): the
     # audit is the processed-delivery log, and an unlisted file would be read on every run.
     empty = sorted(set(batch_ids) - set(counted["batch_id"]))
     if empty:
-        counted = pd.concat([counted, pd.DataFrame({
-            "batch_id": empty,
-            "source": [b.split("/", 1)[0] for b in empty],
-            "delivery_date": [pd.Timestamp(_delivery_date(b.split("/", 1)[1])).date() for b in empty],
-            "source_file": None,
-            "bronze_rows": 0,
-        })], ignore_index=True)
+        counted = pd.concat(
+            [
+                counted,
+                pd.DataFrame(
+                    {
+                        "batch_id": empty,
+                        "source": [b.split("/", 1)[0] for b in empty],
+                        "delivery_date": [pd.Timestamp(_delivery_date(b.split("/", 1)[1])).date() for b in empty],
+                        "source_file": None,
+                        "bronze_rows": 0,
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
     tallies = (
         classified.select("_batch_id", "_outcome")
         .unionByName(quarantine.select("_batch_id", F.lit("quarantined").alias("_outcome")))
@@ -597,12 +623,15 @@ def _log_audit(source: str, audit: pd.DataFrame) -> None:
     totals = audit[["bronze_rows", *OUTCOMES]].sum()
     logger.info(
         "%s: %d batches, bronze %d = inserted %d + updated %d + duplicate %d + quarantined %d",
-        source, len(audit), *(int(totals[c]) for c in ["bronze_rows", *OUTCOMES]),
+        source,
+        len(audit),
+        *(int(totals[c]) for c in ["bronze_rows", *OUTCOMES]),
     )
     for row in audit[audit["unexpected_columns"] != ""].itertuples():
         logger.warning(
             "%s: unexpected columns %s (kept in bronze _raw, not in silver)",
-            row.batch_id, row.unexpected_columns,
+            row.batch_id,
+            row.unexpected_columns,
         )
 
 
@@ -623,9 +652,7 @@ def _daily(events: DataFrame, dates: DataFrame, aggregates: list[Column], name: 
     )
 
 
-def gold_changed_days(
-    silver: dict[str, DeltaVersions], reflected: dict[str, int], full_rebuild: bool
-) -> DataFrame:
+def gold_changed_days(silver: dict[str, DeltaVersions], reflected: dict[str, int], full_rebuild: bool) -> DataFrame:
     """The activity days whose silver events differ from the silver versions gold reflects.
 
     Events inserted, corrected (both their old and new day) or removed since the recorded
@@ -637,7 +664,11 @@ def gold_changed_days(
         if since is not None and since == versions.version:
             continue
         # Counted whole: a diff against nothing would be a distinct of every silver row.
-        changed = versions.current if since is None else changed_rows(versions.at(since), versions.current, SILVER_CHANGE_COLUMNS)
+        changed = (
+            versions.current
+            if since is None
+            else changed_rows(versions.at(since), versions.current, SILVER_CHANGE_COLUMNS)
+        )
         days |= {row["d"] for row in changed.select(F.to_date("event_ts").alias("d")).distinct().collect()}
     spark = next(iter(silver.values())).current.sparkSession
     # Collected once (a few hundred days at most): the frame is used by several writes' actions.
@@ -679,13 +710,20 @@ def build_daily_activity(
         _daily(
             sessions.current,
             dates,
-            [F.count(F.lit(1)).alias("sessions"), F.sum("duration_s").alias("session_seconds"), F.sum("pages").alias("pages")],
+            [
+                F.count(F.lit(1)).alias("sessions"),
+                F.sum("duration_s").alias("session_seconds"),
+                F.sum("pages").alias("pages"),
+            ],
             "sessions",
         ),
         _daily(
             tickets.current,
             dates,
-            [F.count(F.lit(1)).alias("tickets"), F.sum((F.col("severity") == "high").cast("int")).alias("high_severity_tickets")],
+            [
+                F.count(F.lit(1)).alias("tickets"),
+                F.sum((F.col("severity") == "high").cast("int")).alias("high_severity_tickets"),
+            ],
             "tickets",
         ),
     ]
@@ -705,7 +743,11 @@ def build_daily_activity(
     # Delete markers even on a rebuild: the dataset overwrites only when the run says so, and a
     # rebuild asked for in a parameters file still MERGEs.
     existing = gold_table.current.join(dates, "activity_date", "left_semi")
-    stamp = {"properties": {GOLD_SOURCE_VERSIONS: json.dumps({name: v.version for name, v in silver.items()}, sort_keys=True)}}
+    stamp = {
+        "properties": {
+            GOLD_SOURCE_VERSIONS: json.dumps({name: v.version for name, v in silver.items()}, sort_keys=True)
+        }
+    }
     return with_deletes(rows, existing, GOLD_KEYS), stamp
 
 
@@ -724,8 +766,8 @@ def report_ingest(*audits: pd.DataFrame) -> pd.DataFrame:
     )
     totals = summary[columns[1:]].sum()
     logger.info(
-        "ingest: %d sources, %d batches: bronze %d = inserted %d + updated %d + duplicate %d + "
-        "quarantined %d",
-        len(summary), *(int(totals[c]) for c in columns[1:]),
+        "ingest: %d sources, %d batches: bronze %d = inserted %d + updated %d + duplicate %d + quarantined %d",
+        len(summary),
+        *(int(totals[c]) for c in columns[1:]),
     )
     return summary

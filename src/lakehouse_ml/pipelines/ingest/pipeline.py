@@ -47,8 +47,12 @@ def _source_pipeline() -> Pipeline:
             node(
                 func=reconcile_to_silver,
                 inputs=[
-                    "classified_records", "quarantine", "bronze", "batch_ids",
-                    "params:source", "params:ingest",
+                    "classified_records",
+                    "quarantine",
+                    "bronze",
+                    "batch_ids",
+                    "params:source",
+                    "params:ingest",
                 ],
                 # Saved in this order: silver first, then the audit row that marks the batches
                 # as ingested (see reconcile_to_silver).

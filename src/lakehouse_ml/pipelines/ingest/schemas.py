@@ -36,8 +36,9 @@ NOT_IN_FUTURE = RowRule(
     name="event_ts_not_after_delivery",
     expectation="event_ts at most 1 hour after delivered_at",
     pandas_rule=lambda df: df["event_ts"] <= df["delivered_at"] + FUTURE_TOLERANCE,
-    spark_rule=lambda: F.col("event_ts")
-    <= F.col("delivered_at") + F.expr(f"INTERVAL {int(FUTURE_TOLERANCE.total_seconds())} SECONDS"),
+    spark_rule=lambda: (
+        F.col("event_ts") <= F.col("delivered_at") + F.expr(f"INTERVAL {int(FUTURE_TOLERANCE.total_seconds())} SECONDS")
+    ),
     evidence=("event_ts", "delivered_at"),
 )
 DISCOUNT_WITHIN_AMOUNT = RowRule(
@@ -170,9 +171,7 @@ def spark_failures(schema: pa.DataFrameSchema, raw: dict[str, Column]) -> Column
     failures: list[Column] = []
     for field, column in schema.columns.items():
         typed, delivered = F.col(field), raw[field]
-        failures.append(
-            _failure(field, delivered.isNotNull() & typed.isNull(), spark_type(column), delivered)
-        )
+        failures.append(_failure(field, delivered.isNotNull() & typed.isNull(), spark_type(column), delivered))
         if not column.nullable:
             failures.append(_failure(field, delivered.isNull(), "a value", delivered))
         for check in column.checks:
@@ -180,9 +179,7 @@ def spark_failures(schema: pa.DataFrameSchema, raw: dict[str, Column]) -> Column
             failures.append(_failure(field, typed.isNotNull() & ~passes, expectation, typed))
     for rule_name in schema.metadata["row_rules"]:
         rule = ROW_RULES[rule_name]
-        evidence = F.concat_ws(
-            ", ", *[F.concat(F.lit(f"{f}="), F.col(f).cast("string")) for f in rule.evidence]
-        )
+        evidence = F.concat_ws(", ", *[F.concat(F.lit(f"{f}="), F.col(f).cast("string")) for f in rule.evidence])
         inputs_present = F.lit(True)
         for f in rule.evidence:
             inputs_present = inputs_present & F.col(f).isNotNull()

@@ -46,9 +46,24 @@ SERVED_COLUMNS = [*GROUP, ENTITY, "served_ts", "probability", "threshold", "feat
 SIGNAL_COLUMNS = [*SLICED, "feature", "metric", "value", "warn", "act", "status", "n_rows", "details"]
 PERFORMANCE_COLUMNS = [*SIGNAL_COLUMNS, "basis", "lower", "upper", "trusted"]
 ACTION_COLUMNS = [
-    "action_id", "rule", "action", "model_name", "model_version", "window_start", "window_end",
-    "breached_windows", "considered_windows", "evidence", "description", "mode", "status", "blocked_reason",
-    "target_version", "fired_at", "catalog", "kedro_run_id",
+    "action_id",
+    "rule",
+    "action",
+    "model_name",
+    "model_version",
+    "window_start",
+    "window_end",
+    "breached_windows",
+    "considered_windows",
+    "evidence",
+    "description",
+    "mode",
+    "status",
+    "blocked_reason",
+    "target_version",
+    "fired_at",
+    "catalog",
+    "kedro_run_id",
 ]
 _INFO = {"warn": None, "act": None, "status": "ok"}
 
@@ -72,18 +87,32 @@ def _windowed(frame: DataFrame, day: Column, window_days: int) -> DataFrame:
 def _batch_rows(predictions: DataFrame) -> DataFrame:
     """Batch predictions as served rows (window day = scoring date)."""
     return predictions.select(
-        F.lit("batch").alias("source"), F.col("scoring_date").alias("_day"), "model_name",
-        F.col("model_version").cast("string").alias("model_version"), ENTITY, F.col("scoring_ts").alias("served_ts"),
-        "probability", "threshold", "features", F.lit(None).cast("array<string>").alias("flags"),
+        F.lit("batch").alias("source"),
+        F.col("scoring_date").alias("_day"),
+        "model_name",
+        F.col("model_version").cast("string").alias("model_version"),
+        ENTITY,
+        F.col("scoring_ts").alias("served_ts"),
+        "probability",
+        "threshold",
+        "features",
+        F.lit(None).cast("array<string>").alias("flags"),
     )
 
 
 def _online_rows(log: DataFrame) -> DataFrame:
     """The inference log's served rows (shadow scores were never returned to a caller)."""
     return log.where(F.col("served")).select(
-        F.lit("online").alias("source"), F.to_date("logged_at").alias("_day"), "model_name",
-        F.col("model_version").cast("string").alias("model_version"), ENTITY, F.col("logged_at").alias("served_ts"),
-        "probability", "threshold", "features", "flags",
+        F.lit("online").alias("source"),
+        F.to_date("logged_at").alias("_day"),
+        "model_name",
+        F.col("model_version").cast("string").alias("model_version"),
+        ENTITY,
+        F.col("logged_at").alias("served_ts"),
+        "probability",
+        "threshold",
+        "features",
+        "flags",
     )
 
 
@@ -100,7 +129,9 @@ def collect_served_rows(predictions: DataFrame, inference_log: DataFrame, monito
     rows = _windowed(rows.where(F.col("probability").isNotNull()), F.col("_day"), window_days)
     latest = rows.agg(F.max("window_start")).collect()[0][0]
     if latest is None:
-        logger.warning("monitoring: no served rows in %s yet (run inference or the scoring service first)", monitoring["sources"])
+        logger.warning(
+            "monitoring: no served rows in %s yet (run inference or the scoring service first)", monitoring["sources"]
+        )
         return rows.select(*SERVED_COLUMNS)
     first = F.date_sub(F.lit(latest), window_days * (int(monitoring["lookback_windows"]) - 1))
     return rows.where(F.col("window_start") >= first).select(*SERVED_COLUMNS)
@@ -114,19 +145,34 @@ def served_baselines(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Per served model version: its baseline (found through the version's run id); and this run's scope:
     the monitored versions and the first and last window recomputed."""
-    spans = served.groupBy("model_name", "model_version").agg(F.min("window_start").alias("first"), F.max("window_start").alias("last")).collect()
+    spans = (
+        served.groupBy("model_name", "model_version")
+        .agg(F.min("window_start").alias("first"), F.max("window_start").alias("last"))
+        .collect()
+    )
     versions = sorted((row["model_name"], row["model_version"]) for row in spans)
-    stored = {row["model_run_id"]: json.loads(row["baseline"]) for row in baselines.select("model_run_id", "baseline").collect()}
+    stored = {
+        row["model_run_id"]: json.loads(row["baseline"])
+        for row in baselines.select("model_run_id", "baseline").collect()
+    }
     found: dict[str, dict[str, Any]] = {}
     for name, version in versions:
         entry = registry_state["versions"].get(str(version))
         run_id = (entry or {}).get("tags", {}).get("run_id") or (entry or {}).get("run_id")
         if name != registry_state["name"] or entry is None:
-            logger.warning("monitoring: %s version %s is not in the registry of %s: not monitored", name, version, registry_state["name"])
+            logger.warning(
+                "monitoring: %s version %s is not in the registry of %s: not monitored",
+                name,
+                version,
+                registry_state["name"],
+            )
         elif run_id not in stored:
             logger.warning(
                 "monitoring: no baseline for %s version %s (run %s): it was evaluated before baselines existed; "
-                "its windows are skipped (evaluate and register it again to monitor it)", name, version, run_id,
+                "its windows are skipped (evaluate and register it again to monitor it)",
+                name,
+                version,
+                run_id,
             )
         else:
             found[str(version)] = {"run_id": run_id, **stored[run_id]}
@@ -155,9 +201,12 @@ def _input_schema(baselines: Mapping[str, Mapping[str, Any]]) -> T.StructType:
     for baseline in baselines.values():
         for column, profile in baseline["features"].items():
             kinds.setdefault(column, profile["kind"])
-    return T.StructType([
-        T.StructField(column, T.DoubleType() if kind == "numeric" else T.StringType(), True) for column, kind in kinds.items()
-    ])
+    return T.StructType(
+        [
+            T.StructField(column, T.DoubleType() if kind == "numeric" else T.StringType(), True)
+            for column, kind in kinds.items()
+        ]
+    )
 
 
 def _slice_specs(baselines: Mapping[str, Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
@@ -175,7 +224,11 @@ def _with_slices(frame: DataFrame, slices: Mapping[str, Mapping[str, Any]]) -> D
     for name, spec in slices.items():
         value = slice_value(spec, F.get_json_object("features", f"$.{spec['column']}"))
         entries.append(F.struct(F.lit(name).alias("slice"), value.alias("slice_value")))
-    return frame.withColumn("_slice", F.explode(F.array(*entries))).select("*", "_slice.slice", "_slice.slice_value").drop("_slice")
+    return (
+        frame.withColumn("_slice", F.explode(F.array(*entries)))
+        .select("*", "_slice.slice", "_slice.slice_value")
+        .drop("_slice")
+    )
 
 
 def served_inputs(served: DataFrame, baselines: dict[str, dict[str, Any]]) -> DataFrame:
@@ -184,7 +237,9 @@ def served_inputs(served: DataFrame, baselines: dict[str, dict[str, Any]]) -> Da
     schema = _input_schema(baselines)
     rows = served.where(F.col("model_version").isin(list(baselines) or [""])).drop("flags")
     parsed = rows.withColumn("_inputs", F.from_json("features", schema))
-    return parsed.select(*[c for c in rows.columns if c != "features"], *[F.col("_inputs")[f.name].alias(f.name) for f in schema.fields])
+    return parsed.select(
+        *[c for c in rows.columns if c != "features"], *[F.col("_inputs")[f.name].alias(f.name) for f in schema.fields]
+    )
 
 
 def _slice_frames(rows: DataFrame, baseline: Mapping[str, Any]) -> list[tuple[DataFrame, Mapping[str, Any]]]:
@@ -196,7 +251,9 @@ def _slice_frames(rows: DataFrame, baseline: Mapping[str, Any]) -> list[tuple[Da
         if spec is None or spec["column"] not in rows.columns:
             continue
         for value, reference in sorted(values.items()):
-            part = rows.where(slice_value(spec) == value).withColumns({"slice": F.lit(name), "slice_value": F.lit(value)})
+            part = rows.where(slice_value(spec) == value).withColumns(
+                {"slice": F.lit(name), "slice_value": F.lit(value)}
+            )
             parts.append((part, reference))
     return parts
 
@@ -204,7 +261,9 @@ def _slice_frames(rows: DataFrame, baseline: Mapping[str, Any]) -> list[tuple[Da
 # ---------------------------------------------------------------- drift
 
 
-def _signal(row: Mapping[str, Any], keys: Sequence[str], feature: str, metric: str, value: Any, **extra: Any) -> dict[str, Any]:
+def _signal(
+    row: Mapping[str, Any], keys: Sequence[str], feature: str, metric: str, value: Any, **extra: Any
+) -> dict[str, Any]:
     """One long signal row."""
     number = None if value is None or (isinstance(value, float) and np.isnan(value)) else float(value)
     signal = {**{k: row[k] for k in keys}, "feature": feature, "metric": metric, "value": number, **_INFO, **extra}
@@ -217,17 +276,33 @@ def _feature_signals(drift: pd.DataFrame) -> list[dict[str, Any]]:
     """Long rows of ``feature_drift`` output: the main metric with its status, the others as information."""
     rows = []
     for row in drift.to_dict("records"):
-        details = {"log_base": row["log_base"], "bins": row["bins"], "n_baseline": row["n_baseline"], "shares": row["shares"]}
+        details = {
+            "log_base": row["log_base"],
+            "bins": row["bins"],
+            "n_baseline": row["n_baseline"],
+            "shares": row["shares"],
+        }
         main = {"warn": row["warn"], "act": row["act"], "status": row["status"], "n_rows": row["n_current"]}
-        rows.append(_signal(row, SLICED, row["feature"], row["metric"], row["value"], **main, details=json.dumps(details)))
+        rows.append(
+            _signal(row, SLICED, row["feature"], row["metric"], row["value"], **main, details=json.dumps(details))
+        )
         info = {"n_rows": row["n_current"], "details": None}
         others = ["wasserstein_norm"] if row["kind"] == "numeric" else ["linf"]
         for metric in [*others, "null_share"]:
             value = row["null_share_current"] if metric == "null_share" else row[metric]
             rows.append(_signal(row, SLICED, row["feature"], metric, value, **info))
         if row["p_value"] is not None and not pd.isna(row["p_value"]):
-            rows.append(_signal(row, SLICED, row["feature"], "p_value", row["p_value"], n_rows=row["n_current"],
-                                details=json.dumps({"test": row["p_value_test"]})))
+            rows.append(
+                _signal(
+                    row,
+                    SLICED,
+                    row["feature"],
+                    "p_value",
+                    row["p_value"],
+                    n_rows=row["n_current"],
+                    details=json.dumps({"test": row["p_value_test"]}),
+                )
+            )
     return rows
 
 
@@ -237,15 +312,42 @@ def _prediction_signals(drift: pd.DataFrame, rate_limits: Mapping[str, float]) -
     for row in drift.to_dict("records"):
         n = {"n_rows": row["n_current"]}
         details = json.dumps({"log_base": row["log_base"], "shares": row["shares"], "threshold": row["threshold"]})
-        rows.append(_signal(row, SLICED, PREDICTION_FEATURE, "psi", row["psi"], warn=row["warn"], act=row["act"], status=row["status"], **n, details=details))
+        rows.append(
+            _signal(
+                row,
+                SLICED,
+                PREDICTION_FEATURE,
+                "psi",
+                row["psi"],
+                warn=row["warn"],
+                act=row["act"],
+                status=row["status"],
+                **n,
+                details=details,
+            )
+        )
         change = row["positive_rate_change"]
         status = level(None if change is None else abs(change), rate_limits["warn"], rate_limits["act"])
-        rows.append(_signal(
-            row, SLICED, PREDICTION_FEATURE, "positive_rate_change", change, warn=rate_limits["warn"], act=rate_limits["act"],
-            status=status, **n, details=json.dumps({"baseline": row["positive_rate_baseline"], "absolute": True}),
-        ))
-        rows.append(_signal(row, SLICED, PREDICTION_FEATURE, "positive_rate", row["positive_rate_current"], **n, details=None))
-        rows.append(_signal(row, SLICED, PREDICTION_FEATURE, "wasserstein_norm", row["wasserstein_norm"], **n, details=None))
+        rows.append(
+            _signal(
+                row,
+                SLICED,
+                PREDICTION_FEATURE,
+                "positive_rate_change",
+                change,
+                warn=rate_limits["warn"],
+                act=rate_limits["act"],
+                status=status,
+                **n,
+                details=json.dumps({"baseline": row["positive_rate_baseline"], "absolute": True}),
+            )
+        )
+        rows.append(
+            _signal(row, SLICED, PREDICTION_FEATURE, "positive_rate", row["positive_rate_current"], **n, details=None)
+        )
+        rows.append(
+            _signal(row, SLICED, PREDICTION_FEATURE, "wasserstein_norm", row["wasserstein_norm"], **n, details=None)
+        )
     return rows
 
 
@@ -254,7 +356,9 @@ def _versus_previous(signals: pd.DataFrame) -> pd.DataFrame:
     same source, version, slice and feature, on the baseline's bins; statuses on the same thresholds."""
     main = signals[signals["metric"].isin(["psi", "js_distance"]) & signals["details"].notna()]
     rows = []
-    for _, part in main.groupby(["source", "model_name", "model_version", "slice", "slice_value", "feature", "metric"], dropna=False):
+    for _, part in main.groupby(
+        ["source", "model_name", "model_version", "slice", "slice_value", "feature", "metric"], dropna=False
+    ):
         previous = None
         for row in part.sort_values("window_start").to_dict("records"):
             shares = json.loads(row["details"]).get("shares")
@@ -263,12 +367,22 @@ def _versus_previous(signals: pd.DataFrame) -> pd.DataFrame:
                     value = psi(previous, shares)
                 else:
                     categories = sorted(set(previous) | set(shares))
-                    value = js_distance([previous.get(c, 0.0) for c in categories], [shares.get(c, 0.0) for c in categories])
-                rows.append({
-                    **{k: row[k] for k in SLICED}, "feature": row["feature"], "metric": f"{row['metric']}_vs_previous",
-                    "value": value, "warn": row["warn"], "act": row["act"], "status": level(value, row["warn"], row["act"]),
-                    "n_rows": row["n_rows"], "details": None,
-                })
+                    value = js_distance(
+                        [previous.get(c, 0.0) for c in categories], [shares.get(c, 0.0) for c in categories]
+                    )
+                rows.append(
+                    {
+                        **{k: row[k] for k in SLICED},
+                        "feature": row["feature"],
+                        "metric": f"{row['metric']}_vs_previous",
+                        "value": value,
+                        "warn": row["warn"],
+                        "act": row["act"],
+                        "status": level(value, row["warn"], row["act"]),
+                        "n_rows": row["n_rows"],
+                        "details": None,
+                    }
+                )
             if shares is not None:
                 previous = shares
     return pd.DataFrame(rows, columns=SIGNAL_COLUMNS)
@@ -305,7 +419,9 @@ def compute_drift(inputs: DataFrame, baselines: dict[str, dict[str, Any]], monit
                 part, reference["features"], thresholds, by=SLICED, small_window_rows=int(drift["small_window_rows"])
             )
             scores = prediction_drift(part, reference["scores"], thresholds=drift["prediction"]["psi"], by=SLICED)
-            rows += _feature_signals(features) + _prediction_signals(scores, drift["prediction"]["positive_rate_change"])
+            rows += _feature_signals(features) + _prediction_signals(
+                scores, drift["prediction"]["positive_rate_change"]
+            )
     signals = _untrusted_small_slices(_signal_frame(rows), int(drift["min_slice_rows"]))
     previous = _versus_previous(signals)
     if len(previous):
@@ -313,8 +429,12 @@ def compute_drift(inputs: DataFrame, baselines: dict[str, dict[str, Any]], monit
     acting = signals[(signals["status"] == "act") & (signals["slice"] == "all")]
     logger.info(
         "monitoring drift: %d signal rows, %d windows, %d versions; %d act on slice 'all' (%s) in %.1f s",
-        len(signals), signals[WINDOW].drop_duplicates().shape[0], len(baselines), len(acting),
-        ", ".join(sorted(set(acting["feature"] + "." + acting["metric"]))[:8]) or "none", time.perf_counter() - started,
+        len(signals),
+        signals[WINDOW].drop_duplicates().shape[0],
+        len(baselines),
+        len(acting),
+        ", ".join(sorted(set(acting["feature"] + "." + acting["metric"]))[:8]) or "none",
+        time.perf_counter() - started,
     )
     return signals
 
@@ -334,14 +454,18 @@ def label_served_rows(served: DataFrame, orders: DataFrame, training_set: dict[s
     ordered = (
         asked.join(events, ENTITY)
         .where((F.col("event_ts") >= F.col("served_ts")) & (F.col("event_ts") < F.col("served_ts") + horizon))
-        .select(ENTITY, "served_ts").distinct().withColumn("_ordered", F.lit(1))
+        .select(ENTITY, "served_ts")
+        .distinct()
+        .withColumn("_ordered", F.lit(1))
     )
     known = (F.col("served_ts") + horizon) <= observed_until
     label = F.when(known & F.col(ENTITY).isNotNull(), F.when(F.col("_ordered").isNull(), 1).otherwise(0))
     return served.join(ordered, [ENTITY, "served_ts"], "left").withColumn("label", label.cast("int")).drop("_ordered")
 
 
-def _performance_status(row: Mapping[str, Any], reference: Mapping[str, Any], drop: Mapping[str, float]) -> dict[str, Any]:
+def _performance_status(
+    row: Mapping[str, Any], reference: Mapping[str, Any], drop: Mapping[str, float]
+) -> dict[str, Any]:
     """Thresholds and status of one performance row: ROC AUC (realized or estimated) against the
     version's reference minus the allowed drop; other metrics are information.
 
@@ -368,35 +492,66 @@ def _estimation_errors(frame: pd.DataFrame) -> pd.DataFrame:
     estimated = frame[frame["metric"] == "estimated_roc_auc"].set_index(keys)
     both = realized.join(estimated[["value"]], rsuffix="_estimated", how="inner").reset_index()
     both = both[both["value"].notna() & both["value_estimated"].notna()]
-    return pd.DataFrame({
-        **{k: both[k] for k in keys}, "feature": None, "metric": "estimation_error",
-        "value": both["value_estimated"] - both["value"], "warn": None, "act": None, "status": "ok",
-        "n_rows": both["n_rows"], "details": None, "basis": "comparison", "lower": None, "upper": None,
-        "trusted": both["trusted"],
-    }, columns=PERFORMANCE_COLUMNS)
+    return pd.DataFrame(
+        {
+            **{k: both[k] for k in keys},
+            "feature": None,
+            "metric": "estimation_error",
+            "value": both["value_estimated"] - both["value"],
+            "warn": None,
+            "act": None,
+            "status": "ok",
+            "n_rows": both["n_rows"],
+            "details": None,
+            "basis": "comparison",
+            "lower": None,
+            "upper": None,
+            "trusted": both["trusted"],
+        },
+        columns=PERFORMANCE_COLUMNS,
+    )
 
 
-def compute_performance(labeled: DataFrame, baselines: dict[str, dict[str, Any]], monitoring: dict[str, Any]) -> pd.DataFrame:
+def compute_performance(
+    labeled: DataFrame, baselines: dict[str, dict[str, Any]], monitoring: dict[str, Any]
+) -> pd.DataFrame:
     """Realized performance (labels known) and its label-free estimate (all rows) per window, version and slice."""
     started, settings = time.perf_counter(), monitoring["performance"]
     rows = _with_slices(labeled.where(F.col("model_version").isin(list(baselines) or [""])), _slice_specs(baselines))
     histogram = score_histogram(rows, SLICED, score="probability", label="label", bins=int(settings["bins"]))
     performance = performance_from_histogram(
-        histogram, SLICED, bins=int(settings["bins"]), min_positives=int(settings["min_positives"]),
+        histogram,
+        SLICED,
+        bins=int(settings["bins"]),
+        min_positives=int(settings["min_positives"]),
         min_negatives=int(settings["min_negatives"]),
     )
     records = []
     for row in performance.to_dict("records"):
-        row["metric"] = row["metric"] if row["basis"] == "realized" or row["metric"].startswith("expected") else f"estimated_{row['metric']}"
+        row["metric"] = (
+            row["metric"]
+            if row["basis"] == "realized" or row["metric"].startswith("expected")
+            else f"estimated_{row['metric']}"
+        )
         status = _performance_status(row, baselines[row["model_version"]]["reference"], settings["roc_auc_drop"])
         value = None if pd.isna(row["value"]) else float(row["value"])
         if value is None:
             status["status"] = "no_data"
-        records.append({
-            **{k: row[k] for k in SLICED}, "feature": None, "metric": row["metric"], "value": value, **status,
-            "n_rows": row["n_rows"], "details": row["details"], "basis": row["basis"], "lower": row["lower"],
-            "upper": row["upper"], "trusted": bool(row["trusted"]),
-        })
+        records.append(
+            {
+                **{k: row[k] for k in SLICED},
+                "feature": None,
+                "metric": row["metric"],
+                "value": value,
+                **status,
+                "n_rows": row["n_rows"],
+                "details": row["details"],
+                "basis": row["basis"],
+                "lower": row["lower"],
+                "upper": row["upper"],
+                "trusted": bool(row["trusted"]),
+            }
+        )
     frame = pd.DataFrame(records, columns=PERFORMANCE_COLUMNS)
     errors = _estimation_errors(frame) if len(frame) else frame.iloc[:0]
     frame = pd.concat([frame, errors], ignore_index=True) if len(errors) else frame
@@ -407,8 +562,11 @@ def compute_performance(labeled: DataFrame, baselines: dict[str, dict[str, Any]]
     realized = frame[(frame["metric"] == "roc_auc") & (frame["slice"] == "all")]
     logger.info(
         "monitoring performance: %d rows; realized ROC AUC in %d of %d windows (slice 'all'), %d act, in %.1f s",
-        len(frame), realized["window_start"].nunique(), frame["window_start"].nunique(),
-        int((frame["status"] == "act").sum()), time.perf_counter() - started,
+        len(frame),
+        realized["window_start"].nunique(),
+        frame["window_start"].nunique(),
+        int((frame["status"] == "act").sum()),
+        time.perf_counter() - started,
     )
     return frame
 
@@ -423,11 +581,16 @@ def _rejection_rates(served: DataFrame, rejected: DataFrame, window_days: int) -
         _windowed(rejected, F.col("scoring_date"), window_days)
         .groupBy(*WINDOW, "model_name", F.col("model_version").cast("string").alias("model_version"))
         .agg(
-            F.count(F.lit(1)).alias("rejected"), F.count(F.when(stale, 1)).alias("stale"),
+            F.count(F.lit(1)).alias("rejected"),
+            F.count(F.when(stale, 1)).alias("stale"),
             F.count(F.when(~stale, 1)).alias("out_of_contract"),
         )
     )
-    scored = served.where(F.col("source") == "batch").groupBy(*WINDOW, "model_name", "model_version").agg(F.count(F.lit(1)).alias("served"))
+    scored = (
+        served.where(F.col("source") == "batch")
+        .groupBy(*WINDOW, "model_name", "model_version")
+        .agg(F.count(F.lit(1)).alias("served"))
+    )
     keys = [*WINDOW, "model_name", "model_version"]
     return scored.join(rejections, keys, "left").fillna(0, ["rejected", "stale", "out_of_contract"])
 
@@ -442,31 +605,63 @@ def _key_counts(served: DataFrame) -> dict[tuple, dict[str, int]]:
 
 
 def _quality_row(
-    group: Mapping[str, Any], metric: str, value: float | None, limits: Mapping[str, float] | None, n: int,
-    feature: str | None = None, details: Any = None,
+    group: Mapping[str, Any],
+    metric: str,
+    value: float | None,
+    limits: Mapping[str, float] | None,
+    n: int,
+    feature: str | None = None,
+    details: Any = None,
 ) -> dict[str, Any]:
     """One data-quality signal on slice 'all' (information when ``limits`` is None)."""
-    status = dict(_INFO) if limits is None else {
-        "warn": limits["warn"], "act": limits["act"], "status": level(value, limits["warn"], limits["act"]),
-    }
+    status = (
+        dict(_INFO)
+        if limits is None
+        else {
+            "warn": limits["warn"],
+            "act": limits["act"],
+            "status": level(value, limits["warn"], limits["act"]),
+        }
+    )
     return {
-        **{k: group[k] for k in GROUP}, "slice": "all", "slice_value": "all", "feature": feature, "metric": metric,
-        "value": value, **status, "n_rows": n, "details": None if details is None else json.dumps(details),
+        **{k: group[k] for k in GROUP},
+        "slice": "all",
+        "slice_value": "all",
+        "feature": feature,
+        "metric": metric,
+        "value": value,
+        **status,
+        "n_rows": n,
+        "details": None if details is None else json.dumps(details),
     }
 
 
-def _schema_row(group: Mapping[str, Any], keys: Mapping[str, int], inputs: Sequence[str], n: int, limits: Mapping[str, float]) -> dict[str, Any]:
+def _schema_row(
+    group: Mapping[str, Any], keys: Mapping[str, int], inputs: Sequence[str], n: int, limits: Mapping[str, float]
+) -> dict[str, Any]:
     """Inputs never present in a window's JSON, and keys that are neither inputs nor feature timestamps."""
     missing = sorted(set(inputs) - set(keys))
     extra = sorted(k for k in keys if k not in inputs and not k.endswith("_ts"))
-    return _quality_row(group, "schema_change", float(len(missing) + len(extra)), limits, n, details={"missing": missing, "extra": extra})
+    return _quality_row(
+        group,
+        "schema_change",
+        float(len(missing) + len(extra)),
+        limits,
+        n,
+        details={"missing": missing, "extra": extra},
+    )
 
 
 def _served_quality(served: DataFrame, baselines: Mapping[str, Any], limits: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Per window, source and version: rows served, the online flagged rate, schema changes of the JSON."""
-    counts = served.groupBy(*GROUP).agg(
-        F.count(F.lit(1)).alias("n"), F.count(F.when(F.size(F.coalesce("flags", F.array())) > 0, 1)).alias("flagged"),
-    ).collect()
+    counts = (
+        served.groupBy(*GROUP)
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.count(F.when(F.size(F.coalesce("flags", F.array())) > 0, 1)).alias("flagged"),
+        )
+        .collect()
+    )
     keys = _key_counts(served)
     rows = []
     for row in sorted(counts, key=lambda r: tuple(str(r[k]) for k in GROUP)):
@@ -479,17 +674,25 @@ def _served_quality(served: DataFrame, baselines: Mapping[str, Any], limits: Map
     return rows
 
 
-def _rejection_quality(served: DataFrame, rejected: DataFrame, window_days: int, limits: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _rejection_quality(
+    served: DataFrame, rejected: DataFrame, window_days: int, limits: Mapping[str, Any]
+) -> list[dict[str, Any]]:
     """Per batch window and version: the shares of the spine rejected, stale and out of contract."""
     rows = []
     for rate in _rejection_rates(served, rejected, window_days).collect():
         group, total = {**rate.asDict(), "source": "batch"}, int(rate["served"]) + int(rate["rejected"])
-        for metric, count in (("rejected_rate", "rejected"), ("stale_feature_rate", "stale"), ("out_of_contract_rate", "out_of_contract")):
+        for metric, count in (
+            ("rejected_rate", "rejected"),
+            ("stale_feature_rate", "stale"),
+            ("out_of_contract_rate", "out_of_contract"),
+        ):
             rows.append(_quality_row(group, metric, rate[count] / total if total else None, limits[metric], total))
     return rows
 
 
-def _input_quality(drift: pd.DataFrame, baselines: Mapping[str, Any], limits: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _input_quality(
+    drift: pd.DataFrame, baselines: Mapping[str, Any], limits: Mapping[str, Any]
+) -> list[dict[str, Any]]:
     """Per window and input (from the drift rows of slice 'all'): null-rate increase over the baseline,
     share of categories the baseline never had."""
     inputs = drift[(drift["slice"] == "all") & (drift["feature"] != PREDICTION_FEATURE)]
@@ -499,19 +702,41 @@ def _input_quality(drift: pd.DataFrame, baselines: Mapping[str, Any], limits: Ma
         baseline = baselines[row["model_version"]]["features"][row["feature"]]
         current = nulls.get(tuple(row[k] for k in [*GROUP, "feature"]))
         increase = None if current is None or pd.isna(current) else float(current) - float(baseline["null_share"])
-        rows.append(_quality_row(row, "null_rate_increase", increase, limits["null_rate_increase"], row["n_rows"], row["feature"],
-                                 {"baseline": baseline["null_share"], "current": current}))
+        rows.append(
+            _quality_row(
+                row,
+                "null_rate_increase",
+                increase,
+                limits["null_rate_increase"],
+                row["n_rows"],
+                row["feature"],
+                {"baseline": baseline["null_share"], "current": current},
+            )
+        )
         if row["metric"] == "js_distance" and row["details"]:
             shares = json.loads(row["details"]).get("shares") or {}
             unseen = {c: share for c, share in shares.items() if c not in baseline["counts"]}
-            rows.append(_quality_row(row, "unseen_category_rate", float(sum(unseen.values())), limits["unseen_category_rate"],
-                                     row["n_rows"], row["feature"], {"unseen": sorted(unseen)}))
+            rows.append(
+                _quality_row(
+                    row,
+                    "unseen_category_rate",
+                    float(sum(unseen.values())),
+                    limits["unseen_category_rate"],
+                    row["n_rows"],
+                    row["feature"],
+                    {"unseen": sorted(unseen)},
+                )
+            )
     return rows
 
 
 def compute_data_quality(
-    served: DataFrame, drift: pd.DataFrame, rejected: DataFrame, baselines: dict[str, dict[str, Any]],
-    scope: dict[str, Any], monitoring: dict[str, Any],
+    served: DataFrame,
+    drift: pd.DataFrame,
+    rejected: DataFrame,
+    baselines: dict[str, dict[str, Any]],
+    scope: dict[str, Any],
+    monitoring: dict[str, Any],
 ) -> pd.DataFrame:
     """What was served, per window, source and version: rejected (stale, out-of-contract) and flagged
     rates, null-rate increases and unseen categories per input, schema changes."""
@@ -532,16 +757,23 @@ def compute_data_quality(
 def _promotion_times(promotions: DataFrame, model_name: str) -> dict[str, datetime]:
     """When each version last became champion (promotion or rollback onto it)."""
     rows = (
-        promotions.where((F.col("model_name") == model_name) & (F.col("alias") == "champion") & F.col("to_version").isNotNull())
-        .groupBy(F.col("to_version").cast("string").alias("version")).agg(F.max("event_ts").alias("at")).collect()
+        promotions.where(
+            (F.col("model_name") == model_name) & (F.col("alias") == "champion") & F.col("to_version").isNotNull()
+        )
+        .groupBy(F.col("to_version").cast("string").alias("version"))
+        .agg(F.max("event_ts").alias("at"))
+        .collect()
     )
     return {f"{model_name}/{row['version']}": row["at"] for row in rows}
 
 
 def _signals(drift: pd.DataFrame, performance: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
     """The three tables' rows as one frame with the table they come from."""
-    parts = [frame[SIGNAL_COLUMNS].assign(table=name) for name, frame in
-             (("drift_metrics", drift), ("performance_metrics", performance), ("data_quality", quality)) if len(frame)]
+    parts = [
+        frame[SIGNAL_COLUMNS].assign(table=name)
+        for name, frame in (("drift_metrics", drift), ("performance_metrics", performance), ("data_quality", quality))
+        if len(frame)
+    ]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*SIGNAL_COLUMNS, "table"])
 
 
@@ -565,20 +797,33 @@ def _keep_recorded(actions: pd.DataFrame, recorded: pd.DataFrame) -> pd.DataFram
 
 
 def decide_actions(  # noqa: PLR0913
-    drift: pd.DataFrame, performance: pd.DataFrame, quality: pd.DataFrame, scope: dict[str, Any], recorded: pd.DataFrame,
-    promotions: DataFrame, registry_state: dict[str, Any], registry: dict[str, Any], rules: list[dict[str, Any]],
-    monitoring: dict[str, Any], context: dict[str, Any],
+    drift: pd.DataFrame,
+    performance: pd.DataFrame,
+    quality: pd.DataFrame,
+    scope: dict[str, Any],
+    recorded: pd.DataFrame,
+    promotions: DataFrame,
+    registry_state: dict[str, Any],
+    registry: dict[str, Any],
+    rules: list[dict[str, Any]],
+    monitoring: dict[str, Any],
+    context: dict[str, Any],
 ) -> pd.DataFrame:
     """Fire the rules on this run's signals (N of the last K windows, the latest included) and apply the
     environment's policy: alert, or execute (blocked when it must not run); actions already recorded
     for the same windows keep their record."""
     validated = validate_rules(rules)
     signals = _signals(*(_in_scope(frame, scope) for frame in (drift, performance, quality)))
-    fired = evaluate_rules(signals, validated,
-                           promotions=_promotion_times(promotions, registry_state["name"]))
+    fired = evaluate_rules(signals, validated, promotions=_promotion_times(promotions, registry_state["name"]))
     actions = resolve_actions(fired, monitoring["actions"]["policy"])
-    actions["target_version"] = [_target(a, v, registry_state, registry) for a, v in zip(actions["action"], actions["model_version"])]
-    no_target = (actions["action"] == "block_promotion") & actions["target_version"].isna() & (actions["status"] == "to_execute")
+    actions["target_version"] = [
+        _target(a, v, registry_state, registry) for a, v in zip(actions["action"], actions["model_version"])
+    ]
+    no_target = (
+        (actions["action"] == "block_promotion")
+        & actions["target_version"].isna()
+        & (actions["status"] == "to_execute")
+    )
     actions.loc[no_target, ["status", "blocked_reason"]] = ["blocked", "no challenger is waiting for promotion"]
     actions["fired_at"] = context["at"]
     actions["catalog"] = context["catalog"]
@@ -587,8 +832,16 @@ def decide_actions(  # noqa: PLR0913
     for row in frame.itertuples():
         logger.warning(
             "monitoring action %s (%s, %s): rule %s on %s version %s, %d of the last %d windows up to %s%s",
-            row.action, row.mode, row.status, row.rule, row.model_name, row.model_version, row.breached_windows,
-            row.considered_windows, row.window_end, f" — {row.blocked_reason}" if row.blocked_reason else "",
+            row.action,
+            row.mode,
+            row.status,
+            row.rule,
+            row.model_name,
+            row.model_version,
+            row.breached_windows,
+            row.considered_windows,
+            row.window_end,
+            f" — {row.blocked_reason}" if row.blocked_reason else "",
         )
     logger.info("monitoring: %d rule(s), %d action(s) fired", len(validated), len(frame))
     for column in WINDOW:
@@ -609,7 +862,11 @@ def _rollback(
     """
     champion = registry_state["aliases"].get(registry["aliases"]["champion"])
     if champion != str(row["model_version"]):
-        return [], {}, f"version {row['model_version']} is no longer '{registry['aliases']['champion']}' (it is {champion})"
+        return (
+            [],
+            {},
+            f"version {row['model_version']} is no longer '{registry['aliases']['champion']}' (it is {champion})",
+        )
     reason = f"monitoring rule {row['rule']}: {row['breached_windows']} of the last {row['considered_windows']} windows up to {row['window_end']}"
     try:
         actions, event = plan_rollback(registry_state, registry, {"reason": reason}, governance, via="monitoring")
@@ -635,11 +892,18 @@ def plan_monitoring_actions(
                 event = planned
             outcome[row["action_id"]] = ("failed", refused) if refused else ("executed", None)
         elif row["action"] == "block_promotion":
-            reason = f"monitoring rule {row['rule']} fired on version {row['model_version']} (action {row['action_id']})"
-            registry_actions.append({"action": "set_version_tag", "version": row["target_version"], "key": BLOCK_TAG, "value": reason})
+            reason = (
+                f"monitoring rule {row['rule']} fired on version {row['model_version']} (action {row['action_id']})"
+            )
+            registry_actions.append(
+                {"action": "set_version_tag", "version": row["target_version"], "key": BLOCK_TAG, "value": reason}
+            )
             outcome[row["action_id"]] = ("executed", None)
         elif row["action"] == "retrain":
-            retrain = retrain or {"reason": f"monitoring rule {row['rule']} on version {row['model_version']}", "action_ids": []}
+            retrain = retrain or {
+                "reason": f"monitoring rule {row['rule']} on version {row['model_version']}",
+                "action_ids": [],
+            }
             retrain["action_ids"].append(row["action_id"])
             outcome[row["action_id"]] = ("executed", None)
         else:
@@ -669,7 +933,11 @@ def record_actions(decided: pd.DataFrame, outcome: dict[str, Any], registry_afte
 
 
 def build_monitoring_report(
-    drift: pd.DataFrame, performance: pd.DataFrame, quality: pd.DataFrame, actions: pd.DataFrame, scope: dict[str, Any],
+    drift: pd.DataFrame,
+    performance: pd.DataFrame,
+    quality: pd.DataFrame,
+    actions: pd.DataFrame,
+    scope: dict[str, Any],
     context: dict[str, Any],
 ) -> tuple[dict[str, Any], str]:
     """The run's charts (drift per feature over time, score distribution, performance with bands, quality) and an HTML page."""
@@ -692,7 +960,9 @@ def summarise_monitoring(
         "monitoring.actions.fired": len(actions),
         "monitoring.actions.executed": int((actions["status"] == "executed").sum()),
     }
-    latest = performance[(performance["metric"] == "roc_auc") & (performance["slice"] == "all") & performance["value"].notna()]
+    latest = performance[
+        (performance["metric"] == "roc_auc") & (performance["slice"] == "all") & performance["value"].notna()
+    ]
     if len(latest):
         figures["monitoring.latest_realized_roc_auc"] = float(latest.sort_values("window_start")["value"].iloc[-1])
     logger.info("monitoring: %s", ", ".join(f"{k.removeprefix('monitoring.')}={v}" for k, v in figures.items()))

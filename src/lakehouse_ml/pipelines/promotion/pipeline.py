@@ -11,5 +11,7 @@ from lakehouse_ml.release import release_pipeline
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the promotion pipeline."""
-    stage = release_pipeline("promotion", plan_promotion, ["model_registry", "params:registry", "params:promotion", "release_governance"])
+    stage = release_pipeline(
+        "promotion", plan_promotion, ["model_registry", "params:registry", "params:promotion", "release_governance"]
+    )
     return as_stage("promotion", stage)

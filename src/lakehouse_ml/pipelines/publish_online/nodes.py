@@ -52,7 +52,9 @@ def _as_of(publish: dict[str, Any], lookups: list[FeatureLookup]) -> datetime:
     try:
         return as_utc(configured)
     except ValueError as error:
-        raise ValueError(f"publish_online.as_of must be null, 'now' or a time with a zone like 2026-03-01T00:00:00Z: {error}") from None
+        raise ValueError(
+            f"publish_online.as_of must be null, 'now' or a time with a zone like 2026-03-01T00:00:00Z: {error}"
+        ) from None
 
 
 def _latest_known(lookups: list[FeatureLookup]) -> datetime:
@@ -64,7 +66,9 @@ def _latest_known(lookups: list[FeatureLookup]) -> datetime:
         if micros is not None:
             latest.append(utc_from_micros(micros))
     if not latest:
-        raise ValueError("publish_online: the served feature tables hold no rows; set publish_online.as_of or run the features pipeline")
+        raise ValueError(
+            "publish_online: the served feature tables hold no rows; set publish_online.as_of or run the features pipeline"
+        )
     return max(latest)
 
 
@@ -74,7 +78,9 @@ def _served(lookups: dict[str, Any], tables: list[str] | None) -> dict[str, Any]
         return dict(lookups)
     unknown = sorted(set(tables) - set(lookups))
     if unknown:
-        raise ValueError(f"publish_online.tables: {unknown} are not tables the training set looks up ({sorted(lookups)})")
+        raise ValueError(
+            f"publish_online.tables: {unknown} are not tables the training set looks up ({sorted(lookups)})"
+        )
     return {name: config for name, config in lookups.items() if name in tables}
 
 
@@ -137,7 +143,9 @@ def plan_online_publish(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The store updates (changed latest rows, deleted keys, source versions) and their counts."""
     contracts = parsed_contracts(feature_tables)
-    lookups = feature_lookups(tables, contracts, _served(resolve_lookups(contracts, training_set), publish_online.get("tables")))
+    lookups = feature_lookups(
+        tables, contracts, _served(resolve_lookups(contracts, training_set), publish_online.get("tables"))
+    )
     as_of = _as_of(publish_online, lookups)
     updates, counts = {}, {}
     for lookup in lookups:
@@ -162,7 +170,9 @@ def plan_online_publish(
             "version": infos[table]["version"],
         }
     if not any(c["changed"] or c["deleted"] or c["version"] != c["version_before"] for c in counts.values()):
-        logger.info("publish_online: nothing changed since the last publish (as of %s): nothing to write", as_of.isoformat())
+        logger.info(
+            "publish_online: nothing changed since the last publish (as of %s): nothing to write", as_of.isoformat()
+        )
     return {"tables": updates}, {"as_of": as_of.isoformat(), "tables": counts}
 
 
@@ -172,7 +182,9 @@ def report_online_publish(store: dict[str, Any], summary: dict[str, Any]) -> Non
     for table, counts in summary["tables"].items():
         state = store["tables"].get(table) or {}
         before = counts["version_before"]
-        versions = f"v{counts['version']}" if before in (None, counts["version"]) else f"v{before} -> v{counts['version']}"
+        versions = (
+            f"v{counts['version']}" if before in (None, counts["version"]) else f"v{before} -> v{counts['version']}"
+        )
         parts.append(
             f"{table} {state.get('rows', counts['keys'])} keys, {counts['changed']} changed ({counts['new']} new), "
             f"{counts['deleted']} deleted, {versions}"
@@ -180,5 +192,8 @@ def report_online_publish(store: dict[str, Any], summary: dict[str, Any]) -> Non
     written = any(c["changed"] or c["deleted"] for c in summary["tables"].values())
     logger.info(
         "publish_online: %s -> store %s as of %s%s",
-        "; ".join(parts) or "no table served", store["store"], summary["as_of"], "" if written else " (nothing written)",
+        "; ".join(parts) or "no table served",
+        store["store"],
+        summary["as_of"],
+        "" if written else " (nothing written)",
     )

@@ -13,8 +13,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 func=plan_online_publish,
                 inputs=[
-                    "feature_tables@spark", "feature_tables@info", "online_store_published", "params:feature_tables",
-                    "params:training_set", "params:publish_online",
+                    "feature_tables@spark",
+                    "feature_tables@info",
+                    "online_store_published",
+                    "params:feature_tables",
+                    "params:training_set",
+                    "params:publish_online",
                 ],
                 outputs=["online_store", "online_publish_summary"],
                 name="plan_online_publish",

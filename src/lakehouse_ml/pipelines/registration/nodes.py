@@ -47,7 +47,9 @@ def lineage_tags(candidate: dict[str, Any], candidate_run: dict[str, Any], repor
         "git_sha": candidate.get("git_sha") or "unknown",
         "training_set_table": table_name_from_path(training_set["path"]) or training_set["path"],
         "training_set_version": str(training_set["version"]),
-        **{f"contract_hash.{table}": source.get("contract_hash") or "none" for table, source in sorted(sources.items())},
+        **{
+            f"contract_hash.{table}": source.get("contract_hash") or "none" for table, source in sorted(sources.items())
+        },
         "validation_status": "passed" if report["passed"] else "failed",
         "operating_threshold": str(float(candidate["operating_threshold"]["threshold"])),
         "fingerprint": candidate_fingerprint(candidate, candidate_run),
@@ -61,36 +63,49 @@ def describe_version(candidate: dict[str, Any], report: dict[str, Any], registra
     """The version's description (Markdown): windows, training set, threshold, gates, intended use, limitations."""
     train, test = candidate["split"]["train_cutoffs"], candidate["split"]["test_cutoffs"]
     facts = {
-        "n_train_cutoffs": len(train), "train_start": _day(train[0]), "train_end": _day(train[-1]),
-        "test_start": _day(test[0]), "test_end": _day(test[-1]),
+        "n_train_cutoffs": len(train),
+        "train_start": _day(train[0]),
+        "train_end": _day(train[-1]),
+        "test_start": _day(test[0]),
+        "test_end": _day(test[-1]),
     }
     threshold = candidate["operating_threshold"]
     training_set = candidate["training_set"]
-    return "\n".join([
-        f"Churn classifier from candidate run `{candidate['run_id']}` (git `{candidate.get('git_sha') or 'unknown'}`).",
-        "",
-        f"- Training window: {len(train)} cutoffs, {facts['train_start']} to {facts['train_end']}",
-        f"- Test window: {len(test)} cutoffs, {facts['test_start']} to {facts['test_end']}",
-        f"- Training set: `{table_name_from_path(training_set['path']) or training_set['path']}` version {training_set['version']}",
-        f"- Operating threshold: {float(threshold['threshold']):.4f} ({threshold.get('strategy', 'unknown strategy')})",
-        f"- Gates: {report['summary']}",
-        "",
-        f"**Intended use.** {registration['intended_use'].strip()}",
-        "",
-        "**Limitations.**",
-        *(f"- {text.format(**facts)}" for text in registration["limitations"]),
-    ])
+    return "\n".join(
+        [
+            f"Churn classifier from candidate run `{candidate['run_id']}` (git `{candidate.get('git_sha') or 'unknown'}`).",
+            "",
+            f"- Training window: {len(train)} cutoffs, {facts['train_start']} to {facts['train_end']}",
+            f"- Test window: {len(test)} cutoffs, {facts['test_start']} to {facts['test_end']}",
+            f"- Training set: `{table_name_from_path(training_set['path']) or training_set['path']}` version {training_set['version']}",
+            f"- Operating threshold: {float(threshold['threshold']):.4f} ({threshold.get('strategy', 'unknown strategy')})",
+            f"- Gates: {report['summary']}",
+            "",
+            f"**Intended use.** {registration['intended_use'].strip()}",
+            "",
+            "**Limitations.**",
+            *(f"- {text.format(**facts)}" for text in registration["limitations"]),
+        ]
+    )
 
 
 def plan_registration(
-    candidate: dict[str, Any], candidate_run: dict[str, Any], report: dict[str, Any], registry_state: dict[str, Any],
-    registry: dict[str, Any], registration: dict[str, Any], governance: dict[str, Any],
+    candidate: dict[str, Any],
+    candidate_run: dict[str, Any],
+    report: dict[str, Any],
+    registry_state: dict[str, Any],
+    registry: dict[str, Any],
+    registration: dict[str, Any],
+    governance: dict[str, Any],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Registry actions and release event for the evaluated candidate (idempotent on its run id); the
     new version is tagged with who registered it, from where and under which policy."""
     name = check_model(registry_state, registry)
     run_id = candidate["run_id"]
-    for what, other in (("the gates report", report["candidate"]["run_id"]), ("the candidate run record", candidate_run["run_id"])):
+    for what, other in (
+        ("the gates report", report["candidate"]["run_id"]),
+        ("the candidate run record", candidate_run["run_id"]),
+    ):
         if other != run_id:
             raise ValueError(
                 f"{what} is for candidate run {other} but candidate.json names run {run_id}: evaluate this "
@@ -105,30 +120,47 @@ def plan_registration(
         logger.info(
             "registration: candidate run %s is already %s version %s (%s; validation_status=%s, aliases: %s): "
             "nothing registered, registration is idempotent on the run id and on the model's fingerprint",
-            run_id, name, same["version"], "same run" if existing else f"same fingerprint {fingerprint}",
-            same["tags"].get("validation_status"), same["aliases"] or "none",
+            run_id,
+            name,
+            same["version"],
+            "same run" if existing else f"same fingerprint {fingerprint}",
+            same["tags"].get("validation_status"),
+            same["aliases"] or "none",
         )
         return [], release_event("register_challenger", name, [], via="registration")
     if not report["passed"] and not registration["register_failed"]:
         logger.warning(
             "registration: candidate run %s failed the gates (%s) and registration.register_failed is false: not registered",
-            run_id, report["summary"],
+            run_id,
+            report["summary"],
         )
         return [], release_event("register_challenger", name, [], via="registration")
     register = {
         # The logged model's own URI when the run names it (what MLflow 3 resolves runs:/ URIs to).
-        "action": "register", "model_uri": candidate_run["tags"].get(MODEL_URI_TAG) or candidate["model_uri"], "run_id": run_id,
+        "action": "register",
+        "model_uri": candidate_run["tags"].get(MODEL_URI_TAG) or candidate["model_uri"],
+        "run_id": run_id,
         "description": describe_version(candidate, report, registration),
-        "tags": {**lineage_tags(candidate, candidate_run, report), **release_tags("registration", governance, "registration")},
+        "tags": {
+            **lineage_tags(candidate, candidate_run, report),
+            **release_tags("registration", governance, "registration"),
+        },
     }
     challenger = registry["aliases"]["challenger"]
     actions, moves = alias_moves(registry_state, {challenger: REGISTERED} if report["passed"] else {})
     (logger.info if report["passed"] else logger.warning)(
-        "registration: candidate run %s becomes a new version of %s (%s): %s", run_id, name, report["summary"],
+        "registration: candidate run %s becomes a new version of %s (%s): %s",
+        run_id,
+        name,
+        report["summary"],
         f"alias '{challenger}'" if report["passed"] else "validation_status=failed, no alias",
     )
     event = release_event(
-        "register_challenger", name, moves, reason=f"candidate run {run_id}: {report['summary']}",
-        gate_report=report.get("report_uri"), via="registration",
+        "register_challenger",
+        name,
+        moves,
+        reason=f"candidate run {run_id}: {report['summary']}",
+        gate_report=report.get("report_uri"),
+        via="registration",
     )
     return [register, *actions], event

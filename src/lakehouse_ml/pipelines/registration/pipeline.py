@@ -11,8 +11,16 @@ from lakehouse_ml.release import release_pipeline
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the registration pipeline."""
     stage = release_pipeline(
-        "registration", plan_registration,
-        ["candidate@pointer", "candidate@run", "evaluation_report", "model_registry", "params:registry", "params:registration",
-         "release_governance"],
+        "registration",
+        plan_registration,
+        [
+            "candidate@pointer",
+            "candidate@run",
+            "evaluation_report",
+            "model_registry",
+            "params:registry",
+            "params:registration",
+            "release_governance",
+        ],
     )
     return as_stage("registration", stage)

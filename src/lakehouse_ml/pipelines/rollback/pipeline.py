@@ -10,5 +10,7 @@ from lakehouse_ml.release import release_pipeline
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the rollback pipeline."""
-    stage = release_pipeline("rollback", plan_rollback, ["model_registry", "params:registry", "params:rollback", "release_governance"])
+    stage = release_pipeline(
+        "rollback", plan_rollback, ["model_registry", "params:registry", "params:rollback", "release_governance"]
+    )
     return as_stage("rollback", stage)

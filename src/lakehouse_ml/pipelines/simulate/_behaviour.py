@@ -141,18 +141,22 @@ def _initial_state(cfg: SimConfig, pop: Population, first_day: int) -> _State:
 
 
 def _visits(  # noqa: PLR0913 - the day's state is passed explicitly, never held in globals
-    cfg: SimConfig, r: _Rates, st: _State, rng: np.random.Generator, live: np.ndarray,
-            lo: np.ndarray, day: int, orders: _Buffer, sessions: _Buffer) -> None:
+    cfg: SimConfig,
+    r: _Rates,
+    st: _State,
+    rng: np.random.Generator,
+    live: np.ndarray,
+    lo: np.ndarray,
+    day: int,
+    orders: _Buffer,
+    sessions: _Buffer,
+) -> None:
     """Orders and sessions of one day: both scale with engagement; churned customers trickle."""
     act = cfg.activity
     start, end = day * DAY, (day + 1) * DAY
     zl = st.z[live]
     exposure = (end - lo) / DAY  # the signup day is only partly active
-    lam = (
-        float(act["orders_per_day"])
-        * np.exp(float(act["order_elasticity"]) * zl)
-        * r.plan_orders[st.plan[live]]
-    )
+    lam = float(act["orders_per_day"]) * np.exp(float(act["order_elasticity"]) * zl) * r.plan_orders[st.plan[live]]
     who, ts, _ = _spread(rng, live, rng.poisson(lam * r.country_orders[live] * exposure), lo, end)
     orders.add(cust=who, ts=ts, plan=st.plan[who])
 
@@ -169,14 +173,25 @@ def _visits(  # noqa: PLR0913 - the day's state is passed explicitly, never held
     )
 
 
-def _tickets(cfg: SimConfig, r: _Rates, st: _State, rng: np.random.Generator, live: np.ndarray,
-             lo: np.ndarray, day: int, tickets: _Buffer) -> np.ndarray:
+def _tickets(
+    cfg: SimConfig,
+    r: _Rates,
+    st: _State,
+    rng: np.random.Generator,
+    live: np.ndarray,
+    lo: np.ndarray,
+    day: int,
+    tickets: _Buffer,
+) -> np.ndarray:
     """Tickets of one day (more from disengaged and repriced customers); returns weighted counts."""
     act = cfg.activity
     end = (day + 1) * DAY
     zl = st.z[live]
     lam = (
-        float(act["tickets_per_day"]) * (end - lo) / DAY * r.country_tickets[live]
+        float(act["tickets_per_day"])
+        * (end - lo)
+        / DAY
+        * r.country_tickets[live]
         * (1.0 + float(act["low_engagement_ticket_boost"]) * _sigmoid(-2.0 * zl))
         * (1.0 + float(act["price_shock_ticket_boost"]) * st.price_shock[live])
     )
@@ -186,14 +201,20 @@ def _tickets(cfg: SimConfig, r: _Rates, st: _State, rng: np.random.Generator, li
     # After a price increase, complaints are mostly about billing.
     billing = rng.random(who.size) < np.minimum(st.price_shock[who], 1.0) * 0.6
     category = np.where(billing, TICKET_CATEGORIES.index("billing"), category)
-    tickets.add(
-        cust=who, ts=ts, category=category.astype(np.int8), severity=severity.astype(np.int8)
-    )
+    tickets.add(cust=who, ts=ts, category=category.astype(np.int8), severity=severity.astype(np.int8))
     return np.bincount(pos, weights=r.severity_w[severity], minlength=live.size)
 
 
-def _profile_changes(cfg: SimConfig, r: _Rates, st: _State, rng: np.random.Generator,
-                     live: np.ndarray, tenure: np.ndarray, day: int, profiles: _Buffer) -> None:
+def _profile_changes(
+    cfg: SimConfig,
+    r: _Rates,
+    st: _State,
+    rng: np.random.Generator,
+    live: np.ndarray,
+    tenure: np.ndarray,
+    day: int,
+    profiles: _Buffer,
+) -> None:
     """Plan moves and monthly price increases (never on the signup day); updates the shocks."""
     pc = cfg.plan_changes
     eligible = tenure > 0
@@ -216,12 +237,21 @@ def _profile_changes(cfg: SimConfig, r: _Rates, st: _State, rng: np.random.Gener
     st.price_shock[live[increase | reprice]] += 1.0
     st.plan_shock[live[moved]] += 1.0
     if changed.size:
-        profiles.add(cust=changed, ts=day * DAY + draws, plan=st.plan[changed].copy(),
-                     price_cents=_price_cents(r, st, changed))
+        profiles.add(
+            cust=changed, ts=day * DAY + draws, plan=st.plan[changed].copy(), price_cents=_price_cents(r, st, changed)
+        )
 
 
-def _churn_and_evolve(cfg: SimConfig, st: _State, pop: Population, rng: np.random.Generator,
-                      live: np.ndarray, exposure: np.ndarray, hit: np.ndarray, day: int) -> None:
+def _churn_and_evolve(
+    cfg: SimConfig,
+    st: _State,
+    pop: Population,
+    rng: np.random.Generator,
+    live: np.ndarray,
+    exposure: np.ndarray,
+    hit: np.ndarray,
+    day: int,
+) -> None:
     """Draw today's churners from the hazard, then move engagement to tomorrow."""
     ch, eng = cfg.churn, cfg.engagement
     hazard = float(ch["base_daily_hazard"]) * np.exp(
@@ -252,8 +282,7 @@ def simulate_activity(cfg: SimConfig, pop: Population, rng: np.random.Generator)
     signup_day = pop.signup_ts // DAY
     orders, sessions, tickets, profiles = _Buffer(), _Buffer(), _Buffer(), _Buffer()
     everyone = np.arange(pop.size)
-    profiles.add(cust=everyone, ts=pop.signup_ts.copy(), plan=st.plan.copy(),
-                 price_cents=_price_cents(r, st, everyone))
+    profiles.add(cust=everyone, ts=pop.signup_ts.copy(), plan=st.plan.copy(), price_cents=_price_cents(r, st, everyone))
 
     for day in range(first_day, cfg.n_days):
         start, end = day * DAY, (day + 1) * DAY
@@ -268,6 +297,4 @@ def simulate_activity(cfg: SimConfig, pop: Population, rng: np.random.Generator)
         _profile_changes(cfg, r, st, rng, live, day - signup_day[live], day, profiles)
         _churn_and_evolve(cfg, st, pop, rng, live, (end - lo) / DAY, hit, day)
 
-    return Activity(
-        orders.table(), sessions.table(), tickets.table(), profiles.table(), st.churn_day
-    )
+    return Activity(orders.table(), sessions.table(), tickets.table(), profiles.table(), st.churn_day)

@@ -153,11 +153,7 @@ def parse_config(params: Mapping[str, Any]) -> SimConfig:
         plan_changes=params["plan_changes"],
         churn=params["churn"],
         faults=faults,
-        extra_column_from=(
-            _day_offset(extra_from if extra_from is not None else 0, start)
-            if extra_enabled
-            else None
-        ),
+        extra_column_from=(_day_offset(extra_from if extra_from is not None else 0, start) if extra_enabled else None),
         price_shift=_drift(drift.get("price_shift"), start),
         new_country=_drift(drift.get("new_country"), start),
         channel_mix=channel_mix,

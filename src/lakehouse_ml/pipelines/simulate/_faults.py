@@ -56,9 +56,7 @@ class Lines:
 
 def _assign(cfg: SimConfig, n: int, rng: np.random.Generator, has_amounts: bool) -> np.ndarray:
     """One categorical draw per record: a fault code or NONE."""
-    pairs = [
-        (code, cfg.faults[name]) for name, code in _RATE_CODES if has_amounts or code != NEGATIVE
-    ]
+    pairs = [(code, cfg.faults[name]) for name, code in _RATE_CODES if has_amounts or code != NEGATIVE]
     edges = np.cumsum([rate for _, rate in pairs])
     codes = np.array([code for code, _ in pairs] + [NONE], np.int8)
     return codes[np.searchsorted(edges, rng.random(n), side="right")]
@@ -108,9 +106,7 @@ def plan_lines(
     rec = np.concatenate([np.arange(n, dtype=np.int32), dups, resends]).astype(np.int32)
     file_all = np.concatenate([file_day, dup_day[dups], resend_day[resends]])
     render = np.concatenate([file_day, delivery[dups], resend_day[resends]])
-    codes = np.concatenate([
-        fault, np.full(dups.size, DUP_COPY, np.int8), np.full(resends.size, RESEND_COPY, np.int8)
-    ])
+    codes = np.concatenate([fault, np.full(dups.size, DUP_COPY, np.int8), np.full(resends.size, RESEND_COPY, np.int8)])
     order = np.lexsort((np.arange(rec.size, dtype=np.int32), ts[rec], file_all))
     bounds = np.searchsorted(file_all[order], np.arange(cfg.n_days + 1))
     return Lines(

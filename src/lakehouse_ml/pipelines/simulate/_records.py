@@ -49,9 +49,7 @@ def currency_table(cfg: SimConfig, pop: Population) -> tuple[tuple[str, ...], np
     return names, index
 
 
-def order_records(
-    cfg: SimConfig, pop: Population, activity: Activity, rng: np.random.Generator
-) -> Records:
+def order_records(cfg: SimConfig, pop: Population, activity: Activity, rng: np.random.Generator) -> Records:
     """Orders with basket size, amount (local currency), discount and price-shift drift."""
     rec = _deliver(cfg, activity.orders)
     c, act = rec.columns, cfg.activity
@@ -77,9 +75,7 @@ def order_records(
     return rec
 
 
-def session_records(
-    cfg: SimConfig, pop: Population, activity: Activity, rng: np.random.Generator
-) -> Records:
+def session_records(cfg: SimConfig, pop: Population, activity: Activity, rng: np.random.Generator) -> Records:
     """Sessions: engaged customers stay longer and read more pages; some sessions bounce."""
     rec = _deliver(cfg, activity.sessions)
     c, act = rec.columns, cfg.activity

@@ -13,9 +13,7 @@ from ._faults import BAD_TS, FUTURE_TS, MALFORMED, NEGATIVE, NULL_KEY, RESEND_OR
 from ._records import Records
 
 # What real feeds send when a timestamp is broken.
-BAD_TIMESTAMPS = (
-    "13/45/2026 25:61", "yesterday", "2026-02-30T25:61:00Z", "N/A", "0000-00-00 00:00:00"
-)
+BAD_TIMESTAMPS = ("13/45/2026 25:61", "yesterday", "2026-02-30T25:61:00Z", "N/A", "0000-00-00 00:00:00")
 # Ticket routing teams, by category, for the extra CSV column.
 AGENT_TEAMS = ("billing_ops", "logistics", "product_support", "tier1")
 
@@ -35,26 +33,44 @@ class SourceSpec:
 
 
 ORDERS = SourceSpec(
-    "orders", "ord-", "json",
-    ("event_id", "customer_id", "event_ts", "amount", "currency", "items", "discount",
-     "delivered_at"),
-    frozenset({"amount", "items", "discount"}), "channel_ref",
+    "orders",
+    "ord-",
+    "json",
+    ("event_id", "customer_id", "event_ts", "amount", "currency", "items", "discount", "delivered_at"),
+    frozenset({"amount", "items", "discount"}),
+    "channel_ref",
 )
 SESSIONS = SourceSpec(
-    "sessions", "ses-", "json",
+    "sessions",
+    "ses-",
+    "json",
     ("event_id", "customer_id", "event_ts", "duration_s", "pages", "device", "delivered_at"),
     frozenset({"duration_s", "pages"}),
 )
 CUSTOMERS = SourceSpec(
-    "customers", "cus-", "csv",
-    ("event_id", "customer_id", "event_ts", "signup_ts", "country", "channel", "plan_tier",
-     "monthly_price", "delivered_at"),
+    "customers",
+    "cus-",
+    "csv",
+    (
+        "event_id",
+        "customer_id",
+        "event_ts",
+        "signup_ts",
+        "country",
+        "channel",
+        "plan_tier",
+        "monthly_price",
+        "delivered_at",
+    ),
     frozenset(),
 )
 TICKETS = SourceSpec(
-    "tickets", "tkt-", "csv",
+    "tickets",
+    "tkt-",
+    "csv",
     ("event_id", "customer_id", "event_ts", "category", "severity", "delivered_at"),
-    frozenset(), "agent_team",
+    frozenset(),
+    "agent_team",
 )
 
 
@@ -112,9 +128,7 @@ class LandingRenderer:
             return _json_text(cols, fields, self.spec.numeric, broken, aux)
         return _csv_text(cols, fields, broken, aux)
 
-    def _common(
-        self, rec: np.ndarray, fault: np.ndarray, aux: np.ndarray, render: np.ndarray
-    ) -> Columns:
+    def _common(self, rec: np.ndarray, fault: np.ndarray, aux: np.ndarray, render: np.ndarray) -> Columns:
         """event_id, customer_id, event_ts, delivered_at with key and timestamp faults."""
         c = self.records.columns
         event_id = [f"{self.spec.id_prefix}{i:08d}" for i in (rec + 1).tolist()]
@@ -131,8 +145,7 @@ class LandingRenderer:
         bad = np.flatnonzero(fault == BAD_TS)
         _set(event_ts, bad, [BAD_TIMESTAMPS[int(a * len(BAD_TIMESTAMPS))] for a in aux[bad]])
         delivered_at = np.asarray(iso(self.delivered), dtype=object)[render].tolist()
-        return {"event_id": event_id, "customer_id": customer_id, "event_ts": event_ts,
-                "delivered_at": delivered_at}
+        return {"event_id": event_id, "customer_id": customer_id, "event_ts": event_ts, "delivered_at": delivered_at}
 
     def _orders(self, rec: np.ndarray, fault: np.ndarray, aux: np.ndarray) -> Columns:
         """Amount, currency, items, discount; resend originals carry a wrong amount."""
@@ -195,13 +208,9 @@ class LandingRenderer:
         return _names(AGENT_TEAMS, self.records.columns["category"][rec])
 
 
-def _json_text(cols: Columns, fields: list[str], numeric: frozenset[str], broken: np.ndarray,
-               aux: np.ndarray) -> str:
+def _json_text(cols: Columns, fields: list[str], numeric: frozenset[str], broken: np.ndarray, aux: np.ndarray) -> str:
     """JSON lines; the values are generated (no quotes or backslashes), so no escaping needed."""
-    tokens = [
-        cols[f] if f in numeric else ["null" if v is None else f'"{v}"' for v in cols[f]]
-        for f in fields
-    ]
+    tokens = [cols[f] if f in numeric else ["null" if v is None else f'"{v}"' for v in cols[f]] for f in fields]
     template = "{" + ",".join(f'"{f}":%s' for f in fields) + "}"
     lines = [template % row for row in zip(*tokens)]
     for pos in broken.tolist():  # a truncated object is never valid JSON

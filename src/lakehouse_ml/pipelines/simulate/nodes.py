@@ -52,20 +52,26 @@ def _rng(cfg: SimConfig, stream: str) -> np.random.Generator:
     return np.random.default_rng([cfg.seed, _STREAMS[stream]])
 
 
-def _partitions(
-    cfg: SimConfig, spec: SourceSpec, records: Records, lookups: dict[str, Any], offset: int
-) -> Partitions:
+def _partitions(cfg: SimConfig, spec: SourceSpec, records: Records, lookups: dict[str, Any], offset: int) -> Partitions:
     """Plan lines and faults for one source and wrap each non-empty delivery in a callable."""
     lines = plan_lines(
-        cfg, records, _rng(cfg, f"faults.{spec.name}"),
-        has_amounts=spec.name == "orders", has_extra=spec.extra_field is not None,
+        cfg,
+        records,
+        _rng(cfg, f"faults.{spec.name}"),
+        has_amounts=spec.name == "orders",
+        has_extra=spec.extra_field is not None,
     )
     # Files land shortly after the cutoff; each source has its own jitter per day.
     jitter = 1 + _rng(cfg, "delivery").integers(0, cfg.jitter, (4, cfg.n_days))[offset]
     delivered = cfg.epoch + np.arange(cfg.n_days, dtype=np.int64) * DAY + cfg.cutoff + jitter
     renderer = LandingRenderer(
-        spec=spec, records=records, lines=lines, epoch=cfg.epoch, delivered=delivered,
-        extra_from=cfg.extra_column_from if spec.extra_field else None, lookups=lookups,
+        spec=spec,
+        records=records,
+        lines=lines,
+        epoch=cfg.epoch,
+        delivered=delivered,
+        extra_from=cfg.extra_column_from if spec.extra_field else None,
+        lookups=lookups,
     )
     return {
         f"{cfg.delivery_date(day)}/{spec.name}": functools.partial(renderer, day)
@@ -106,7 +112,6 @@ def simulate_business(
     }
     lookups = _lookups(cfg, pop)
     orders, sessions, customers, tickets = (
-        _partitions(cfg, spec, recs, lookups, offset)
-        for offset, (spec, recs) in enumerate(records.items())
+        _partitions(cfg, spec, recs, lookups, offset) for offset, (spec, recs) in enumerate(records.items())
     )
     return orders, sessions, customers, tickets

@@ -56,7 +56,9 @@ def _model(plan: dict[str, Any]):
     """An unfitted pipeline of the plan's family, hyperparameters and seed."""
     columns = plan["columns"]
     params = {**plan["model_params"], "random_state": plan["seed"]}
-    return build_model_pipeline(plan["family"], params, columns["numeric"], columns["categorical"], columns["imputation"])
+    return build_model_pipeline(
+        plan["family"], params, columns["numeric"], columns["categorical"], columns["imputation"]
+    )
 
 
 def _rows(frame: pd.DataFrame, cutoffs: list[Any]) -> pd.DataFrame:
@@ -64,8 +66,11 @@ def _rows(frame: pd.DataFrame, cutoffs: list[Any]) -> pd.DataFrame:
 
 
 def plan_candidate(
-    training_set: pd.DataFrame, study_result: dict[str, Any], feature_tables: dict[str, Any],
-    on_demand_features: dict[str, Any] | None, tuning: dict[str, Any],
+    training_set: pd.DataFrame,
+    study_result: dict[str, Any],
+    feature_tables: dict[str, Any],
+    on_demand_features: dict[str, Any] | None,
+    tuning: dict[str, Any],
 ) -> dict[str, Any]:
     """The best configuration of the study with the tuning split: folds, test window and refit window."""
     if not study_result.get("best_family"):
@@ -96,13 +101,20 @@ def plan_candidate(
     }
     logger.info(
         "candidate: %s (trial %s, validation ROC AUC %.4f), refit on %d cutoffs %s..%s, test on %s",
-        plan["family"], plan["best_trial"], plan["validation_roc_auc"], len(refit), plan["train_cutoffs"][0],
-        plan["train_cutoffs"][-1], ", ".join(plan["test_cutoffs"]),
+        plan["family"],
+        plan["best_trial"],
+        plan["validation_roc_auc"],
+        len(refit),
+        plan["train_cutoffs"][0],
+        plan["train_cutoffs"][-1],
+        ", ".join(plan["test_cutoffs"]),
     )
     return plan
 
 
-def choose_operating_threshold(training_set: pd.DataFrame, plan: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
+def choose_operating_threshold(
+    training_set: pd.DataFrame, plan: dict[str, Any], training: dict[str, Any]
+) -> dict[str, Any]:
     """The operating threshold, chosen on the out-of-fold validation scores of the best configuration."""
     features, labels, scores = _features(plan), [], []
     for train_cutoffs, valid_cutoffs in plan["folds"]:
@@ -114,7 +126,11 @@ def choose_operating_threshold(training_set: pd.DataFrame, plan: dict[str, Any],
     chosen["validation_rows"] = int(sum(len(part) for part in labels))
     logger.info(
         "candidate: operating threshold %.4f (%s on %d validation rows: precision %.3f, recall %.3f)",
-        chosen["threshold"], chosen["strategy"], chosen["validation_rows"], chosen["precision"], chosen["recall"],
+        chosen["threshold"],
+        chosen["strategy"],
+        chosen["validation_rows"],
+        chosen["precision"],
+        chosen["recall"],
     )
     return chosen
 
@@ -130,15 +146,27 @@ def refit_candidate(training_set: pd.DataFrame, plan: dict[str, Any], training: 
     numeric = [c for c in plan["columns"]["numeric"] if c in example.columns]
     example[numeric] = example[numeric].astype("float64")
     logger.info("candidate: %s refit on %d rows in %.1fs", plan["family"], len(rows), time.monotonic() - started)
-    return {"model": model, "input_example": example, "train_rows": len(rows), "train_positive_rate": float(rows[LABEL].mean())}
+    return {
+        "model": model,
+        "input_example": example,
+        "train_rows": len(rows),
+        "train_positive_rate": float(rows[LABEL].mean()),
+    }
 
 
-def _importance(model: Any, rows: pd.DataFrame, features: list[str], config: dict[str, Any], seed: int) -> dict[str, dict[str, float]]:
+def _importance(
+    model: Any, rows: pd.DataFrame, features: list[str], config: dict[str, Any], seed: int
+) -> dict[str, dict[str, float]]:
     """Permutation importance of each raw input column on (a seeded sample of) the test rows."""
     sample = rows.sample(n=min(len(rows), int(config.get("max_rows", 4000))), random_state=seed)
     result = permutation_importance(
-        model, sample[features], sample[LABEL], scoring="roc_auc", n_repeats=int(config.get("n_repeats", 3)),
-        random_state=seed, n_jobs=1,
+        model,
+        sample[features],
+        sample[LABEL],
+        scoring="roc_auc",
+        n_repeats=int(config.get("n_repeats", 3)),
+        random_state=seed,
+        n_jobs=1,
     )
     return {
         name: {"mean": float(mean), "std": float(std)}
@@ -147,7 +175,10 @@ def _importance(model: Any, rows: pd.DataFrame, features: list[str], config: dic
 
 
 def evaluate_candidate(
-    fit: dict[str, Any], training_set: pd.DataFrame, plan: dict[str, Any], threshold: dict[str, Any],
+    fit: dict[str, Any],
+    training_set: pd.DataFrame,
+    plan: dict[str, Any],
+    threshold: dict[str, Any],
     training: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Scores of the test window and its metrics: overall, per slice and permutation importance."""
@@ -168,16 +199,27 @@ def evaluate_candidate(
     logger.info(
         "candidate: test window %d rows (%.1f%% positive): ROC AUC %.4f, PR AUC %.4f, log loss %.4f, "
         "Brier %.4f, calibration error %.4f, precision %.3f / recall %.3f at %.3f",
-        len(scores), 100 * measured.get("positive_rate", float("nan")), measured.get("roc_auc", float("nan")),
-        measured.get("pr_auc", float("nan")), measured["log_loss"], measured["brier"], measured["calibration_error"],
-        measured["precision"], measured["recall"], cut,
+        len(scores),
+        100 * measured.get("positive_rate", float("nan")),
+        measured.get("roc_auc", float("nan")),
+        measured.get("pr_auc", float("nan")),
+        measured["log_loss"],
+        measured["brier"],
+        measured["calibration_error"],
+        measured["precision"],
+        measured["recall"],
+        cut,
     )
     return scores, evaluation
 
 
 def _metric_entries(figures: dict[str, float]) -> dict[str, dict[str, float]]:
     """kedro-mlflow's metrics format."""
-    return {name: {"value": float(value), "step": 0} for name, value in figures.items() if value is not None and np.isfinite(value)}
+    return {
+        name: {"value": float(value), "step": 0}
+        for name, value in figures.items()
+        if value is not None and np.isfinite(value)
+    }
 
 
 def _training_set_provenance(info: dict[str, Any]) -> dict[str, Any]:
@@ -194,8 +236,13 @@ def _signature(fit: dict[str, Any]) -> Any:
 
 
 def log_candidate(
-    fit: dict[str, Any], plan: dict[str, Any], threshold: dict[str, Any], scores: pd.DataFrame,
-    evaluation: dict[str, Any], study_result: dict[str, Any], training_set_info: dict[str, Any],
+    fit: dict[str, Any],
+    plan: dict[str, Any],
+    threshold: dict[str, Any],
+    scores: pd.DataFrame,
+    evaluation: dict[str, Any],
+    study_result: dict[str, Any],
+    training_set_info: dict[str, Any],
     training: dict[str, Any],
 ) -> dict[str, Any]:
     """The candidate's outputs: model, metrics, plots, slice report, Optuna history, provenance, pointer.
@@ -229,14 +276,19 @@ def log_candidate(
         "git_sha": run.data.tags.get("git_sha") if run else None,
         "env": run.data.tags.get("env") if run else None,
         "training_set": _training_set_provenance(training_set_info),
-        "study": {k: study_result[k] for k in ("study_name", "best_trial", "best_value", "best_params", "n_trials", "trial_counts")},
+        "study": {
+            k: study_result[k]
+            for k in ("study_name", "best_trial", "best_value", "best_params", "n_trials", "trial_counts")
+        },
         "model": {"family": plan["family"], "params": plan["model_params"], "seed": plan["seed"]},
         "features": plan["columns"],
         "split": {k: plan[k] for k in ("folds", "train_cutoffs", "test_cutoffs", "gap_cutoffs")},
         "operating_threshold": threshold,
         "test_metrics": measured,
     }
-    pointer = {k: provenance[k] for k in ("run_id", "model_uri", "git_sha", "env", "operating_threshold", "test_metrics")}
+    pointer = {
+        k: provenance[k] for k in ("run_id", "model_uri", "git_sha", "env", "operating_threshold", "test_metrics")
+    }
     pointer["training_set"] = {k: provenance["training_set"][k] for k in ("path", "version")}
     pointer["split"] = provenance["split"]
     model = {"model": fit["model"], "input_example": fit["input_example"], "signature": _signature(fit)}

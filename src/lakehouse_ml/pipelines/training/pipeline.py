@@ -21,7 +21,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 func=plan_candidate,
-                inputs=["training_set@pandas", "tuning_study_result", "params:feature_tables", "params:on_demand_features", "params:tuning"],
+                inputs=[
+                    "training_set@pandas",
+                    "tuning_study_result",
+                    "params:feature_tables",
+                    "params:on_demand_features",
+                    "params:tuning",
+                ],
                 outputs="candidate_plan",
                 name="plan_candidate",
             ),
@@ -39,15 +45,27 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 func=evaluate_candidate,
-                inputs=["candidate_fit", "training_set@pandas", "candidate_plan", "operating_threshold", "params:training"],
+                inputs=[
+                    "candidate_fit",
+                    "training_set@pandas",
+                    "candidate_plan",
+                    "operating_threshold",
+                    "params:training",
+                ],
                 outputs=["candidate_test_scores", "candidate_evaluation"],
                 name="evaluate_candidate",
             ),
             node(
                 func=log_candidate,
                 inputs=[
-                    "candidate_fit", "candidate_plan", "operating_threshold", "candidate_test_scores",
-                    "candidate_evaluation", "tuning_study_result", "training_set_spec", "params:training",
+                    "candidate_fit",
+                    "candidate_plan",
+                    "operating_threshold",
+                    "candidate_test_scores",
+                    "candidate_evaluation",
+                    "tuning_study_result",
+                    "training_set_spec",
+                    "params:training",
                 ],
                 outputs={
                     "model": "candidate_model",

@@ -58,9 +58,17 @@ logger = logging.getLogger(__name__)
 
 def cutoff_dates(first_day: date, last_day: date, spine: dict[str, Any]) -> list[date]:
     """Cutoffs every ``every_days`` from warm-up end while the label horizon is fully observed."""
-    first = pd.Timestamp(spine["first_cutoff"]).date() if spine.get("first_cutoff") else first_day + timedelta(days=spine["warmup_days"])
+    first = (
+        pd.Timestamp(spine["first_cutoff"]).date()
+        if spine.get("first_cutoff")
+        else first_day + timedelta(days=spine["warmup_days"])
+    )
     last = last_day - timedelta(days=spine["horizon_days"])
-    return [first + timedelta(days=i) for i in range(0, (last - first).days + 1, spine["every_days"])] if last >= first else []
+    return (
+        [first + timedelta(days=i) for i in range(0, (last - first).days + 1, spine["every_days"])]
+        if last >= first
+        else []
+    )
 
 
 def build_label_spine(orders: DataFrame, spine: dict[str, Any]) -> DataFrame:
@@ -74,7 +82,12 @@ def build_label_spine(orders: DataFrame, spine: dict[str, Any]) -> DataFrame:
     if bounds[0] is None:
         return orders.sparkSession.createDataFrame([], f"{ENTITY} string, {CUTOFF} timestamp, {LABEL} int")
     cutoffs = cutoff_dates(bounds[0], bounds[1], spine)
-    logger.info("label spine: %d cutoffs from %s to %s", len(cutoffs), cutoffs[0] if cutoffs else "-", cutoffs[-1] if cutoffs else "-")
+    logger.info(
+        "label spine: %d cutoffs from %s to %s",
+        len(cutoffs),
+        cutoffs[0] if cutoffs else "-",
+        cutoffs[-1] if cutoffs else "-",
+    )
     spark = orders.sparkSession
     cutoff_frame = spark.createDataFrame([(c,) for c in cutoffs], "cutoff date").select(
         F.to_timestamp("cutoff").alias(CUTOFF)
@@ -102,7 +115,10 @@ def build_label_spine(orders: DataFrame, spine: dict[str, Any]) -> DataFrame:
 
 
 def training_set_spec(
-    spine: dict[str, Any], lookups: dict[str, Any], contracts: dict[str, FeatureContract], versions: dict[str, Any],
+    spine: dict[str, Any],
+    lookups: dict[str, Any],
+    contracts: dict[str, FeatureContract],
+    versions: dict[str, Any],
     on_demand: Mapping[str, OnDemandFeature],
 ) -> dict[str, Any]:
     """Everything needed to rebuild the training set exactly."""
@@ -111,7 +127,11 @@ def training_set_spec(
         "lookups": lookups,
         "on_demand": definitions(on_demand),
         "sources": {
-            name: {"path": info["path"], "version": info["version"], "contract_hash": contracts[name].hash if name in contracts else None}
+            name: {
+                "path": info["path"],
+                "version": info["version"],
+                "contract_hash": contracts[name].hash if name in contracts else None,
+            }
             for name, info in sorted(versions.items())
         },
     }
@@ -139,16 +159,21 @@ def assemble_training_set(
     resolved = resolve_lookups(contracts, training)
     on_demand = looked_up_on_demand(contracts, resolved, on_demand_features)
     versions = {"orders_silver": orders_info, **{name: infos[name] for name in resolved}}
-    spec = json.dumps(training_set_spec(training["spine"], resolved, contracts, versions, on_demand), sort_keys=True, default=str)
+    spec = json.dumps(
+        training_set_spec(training["spine"], resolved, contracts, versions, on_demand), sort_keys=True, default=str
+    )
     if previous.get("properties", {}).get(SPEC_PROPERTY) == spec:
-        logger.info("training set: sources and definition unchanged since version %s; not rewritten", previous["version"])
+        logger.info(
+            "training set: sources and definition unchanged since version %s; not rewritten", previous["version"]
+        )
         return spine_rows.limit(0), {}
     if previous.get("version") is not None and spine_rows.isEmpty():
         # An empty frame is not written over an existing table (skip_empty), so the recorded spec
         # must not change either: the table keeps describing the rows it holds.
         logger.warning(
             "training set: the spine has no rows (no cutoff fits warm-up and horizon in the data); "
-            "version %s is left as it is", previous["version"],
+            "version %s is left as it is",
+            previous["version"],
         )
         return spine_rows.limit(0), {}
     lookups = feature_lookups(tables, contracts, resolved)
@@ -168,23 +193,26 @@ def guard_training_set(frame: DataFrame, lookups: list[FeatureLookup], guards: d
     problems = []
     for lookup in lookups:
         coverage = LookupCoverage(
-            table=lookup.label, rows=counts["rows"], matched=counts["matched"][lookup.label],
+            table=lookup.label,
+            rows=counts["rows"],
+            matched=counts["matched"][lookup.label],
             keys=tuple(lookup.lookup_key),
         )
         if coverage_problem(coverage, min_share):
             coverage = replace(coverage, causes=unmatched_causes(frame, lookup, CUTOFF))
         logger.info(
             "training set: lookup %s matched %d of %d spine rows (%.1f%%)",
-            coverage.table, coverage.matched, coverage.rows, 100 * coverage.share,
+            coverage.table,
+            coverage.matched,
+            coverage.rows,
+            100 * coverage.share,
         )
         problems.append(coverage_problem(coverage, min_share))
     problems.append(label_problem(counts["labels"], LABEL))
     raise_problems(problems, "training set")
 
 
-def rebuild_training_set(
-    spec: dict[str, Any], feature_tables: dict[str, Any], spark: Any
-) -> DataFrame:
+def rebuild_training_set(spec: dict[str, Any], feature_tables: dict[str, Any], spark: Any) -> DataFrame:
     """Rebuild a training set from its recorded spec: every source read at its recorded version, the
     on-demand features computed by their recorded definitions."""
 
@@ -200,7 +228,9 @@ def rebuild_training_set(
     contracts = parsed_contracts(feature_tables)
     undeclared = sorted(set(spec["lookups"]) - set(contracts))
     if undeclared:
-        raise ValueError(f"training set spec: it read feature tables {undeclared}, which feature_tables no longer declares")
+        raise ValueError(
+            f"training set spec: it read feature tables {undeclared}, which feature_tables no longer declares"
+        )
     tables = {name: at_version(name) for name in spec["lookups"]}
     spine_rows = build_label_spine(at_version("orders_silver"), spec["spine"])
     frame = build_training_set(spine_rows, feature_lookups(tables, contracts, spec["lookups"]), ENTITY, CUTOFF)
@@ -210,7 +240,9 @@ def rebuild_training_set(
 # ---------------------------------------------------------------- leakage guard and demo
 
 
-def check_point_in_time(training_set: DataFrame, feature_tables: dict[str, Any], training: dict[str, Any]) -> dict[str, Any]:
+def check_point_in_time(
+    training_set: DataFrame, feature_tables: dict[str, Any], training: dict[str, Any]
+) -> dict[str, Any]:
     """Prove no feature row used is later than its cutoff (or known after it, when filtered).
 
     Raises if any is; returns the proof counts as MLflow metrics.
@@ -227,7 +259,9 @@ def check_point_in_time(training_set: DataFrame, feature_tables: dict[str, Any],
         checks[f"leakage.{name}.rows_matched"] = F.count(ts)
     checks["training_set.rows"] = F.count(F.lit(1))
     checks["training_set.churn_rate"] = F.avg(LABEL)
-    result = {k: (v or 0) for k, v in training_set.agg(*[c.alias(k) for k, c in checks.items()]).collect()[0].asDict().items()}
+    result = {
+        k: (v or 0) for k, v in training_set.agg(*[c.alias(k) for k, c in checks.items()]).collect()[0].asDict().items()
+    }
     leaks = {k: v for k, v in result.items() if ("after_cutoff" in k and v)}
     logger.info("point-in-time proof: %s", ", ".join(f"{k}={v}" for k, v in result.items()))
     if leaks:
@@ -253,9 +287,17 @@ def _naive_sets(
     shifted = spine_rows.withColumn("_as_of", F.col(CUTOFF) + F.expr(f"INTERVAL {int(horizon_days)} DAYS"))
     at_label_end = build_training_set(
         shifted.select(ENTITY, CUTOFF, LABEL, "_as_of"),
-        [FeatureLookup(source=table, feature_names=names, lookup_key=ENTITY, timestamp_key=contract.timestamp_key,
-                       prefix=prefix)],
-        ENTITY, "_as_of",
+        [
+            FeatureLookup(
+                source=table,
+                feature_names=names,
+                lookup_key=ENTITY,
+                timestamp_key=contract.timestamp_key,
+                prefix=prefix,
+            )
+        ],
+        ENTITY,
+        "_as_of",
     )
     return {
         "naive_latest": spine_rows.join(snapshot.select(ENTITY, *renamed), ENTITY, "left"),
@@ -268,7 +310,9 @@ def _demo_table(contracts: dict[str, FeatureContract], lookups: dict[str, Any], 
     if configured is None:
         return next((name for name in lookups if contracts[name].kind == "daily_windows"), None)
     if configured not in contracts:
-        raise ValueError(f"training_set.leakage_demo.table: {configured!r} is not a declared feature table; declared are {sorted(contracts)}")
+        raise ValueError(
+            f"training_set.leakage_demo.table: {configured!r} is not a declared feature table; declared are {sorted(contracts)}"
+        )
     return configured if configured in lookups else None
 
 
@@ -309,12 +353,17 @@ def leakage_demo(
     logger.info(
         "leakage demo (test AUC of the same model): point-in-time %.3f, naive latest snapshot %.3f (%+.3f), "
         "features as of the label's end %.3f (%+.3f)",
-        aucs["point_in_time"], aucs["naive_latest"], aucs["naive_latest"] - aucs["point_in_time"],
-        aucs["naive_label_end"], aucs["naive_label_end"] - aucs["point_in_time"],
+        aucs["point_in_time"],
+        aucs["naive_latest"],
+        aucs["naive_latest"] - aucs["point_in_time"],
+        aucs["naive_label_end"],
+        aucs["naive_label_end"] - aucs["point_in_time"],
     )
     metrics = {f"leakage_demo.auc_{kind}": value for kind, value in aucs.items()}
-    metrics.update({
-        f"leakage_demo.auc_inflation_{kind}": aucs[kind] - aucs["point_in_time"]
-        for kind in ("naive_latest", "naive_label_end")
-    })
+    metrics.update(
+        {
+            f"leakage_demo.auc_inflation_{kind}": aucs[kind] - aucs["point_in_time"]
+            for kind in ("naive_latest", "naive_label_end")
+        }
+    )
     return {name: {"value": float(value), "step": 0} for name, value in metrics.items()}

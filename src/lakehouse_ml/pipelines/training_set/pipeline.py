@@ -24,8 +24,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 func=assemble_training_set,
                 inputs=[
-                    "label_spine", "feature_tables@spark", "orders_silver@info", "feature_tables@info",
-                    "training_set_recorded", "params:feature_tables", "params:on_demand_features", "params:training_set",
+                    "label_spine",
+                    "feature_tables@spark",
+                    "orders_silver@info",
+                    "feature_tables@info",
+                    "training_set_recorded",
+                    "params:feature_tables",
+                    "params:on_demand_features",
+                    "params:training_set",
                 ],
                 # Saved in this order: the rows, then the spec that says how they were made.
                 outputs=["training_set@spark", "training_set_spec"],
@@ -39,7 +45,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 func=leakage_demo,
-                inputs=["training_set@spark", "label_spine", "feature_tables@spark", "params:feature_tables", "params:training_set"],
+                inputs=[
+                    "training_set@spark",
+                    "label_spine",
+                    "feature_tables@spark",
+                    "params:feature_tables",
+                    "params:training_set",
+                ],
                 outputs="leakage_demo_metrics",
                 name="leakage_demo",
             ),

@@ -72,8 +72,12 @@ def spark_batch_fitter(
                         except ValueError as failure:
                             error = str(failure)
                     yield pd.DataFrame(
-                        {"slot": [slot], "scores": [scores], "error": [error],
-                         "duration_s": [time.monotonic() - started]}
+                        {
+                            "slot": [slot],
+                            "scores": [scores],
+                            "error": [error],
+                            "duration_s": [time.monotonic() - started],
+                        }
                     )
 
         rows = spark.range(0, len(configs), 1, len(configs)).mapInPandas(fit, RESULT_SCHEMA).collect()

@@ -50,10 +50,15 @@ def suggest(trial: optuna.Trial, search_space: dict[str, Any]) -> tuple[str, dic
         key = f"{family}__{name}"  # namespaced: families may share a name with other ranges
         if "choices" in spec:
             params[name] = trial.suggest_categorical(key, list(spec["choices"]))
-        elif spec.get("type", "int" if isinstance(spec["low"], int) and isinstance(spec["high"], int) else "float") == "int":
+        elif (
+            spec.get("type", "int" if isinstance(spec["low"], int) and isinstance(spec["high"], int) else "float")
+            == "int"
+        ):
             params[name] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)))
         else:
-            params[name] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
+            params[name] = trial.suggest_float(
+                key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False))
+            )
     return family, params
 
 
@@ -117,11 +122,17 @@ def fold_scores(
         model = build_model_pipeline(
             family, _with_seed(params, seed), columns["numeric"], columns["categorical"], columns["imputation"]
         )
-        yield _fold_auc(model, train[train[CUTOFF].isin(train_cutoffs)], train[train[CUTOFF].isin(valid_cutoffs)], features)
+        yield _fold_auc(
+            model, train[train[CUTOFF].isin(train_cutoffs)], train[train[CUTOFF].isin(valid_cutoffs)], features
+        )
 
 
 def _evaluator(
-    train: pd.DataFrame, folds: list[Fold], tuning: dict, parent_run_id: str | None, study_name: str,
+    train: pd.DataFrame,
+    folds: list[Fold],
+    tuning: dict,
+    parent_run_id: str | None,
+    study_name: str,
     columns: dict[str, Any],
 ):
     """Evaluate a trial's drawn configuration: mean validation ROC AUC over the folds, reported
@@ -134,7 +145,10 @@ def _evaluator(
     seed = int(tuning["seed"])
 
     def evaluate(
-        trial: optuna.Trial, family: str, params: dict[str, Any], scores: Iterable[float] | None = None,
+        trial: optuna.Trial,
+        family: str,
+        params: dict[str, Any],
+        scores: Iterable[float] | None = None,
         duration_s: float | None = None,
     ) -> tuple[str, float | None]:
         started = time.monotonic()
@@ -142,7 +156,9 @@ def _evaluator(
         state, seen = "FAIL", []
         try:
             run.log(params={"family": family, **params})
-            for k, auc in enumerate(fold_scores(train, folds, columns, family, params, seed) if scores is None else scores):
+            for k, auc in enumerate(
+                fold_scores(train, folds, columns, family, params, seed) if scores is None else scores
+            ):
                 seen.append(auc)
                 running = float(np.mean(seen))
                 run.log(metrics={f"fold_{k}_roc_auc": auc, "running_mean_roc_auc": running}, step=k)
@@ -197,8 +213,17 @@ def _holds_budget(trial: optuna.trial.FrozenTrial, stale_after_s: float | None) 
 
 
 def _optimize_in_batches(  # noqa: PLR0913 - the study loop's budget, pool and callbacks, passed explicitly
-    study: optuna.Study, evaluate, search_space: dict, n_trials: int, timeout_s: float | None, n_jobs: int, callback,
-    fit_batch: BatchFitter | None = None, *, budget: int | None = None, seed: int | None = None,
+    study: optuna.Study,
+    evaluate,
+    search_space: dict,
+    n_trials: int,
+    timeout_s: float | None,
+    n_jobs: int,
+    callback,
+    fit_batch: BatchFitter | None = None,
+    *,
+    budget: int | None = None,
+    seed: int | None = None,
     stale_after_s: float | None = None,
 ) -> None:
     """Run ``n_trials`` trials, ``n_jobs`` at a time, reproducibly.
@@ -254,7 +279,9 @@ def _optimize_in_batches(  # noqa: PLR0913 - the study loop's budget, pool and c
                 if budget is not None:
                     batch = _within_budget(study, batch, budget, stale_after_s)
                 if fit_batch is None:
-                    futures = [pool.submit(evaluate_with_share, trial, family, params) for trial, (family, params) in batch]
+                    futures = [
+                        pool.submit(evaluate_with_share, trial, family, params) for trial, (family, params) in batch
+                    ]
                     # Every fit ends before any trial is told: a trial whose fit raised fails alone.
                     wait(futures)
                     outcomes = [future.exception() or future.result() for future in futures]
@@ -311,10 +338,20 @@ def _progress(n_trials: int, started: float):
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         done = len(_finished(study))
-        best = study.best_value if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) else float("nan")
+        best = (
+            study.best_value
+            if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
+            else float("nan")
+        )
         logger.info(
             "tuning %s: trial %d %s (value %s) | best %.4f | %d done, %d left | %.1fs elapsed",
-            study.study_name, trial.number, trial.state.name, trial.value, best, done, max(0, n_trials - done),
+            study.study_name,
+            trial.number,
+            trial.state.name,
+            trial.value,
+            best,
+            done,
+            max(0, n_trials - done),
             time.monotonic() - started,
         )
 
@@ -327,7 +364,13 @@ def _trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     if value is None and trial.intermediate_values:
         value = trial.intermediate_values[max(trial.intermediate_values)]
     duration = trial.duration.total_seconds() if trial.duration else None
-    return {"number": trial.number, "state": trial.state.name, "family": trial.params.get("family"), "value": value, "duration_s": duration}
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "family": trial.params.get("family"),
+        "value": value,
+        "duration_s": duration,
+    }
 
 
 def _model_params(best_params: dict[str, Any]) -> dict[str, Any]:
@@ -365,8 +408,13 @@ def _storage_failure(storage: str | optuna.storages.BaseStorage | None, error: E
 
 
 def run_study(
-    train: pd.DataFrame, folds: list[Fold], search_space: dict, tuning: dict, parent_run_id: str | None,
-    columns: dict[str, Any] | None = None, fit_batch: BatchFitter | None = None,
+    train: pd.DataFrame,
+    folds: list[Fold],
+    search_space: dict,
+    tuning: dict,
+    parent_run_id: str | None,
+    columns: dict[str, Any] | None = None,
+    fit_batch: BatchFitter | None = None,
     storage: str | optuna.storages.BaseStorage | None = None,
 ) -> dict:
     """Run (or resume) the Optuna study up to ``n_trials`` finished trials; best params, value and counts.
@@ -381,7 +429,9 @@ def run_study(
     """
     _refuse_moved_settings(tuning)
     try:
-        return _run_study(train, folds, search_space, tuning, parent_run_id, columns or infer_columns(train), fit_batch, storage)
+        return _run_study(
+            train, folds, search_space, tuning, parent_run_id, columns or infer_columns(train), fit_batch, storage
+        )
     # Optuna's RDB storage reports a lost database as StorageInternalError (SQLAlchemy's error
     # inside); not chained: the driver's message may echo the connection string.
     except (sqlalchemy.exc.DBAPIError, optuna.exceptions.StorageInternalError) as error:
@@ -389,8 +439,14 @@ def run_study(
 
 
 def _run_study(
-    train: pd.DataFrame, folds: list[Fold], search_space: dict, tuning: dict, parent_run_id: str | None,
-    columns: dict[str, Any], fit_batch: BatchFitter | None, storage: str | optuna.storages.BaseStorage | None,
+    train: pd.DataFrame,
+    folds: list[Fold],
+    search_space: dict,
+    tuning: dict,
+    parent_run_id: str | None,
+    columns: dict[str, Any],
+    fit_batch: BatchFitter | None,
+    storage: str | optuna.storages.BaseStorage | None,
 ) -> dict:
     """:func:`run_study` without the storage error translation."""
     seed, n_trials = int(tuning["seed"]), int(tuning["n_trials"])
@@ -422,7 +478,9 @@ def _run_study(
         stale_after_s=_seconds(tuning.get("stale_trial_after_s")),
         seed=seed,
     )
-    counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in optuna.trial.TrialState}
+    counts = {
+        state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,))) for state in optuna.trial.TrialState
+    }
     completed = counts["complete"] > 0
     result = {
         "study_name": study.study_name,
@@ -440,8 +498,12 @@ def _run_study(
     }
     logger.info(
         "tuning %s finished: best %s = %s; %d trials (%s) in %.1fs",
-        study.study_name, result["best_params"], result["best_value"], result["n_trials"],
-        ", ".join(f"{k} {v}" for k, v in counts.items() if v), time.monotonic() - started,
+        study.study_name,
+        result["best_params"],
+        result["best_value"],
+        result["n_trials"],
+        ", ".join(f"{k} {v}" for k, v in counts.items() if v),
+        time.monotonic() - started,
     )
     return result
 
@@ -450,7 +512,10 @@ def _run_study(
 
 
 def prepare_tuning(
-    training_set: pd.DataFrame, feature_tables: dict[str, Any], on_demand_features: dict[str, Any] | None, tuning: dict[str, Any]
+    training_set: pd.DataFrame,
+    feature_tables: dict[str, Any],
+    on_demand_features: dict[str, Any] | None,
+    tuning: dict[str, Any],
 ) -> tuple[pd.DataFrame, list[Fold], list[Any], dict[str, Any]]:
     """The tuning rows (test window removed), the folds, the test cutoffs and the feature columns.
 
@@ -459,14 +524,23 @@ def prepare_tuning(
     """
     _refuse_moved_settings(tuning)
     folds, test = time_folds(
-        training_set[CUTOFF].tolist(), int(tuning["n_folds"]), int(tuning["test_cutoffs"]), int(tuning.get("gap_cutoffs", 0))
+        training_set[CUTOFF].tolist(),
+        int(tuning["n_folds"]),
+        int(tuning["test_cutoffs"]),
+        int(tuning.get("gap_cutoffs", 0)),
     )
     train = in_key_order(training_set[~training_set[CUTOFF].isin(test)])
     columns = feature_columns(list(training_set.columns), contract_configs(feature_tables), on_demand_features)
-    columns = _without_constant_features(train, columns, (tuning.get("guards") or {}).get("constant_features", "leave_out"))
+    columns = _without_constant_features(
+        train, columns, (tuning.get("guards") or {}).get("constant_features", "leave_out")
+    )
     logger.info(
         "tuning: %d rows in %d folds, %d test cutoffs held out, %d numeric and %d categorical features",
-        len(train), len(folds), len(test), len(columns["numeric"]), len(columns["categorical"]),
+        len(train),
+        len(folds),
+        len(test),
+        len(columns["numeric"]),
+        len(columns["categorical"]),
     )
     return train, folds, test, columns
 
@@ -485,7 +559,8 @@ def _without_constant_features(train: pd.DataFrame, columns: dict[str, Any], pol
     logger.warning(
         "tuning: %d feature(s) hold one value in every training row and are left out of the model: %s "
         "(a source that delivered nothing?); tuning.guards.constant_features: fail stops instead",
-        len(constant), ", ".join(f"{name} = {value!r}" for name, value in constant.items()),
+        len(constant),
+        ", ".join(f"{name} = {value!r}" for name, value in constant.items()),
     )
     return {
         "numeric": [c for c in columns["numeric"] if c not in constant],
@@ -496,7 +571,10 @@ def _without_constant_features(train: pd.DataFrame, columns: dict[str, Any], pol
 
 
 def tune(
-    train: pd.DataFrame, folds: list[Fold], columns: dict[str, Any], tuning: dict[str, Any],
+    train: pd.DataFrame,
+    folds: list[Fold],
+    columns: dict[str, Any],
+    tuning: dict[str, Any],
     optuna_storage: optuna.storages.BaseStorage | str | None,
 ) -> dict:
     """Run the study in ``optuna_storage`` (the catalog entry) with trials nested under the active
@@ -513,6 +591,12 @@ def tune(
     active = mlflow.active_run()
     fit_batch = batch_fitter(str(tuning.get("executor", "auto")), train, folds, columns, int(tuning["seed"]))
     return run_study(
-        train, folds, tuning["search_space"], tuning, active.info.run_id if active else None, columns, fit_batch,
+        train,
+        folds,
+        tuning["search_space"],
+        tuning,
+        active.info.run_id if active else None,
+        columns,
+        fit_batch,
         optuna_storage,
     )
