@@ -342,7 +342,7 @@ class NodeRunHooks:
 
     def _log_delta_inputs(self, node: Any, catalog: Any, run_id: str) -> None:
         import mlflow
-        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.entities import Dataset, DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
         inputs, tags = [], {}
@@ -368,7 +368,8 @@ class NodeRunHooks:
             if info["contract_hash"]:
                 input_tags.append(InputTag("contract_hash", info["contract_hash"]))
                 tags[f"{key}.contract_hash"] = info["contract_hash"]
-            inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=input_tags))
+            # The entity from the dataset's public dict (what MLflow's own private conversion does).
+            inputs.append(DatasetInput(Dataset(**dataset.to_dict()), tags=input_tags))
         for key, value in tags.items():
             self._client.set_tag(run_id, key, value)
         if inputs:
