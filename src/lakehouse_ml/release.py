@@ -338,11 +338,16 @@ def release_pipeline(step: str, plan: Callable[..., tuple[list, dict]], inputs: 
     """Plan registry actions and an event from ``inputs``, apply them, audit the alias moves."""
     return Pipeline(
         [
-            node(plan, inputs, [f"{step}_model_registry@actions", f"{step}_event"], name=f"plan_{step}"),
             node(
-                record_alias_moves,
-                [f"{step}_event", f"{step}_model_registry@after", "release_context", "release_governance"],
-                f"{step}_model_promotions",
+                func=plan,
+                inputs=inputs,
+                outputs=[f"{step}_model_registry@actions", f"{step}_event"],
+                name=f"plan_{step}",
+            ),
+            node(
+                func=record_alias_moves,
+                inputs=[f"{step}_event", f"{step}_model_registry@after", "release_context", "release_governance"],
+                outputs=f"{step}_model_promotions",
                 name=f"audit_{step}",
             ),
         ],
