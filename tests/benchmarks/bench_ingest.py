@@ -34,6 +34,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -1181,6 +1182,31 @@ def agreement(ingest: dict[str, Any], baseline: dict[str, Any]) -> tuple[bool, l
     return agree, rows
 
 
+def median_row(case: Case, runs: list[dict[str, Any]]) -> list[str]:
+    """A case's summary row: medians over its runs (peak RSS: the largest), the runs' ratios listed."""
+    ingest_s = statistics.median(r["ingest"]["seconds"] for r in runs)
+    baseline_s = statistics.median(r["baseline"]["seconds"] for r in runs)
+    events = runs[0]["events"]
+    peak_i = max(r["ingest"]["peak_rss_mb"] for r in runs)
+    peak_b = max(r["baseline"]["peak_rss_mb"] for r in runs)
+    ratios = "/".join(f"{r['ratio']:.2f}" for r in runs)
+    return [
+        case.short,
+        fmt_int(runs[0]["files"]),
+        fmt_int(events),
+        f"{ingest_s:.1f}",
+        fmt_rate(events / ingest_s),
+        f"{baseline_s:.1f}",
+        fmt_rate(events / baseline_s),
+        f"{statistics.median(r['ratio'] for r in runs):.2f}" + (f" ({ratios})" if len(runs) > 1 else ""),
+        f"{peak_i:,.0f}",
+        f"{peak_b:,.0f}",
+        f"{peak_i / peak_b:.2f}",
+        f"{statistics.median(r['ingest']['cpu_seconds'] for r in runs):.0f}",
+        f"{statistics.median(r['baseline']['cpu_seconds'] for r in runs):.0f}",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1211,6 +1237,12 @@ def main(argv: list[str] | None = None) -> int:
         "--keep",
         action="store_true",
         help="keep each scale's run directory (default: delete it after a successful scale)",
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=3,
+        help="runs per case, each simulate → ingest → baseline in turn (interleaved); medians reported (default 3)",
     )
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per phase (default: none)")
     parser.add_argument("--phase", choices=["simulate", "ingest", "baseline", "compare"], help=argparse.SUPPRESS)
@@ -1250,161 +1282,152 @@ def main(argv: list[str] | None = None) -> int:
 
     summary, verdicts = [], []
     for case in cases:
-        scale = case.scale
-        run_dir = prepare_run_dir(workdir, case)
-        print(f"\n=== {case.label}  ({run_dir})")
-        sim = run_phase(
-            "simulate", run_dir, args, ["--scale", str(scale), *(["--days", str(case.days)] if case.days else [])]
-        )
-        if sim is None:
-            verdicts.append((case, "simulate failed"))
-            continue
-        total_lines = sum(sim["lines"].values())
-        files = sum(sim["files"].values())
-        print(
-            f"  simulate: {total_lines:,} landing lines in {sum(sim['files'].values())} files, "
-            f"{sum(sim['bytes'].values()) / 1e6:,.0f} MB, {sim['seconds']:.1f} s (not measured), "
-            f"peak RSS {sim['peak_rss_mb']:,.0f} MB"
-        )
-        print_table(
-            ["source", "files", "lines", "MB"],
-            [[s, sim["files"][s], fmt_int(sim["lines"][s]), f"{sim['bytes'][s] / 1e6:,.1f}"] for s in SOURCES],
-        )
-
-        print("  running INGEST (Spark pipeline) ...", flush=True)
-        ingest = run_phase("ingest", run_dir, args)
-        if ingest is not None:
-            print(
-                f"  ingest: {ingest['seconds']:.1f} s wall, {ingest['cpu_seconds']:.1f} s CPU, engine start "
-                f"{ingest['startup_seconds']:.2f} s (not measured), peak RSS {ingest['peak_rss_mb']:,.0f} MB, "
-                f"{contention(ingest)}"
+        runs: list[dict[str, Any]] = []  # the case's complete runs
+        for run in range(args.runs):
+            scale = case.scale
+            run_dir = prepare_run_dir(workdir, case)
+            print(f"\n=== {case.label}, run {run + 1} of {args.runs}  ({run_dir})")
+            sim = run_phase(
+                "simulate", run_dir, args, ["--scale", str(scale), *(["--days", str(case.days)] if case.days else [])]
             )
-            print("  audit monitoring/ingest_audit, summed per source:")
+            if sim is None:
+                verdicts.append((case, "simulate failed"))
+                continue
+            total_lines = sum(sim["lines"].values())
+            files = sum(sim["files"].values())
+            print(
+                f"  simulate: {total_lines:,} landing lines in {sum(sim['files'].values())} files, "
+                f"{sum(sim['bytes'].values()) / 1e6:,.0f} MB, {sim['seconds']:.1f} s (not measured), "
+                f"peak RSS {sim['peak_rss_mb']:,.0f} MB"
+            )
             print_table(
-                ["source", "batches", "bronze_rows", *OUTCOMES, "balanced"],
+                ["source", "files", "lines", "MB"],
+                [[s, sim["files"][s], fmt_int(sim["lines"][s]), f"{sim['bytes'][s] / 1e6:,.1f}"] for s in SOURCES],
+            )
+
+            print("  running INGEST (Spark pipeline) ...", flush=True)
+            ingest = run_phase("ingest", run_dir, args)
+            if ingest is not None:
+                print(
+                    f"  ingest: {ingest['seconds']:.1f} s wall, {ingest['cpu_seconds']:.1f} s CPU, engine start "
+                    f"{ingest['startup_seconds']:.2f} s (not measured), peak RSS {ingest['peak_rss_mb']:,.0f} MB, "
+                    f"{contention(ingest)}"
+                )
+                print("  audit monitoring/ingest_audit, summed per source:")
+                print_table(
+                    ["source", "batches", "bronze_rows", *OUTCOMES, "balanced"],
+                    [
+                        [s, v["batches"], fmt_int(v["bronze_rows"]), *(fmt_int(v[o]) for o in OUTCOMES), v["balanced"]]
+                        for s, v in ingest["sources"].items()
+                    ],
+                )
+                nodes = sorted(ingest["nodes"], key=lambda n: -n["total"])
+                print("  ingest nodes by wall time (total = inputs loaded + function + outputs saved):")
+                print_table(
+                    ["node", "total s", "share"],
+                    [[n["node"], f"{n['total']:.1f}", f"{n['total'] / ingest['seconds']:.0%}"] for n in nodes[:10]],
+                )
+                by_step: dict[str, float] = {}
+                for n in ingest["nodes"]:
+                    step = n["node"].split(".")[-1]
+                    by_step[step] = by_step.get(step, 0.0) + n["total"]
+                print(
+                    "  per step, all sources: "
+                    + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(by_step.items(), key=lambda kv: -kv[1]))
+                )
+
+            print("  running BASELINE (pandas + deltalake) ...", flush=True)
+            baseline = run_phase("baseline", run_dir, args)
+            if baseline is not None:
+                print(
+                    f"  baseline: {baseline['seconds']:.1f} s wall, {baseline['cpu_seconds']:.1f} s CPU, "
+                    f"peak RSS {baseline['peak_rss_mb']:,.0f} MB, {contention(baseline)}; per source: "
+                    + ", ".join(f"{k} {v:.1f} s" for k, v in baseline["source_seconds"].items())
+                )
+                print(
+                    "  baseline steps, all sources: "
+                    + ", ".join(f"{k} {v:.1f} s" for k, v in baseline["steps"].items())
+                    + " (bronze write = the part not overlapped with parsing)"
+                )
+                print_table(
+                    ["source", "batches", "bronze_rows", *OUTCOMES, "balanced"],
+                    [
+                        [s, v["batches"], fmt_int(v["bronze_rows"]), *(fmt_int(v[o]) for o in OUTCOMES), v["balanced"]]
+                        for s, v in baseline["sources"].items()
+                    ],
+                )
+
+            if ingest is None or baseline is None:
+                verdicts.append((case, "incomplete"))
+                summary.append(
+                    [
+                        case.short,
+                        fmt_int(files),
+                        fmt_int(total_lines),
+                        f"{ingest['seconds']:.1f}" if ingest else "failed",
+                        "-",
+                        f"{baseline['seconds']:.1f}" if baseline else "failed",
+                        "-",
+                        "-",
+                        "-",
+                        "-",
+                        "-",
+                        "-",
+                        "-",
+                    ]
+                )
+                continue
+
+            events_i = sum(v["bronze_rows"] for v in ingest["sources"].values())
+            events_b = sum(v["bronze_rows"] for v in baseline["sources"].values())
+            rate_i, rate_b = events_i / ingest["seconds"], events_b / baseline["seconds"]
+            agree, rows = agreement(ingest, baseline)
+            print(
+                "  agreement (silver rows and quarantined rows per source; also checked: bronze rows and "
+                "inserted/updated/duplicate tallies):"
+            )
+            print_table(
                 [
-                    [s, v["batches"], fmt_int(v["bronze_rows"]), *(fmt_int(v[o]) for o in OUTCOMES), v["balanced"]]
-                    for s, v in ingest["sources"].items()
+                    "source",
+                    "silver ingest",
+                    "silver baseline",
+                    "quarant. ingest",
+                    "quarant. baseline",
+                    "verdict",
+                    "ingest - baseline",
+                    "other figures",
                 ],
+                rows,
             )
-            nodes = sorted(ingest["nodes"], key=lambda n: -n["total"])
-            print("  ingest nodes by wall time (total = inputs loaded + function + outputs saved):")
-            print_table(
-                ["node", "total s", "share"],
-                [[n["node"], f"{n['total']:.1f}", f"{n['total'] / ingest['seconds']:.0%}"] for n in nodes[:10]],
+            verdict = "AGREE" if agree else "DISAGREE"
+            print(f"  => {verdict}")
+            if args.deep_compare or scale <= DEEP_COMPARE_MAX_SCALE:
+                compare = run_phase("compare", run_dir, args)
+                if compare is not None:
+                    print("  content comparison (silver by event_id; quarantine by batch and raw line):")
+                    clean = True
+                    for source in SOURCES:
+                        entry = compare[source]
+                        issues = {k: v for k, v in entry.items() if v and "examples" not in k}
+                        if issues:
+                            clean = False
+                            print(f"    {source}: " + json.dumps(entry, default=str))
+                        else:
+                            print(f"    {source}: identical silver values and quarantined rows/messages")
+                    verdict += "" if clean else " (content differs, see above)"
+            verdicts.append((case, verdict))
+            runs.append(
+                {"files": files, "events": events_i, "ingest": ingest, "baseline": baseline, "ratio": rate_i / rate_b}
             )
-            by_step: dict[str, float] = {}
-            for n in ingest["nodes"]:
-                step = n["node"].split(".")[-1]
-                by_step[step] = by_step.get(step, 0.0) + n["total"]
-            print(
-                "  per step, all sources: "
-                + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(by_step.items(), key=lambda kv: -kv[1]))
-            )
-
-        print("  running BASELINE (pandas + deltalake) ...", flush=True)
-        baseline = run_phase("baseline", run_dir, args)
-        if baseline is not None:
-            print(
-                f"  baseline: {baseline['seconds']:.1f} s wall, {baseline['cpu_seconds']:.1f} s CPU, "
-                f"peak RSS {baseline['peak_rss_mb']:,.0f} MB, {contention(baseline)}; per source: "
-                + ", ".join(f"{k} {v:.1f} s" for k, v in baseline["source_seconds"].items())
-            )
-            print(
-                "  baseline steps, all sources: "
-                + ", ".join(f"{k} {v:.1f} s" for k, v in baseline["steps"].items())
-                + " (bronze write = the part not overlapped with parsing)"
-            )
-            print_table(
-                ["source", "batches", "bronze_rows", *OUTCOMES, "balanced"],
-                [
-                    [s, v["batches"], fmt_int(v["bronze_rows"]), *(fmt_int(v[o]) for o in OUTCOMES), v["balanced"]]
-                    for s, v in baseline["sources"].items()
-                ],
-            )
-
-        if ingest is None or baseline is None:
-            verdicts.append((case, "incomplete"))
-            summary.append(
-                [
-                    case.short,
-                    fmt_int(files),
-                    fmt_int(total_lines),
-                    f"{ingest['seconds']:.1f}" if ingest else "failed",
-                    "-",
-                    f"{baseline['seconds']:.1f}" if baseline else "failed",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                ]
-            )
-            continue
-
-        events_i = sum(v["bronze_rows"] for v in ingest["sources"].values())
-        events_b = sum(v["bronze_rows"] for v in baseline["sources"].values())
-        rate_i, rate_b = events_i / ingest["seconds"], events_b / baseline["seconds"]
-        agree, rows = agreement(ingest, baseline)
-        print(
-            "  agreement (silver rows and quarantined rows per source; also checked: bronze rows and "
-            "inserted/updated/duplicate tallies):"
-        )
-        print_table(
-            [
-                "source",
-                "silver ingest",
-                "silver baseline",
-                "quarant. ingest",
-                "quarant. baseline",
-                "verdict",
-                "ingest - baseline",
-                "other figures",
-            ],
-            rows,
-        )
-        verdict = "AGREE" if agree else "DISAGREE"
-        print(f"  => {verdict}")
-        if args.deep_compare or scale <= DEEP_COMPARE_MAX_SCALE:
-            compare = run_phase("compare", run_dir, args)
-            if compare is not None:
-                print("  content comparison (silver by event_id; quarantine by batch and raw line):")
-                clean = True
-                for source in SOURCES:
-                    entry = compare[source]
-                    issues = {k: v for k, v in entry.items() if v and "examples" not in k}
-                    if issues:
-                        clean = False
-                        print(f"    {source}: " + json.dumps(entry, default=str))
-                    else:
-                        print(f"    {source}: identical silver values and quarantined rows/messages")
-                verdict += "" if clean else " (content differs, see above)"
-        verdicts.append((case, verdict))
-        summary.append(
-            [
-                case.short,
-                fmt_int(files),
-                fmt_int(events_i),
-                f"{ingest['seconds']:.1f}",
-                fmt_rate(rate_i),
-                f"{baseline['seconds']:.1f}",
-                fmt_rate(rate_b),
-                f"{rate_i / rate_b:.2f}",
-                f"{ingest['peak_rss_mb']:,.0f}",
-                f"{baseline['peak_rss_mb']:,.0f}",
-                f"{ingest['peak_rss_mb'] / baseline['peak_rss_mb']:.2f}",
-                f"{ingest['cpu_seconds']:.0f}",
-                f"{baseline['cpu_seconds']:.0f}",
-            ]
-        )
-        if not args.keep:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            if not args.keep:
+                shutil.rmtree(run_dir, ignore_errors=True)
+        if runs:
+            summary.append(median_row(case, runs))
 
     print(
-        "\n=== summary (case = simulate.scale or number of small files; events = bronze rows; "
-        "ratio = ingest events/s / baseline events/s; RSS ratio = ingest peak RSS / baseline peak RSS)"
+        "\n=== summary (case = simulate.scale or number of small files; events = bronze rows; seconds, events/s "
+        "and CPU s: medians over the case's runs; ratio = ingest events/s / baseline events/s, the median "
+        "(each run's); peak RSS: the largest of the runs; RSS ratio = ingest peak RSS / baseline peak RSS)"
     )
     print_table(
         [
