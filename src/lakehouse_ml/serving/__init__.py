@@ -3,8 +3,8 @@
 It serves ``models:/<churn_model_name>@champion`` (resolved to a version, reported by ``/version``),
 optionally a canary or shadow ``@challenger``, scores feature rows or customers looked up in the
 online store, and logs every scored row to ``<catalog>.monitoring.inference_log``. See
-:mod:`lakehouse_ml.serving.app` for the endpoints and ``conf/base/parameters_serving.yml`` for
-the settings.
+:mod:`lakehouse_ml.serving.app` for the endpoints (a router module each for scoring, admin and probes)
+and ``conf/base/parameters_serving.yml`` for the settings.
 """
 
 from lakehouse_ml.serving.app import create_app
