@@ -334,8 +334,21 @@ def plan_rollback(
     return actions, event
 
 
+def audit_release(
+    event: dict[str, Any], registry_after: dict[str, Any], context: dict[str, Any], governance: dict[str, Any]
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The release's audit rows (``record_alias_moves``), and no further registry action.
+
+    Saving that empty list to ``<step>_registry_recorded`` changes nothing; reading the registry
+    through it is how a later release step (auto_promotion after registration) is ordered after
+    this step's audit, so no alias moves on before the earlier moves are on record.
+    """
+    return record_alias_moves(event, registry_after, context, governance), []
+
+
 def release_pipeline(step: str, plan: Callable[..., tuple[list, dict]], inputs: list[str]) -> Pipeline:
-    """Plan registry actions and an event from ``inputs``, apply them, audit the alias moves."""
+    """Plan registry actions and an event from ``inputs``, apply them, audit the alias moves; a later
+    release step reads the registry as ``<step>_registry_recorded`` to run after that audit."""
     return Pipeline(
         [
             node(
@@ -345,9 +358,9 @@ def release_pipeline(step: str, plan: Callable[..., tuple[list, dict]], inputs: 
                 name=f"plan_{step}",
             ),
             node(
-                func=record_alias_moves,
+                func=audit_release,
                 inputs=[f"{step}_event", f"{step}_model_registry@after", "release_context", "release_governance"],
-                outputs=f"{step}_model_promotions",
+                outputs=[f"{step}_model_promotions", f"{step}_registry_recorded"],
                 name=f"audit_{step}",
             ),
         ],

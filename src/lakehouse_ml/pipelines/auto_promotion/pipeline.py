@@ -11,19 +11,21 @@ from lakehouse_ml.release import release_pipeline
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the auto_promotion pipeline."""
-    # Reading the registry `@after` registration's actions orders this step after registration.
+    # Reading the registry once registration's moves are on record orders this step after
+    # registration's audit: no alias moves on before the registration is recorded.
     release = release_pipeline(
         "auto_promotion",
         plan_automatic_promotion,
-        ["registration_model_registry@after", "params:registry", "params:promotion", "release_governance"],
+        ["registration_registry_recorded", "params:registry", "params:promotion", "release_governance"],
     )
     # `champion_model@released` shares its base name with inference's `champion_model@…` inputs, so
-    # in the default run Kedro resolves the champion for scoring only after this step.
+    # in the default run Kedro resolves the champion for scoring only after this step, and it names
+    # the champion from the registry once the promotion is on record.
     stage = release + Pipeline(
         [
             node(
                 func=name_the_champion,
-                inputs=["auto_promotion_model_registry@after", "params:registry"],
+                inputs=["auto_promotion_registry_recorded", "params:registry"],
                 outputs="champion_model@released",
                 name="name_the_champion",
             )
