@@ -187,7 +187,8 @@ def quality_signals(
     limits: Mapping[str, Any],
 ) -> pd.DataFrame:
     """What was served, per window, source and version: rejected (stale, out-of-contract) and flagged
-    rates, null-rate increases and unseen categories per input, schema changes."""
+    rates, null-rate increases and unseen categories per input, schema changes (``limits``: the
+    ``monitoring.quality`` parameters)."""
     served = served.where(F.col("model_version").isin(list(baselines) or [""]))
     frame = signal_frame(
         _served_quality(served, baselines, limits)

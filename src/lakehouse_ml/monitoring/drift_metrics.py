@@ -143,7 +143,7 @@ def drift_signals(
     inputs: DataFrame, baselines: Mapping[str, Mapping[str, Any]], drift: Mapping[str, Any]
 ) -> pd.DataFrame:
     """Data drift per input and prediction drift per window, version and slice, against the version's
-    baseline and against the previous window."""
+    baseline and against the previous window (``drift``: the ``monitoring.drift`` parameters)."""
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for version, baseline in sorted(baselines.items()):

@@ -75,7 +75,8 @@ def _estimation_errors(frame: pd.DataFrame) -> pd.DataFrame:
 def performance_signals(
     labeled: DataFrame, baselines: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any]
 ) -> pd.DataFrame:
-    """Realized performance (labels known) and its label-free estimate (all rows) per window, version and slice."""
+    """Realized performance (labels known) and its label-free estimate (all rows) per window, version and
+    slice (``settings``: the ``monitoring.performance`` parameters)."""
     started = time.perf_counter()
     rows = with_slices(labeled.where(F.col("model_version").isin(list(baselines) or [""])), slice_specs(baselines))
     histogram = score_histogram(rows, SLICED, score="probability", label="label", bins=int(settings["bins"]))
