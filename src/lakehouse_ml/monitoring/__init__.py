@@ -1,4 +1,7 @@
-"""Monitoring: drift of features and predictions between a baseline and a monitoring window.
+"""Monitoring: what was served (``served``), measured against each version's baseline (``drift``,
+``performance``, ``baseline``) into three tables on one signal schema (``signals``,
+``drift_metrics``, ``performance_metrics``, ``data_quality``), rules → actions (``rules``,
+``actions``) and the report (``report``).
 
 ``numeric_baseline`` / ``categorical_baseline`` profile a baseline once (small JSON-able dicts);
 ``feature_drift`` and ``prediction_drift`` compare a window against it with Spark aggregations.

@@ -548,3 +548,24 @@ def monitoring_report(
         ]
     )
     return {"figures": figures, "html": page}
+
+
+def run_summary(
+    drift: pd.DataFrame, performance: pd.DataFrame, quality: pd.DataFrame, actions: pd.DataFrame
+) -> dict[str, float]:
+    """A run's figures: windows, acting signals per table, actions fired and executed, and the latest
+    realized ROC AUC on slice 'all' when there is one."""
+    summary = {
+        "monitoring.windows": drift["window_start"].nunique() if len(drift) else 0,
+        "monitoring.drift.act": int((drift["status"] == "act").sum()),
+        "monitoring.performance.act": int((performance["status"] == "act").sum()),
+        "monitoring.quality.act": int((quality["status"] == "act").sum()),
+        "monitoring.actions.fired": len(actions),
+        "monitoring.actions.executed": int((actions["status"] == "executed").sum()),
+    }
+    latest = performance[
+        (performance["metric"] == "roc_auc") & (performance["slice"] == "all") & performance["value"].notna()
+    ]
+    if len(latest):
+        summary["monitoring.latest_realized_roc_auc"] = float(latest.sort_values("window_start")["value"].iloc[-1])
+    return summary
