@@ -346,6 +346,21 @@ def test_rows_tied_on_key_time_and_ingested_at_give_one_whole_row(spark):
         assert all(r[3:] in ((1, "a"), (2, "b")) for r in result)
 
 
+def test_ties_at_several_spine_times_of_a_key_give_one_whole_row_each(spark):
+    # three tied rows at each of two instants, asked at five times of one key (two asked twice):
+    # each spine row once, one whole row of the right instant, in the spine's order
+    tied = [(1, at(hours=-h), at(hours=-h), 10 * h + i, f"h{h}") for h in (1, 3) for i in range(3)]
+    features = spark.createDataFrame(tied, FEATURES)
+    times = [T0, at(hours=-2), at(hours=-3), T0, at(hours=-4), at(hours=-2)]
+    spine = spark.createDataFrame([(1, t, str(n)) for n, t in enumerate(times)], SPINE)
+    for filtered in (False, True):
+        lookups = [lookup(features, ("v", "w"), ingested_at_key="ingested_at", filter_by_ingested_at=filtered)]
+        result = rows(build(spine, lookups))
+        assert [r[2] for r in result] == [str(n) for n in range(len(times))]
+        assert [r[4] for r in result] == ["h1", "h3", "h3", "h1", None, "h3"]
+        assert all(v is None if w is None else v // 10 == int(w[1:]) for v, w in (r[3:] for r in result))
+
+
 def test_far_instants_are_exact(spark):
     # far outside Spark's calendar (2**62 microseconds is about year 148,000): still ordered exactly
     features = spark.sql(
