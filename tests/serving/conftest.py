@@ -121,6 +121,8 @@ def registry(tmp_path_factory) -> Iterator[dict[str, Any]]:
     saved_environment = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     mlflow.set_registry_uri(f"sqlite:///{root / 'mlflow.db'}")
+    # Artifacts in the store's folder: a new experiment's default location is ./mlruns of the cwd.
+    mlflow.create_experiment("serving_tests", artifact_location=(root / "artifacts").as_uri())
     experiment = mlflow.set_experiment("serving_tests")
     try:
         frame = feature_rows(400)
