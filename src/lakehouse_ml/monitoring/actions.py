@@ -12,32 +12,14 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakehouse_ml.monitoring.rules import evaluate_rules, resolve_actions, validate_rules
+from lakehouse_ml.monitoring.rules import RESOLVED_COLUMNS, evaluate_rules, resolve_actions, validate_rules
 from lakehouse_ml.monitoring.served import WINDOW
 from lakehouse_ml.release import BLOCK_TAG, ReleaseRefusedError, plan_rollback, release_event
 
 logger = logging.getLogger(__name__)
 
-ACTION_TABLE_COLUMNS = [
-    "action_id",
-    "rule",
-    "action",
-    "model_name",
-    "model_version",
-    "window_start",
-    "window_end",
-    "breached_windows",
-    "considered_windows",
-    "evidence",
-    "description",
-    "mode",
-    "status",
-    "blocked_reason",
-    "target_version",
-    "fired_at",
-    "catalog",
-    "kedro_run_id",
-]
+# The recorded actions table: each resolved firing, then what executing it did and where.
+ACTION_TABLE_COLUMNS = [*RESOLVED_COLUMNS, "target_version", "fired_at", "catalog", "kedro_run_id"]
 
 
 def promotion_times(promotions: DataFrame, model_name: str) -> dict[str, datetime]:
