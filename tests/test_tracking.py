@@ -270,3 +270,67 @@ def test_factory_resolved_delta_input_is_recorded(store, table, tmp_path):
 def test_table_name_from_path():
     assert table_name_from_path("/x/data/lakehouse/dev/gold/features") == "dev.gold.features"
     assert table_name_from_path("/x/data/02_intermediate/t") is None
+
+
+def run_of(table: pd.DataFrame, run: dict | None, context: dict):
+    """A node that records the run it was given (and the release context) in its own metrics."""
+    return {"rows": {"value": float(len(table)), "step": 0}}, {"run": run, "context": context}
+
+
+@pytest.mark.parametrize("runner", [SequentialRunner, lambda: ThreadRunner(max_workers=2)])
+def test_a_node_reads_its_own_run_from_the_node_run_dataset(store, table, runner):
+    """`mlflow_node_run` as an input is the node's child run, the one its outputs log into, whatever
+    the input's position; the release context still names the kedro run (the parent)."""
+    from lakehouse_ml.datasets.model_registry import ReleaseContextDataset
+    from lakehouse_ml.datasets.node_run import MlflowNodeRunDataset
+
+    catalog = DataCatalog(
+        {
+            "t": PandasDeltaDataset(filepath=str(table)),
+            "mlflow_node_run": MlflowNodeRunDataset(),
+            "release_context": ReleaseContextDataset(catalog="dev"),
+            "metrics_first": MlflowMetricsHistoryDataset(),
+            "metrics_last": MlflowMetricsHistoryDataset(),
+            "seen_first": MemoryDataset(),
+            "seen_last": MemoryDataset(),
+        }
+    )
+    pipeline = Pipeline(
+        [
+            node(
+                func=lambda run, table, context: run_of(table, run, context),
+                inputs=["mlflow_node_run", "t", "release_context"],
+                outputs=["metrics_first", "seen_first"],
+                name="first",
+            ),
+            node(
+                func=run_of,
+                inputs=["t", "mlflow_node_run", "release_context"],
+                outputs=["metrics_last", "seen_last"],
+                name="last",
+            ),
+        ]
+    )
+    parent = mlflow.start_run()
+    _run(runner(), pipeline, catalog)
+    mlflow.end_run()
+    children = _children(store, parent.info.run_id)
+    for name in ("first", "last"):
+        seen = catalog.load(f"seen_{name}")
+        child = children[name]
+        assert seen["run"] == {"run_id": child.info.run_id, "git_sha": child.data.tags["git_sha"], "env": "test"}
+        assert child.data.metrics["rows"] == 3.0
+        assert seen["context"]["kedro_run_id"] == parent.info.run_id
+
+
+def test_the_node_run_dataset_is_none_without_tracking_and_read_only(store):
+    from kedro.io.core import DatasetError
+
+    from lakehouse_ml.datasets.node_run import MlflowNodeRunDataset
+
+    dataset = MlflowNodeRunDataset()
+    assert dataset.load() is None
+    with mlflow.start_run() as run:
+        assert dataset.load()["run_id"] == run.info.run_id
+    with pytest.raises(DatasetError, match="read-only"):
+        dataset.save({"run_id": "x"})

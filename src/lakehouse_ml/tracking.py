@@ -2,14 +2,17 @@
 
 ``NodeRunHooks`` opens a child run per node (named after the node, tagged with the pipeline,
 namespace, node tags, environment, git commit), records the lakehouse Delta tables the node reads
-(table name, version and feature-contract hash) and closes the run with ``duration_s`` and its
-status. An ``environment.json`` (library versions, Spark engine mode) goes on the parent run.
+(table name, version and feature-contract hash) and closes the run with ``duration_s`` (from its
+first input's load to the node's return) and its status. An ``environment.json`` (library
+versions, Spark engine mode) goes on the parent run.
 
 Threads: the child is created with the client and an explicit parent (``mlflow.parentRunId``),
 never through the fluent run stack, which is thread-local; it is then made the active run of the
-node's own thread (``before_node_run`` runs in ThreadRunner's worker thread), so whatever the node
-logs through the fluent API, including kedro-mlflow metric datasets saved as its outputs, lands in
-the node's run. Kedro saves outputs *after* ``after_node_run``, so the child stays active until the
+node's own thread before its first input loads (Kedro loads a node's inputs, calls
+``before_node_run`` and runs it in one thread, ThreadRunner's worker included), so whatever the
+node logs through the fluent API, including kedro-mlflow metric datasets saved as its outputs,
+lands in the node's run, and a node that needs the run's id reads it from its ``mlflow_node_run``
+input (``lakehouse_ml.datasets.MlflowNodeRunDataset``), not from global state. Kedro saves outputs *after* ``after_node_run``, so the child stays active until the
 node's last output is saved (``after_dataset_saved``) and only then ends.
 
 The hook never breaks a run: without an active parent run (kedro-mlflow disabled for the pipeline,
@@ -182,14 +185,19 @@ class NodeRunHooks:
             self._resolve_parent()
 
     @hook_impl(trylast=True)
+    def before_dataset_loaded(self, dataset_name: str, node: Any) -> None:
+        """Open the node's child run before its first input loads: an input such as
+        ``mlflow_node_run`` then reads the run the node's outputs go to."""
+        if node is not None:
+            self._open(node)
+
+    @hook_impl(trylast=True)
     def before_node_run(self, node: Any, catalog: Any, inputs: dict[str, Any]) -> None:
-        """Open the node's child run, make it this thread's active run, record its Delta inputs."""
+        """Open the node's child run (if no input did), record its Delta inputs."""
+        child = self._open(node)
+        if child is None:
+            return
         try:
-            with self._lock:
-                if not self._resolve_parent():
-                    return
-                child = self._start_child(node)
-            self._activate(child)
             self._log_delta_inputs(node, catalog or self._catalog, child.run_id)
         except Exception as exc:  # noqa: BLE001 - tracking must never break the run
             logger.warning("MLflow node tracking failed before node '%s': %s", node.name, exc)
@@ -260,6 +268,22 @@ class NodeRunHooks:
             return False
         self._log_environment()
         return True
+
+    def _open(self, node: Any) -> _Child | None:
+        """The node's child run, created and made this thread's active run on first call."""
+        try:
+            with self._lock:
+                child = self._children.get(node.name)
+                if child is not None:
+                    return child
+                if not self._resolve_parent():
+                    return None
+                child = self._start_child(node)
+            self._activate(child)
+            return child
+        except Exception as exc:  # noqa: BLE001 - tracking must never break the run
+            logger.warning("MLflow node tracking failed before node '%s': %s", node.name, exc)
+            return None
 
     def _disable(self, reason: str) -> None:
         self._disabled = True

@@ -1,5 +1,5 @@
 """Datasets of this project: Delta tables (Spark, pandas, metadata, versions), landing deliveries and
-every feature table as one mapping, MLflow models with a signature computed by the node, the model registry, the online store, the Optuna study storage.
+every feature table as one mapping, MLflow models with a signature computed by the node, the model registry, a node's own MLflow run, the online store, the Optuna study storage.
 
 Each class is imported from its module when first named (``lakehouse_ml.datasets.SparkDeltaDataset``,
 as the catalog names them): the scoring service loads its model through one of them without
@@ -22,6 +22,7 @@ _MODULES = {
     "KedroRunDataset": "kedro_run",
     "LandingDataset": "landing",
     "LandingFileDataset": "landing",
+    "MlflowNodeRunDataset": "node_run",
     "MlflowSignedModelDataset": "signed_model",
     "ModelRegistryDataset": "model_registry",
     "OnlineStoreDataset": "online_store",

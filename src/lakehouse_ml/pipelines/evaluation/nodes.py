@@ -235,22 +235,19 @@ def _role_metrics(
     return overall, slices
 
 
-def _active_run_id() -> str | None:
-    """This node's MLflow run (the report links to its own copy there), if tracking is on."""
-    import mlflow
-
-    run = mlflow.active_run()
-    return run.info.run_id if run else None
-
-
 def apply_gates(
     scored: pd.DataFrame,
     context: dict[str, Any],
     serving: dict[str, Any],
     evaluation: dict[str, Any],
     training: dict[str, Any],
+    run: dict[str, Any] | None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-    """Every gate's inputs and verdict as one report, and the figures as MLflow metrics."""
+    """Every gate's inputs and verdict as one report, and the figures as MLflow metrics.
+
+    ``run`` is this node's MLflow run (``None`` without tracking): the report links to its own
+    copy there.
+    """
     measured = {}
     for role in ROLES:
         info = context.get(role)
@@ -287,11 +284,11 @@ def apply_gates(
         if not failed
         else "failed: " + "; ".join(f"{g['name']} ({g['detail']})" for g in failed)
     )
-    run = _active_run_id()
+    run_id = run["run_id"] if run else None
     report = {
         **{k: context[k] for k in ("candidate", "champion", "training_set", "test_cutoffs")},
-        "evaluation_run_id": run,
-        "report_uri": f"runs:/{run}/reports/gates.json" if run else None,
+        "evaluation_run_id": run_id,
+        "report_uri": f"runs:/{run_id}/reports/gates.json" if run_id else None,
         "passed": not failed,
         "gates": gates,
         "summary": summary,

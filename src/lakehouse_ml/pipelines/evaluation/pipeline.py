@@ -50,6 +50,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "serving_readiness",
                     "params:evaluation",
                     "params:training",
+                    "mlflow_node_run",
                 ],
                 outputs=["evaluation_report", "evaluation_metrics"],
                 name="apply_gates",

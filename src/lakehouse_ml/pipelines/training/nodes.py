@@ -243,14 +243,13 @@ def log_candidate(
     evaluation: dict[str, Any],
     study_result: dict[str, Any],
     training_set_info: dict[str, Any],
-    training: dict[str, Any],
+    run: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The candidate's outputs: model, metrics, plots, slice report, Optuna history, provenance, pointer.
 
-    Every output is logged into this node's run, so the candidate is one run in the MLflow UI.
+    Every output is logged into ``run``, this node's MLflow run (``None`` without tracking), so the
+    candidate is one run in the MLflow UI; the provenance names it, its commit and environment.
     """
-    import mlflow
-
     measured = evaluation["metrics"]
     figures = {
         **measured,
@@ -268,13 +267,13 @@ def log_candidate(
         "confusion_matrix_plot": confusion_figure(evaluation["confusion"], threshold["threshold"]),
         "feature_importance_plot": importance_figure(evaluation["importance"]),
     }
-    run = mlflow.active_run()
-    run_id = run.info.run_id if run else None
+    run = run or {}
+    run_id = run.get("run_id")
     provenance = {
         "run_id": run_id,
         "model_uri": f"runs:/{run_id}/model" if run_id else None,
-        "git_sha": run.data.tags.get("git_sha") if run else None,
-        "env": run.data.tags.get("env") if run else None,
+        "git_sha": run.get("git_sha"),
+        "env": run.get("env"),
         "training_set": _training_set_provenance(training_set_info),
         "study": {
             k: study_result[k]

@@ -65,7 +65,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "candidate_evaluation",
                     "tuning_study_result",
                     "training_set_spec",
-                    "params:training",
+                    "mlflow_node_run",
                 ],
                 outputs={
                     "model": "candidate_model",

@@ -576,26 +576,24 @@ def tune(
     columns: dict[str, Any],
     tuning: dict[str, Any],
     optuna_storage: optuna.storages.BaseStorage | str | None,
+    run: dict[str, Any] | None,
 ) -> dict:
-    """Run the study in ``optuna_storage`` (the catalog entry) with trials nested under the active
-    MLflow run (the node's run), if any.
+    """Run the study in ``optuna_storage`` (the catalog entry) with trials nested under ``run``,
+    this node's MLflow run (``None`` without tracking).
 
     ``tuning.executor`` says where trials are fitted: ``threads`` (local), ``spark`` (Spark tasks),
     or ``auto``: Spark tasks when the engine runs Python on executors, else local threads.
     """
-    import mlflow
-
     from lakehouse_ml.pipelines.tuning.executors import batch_fitter
 
     _refuse_moved_settings(tuning)  # before the engine starts
-    active = mlflow.active_run()
     fit_batch = batch_fitter(str(tuning.get("executor", "auto")), train, folds, columns, int(tuning["seed"]))
     return run_study(
         train,
         folds,
         tuning["search_space"],
         tuning,
-        active.info.run_id if active else None,
+        run["run_id"] if run else None,
         columns,
         fit_batch,
         optuna_storage,

@@ -18,7 +18,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 func=tune,
-                inputs=["tuning_train", "tuning_folds", "tuning_columns", "params:tuning", "optuna_storage"],
+                inputs=[
+                    "tuning_train",
+                    "tuning_folds",
+                    "tuning_columns",
+                    "params:tuning",
+                    "optuna_storage",
+                    "mlflow_node_run",
+                ],
                 outputs="tuning_study_result",
                 name="tune",
             ),
