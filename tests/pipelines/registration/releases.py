@@ -36,6 +36,28 @@ GOVERNANCE = {
     },
     "policy_sha256": "0123456789abcdef",
 }
+# Promotion policies as conf/base (dev: automatic) and conf/staging (approval, no automatic move) set them.
+DEV_PROMOTION = {
+    "require_approval": False,
+    "forbid_self_approval": False,
+    "reason": "promote challenger after passing gates",
+    "auto_promote": True,
+    "auto_reason": "automatic",
+}
+STAGING_PROMOTION = {**DEV_PROMOTION, "require_approval": True, "auto_promote": False}
+CAROL = {**GOVERNANCE, "actor": "carol"}  # who runs the promotion: the run's governance record
+
+
+def alias_actions(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A plan's alias moves, without its version tags."""
+    return [a for a in actions if a["action"] != "set_version_tag"]
+
+
+def version_tags(actions: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """A plan's version tags as ``{(version, key): value}``."""
+    return {(a["version"], a["key"]): a["value"] for a in actions if a["action"] == "set_version_tag"}
+
+
 TRAIN_CUTOFFS = ["2026-03-31T00:00:00+00:00", "2026-04-07T00:00:00+00:00", "2026-04-14T00:00:00+00:00"]
 TEST_CUTOFFS = ["2026-05-19T00:00:00+00:00", "2026-05-26T00:00:00+00:00"]
 SOURCES = {

@@ -4,9 +4,8 @@ champion, challenger removed), refused without approval where required, by the r
 
 from kedro.pipeline import Pipeline
 
-from lakehouse_ml.pipelines.promotion.nodes import plan_promotion
 from lakehouse_ml.pipelines.stage import as_stage
-from lakehouse_ml.release import release_pipeline
+from lakehouse_ml.release import plan_promotion, release_pipeline
 
 
 def create_pipeline(**kwargs) -> Pipeline:

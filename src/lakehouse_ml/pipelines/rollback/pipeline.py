@@ -3,9 +3,8 @@ removed) → ml.model_promotions rows."""
 
 from kedro.pipeline import Pipeline
 
-from lakehouse_ml.pipelines.rollback.nodes import plan_rollback
 from lakehouse_ml.pipelines.stage import as_stage
-from lakehouse_ml.release import release_pipeline
+from lakehouse_ml.release import plan_rollback, release_pipeline
 
 
 def create_pipeline(**kwargs) -> Pipeline:
