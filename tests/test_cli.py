@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from deltalake import DeltaTable
+from mlflow import MlflowClient
 
 from lakehouse_ml.datasets import PandasDeltaDataset
 from lakehouse_ml.governance import os_user, policy_sha256
@@ -88,7 +89,7 @@ def project(tmp_path_factory) -> Path:
     return copy
 
 
-def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
+def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project, tmp_path):
     first = kedro(project, "run")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     log = first.stdout + first.stderr
@@ -126,6 +127,15 @@ def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
     # ... evaluated, registered as the challenger, promoted by the dev release step, and used to score.
     gates = json.loads((project / "data/08_reporting/dev/evaluation/gates.json").read_text())
     assert gates["passed"], gates["summary"]
+    # Each node wrote the id of its own MLflow run (its mlflow_node_run input): the candidate is
+    # training.log_candidate's run, the report links to evaluation.apply_gates' copy of itself.
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    candidate_run, evaluation_run = client.get_run(candidate["run_id"]), client.get_run(gates["evaluation_run_id"])
+    assert candidate_run.info.run_name == "training.log_candidate"
+    assert candidate_run.data.tags["git_sha"] == candidate["git_sha"] and candidate["env"] == "local"
+    assert evaluation_run.info.run_name == "evaluation.apply_gates"
+    assert gates["report_uri"] == f"runs:/{gates['evaluation_run_id']}/reports/gates.json"
+    assert client.download_artifacts(gates["evaluation_run_id"], "reports/gates.json", str(tmp_path))
     moves = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/ml/model_promotions")).load()
     assert sorted(zip(moves["action"], moves["alias"], moves["to_version"].fillna("-"))) == [
         ("promote", "challenger", "-"),
@@ -133,6 +143,10 @@ def test_kedro_run_builds_the_lakehouse_and_reruns_as_a_no_op(project):
         ("register_challenger", "challenger", "1"),
     ]
     assert "automatic promotion in the default run (promotion.auto_promote)" in set(moves["reason"])
+    # The release context names the kedro run, not the release node's child run.
+    [kedro_run_id] = set(moves["kedro_run_id"])
+    assert "mlflow.parentRunId" not in client.get_run(kedro_run_id).data.tags
+    assert candidate_run.data.tags["mlflow.parentRunId"] == kedro_run_id
     predictions = PandasDeltaDataset(filepath=str(project / "data/lakehouse/dev/ml/churn_predictions")).load()
     assert len(predictions) > 0 and set(predictions["model_version"]) == {"1"}
     assert set(predictions["model_alias"]) == {"champion"} and predictions["probability"].between(0, 1).all()
