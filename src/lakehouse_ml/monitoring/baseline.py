@@ -29,9 +29,12 @@ from pyspark.sql import types as T
 
 from lakehouse_ml.modeling.metrics import UNKNOWN, bucket_label
 from lakehouse_ml.monitoring.drift import categorical_baseline, numeric_baseline, score_baseline
-from lakehouse_ml.monitoring.performance import performance_from_histogram, score_histogram
-
-SCORE, LABEL = "probability", "label"
+from lakehouse_ml.monitoring.performance import (
+    OBSERVED_LABEL,
+    PROBABILITY,
+    performance_from_histogram,
+    score_histogram,
+)
 
 
 def servable_rows(training_rows: DataFrame, stamp_columns: Sequence[str]) -> DataFrame:
@@ -60,7 +63,7 @@ def split_inputs(frame: DataFrame, inputs: Sequence[str]) -> tuple[list[str], li
 def reference_performance(scores: DataFrame, *, min_positives: int = 30, min_negatives: int = 30) -> dict[str, Any]:
     """Realized metrics of ``scores`` (columns ``probability``, ``label``) as ``{metric: {value, lower, upper, trusted}}``."""
     rows = performance_from_histogram(
-        score_histogram(scores, [], score=SCORE, label=LABEL),
+        score_histogram(scores, [], score=PROBABILITY, label=OBSERVED_LABEL),
         [],
         min_positives=min_positives,
         min_negatives=min_negatives,
@@ -127,7 +130,7 @@ def _slice_baselines(
             scores = test_scores.where(slice_value(spec) == value)
             found.setdefault(name, {})[value] = {
                 "features": _profiles(rows, numeric, categorical),
-                "scores": score_baseline(scores, threshold, score_column=SCORE),
+                "scores": score_baseline(scores, threshold, score_column=PROBABILITY),
             }
     return found
 
@@ -154,7 +157,7 @@ def build_monitoring_baseline(
     return {
         "inputs": list(inputs),
         "features": {column: features[column] for column in inputs},
-        "scores": score_baseline(test_scores, threshold, score_column=SCORE),
+        "scores": score_baseline(test_scores, threshold, score_column=PROBABILITY),
         "reference": reference_performance(test_scores, min_positives=min_positives, min_negatives=min_negatives),
         "slices": _slice_baselines(
             training_rows, test_scores, numeric, categorical, threshold, slices or {}, min_slice_rows

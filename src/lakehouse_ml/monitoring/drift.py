@@ -56,6 +56,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from scipy import stats
 
+from lakehouse_ml.monitoring.performance import PROBABILITY
+
 EPSILON = 1e-4
 LOG_BASE = "e"
 NULL_CATEGORY = "__null__"
@@ -586,9 +588,7 @@ def _positive_rate(aggregates: Mapping[tuple, Any], score_column: str) -> float 
     return int(aggregates[("__positive__",)]) / scored if scored else None
 
 
-def score_baseline(
-    baseline_scores: DataFrame, threshold: float, *, score_column: str = "probability"
-) -> dict[str, Any]:
+def score_baseline(baseline_scores: DataFrame, threshold: float, *, score_column: str = PROBABILITY) -> dict[str, Any]:
     """The profile of a baseline's scores (bins, quantiles, positive rate at ``threshold``): JSON-able,
     computed once (e.g. at evaluation, on the test window) and reused for every window."""
     profiles, baseline = _numeric_profiles(
@@ -609,7 +609,7 @@ def prediction_drift(
     baseline_scores: DataFrame | Mapping[str, Any],
     threshold: float | None = None,
     *,
-    score_column: str = "probability",
+    score_column: str = PROBABILITY,
     thresholds: Mapping[str, float] | None = None,
     by: Sequence[str] = (),
 ) -> pd.DataFrame:

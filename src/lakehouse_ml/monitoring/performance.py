@@ -76,6 +76,10 @@ _INVALID_BIN = -1
 _INVALID_LABELS = "__invalid_labels__"
 _RESERVED = (BIN, *HISTOGRAM_COUNTS, *PERFORMANCE_COLUMNS)
 
+# A scored row's columns, in predictions, the inference log, monitoring windows and baselines: the
+# positive-class probability served, and the outcome observed later (1, 0, or null while unknown).
+PROBABILITY, OBSERVED_LABEL = "probability", "label"
+
 
 # ---------------------------------------------------------------- checks
 
@@ -108,7 +112,7 @@ def _column(name: str) -> Column:
 
 
 def score_histogram(
-    frame: DataFrame, by: Sequence[str], *, score: str = "probability", label: str = "label", bins: int = 1000
+    frame: DataFrame, by: Sequence[str], *, score: str = PROBABILITY, label: str = OBSERVED_LABEL, bins: int = 1000
 ) -> pd.DataFrame:
     """Per group and score bin: rows, labeled rows, positives, score sums (one Spark group-by, collected).
 

@@ -14,7 +14,12 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse_ml.monitoring.drift import level
-from lakehouse_ml.monitoring.performance import performance_from_histogram, score_histogram
+from lakehouse_ml.monitoring.performance import (
+    OBSERVED_LABEL,
+    PROBABILITY,
+    performance_from_histogram,
+    score_histogram,
+)
 from lakehouse_ml.monitoring.served import SLICED, slice_specs, with_slices
 from lakehouse_ml.monitoring.signals import INFORMATION, SIGNAL_TABLE_COLUMNS, signal_frame
 
@@ -79,7 +84,7 @@ def performance_signals(
     slice (``settings``: the ``monitoring.performance`` parameters)."""
     started = time.perf_counter()
     rows = with_slices(labeled.where(F.col("model_version").isin(list(baselines) or [""])), slice_specs(baselines))
-    histogram = score_histogram(rows, SLICED, score="probability", label="label", bins=int(settings["bins"]))
+    histogram = score_histogram(rows, SLICED, score=PROBABILITY, label=OBSERVED_LABEL, bins=int(settings["bins"]))
     performance = performance_from_histogram(
         histogram,
         SLICED,

@@ -44,7 +44,7 @@ from matplotlib.patches import Rectangle
 
 from lakehouse_ml.modeling.plots import _axes
 from lakehouse_ml.monitoring.drift import MAIN_METRIC
-from lakehouse_ml.monitoring.rules import SOURCES
+from lakehouse_ml.monitoring.rules import SCORING_SOURCES
 
 NO_DATA = "no data"
 PREDICTION_FEATURE = "__prediction__"
@@ -250,8 +250,8 @@ def drift_over_time(drift: pd.DataFrame, *, source: str | None = None, top: int 
     """
     if top < 1:
         raise ValueError(f"drift_over_time: top must be at least 1, got {top}")
-    if source is not None and source not in SOURCES:
-        raise ValueError(f"drift_over_time: source must be one of {SOURCES} or None, got {source!r}")
+    if source is not None and source not in SCORING_SOURCES:
+        raise ValueError(f"drift_over_time: source must be one of {SCORING_SOURCES} or None, got {source!r}")
     title = "Feature drift" + (f" ({source})" if source else "")
     rows = _slice_all(drift, SIGNAL_COLUMNS + (("source",) if source else ()), "drift", "drift_over_time")
     rows = rows[rows["metric"].isin(MAIN_METRICS) & rows["feature"].notna() & (rows["feature"] != PREDICTION_FEATURE)]

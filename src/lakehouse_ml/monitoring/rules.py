@@ -54,7 +54,7 @@ import pandas as pd
 
 ACTIONS = ("fix_upstream", "retrain", "rollback", "block_promotion")
 TABLES = ("drift_metrics", "performance_metrics", "data_quality")
-SOURCES = ("batch", "online")
+SCORING_SOURCES = ("batch", "online")  # where a scored row was served
 LEVELS = ("warn", "act")
 MODES = ("alert", "execute")
 STATUS_RANK = {"ok": 0, "warn": 1, "act": 2, "no_data": -1, "untrusted": -1}
@@ -170,7 +170,7 @@ def _validate_rule(raw: Any, index: int) -> dict[str, Any]:
     if rule["sources"] is not None:
         rule["sources"] = _string_list(rule["sources"], label, "sources")
         for source in rule["sources"]:
-            _choice(source, label, "sources item", SOURCES)
+            _choice(source, label, "sources item", SCORING_SOURCES)
     n = _count(rule["breaching_windows"], label, "breaching_windows", 1)
     _count(rule["of_last"], label, "of_last", n)  # K < N could never fire
     if rule["within_days_of_promotion"] is not None:

@@ -19,13 +19,14 @@ from pyspark.sql import types as T
 
 from lakehouse_ml.features.tables import ENTITY
 from lakehouse_ml.monitoring.baseline import slice_value
+from lakehouse_ml.monitoring.performance import OBSERVED_LABEL, PROBABILITY
 
 logger = logging.getLogger(__name__)
 
 WINDOW = ["window_start", "window_end"]
 GROUP = [*WINDOW, "source", "model_name", "model_version"]
 SLICED = [*GROUP, "slice", "slice_value"]
-SERVED_COLUMNS = [*GROUP, ENTITY, "served_ts", "probability", "threshold", "features", "flags"]
+SERVED_COLUMNS = [*GROUP, ENTITY, "served_ts", PROBABILITY, "threshold", "features", "flags"]
 
 
 def window_start(day: Column, window_days: int) -> Column:
@@ -50,7 +51,7 @@ def _batch_rows(predictions: DataFrame) -> DataFrame:
         F.col("model_version").cast("string").alias("model_version"),
         ENTITY,
         F.col("scoring_ts").alias("served_ts"),
-        "probability",
+        PROBABILITY,
         "threshold",
         "features",
         F.lit(None).cast("array<string>").alias("flags"),
@@ -66,7 +67,7 @@ def _online_rows(log: DataFrame) -> DataFrame:
         F.col("model_version").cast("string").alias("model_version"),
         ENTITY,
         F.col("logged_at").alias("served_ts"),
-        "probability",
+        PROBABILITY,
         "threshold",
         "features",
         "flags",
@@ -84,7 +85,7 @@ def served_rows(
     rows = None
     for name in sources:
         rows = known[name] if rows is None else rows.unionByName(known[name])
-    rows = windowed(rows.where(F.col("probability").isNotNull()), F.col("_day"), window_days)
+    rows = windowed(rows.where(F.col(PROBABILITY).isNotNull()), F.col("_day"), window_days)
     latest = rows.agg(F.max("window_start")).collect()[0][0]
     if latest is None:
         logger.warning("monitoring: no served rows in %s yet (run inference or the scoring service first)", sources)
@@ -228,4 +229,8 @@ def churn_labels(served: DataFrame, orders: DataFrame, horizon_days: int) -> Dat
     )
     known = (F.col("served_ts") + horizon) <= observed_until
     label = F.when(known & F.col(ENTITY).isNotNull(), F.when(F.col("_ordered").isNull(), 1).otherwise(0))
-    return served.join(ordered, [ENTITY, "served_ts"], "left").withColumn("label", label.cast("int")).drop("_ordered")
+    return (
+        served.join(ordered, [ENTITY, "served_ts"], "left")
+        .withColumn(OBSERVED_LABEL, label.cast("int"))
+        .drop("_ordered")
+    )

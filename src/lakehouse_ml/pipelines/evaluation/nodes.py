@@ -32,6 +32,7 @@ from lakehouse_ml.modeling.gates import (
 from lakehouse_ml.modeling.metrics import binary_metrics, slice_metrics, slice_specs, slice_values
 from lakehouse_ml.modeling.models import feature_columns
 from lakehouse_ml.monitoring.baseline import build_monitoring_baseline, servable_rows
+from lakehouse_ml.monitoring.performance import OBSERVED_LABEL, PROBABILITY
 
 logger = logging.getLogger(__name__)
 
@@ -341,8 +342,8 @@ def profile_monitoring_baseline(
     test_scores = spark.createDataFrame(
         pd.DataFrame(
             {
-                "probability": kept["candidate_score"].astype(float),
-                "label": kept[LABEL].astype(int),
+                PROBABILITY: kept["candidate_score"].astype(float),
+                OBSERVED_LABEL: kept[LABEL].astype(int),
                 **{column: kept[column].astype(object).where(kept[column].notna(), None) for column in inputs},
             }
         )
