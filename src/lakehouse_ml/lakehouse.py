@@ -1,17 +1,27 @@
-"""Delta table versions and history for lineage, read from the transaction log with ``deltalake``.
+"""Delta tables' locations, and their versions and history for lineage, read from the transaction log
+with ``deltalake``.
 
 Sail has no ``DESCRIBE HISTORY``; the log is the same on every engine, so delta-rs reads it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from deltalake import DeltaTable
+from kedro.io.core import get_protocol_and_path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakehouse_ml.datasets.delta import table_uri
+
+def table_uri(filepath: str) -> str:
+    """Return an absolute location for ``filepath``: Spark resolves relative paths elsewhere."""
+    protocol, path = get_protocol_and_path(filepath)
+    if protocol == "file":
+        return Path(path).expanduser().resolve().as_posix()
+    return filepath
+
 
 # The delete marker of a MERGE source: true rows are deleted from the target (SparkDeltaDataset's
 # ``merge_delete_column``).

@@ -13,12 +13,12 @@ import pytest
 from lakehouse_ml.features.contracts import ContractError, NullPolicy, parse_contract
 from lakehouse_ml.features.expressions import Col, LookupTime, days_between
 from lakehouse_ml.features.expressions_arrow import to_arrow
+from lakehouse_ml.features.expressions_spark import with_on_demand_features
 from lakehouse_ml.features.on_demand import (
     computable,
     definitions,
     on_demand_columns,
     parse_on_demand,
-    with_on_demand_features,
 )
 from lakehouse_ml.features.rules import RULES, on_demand_rules, table_rules
 from tests.helpers import project_config

@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import logging
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 from deltalake import DeltaTable, QueryBuilder, write_deltalake
-from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
+from kedro.io.core import AbstractDataset, DatasetError
 from kedro_datasets._typing import TablePreview  # the type kedro-viz's docs name for table previews
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakehouse_ml.capabilities import INVALID_COLUMN_CHARACTERS, invalid_column_names, portable
 from lakehouse_ml.engine import get_spark
+from lakehouse_ml.lakehouse import table_uri
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +40,6 @@ WRITE_MODES = ("overwrite", "append", "merge", "replace")
 def _quoted(column: str) -> str:
     """Return ``column`` as a SQL identifier for delta-rs' query engine."""
     return '"' + column.replace('"', '""') + '"'
-
-
-def table_uri(filepath: str) -> str:
-    """Return an absolute location for ``filepath``: Spark resolves relative paths elsewhere."""
-    protocol, path = get_protocol_and_path(filepath)
-    if protocol == "file":
-        return Path(path).expanduser().resolve().as_posix()
-    return filepath
 
 
 def _sql_literal(value: str, data_type: str) -> str:

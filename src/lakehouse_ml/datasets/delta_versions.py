@@ -15,8 +15,8 @@ from deltalake import DeltaTable
 from kedro.io.core import AbstractDataset, DatasetError
 from pyspark.sql import DataFrame
 
-from lakehouse_ml.datasets.delta import table_uri
 from lakehouse_ml.engine import get_spark
+from lakehouse_ml.lakehouse import table_uri
 
 
 @dataclass(frozen=True)

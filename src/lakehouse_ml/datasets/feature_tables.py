@@ -22,7 +22,8 @@ from deltalake import DeltaTable
 from kedro.io.core import AbstractDataset, DatasetError
 from pyspark.sql import DataFrame
 
-from lakehouse_ml.datasets.delta import DeltaMetadataDataset, SparkDeltaDataset, table_uri
+from lakehouse_ml.datasets.delta import DeltaMetadataDataset, SparkDeltaDataset
+from lakehouse_ml.lakehouse import table_uri
 
 PLACEHOLDER = "{table}"
 

@@ -1,14 +1,17 @@
-"""Compile :mod:`lakehouse_ml.features.expressions` to Spark columns (batch inference, validation)."""
+"""Compile :mod:`lakehouse_ml.features.expressions` to Spark columns (batch inference, validation),
+and add the on-demand features to a Spark frame (the training set, batch inference)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import reduce
+from typing import Any
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from lakehouse_ml.features.expressions import MICROS_PER_DAY, ROUNDING_SCALE, Col, Expr, Lit, LookupTime, Op
+from lakehouse_ml.features.on_demand import TYPES, OnDemandFeature, computable
 
 
 def rounded(column: Column, digits: int) -> Column:
@@ -73,3 +76,13 @@ def to_spark(expr: Expr, lookup_time: Column | None = None) -> Column:
     if isinstance(expr, LookupTime):
         return lookup_time
     return _OPS[expr.name](expr, [to_spark(arg, lookup_time) for arg in expr.args], lookup_time)
+
+
+def with_on_demand_features(frame: Any, features: Mapping[str, OnDemandFeature], lookup_time: str) -> Any:
+    """A Spark frame with each computable feature as a column, computed as of the timestamp column
+    ``lookup_time`` (the training set's and batch inference's cutoff)."""
+    usable = computable(features, frame.columns)
+    if not usable:
+        return frame
+    at = column_named(lookup_time)
+    return frame.withColumns({name: to_spark(f.expr, at).cast(TYPES[f.type][0]) for name, f in usable.items()})

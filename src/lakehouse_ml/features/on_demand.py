@@ -3,7 +3,7 @@
 Each is declared under ``on_demand_features`` (``conf/<env>/parameters_on_demand_features.yml``)
 with its computation, type, unit, range and null policy, and one definition computes it
 everywhere: in Spark for the training set, its rebuild and batch inference
-(:func:`with_on_demand_features`), and with Arrow for the online lookup
+(:func:`lakehouse_ml.features.expressions_spark.with_on_demand_features`), and with Arrow for the online lookup
 (:func:`on_demand_columns`), both through :mod:`lakehouse_ml.features.expressions`. Its range and
 null policy are judged by :mod:`lakehouse_ml.features.rules` like a contract feature's.
 
@@ -186,19 +186,6 @@ def computable(features: Mapping[str, OnDemandFeature], columns: Iterable[str]) 
 def definitions(features: Mapping[str, OnDemandFeature]) -> dict[str, dict[str, Any]]:
     """The declarations as configured, for a training set's spec (a changed definition rewrites it)."""
     return {name: feature.raw for name, feature in features.items()}
-
-
-def with_on_demand_features(frame: Any, features: Mapping[str, OnDemandFeature], lookup_time: str) -> Any:
-    """A Spark frame with each computable feature as a column, computed as of the timestamp column
-    ``lookup_time`` (the training set's and batch inference's cutoff)."""
-    # Imported here: serving computes the same features with Arrow and never loads pyspark for it.
-    from lakehouse_ml.features.expressions_spark import column_named, to_spark
-
-    usable = computable(features, frame.columns)
-    if not usable:
-        return frame
-    at = column_named(lookup_time)
-    return frame.withColumns({name: to_spark(f.expr, at).cast(TYPES[f.type][0]) for name, f in usable.items()})
 
 
 def on_demand_columns(

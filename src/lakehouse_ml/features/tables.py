@@ -12,12 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lakehouse_ml.features.contracts import ContractError, FeatureContract, parse_contract
-
-if TYPE_CHECKING:
-    from lakehouse_ml.features.lookup import FeatureLookup
+from lakehouse_ml.features.feature_lookup import FeatureLookup
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +106,6 @@ def feature_lookups(
 ) -> list[FeatureLookup]:
     """One ``FeatureLookup`` per resolved lookup (see :func:`resolve_lookups`), with its chosen row's
     times for the guards; ``tables`` maps a table name to its rows (or anything a lookup can read)."""
-    # Imported here: it needs Spark, and the scoring service reads this module's contracts without it.
-    from lakehouse_ml.features.lookup import FeatureLookup
-
     result = []
     for name, config in lookups.items():
         contract = contracts[name]

@@ -194,6 +194,8 @@ def unmatched_causes(training_set: Any, lookup: Any, timestamp_key: str) -> dict
     """
     from pyspark.sql import functions as F
 
+    from lakehouse_ml.features.lookup import read_source
+
     keys = list(lookup.lookup_key)
     stamped = F.col(lookup.timestamp_key)
     available = stamped
@@ -201,7 +203,7 @@ def unmatched_causes(training_set: Any, lookup: Any, timestamp_key: str) -> dict
         known = F.col(lookup.ingested_at_key)
         # greatest() skips NULLs, but a row without ingested_at is never eligible
         available = F.when(known.isNull(), F.lit(None)).otherwise(F.greatest(stamped, known))
-    source = lookup.load(training_set.sparkSession)
+    source = read_source(lookup, training_set.sparkSession)
     usable = source
     for key in keys:
         usable = usable.where(F.col(key).isNotNull())

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.expressions_arrow import Batched, to_arrow, value_text
-from lakehouse_ml.features.lookup import FeatureLookup
+from lakehouse_ml.features.feature_lookup import FeatureLookup
 from lakehouse_ml.features.on_demand import OnDemandFeature, computable, on_demand_columns, parse_on_demand
 from lakehouse_ml.features.rules import RULES, Rule, feature_column, table_rules
 from lakehouse_ml.features.tables import ENTITY, feature_lookups, parsed_contracts

@@ -27,13 +27,12 @@ from pyspark.sql import types as T
 
 from lakehouse_ml.capabilities import json_text
 from lakehouse_ml.features.contracts import FeatureContract
-from lakehouse_ml.features.expressions_spark import to_spark
+from lakehouse_ml.features.expressions_spark import to_spark, with_on_demand_features
 from lakehouse_ml.features.lookup import build_training_set, eligible_at
 from lakehouse_ml.features.on_demand import (
     OnDemandFeature,
     looked_up_on_demand,
     parse_on_demand,
-    with_on_demand_features,
 )
 from lakehouse_ml.features.rules import RULES, table_rules
 from lakehouse_ml.features.tables import CUTOFF, ENTITY, feature_lookups, parsed_contracts, resolve_lookups

@@ -24,13 +24,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from lakehouse_ml.features.contracts import FeatureContract
+from lakehouse_ml.features.expressions_spark import with_on_demand_features
 from lakehouse_ml.features.lookup import FeatureLookup, build_training_set
 from lakehouse_ml.features.on_demand import (
     OnDemandFeature,
     definitions,
     looked_up_on_demand,
     parse_on_demand,
-    with_on_demand_features,
 )
 from lakehouse_ml.features.tables import (
     CUTOFF,
