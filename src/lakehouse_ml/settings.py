@@ -7,9 +7,14 @@ configuration loader and a hook, when a Kedro session makes them.
 # The loader's arguments live apart from the hooks: the scoring service loads the configuration
 # without Kedro's settings (and so without the engine).
 from lakehouse_ml.configuration import CONFIG_LOADER_ARGS, ProjectConfigLoader
-from lakehouse_ml.hooks import GovernanceHooks, LoggingHooks, RunLockHooks, SparkHooks
-from lakehouse_ml.tracking import NodeRunHooks
-from lakehouse_ml.tracking_server import TrackingServerHooks
+from lakehouse_ml.hooks import (
+    GovernanceHooks,
+    LoggingHooks,
+    NodeRunHooks,
+    RunLockHooks,
+    SparkHooks,
+    TrackingServerHooks,
+)
 
 # Spark first (datasets need the session); node runs nest under kedro-mlflow's run per `kedro run`.
 # Pluggy calls the last registered first: governance refuses a run before Spark starts. The

@@ -1,45 +1,20 @@
-"""One nested MLflow run per Kedro node, under kedro-mlflow's run for the pipeline.
+"""What the project's MLflow runs record: the parent tag, the commit, the environment, and a Delta
+input's provenance (table name, version, feature-contract hash).
 
-``NodeRunHooks`` opens a child run per node (named after the node, tagged with the pipeline,
-namespace, node tags, environment, git commit), records the lakehouse Delta tables the node reads
-(table name, version and feature-contract hash) and closes the run with ``duration_s`` (from its
-first input's load to the node's return) and its status. An ``environment.json`` (library
-versions, Spark engine mode) goes on the parent run.
-
-Threads: the child is created with the client and an explicit parent (``mlflow.parentRunId``),
-never through the fluent run stack, which is thread-local; it is then made the active run of the
-node's own thread before its first input loads (Kedro loads a node's inputs, calls
-``before_node_run`` and runs it in one thread, ThreadRunner's worker included), so whatever the
-node logs through the fluent API, including kedro-mlflow metric datasets saved as its outputs,
-lands in the node's run, and a node that needs the run's id reads it from its ``mlflow_node_run``
-input (``lakehouse_ml.datasets.MlflowNodeRunDataset``), not from global state. Kedro saves outputs *after* ``after_node_run``, so the child stays active until the
-node's last output is saved (``after_dataset_saved``) and only then ends.
-
-The hook never breaks a run: without an active parent run (kedro-mlflow disabled for the pipeline,
-MLflow unavailable) it warns once and does nothing; tracking errors are logged, not raised.
+The runs themselves are opened by ``lakehouse_ml.hooks.NodeRunHooks`` (one per node) and by the
+tuning stage (one per trial).
 """
 
 from __future__ import annotations
 
-import inspect
-import json
-import logging
 import os
 import platform
-import re
 import subprocess
-import threading
-import time
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from kedro.framework.hooks import hook_impl
-
 from lakehouse_ml.features.contracts import CONTRACT_HASH_PROPERTY
-
-logger = logging.getLogger(__name__)
 
 PROJECT = "lakehouse_ml"
 PARENT_TAG = "mlflow.parentRunId"
@@ -56,12 +31,6 @@ ENVIRONMENT_PACKAGES = (
     "optuna",
     "pandera",
 )
-_TAG_KEY_INVALID = re.compile(r"[^\w\-. /:]")
-
-
-def _tag_key(text: str) -> str:
-    """MLflow tag keys allow alphanumerics, ``_ - . / :`` and spaces (``a@b`` is not one)."""
-    return _TAG_KEY_INVALID.sub("_", text)
 
 
 def git_sha(path: str | os.PathLike | None = None) -> str:
@@ -118,334 +87,19 @@ def table_name_from_path(path: str) -> str | None:
     return None
 
 
-def _pipeline_name(run_params: dict[str, Any]) -> str:
-    names = run_params.get("pipeline_names") or run_params.get("pipeline_name") or "__default__"
-    return names if isinstance(names, str) else "+".join(names)
-
-
-def _run_env(run_params: dict[str, Any]) -> str:
-    """The Kedro environment of the run: ``--env`` or the project's default run environment."""
-    if run_params.get("env"):
-        return str(run_params["env"])
-    from lakehouse_ml.configuration import CONFIG_LOADER_ARGS
-
-    return str(CONFIG_LOADER_ARGS.get("default_run_env") or "")
-
-
-def _error_summary(error: BaseException) -> str:
-    """Exception class and the first line of its message (data values can follow on later lines)."""
-    lines = str(error).strip().splitlines()
-    first = lines[0][:250] if lines else ""
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
-
-
-@dataclass
-class _Child:
-    run_id: str
-    started: float
-    thread: int
-    pending: set[str] = field(default_factory=set)
-    active: bool = False  # pushed on the fluent run stack of its thread
-    computed: bool = False
-
-
-class NodeRunHooks:
-    """One MLflow child run per Kedro node under kedro-mlflow's parent run (see module docstring)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._catalog: Any = None
-        self._reset()
-
-    def _reset(self) -> None:
-        self._client: Any = None
-        self._parent_id: str | None = None
-        self._experiment_id: str | None = None
-        self._run_params: dict[str, Any] = {}
-        self._git_sha: str | None = None
-        self._environment_logged = False
-        self._disabled = False
-        self._warned = False
-        self._children: dict[str, _Child] = {}
-
-    # -- Kedro hooks ------------------------------------------------------------------------
-
-    @hook_impl
-    def after_catalog_created(self, catalog: Any) -> None:
-        """Keep the catalog to resolve node inputs to datasets (factory patterns included)."""
-        self._catalog = catalog
-
-    @hook_impl(trylast=True)
-    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        """Find kedro-mlflow's parent run (started by its own, earlier, before_pipeline_run)."""
-        with self._lock:
-            self._reset()
-            self._run_params = dict(run_params or {})
-            self._catalog = catalog
-            self._resolve_parent()
-
-    @hook_impl(trylast=True)
-    def before_dataset_loaded(self, dataset_name: str, node: Any) -> None:
-        """Open the node's child run before its first input loads: an input such as
-        ``mlflow_node_run`` then reads the run the node's outputs go to."""
-        if node is not None:
-            self._open(node)
-
-    @hook_impl(trylast=True)
-    def before_node_run(self, node: Any, catalog: Any, inputs: dict[str, Any]) -> None:
-        """Open the node's child run (if no input did), record its Delta inputs."""
-        child = self._open(node)
-        if child is None:
-            return
-        try:
-            self._log_delta_inputs(node, catalog or self._catalog, child.run_id)
-        except Exception as exc:  # noqa: BLE001 - tracking must never break the run
-            logger.warning("MLflow node tracking failed before node '%s': %s", node.name, exc)
-
-    @hook_impl
-    def after_node_run(self, node: Any) -> None:
-        """Log ``duration_s``; end the run now unless outputs are still to be saved."""
-        child = self._children.get(node.name)
-        if child is None:
-            return
-        try:
-            self._client.log_metric(child.run_id, "duration_s", time.perf_counter() - child.started)
-            child.computed = True
-            # Generator nodes save their outputs chunk by chunk: there is no "last save" to wait for.
-            if not child.pending or inspect.isgeneratorfunction(node.func):
-                self._finish(node.name, "FINISHED")
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("MLflow node tracking failed after node '%s': %s", node.name, exc)
-
-    @hook_impl
-    def after_dataset_saved(self, dataset_name: str, node: Any) -> None:
-        """End the node's run once its last output is saved (metric datasets log into it)."""
-        child = self._children.get(node.name)
-        if child is None:
-            return
-        child.pending.discard(dataset_name)
-        if child.computed and not child.pending:
-            self._finish(node.name, "FINISHED")
-
-    @hook_impl
-    def on_node_error(self, error: Exception, node: Any) -> None:
-        """End the node's run as FAILED with the error's class and first message line."""
-        if node.name in self._children:
-            self._finish(node.name, "FAILED", error=error)
-
-    @hook_impl(tryfirst=True)
-    def after_pipeline_run(self) -> None:
-        """Close children still open (before kedro-mlflow ends the parent)."""
-        self._close_all("FINISHED")
-
-    @hook_impl(tryfirst=True)
-    def on_pipeline_error(self, error: Exception) -> None:
-        """Close children still open, e.g. a node whose output failed to save, as FAILED."""
-        self._close_all("FAILED", error=error)
-
-    # -- internals --------------------------------------------------------------------------
-
-    def _resolve_parent(self) -> bool:
-        """The parent run: kedro-mlflow's active run (this thread). Warn once when there is none."""
-        if self._parent_id is not None:
-            return True
-        if self._disabled:
-            return False
-        try:
-            import mlflow
-
-            run = mlflow.active_run()
-            if run is None:
-                self._disable("no active MLflow run (kedro-mlflow tracking disabled for this pipeline?)")
-                return False
-            self._client = mlflow.MlflowClient()
-            self._parent_id = run.info.run_id
-            self._experiment_id = run.info.experiment_id
-            project_path = self._run_params.get("project_path") or os.environ.get("LAKEHOUSE_ML_ROOT")
-            self._git_sha = git_sha(project_path)
-        except Exception as exc:  # noqa: BLE001
-            self._disable(f"MLflow unavailable: {exc}")
-            return False
-        self._log_environment()
-        return True
-
-    def _open(self, node: Any) -> _Child | None:
-        """The node's child run, created and made this thread's active run on first call."""
-        try:
-            with self._lock:
-                child = self._children.get(node.name)
-                if child is not None:
-                    return child
-                if not self._resolve_parent():
-                    return None
-                child = self._start_child(node)
-            self._activate(child)
-            return child
-        except Exception as exc:  # noqa: BLE001 - tracking must never break the run
-            logger.warning("MLflow node tracking failed before node '%s': %s", node.name, exc)
-            return None
-
-    def _disable(self, reason: str) -> None:
-        self._disabled = True
-        if not self._warned:
-            self._warned = True
-            logger.warning("Per-node MLflow runs are off for this run: %s", reason)
-
-    def _log_environment(self) -> None:
-        if self._environment_logged:
-            return
-        self._environment_logged = True
-        try:
-            self._client.log_text(
-                self._parent_id, json.dumps(environment_info(), indent=2, sort_keys=True), "environment.json"
-            )
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("Could not log environment.json to MLflow run %s: %s", self._parent_id, exc)
-
-    def _start_child(self, node: Any) -> _Child:
-        tags = {
-            PARENT_TAG: self._parent_id,
-            "pipeline": _pipeline_name(self._run_params),
-            "namespace": node.namespace or "",
-            "node": node.name,
-            "node_tags": ",".join(sorted(node.tags)),
-            "env": _run_env(self._run_params),
-            "git_sha": self._git_sha or "unknown",
-            "project": PROJECT,
-            "run_type": "pipeline",
-        }
-        run = self._client.create_run(self._experiment_id, tags=tags, run_name=node.name)
-        child = _Child(
-            run_id=run.info.run_id,
-            started=time.perf_counter(),
-            thread=threading.get_ident(),
-            pending=set(node.outputs),
-        )
-        self._children[node.name] = child
-        return child
-
-    def _activate(self, child: _Child) -> None:
-        """Make the child the active run of this (the node's) thread, for the node's own logging."""
-        import mlflow
-
-        try:
-            mlflow.start_run(run_id=child.run_id, nested=True)
-            child.active = True
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("Could not activate MLflow run %s for its node: %s", child.run_id, exc)
-
-    def _finish(self, node_name: str, status: str, error: BaseException | None = None) -> None:
-        with self._lock:
-            child = self._children.pop(node_name, None)
-        if child is None:
-            return
-        try:
-            import mlflow
-
-            if status == "FAILED" and not child.computed:
-                self._client.log_metric(child.run_id, "duration_s", time.perf_counter() - child.started)
-            self._client.set_tag(child.run_id, "status", status)
-            if error is not None:
-                self._client.set_tag(child.run_id, "error", _error_summary(error))
-            active = mlflow.active_run()
-            if child.active and child.thread == threading.get_ident() and active and active.info.run_id == child.run_id:
-                mlflow.end_run(status)
-            else:
-                # Another thread's stack (or already popped by kedro-mlflow): end it by id.
-                self._client.set_terminated(child.run_id, status)
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("Could not close MLflow run for node '%s': %s", node_name, exc)
-
-    def _close_all(self, status: str, error: BaseException | None = None) -> None:
-        for name in list(self._children):
-            self._finish(name, status, error=error)
-        with self._lock:
-            self._parent_id = None
-            self._disabled = False
-            self._warned = False
-
-    def _log_delta_inputs(self, node: Any, catalog: Any, run_id: str) -> None:
-        import mlflow
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-        inputs, tags = [], {}
-        for name in node.inputs:
-            if name == "parameters" or name.startswith("params:") or catalog is None:
-                continue
-            try:
-                info = delta_input(catalog, name)
-            except Exception as exc:  # noqa: BLE001
-                logger.warning("Could not read Delta provenance of '%s': %s", name, exc)
-                continue
-            if info is None:
-                continue
-            dataset = mlflow.data.meta_dataset.MetaDataset(
-                source=_delta_source(info["path"], info["version"]),
-                name=info["table"],
-                digest=str(info["version"]),
-            )
-            input_tags = [InputTag(MLFLOW_DATASET_CONTEXT, node.name), InputTag("version", str(info["version"]))]
-            key = _tag_key(f"input.{name}")
-            tags[f"{key}.version"] = str(info["version"])
-            tags[f"{key}.table"] = info["table"]
-            if info["contract_hash"]:
-                input_tags.append(InputTag("contract_hash", info["contract_hash"]))
-                tags[f"{key}.contract_hash"] = info["contract_hash"]
-            # The entity from the dataset's public dict (what MLflow's own private conversion does).
-            inputs.append(DatasetInput(Dataset(**dataset.to_dict()), tags=input_tags))
-        for key, value in tags.items():
-            self._client.set_tag(run_id, key, value)
-        if inputs:
-            # Equivalent to mlflow.log_input(dataset, context=node.name), with an explicit run id.
-            # Serialised: two threads registering the same dataset at once hit a UNIQUE
-            # constraint in MLflow's SQL store (seen with ThreadRunner).
-            with self._lock:
-                self._client.log_inputs(run_id, datasets=inputs)
-
-
-def _delta_source(path: str, version: int) -> Any:
-    try:
-        from mlflow.data.delta_dataset_source import DeltaDatasetSource
-
-        return DeltaDatasetSource(path=path, delta_table_version=version)
-    except Exception:  # noqa: BLE001
-        from mlflow.data.http_dataset_source import HTTPDatasetSource
-
-        return HTTPDatasetSource(url=f"file://{path}")
-
-
-def _catalog_dataset(catalog: Any, name: str) -> Any:
-    getter = getattr(catalog, "get", None)
-    if getter is not None:
-        try:
-            return getter(name)
-        except Exception as exc:  # noqa: BLE001
-            logger.debug("catalog.get(%r) failed, trying _datasets: %s", name, exc)
-    return getattr(catalog, "_datasets", {}).get(name)
-
-
 def delta_input(catalog: Any, name: str) -> dict[str, Any] | None:
     """What a run records about input ``name`` if it is a lakehouse Delta table, else ``None``."""
     from deltalake import DeltaTable
 
-    from lakehouse_ml.datasets.delta import (
-        DeltaMetadataDataset,
-        PandasDeltaDataset,
-        SparkDeltaDataset,
-    )
+    from lakehouse_ml.datasets.delta import DeltaMetadataDataset, PandasDeltaDataset, SparkDeltaDataset
 
-    dataset = _catalog_dataset(catalog, name)
+    dataset = catalog.get(name)
     if not isinstance(dataset, (SparkDeltaDataset, PandasDeltaDataset, DeltaMetadataDataset)):
         return None
-    uri = getattr(dataset, "_uri", None)
-    if not uri or not DeltaTable.is_deltatable(uri):
+    uri, pinned = dataset.table_location
+    if not DeltaTable.is_deltatable(uri):
         return None
-    pinned = getattr(dataset, "_version", None)
-    if pinned is None:
-        load_args = getattr(dataset, "_load_args", {}) or {}
-        pinned = load_args.get("versionAsOf", load_args.get("versionasof"))
-    table = DeltaTable(uri, version=int(pinned)) if pinned is not None else DeltaTable(uri)
+    table = DeltaTable(uri, version=pinned) if pinned is not None else DeltaTable(uri)
     configuration = dict(table.metadata().configuration or {})
     return {
         "table": table_name_from_path(uri) or name,

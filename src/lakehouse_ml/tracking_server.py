@@ -11,14 +11,11 @@ correct. The password is never part of a message.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-from kedro.framework.hooks import hook_impl
 
 logger = logging.getLogger(__name__)
 
@@ -140,40 +137,3 @@ def check_tracking_server(target: TrackingTarget, timeout: float = PROBE_TIMEOUT
             f"the MLflow tracking server at {shown} answered HTTP {answer.status_code} to a search: "
             f"is {target.uri_setting} an MLflow server?"
         )
-
-
-class TrackingServerHooks:
-    """Refuse a session whose http(s) tracking server does not answer or refuses its credentials.
-
-    ``tryfirst``: before kedro-mlflow's own ``after_context_created``, which would otherwise retry
-    for minutes, and before the Spark engine starts.
-    """
-
-    @hook_impl(tryfirst=True)
-    def after_context_created(self, context: Any) -> None:
-        """Probe the server the session's mlflow.yml (or environment) names."""
-        from kedro.config import MissingConfigException
-
-        loader = context.config_loader
-        try:
-            mlflow_conf = loader["mlflow"]
-        except MissingConfigException:
-            mlflow_conf = {}
-        try:
-            credentials = loader["credentials"]
-        except MissingConfigException:
-            credentials = {}
-        env = loader.env or loader.default_run_env
-        envs = [env, loader.base_env] if env and env != loader.base_env else [loader.base_env]
-        target = tracking_target(
-            mlflow_conf,
-            credentials,
-            os.environ,
-            conf_source=Path(loader.conf_source),
-            envs=envs,
-            patterns=list(loader.config_patterns.get("mlflow", ["mlflow*"])),
-        )
-        if target is None:
-            return
-        check_tracking_server(target)
-        logger.info("MLflow tracking server %s answers (user %s)", shown_uri(target.uri), target.username or "none")

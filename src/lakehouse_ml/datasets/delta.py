@@ -77,7 +77,21 @@ def preview_table(
     )
 
 
-class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
+class _DeltaTableLocation:
+    """What a run records of a Delta dataset it reads: where the table is and which version it pins."""
+
+    _uri: str
+
+    @property
+    def table_location(self) -> tuple[str, int | None]:
+        """The table's absolute URI and the version this dataset reads (``None``: the latest)."""
+        return self._uri, self._pinned_version()
+
+    def _pinned_version(self) -> int | None:
+        return None
+
+
+class SparkDeltaDataset(_DeltaTableLocation, AbstractDataset[DataFrame, DataFrame]):
     """A path-based Delta table read and written through the process's Spark session."""
 
     def __init__(  # noqa: PLR0913
@@ -129,6 +143,10 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
 
     def _exists(self) -> bool:
         return DeltaTable.is_deltatable(self._uri)
+
+    def _pinned_version(self) -> int | None:
+        pinned = self._load_args.get("versionAsOf", self._load_args.get("versionasof"))
+        return None if pinned is None else int(pinned)
 
     def load(self) -> DataFrame:
         """Read the table (or the version in ``load_args``) lazily.
@@ -271,7 +289,7 @@ class SparkDeltaDataset(AbstractDataset[DataFrame, DataFrame]):
             )
 
 
-class PandasDeltaDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
+class PandasDeltaDataset(_DeltaTableLocation, AbstractDataset[pd.DataFrame, pd.DataFrame]):
     """A Delta table read and written as pandas with ``deltalake`` (no Spark round-trip).
 
     Reads with delta-rs' own engine (``QueryBuilder``, DataFusion in Rust), not through a pyarrow
@@ -298,6 +316,9 @@ class PandasDeltaDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": self._filepath, "version": self._version, "columns": self._columns}
+
+    def _pinned_version(self) -> int | None:
+        return self._version
 
     def _exists(self) -> bool:
         return DeltaTable.is_deltatable(self._uri)
@@ -327,7 +348,7 @@ class PandasDeltaDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         write_deltalake(self._uri, data, **self._save_args)
 
 
-class DeltaMetadataDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
+class DeltaMetadataDataset(_DeltaTableLocation, AbstractDataset[dict[str, Any], dict[str, Any]]):
     """A Delta table's metadata through its transaction log (``deltalake``), not its rows.
 
     ``load`` returns ``{path, version, properties, column_comments, timestamp}`` (``version`` is

@@ -178,7 +178,7 @@ class ReleaseContextDataset(AbstractDataset[None, dict[str, Any]]):
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         run = mlflow.active_run()
-        # As a node input this loads inside the node's own child run (lakehouse_ml.tracking): the
+        # As a node input this loads inside the node's own child run (lakehouse_ml.hooks.NodeRunHooks): the
         # kedro run's is its parent.
         kedro_run_id = (run.data.tags.get(MLFLOW_PARENT_RUN_ID) or run.info.run_id) if run else None
         return {"at": datetime.now(timezone.utc), "catalog": self._catalog, "kedro_run_id": kedro_run_id}

@@ -10,7 +10,7 @@ from kedro.io.core import AbstractDataset, DatasetError
 class MlflowNodeRunDataset(AbstractDataset[Any, dict[str, Any] | None]):
     """The node's own MLflow run: ``{run_id, git_sha, env}``, or ``None`` when tracking is off.
 
-    ``lakehouse_ml.tracking.NodeRunHooks`` opens each node's child run before the node's first
+    ``lakehouse_ml.hooks.NodeRunHooks`` opens each node's child run before the node's first
     input loads and makes it the active run of the node's thread, so as a node input this is the
     run that node's outputs are logged into. Loaded anywhere else it is the active run, if any.
     """

@@ -151,8 +151,10 @@ def release_store(tmp_path, monkeypatch):
     # An earlier Kedro session in this process may have pointed the registry elsewhere (variable
     # and in-process URI); both are set to this store below, and put back by monkeypatch.
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    # start_run uses the default experiment of this store, whatever another test made active.
+    # start_run uses the default experiment of this store, whatever another test made active
+    # (mlflow.set_experiment also exports it as MLFLOW_EXPERIMENT_ID).
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     previous, previous_registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # Deleting the variable is not enough: set_registry_uri also keeps the URI in-process, so this
