@@ -2,7 +2,7 @@
 """Benchmark the online scoring service against ``mlflow models serve`` and the in-process floor.
 
     python tests/benchmarks/bench_serving.py [--seconds 3] [--repeats 3] [--customers 2000] [--family hist_gradient_boosting]
-        [--workdir DIR] [--keep]
+        [--workdir DIR] [--keep] [--cold-starts 3] [--cold-starts-only]
 
 Everything runs on loopback, in one run, bounded by ``--seconds`` per measurement (20 measurements,
 each repeated ``--repeats`` times, the runs interleaved; every figure reported is the median of its runs):
@@ -25,6 +25,10 @@ each repeated ``--repeats`` times, the runs interleaved; every figure reported i
    ``POST /invocations`` with ``dataframe_split`` payloads of the same rows.
 5. **FLOOR.** The same version loaded in this process (``mlflow.sklearn.load_model``) and
    ``predict_proba`` called on a ready pandas frame.
+
+First, cold starts (``--cold-starts`` runs, each server started alone, in turn): the seconds from
+the process's start to the service's ``/health`` and ``/ready`` answering 200, and to ``mlflow
+models serve``'s ``/ping``, with medians.
 
 All three score with one OpenMP thread per model call (the service's ``serving.model_threads: 1``;
 ``OMP_NUM_THREADS=1`` for ``mlflow models serve``; ``threadpoolctl`` for the floor's threads).
@@ -105,6 +109,52 @@ def _start(command: list[str], workdir: Path, log_name: str, env: dict[str, str]
 
 
 # ---------------------------------------------------------------- measurement
+
+
+def _poll(url: str, process: subprocess.Popen, since: float, timeout: float = 120) -> float:
+    """Seconds from ``since`` until ``url`` answers 200 (polled every 10 ms)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args[:4]} exited with {process.returncode}; see its log in the work dir")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return time.perf_counter() - since
+        time.sleep(0.01)
+    raise SystemExit(f"{url} not answering after {timeout:.0f}s")
+
+
+def cold_starts(
+    commands: dict[str, tuple[list[str], list[str]]], workdir: Path, env: dict[str, str], runs: int
+) -> None:
+    """Start each server ``runs`` times in turn, alone, and print the median seconds from the
+    process's start to each of its probe URLs answering 200 (``commands``: name → (argv, urls))."""
+    seconds: dict[tuple[str, str], list[float]] = {}
+    for run in range(1, runs + 1):
+        for name, (command, urls) in commands.items():
+            started = time.perf_counter()
+            process = _start(command, workdir, f"cold_{name.split()[0]}.log", env)
+            try:
+                for url in urls:
+                    seconds.setdefault((name, url), []).append(_poll(url, process, started))
+            finally:
+                _signal_group(process, signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    _signal_group(process, signal.SIGKILL)
+            print(
+                f"cold start run {run}/{runs} {name}: "
+                + ", ".join(f"{u.rsplit('/', 1)[1]} {seconds[(name, u)][-1]:.2f} s" for u in urls),
+                flush=True,
+            )
+    print(f"\ncold start, medians of {runs} runs in turn (process start to the probe answering 200):")
+    for (name, url), values in seconds.items():
+        print(
+            f"  {name:28s} {url.rsplit('/', 1)[1]:7s} {statistics.median(values):5.2f} s  (runs: {', '.join(f'{v:.2f}' for v in values)})"
+        )
 
 
 def measure(
@@ -308,6 +358,10 @@ def main() -> int:
     parser.add_argument("--family", default="hist_gradient_boosting", choices=sorted(FAMILY_PARAMS))
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--cold-starts", type=int, default=3, help="cold starts of each server, measured first (default 3; 0: none)"
+    )
+    parser.add_argument("--cold-starts-only", action="store_true", help="measure the cold starts, then stop")
     args = parser.parse_args()
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_serving_")).resolve()
@@ -333,6 +387,36 @@ def main() -> int:
         setup = prepare(workdir, args.family, args.customers, redis)
         conf = redis_conf(workdir, redis)
         ports = {"service": _free_port(), "mlflow": _free_port(), "redis_service": _free_port()}
+        mlflow_cli = str(Path(sys.executable).parent / "mlflow")
+        mlflow_serve = [
+            mlflow_cli,
+            "models",
+            "serve",
+            "--env-manager",
+            "local",
+            "-m",
+            f"models:/{setup['model_name']}/{setup['version']}",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(ports["mlflow"]),
+        ]
+        if args.cold_starts:
+            service_command = [sys.executable, "-m", "lakehouse_ml.serving", "--env", "local"]
+            cold_starts(
+                {
+                    "service (SQLite store)": (
+                        [*service_command, "--port", str(ports["service"])],
+                        [f"http://127.0.0.1:{ports['service']}/{probe}" for probe in ("health", "ready")],
+                    ),
+                    "mlflow models serve": (mlflow_serve, [f"http://127.0.0.1:{ports['mlflow']}/ping"]),
+                },
+                workdir,
+                env,
+                args.cold_starts,
+            )
+            if args.cold_starts_only:
+                return 0
         processes.append(
             _start(
                 [sys.executable, "-m", "lakehouse_ml.serving", "--env", "local", "--port", str(ports["service"])],
@@ -359,27 +443,7 @@ def main() -> int:
                 {**env, "LAKEHOUSE_ML_ONLINE_STORE_PASSWORD": redis.password},
             )
         )
-        mlflow_cli = str(Path(sys.executable).parent / "mlflow")
-        processes.append(
-            _start(
-                [
-                    mlflow_cli,
-                    "models",
-                    "serve",
-                    "--env-manager",
-                    "local",
-                    "-m",
-                    f"models:/{setup['model_name']}/{setup['version']}",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(ports["mlflow"]),
-                ],
-                workdir,
-                "mlflow_serve.log",
-                env,
-            )
-        )
+        processes.append(_start(mlflow_serve, workdir, "mlflow_serve.log", env))
         service, mlflow_base = f"http://127.0.0.1:{ports['service']}", f"http://127.0.0.1:{ports['mlflow']}"
         redis_service = f"http://127.0.0.1:{ports['redis_service']}"
         started = time.perf_counter()
