@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 
-def _axes(title: str, size: tuple[float, float] = (5.0, 4.5)):
+def titled_figure(title: str, size: tuple[float, float] = (5.0, 4.5)):
+    """A figure of ``size`` inches with one titled axes, laid out to fit (every report chart's frame)."""
     figure = Figure(figsize=size, layout="constrained")
     axes = figure.add_subplot()
     axes.set_title(title)
@@ -23,7 +24,7 @@ def _axes(title: str, size: tuple[float, float] = (5.0, 4.5)):
 
 def roc_figure(labels: Any, scores: Any, roc_auc: float | None) -> Figure:
     """ROC curve with the chance diagonal."""
-    figure, axes = _axes(f"ROC (AUC {roc_auc:.3f})" if roc_auc is not None else "ROC")
+    figure, axes = titled_figure(f"ROC (AUC {roc_auc:.3f})" if roc_auc is not None else "ROC")
     fpr, tpr, _ = roc_curve(labels, scores)
     axes.plot(fpr, tpr, label="model")
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
@@ -34,7 +35,7 @@ def roc_figure(labels: Any, scores: Any, roc_auc: float | None) -> Figure:
 
 def pr_figure(labels: Any, scores: Any, pr_auc: float | None, threshold: float) -> Figure:
     """Precision-recall curve, the base rate and the operating point."""
-    figure, axes = _axes(f"Precision-recall (AP {pr_auc:.3f})" if pr_auc is not None else "Precision-recall")
+    figure, axes = titled_figure(f"Precision-recall (AP {pr_auc:.3f})" if pr_auc is not None else "Precision-recall")
     precision, recall, thresholds = precision_recall_curve(labels, scores)
     axes.plot(recall, precision, label="model")
     axes.axhline(float(np.mean(labels)), linestyle="--", color="grey", label="base rate")
@@ -50,7 +51,7 @@ def calibration_figure(labels: Any, scores: Any, calibration_error: float | None
     """Reliability diagram: positive rate against mean score per equal-width bin, with bin counts."""
     y, p = np.asarray(labels, dtype=float), np.asarray(scores, dtype=float)
     title = f"Calibration (ECE {calibration_error:.3f})" if calibration_error is not None else "Calibration"
-    figure, axes = _axes(title)
+    figure, axes = titled_figure(title)
     bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
     present = np.unique(bins)
     mean_score = [p[bins == b].mean() for b in present]
@@ -72,7 +73,7 @@ def confusion_figure(counts: dict[str, int], threshold: float) -> Figure:
     matrix = np.array(
         [[counts["true_negative"], counts["false_positive"]], [counts["false_negative"], counts["true_positive"]]]
     )
-    figure, axes = _axes(f"Confusion matrix at threshold {threshold:.3f}", size=(4.5, 4.0))
+    figure, axes = titled_figure(f"Confusion matrix at threshold {threshold:.3f}", size=(4.5, 4.0))
     axes.imshow(matrix, cmap="Blues")
     totals = matrix.sum(axis=1, keepdims=True).clip(min=1)
     for (row, column), value in np.ndenumerate(matrix):
@@ -86,7 +87,7 @@ def confusion_figure(counts: dict[str, int], threshold: float) -> Figure:
 def importance_figure(importance: dict[str, dict[str, float]], top: int = 20) -> Figure:
     """Horizontal bars of the mean importance (± std) of the ``top`` features."""
     ranked = sorted(importance.items(), key=lambda item: item[1]["mean"], reverse=True)[:top][::-1]
-    figure, axes = _axes("Permutation importance (ROC AUC drop)", size=(7.0, 0.3 * len(ranked) + 1.5))
+    figure, axes = titled_figure("Permutation importance (ROC AUC drop)", size=(7.0, 0.3 * len(ranked) + 1.5))
     axes.barh(
         [name for name, _ in ranked],
         [v["mean"] for _, v in ranked],
@@ -99,7 +100,7 @@ def importance_figure(importance: dict[str, dict[str, float]], top: int = 20) ->
 
 def optuna_history_figure(trials: list[dict[str, Any]], metric: str = "mean validation ROC AUC") -> Figure:
     """Objective per trial (completed and pruned) and the best value so far."""
-    figure, axes = _axes("Optuna optimisation history", size=(7.0, 4.5))
+    figure, axes = titled_figure("Optuna optimisation history", size=(7.0, 4.5))
     complete = [t for t in trials if t["state"] == "COMPLETE" and t["value"] is not None]
     pruned = [t for t in trials if t["state"] == "PRUNED" and t["value"] is not None]
     axes.scatter([t["number"] for t in complete], [t["value"] for t in complete], label="complete")

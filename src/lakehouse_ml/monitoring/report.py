@@ -42,7 +42,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from lakehouse_ml.modeling.plots import _axes
+from lakehouse_ml.modeling.plots import titled_figure
 from lakehouse_ml.monitoring.drift import MAIN_METRIC
 from lakehouse_ml.monitoring.rules import SCORING_SOURCES
 
@@ -158,7 +158,7 @@ def _untrusted(rows: pd.DataFrame) -> pd.Series:
 
 def _no_data(title: str, reason: str = NO_DATA) -> Figure:
     """A figure with only its title and the reason there is nothing to draw."""
-    figure, axes = _axes(title, size=(7.0, 3.0))
+    figure, axes = titled_figure(title, size=(7.0, 3.0))
     _empty_panel(axes, reason)
     return figure
 
@@ -313,7 +313,7 @@ def performance_over_time(performance: pd.DataFrame) -> Figure:
     if rows.empty:
         return _no_data(title)
     rows = rows.assign(series=_dimension_labels(rows), untrusted=_untrusted(rows))
-    figure, axes = _axes(title, size=(9.0, 5.0))
+    figure, axes = titled_figure(title, size=(9.0, 5.0))
     hollow_labelled = False
     for index, (series, group) in enumerate(rows.groupby("series", sort=True)):
         color, suffix = f"C{index % 10}", f" [{series}]" if series else ""
