@@ -10,7 +10,7 @@ import mlflow
 import pandas as pd
 import pytest
 from deltalake import DeltaTable, write_deltalake
-from kedro.framework.hooks import _create_hook_manager
+from kedro.framework.hooks import _create_hook_manager, hook_impl
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline, node
 from kedro.runner import SequentialRunner, ThreadRunner
@@ -103,10 +103,33 @@ def _pipeline() -> Pipeline:
     )
 
 
+class KedroMlflowNodeHook:
+    """What kedro-mlflow's ``MlflowHook.before_node_run`` does for each node (kedro_mlflow/framework/
+    hooks/mlflow_hook.py): re-enter the pipeline's run in the node's thread (not nested; "already
+    active" is ignored only for that run), then log the node's ``params:`` inputs to the active run."""
+
+    def __init__(self, parent_id: str) -> None:
+        self.parent_id = parent_id
+
+    @hook_impl
+    def before_node_run(self, inputs: dict) -> None:
+        try:
+            mlflow.start_run(run_id=self.parent_id, nested=False)
+        except Exception as error:
+            if f"Run with UUID {self.parent_id} is already active" not in str(error):
+                raise
+        for name, value in inputs.items():
+            if name.startswith("params:"):
+                mlflow.log_param(name[len("params:") :], value)
+
+
 def _run(runner, pipeline, catalog, hooks=None):
-    """What a KedroSession does around the runner, with kedro-mlflow's parent run started by hand."""
+    """What a KedroSession does around the runner, with kedro-mlflow's parent run started by hand and
+    its per-node re-entry (KedroMlflowNodeHook)."""
     manager = _create_hook_manager()
     manager.register(hooks or NodeRunHooks())
+    if mlflow.active_run() is not None:
+        manager.register(KedroMlflowNodeHook(mlflow.active_run().info.run_id))
     manager.hook.after_catalog_created(
         catalog=catalog, conf_catalog={}, conf_creds={}, parameters={}, save_version=None, load_versions=None
     )
@@ -270,23 +293,30 @@ def test_factory_resolved_delta_input_is_recorded(store, table, tmp_path):
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"dev.silver.t"}
 
 
-def run_of(table: pd.DataFrame, run: dict | None, context: dict):
-    """A node that records the run it was given (and the release context) in its own metrics."""
-    return {"rows": {"value": float(len(table)), "step": 0}}, {"run": run, "context": context}
+def run_of(table: pd.DataFrame, run: dict | None, threshold: float):
+    """A node that records the run it was given in its own metrics."""
+    return {"rows": {"value": float(len(table)), "step": 0}}, {"run": run, "threshold": threshold}
 
 
-@pytest.mark.parametrize("runner", [SequentialRunner, lambda: ThreadRunner(max_workers=2)])
-def test_a_node_reads_its_own_run_from_the_node_run_dataset(store, table, runner):
-    """`mlflow_node_run` as an input is the node's child run, the one its outputs log into, whatever
-    the input's position; the release context still names the kedro run (the parent)."""
-    from lakehouse_ml.datasets.model_registry import ReleaseContextDataset
+@pytest.mark.parametrize(
+    ("runner", "is_async"),
+    [
+        (SequentialRunner, False),
+        (lambda: ThreadRunner(max_workers=2), False),
+        (lambda: SequentialRunner(is_async=True), True),
+    ],
+    ids=["sequential", "thread", "async"],
+)
+def test_a_node_is_handed_its_own_run_for_its_node_run_input(store, table, runner, is_async):
+    """An `MlflowNodeRunDataset` input is replaced by the node's child run, the one its outputs log
+    into, whatever the input's position and runner; the node's parameters stay on the kedro run."""
     from lakehouse_ml.datasets.node_run import MlflowNodeRunDataset
 
     catalog = DataCatalog(
         {
             "t": PandasDeltaDataset(filepath=str(table)),
             "mlflow_node_run": MlflowNodeRunDataset(),
-            "release_context": ReleaseContextDataset(catalog="dev"),
+            "params:threshold": MemoryDataset(0.3),
             "metrics_first": MlflowMetricsHistoryDataset(),
             "metrics_last": MlflowMetricsHistoryDataset(),
             "seen_first": MemoryDataset(),
@@ -296,14 +326,14 @@ def test_a_node_reads_its_own_run_from_the_node_run_dataset(store, table, runner
     pipeline = Pipeline(
         [
             node(
-                func=lambda run, table, context: run_of(table, run, context),
-                inputs=["mlflow_node_run", "t", "release_context"],
+                func=lambda run, table, threshold: run_of(table, run, threshold),
+                inputs=["mlflow_node_run", "t", "params:threshold"],
                 outputs=["metrics_first", "seen_first"],
                 name="first",
             ),
             node(
                 func=run_of,
-                inputs=["t", "mlflow_node_run", "release_context"],
+                inputs=["t", "mlflow_node_run", "params:threshold"],
                 outputs=["metrics_last", "seen_last"],
                 name="last",
             ),
@@ -313,12 +343,34 @@ def test_a_node_reads_its_own_run_from_the_node_run_dataset(store, table, runner
     _run(runner(), pipeline, catalog)
     mlflow.end_run()
     children = _children(store, parent.info.run_id)
+    assert set(children) == {"first", "last"}
     for name in ("first", "last"):
-        seen = catalog.load(f"seen_{name}")
-        child = children[name]
+        seen, child = catalog.load(f"seen_{name}"), children[name]
         assert seen["run"] == {"run_id": child.info.run_id, "git_sha": child.data.tags["git_sha"], "env": "test"}
-        assert child.data.metrics["rows"] == 3.0
-        assert seen["context"]["kedro_run_id"] == parent.info.run_id
+        assert seen["threshold"] == 0.3
+        assert child.info.status == "FINISHED" and not child.data.params
+        # --async saves outputs from a pool thread, where the node's run is not the active one: a
+        # metric dataset logs elsewhere there (known, see docs/pages/architecture.md#mlflow).
+        if not is_async:
+            assert child.data.metrics["rows"] == 3.0
+    assert store.get_run(parent.info.run_id).data.params == {"threshold": "0.3"}
+
+
+def test_without_tracking_a_node_run_input_is_none(store, table):
+    from lakehouse_ml.datasets.node_run import MlflowNodeRunDataset
+
+    catalog = DataCatalog(
+        {
+            "t": PandasDeltaDataset(filepath=str(table)),
+            "mlflow_node_run": MlflowNodeRunDataset(),
+            "seen": MemoryDataset(),
+        }
+    )
+    pipeline = Pipeline(
+        [node(func=lambda table, run: {"run": run}, inputs=["t", "mlflow_node_run"], outputs="seen", name="n")]
+    )
+    _run(SequentialRunner(), pipeline, catalog)
+    assert catalog.load("seen") == {"run": None}
 
 
 def test_the_node_run_dataset_is_none_without_tracking_and_read_only(store):

@@ -175,13 +175,13 @@ class ReleaseContextDataset(AbstractDataset[None, dict[str, Any]]):
     def load(self) -> dict[str, Any]:
         """The time, the catalog and the active MLflow run."""
         import mlflow
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         run = mlflow.active_run()
-        # As a node input this loads inside the node's own child run (lakehouse_ml.hooks.NodeRunHooks): the
-        # kedro run's is its parent.
-        kedro_run_id = (run.data.tags.get(MLFLOW_PARENT_RUN_ID) or run.info.run_id) if run else None
-        return {"at": datetime.now(timezone.utc), "catalog": self._catalog, "kedro_run_id": kedro_run_id}
+        return {
+            "at": datetime.now(timezone.utc),
+            "catalog": self._catalog,
+            "kedro_run_id": run.info.run_id if run else None,
+        }
 
     def save(self, data: None) -> None:
         raise DatasetError("ReleaseContextDataset is read-only")

@@ -1,4 +1,4 @@
-"""The MLflow run a node logs into, as a read-only dataset: a node that needs its run id declares it."""
+"""The MLflow run a node logs into, as a declared input: a node that needs its run id says so."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from kedro.io.core import AbstractDataset, DatasetError
 class MlflowNodeRunDataset(AbstractDataset[Any, dict[str, Any] | None]):
     """The node's own MLflow run: ``{run_id, git_sha, env}``, or ``None`` when tracking is off.
 
-    ``lakehouse_ml.hooks.NodeRunHooks`` opens each node's child run before the node's first
-    input loads and makes it the active run of the node's thread, so as a node input this is the
-    run that node's outputs are logged into. Loaded anywhere else it is the active run, if any.
+    In a ``kedro run``, ``lakehouse_ml.hooks.NodeRunHooks`` opens each node's child run in
+    ``before_node_run`` and returns it for this input, which Kedro hands the node instead of what
+    ``load`` gave. ``load`` itself (a notebook, a session without the hook) gives the active run of
+    the calling thread, if any: the run a node's fluent logging would reach there.
     """
 
     def __init__(self, *, metadata: dict[str, Any] | None = None) -> None:
@@ -20,6 +21,9 @@ class MlflowNodeRunDataset(AbstractDataset[Any, dict[str, Any] | None]):
 
     def _describe(self) -> dict[str, Any]:
         return {}
+
+    def _exists(self) -> bool:
+        return True  # nothing stored: there is always a run, or None, to give
 
     def load(self) -> dict[str, Any] | None:
         """The active run's id and the commit and environment it was tagged with."""

@@ -2,18 +2,22 @@
 
 ``NodeRunHooks`` opens a child run per node (named after the node, tagged with the pipeline,
 namespace, node tags, environment, git commit), records the lakehouse Delta tables the node reads
-(table name, version and feature-contract hash) and closes the run with ``duration_s`` (from its
-first input's load to the node's return) and its status. An ``environment.json`` (library
-versions, Spark engine mode) goes on the parent run.
+(table name, version and feature-contract hash) and closes the run with ``duration_s`` and its
+status. An ``environment.json`` (library versions, Spark engine mode) goes on the parent run.
 
 Threads: the child is created with the client and an explicit parent (``mlflow.parentRunId``),
 never through the fluent run stack, which is thread-local; it is then made the active run of the
-node's own thread before its first input loads (Kedro loads a node's inputs, calls
-``before_node_run`` and runs it in one thread, ThreadRunner's worker included), so whatever the
-node logs through the fluent API, including kedro-mlflow metric datasets saved as its outputs,
-lands in the node's run, and a node that needs the run's id reads it from its ``mlflow_node_run``
-input (``lakehouse_ml.datasets.MlflowNodeRunDataset``), not from global state. Kedro saves outputs *after* ``after_node_run``, so the child stays active until the
-node's last output is saved (``after_dataset_saved``) and only then ends.
+node's own thread (``before_node_run`` runs there, ThreadRunner's worker and ``--async`` included;
+``trylast``: after kedro-mlflow has re-entered its run in that thread and logged the node's
+parameters to it), so whatever the node logs through the fluent API, including kedro-mlflow
+metric datasets saved as its outputs, lands in the node's run. Kedro saves outputs *after*
+``after_node_run``, so the child stays active until the node's last output is saved
+(``after_dataset_saved``) and only then ends.
+
+A node that writes its run's id into what it produces declares an input of type
+``lakehouse_ml.datasets.MlflowNodeRunDataset`` (``mlflow_node_run``): ``before_node_run`` returns
+its run (``{run_id, git_sha, env}``) for that input, which Kedro passes to the node in place of the
+loaded value. The node reads no global state; its tests pass a hand-made run or ``None``.
 
 The hook never breaks a run: without an active parent run (kedro-mlflow disabled for the pipeline,
 MLflow unavailable) it warns once and does nothing; tracking errors are logged, not raised.
@@ -112,22 +116,22 @@ class NodeRunHooks:
             self._resolve_parent()
 
     @hook_impl(trylast=True)
-    def before_dataset_loaded(self, dataset_name: str, node: Any) -> None:
-        """Open the node's child run before its first input loads: an input such as
-        ``mlflow_node_run`` then reads the run the node's outputs go to."""
-        if node is not None:
-            self._open(node)
-
-    @hook_impl(trylast=True)
-    def before_node_run(self, node: Any, catalog: Any, inputs: dict[str, Any]) -> None:
-        """Open the node's child run (if no input did), record its Delta inputs."""
-        child = self._open(node)
-        if child is None:
-            return
+    def before_node_run(self, node: Any, catalog: Any, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        """Open the node's child run, make it this thread's active run, record its Delta inputs;
+        return the run for the node's ``MlflowNodeRunDataset`` inputs, if it has any."""
         try:
-            self._log_delta_inputs(node, catalog or self._catalog, child.run_id)
+            with self._lock:
+                if not self._resolve_parent():
+                    return None
+                child = self._start_child(node)
+            self._activate(child)
+            catalog = catalog or self._catalog
+            self._log_delta_inputs(node, catalog, child.run_id)
+            run = {"run_id": child.run_id, "git_sha": self._git_sha, "env": _run_env(self._run_params)}
+            return {name: run for name in _node_run_inputs(node, catalog)} or None
         except Exception as exc:  # noqa: BLE001 - tracking must never break the run
             logger.warning("MLflow node tracking failed before node '%s': %s", node.name, exc)
+            return None
 
     @hook_impl
     def after_node_run(self, node: Any) -> None:
@@ -195,22 +199,6 @@ class NodeRunHooks:
             return False
         self._log_environment()
         return True
-
-    def _open(self, node: Any) -> _Child | None:
-        """The node's child run, created and made this thread's active run on first call."""
-        try:
-            with self._lock:
-                child = self._children.get(node.name)
-                if child is not None:
-                    return child
-                if not self._resolve_parent():
-                    return None
-                child = self._start_child(node)
-            self._activate(child)
-            return child
-        except Exception as exc:  # noqa: BLE001 - tracking must never break the run
-            logger.warning("MLflow node tracking failed before node '%s': %s", node.name, exc)
-            return None
 
     def _disable(self, reason: str) -> None:
         self._disabled = True
@@ -329,6 +317,15 @@ class NodeRunHooks:
             # constraint in MLflow's SQL store (seen with ThreadRunner).
             with self._lock:
                 self._client.log_inputs(run_id, datasets=inputs)
+
+
+def _node_run_inputs(node: Any, catalog: Any) -> list[str]:
+    """The node's inputs that are an ``MlflowNodeRunDataset`` (by type, whatever the catalog calls them)."""
+    from lakehouse_ml.datasets.node_run import MlflowNodeRunDataset
+
+    if catalog is None:
+        return []
+    return [name for name in node.inputs if isinstance(catalog.get(name), MlflowNodeRunDataset)]
 
 
 def _delta_source(path: str, version: int) -> Any:
