@@ -3,6 +3,7 @@ violation; and the scoring service, imported, has loaded none of what it must no
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -32,5 +33,22 @@ def test_the_scoring_service_imports_without_kedro_settings_engine_spark_or_plug
                      or m.startswith("lakehouse_ml.pipelines")))
     """)
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_scoring_service_listens_before_it_imports_scikit_learn_or_mlflow():
+    # What the process does before uvicorn binds: everything the releases need loads on their thread.
+    code = textwrap.dedent("""
+        import sys
+        import lakehouse_ml.serving.__main__
+        from lakehouse_ml.serving import create_app, load_settings
+        create_app(load_settings("local"))
+        print(sorted({m.split(".")[0] for m in sys.modules} & {"sklearn", "scipy", "mlflow", "sqlalchemy"}))
+    """)
+    env = {**os.environ, "LAKEHOUSE_ML_SERVING_TOKEN": "layers-test"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, env=env
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -266,8 +266,9 @@ class LiveService:
 
 
 @contextmanager
-def live_service(settings: ServingSettings) -> Iterator[LiveService]:
-    """The real app under uvicorn on a free loopback port, in a thread; stopped (log flushed) on exit."""
+def live_service(settings: ServingSettings, *, loaded: bool = True) -> Iterator[LiveService]:
+    """The real app under uvicorn on a free loopback port, in a thread; stopped (log flushed) on exit.
+    ``loaded``: entered once the releases' first load has ended too (else as soon as it listens)."""
     app = create_app(settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -280,6 +281,8 @@ def live_service(settings: ServingSettings) -> Iterator[LiveService]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the scoring service did not start")
         time.sleep(0.02)
+    if loaded and not app.state.service.started.wait(60):
+        raise RuntimeError("the scoring service did not load its releases")
     try:
         yield LiveService(f"http://127.0.0.1:{sock.getsockname()[1]}", app, server, thread)
     finally:

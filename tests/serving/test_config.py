@@ -73,6 +73,7 @@ def test_settings_follow_the_environment(conf, monkeypatch):
         ),
         ({"max_batch_size": 0}, "serving.max_batch_size: expected a positive integer, got 0"),
         ({"max_string_length": 0}, "serving.max_string_length: expected a positive integer, got 0"),
+        ({"startup_wait_s": -1}, r"serving.startup_wait_s: expected >= 0, got -1.0"),
         # The range moved to the one declaration of the feature: the old key is refused, not ignored.
         (
             {"on_demand_inputs": {"tenure_days": {"range": [0, 10]}}},

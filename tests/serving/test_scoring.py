@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from lakehouse_ml.online import SQLiteOnlineStore
+from lakehouse_ml.serving.scoring import ScoringService
 from tests.serving.conftest import MODEL_NAME, NOW, THRESHOLDS, feature_rows, live_service, serving_settings, store_rows
 
 
@@ -143,6 +147,67 @@ def test_without_a_champion_scoring_is_unavailable_and_not_ready(registry, tmp_p
         and "no 'champion' release of dev.ml.never_registered loaded" in ready.json()["reasons"]
     )
     assert health.status_code == 200
+
+
+@pytest.fixture
+def held_load(monkeypatch) -> Iterator[threading.Event]:
+    """The releases' first load waits until the returned event is set (set on exit in any case)."""
+    release = threading.Event()
+    load = ScoringService.load
+
+    def held(service: ScoringService) -> None:
+        release.wait(60)
+        load(service)
+
+    monkeypatch.setattr(ScoringService, "load", held)
+    try:
+        yield release
+    finally:
+        release.set()
+
+
+def test_the_service_listens_before_the_releases_load_and_a_scoring_call_waits_for_them(
+    registry, online_store, tmp_path, held_load
+):
+    settings = serving_settings(tmp_path, online_store["path"])
+    with live_service(settings, loaded=False) as running, running.client() as client:
+        health, ready = client.get("/health"), client.get("/ready")
+        assert health.status_code == 200
+        assert ready.status_code == 503 and ready.json()["reasons"] == ["the releases are still loading"]
+        answers: list[Any] = []
+        caller = threading.Thread(
+            target=lambda: answers.append(
+                client.post("/v1/score/customers", json={"customer_ids": online_store["good"][:2]})
+            )
+        )
+        caller.start()
+        caller.join(timeout=0.5)
+        assert caller.is_alive() and not answers  # waiting for the releases, not refused
+        held_load.set()
+        caller.join(timeout=30)
+        [scored] = answers
+        assert scored.status_code == 200, scored.text
+        assert [p["model_version"] for p in scored.json()["predictions"]] == ["1", "1"]
+        assert client.get("/ready").json() == {"ready": True, "reasons": []}
+
+
+def test_a_scoring_call_waits_at_most_startup_wait_s_for_the_releases(registry, online_store, tmp_path, held_load):
+    settings = serving_settings(tmp_path, online_store["path"], startup_wait_s=0.3)
+    with live_service(settings, loaded=False) as running, running.client() as client:
+        started = time.monotonic()
+        response = client.post("/v1/score", json={"rows": [{}]})
+        waited = time.monotonic() - started
+        held_load.set()
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert 0.3 <= waited < 5
+    assert response.json()["errors"] == [
+        {
+            "field": "model",
+            "problem": "loading",
+            "expected": "the releases loaded (the service is starting)",
+            "got": "still loading after 0.3 s (serving.startup_wait_s)",
+        }
+    ]
 
 
 def test_ready_and_version_report_the_releases_and_the_online_store(live, registry, online_store):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -33,7 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    import mlflow
     import uvicorn
 
     from lakehouse_ml.serving.app import create_app
@@ -44,10 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"lakehouse_ml.serving: {error}", file=sys.stderr)
         return 2
+    # MLflow's own variables, rather than mlflow.set_*_uri: importing MLflow here would delay listening
+    # by its import time; the releases load it on their thread.
     if settings.tracking_uri:
-        mlflow.set_tracking_uri(settings.tracking_uri)
+        os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
     if settings.registry_uri:
-        mlflow.set_registry_uri(settings.registry_uri)
+        os.environ["MLFLOW_REGISTRY_URI"] = settings.registry_uri
     uvicorn.run(
         create_app(settings),
         host=args.host or settings.host,

@@ -31,9 +31,10 @@ from lakehouse_ml.serving.scoring import ScoringService
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Releases load on startup, the inference log flushes on shutdown."""
+    """Releases load on a thread from startup on (the server listens meanwhile), the inference log
+    flushes on shutdown."""
     service: ScoringService = app.state.service
-    await run_in_threadpool(service.start)
+    service.start()
     service.limit_threads()  # on the event loop's thread, which runs the model calls
     try:
         yield
@@ -63,7 +64,7 @@ def _openapi_document(app: FastAPI) -> dict[str, Any]:
 
 
 def create_app(settings: ServingSettings) -> FastAPI:
-    """The scoring service for ``settings``; releases load on startup, the log flushes on shutdown."""
+    """The scoring service for ``settings``; releases load from startup on, the log flushes on shutdown."""
     metrics = ServingMetrics()
     app = FastAPI(
         title="lakehouse_ml scoring service",

@@ -84,6 +84,7 @@ class ServingSettings:
     shadow_queue: int = 64
     model_threads: int = 1
     online_store_retry_s: float = 5.0
+    startup_wait_s: float = 30.0
     tracking_uri: str | None = None
     registry_uri: str | None = None
     host: str = "127.0.0.1"
@@ -111,6 +112,8 @@ class ServingSettings:
             )
         if self.online_store_retry_s < 0:
             raise SettingsError(f"serving.online_store_retry_s: expected >= 0, got {self.online_store_retry_s!r}")
+        if self.startup_wait_s < 0:
+            raise SettingsError(f"serving.startup_wait_s: expected >= 0, got {self.startup_wait_s!r}")
         if self.poll_interval_s < 0:
             raise SettingsError(
                 f"serving.poll_interval_s: expected >= 0 (0 = no polling), got {self.poll_interval_s!r}"
@@ -255,6 +258,7 @@ def load_settings(
         shadow_queue=int(serving.get("shadow_queue", 64)),
         model_threads=int(serving.get("model_threads", 1)),
         online_store_retry_s=float(serving.get("online_store_retry_s", 5)),
+        startup_wait_s=float(serving.get("startup_wait_s", 30)),
         **_mlflow_uris(server),
         host=str(serving.get("host", "127.0.0.1")),
         port=int(serving.get("port", 8080)),

@@ -25,14 +25,16 @@ def package_version() -> str:
         return "unknown"
 
 
-@router.get("/health", summary="Liveness")
+@router.get("/health", summary="Liveness: answers from the moment the server listens, before the releases load")
 async def health() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/ready", summary="Readiness: the champion and the online store are loaded")
+@router.get("/ready", summary="Readiness: the releases have loaded, with a champion, and the online store is open")
 async def ready(service: Service) -> Response:
     settings = service.settings
+    if not service.started.is_set():
+        return json_response({"ready": False, "reasons": ["the releases are still loading"]}, 503)
     reasons = []
     if service.releases.state.champion is None:
         reasons.append(f"no '{settings.aliases['champion']}' release of {settings.model_name} loaded")

@@ -22,7 +22,6 @@ import pandas as pd
 
 from lakehouse_ml.features.contracts import FeatureContract
 from lakehouse_ml.features.on_demand import OnDemandFeature
-from lakehouse_ml.modeling.compiled import compile_pipeline
 from lakehouse_ml.serving.config import Traffic
 from lakehouse_ml.serving.request_validation import RequestValidator, error_summary, input_fields
 
@@ -105,7 +104,9 @@ class ReleaseError(RuntimeError):
 
 def load_release(model_name: str, alias: str, role: str) -> ModelRelease | None:
     """Resolve ``alias`` to a version and load it (sklearn flavor); None when the alias does not exist."""
+    # Imported here, off the path to listening: scikit-learn is most of the service's import time.
     from lakehouse_ml.datasets.mlflow_model import RegisteredModelAliasDataset
+    from lakehouse_ml.modeling.compiled import compile_pipeline
 
     entry = RegisteredModelAliasDataset(model_name=model_name, alias=alias, required=False, flavor="sklearn").load()
     if entry is None:

@@ -54,24 +54,42 @@ class ScoringService:
         self._lookup: Any = None
         self.store_error: str | None = None  # what responses show: never the message (it may name the store's path)
         self._store_failed_at: float | None = None  # monotonic time of the store's last failure
+        # Set once the first load has ended (releases resolved, store opened, polling started),
+        # whatever its outcome: until then /ready says "loading" and scoring calls wait for it.
+        self.started = threading.Event()
+        self._starter: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Resolve and load the releases, open the online store, start polling and flushing."""
-        outcome = self.releases.refresh()
-        logger.info(
-            "serving: started with %s (champion %s, challenger %s)",
-            self.settings.model_name,
-            outcome["champion"].get("to"),
-            outcome["challenger"].get("to"),
-        )
-        self.lookup()
-        self.releases.start_polling(self.settings.poll_interval_s)
+        """Start flushing the inference log and load the rest on a thread (:meth:`load`): the server
+        listens, and answers liveness, while the releases load."""
         self.log.start()
+        self._starter = threading.Thread(target=self.load, name="serving-start", daemon=True)
+        self._starter.start()
+
+    def load(self) -> None:
+        """Resolve and load the releases, open the online store, start polling; ``started`` at the end."""
+        try:
+            outcome = self.releases.refresh()
+            logger.info(
+                "serving: started with %s (champion %s, challenger %s)",
+                self.settings.model_name,
+                outcome["champion"].get("to"),
+                outcome["challenger"].get("to"),
+            )
+            self.lookup()
+        except Exception:
+            # Not fatal: /ready names what is missing and the poll below tries the aliases again.
+            logger.exception("serving: the first load of the releases failed")
+        finally:
+            self.releases.start_polling(self.settings.poll_interval_s)
+            self.started.set()
 
     def stop(self) -> None:
         """Stop polling, finish shadow scores, flush the inference log, close the store."""
+        if self._starter is not None:
+            self._starter.join(timeout=5)  # a load in flight opens the store: close it after
         self.releases.stop()
         self._shadow.shutdown(wait=True)
         self.log.close()
