@@ -3,6 +3,7 @@ the rule that marks whole categories `slow` (the fast lane is `pytest -m "not sl
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -54,8 +55,14 @@ def mlflow_store(tmp_path_factory):
     store = tmp_path_factory.mktemp("mlflow")
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
-    yield store
     import mlflow
+
+    # MLflow resolves a SQLite store's default artifact root (./mlruns) against the working directory
+    # when the store is first built, and keeps that store for the process: build it here, in tmp, or
+    # artifacts land in the project's root.
+    with contextlib.chdir(store):
+        mlflow.MlflowClient().search_experiments(max_results=1)
+    yield store
 
     # Runs that logging started implicitly are ended here, in the tmp store, not at interpreter
     # exit against MLflow's default store.
