@@ -3,13 +3,13 @@ the rule that marks whole categories `slow` (the fast lane is `pytest -m "not sl
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 import pytest
 
 from lakehouse_ml.engine import ENGINE, EngineConfig
+from tests.helpers import working_directory
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -57,10 +57,7 @@ def mlflow_store(tmp_path_factory):
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
     import mlflow
 
-    # MLflow resolves a SQLite store's default artifact root (./mlruns) against the working directory
-    # when the store is first built, and keeps that store for the process: build it here, in tmp, or
-    # artifacts land in the project's root.
-    with contextlib.chdir(store):
+    with working_directory(store):
         mlflow.MlflowClient().search_experiments(max_results=1)
     yield store
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,21 @@ from lakehouse_ml.governance import ConfigLayout, release_governance
 from lakehouse_ml.modeling.models import build_model_pipeline, feature_columns
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def working_directory(path: Path) -> Iterator[Path]:
+    """Run the block with ``path`` as the working directory (``contextlib.chdir`` is Python 3.11+).
+
+    MLflow resolves a SQLite store's default artifact root (./mlruns) against the working directory
+    when the store is first built, and keeps that store for the process: tests build stores in tmp
+    this way, or artifacts land in the project's root."""
+    previous = Path.cwd()
+    os.chdir(path)
+    try:
+        yield path
+    finally:
+        os.chdir(previous)
 
 
 def project_config(

@@ -38,13 +38,26 @@ def test_the_scoring_service_imports_without_kedro_settings_engine_spark_or_plug
 
 
 def test_the_scoring_service_listens_before_it_imports_scikit_learn_or_mlflow():
-    # What the process does before uvicorn binds: everything the releases need loads on their thread.
+    # Everything the process does before uvicorn binds, from the command's main() to the lifespan's
+    # start(): what the releases need loads on their thread (here: not at all).
     code = textwrap.dedent("""
         import sys
-        import lakehouse_ml.serving.__main__
-        from lakehouse_ml.serving import create_app, load_settings
-        create_app(load_settings("local"))
-        print(sorted({m.split(".")[0] for m in sys.modules} & {"sklearn", "scipy", "mlflow", "sqlalchemy"}))
+
+        import uvicorn
+
+        from lakehouse_ml.serving.scoring import ScoringService
+
+        ScoringService.load = lambda self: None
+
+        def run(app, **options):
+            app.state.service.start()
+            print(sorted({m.split(".")[0] for m in sys.modules} & {"sklearn", "scipy", "mlflow", "sqlalchemy"}))
+            app.state.service.stop()
+
+        uvicorn.run = run
+        from lakehouse_ml.serving.__main__ import main
+
+        sys.exit(main(["--env", "local"]))
     """)
     env = {**os.environ, "LAKEHOUSE_ML_SERVING_TOKEN": "layers-test"}
     result = subprocess.run(

@@ -31,7 +31,7 @@ from lakehouse_ml.modeling.models import build_model_pipeline, feature_columns
 from lakehouse_ml.online import SQLiteOnlineStore, open_online_store
 from lakehouse_ml.serving import create_app, load_settings
 from lakehouse_ml.serving.config import TOKEN_VARIABLE, InferenceLogSettings, ServingSettings, Traffic
-from tests.helpers import project_config
+from tests.helpers import project_config, working_directory
 
 MODEL_NAME = "dev.ml.churn_classifier"
 TOKEN = "s3rving-test-token-7c1e"
@@ -122,7 +122,8 @@ def registry(tmp_path_factory) -> Iterator[dict[str, Any]]:
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     mlflow.set_registry_uri(f"sqlite:///{root / 'mlflow.db'}")
     # Artifacts in the store's folder: a new experiment's default location is ./mlruns of the cwd.
-    mlflow.create_experiment("serving_tests", artifact_location=(root / "artifacts").as_uri())
+    with working_directory(root):
+        mlflow.create_experiment("serving_tests", artifact_location=(root / "artifacts").as_uri())
     experiment = mlflow.set_experiment("serving_tests")
     try:
         frame = feature_rows(400)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -10,13 +15,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
 from lakehouse_ml.online import SQLiteOnlineStore
 from lakehouse_ml.serving.scoring import ScoringService
-from tests.serving.conftest import MODEL_NAME, NOW, THRESHOLDS, feature_rows, live_service, serving_settings, store_rows
+from tests.helpers import PROJECT_ROOT
+from tests.serving.conftest import (
+    MODEL_NAME,
+    NOW,
+    THRESHOLDS,
+    TOKEN,
+    feature_rows,
+    live_service,
+    serving_settings,
+    store_rows,
+)
 
 
 def json_rows(frame: pd.DataFrame, inputs: list[str]) -> list[dict]:
@@ -174,6 +190,12 @@ def test_the_service_listens_before_the_releases_load_and_a_scoring_call_waits_f
         health, ready = client.get("/health"), client.get("/ready")
         assert health.status_code == 200
         assert ready.status_code == 503 and ready.json()["reasons"] == ["the releases are still loading"]
+        version = client.get("/version").json()
+        assert version["releases_loaded"] is False and version["champion"] is None
+        # Waits for the releases' lock in a worker thread: the probes keep answering meanwhile.
+        traffic = threading.Thread(target=client.post, args=("/admin/traffic",), kwargs={"json": {"mode": "off"}})
+        traffic.start()
+        assert client.get("/health").status_code == 200
         answers: list[Any] = []
         caller = threading.Thread(
             target=lambda: answers.append(
@@ -188,7 +210,68 @@ def test_the_service_listens_before_the_releases_load_and_a_scoring_call_waits_f
         [scored] = answers
         assert scored.status_code == 200, scored.text
         assert [p["model_version"] for p in scored.json()["predictions"]] == ["1", "1"]
+        traffic.join(timeout=30)
+        assert running.service.releases.state.traffic.mode == "off"
         assert client.get("/ready").json() == {"ready": True, "reasons": []}
+
+
+def test_the_model_threads_are_capped_on_the_event_loop_once_the_model_has_loaded(registry, tmp_path):
+    """threadpoolctl caps only the libraries loaded when it is called, and scikit-learn (its OpenMP,
+    SciPy's BLAS) comes with the model, after the server listens. In a process of its own: this
+    one has them all loaded already."""
+    code = textwrap.dedent(f"""
+        import json, socket, threading, time
+        from dataclasses import replace
+
+        import httpx, uvicorn
+
+        from lakehouse_ml.serving import create_app, load_settings
+        from lakehouse_ml.serving.config import InferenceLogSettings
+
+        settings = replace(
+            load_settings("local"),
+            online_store=None,
+            poll_interval_s=0,
+            inference_log=InferenceLogSettings(path={str(tmp_path / "log")!r}, flush_rows=1000, flush_interval_s=3600),
+        )
+        app = create_app(settings)
+
+        async def threads():  # on the event loop's thread, as the model calls are
+            from threadpoolctl import threadpool_info
+
+            return [(pool["user_api"], pool["num_threads"]) for pool in threadpool_info()]
+
+        app.add_api_route("/test/threads", threads)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        threading.Thread(target=server.run, kwargs={{"sockets": [sock]}}, daemon=True).start()
+        url = f"http://127.0.0.1:{{sock.getsockname()[1]}}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/ready").status_code == 200:
+                    break
+            except httpx.TransportError:  # not listening yet
+                pass
+            time.sleep(0.05)
+        print(json.dumps({{"model_threads": settings.model_threads, "pools": httpx.get(url + "/test/threads").json()}}))
+        server.should_exit = True
+    """)
+    env = {
+        **os.environ,
+        "LAKEHOUSE_ML_SERVING_TOKEN": TOKEN,
+        "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+        "MLFLOW_REGISTRY_URI": mlflow.get_registry_uri(),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    apis = {api for api, _ in report["pools"]}
+    assert {"openmp", "blas"} <= apis, report  # scikit-learn's OpenMP and a BLAS loaded with the model
+    assert {n for _, n in report["pools"]} == {report["model_threads"]} == {1}, report
 
 
 def test_a_scoring_call_waits_at_most_startup_wait_s_for_the_releases(registry, online_store, tmp_path, held_load):
@@ -218,7 +301,7 @@ def test_ready_and_version_report_the_releases_and_the_online_store(live, regist
         "service": version.json()["service"]
     }  # nothing else without the token
     info = version.json()
-    assert info["model_name"] == MODEL_NAME and info["env"] == "local"
+    assert info["model_name"] == MODEL_NAME and info["env"] == "local" and info["releases_loaded"] is True
     assert info["champion"]["version"] == "1" and info["champion"]["model_uri"] == f"models:/{MODEL_NAME}/1"
     assert info["challenger"]["version"] == "2" and info["champion"]["operating_threshold"] == THRESHOLDS["1"]
     assert [i["name"] for i in info["inputs"]] == registry["inputs"]

@@ -48,7 +48,8 @@ async def traffic(request: Request, data: Body, service: Service) -> Response:
     if wanted.mode not in TRAFFIC_MODES:  # checked here, not by Traffic: its message would echo the value whole
         raise ApiProblem(422, [problem("mode", "allowed_values", f"one of {list(TRAFFIC_MODES)}", wanted.mode)])
     new = Traffic(mode=wanted.mode, share=float(wanted.share))
-    service.releases.set_traffic(new)
+    # In a worker thread: it waits for the releases' lock, which a load (the first one too) holds.
+    await run_in_threadpool(service.releases.set_traffic, new)
     request_id = request_context(request)["request_id"]
     request_log.info("serving: traffic set to %s share %.4f by request %s", new.mode, new.share, request_id)
     return json_response({"request_id": request_id, "mode": new.mode, "share": new.share})

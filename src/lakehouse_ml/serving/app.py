@@ -13,6 +13,8 @@ no stack trace ever reaches a caller. Every response carries ``X-Request-ID``
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,11 +33,23 @@ from lakehouse_ml.serving.scoring import ScoringService
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Releases load on a thread from startup on (the server listens meanwhile), the inference log
-    flushes on shutdown."""
+    """The releases load on a thread from startup on, the server listening meanwhile; the inference
+    log flushes on shutdown."""
     service: ScoringService = app.state.service
-    service.start()
-    service.limit_threads()  # on the event loop's thread, which runs the model calls
+    loop, loaded = asyncio.get_running_loop(), asyncio.Event()
+    app.state.loaded = loaded
+
+    def on_loaded() -> None:
+        # On the event loop's thread, which runs the model calls, and after the load: threadpoolctl
+        # caps only the libraries already loaded, and scikit-learn's OpenMP comes with the model.
+        service.limit_threads()
+        loaded.set()
+
+    def from_load_thread() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: the server stopped meanwhile
+            loop.call_soon_threadsafe(on_loaded)
+
+    service.start(on_loaded=from_load_thread)
     try:
         yield
     finally:

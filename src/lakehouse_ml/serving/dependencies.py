@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -14,8 +13,6 @@ from lakehouse_ml.serving.config import ServingSettings
 from lakehouse_ml.serving.releases import ServingState
 from lakehouse_ml.serving.request_validation import ApiProblem, problem
 from lakehouse_ml.serving.scoring import ScoringService
-
-_STARTED_POLL_S = 0.02
 
 
 async def scoring_service(request: Request) -> ScoringService:
@@ -67,33 +64,31 @@ async def request_body(request: Request, settings: Settings) -> bytes:
 Body = Annotated[bytes, Depends(request_body)]
 
 
-async def _started(service: ScoringService, settings: ServingSettings) -> None:
+async def _loaded(request: Request, settings: ServingSettings) -> None:
     """Wait, at most ``startup_wait_s``, for the first load of the releases; 503 with Retry-After after that."""
-    deadline = time.monotonic() + settings.startup_wait_s
-    # Polled rather than waited on in a worker thread: callers arriving during a slow load would
-    # otherwise hold the threads the probes' store checks run in.
-    while not service.started.is_set():
-        if time.monotonic() >= deadline:
-            raise ApiProblem(
-                503,
-                [
-                    problem(
-                        "model",
-                        "loading",
-                        "the releases loaded (the service is starting)",
-                        f"still loading after {settings.startup_wait_s:g} s (serving.startup_wait_s)",
-                    )
-                ],
-                {"Retry-After": "1"},
-            )
-        await asyncio.sleep(_STARTED_POLL_S)
+    loaded: asyncio.Event = request.app.state.loaded
+    try:
+        await asyncio.wait_for(loaded.wait(), settings.startup_wait_s)
+    except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+        raise ApiProblem(
+            503,
+            [
+                problem(
+                    "model",
+                    "loading",
+                    "the releases loaded (the service is starting)",
+                    f"still loading after {settings.startup_wait_s:g} s (serving.startup_wait_s)",
+                )
+            ],
+            {"Retry-After": "1"},
+        ) from None
 
 
-async def serving_state(service: Service, settings: Settings) -> ServingState:
+async def serving_state(request: Request, service: Service, settings: Settings) -> ServingState:
     """One snapshot of the releases for the whole request, once they have loaded; 503 while no
     champion is loaded."""
-    if not service.started.is_set():
-        await _started(service, settings)
+    if not request.app.state.loaded.is_set():
+        await _loaded(request, settings)
     state = service.releases.state
     if state.champion is None or state.validator is None:
         raise ApiProblem(

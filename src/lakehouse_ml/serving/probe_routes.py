@@ -64,6 +64,7 @@ async def version_info(authorized: Annotated[bool, Depends(caller_authorized)], 
             "service": package_version(),
             "env": settings.env,
             "model_name": settings.model_name,
+            "releases_loaded": service.started.is_set(),  # before: no champion yet, not "no alias"
             "champion": state.champion.describe() if state.champion else None,
             "challenger": state.challenger.describe() if state.challenger else None,
             "traffic": {"mode": state.traffic.mode, "share": state.traffic.share},

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
@@ -58,12 +59,16 @@ class ScoringService:
         # whatever its outcome: until then /ready says "loading" and scoring calls wait for it.
         self.started = threading.Event()
         self._starter: threading.Thread | None = None
+        self._on_loaded: Callable[[], None] | None = None
+        self._stopping = threading.Event()  # from stop() on, a load in flight opens no store
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
+    def start(self, on_loaded: Callable[[], None] | None = None) -> None:
         """Start flushing the inference log and load the rest on a thread (:meth:`load`): the server
-        listens, and answers liveness, while the releases load."""
+        listens, and answers liveness, while the releases load. ``on_loaded`` is called on that
+        thread once the load has ended, whatever its outcome."""
+        self._on_loaded = on_loaded
         self.log.start()
         self._starter = threading.Thread(target=self.load, name="serving-start", daemon=True)
         self._starter.start()
@@ -85,16 +90,20 @@ class ScoringService:
         finally:
             self.releases.start_polling(self.settings.poll_interval_s)
             self.started.set()
+            if self._on_loaded is not None and not self._stopping.is_set():
+                self._on_loaded()
 
     def stop(self) -> None:
         """Stop polling, finish shadow scores, flush the inference log, close the store."""
+        self._stopping.set()
         if self._starter is not None:
-            self._starter.join(timeout=5)  # a load in flight opens the store: close it after
+            self._starter.join(timeout=5)
         self.releases.stop()
         self._shadow.shutdown(wait=True)
         self.log.close()
-        if self.store is not None:
-            self.store.close()
+        with self._store_lock:  # after a load in flight has opened the store, or never
+            if self.store is not None:
+                self.store.close()
 
     def limit_threads(self) -> Any:
         """Cap the calling thread's OpenMP/BLAS threads at ``model_threads`` (OpenMP limits are per thread)."""
@@ -148,7 +157,7 @@ class ScoringService:
         if self._lookup is not None or not self.settings.online_store or self._store_resting():
             return self._lookup
         with self._store_lock:
-            if self._lookup is None:
+            if self._lookup is None and not self._stopping.is_set():
                 from lakehouse_ml.online import OnlineFeatureLookup, open_online_store
 
                 try:

@@ -14,6 +14,7 @@ from lakehouse_ml.modeling.guards import TrainingDataError
 from lakehouse_ml.modeling.models import FAMILIES
 from lakehouse_ml.pipelines.tuning.nodes import prepare_tuning, run_study
 from lakehouse_ml.pipelines.tuning.pipeline import create_pipeline
+from tests.helpers import working_directory
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -205,7 +206,8 @@ def test_the_moved_storage_setting_is_refused_naming_the_catalog_entry(tmp_path)
 def nested_trial_runs(tmp_path, n_jobs: int = 1, **study_args) -> list:
     """Run a 3-trial study under a parent run in a tmp MLflow store; check and return its child runs."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
+    with working_directory(tmp_path):
+        client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("tuning-test")
     parent = client.create_run(experiment).info.run_id
     frame = _synthetic()
