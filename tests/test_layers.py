@@ -38,9 +38,10 @@ def test_the_scoring_service_imports_without_kedro_settings_engine_spark_or_plug
 
 
 def test_the_scoring_service_listens_before_it_imports_scikit_learn_or_mlflow():
-    # Everything the process does before uvicorn binds, from the command's main() to the lifespan's
-    # start(): what the releases need loads on their thread (here: not at all).
+    # Everything the process does before uvicorn binds, from the command's main() through the app's
+    # lifespan startup: what the releases need loads on their thread (here: not at all).
     code = textwrap.dedent("""
+        import asyncio
         import sys
 
         import uvicorn
@@ -49,10 +50,12 @@ def test_the_scoring_service_listens_before_it_imports_scikit_learn_or_mlflow():
 
         ScoringService.load = lambda self: None
 
+        async def started(app):
+            async with app.router.lifespan_context(app):  # the startup uvicorn runs before it binds
+                print(sorted({m.split(".")[0] for m in sys.modules} & {"sklearn", "scipy", "mlflow", "sqlalchemy"}))
+
         def run(app, **options):
-            app.state.service.start()
-            print(sorted({m.split(".")[0] for m in sys.modules} & {"sklearn", "scipy", "mlflow", "sqlalchemy"}))
-            app.state.service.stop()
+            asyncio.run(started(app))
 
         uvicorn.run = run
         from lakehouse_ml.serving.__main__ import main

@@ -282,8 +282,11 @@ def live_service(settings: ServingSettings, *, loaded: bool = True) -> Iterator[
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the scoring service did not start")
         time.sleep(0.02)
-    if loaded and not app.state.service.started.wait(60):
-        raise RuntimeError("the scoring service did not load its releases")
+    deadline = time.monotonic() + 60
+    while loaded and not (getattr(app.state, "loaded", None) and app.state.loaded.is_set()):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the scoring service did not load its releases")
+        time.sleep(0.02)
     try:
         yield LiveService(f"http://127.0.0.1:{sock.getsockname()[1]}", app, server, thread)
     finally:

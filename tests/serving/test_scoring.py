@@ -19,9 +19,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from lakehouse_ml.online import SQLiteOnlineStore
-from lakehouse_ml.serving.scoring import ScoringService
 from tests.helpers import PROJECT_ROOT
 from tests.serving.conftest import (
     MODEL_NAME,
@@ -167,15 +167,16 @@ def test_without_a_champion_scoring_is_unavailable_and_not_ready(registry, tmp_p
 
 @pytest.fixture
 def held_load(monkeypatch) -> Iterator[threading.Event]:
-    """The releases' first load waits until the returned event is set (set on exit in any case)."""
+    """Resolving an alias waits until the returned event is set (set on exit in any case): the first
+    load of the releases is held in the middle, with the releases' lock taken."""
     release = threading.Event()
-    load = ScoringService.load
+    resolve = MlflowClient.get_model_version_by_alias
 
-    def held(service: ScoringService) -> None:
+    def held(client: MlflowClient, *args: Any, **kwargs: Any) -> Any:
         release.wait(60)
-        load(service)
+        return resolve(client, *args, **kwargs)
 
-    monkeypatch.setattr(ScoringService, "load", held)
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", held)
     try:
         yield release
     finally:
@@ -192,10 +193,16 @@ def test_the_service_listens_before_the_releases_load_and_a_scoring_call_waits_f
         assert ready.status_code == 503 and ready.json()["reasons"] == ["the releases are still loading"]
         version = client.get("/version").json()
         assert version["releases_loaded"] is False and version["champion"] is None
-        # Waits for the releases' lock in a worker thread: the probes keep answering meanwhile.
-        traffic = threading.Thread(target=client.post, args=("/admin/traffic",), kwargs={"json": {"mode": "off"}})
+        # It waits for the releases' lock, which the load holds, in a worker thread: the event loop
+        # goes on answering meanwhile.
+        traffic_answers: list[Any] = []
+        traffic = threading.Thread(
+            target=lambda: traffic_answers.append(client.post("/admin/traffic", json={"mode": "off"}))
+        )
         traffic.start()
-        assert client.get("/health").status_code == 200
+        time.sleep(0.5)
+        assert traffic.is_alive()  # in flight, waiting for the lock
+        assert client.get("/health", timeout=2).status_code == 200
         answers: list[Any] = []
         caller = threading.Thread(
             target=lambda: answers.append(
@@ -211,6 +218,7 @@ def test_the_service_listens_before_the_releases_load_and_a_scoring_call_waits_f
         assert scored.status_code == 200, scored.text
         assert [p["model_version"] for p in scored.json()["predictions"]] == ["1", "1"]
         traffic.join(timeout=30)
+        assert [answer.status_code for answer in traffic_answers] == [200]
         assert running.service.releases.state.traffic.mode == "off"
         assert client.get("/ready").json() == {"ready": True, "reasons": []}
 
@@ -242,6 +250,7 @@ def test_the_model_threads_are_capped_on_the_event_loop_once_the_model_has_loade
             return [(pool["user_api"], pool["num_threads"]) for pool in threadpool_info()]
 
         app.add_api_route("/test/threads", threads)
+        from threadpoolctl import threadpool_info  # imports no native library itself
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -255,11 +264,17 @@ def test_the_model_threads_are_capped_on_the_event_loop_once_the_model_has_loade
             except httpx.TransportError:  # not listening yet
                 pass
             time.sleep(0.05)
-        print(json.dumps({{"model_threads": settings.model_threads, "pools": httpx.get(url + "/test/threads").json()}}))
+        else:
+            raise SystemExit("the service was not ready within 120 s")
+        uncapped = [(pool["user_api"], pool["num_threads"]) for pool in threadpool_info()]  # this thread's
+        capped = httpx.get(url + "/test/threads").json()
+        print(json.dumps({{"model_threads": settings.model_threads, "pools": capped, "uncapped": uncapped}}))
         server.should_exit = True
     """)
+    # The libraries' own defaults (one thread per core), or the cap would have nothing to change.
+    inherited = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     env = {
-        **os.environ,
+        **inherited,
         "LAKEHOUSE_ML_SERVING_TOKEN": TOKEN,
         "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
         "MLFLOW_REGISTRY_URI": mlflow.get_registry_uri(),
@@ -272,6 +287,8 @@ def test_the_model_threads_are_capped_on_the_event_loop_once_the_model_has_loade
     apis = {api for api, _ in report["pools"]}
     assert {"openmp", "blas"} <= apis, report  # scikit-learn's OpenMP and a BLAS loaded with the model
     assert {n for _, n in report["pools"]} == {report["model_threads"]} == {1}, report
+    if (os.cpu_count() or 1) > 1:  # uncapped, OpenMP uses every core: the cap changed something
+        assert max(n for api, n in report["uncapped"] if api == "openmp") > 1, report
 
 
 def test_a_scoring_call_waits_at_most_startup_wait_s_for_the_releases(registry, online_store, tmp_path, held_load):

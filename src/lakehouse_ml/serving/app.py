@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,6 +31,8 @@ from lakehouse_ml.serving.request_context import RequestContext
 from lakehouse_ml.serving.responses import EXCEPTION_HANDLERS
 from lakehouse_ml.serving.scoring import ScoringService
 
+logger = logging.getLogger(__name__)
+
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,16 +43,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.loaded = loaded
 
     def on_loaded() -> None:
-        # On the event loop's thread, which runs the model calls, and after the load: threadpoolctl
-        # caps only the libraries already loaded, and scikit-learn's OpenMP comes with the model.
-        service.limit_threads()
-        loaded.set()
+        # On the event loop's thread, which runs the model calls, after the first load and after
+        # every later change of the releases: threadpoolctl caps only the libraries already
+        # loaded, and scikit-learn's OpenMP comes with the first model.
+        try:
+            service.limit_threads()
+        except Exception:
+            logger.exception("serving: the model threads could not be capped")
+        finally:
+            loaded.set()
 
-    def from_load_thread() -> None:
+    def from_any_thread() -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed: the server stopped meanwhile
             loop.call_soon_threadsafe(on_loaded)
 
-    service.start(on_loaded=from_load_thread)
+    service.start(on_loaded=from_any_thread)
     try:
         yield
     finally:

@@ -64,31 +64,42 @@ async def request_body(request: Request, settings: Settings) -> bytes:
 Body = Annotated[bytes, Depends(request_body)]
 
 
-async def _loaded(request: Request, settings: ServingSettings) -> None:
+def _loading(settings: ServingSettings, got: str) -> ApiProblem:
+    return ApiProblem(
+        503,
+        [problem("model", "loading", "the releases loaded (the service is starting)", got)],
+        {"Retry-After": "1"},
+    )
+
+
+async def releases_loaded(request: Request) -> bool:
+    """Whether the first load of the releases has ended (and the model threads are capped): what
+    ``/ready``, ``/version`` and scoring all go by."""
+    loaded: asyncio.Event | None = getattr(request.app.state, "loaded", None)
+    return loaded is not None and loaded.is_set()
+
+
+Loaded = Annotated[bool, Depends(releases_loaded)]
+
+
+async def _wait_loaded(request: Request, settings: ServingSettings) -> None:
     """Wait, at most ``startup_wait_s``, for the first load of the releases; 503 with Retry-After after that."""
-    loaded: asyncio.Event = request.app.state.loaded
+    loaded: asyncio.Event | None = getattr(request.app.state, "loaded", None)
+    if loaded is None:  # an app whose lifespan did not run never loads
+        raise _loading(settings, "the app's lifespan did not run")
     try:
         await asyncio.wait_for(loaded.wait(), settings.startup_wait_s)
     except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
-        raise ApiProblem(
-            503,
-            [
-                problem(
-                    "model",
-                    "loading",
-                    "the releases loaded (the service is starting)",
-                    f"still loading after {settings.startup_wait_s:g} s (serving.startup_wait_s)",
-                )
-            ],
-            {"Retry-After": "1"},
+        raise _loading(
+            settings, f"still loading after {settings.startup_wait_s:g} s (serving.startup_wait_s)"
         ) from None
 
 
-async def serving_state(request: Request, service: Service, settings: Settings) -> ServingState:
+async def serving_state(request: Request, loaded: Loaded, service: Service, settings: Settings) -> ServingState:
     """One snapshot of the releases for the whole request, once they have loaded; 503 while no
     champion is loaded."""
-    if not request.app.state.loaded.is_set():
-        await _loaded(request, settings)
+    if not loaded:
+        await _wait_loaded(request, settings)
     state = service.releases.state
     if state.champion is None or state.validator is None:
         raise ApiProblem(

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from lakehouse_ml.serving.auth import caller_authorized
-from lakehouse_ml.serving.dependencies import Service
+from lakehouse_ml.serving.dependencies import Loaded, Service
 from lakehouse_ml.serving.responses import json_response
 
 router = APIRouter(tags=["probes"])
@@ -31,9 +31,9 @@ async def health() -> Response:
 
 
 @router.get("/ready", summary="Readiness: the releases have loaded, with a champion, and the online store is open")
-async def ready(service: Service) -> Response:
+async def ready(service: Service, loaded: Loaded) -> Response:
     settings = service.settings
-    if not service.started.is_set():
+    if not loaded:
         return json_response({"ready": False, "reasons": ["the releases are still loading"]}, 503)
     reasons = []
     if service.releases.state.champion is None:
@@ -52,7 +52,9 @@ async def ready(service: Service) -> Response:
     "/version",
     summary="The package version; with the token also the releases, the inputs and the online store's tables",
 )
-async def version_info(authorized: Annotated[bool, Depends(caller_authorized)], service: Service) -> Response:
+async def version_info(
+    authorized: Annotated[bool, Depends(caller_authorized)], service: Service, loaded: Loaded
+) -> Response:
     # Without credentials only the package version: releases, threshold and inputs are for callers of the service.
     if not authorized:
         return json_response({"service": package_version()})
@@ -64,7 +66,7 @@ async def version_info(authorized: Annotated[bool, Depends(caller_authorized)], 
             "service": package_version(),
             "env": settings.env,
             "model_name": settings.model_name,
-            "releases_loaded": service.started.is_set(),  # before: no champion yet, not "no alias"
+            "releases_loaded": loaded,  # before: no champion yet, not "no alias"
             "champion": state.champion.describe() if state.champion else None,
             "challenger": state.challenger.describe() if state.challenger else None,
             "traffic": {"mode": state.traffic.mode, "share": state.traffic.share},

@@ -66,8 +66,9 @@ class ScoringService:
 
     def start(self, on_loaded: Callable[[], None] | None = None) -> None:
         """Start flushing the inference log and load the rest on a thread (:meth:`load`): the server
-        listens, and answers liveness, while the releases load. ``on_loaded`` is called on that
-        thread once the load has ended, whatever its outcome."""
+        listens, and answers liveness, while the releases load. ``on_loaded`` is called on the
+        loading thread once the first load has ended, whatever its outcome, and again whenever the
+        releases change (a model loaded later may bring libraries of its own)."""
         self._on_loaded = on_loaded
         self.log.start()
         self._starter = threading.Thread(target=self.load, name="serving-start", daemon=True)
@@ -89,9 +90,9 @@ class ScoringService:
             logger.exception("serving: the first load of the releases failed")
         finally:
             self.releases.start_polling(self.settings.poll_interval_s)
-            self.started.set()
             if self._on_loaded is not None and not self._stopping.is_set():
                 self._on_loaded()
+            self.started.set()
 
     def stop(self) -> None:
         """Stop polling, finish shadow scores, flush the inference log, close the store."""
@@ -101,9 +102,15 @@ class ScoringService:
         self.releases.stop()
         self._shadow.shutdown(wait=True)
         self.log.close()
-        with self._store_lock:  # after a load in flight has opened the store, or never
+        # After a load in flight has opened the store, or never: lookup() opens none once stopping.
+        if not self._store_lock.acquire(timeout=5):
+            logger.warning("serving: the online store was still opening at shutdown; it closes itself after")
+            return
+        try:
             if self.store is not None:
                 self.store.close()
+        finally:
+            self._store_lock.release()
 
     def limit_threads(self) -> Any:
         """Cap the calling thread's OpenMP/BLAS threads at ``model_threads`` (OpenMP limits are per thread)."""
@@ -118,6 +125,8 @@ class ScoringService:
             role: (state.release(role).version if state.release(role) else None) for role in ("champion", "challenger")
         }
         self.metrics.set_releases(versions, state.traffic.share if state.traffic.mode == "canary" else 0.0)
+        if self.started.is_set() and self._on_loaded is not None and not self._stopping.is_set():
+            self._on_loaded()
 
     def _store_failed(self, error: Exception) -> None:
         """Record a failure of the store: reported by /ready, and not asked again for ``online_store_retry_s``."""
@@ -169,6 +178,8 @@ class ScoringService:
                         self.settings.on_demand_features,
                     )
                     self.store, self.store_error = store, None
+                    if self._stopping.is_set():  # stop() gave up waiting for this open
+                        store.close()
                 except Exception as error:  # noqa: BLE001 - reported by /ready; payload scoring goes on
                     self._store_failed(error)
                     # The store's kind only: its options may carry a password (the error names where it is).
