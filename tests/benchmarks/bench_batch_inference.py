@@ -82,13 +82,17 @@ def _candidate_model(model_dir: str | None) -> tuple[Path, float]:
     raise SystemExit(f"no logged model of candidate run {pointer['run_id']} under mlartifacts/: pass --model DIR")
 
 
-def register_champion(model_dir: Path, threshold: float) -> str:
-    """Log the model into the (temporary) store, register it and make it champion."""
+def register_champion(model_dir: Path, threshold: float, artifacts: Path) -> str:
+    """Log the model into the (temporary) store, its artifacts under ``artifacts``, register it and
+    make it champion."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.models import Model
 
     model = mlflow.sklearn.load_model(str(model_dir))
+    if mlflow.get_experiment_by_name("bench_batch_inference") is None:
+        # Not the default location, ./mlruns of the cwd: the project.
+        mlflow.create_experiment("bench_batch_inference", artifact_location=artifacts.as_uri())
     mlflow.set_experiment("bench_batch_inference")
     with mlflow.start_run() as run:
         mlflow.sklearn.log_model(
@@ -313,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
 
     model_dir, threshold = _candidate_model(args.model)
-    version = register_champion(model_dir, args.threshold if args.threshold is not None else threshold)
+    version = register_champion(
+        model_dir, args.threshold if args.threshold is not None else threshold, workdir / "artifacts"
+    )
     print(
         f"bench_batch_inference: scales {scales}, {args.repeats} repeats; work dir {workdir}; champion = {MODEL_NAME} v{version} ({model_dir})"
     )

@@ -235,6 +235,9 @@ def prepare(workdir: Path, family: str, customers: int, redis: Any) -> dict[str,
     from lakehouse_ml.online import SQLiteOnlineStore, open_online_store
     from tests.serving.conftest import MODEL_NAME, feature_rows, model_inputs, register_version, store_rows
 
+    if mlflow.get_experiment_by_name("bench_serving") is None:
+        # Artifacts in the work dir: a new experiment's default location is ./mlruns of the cwd (the project).
+        mlflow.create_experiment("bench_serving", artifact_location=(workdir / "artifacts").as_uri())
     mlflow.set_experiment("bench_serving")
     training = feature_rows(5000, seed=1)
     started = time.perf_counter()

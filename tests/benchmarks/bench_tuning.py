@@ -164,6 +164,7 @@ def optuna_storage(kind: str, workdir: Path, tag: str) -> str | None:
     if kind == "memory":
         return None
     path = workdir / "optuna" / f"{tag}_{uuid.uuid4().hex[:8]}.db"
+    path.parent.mkdir(parents=True, exist_ok=True)  # SQLite creates the file, not its folder
     return f"sqlite:///{path}"
 
 
@@ -177,7 +178,10 @@ def mlflow_experiment(workdir: Path) -> str:
     mlflow.set_tracking_uri(f"sqlite:///{workdir}/mlflow.db")
     name = "bench_tuning"
     experiment = mlflow.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else mlflow.create_experiment(name)
+    if experiment:
+        return experiment.experiment_id
+    # Artifacts in the work dir, not in ./mlruns of the cwd (the project).
+    return mlflow.create_experiment(name, artifact_location=(workdir / "artifacts").as_uri())
 
 
 def nested_runs(experiment_id: str, parent_run_id: str) -> Counter:
