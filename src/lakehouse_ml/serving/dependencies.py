@@ -64,7 +64,22 @@ async def request_body(request: Request, settings: Settings) -> bytes:
 Body = Annotated[bytes, Depends(request_body)]
 
 
-def _loading(settings: ServingSettings, got: str) -> ApiProblem:
+def _loaded_event(request: Request) -> asyncio.Event | None:
+    """The app's "releases loaded" event; None when its lifespan did not run (it never loads then)."""
+    return getattr(request.app.state, "loaded", None)
+
+
+async def releases_loaded(request: Request) -> bool:
+    """Whether the first load of the releases has ended (and the model threads are capped): what
+    ``/ready``, ``/version`` and scoring all go by."""
+    loaded = _loaded_event(request)
+    return loaded is not None and loaded.is_set()
+
+
+Loaded = Annotated[bool, Depends(releases_loaded)]
+
+
+def _loading(got: str) -> ApiProblem:
     return ApiProblem(
         503,
         [problem("model", "loading", "the releases loaded (the service is starting)", got)],
@@ -72,34 +87,23 @@ def _loading(settings: ServingSettings, got: str) -> ApiProblem:
     )
 
 
-async def releases_loaded(request: Request) -> bool:
-    """Whether the first load of the releases has ended (and the model threads are capped): what
-    ``/ready``, ``/version`` and scoring all go by."""
-    loaded: asyncio.Event | None = getattr(request.app.state, "loaded", None)
-    return loaded is not None and loaded.is_set()
-
-
-Loaded = Annotated[bool, Depends(releases_loaded)]
-
-
-async def _wait_loaded(request: Request, settings: ServingSettings) -> None:
+async def _wait_loaded(loaded: asyncio.Event | None, settings: ServingSettings) -> None:
     """Wait, at most ``startup_wait_s``, for the first load of the releases; 503 with Retry-After after that."""
-    loaded: asyncio.Event | None = getattr(request.app.state, "loaded", None)
-    if loaded is None:  # an app whose lifespan did not run never loads
-        raise _loading(settings, "the app's lifespan did not run")
+    if loaded is None:
+        raise _loading("the app's lifespan did not run")
     try:
         await asyncio.wait_for(loaded.wait(), settings.startup_wait_s)
     except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
-        raise _loading(
-            settings, f"still loading after {settings.startup_wait_s:g} s (serving.startup_wait_s)"
-        ) from None
+        raise _loading(f"still loading after {settings.startup_wait_s:g} s (serving.startup_wait_s)") from None
 
 
-async def serving_state(request: Request, loaded: Loaded, service: Service, settings: Settings) -> ServingState:
+async def serving_state(request: Request, service: Service, settings: Settings) -> ServingState:
     """One snapshot of the releases for the whole request, once they have loaded; 503 while no
     champion is loaded."""
-    if not loaded:
-        await _wait_loaded(request, settings)
+    # The event read here, not through the Loaded dependency: one dependency fewer per scoring call.
+    loaded = _loaded_event(request)
+    if loaded is None or not loaded.is_set():
+        await _wait_loaded(loaded, settings)
     state = service.releases.state
     if state.champion is None or state.validator is None:
         raise ApiProblem(

@@ -55,9 +55,9 @@ class ScoringService:
         self._lookup: Any = None
         self.store_error: str | None = None  # what responses show: never the message (it may name the store's path)
         self._store_failed_at: float | None = None  # monotonic time of the store's last failure
-        # Set once the first load has ended (releases resolved, store opened, polling started),
-        # whatever its outcome: until then /ready says "loading" and scoring calls wait for it.
-        self.started = threading.Event()
+        # Set once the first load has ended, whatever its outcome: from then on every change of the
+        # releases calls on_loaded too (the caller's "loaded" goes by on_loaded, not by this).
+        self._first_load_done = threading.Event()
         self._starter: threading.Thread | None = None
         self._on_loaded: Callable[[], None] | None = None
         self._stopping = threading.Event()  # from stop() on, a load in flight opens no store
@@ -75,7 +75,7 @@ class ScoringService:
         self._starter.start()
 
     def load(self) -> None:
-        """Resolve and load the releases, open the online store, start polling; ``started`` at the end."""
+        """Resolve and load the releases, open the online store, start polling; then ``on_loaded``."""
         try:
             outcome = self.releases.refresh()
             logger.info(
@@ -92,7 +92,7 @@ class ScoringService:
             self.releases.start_polling(self.settings.poll_interval_s)
             if self._on_loaded is not None and not self._stopping.is_set():
                 self._on_loaded()
-            self.started.set()
+            self._first_load_done.set()
 
     def stop(self) -> None:
         """Stop polling, finish shadow scores, flush the inference log, close the store."""
@@ -125,7 +125,7 @@ class ScoringService:
             role: (state.release(role).version if state.release(role) else None) for role in ("champion", "challenger")
         }
         self.metrics.set_releases(versions, state.traffic.share if state.traffic.mode == "canary" else 0.0)
-        if self.started.is_set() and self._on_loaded is not None and not self._stopping.is_set():
+        if self._first_load_done.is_set() and self._on_loaded is not None and not self._stopping.is_set():
             self._on_loaded()
 
     def _store_failed(self, error: Exception) -> None:
