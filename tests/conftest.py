@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lakehouse_ml.engine import ENGINE, EngineConfig
-from tests.helpers import working_directory
+from tests.helpers import project_config, working_directory
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -120,12 +120,11 @@ def spark():
 
     With ``LAKEHOUSE_TEST_SPARK_REMOTE`` set, the engine in ``remote`` mode on that URL instead.
     """
-    spark_conf = {"spark.sql.session.timeZone": "UTC"}
     url = os.environ.get(REMOTE_ENV)
     config = (
-        EngineConfig(mode="remote", remote_url=url, spark_conf=spark_conf)
+        EngineConfig(mode="remote", remote_url=url, spark_conf={"spark.sql.session.timeZone": "UTC"})
         if url
-        else EngineConfig(spark_conf=spark_conf)
+        else EngineConfig.from_dict(project_config("local")["spark"])
     )
     if url:
         # SPARK_REMOTE wins over remote.url in the engine: the test URL must be the one used.

@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from lakehouse_ml.capabilities import is_table_creation
 from lakehouse_ml.datasets import PandasDeltaDataset, SparkDeltaDataset
 from lakehouse_ml.lakehouse import table_history, table_lineage, table_version
+from tests.conftest import REMOTE_ENV
 
 SCHEMA = "id long, v string"
 FLAGGED = "id long, v string, deleted boolean"
@@ -113,6 +114,25 @@ def test_overwrite_then_load(spark, tmp_path):
     ds.save(spark.createDataFrame([(3, "c")], SCHEMA))
     assert rows(ds.load()) == [(3, "c")]
     assert table_version(str(path)) == 1
+
+
+def test_target_file_size_cuts_the_data_files_on_the_embedded_engine(spark, tmp_path):
+    """The ingest tables' ``targetFileSize`` (globals ``delta_target_file_size``) reaches the writer.
+
+    The embedded engine holds each data file in memory until it is written, so the option is what
+    bounds a writer's memory; JVM Delta ignores it and writes the same rows.
+    """
+    path = tmp_path / "t"
+    target = 500_000
+    frame = spark.range(200_000).select("id", F.sha2(F.col("id").cast("string"), 256).alias("payload"))
+    SparkDeltaDataset(filepath=str(path), save_args={"targetFileSize": target}).save(frame)
+    loaded = SparkDeltaDataset(filepath=str(path)).load()
+    assert loaded.count() == 200_000
+    assert loaded.select(F.countDistinct("payload")).first()[0] == 200_000
+    if not os.environ.get(REMOTE_ENV):
+        sizes = [f.stat().st_size for f in path.glob("*.parquet")]
+        assert len(sizes) >= 5, sizes
+        assert max(sizes) < 4 * target, sizes
 
 
 def test_relative_filepath_is_resolved_against_the_working_directory(spark, tmp_path, monkeypatch):
