@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lakehouse_ml.engine import ENGINE, EngineConfig
-from tests.helpers import project_config, working_directory
+from tests.helpers import working_directory
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -116,22 +117,27 @@ def spark_cluster(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def spark():
-    """The embedded pysail engine, exactly as ``kedro run`` starts it by default.
+    """The embedded pysail engine, exactly as ``kedro run`` starts it from ``conf/base/spark.yml``.
 
     With ``LAKEHOUSE_TEST_SPARK_REMOTE`` set, the engine in ``remote`` mode on that URL instead.
+    Only the base file: a developer's ``conf/local`` must not move the tests to another engine.
     """
     url = os.environ.get(REMOTE_ENV)
-    config = (
-        EngineConfig(mode="remote", remote_url=url, spark_conf={"spark.sql.session.timeZone": "UTC"})
-        if url
-        else EngineConfig.from_dict(project_config("local")["spark"])
-    )
     if url:
+        config = EngineConfig(mode="remote", remote_url=url, spark_conf={"spark.sql.session.timeZone": "UTC"})
         # SPARK_REMOTE wins over remote.url in the engine: the test URL must be the one used.
         os.environ.pop("SPARK_REMOTE", None)
+    else:
+        base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "spark.yml").read_text())
+        config = EngineConfig.from_dict({**base, "mode": "embedded"})
+    # The engine sets its SAIL_* variables in this process; later tests and their children must
+    # not depend on whether this fixture ran before them.
+    added = [key for key in config.embedded_env if key not in os.environ]
     session = ENGINE.start(config)
     yield session
     ENGINE.stop()
+    for key in added:
+        os.environ.pop(key, None)
 
 
 # ---------------------------------------------------------------- team services (marker `services`)

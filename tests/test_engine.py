@@ -29,7 +29,7 @@ from lakehouse_ml.engine import (
     java_executable,
     missing_classic_jars,
 )
-from tests.helpers import project_config
+from tests.helpers import PROJECT_ROOT, project_config
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -110,6 +110,28 @@ def test_project_spark_yml_selects_the_embedded_engine():
     config = EngineConfig.from_dict(project_config("local")["spark"])
     assert config.mode == "embedded"
     assert config.spark_conf == {"spark.sql.session.timeZone": "UTC"}
+
+
+def test_project_spark_yml_bounds_the_embedded_engines_memory_pool():
+    env = EngineConfig.from_dict(project_config("local")["spark"]).embedded_env
+    assert env["SAIL_RUNTIME__MEMORY_POOL__TYPE"] == "fair"
+    assert int(env["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"]) > 0
+
+
+def test_an_environments_spark_yml_overrides_single_keys_and_keeps_the_rest(tmp_path):
+    conf = tmp_path / "conf"
+    (conf / "base").mkdir(parents=True)
+    (conf / "bigger").mkdir()
+    (conf / "base" / "spark.yml").write_text((PROJECT_ROOT / "conf" / "base" / "spark.yml").read_text())
+    (conf / "bigger" / "spark.yml").write_text(
+        "embedded:\n  env:\n    SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE: '8000000000'\n"
+    )
+    config = EngineConfig.from_dict(project_config("bigger", conf_source=conf)["spark"])
+    assert config.embedded_env["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] == "8000000000"
+    # Not dropped by the override: the pool's type, the log level, the rest of the file.
+    assert config.embedded_env["SAIL_RUNTIME__MEMORY_POOL__TYPE"] == "fair"
+    assert config.embedded_env["RUST_LOG"] == "warn"
+    assert config.mode == "embedded" and config.spark_conf == {"spark.sql.session.timeZone": "UTC"}
 
 
 def test_session_of_an_engine_that_is_not_running_raises():

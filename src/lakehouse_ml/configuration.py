@@ -29,9 +29,10 @@ CONFIG_LOADER_ARGS = {
         # Feature contracts: one file per feature table, each nested under `feature_tables:`.
         "parameters": ["parameters*", "parameters*/**", "**/parameters*", "feature_tables/*"],
     },
-    # Environments override single keys of a parameter (e.g. one source's column mapping) or of
-    # mlflow.yml (the experiment name) instead of replacing the whole top-level block.
-    "merge_strategy": {"parameters": "soft", "globals": "soft", "mlflow": "soft"},
+    # Environments override single keys of a parameter (e.g. one source's column mapping), of
+    # mlflow.yml (the experiment name) or of spark.yml (the memory pool's size) instead of replacing
+    # the whole top-level block, which would silently drop the base's other engine settings.
+    "merge_strategy": {"parameters": "soft", "globals": "soft", "mlflow": "soft", "spark": "soft"},
     "custom_resolvers": {
         "project_root": project_root,
     },

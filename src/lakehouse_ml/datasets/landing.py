@@ -32,9 +32,10 @@ LINES_COLUMNS = [c.split()[0] for c in LINES_SCHEMA.split(", ")]
 # so its memory is one file's, while every partition costs the engine a fixed overhead (measured on
 # Sail: 4,000 files in 250 partitions peaked at 2.0 GB, in 16 at 0.5 GB). Sail reads them all at
 # once, and each also feeds a Delta writer of its own, so the peak is this many files in flight and
-# this many files being written. The files are decoded in Python, one thread at a time, so more
-# partitions than cores buy nothing: landing scale 20's sessions (24 MB files) into Delta took
-# 16.0 s at a 2.0 GB peak with 4, 15.9 s at 1.4 GB with 2, 18.2 s at 1.1 GB with 1.
+# this many files being written. The files are decoded in Python, one thread at a time, so beyond
+# two (one decoding while the other's rows are written) more buy no speed: landing scale 20's
+# sessions (24 MB files) into Delta took 16.0 s at a 2.0 GB peak with 4, 15.9 s at 1.4 GB with 2,
+# 18.2 s at 1.1 GB with 1.
 READ_PARTITIONS = 2
 # What Spark's text source splits lines on (and Sail's, checked): CRLF, CR or LF.
 _LINE_BREAK = r"\r\n|\r|\n"
