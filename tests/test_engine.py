@@ -112,24 +112,18 @@ def test_project_spark_yml_selects_the_embedded_engine():
     assert config.spark_conf == {"spark.sql.session.timeZone": "UTC"}
 
 
-def test_project_spark_yml_bounds_the_embedded_engines_memory_pool():
-    env = EngineConfig.from_dict(project_config("local")["spark"]).embedded_env
-    assert env["SAIL_RUNTIME__MEMORY_POOL__TYPE"] == "fair"
-    assert int(env["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"]) > 0
-
-
 def test_an_environments_spark_yml_overrides_single_keys_and_keeps_the_rest(tmp_path):
     conf = tmp_path / "conf"
     (conf / "base").mkdir(parents=True)
     (conf / "bigger").mkdir()
     (conf / "base" / "spark.yml").write_text((PROJECT_ROOT / "conf" / "base" / "spark.yml").read_text())
     (conf / "bigger" / "spark.yml").write_text(
-        "embedded:\n  env:\n    SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE: '8000000000'\n"
+        "embedded:\n  env:\n    SAIL_RUNTIME__MEMORY_POOL__TYPE: fair\n"
+        "    SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE: '8000000000'\n"
     )
     config = EngineConfig.from_dict(project_config("bigger", conf_source=conf)["spark"])
     assert config.embedded_env["SAIL_RUNTIME__MEMORY_POOL__FAIR__MAX_SIZE"] == "8000000000"
-    # Not dropped by the override: the pool's type, the log level, the rest of the file.
-    assert config.embedded_env["SAIL_RUNTIME__MEMORY_POOL__TYPE"] == "fair"
+    # Not dropped by the override: the base's other variables and the rest of the file.
     assert config.embedded_env["RUST_LOG"] == "warn"
     assert config.mode == "embedded" and config.spark_conf == {"spark.sql.session.timeZone": "UTC"}
 
