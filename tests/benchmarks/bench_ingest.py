@@ -2,6 +2,7 @@
 """Benchmark the Spark ``ingest`` pipeline against a single-process pandas + deltalake baseline.
 
     python tests/benchmarks/bench_ingest.py [--scales 1,10] [--many-files 1000,4000] [--workdir DIR]
+                                            [--incremental-days 30]
 
 For every case, in a fresh work directory (the cwd of every step):
 
@@ -13,7 +14,11 @@ For every case, in a fresh work directory (the cwd of every step):
    (one process; the Python work runs on one thread, only delta-rs' Parquet writer may use more),
    written to ``<run dir>/baseline/…``;
 4. both results are checked against each other: silver rows and quarantined rows per source must
-   be equal (AGREE / DISAGREE), and at small scales the silver contents are compared too.
+   be equal (AGREE / DISAGREE), and at small scales the silver contents are compared too;
+5. with ``--incremental-days N``, INCREMENTAL: the ingest again from empty tables without the last
+   N delivery days of every source, then those N days into the tables it wrote (silver's and
+   gold's MERGEs, which a run from empty tables never exercises): that second run's time, events
+   and peak RSS are reported, and its tables are checked against the baseline's like the first.
 
 A case is a ``simulate.scale`` (``--scales``: 180 daily deliveries of big files) or a number of
 small delivery files (``--many-files``: ``n / 4`` daily deliveries of each source at the small
@@ -1055,11 +1060,14 @@ def phase_compare(env: str) -> dict[str, Any]:
 
 
 def run_phase(
-    phase: str, run_dir: Path, args: argparse.Namespace, extra: list[str] | None = None
+    phase: str, run_dir: Path, args: argparse.Namespace, extra: list[str] | None = None, tag: str | None = None
 ) -> dict[str, Any] | None:
-    """Run one phase in a child process with cwd = run_dir; return its result (None on failure)."""
-    result_file = run_dir / f"{phase}.result.json"
-    log_file = run_dir / f"{phase}.log"
+    """Run one phase in a child process with cwd = run_dir; return its result (None on failure).
+
+    ``tag`` names its result and log files (default: the phase), for a phase run more than once.
+    """
+    result_file = run_dir / f"{tag or phase}.result.json"
+    log_file = run_dir / f"{tag or phase}.log"
     result_file.unlink(missing_ok=True)
     command = [
         sys.executable,
@@ -1105,6 +1113,42 @@ def run_phase(
         None if busy_before is None or busy_after is None else max(0.0, (busy_after - busy_before - step_cpu) / elapsed)
     )
     return result
+
+
+def run_incremental(run_dir: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Ingest from empty tables without the last ``--incremental-days`` delivery days, then those days.
+
+    Returns the second run's result with ``events`` (bronze rows of the held-back days) and the
+    first run's ``first_seconds`` / ``first_peak_rss_mb``; None if either run failed.
+    """
+    from tests.helpers import project_config
+
+    lakehouse = run_dir / project_config(args.env)["globals"]["lakehouse_root"]
+    shutil.rmtree(lakehouse, ignore_errors=True)
+    held = run_dir / "held_back"
+    moved: list[tuple[Path, Path]] = []
+    for source, landing in table_paths(args.env)["landing"].items():
+        days = sorted(p for p in (run_dir / landing["path"]).iterdir() if p.is_dir())
+        for day in days[-args.incremental_days :]:
+            target = held / source / day.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            day.rename(target)
+            moved.append((target, day))
+    try:
+        first = run_phase("ingest", run_dir, args, tag="ingest_before_increment")
+    finally:
+        for target, day in moved:
+            target.rename(day)
+    if first is None:
+        return None
+    second = run_phase("ingest", run_dir, args, tag="ingest_increment")
+    if second is None:
+        return None
+    before = sum(v["bronze_rows"] for v in first["sources"].values())
+    second["events"] = sum(v["bronze_rows"] for v in second["sources"].values()) - before
+    second["first_seconds"] = first["seconds"]
+    second["first_peak_rss_mb"] = first["peak_rss_mb"]
+    return second
 
 
 def prepare_run_dir(workdir: Path, case: Case) -> Path:
@@ -1244,6 +1288,12 @@ def main(argv: list[str] | None = None) -> int:
         default=3,
         help="runs per case, each simulate → ingest → baseline in turn (interleaved); medians reported (default 3)",
     )
+    parser.add_argument(
+        "--incremental-days",
+        type=int,
+        default=0,
+        help="also time an incremental run: these last delivery days ingested into the tables of the others",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per phase (default: none)")
     parser.add_argument("--phase", choices=["simulate", "ingest", "baseline", "compare"], help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)
@@ -1280,7 +1330,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs; python {sys.version.split()[0]}"
     )
 
-    summary, verdicts = [], []
+    summary, verdicts, incremental_rows = [], [], []
     for case in cases:
         runs: list[dict[str, Any]] = []  # the case's complete runs
         for run in range(args.runs):
@@ -1415,14 +1465,51 @@ def main(argv: list[str] | None = None) -> int:
                         else:
                             print(f"    {source}: identical silver values and quarantined rows/messages")
                     verdict += "" if clean else " (content differs, see above)"
+            incremental = None
+            if args.incremental_days:
+                print(f"  running INCREMENTAL (the last {args.incremental_days} days into the others') ...", flush=True)
+                incremental = run_incremental(run_dir, args)
+                if incremental is None:
+                    verdict += "; incremental run failed"
+                else:
+                    same, _ = agreement(incremental, baseline)
+                    print(
+                        f"  incremental: the other days {incremental['first_seconds']:.1f} s "
+                        f"(peak RSS {incremental['first_peak_rss_mb']:,.0f} MB), then "
+                        f"{fmt_int(incremental['events'])} events in {incremental['seconds']:.1f} s wall, "
+                        f"{incremental['cpu_seconds']:.1f} s CPU, peak RSS {incremental['peak_rss_mb']:,.0f} MB; "
+                        f"its tables against the baseline's: {'AGREE' if same else 'DISAGREE'}"
+                    )
+                    verdict += "" if same else "; incremental DISAGREES"
             verdicts.append((case, verdict))
             runs.append(
-                {"files": files, "events": events_i, "ingest": ingest, "baseline": baseline, "ratio": rate_i / rate_b}
+                {
+                    "files": files,
+                    "events": events_i,
+                    "ingest": ingest,
+                    "baseline": baseline,
+                    "ratio": rate_i / rate_b,
+                    "incremental": incremental,
+                }
             )
             if not args.keep:
                 shutil.rmtree(run_dir, ignore_errors=True)
         if runs:
             summary.append(median_row(case, runs))
+        increments = [r["incremental"] for r in runs if r.get("incremental")]
+        if increments:
+            seconds = statistics.median(r["seconds"] for r in increments)
+            events = statistics.median(r["events"] for r in increments)
+            incremental_rows.append(
+                [
+                    case.short,
+                    fmt_int(events),
+                    f"{seconds:.1f}",
+                    fmt_int(events / seconds),
+                    f"{max(r['peak_rss_mb'] for r in increments):,.0f}",
+                    f"{statistics.median(r['cpu_seconds'] for r in increments):.0f}",
+                ]
+            )
 
     print(
         "\n=== summary (case = simulate.scale or number of small files; events = bronze rows; seconds, events/s "
@@ -1447,6 +1534,12 @@ def main(argv: list[str] | None = None) -> int:
         ],
         summary,
     )
+    if incremental_rows:
+        print(
+            f"\n=== incremental runs (the last {args.incremental_days} delivery days into the tables of the "
+            "others; seconds: medians; peak RSS: the largest)"
+        )
+        print_table(["case", "events", "seconds", "events/s", "peak RSS MB", "CPU s"], incremental_rows)
     for case, verdict in verdicts:
         print(f"  {case.label}: {verdict}")
     return 0 if all(v.startswith("AGREE") and "differs" not in v for _, v in verdicts) else 1
