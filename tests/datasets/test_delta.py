@@ -88,6 +88,8 @@ def run_script(tmp_path: Path, name: str, code: str, timeout: float = 60, env=No
         ({"write_mode": "upsert"}, "write_mode must be one of overwrite, append, merge, replace"),
         ({"write_mode": "merge"}, "write_mode 'merge' needs merge_keys"),
         ({"write_mode": "replace"}, "write_mode 'replace' needs replace_keys"),
+        ({"save_args": {"targetFileSize": "32MB"}}, r"targetFileSize must be a positive whole number .* got '32MB'"),
+        ({"save_args": {"targetFileSize": 0}}, r"targetFileSize must be a positive whole number .* got 0"),
     ],
 )
 def test_invalid_configuration_is_rejected_with_the_table_path(tmp_path, kwargs, message):

@@ -117,6 +117,13 @@ class SparkDeltaDataset(_DeltaTableLocation, AbstractDataset[DataFrame, DataFram
             raise DatasetError(f"Delta table '{filepath}': write_mode 'merge' needs merge_keys")
         if write_mode == "replace" and not replace_keys:
             raise DatasetError(f"Delta table '{filepath}': write_mode 'replace' needs replace_keys")
+        file_size = (save_args or {}).get("targetFileSize")
+        if file_size is not None and not (str(file_size).isdigit() and int(file_size) > 0):
+            # Checked here: the engine would only fail at the first write, deep into a run.
+            raise DatasetError(
+                f"Delta table '{filepath}': save_args.targetFileSize must be a positive whole number of "
+                f"bytes (globals delta_target_file_size for the ingest tables), got {file_size!r}"
+            )
         self._filepath = filepath
         self._uri = table_uri(filepath)
         self._write_mode = write_mode
