@@ -97,10 +97,17 @@ def run_pipeline(
 class FrameVersions:
     """In-memory stand-in for :class:`lakehouse_ml.datasets.DeltaVersions`: version i is frames[i]."""
 
-    def __init__(self, frames: list, schema: str, properties: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, frames: list, schema: str, properties: dict[str, str] | None = None, upserts: bool = False
+    ) -> None:
         self._frames, self._schema = frames, schema
         self.version = len(frames) - 1 if frames else None
         self.properties = properties or {}
+        # Whether each version after the first was an upsert-only MERGE of the one before.
+        self._upserts = upserts
+
+    def only_upserts_since(self, version: int) -> bool:
+        return self._upserts
 
     def at(self, version: int | None):
         from lakehouse_ml.engine import get_spark

@@ -23,8 +23,8 @@ def table_uri(filepath: str) -> str:
     return filepath
 
 
-# The delete marker of a MERGE source: true rows are deleted from the target (SparkDeltaDataset's
-# ``merge_delete_column``).
+# The delete marker of rows to write: a true row is not written, and its key is left without a row
+# (SparkDeltaDataset's ``merge_delete_column``).
 DELETED = "_deleted"
 
 

@@ -6,7 +6,9 @@ count file lists every save that added a Delta commit, one dataset name per line
 
 One save of the feature tables writes each table in turn (``FeatureTablesDataset.save_table``),
 so each table's write counts as its own save, ``feature_tables@spark[<table>]``: the sweep also
-kills between two tables' MERGEs.
+kills between two tables' MERGEs. Likewise a save that appends before it MERGEs (silver's new
+events, ``merge_insert_column``) counts its append as ``<dataset>[append]``: the sweep also kills
+between the two.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from kedro.framework.hooks import hook_impl
 
-from lakehouse_ml.datasets import FeatureTablesDataset
+from lakehouse_ml.datasets import FeatureTablesDataset, SparkDeltaDataset
 
 
 def _commits(root: Path) -> int:
@@ -41,6 +43,14 @@ class CrashAfterCommit:
             self._saved(f"{self._dataset}[{name}]")
 
         FeatureTablesDataset.save_table = counted
+        write = SparkDeltaDataset._write
+
+        def written(dataset: SparkDeltaDataset, data: object, mode: str, **options: object) -> None:
+            write(dataset, data, mode, **options)
+            # Any other write is its save's only commit, counted under the save's own name.
+            self._saved(f"{self._dataset}[append]" if mode == "append" else self._dataset)
+
+        SparkDeltaDataset._write = written
 
     @hook_impl
     def before_dataset_saved(self, dataset_name: str, data: object, node: object) -> None:

@@ -66,10 +66,12 @@ def base(tmp_path_factory) -> Path:
 def test_ingest_and_features_killed_after_any_commit_recover_exactly(base, tmp_path):
     report = sweep(base, [["run", "--pipelines", "ingest,features"]], tmp_path)
     commits = report["commits"]
-    # The sweep must cover the commits that lost rows before: silver, the audit, gold, a feature
-    # MERGE, and the point between two tables' MERGEs of one save.
+    # The sweep must cover the commits that lost rows before: silver (its append of new events and
+    # its MERGE of corrections), the audit, gold, a feature MERGE, and the point between two
+    # tables' MERGEs of one save.
     merges = ("feature_tables@spark[customer_activity]", "feature_tables@spark[customer_profile]")
-    for table in ("orders_silver@spark", "orders.ingest_audit", "customer_daily_activity@spark", *merges):
+    silver = ("orders_silver@spark[append]", "orders_silver@spark")
+    for table in (*silver, "orders.ingest_audit", "customer_daily_activity@spark", *merges):
         assert table in commits, commits
     assert report["failures"] == {}, json.dumps(report["failures"], indent=2)
     # And the incremental refresh of the late delivery equals a full recomputation (issue: 268 rows

@@ -88,6 +88,7 @@ def run_script(tmp_path: Path, name: str, code: str, timeout: float = 60, env=No
         ({"write_mode": "upsert"}, "write_mode must be one of overwrite, append, merge, replace"),
         ({"write_mode": "merge"}, "write_mode 'merge' needs merge_keys"),
         ({"write_mode": "replace"}, "write_mode 'replace' needs replace_keys"),
+        ({"merge_insert_column": "_new"}, "merge_insert_column needs write_mode 'merge', got 'overwrite'"),
         ({"save_args": {"targetFileSize": "32MB"}}, r"targetFileSize must be a positive whole number .* got '32MB'"),
         ({"save_args": {"targetFileSize": 0}}, r"targetFileSize must be a positive whole number .* got 0"),
     ],
@@ -211,6 +212,30 @@ def test_merge_delete_column_deletes_flagged_keys(spark, tmp_path):
     assert table_version(str(path)) == 1
 
 
+def test_merge_insert_column_appends_flagged_rows_and_merges_only_the_others(spark, tmp_path):
+    path = tmp_path / "t"
+    schema = "id long, v string, new boolean"
+    ds = SparkDeltaDataset(filepath=str(path), write_mode="merge", merge_keys=["id"], merge_insert_column="new")
+    ds.save(spark.createDataFrame([], schema))  # creates the table, empty
+    assert ds.load().columns == ["id", "v"]
+    ds.save(spark.createDataFrame([(1, "a", True), (2, "b", True)], schema))  # an empty table is overwritten
+    assert ds.load().columns == ["id", "v"]
+
+    # 3 and 4 are appended, 2 is updated by the MERGE of its row alone.
+    ds.save(spark.createDataFrame([(2, "B", False), (3, "c", True), (4, "d", True)], schema))
+    assert rows(ds.load()) == [(1, "a"), (2, "B"), (3, "c"), (4, "d")]
+    last, before = table_history(str(path))[:2]
+    assert (before["operation"], before["operationParameters"]["mode"]) == ("WRITE", "Append")
+    # int(): JVM Delta records metrics as strings.
+    assert (last["operation"], int(last["operationMetrics"]["numSourceRows"])) == ("MERGE", 1)
+
+    # Only new rows: one append, no MERGE. None flagged: a MERGE alone, which finds existing keys.
+    ds.save(spark.createDataFrame([(5, "e", True)], schema))
+    ds.save(spark.createDataFrame([(5, "E", False), (6, "f", None)], schema))
+    assert [h["operation"] for h in table_history(str(path))[:2]] == ["MERGE", "WRITE"]
+    assert rows(ds.load())[-2:] == [(5, "E"), (6, "f")]
+
+
 def test_merge_source_with_duplicate_keys_raises_naming_the_keys(spark, tmp_path):
     path = tmp_path / "t"
     SparkDeltaDataset(filepath=str(path)).save(spark.createDataFrame([(1, "a")], SCHEMA))
@@ -250,6 +275,28 @@ def test_replace_replaces_only_rows_whose_keys_occur_in_the_new_data(spark, tmp_
     assert last["operationParameters"]["predicate"] == (
         "(`day` IN (CAST('d1' AS string), CAST('d3' AS string), CAST('d4' AS string)))"
     )
+
+
+def test_replace_with_delete_markers_empties_their_keys_and_never_writes_them(spark, tmp_path):
+    path = tmp_path / "t"
+    schema = "day string, id long, v long, gone boolean"
+    ds = SparkDeltaDataset(filepath=str(path), write_mode="replace", replace_keys=["day"], merge_delete_column="gone")
+    # A first write creates the table without the markers or their column.
+    ds.save(spark.createDataFrame([("d1", 1, 10, False), ("d2", 1, 20, False), ("d3", 1, 30, True)], schema))
+    assert ds.load().columns == ["day", "id", "v"]
+    assert rows(ds.load()) == [("d1", 1, 10), ("d2", 1, 20)]
+
+    # d1 is replaced by its new row; d2 has only a marker, so it is emptied; d4's marker names no row.
+    ds.save(
+        spark.createDataFrame(
+            [("d1", 2, 11, False), ("d1", None, None, True), ("d2", None, None, True), ("d4", None, None, True)], schema
+        )
+    )
+    assert rows(ds.load()) == [("d1", 2, 11)]
+
+    # Markers alone still empty their keys (nothing else is written).
+    ds.save(spark.createDataFrame([("d1", None, None, True)], schema))
+    assert ds.load().count() == 0
 
 
 def test_replace_on_two_keys_and_a_date(spark, tmp_path):

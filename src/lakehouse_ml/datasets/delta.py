@@ -5,6 +5,11 @@ their ``exists()`` is wrong on Connect (see docs/pages/engine.md). ``SparkDeltaD
 
 - write modes ``overwrite``, ``append``, ``merge`` (SQL ``MERGE INTO`` on ``merge_keys``) and
   ``replace`` (Delta ``replaceWhere`` on the values of ``replace_keys`` present in the data);
+- ``merge_delete_column``: rows flagged true are delete markers, never written: a MERGE deletes
+  the row of their key, a replace empties their keys' rows (the keys of a scope left with no row);
+- ``merge_insert_column``: rows flagged true are keys the table does not hold (the writer knows
+  it, e.g. from a lookup it made anyway): appended first, and only the other rows are MERGEd. A
+  MERGE joins every row of its source with the table, holding one side in memory;
 - ``rebuild: true`` (usually ``${runtime_params:...}``): the next save overwrites whatever the mode;
 - empty appends/merges/replaces (and overwrites with ``skip_empty: true``) are skipped once the
   table exists, so re-running on unchanged input adds no table version; the first save always
@@ -101,6 +106,7 @@ class SparkDeltaDataset(_DeltaTableLocation, AbstractDataset[DataFrame, DataFram
         write_mode: str = "overwrite",
         merge_keys: list[str] | None = None,
         merge_delete_column: str | None = None,
+        merge_insert_column: str | None = None,
         replace_keys: list[str] | None = None,
         rebuild: bool = False,
         schema_if_missing: str | None = None,
@@ -115,6 +121,10 @@ class SparkDeltaDataset(_DeltaTableLocation, AbstractDataset[DataFrame, DataFram
             )
         if write_mode == "merge" and not merge_keys:
             raise DatasetError(f"Delta table '{filepath}': write_mode 'merge' needs merge_keys")
+        if merge_insert_column and write_mode != "merge":
+            raise DatasetError(
+                f"Delta table '{filepath}': merge_insert_column needs write_mode 'merge', got {write_mode!r}"
+            )
         if write_mode == "replace" and not replace_keys:
             raise DatasetError(f"Delta table '{filepath}': write_mode 'replace' needs replace_keys")
         file_size = (save_args or {}).get("targetFileSize")
@@ -129,6 +139,7 @@ class SparkDeltaDataset(_DeltaTableLocation, AbstractDataset[DataFrame, DataFram
         self._write_mode = write_mode
         self._merge_keys = list(merge_keys or [])
         self._merge_delete_column = merge_delete_column
+        self._merge_insert_column = merge_insert_column
         self._replace_keys = list(replace_keys or [])
         self._rebuild = str(rebuild).lower() in ("true", "1", "yes")
         self._schema_if_missing = schema_if_missing
@@ -196,6 +207,8 @@ class SparkDeltaDataset(_DeltaTableLocation, AbstractDataset[DataFrame, DataFram
             # An empty table (created by a first run that had nothing to write) takes the rows and
             # their schema: a MERGE would refuse columns the empty table was created without.
             mode = "overwrite"
+        if self._merge_insert_column and mode != "merge":
+            data = data.drop(self._merge_insert_column)
         try:
             if mode == "merge":
                 self._merge(data)
@@ -203,7 +216,8 @@ class SparkDeltaDataset(_DeltaTableLocation, AbstractDataset[DataFrame, DataFram
                 self._replace(data)
             else:
                 if self._merge_delete_column:
-                    # Delete markers only mean something to MERGE; a fresh table never holds them.
+                    # Delete markers only mean something to MERGE and replace; a fresh table never
+                    # holds them.
                     data = data.filter(~F.col(self._merge_delete_column)).drop(self._merge_delete_column)
                 self._write(data, mode)
         except Exception as error:
@@ -246,6 +260,8 @@ class SparkDeltaDataset(_DeltaTableLocation, AbstractDataset[DataFrame, DataFram
             raise DatasetError(
                 f"Delta table '{self._filepath}': replace_keys {self._replace_keys} must not contain nulls"
             )
+        if self._merge_delete_column:
+            data = data.filter(~F.col(self._merge_delete_column)).drop(self._merge_delete_column)
         # The predicate is built from the data itself, so every new row satisfies it (Sail does
         # not check new rows against replaceWhere; Delta-Spark does).
         self._write(data, "overwrite", replaceWhere=self._replace_predicate(keys, types), overwriteSchema="false")
@@ -265,6 +281,16 @@ class SparkDeltaDataset(_DeltaTableLocation, AbstractDataset[DataFrame, DataFram
 
     def _merge(self, data: DataFrame) -> None:
         self._check_unique_keys(data)
+        if self._merge_insert_column:
+            flag = F.coalesce(F.col(self._merge_insert_column).cast("boolean"), F.lit(False))
+            inserts = data.filter(flag).drop(self._merge_insert_column)
+            data = data.filter(~flag).drop(self._merge_insert_column)
+            # Appended before the MERGE. A run stopped in between leaves the inserts committed: a
+            # writer retrying must flag none of them again (its MERGE then finds them).
+            if not inserts.isEmpty():
+                self._write(inserts, "append")
+            if data.isEmpty():
+                return
         spark = data.sparkSession
         view = f"merge_source_{uuid.uuid4().hex}"
         data.createOrReplaceTempView(view)

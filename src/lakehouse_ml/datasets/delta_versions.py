@@ -46,6 +46,28 @@ class DeltaVersions:
         """The table's rows now."""
         return self.at(self.version)
 
+    def only_upserts_since(self, version: int) -> bool:
+        """Whether every commit after ``version`` was an append or a MERGE that deleted no row.
+
+        Then each row now is either the row of its key at ``version``, untouched, or one written
+        since: a refresh can find what changed from the rows written since, without a diff of
+        every row of the two versions. Read from the commits' metrics in the transaction log;
+        a commit without them counts as not an upsert.
+        """
+        if self.version is None or version >= self.version:
+            return True
+        table = DeltaTable(self.path)
+        commits = [c for c in table.history(table.version() - version) if version < c["version"] <= self.version]
+        return len(commits) == self.version - version and all(_upserts(commit) for commit in commits)
+
+
+def _upserts(commit: dict[str, Any]) -> bool:
+    """Whether a commit (as ``DeltaTable.history`` gives it) only added or updated rows."""
+    if commit.get("operation") == "WRITE":
+        return str((commit.get("operationParameters") or {}).get("mode", "")).lower() == "append"
+    deleted = (commit.get("operationMetrics") or {}).get("numTargetRowsDeleted")
+    return commit.get("operation") == "MERGE" and str(deleted) == "0"
+
 
 class SparkDeltaVersionsDataset(AbstractDataset[None, DeltaVersions]):
     """Loads a :class:`DeltaVersions` of the table at ``filepath``; read-only.

@@ -16,10 +16,12 @@ from lakehouse_ml.pipelines.ingest.nodes import (
     build_daily_activity,
     check_audit,
     classify_records,
+    gold_changed_days,
     reconcile_to_silver,
     select_new_deliveries,
     split_batch,
     type_records,
+    upserted_rows,
 )
 from lakehouse_ml.pipelines.ingest.schemas import SCHEMAS, canonical_columns
 from tests.helpers import FrameVersions
@@ -314,8 +316,8 @@ def test_dedupe_labels_duplicates_corrections_and_inserts(spark):
     counts = {r["_outcome"]: r["count"] for r in outcomes.groupBy("_outcome").count().collect()}
     # e1: insert, exact duplicate, corrected re-send (update); e2: insert, re-sent unchanged (duplicate)
     assert counts == {"inserted": 2, "duplicate": 2, "updated": 1}
-    winners = {r["event_id"]: r["amount"] for r in upserts.collect()}
-    assert winners == {"e1": 12.0, "e2": 10.0}  # latest delivery wins
+    winners = {r["event_id"]: (r["amount"], r["_new"]) for r in upserts.collect()}
+    assert winners == {"e1": (12.0, True), "e2": (10.0, True)}  # latest delivery wins; silver holds neither
 
 
 @pytest.mark.slow  # ~5 s of engine CPU
@@ -326,7 +328,8 @@ def test_dedupe_against_existing_silver(spark):
     outcomes, upserts = _classify(spark, {"2026-01-05": [order("e1"), order("e2", amount=99.0), order("e3")]}, silver)
     labels = sorted(r["_outcome"] for r in outcomes.collect())
     assert labels == ["duplicate", "inserted", "updated"]
-    assert sorted(r["event_id"] for r in upserts.collect()) == ["e2", "e3"]  # unchanged e1 is not rewritten
+    # Unchanged e1 is not rewritten; e3, which silver does not hold, is appended, e2 MERGEd.
+    assert sorted((r["event_id"], r["_new"]) for r in upserts.collect()) == [("e2", False), ("e3", True)]
 
 
 @pytest.mark.slow  # ~5 s of engine CPU
@@ -341,7 +344,10 @@ def test_reconcile_balances_every_batch(spark):
     assert (row.bronze_rows, row.inserted, row.updated, row.duplicate, row.quarantined) == (5, 2, 0, 1, 2)
     assert bool(row.balanced) and row.quarantine_rate == pytest.approx(0.4)
     assert "_raw (1)" in row.top_failed_checks and "amount (1)" in row.top_failed_checks
-    assert upserts.count() == 2
+    assert sorted(r["_new"] for r in upserts.collect()) == [True, True]
+    # A work table written before `_new` existed: every upsert goes through the MERGE.
+    upserts, _, _ = reconcile_to_silver(classified.drop("_new"), quarantine, bronze, batch, ORDERS, INGEST)
+    assert sorted(r["_new"] for r in upserts.collect()) == [False, False]
 
 
 @pytest.mark.slow  # ~14 s of engine CPU (the walk back over silver's versions)
@@ -360,6 +366,9 @@ def test_a_batch_retried_after_its_silver_commit_is_classified_as_before_it(spar
     _, retried = split_batch(type_records(bronze, ORDERS), after_crash, batch, ORDERS, INGEST)
     outcomes = {r["event_id"]: (r["_outcome"], r["_upsert"]) for r in retried.collect()}
     assert outcomes == {"e1": ("updated", True), "e2": ("inserted", True)}
+    # The first attempt appended e2 as new; the retry MERGEs it, which finds the row it wrote.
+    assert {r["event_id"]: r["_new"] for r in classified.filter("_upsert").collect()} == {"e1": False, "e2": True}
+    assert {r["_new"] for r in retried.collect()} == {False}
     # Without the walk back, the same rows against the crashed silver are duplicates.
     naive = classify_records(type_records(bronze, ORDERS), written, canonical_columns(SCHEMAS["orders"]))
     assert {r["_outcome"] for r in naive.collect()} == {"duplicate"}
@@ -456,8 +465,11 @@ def test_daily_activity_aggregates_sources_per_customer_day_in_eur(spark):
         GOLD,
         INGEST,
     )
-    rows = {(r["customer_id"], str(r["activity_date"])): r.asDict() for r in rows.collect()}
-    assert set(rows) == {("c1", "2026-01-01"), ("c3", "2026-01-01")}  # 2026-01-02 did not change
+    collected = rows.collect()
+    # Only 2026-01-01 changed: its rows replace the day's (2026-01-02 is left as it is).
+    assert [str(r["activity_date"]) for r in collected if r["_deleted"]] == ["2026-01-01"]
+    rows = {(r["customer_id"], str(r["activity_date"])): r.asDict() for r in collected if not r["_deleted"]}
+    assert set(rows) == {("c1", "2026-01-01"), ("c3", "2026-01-01")}
     c1 = rows[("c1", "2026-01-01")]
     # 10 EUR + 20 USD * 0.5 = 20 gross; net = (10 - 2) + 20 * 0.5 = 18
     assert (c1["orders"], c1["items"], c1["gross_amount_eur"], c1["net_amount_eur"]) == (2, 3, 20.0, 18.0)
@@ -472,8 +484,9 @@ def test_daily_activity_aggregates_sources_per_customer_day_in_eur(spark):
     }
 
 
-def test_daily_activity_deletes_customer_days_that_no_longer_have_events(spark):
-    """An order corrected to another day empties its old day: both days change, the old row goes."""
+def test_daily_activity_empties_customer_days_that_no_longer_have_events(spark):
+    """An order corrected to another day empties its old day: both days are replaced, the old
+    one by nothing (its marker)."""
     before = _events(
         spark, [("o1", "c1", "2026-01-01 10:00:00", 10.0, 0.0, 1, "EUR", "2026-01-02 02:00:00", "h1")], ORDER_EVENTS
     )
@@ -490,7 +503,74 @@ def test_daily_activity_deletes_customer_days_that_no_longer_have_events(spark):
         GOLD,
         INGEST,
     )
-    assert sorted((str(r["activity_date"]), r["_deleted"]) for r in rows.collect()) == [
-        ("2026-01-01", True),
-        ("2026-01-03", False),
+    # Markers name a day only (no customer).
+    assert sorted((str(r["activity_date"]), r["_deleted"], r["customer_id"] or "") for r in rows.collect()) == [
+        ("2026-01-01", True, ""),
+        ("2026-01-03", False, "c1"),
+        ("2026-01-03", True, ""),
     ]
+
+
+SILVER_ROWS = (
+    "event_id string, event_ts string, delivered_at string, _record_hash string, _batch_id string, _ingested_at string"
+)
+
+
+def _silver(spark, rows):
+    frame = spark.createDataFrame(rows, SILVER_ROWS)
+    for column in ("event_ts", "delivered_at", "_ingested_at"):
+        frame = frame.withColumn(column, F.to_timestamp(column))
+    return frame
+
+
+def _upserted_versions(spark):
+    """Silver before and after an append and a MERGE: e1 untouched; e2 corrected to another day;
+    e3 new; e4 new from a run whose clock was set back (landed "before" every row of before); e5
+    moved to another day by its batch landed again (a retry), at an earlier clock time too."""
+    b2, b3, b5, b6 = (f"orders/2026-01-0{day}/a.jsonl" for day in (2, 3, 5, 6))
+    e1 = ("e1", "2026-01-01 10:00:00", "2026-01-02 02:00:00", "h1", b2, "2026-01-02 03:00:00")
+    before = [
+        e1,
+        ("e2", "2026-01-02 10:00:00", "2026-01-03 02:00:00", "h2", b3, "2026-01-03 03:00:00"),
+        ("e5", "2026-01-07 10:00:00", "2026-01-02 02:00:00", "h5", b2, "2026-01-02 03:00:00"),
+    ]
+    after = [
+        e1,
+        ("e2", "2026-01-03 10:00:00", "2026-01-05 02:00:00", "h2b", b5, "2026-01-05 03:00:00"),
+        ("e3", "2026-01-04 10:00:00", "2026-01-05 02:00:00", "h3", b5, "2026-01-05 03:00:00"),
+        ("e4", "2026-01-06 10:00:00", "2026-01-06 02:00:00", "h4", b6, "2026-01-01 00:00:00"),
+        ("e5", "2026-01-08 10:00:00", "2026-01-02 02:00:00", "h5b", b2, "2026-01-01 00:00:00"),
+    ]
+    return _silver(spark, before), _silver(spark, after)
+
+
+CHANGED_DAYS = ["2026-01-02", "2026-01-03", "2026-01-04", "2026-01-06", "2026-01-07", "2026-01-08"]
+
+
+def test_upserted_rows_are_the_rows_landed_since_and_the_rows_they_replaced(spark):
+    before, after = _upserted_versions(spark)
+
+    changed = upserted_rows(before, after).select(F.to_date("event_ts").alias("d")).collect()
+
+    # e2 and e5 on both their days, e3 and e4; never e1's day (2026-01-01).
+    assert sorted(str(r["d"]) for r in changed) == CHANGED_DAYS
+
+
+@pytest.mark.parametrize("upserts", [True, False], ids=["rows landed since", "diff of the versions"])
+def test_gold_changed_days_are_the_same_from_the_upserts_as_from_a_diff(spark, upserts):
+    before, after = _upserted_versions(spark)
+    silver = {"orders": FrameVersions([before, after], SILVER_ROWS, upserts=upserts)}
+
+    days = gold_changed_days(silver, {"orders": 0}, full_rebuild=False).collect()
+
+    assert [str(r["activity_date"]) for r in days] == CHANGED_DAYS
+
+
+def test_gold_changed_days_count_a_removed_event_when_silver_was_not_only_upserted(spark):
+    """A commit that deleted rows (a rebuild, a DELETE by hand) takes the diff: e1's day counts."""
+    before, after = _upserted_versions(spark)
+    silver = {"orders": FrameVersions([before, after.filter("event_id != 'e1'")], SILVER_ROWS)}
+
+    days = gold_changed_days(silver, {"orders": 0}, full_rebuild=False).collect()
+
+    assert "2026-01-01" in [str(r["activity_date"]) for r in days]

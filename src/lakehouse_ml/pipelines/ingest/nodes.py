@@ -24,7 +24,7 @@ from lakehouse_ml.capabilities import json_text
 from lakehouse_ml.datasets.delta_versions import DeltaVersions
 from lakehouse_ml.datasets.landing import LandingDeliveries
 from lakehouse_ml.features.expressions_spark import rounded
-from lakehouse_ml.lakehouse import changed_rows, with_deletes
+from lakehouse_ml.lakehouse import DELETED, changed_rows
 from lakehouse_ml.pipelines.ingest.schemas import SCHEMAS, canonical_columns, spark_failures, spark_type
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ QUARANTINE_COLUMNS = [
     "_failed_checks",
 ]
 METADATA_COLUMNS = ["_record_hash", "_batch_id", "_source_file", "_delivery_date", "_ingested_at"]
+# Marks a silver upsert whose event silver does not hold yet: appended, never joined in a MERGE
+# (SparkDeltaDataset's ``merge_insert_column``).
+NEW = "_new"
 OUTCOMES = ("inserted", "updated", "duplicate", "quarantined")
 AUDIT_SCHEMA = (
     "batch_id string, source string, delivery_date date, source_file string, "
@@ -365,6 +368,7 @@ def classify_records(typed: DataFrame, silver_current: DataFrame, fields: list[s
     Rows are ordered per event_id by delivery (the current silver row first): a row equal to its
     predecessor is a duplicate, a different one an update, one without predecessor an insert.
     The last delivered version wins (``_upsert``) unless it equals the current silver row.
+    ``_new``: the event has no row in ``silver_current`` (its upsert is an append).
 
     Only the event_ids delivered more than once or already in silver need that order: every other
     row is an insert and its own upsert. The window (a sort of everything it is given, in memory on
@@ -389,7 +393,7 @@ def classify_records(typed: DataFrame, silver_current: DataFrame, fields: list[s
         ordered.join(valid, "_key", "right")
         .filter(F.col("_ordered").isNull())
         .withColumn("_record_hash", _record_hash(fields))
-        .select(*columns, F.lit("inserted").alias("_outcome"), F.lit(True).alias("_upsert"))
+        .select(*columns, F.lit("inserted").alias("_outcome"), F.lit(True).alias("_upsert"), F.lit(True).alias(NEW))
     )
     current = silver_current.select("event_id", F.col("_record_hash").alias("_current_hash"))
     in_order = _classify_in_order(ordered.join(valid, "_key").join(current, "event_id", "left"), fields, columns)
@@ -440,16 +444,18 @@ def _classify_in_order(rows: DataFrame, fields: list[str], columns: list[str]) -
     upsert = (F.col("_position") == 1) & (
         F.col("_current_hash").isNull() | (F.col("_current_hash") != F.col("_record_hash"))
     )
-    return chain.select(*columns, outcome.alias("_outcome"), upsert.alias("_upsert"))
+    return chain.select(
+        *columns, outcome.alias("_outcome"), upsert.alias("_upsert"), F.col("_current_hash").isNull().alias(NEW)
+    )
 
 
-def silver_before_batches(silver: DeltaVersions, batch_ids: list[str], source: str) -> DataFrame:
+def silver_before_batches(silver: DeltaVersions, batch_ids: list[str], source: str) -> tuple[DataFrame, int | None]:
     """Silver as it was before any earlier, interrupted attempt at these batches wrote to it.
 
     A run killed after its silver MERGE but before its audit row leaves the batches unaudited (so
     they are ingested again) while their rows are already in silver: classified against that
     silver they would count as duplicates of themselves. The latest version without a row of
-    these batches is what the interrupted run classified against.
+    these batches is what the interrupted run classified against. Returns it and its version.
     """
     version = silver.version
     while version is not None:
@@ -463,9 +469,9 @@ def silver_before_batches(silver: DeltaVersions, batch_ids: list[str], source: s
                     silver.version,
                     version,
                 )
-            return frame
+            return frame, version
         version = version - 1 if version > 0 else None
-    return silver.at(None)
+    return silver.at(None), None
 
 
 def split_batch(
@@ -473,13 +479,17 @@ def split_batch(
 ) -> tuple[DataFrame, DataFrame]:
     """Return this run's quarantined rows and its valid rows classified against silver."""
     batch = typed.filter(F.col("_batch_id").isin(batch_ids)) if batch_ids else typed.limit(0)
-    if ingest.get("full_rebuild"):
-        current = silver.at(None)
-    else:
-        current = silver_before_batches(silver, batch_ids, source["name"])
+    rebuild = bool(ingest.get("full_rebuild"))
+    current, version = (silver.at(None), None) if rebuild else silver_before_batches(silver, batch_ids, source["name"])
     fields = canonical_columns(SCHEMAS[source.get("schema", source["name"])])
     quarantine = batch.filter(F.size("_failed_checks") > 0).select(*QUARANTINE_COLUMNS)
-    return quarantine, classify_records(batch, current, fields)
+    classified = classify_records(batch, current, fields)
+    if rebuild or version != silver.version:
+        # Silver may hold events classified as new here: written by an interrupted attempt, or
+        # kept by a rebuild asked for in a parameters file (which MERGEs, see the catalog). Every
+        # upsert then goes through the MERGE, which finds them.
+        classified = classified.withColumn(NEW, F.lit(False))
+    return quarantine, classified
 
 
 def _top_checks(quarantine: DataFrame, limit: int = 3) -> dict[str, str]:
@@ -612,7 +622,9 @@ def reconcile_to_silver(
     upserts = classified.filter("_upsert")
     spark = classified.sparkSession
     audit_frame = spark.createDataFrame(audit if len(audit) else [], AUDIT_SCHEMA)
-    return upserts.select(*fields, *METADATA_COLUMNS), audit_frame, audit
+    # A work table written before ``_new`` existed (kept while its source has no new delivery).
+    new = F.col(NEW) if NEW in classified.columns else F.lit(False).alias(NEW)
+    return upserts.select(*fields, *METADATA_COLUMNS, new), audit_frame, audit
 
 
 def _log_audit(source: str, audit: pd.DataFrame) -> None:
@@ -652,6 +664,29 @@ def _daily(events: DataFrame, dates: DataFrame, aggregates: list[Column], name: 
     )
 
 
+def upserted_rows(before: DataFrame, after: DataFrame) -> DataFrame:
+    """Silver's ``event_ts`` of the rows that differ between two versions, when every commit
+    between them was an append or an upsert.
+
+    Each row of ``after`` is then either as it was in ``before`` or written since, and a row
+    written since carries a landing (``_batch_id`` and ``_ingested_at``) that no row of ``before``
+    has: a retried batch lands again, at another time. Besides those, only the rows they replaced
+    differ: the rows of ``before`` with their event ids. Both are found by scans and a join on
+    the delivery's event ids, never by comparing every row of the two versions (which held the
+    whole table in memory).
+    """
+    # Landing times as microseconds: compared in the engine, never through a Python time zone.
+    landing = F.concat_ws("@", F.col("_batch_id"), F.unix_micros("_ingested_at").cast("string"))
+    held = [row["_landing"] for row in before.select(landing.alias("_landing")).distinct().collect()]
+    written = after.filter(~landing.isin(held)) if held else after
+    # Event ids as 64-bit hashes keep the join's table small; a collision adds a row whose days
+    # are recomputed for nothing, never one left out. The delivery's keys are the left input,
+    # the side the engine holds in memory.
+    keys = written.select(F.xxhash64("event_id").alias("_key")).distinct()
+    replaced = keys.join(before.select(F.xxhash64("event_id").alias("_key"), "event_ts"), "_key").select("event_ts")
+    return written.select("event_ts").unionByName(replaced)
+
+
 def gold_changed_days(silver: dict[str, DeltaVersions], reflected: dict[str, int], full_rebuild: bool) -> DataFrame:
     """The activity days whose silver events differ from the silver versions gold reflects.
 
@@ -663,12 +698,15 @@ def gold_changed_days(silver: dict[str, DeltaVersions], reflected: dict[str, int
         since = None if full_rebuild else reflected.get(name)
         if since is not None and since == versions.version:
             continue
-        # Counted whole: a diff against nothing would be a distinct of every silver row.
-        changed = (
-            versions.current
-            if since is None
-            else changed_rows(versions.at(since), versions.current, SILVER_CHANGE_COLUMNS)
-        )
+        if since is None:
+            # Counted whole: a diff against nothing would be a distinct of every silver row.
+            changed = versions.current
+        elif versions.only_upserts_since(since):
+            # Silver's own writes: the rows written since and those they replaced.
+            changed = upserted_rows(versions.at(since), versions.current)
+        else:
+            # A rebuild or a change by hand since: the two versions compared row by row.
+            changed = changed_rows(versions.at(since), versions.current, SILVER_CHANGE_COLUMNS)
         days |= {row["d"] for row in changed.select(F.to_date("event_ts").alias("d")).distinct().collect()}
     spark = next(iter(silver.values())).current.sparkSession
     # Collected once (a few hundred days at most): the frame is used by several writes' actions.
@@ -685,8 +723,8 @@ def build_daily_activity(
 ) -> tuple[DataFrame, dict[str, Any]]:
     """Recompute one row per customer per active day for every day whose events changed.
 
-    Returns the rows to MERGE (with a delete marker for each row of a changed day that no longer
-    exists) and the table properties recording the silver versions gold now reflects. Gold's
+    Returns the rows that replace those of the changed days (with a delete marker per changed
+    day, ``_deleted``) and the table properties recording the silver versions gold now reflects. Gold's
     scope comes from those recorded versions, not from this run's ingest: a run killed after
     silver's commit but before gold's is repaired by the next run, whatever it ingests.
     """
@@ -740,15 +778,16 @@ def build_daily_activity(
         # When this row was (re)computed (lineage; features scope on gold's versions, not on this).
         F.current_timestamp().alias("_updated_at"),
     )
-    # Delete markers even on a rebuild: the dataset overwrites only when the run says so, and a
-    # rebuild asked for in a parameters file still MERGEs.
-    existing = gold_table.current.join(dates, "activity_date", "left_semi")
     stamp = {
         "properties": {
             GOLD_SOURCE_VERSIONS: json.dumps({name: v.version for name, v in silver.items()}, sort_keys=True)
         }
     }
-    return with_deletes(rows, existing, GOLD_KEYS), stamp
+    # A marker per changed day, so a day left without events is emptied too. Even on a rebuild:
+    # the dataset overwrites only when the run says so, and a rebuild asked for in a parameters
+    # file still replaces day by day.
+    markers = dates.withColumn(DELETED, F.lit(True))
+    return rows.withColumn(DELETED, F.lit(False)).unionByName(markers, allowMissingColumns=True), stamp
 
 
 def report_ingest(*audits: pd.DataFrame) -> pd.DataFrame:
