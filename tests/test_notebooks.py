@@ -140,7 +140,8 @@ def test_notebook_runs_against_the_project_lakehouse(project, kernel_specs, star
     rows = len(PandasDeltaDataset(filepath=silver_path, columns=["event_id"]).load())
     version = DeltaTable(silver_path).version()
     rows_v0 = len(PandasDeltaDataset(filepath=silver_path, version=0, columns=["event_id"]).load())
-    assert version == 1 and 0 < rows_v0 < rows  # the fixture's two runs: CREATE, then MERGE
+    # The fixture's two runs: CREATE, then an append of the new events and a MERGE of corrections.
+    assert version == 2 and 0 < rows_v0 < rows
 
     nb = execute(project / "notebooks" / NOTEBOOK.name, project / start_in, project_env(project), kernel_specs)
     printed = stdout_of(nb)
@@ -159,7 +160,7 @@ def test_notebook_runs_against_the_project_lakehouse(project, kernel_specs, star
     assert "|currency|orders|customers|gross_amount|net_amount|avg_items|" in printed  # Spark's show()
     # Delta history and time travel.
     assert f"orders_silver Delta version: {version}\n" in printed
-    assert "MERGE" in shown and "CREATE TABLE" in shown
+    assert "MERGE" in shown and "WRITE" in shown and "CREATE TABLE" in shown
     assert f"rows at version 0: {rows_v0}; rows now: {rows}\n" in printed
     # The ad-hoc node's output went to a MemoryDataset in the project catalog.
     assert "{'weekly_orders': 'MemoryDataset'}" in printed
